@@ -1,0 +1,15 @@
+//! Linux PTP hardware clocks (`/dev/ptpN`): the kernel UAPI, a safe device handle with every read
+//! and write method, sysfs metadata and discovery, driver expectations, and offset estimators.
+
+pub mod device;
+pub mod driver;
+pub mod error;
+pub mod estimate;
+pub mod sysfs;
+pub mod uapi;
+
+pub use device::{Access, Caps, Form, Phc, Pin, PreciseSample, SysClock};
+pub use driver::{Driver, Expected, Support};
+pub use error::{Error, Result};
+pub use estimate::{Estimate, Sample};
+pub use sysfs::{PhcInfo, Roots};
