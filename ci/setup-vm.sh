@@ -11,7 +11,7 @@ KDIR="$CACHE/kernel"
 BPO_FILE=/etc/apt/sources.list.d/bookworm-backports.sources
 BPO_PACKAGES=(qemu-system-x86)
 PACKAGES=(busybox-static chrony linuxptp kmod cpio)
-# The generic flavour only (not -rt- or -cloud-, which lacks igb). PHC_KERNEL_PKG pins a package.
+# The generic flavour only (not the -rt- or -cloud- ones). PHC_KERNEL_PKG pins a package.
 KERNEL_PATTERN='^linux-image-6\.12\.[0-9]+\+[^-]+-amd64-unsigned$'
 
 log() { printf 'setup-vm: %s\n' "$*"; }
@@ -20,6 +20,7 @@ trap 'die "failed at line $LINENO: $BASH_COMMAND"' ERR
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (installs packages)"
 command -v apt-get >/dev/null || die "apt-get not found: this script supports Debian only"
+# shellcheck source=/dev/null
 codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
 [[ $codename == bookworm ]] || die "expected Debian bookworm, found '${codename:-unknown}'"
 
@@ -101,8 +102,9 @@ else
 fi
 
 qemu_ver=$(dpkg-query -W -f='${Version}' qemu-system-x86)
-[[ $qemu_ver =~ ^(1:)?([0-9]+) ]] && ((BASH_REMATCH[2] >= 10)) \
-    || die "qemu-system-x86 $qemu_ver is older than 10 (no -device igb)"
+if ! [[ $qemu_ver =~ ^([0-9]+:)?([0-9]+) ]] || ((BASH_REMATCH[2] < 10)); then
+    die "qemu-system-x86 $qemu_ver is older than 10 (no -device igb)"
+fi
 devices=$(qemu-system-x86_64 -device help 2>/dev/null) || die "qemu-system-x86_64 does not run"
 [[ $devices == *'"igb"'* ]] || die "qemu-system-x86_64 has no igb device"
 

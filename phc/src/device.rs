@@ -395,6 +395,26 @@ impl AsFd for Phc {
     }
 }
 
+/// Reads a system clock (`CLOCK_REALTIME`, `CLOCK_MONOTONIC_RAW`, ...) in nanoseconds.
+pub fn clock_now_ns(clock: libc::clockid_t) -> Result<i64> {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; an invalid clock id is answered with EINVAL.
+    let r = unsafe { libc::clock_gettime(clock, &mut ts) };
+    call(Errno::result(r)).map(|_| timespec_to_ns(&ts))
+}
+
+/// Steps a system clock by `delta_ns` with `ADJ_SETOFFSET` (needs CAP_SYS_TIME): what hv_utils
+/// and chronyd's makestep do, without the read-modify-write race of settime.
+pub fn clock_step_ns(clock: libc::clockid_t, delta_ns: i64) -> Result<()> {
+    let mut tx = zero_timex();
+    tx.modes = libc::ADJ_SETOFFSET | libc::ADJ_NANO;
+    tx.time.tv_sec = delta_ns.div_euclid(1_000_000_000);
+    tx.time.tv_usec = delta_ns.rem_euclid(1_000_000_000);
+    // SAFETY: `tx` is a valid, writable timex for the whole call.
+    let r = unsafe { libc::clock_adjtime(clock, &mut tx) };
+    call(Errno::result(r)).map(drop)
+}
+
 /// `FD_TO_CLOCKID`: the dynamic POSIX clock id of a descriptor.
 pub fn fd_to_clockid(fd: libc::c_int) -> libc::clockid_t {
     ((!fd) << 3) | 3
@@ -488,6 +508,16 @@ mod tests {
         assert_eq!(samples_from_extended(&req).len(), PTP_MAX_SAMPLES);
         assert!(matches!(check_n(0), Err(Error::InvalidArgument)));
         assert!(matches!(check_n(26), Err(Error::InvalidArgument)));
+    }
+
+    #[test]
+    fn system_clocks_read_and_unprivileged_steps_are_refused_cleanly() {
+        let a = clock_now_ns(libc::CLOCK_MONOTONIC_RAW).unwrap();
+        let b = clock_now_ns(libc::CLOCK_MONOTONIC_RAW).unwrap();
+        assert!(b >= a && a > 0);
+        assert!(matches!(clock_now_ns(12345), Err(Error::InvalidArgument)));
+        // MONOTONIC cannot be stepped by anyone: the kernel answers EINVAL, never a panic.
+        assert!(clock_step_ns(libc::CLOCK_MONOTONIC, 1).is_err());
     }
 
     #[test]

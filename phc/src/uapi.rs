@@ -61,7 +61,7 @@ pub struct PtpClockCaps {
 pub struct PtpSysOffset {
     /// Number of samples wanted, 1..=25.
     pub n_samples: u32,
-    /// Reserved; the `*2` ioctl rejects nonzero values.
+    /// Reserved; the kernel ignores it in both forms (ptp_chardev.c `ptp_sys_offset`).
     pub rsv: [u32; 3],
     /// Timestamps: system, PHC, system, PHC, ..., system.
     pub ts: [PtpClockTime; 2 * PTP_MAX_SAMPLES + 1],
@@ -81,7 +81,7 @@ pub struct PtpSysOffsetExtended {
     pub n_samples: u32,
     /// System clock of the samples (since 6.12; reserved and zero before).
     pub clockid: i32,
-    /// Reserved; the `*2` ioctl rejects nonzero values.
+    /// Reserved; nonzero is EINVAL in both forms (they share one `case` in ptp_chardev.c).
     pub rsv: [u32; 2],
     /// Samples: [system before, PHC, system after].
     pub ts: [[PtpClockTime; 3]; PTP_MAX_SAMPLES],
@@ -103,7 +103,7 @@ pub struct PtpSysOffsetPrecise {
     pub sys_realtime: PtpClockTime,
     /// CLOCK_MONOTONIC_RAW at the same instant.
     pub sys_monoraw: PtpClockTime,
-    /// Reserved; the `*2` ioctl rejects nonzero values.
+    /// Reserved; the kernel ignores it in both forms (ptp_chardev.c `ptp_sys_offset_precise`).
     pub rsv: [u32; 4],
 }
 

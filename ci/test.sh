@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The project's test command: lint, unit/property/snapshot tests, CLI tests, benchmarks built.
+# Usage: ci/test.sh            (what CI runs)
+#        PHC_SKIP_VM=1 ci/test.sh   (no VM stage, for quick local runs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+stage() { printf '\n== %s ==\n' "$*"; }
+
+stage "toolchain"
+cargo --version
+rustup component list --installed 2>/dev/null | grep -E '^(clippy|rustfmt)' || true
+
+stage "format"
+cargo fmt --all --check
+
+stage "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+stage "docs"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+
+stage "tests"
+cargo test --workspace --locked
+
+stage "benchmarks build"
+cargo bench --workspace --no-run --locked --quiet
+
+stage "sim suite (release)"
+cargo build --release --locked --quiet -p phc-harness
+start=$(date +%s%N)
+set +e
+./target/release/phc-harness run scenarios/ --out "${TMPDIR:-/tmp}/phc-harness-ci-runs" >/tmp/phc-harness-suite.txt
+rc=$?
+set -e
+end=$(date +%s%N)
+cat /tmp/phc-harness-suite.txt
+echo "whole scenarios/ suite on the sim backend: $(( (end - start) / 1000000 )) ms wall"
+if [ "$rc" -ne 0 ]; then
+  echo "sim suite: a scenario failed its verdicts (exit $rc)" >&2
+  exit "$rc"
+fi

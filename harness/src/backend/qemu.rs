@@ -1,0 +1,445 @@
+//! The QEMU backend: the scenario runs against a real Linux guest. Pauses are QMP `stop`/`cont`,
+//! reboots `system_reset`; the guest PHC is QEMU's igb clock, fed with host time by the harness's
+//! time-sync provider (VMICTimeSync emulation); the discipline is the real chronyd in the guest.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use mock_phc::{DisciplineConfig, Disturbance, Event, EventKind};
+use phc_qemu::agent::{ExecResult, Op};
+use phc_qemu::client::host_realtime_ns;
+use phc_qemu::image::ImageSpec;
+use phc_qemu::session::Session;
+use phc_qemu::{Accel, Error};
+use serde_json::{json, Value};
+
+use super::chronylog::{self, Line};
+use super::provider::Provider;
+use crate::engine::{Backend, Observation};
+use crate::scenario::Scenario;
+
+/// The guest's PHC: the igb NIC clock.
+pub const GUEST_PHC: &str = "/dev/ptp0";
+const CHRONY_LOG: &str = "/tmp/chronyd.log";
+/// A regular sample re-sets the PHC only when it is off by more than this: QEMU's igb clock
+/// keeps host time between pauses, and re-setting it every 5 s would only add transfer noise.
+const RESET_THRESHOLD_NS: i64 = 1_000_000;
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How to start the guest.
+#[derive(Debug, Clone)]
+pub struct QemuOptions {
+    /// The static harness binary to install as the guest agent.
+    pub agent_bin: PathBuf,
+    /// Acceleration; `None` detects it by trying KVM.
+    pub accel: Option<Accel>,
+    /// Longest wait for boot to agent-ready.
+    pub boot_timeout: Duration,
+}
+
+/// The guest agent binary: `--agent-bin`, else `PHC_AGENT_BIN`, else what ci/build-agent.sh builds.
+pub fn find_agent_bin(explicit: Option<PathBuf>) -> Result<PathBuf, Error> {
+    let candidates: Vec<PathBuf> = explicit
+        .into_iter()
+        .chain(std::env::var_os("PHC_AGENT_BIN").map(PathBuf::from))
+        .chain(std::env::var_os("CARGO_TARGET_DIR").map(|d| PathBuf::from(d).join(STATIC_REL)))
+        .chain(std::iter::once(PathBuf::from("target").join(STATIC_REL)))
+        .collect();
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+        Error::Image(format!(
+            "guest agent binary not found (looked at {}): build it with ci/build-agent.sh or pass --agent-bin",
+            candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        ))
+    })
+}
+
+const STATIC_REL: &str = "x86_64-unknown-linux-gnu/release/phc-harness";
+
+/// Which acceleration works, found by trying: KVM when /dev/kvm opens and a KVM guest gets as far
+/// as running its init; TCG otherwise. Returns the choice and why.
+pub fn detect_accel(kernel: &std::path::Path, initrd: &std::path::Path) -> (Accel, String) {
+    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+        return (Accel::Tcg, format!("/dev/kvm: {e}"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut guest = match phc_qemu::GuestBuilder::new(kernel, initrd).accel(Accel::Kvm).start(deadline) {
+        Ok(g) => g,
+        Err(e) => return (Accel::Tcg, format!("KVM guest did not start: {e}")),
+    };
+    loop {
+        if guest.console().contains("phc-init") {
+            return (Accel::Kvm, "a KVM guest ran its init".into());
+        }
+        if let Some(r) = guest.exit_reason() {
+            return (Accel::Tcg, format!("KVM guest failed: {r}"));
+        }
+        match guest.qmp().status(Instant::now() + Duration::from_secs(2)) {
+            Ok(st) if st == "internal-error" || st == "guest-panicked" || st == "shutdown" => {
+                return (Accel::Tcg, format!("KVM guest stopped in state {st}"));
+            }
+            Err(e) => return (Accel::Tcg, format!("KVM guest: {e}")),
+            _ => {}
+        }
+        if Instant::now() >= deadline {
+            return (Accel::Tcg, "KVM guest did not reach its init in 30 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Why a scenario cannot run on QEMU, or `None` when it can.
+pub fn unsupported(s: &Scenario) -> Option<String> {
+    for d in &s.world.disciplines {
+        match d {
+            DisciplineConfig::Chrony(_) | DisciplineConfig::HvUtils(_) | DisciplineConfig::None => {}
+            other => {
+                return Some(format!(
+                    "discipline {:?} has no real daemon in the guest image (chronyd and hv_utils emulation only)",
+                    kind_name(other)
+                ))
+            }
+        }
+    }
+    for e in &s.timeline.events {
+        match e.disturbance {
+            Disturbance::FrequencyJump { .. } => {
+                return Some("frequency_jump: QEMU cannot change a running guest's oscillator".into())
+            }
+            Disturbance::SamplesStop | Disturbance::SamplesResume => {
+                return Some(
+                    "samples_stop/resume: the igb PHC never goes stale (ESTALE needs the CUSE hyperv mock)".into(),
+                )
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+fn kind_name(d: &DisciplineConfig) -> &'static str {
+    match d {
+        DisciplineConfig::Chrony(_) => "chrony",
+        DisciplineConfig::Ntpd(_) => "ntpd",
+        DisciplineConfig::Phc2sys(_) => "phc2sys",
+        DisciplineConfig::HvUtils(_) => "hv_utils",
+        DisciplineConfig::None => "none",
+    }
+}
+
+/// A scenario's guest.
+pub struct QemuBackend {
+    session: Session,
+    origin: Instant,
+    provider: Provider,
+    hv_utils: Option<mock_phc::HvUtilsConfig>,
+    chrony_conf: Option<String>,
+    paused_until: Option<(Instant, bool)>,
+    reference_offset_ns: i64,
+    events: Vec<Event>,
+    chrony_lines_seen: usize,
+    chrony_log: String,
+    half_rtt_ns: i64,
+    info: BTreeMap<String, Value>,
+    taken: Vec<Observation>,
+}
+
+impl QemuBackend {
+    /// Boots the guest, aligns its clocks with the host, starts the scenario's daemon; scenario
+    /// time starts when this returns.
+    pub fn start(s: &Scenario, opts: &QemuOptions) -> Result<Self, Error> {
+        if let Some(why) = unsupported(s) {
+            return Err(Error::Image(format!("{} cannot run on qemu: {why}", s.name)));
+        }
+        let spec = ImageSpec::with_agent(&opts.agent_bin);
+        let initrd = std::env::temp_dir().join(format!("phc-initrd-{}.cpio", std::process::id()));
+        let kernel = phc_qemu::image::build(&spec, &initrd)?;
+        let (accel, why) = match opts.accel {
+            Some(a) => (a, "chosen on the command line".to_owned()),
+            None => detect_accel(&kernel, &initrd),
+        };
+        let builder = phc_qemu::GuestBuilder::new(&kernel, &initrd).accel(accel);
+        let session = Session::boot_with(builder, initrd, Instant::now() + opts.boot_timeout)?;
+        let mut info = BTreeMap::new();
+        info.insert("accel".into(), json!(accel.name()));
+        info.insert("accel_reason".into(), json!(why));
+        info.insert("boot_to_ready_s".into(), json!(round3(session.boot_to_ready.as_secs_f64())));
+        info.insert(
+            "phc".into(),
+            json!(format!("igb ({GUEST_PHC}) fed by the harness's time-sync provider, standing in for the scenario's {} clock", personality(s))),
+        );
+        let hv_utils = s.world.disciplines.iter().find_map(|d| match d {
+            DisciplineConfig::HvUtils(h) => Some(h.clone()),
+            _ => None,
+        });
+        let chrony_conf = s.world.disciplines.iter().find_map(|d| match d {
+            DisciplineConfig::Chrony(c) => Some(c.chrony_conf(GUEST_PHC)),
+            _ => None,
+        });
+        if let Some(c) = &chrony_conf {
+            info.insert("chrony_conf".into(), json!(c));
+        }
+        let origin = Instant::now();
+        let mut b = Self {
+            session,
+            origin,
+            provider: Provider::new(5_000_000_000, 0),
+            hv_utils,
+            chrony_conf,
+            paused_until: None,
+            reference_offset_ns: 0,
+            events: Vec::new(),
+            chrony_lines_seen: 0,
+            chrony_log: String::new(),
+            half_rtt_ns: 0,
+            info,
+            taken: Vec::new(),
+        };
+        b.prepare_guest()?;
+        Ok(b)
+    }
+
+    fn deadline() -> Instant {
+        Instant::now() + CALL_TIMEOUT
+    }
+
+    fn now_ns(&self) -> i64 {
+        self.origin.elapsed().as_nanos() as i64
+    }
+
+    fn reference_ns(&self) -> i64 {
+        host_realtime_ns() + self.reference_offset_ns
+    }
+
+    fn note(&mut self, source: &'static str, text: impl Into<String>) {
+        self.events.push(Event { t_ns: self.now_ns(), source, kind: EventKind::Note(text.into()) });
+    }
+
+    /// After boot or reboot: the host's first (SYNC) sample sets PHC and clock, then the daemon
+    /// starts with an empty state, as on a freshly started VM.
+    fn prepare_guest(&mut self) -> Result<(), Error> {
+        self.provider.reboot(self.now_ns());
+        let now = self.now_ns();
+        if let Some(due) = self.provider.poll(now) {
+            self.deliver(due.sync, true)?;
+        }
+        if let Some(conf) = self.chrony_conf.clone() {
+            let a = &mut self.session.agent;
+            a.call(Op::WriteFile { path: "/etc/chrony.conf".into(), contents: conf }, Self::deadline())?;
+            a.call(
+                Op::Spawn {
+                    name: "chronyd".into(),
+                    argv: ["chronyd", "-u", "root", "-d", "-f", "/etc/chrony.conf"].map(String::from).to_vec(),
+                    log: CHRONY_LOG.into(),
+                },
+                Self::deadline(),
+            )?;
+            self.chrony_lines_seen = 0;
+            self.note("world", "chronyd started");
+        }
+        Ok(())
+    }
+
+    /// Delivers one host sample: sets the PHC to host time (always on SYNC or `force`, else when
+    /// it is off), and plays hv_utils on the guest clock.
+    fn deliver(&mut self, sync: bool, force: bool) -> Result<(), Error> {
+        let est = self.session.agent.offset(3, Self::deadline())?;
+        self.half_rtt_ns = est.uncertainty_ns;
+        let guest_minus_ref = est.offset_ns - self.reference_offset_ns;
+        let phc_minus_rt: i64 = self.phc_minus_realtime()?;
+        let phc_minus_ref = phc_minus_rt + guest_minus_ref;
+        if sync {
+            // How the guest came back, before the SYNC sample corrects anything.
+            self.taken.push(Observation {
+                t_s: self.now_ns() as f64 / 1e9,
+                guest_offset_ns: Some(guest_minus_ref),
+                phc_offset_ns: Some(phc_minus_ref),
+                phc_error: None,
+            });
+        }
+        if sync || force || phc_minus_ref.abs() > RESET_THRESHOLD_NS {
+            let host_ns = self.reference_ns() + self.half_rtt_ns;
+            self.session.agent.call(Op::SetPhc { device: GUEST_PHC.into(), host_ns }, Self::deadline())?;
+        }
+        if let Some(hv) = self.hv_utils.clone() {
+            // hv_utils: settimeofday on SYNC; with timesync_implicit also on a plain sample when
+            // the guest is at least 5 s behind.
+            if sync || (hv.timesync_implicit && guest_minus_ref <= -5_000_000_000) {
+                let host_ns = self.reference_ns() + self.half_rtt_ns;
+                let ex = self.session.agent.call(Op::SetRealtime { host_ns }, Self::deadline())?;
+                let delta = ex.response.ok.as_ref().and_then(|v| v["stepped_ns"].as_i64()).unwrap_or(0);
+                self.events.push(Event { t_ns: self.now_ns(), source: "hv_utils", kind: EventKind::Step { delta_ns: delta } });
+            }
+        }
+        Ok(())
+    }
+
+    fn phc_minus_realtime(&mut self) -> Result<i64, Error> {
+        let v: Value = self.session.agent.call_value(Op::PhcOffset { device: GUEST_PHC.into() }, Self::deadline())?;
+        v["phc_minus_realtime_ns"].as_i64().ok_or_else(|| Error::Agent(format!("bad PhcOffset answer {v}")))
+    }
+
+    fn exec(&mut self, argv: &[&str]) -> Result<ExecResult, Error> {
+        self.session.agent.call_value(
+            Op::Exec { argv: argv.iter().map(|s| (*s).to_owned()).collect(), timeout_s: 10.0 },
+            Self::deadline(),
+        )
+    }
+
+    /// Facts for the report: acceleration, boot time, chronyd's own view and log.
+    pub fn finish(mut self) -> BTreeMap<String, Value> {
+        if self.chrony_conf.is_some() && self.paused_until.is_none() {
+            for (key, argv) in [("chronyc_tracking", ["chronyc", "-n", "tracking"]), ("chronyc_sources", ["chronyc", "-n", "sources"])] {
+                if let Ok(r) = self.exec(&argv) {
+                    self.info.insert(key.into(), json!(format!("{}{}", r.stdout, r.stderr)));
+                }
+            }
+            let _ = self.poll_chrony_log();
+            self.info.insert("chronyd_log".into(), json!(self.chrony_log.clone()));
+        }
+        std::mem::take(&mut self.info)
+    }
+
+    /// Backend facts gathered so far (for an aborted run's report).
+    pub fn info(&self) -> BTreeMap<String, Value> {
+        self.info.clone()
+    }
+
+    fn poll_chrony_log(&mut self) -> Result<(), Error> {
+        if self.chrony_conf.is_none() || self.paused_until.is_some() {
+            return Ok(());
+        }
+        let text: String = self.session.agent.call_value(Op::ReadFile { path: CHRONY_LOG.into() }, Self::deadline())?;
+        let lines: Vec<&str> = text.lines().collect();
+        let t_ns = self.now_ns();
+        for l in lines.iter().skip(self.chrony_lines_seen) {
+            self.chrony_log.push_str(l);
+            self.chrony_log.push('\n');
+            match chronylog::parse(l) {
+                Line::Stepped { delta_ns } => {
+                    self.events.push(Event { t_ns, source: "chrony", kind: EventKind::Step { delta_ns } })
+                }
+                Line::Note(n) => self.events.push(Event { t_ns, source: "chrony", kind: EventKind::Note(n) }),
+                Line::Other => {}
+            }
+        }
+        self.chrony_lines_seen = lines.len();
+        Ok(())
+    }
+}
+
+fn personality(s: &Scenario) -> &'static str {
+    match s.world.phc {
+        mock_phc::PhcConfig::Hyperv { .. } => "hyperv",
+        mock_phc::PhcConfig::Kvm { .. } => "kvm",
+        mock_phc::PhcConfig::Vmclock { .. } => "vmclock",
+        mock_phc::PhcConfig::Nic { .. } => "nic",
+    }
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+impl Backend for QemuBackend {
+    type Error = Error;
+
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    fn advance_to(&mut self, t_ns: i64) -> Result<(), Error> {
+        loop {
+            let now = self.now_ns();
+            if let Some((until, sync)) = self.paused_until {
+                if Instant::now() >= until {
+                    self.session.guest.qmp().cont(Self::deadline())?;
+                    self.paused_until = None;
+                    self.provider.resume(now, sync);
+                    self.note("world", "resumed (QMP cont)");
+                }
+            }
+            if self.paused_until.is_none() {
+                if let Some(due) = self.provider.poll(now) {
+                    self.deliver(due.sync, false)?;
+                }
+            }
+            let now = self.now_ns();
+            if now >= t_ns {
+                return Ok(());
+            }
+            if !self.session.guest.alive() {
+                return Err(Error::QemuExited(self.session.guest.exit_reason().unwrap_or_else(|| "QEMU exited".into())));
+            }
+            let mut wake = t_ns;
+            if let Some(n) = self.provider.next_due_ns() {
+                wake = wake.min(n);
+            }
+            if let Some((until, _)) = self.paused_until {
+                let u = now + until.saturating_duration_since(Instant::now()).as_nanos() as i64;
+                wake = wake.min(u);
+            }
+            let sleep = (wake - now).clamp(0, 200_000_000);
+            std::thread::sleep(Duration::from_nanos(sleep as u64));
+        }
+    }
+
+    fn disturb(&mut self, d: &Disturbance) -> Result<(), Error> {
+        match d {
+            Disturbance::Pause { duration_s, sync_on_resume } => {
+                self.poll_chrony_log()?;
+                self.session.guest.qmp().stop(Self::deadline())?;
+                self.provider.pause();
+                self.paused_until = Some((Instant::now() + Duration::from_secs_f64(*duration_s), *sync_on_resume));
+                self.note("world", format!("paused (QMP stop) for {duration_s} s"));
+            }
+            Disturbance::Reboot { .. } => {
+                self.poll_chrony_log()?;
+                self.session.guest.qmp().system_reset(Self::deadline())?;
+                self.note("world", "reset (QMP system_reset)");
+                let took = self.session.wait_agent_again(Instant::now() + Duration::from_secs(120))?;
+                self.info.insert("reboot_to_ready_s".into(), json!(round3(took.as_secs_f64())));
+                self.prepare_guest()?;
+            }
+            Disturbance::HostStep { delta_s } => {
+                self.reference_offset_ns += (delta_s * 1e9).round() as i64;
+                self.note("world", format!("host time steps {delta_s:+} s"));
+            }
+            Disturbance::GuestStep { delta_s } => {
+                let delta_ns = (delta_s * 1e9).round() as i64;
+                self.session.agent.call(Op::StepRealtime { delta_ns }, Self::deadline())?;
+                self.note("world", format!("guest clock set {delta_s:+} s"));
+            }
+            Disturbance::SamplesStop => self.provider.stop(),
+            Disturbance::SamplesResume => self.provider.resume_samples(self.now_ns()),
+            Disturbance::FrequencyJump { .. } => {
+                return Err(Error::Image("frequency_jump is not supported on qemu".into()));
+            }
+        }
+        Ok(())
+    }
+
+    fn observe(&mut self) -> Result<Observation, Error> {
+        let t_s = self.now_ns() as f64 / 1e9;
+        if self.paused_until.is_some() {
+            return Ok(Observation { t_s, guest_offset_ns: None, phc_offset_ns: None, phc_error: None });
+        }
+        let est = self.session.agent.offset(3, Self::deadline())?;
+        let guest = est.offset_ns - self.reference_offset_ns;
+        let (phc, err) = match self.phc_minus_realtime() {
+            Ok(v) => (Some(v + guest), None),
+            Err(Error::Guest(m)) => (None, Some(m)),
+            Err(e) => return Err(e),
+        };
+        Ok(Observation { t_s, guest_offset_ns: Some(guest), phc_offset_ns: phc, phc_error: err })
+    }
+
+    fn take_observations(&mut self) -> Vec<Observation> {
+        std::mem::take(&mut self.taken)
+    }
+
+    fn drain_events(&mut self) -> Result<Vec<Event>, Error> {
+        self.poll_chrony_log()?;
+        Ok(std::mem::take(&mut self.events))
+    }
+}

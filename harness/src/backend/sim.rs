@@ -1,0 +1,54 @@
+//! The simulated backend: mock-phc's world in virtual time. Deterministic for a given seed and
+//! orders of magnitude faster than real time.
+#![forbid(unsafe_code)]
+
+use mock_phc::{Disturbance, Event, World};
+
+use crate::engine::{Backend, Observation};
+
+/// A scenario's world, stepped by the engine.
+pub struct Sim {
+    world: World,
+}
+
+impl Sim {
+    /// Builds the world a scenario describes.
+    pub fn new(cfg: &mock_phc::WorldConfig) -> Result<Self, mock_phc::Error> {
+        Ok(Self { world: World::new(cfg)? })
+    }
+}
+
+impl Backend for Sim {
+    type Error = std::convert::Infallible;
+
+    fn name(&self) -> &'static str {
+        "sim"
+    }
+
+    fn advance_to(&mut self, t_ns: i64) -> Result<(), Self::Error> {
+        self.world.run_until(t_ns);
+        Ok(())
+    }
+
+    fn disturb(&mut self, d: &Disturbance) -> Result<(), Self::Error> {
+        self.world.apply(d);
+        Ok(())
+    }
+
+    fn observe(&mut self) -> Result<Observation, Self::Error> {
+        let (phc_offset_ns, phc_error) = match self.world.phc_offset_ns() {
+            Ok(v) => (Some(v), None),
+            Err(e) => (None, Some(e.code().to_owned())),
+        };
+        Ok(Observation {
+            t_s: self.world.now_ns() as f64 / 1e9,
+            guest_offset_ns: Some(self.world.guest_offset_ns()),
+            phc_offset_ns,
+            phc_error,
+        })
+    }
+
+    fn drain_events(&mut self) -> Result<Vec<Event>, Self::Error> {
+        Ok(self.world.drain_events())
+    }
+}

@@ -1,0 +1,454 @@
+//! `latency`: the distribution of every read method's syscall round trip and of the window the
+//! kernel reports inside it, next to a plain `clock_gettime(CLOCK_MONOTONIC)` measured in the same
+//! run as the baseline, so that results compare across machines as ratios.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use phc::uapi::{PtpSysOffset, PtpSysOffsetExtended, PtpSysOffsetPrecise};
+use phc::{Access, Form, Phc, SysClock};
+use serde::Serialize;
+
+use super::sampler::{sample_measured, Failure, FnCall, Measured, Series};
+use super::{emit, to_json, DeviceError, Format, LatencyArgs, Outcome};
+use crate::stats::{summarize, Summary};
+
+/// `--method`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MethodArg {
+    /// PTP_SYS_OFFSET.
+    Basic,
+    /// PTP_SYS_OFFSET_EXTENDED, once per `--clock`.
+    Extended,
+    /// PTP_SYS_OFFSET_PRECISE.
+    Precise,
+    /// clock_gettime on the dynamic POSIX clock.
+    Gettime,
+    /// Every method.
+    All,
+}
+
+/// `--clock`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClockArg {
+    /// CLOCK_REALTIME.
+    Realtime,
+    /// CLOCK_MONOTONIC.
+    Monotonic,
+    /// CLOCK_MONOTONIC_RAW.
+    #[value(name = "monotonic_raw", alias = "monotonic-raw")]
+    MonotonicRaw,
+    /// All three.
+    All,
+}
+
+/// One timed method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// PTP_SYS_OFFSET(2).
+    Basic,
+    /// PTP_SYS_OFFSET_EXTENDED(2) against a system clock.
+    Extended(SysClock),
+    /// PTP_SYS_OFFSET_PRECISE(2).
+    Precise,
+    /// clock_gettime on the dynamic clock.
+    Gettime,
+}
+
+impl Method {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Basic => "basic",
+            Self::Extended(_) => "extended",
+            Self::Precise => "precise",
+            Self::Gettime => "gettime",
+        }
+    }
+
+    fn clock(self) -> Option<&'static str> {
+        match self {
+            Self::Extended(c) => Some(c.name()),
+            _ => None,
+        }
+    }
+}
+
+/// The methods `--method` and `--clock` select, in report order.
+pub fn methods(method: MethodArg, clock: ClockArg) -> Vec<Method> {
+    let clocks: Vec<SysClock> = match clock {
+        ClockArg::Realtime => vec![SysClock::Realtime],
+        ClockArg::Monotonic => vec![SysClock::Monotonic],
+        ClockArg::MonotonicRaw => vec![SysClock::MonotonicRaw],
+        ClockArg::All => SysClock::ALL.to_vec(),
+    };
+    let mut out = Vec::new();
+    if matches!(method, MethodArg::Basic | MethodArg::All) {
+        out.push(Method::Basic);
+    }
+    if matches!(method, MethodArg::Extended | MethodArg::All) {
+        out.extend(clocks.into_iter().map(Method::Extended));
+    }
+    if matches!(method, MethodArg::Precise | MethodArg::All) {
+        out.push(Method::Precise);
+    }
+    if matches!(method, MethodArg::Gettime | MethodArg::All) {
+        out.push(Method::Gettime);
+    }
+    out
+}
+
+/// The result for one method (JSON keys in JSON.md).
+#[derive(Debug, Clone, Serialize)]
+pub struct MethodResult {
+    /// `basic`, `extended`, `precise`, `gettime`, or `clock_gettime` for the baseline.
+    pub method: &'static str,
+    /// The system clock of an EXTENDED method (or the baseline's `monotonic`); null otherwise.
+    pub clock: Option<&'static str>,
+    /// `ok`, `unsupported` or `error`.
+    pub status: &'static str,
+    /// The errno name when not ok.
+    pub error: Option<&'static str>,
+    /// Why, where the errno alone would mislead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Round trip of the call, CLOCK_MONOTONIC_RAW before to after.
+    pub round_trip_ns: Option<Summary>,
+    /// The kernel-reported window (t2 - t1; the shortest of the call's readings); null for
+    /// methods without one (precise, gettime, the baseline).
+    pub window_ns: Option<Summary>,
+    /// Round-trip p50 over the baseline's round-trip p50.
+    pub ratio_p50_to_baseline: Option<f64>,
+}
+
+/// The `latency` report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The path measured.
+    pub device: String,
+    /// The driver sysfs names; null for a device without a sysfs entry.
+    pub driver: Option<&'static str>,
+    /// Samples per method.
+    pub samples: usize,
+    /// Readings per SYS_OFFSET / EXTENDED call.
+    pub n_per_call: u32,
+    /// `clock_gettime(CLOCK_MONOTONIC)`, timed the same way.
+    pub baseline: MethodResult,
+    /// Every selected method.
+    pub methods: Vec<MethodResult>,
+}
+
+struct Basic<'a> {
+    phc: &'a Phc,
+    form: Form,
+    req: PtpSysOffset,
+    k: usize,
+}
+
+impl Measured for Basic<'_> {
+    type Error = phc::Error;
+    const HAS_WINDOW: bool = true;
+    #[inline(always)]
+    fn call(&mut self) -> phc::Result<()> {
+        self.phc.sys_offset_raw(self.form, &mut self.req)
+    }
+    fn window_ns(&self) -> i64 {
+        // Readings share their system stamps: reading i lies between ts[2i] and ts[2i+2].
+        (0..self.k).map(|i| self.req.ts[2 * i + 2].as_ns() - self.req.ts[2 * i].as_ns()).min().unwrap_or(0)
+    }
+}
+
+struct Extended<'a> {
+    phc: &'a Phc,
+    form: Form,
+    req: PtpSysOffsetExtended,
+    k: usize,
+}
+
+impl Measured for Extended<'_> {
+    type Error = phc::Error;
+    const HAS_WINDOW: bool = true;
+    #[inline(always)]
+    fn call(&mut self) -> phc::Result<()> {
+        self.phc.sys_offset_extended_raw(self.form, &mut self.req)
+    }
+    fn window_ns(&self) -> i64 {
+        self.req.ts[..self.k].iter().map(|t| t[2].as_ns() - t[0].as_ns()).min().unwrap_or(0)
+    }
+}
+
+/// Where a failure stops the whole run: the device is gone, or failed after it had worked.
+#[derive(Debug)]
+pub struct Fatal(pub DeviceError);
+
+/// Turns a failure inside a sampling run into the command's one-line error.
+pub fn failure_to_fatal(device: &std::path::Path, label: &str, f: Failure<phc::Error>) -> Fatal {
+    Fatal(DeviceError {
+        device: device.to_owned(),
+        context: Some(format!("{label} failed at sample {}", f.index + 1)),
+        error: f.error,
+    })
+}
+
+/// Progress on stderr for runs longer than a second: an updating line on a terminal, an
+/// occasional plain line otherwise. stdout carries only the report.
+struct Progress {
+    total: usize,
+    done_before: usize,
+    start: Instant,
+    last: Option<Instant>,
+    tty: bool,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        Self {
+            total,
+            done_before: 0,
+            start: Instant::now(),
+            last: None,
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn update(&mut self, label: &str, done: usize) {
+        let now = Instant::now();
+        if now.duration_since(self.start) < Duration::from_secs(1) {
+            return;
+        }
+        let every = if self.tty { Duration::from_millis(200) } else { Duration::from_secs(10) };
+        if self.last.is_some_and(|l| now.duration_since(l) < every) {
+            return;
+        }
+        self.last = Some(now);
+        let pct = (self.done_before + done) * 100 / self.total.max(1);
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let _ = write!(err, "\r\x1b[Klatency: {label} {done} samples ({pct}% of the run)");
+        } else {
+            let _ = writeln!(err, "latency: {label} {done} samples ({pct}% of the run)");
+        }
+    }
+
+    fn finish_method(&mut self, n: usize) {
+        self.done_before += n;
+    }
+
+    fn finish(&mut self) {
+        if self.tty && self.last.is_some() {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+fn ok_result(
+    method: &'static str,
+    clock: Option<&'static str>,
+    s: &Series,
+    base_p50: Option<i64>,
+) -> MethodResult {
+    let round_trip_ns = summarize(&s.round_trip_ns);
+    let ratio = match (&round_trip_ns, base_p50) {
+        (Some(r), Some(b)) if b > 0 => Some(r.p50_ns as f64 / b as f64),
+        _ => None,
+    };
+    MethodResult {
+        method,
+        clock,
+        status: "ok",
+        error: None,
+        note: None,
+        round_trip_ns,
+        window_ns: summarize(&s.window_ns),
+        ratio_p50_to_baseline: ratio,
+    }
+}
+
+fn not_ok(m: Method, status: &'static str, e: &phc::Error, note: Option<String>) -> MethodResult {
+    MethodResult {
+        method: m.name(),
+        clock: m.clock(),
+        status,
+        error: Some(e.code()),
+        note,
+        round_trip_ns: None,
+        window_ns: None,
+        ratio_p50_to_baseline: None,
+    }
+}
+
+/// Times one method: a trial call first decides whether the driver supports it, then `n` timed
+/// calls. Unsupported methods are results, not failures; ENODEV anywhere, or any failure after
+/// the trial worked, stops the run.
+fn time_method<M: Measured<Error = phc::Error>>(
+    device: &std::path::Path,
+    method: Method,
+    mut m: M,
+    n: usize,
+    progress: &mut Progress,
+    base_p50: Option<i64>,
+) -> Result<MethodResult, Fatal> {
+    let label = match method.clock() {
+        Some(c) => format!("{} {c}", method.name()),
+        None => method.name().to_owned(),
+    };
+    match m.call() {
+        Ok(()) => {}
+        Err(phc::Error::NoDevice) => {
+            return Err(failure_to_fatal(device, &label, Failure { index: 0, error: phc::Error::NoDevice }))
+        }
+        Err(e @ phc::Error::NotSupported) => return Ok(not_ok(method, "unsupported", &e, None)),
+        Err(e @ phc::Error::InvalidArgument) if matches!(method, Method::Extended(c) if c != SysClock::Realtime) =>
+        {
+            let note = "this kernel takes only CLOCK_REALTIME for EXTENDED (other clock ids: Linux 6.12+)";
+            return Ok(not_ok(method, "unsupported", &e, Some(note.into())));
+        }
+        Err(e @ phc::Error::InvalidArgument) if method == Method::Gettime => {
+            let note = "not a POSIX dynamic clock (a CUSE device?)";
+            return Ok(not_ok(method, "unsupported", &e, Some(note.into())));
+        }
+        Err(e) => return Ok(not_ok(method, "error", &e, None)),
+    }
+    let series = sample_measured(n, &mut m, |done| progress.update(&label, done))
+        .map_err(|f| failure_to_fatal(device, &label, f))?;
+    progress.finish_method(n);
+    Ok(ok_result(method.name(), method.clock(), &series, base_p50))
+}
+
+/// The form to issue: `*2`, or the legacy number on a kernel without the `*2` ioctls.
+fn pick_form(probe: impl Fn(Form) -> phc::Result<()>) -> Form {
+    match probe(Form::V2) {
+        Err(phc::Error::NotPtpDevice) => Form::Legacy,
+        _ => Form::V2,
+    }
+}
+
+/// Runs the measurement on an open PHC.
+pub fn measure(phc: &Phc, args: &LatencyArgs, driver: Option<&'static str>) -> Result<Report, Fatal> {
+    let n = args.samples as usize;
+    let k = args.n_per_call as usize;
+    let selected = methods(args.method, args.clock);
+    let mut progress = Progress::new(n * (selected.len() + 1));
+
+    let base = sample_measured(
+        n,
+        &mut FnCall(|| nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map(drop)),
+        |done| progress.update("baseline", done),
+    );
+    progress.finish_method(n);
+    // clock_gettime(CLOCK_MONOTONIC) does not fail on Linux; an error here is the host's, not the PHC's.
+    let base = base.unwrap_or_default();
+    let baseline = ok_result("clock_gettime", Some("monotonic"), &base, None);
+    let base_p50 = baseline.round_trip_ns.as_ref().map(|s| s.p50_ns);
+
+    let mut results = Vec::new();
+    for method in selected {
+        let dev = args.device.as_path();
+        let r = match method {
+            Method::Basic => {
+                let req = PtpSysOffset { n_samples: k as u32, ..Default::default() };
+                let form = pick_form(|f| phc.sys_offset_raw(f, &mut req.clone()));
+                time_method(dev, method, Basic { phc, form, req, k }, n, &mut progress, base_p50)?
+            }
+            Method::Extended(clock) => {
+                let req = PtpSysOffsetExtended {
+                    n_samples: k as u32,
+                    clockid: clock.clockid(),
+                    ..Default::default()
+                };
+                // Only the *2 form reads clockid on old kernels' terms; legacy is a fallback for
+                // REALTIME alone.
+                let form = match clock {
+                    SysClock::Realtime => pick_form(|f| phc.sys_offset_extended_raw(f, &mut req.clone())),
+                    _ => Form::V2,
+                };
+                time_method(dev, method, Extended { phc, form, req, k }, n, &mut progress, base_p50)?
+            }
+            Method::Precise => {
+                let form = pick_form(|f| phc.sys_offset_precise_raw(f, &mut PtpSysOffsetPrecise::default()));
+                let mut req = PtpSysOffsetPrecise::default();
+                let call = FnCall(move || phc.sys_offset_precise_raw(form, &mut req));
+                time_method(dev, method, call, n, &mut progress, base_p50)?
+            }
+            Method::Gettime => {
+                time_method(dev, method, FnCall(|| phc.gettime().map(drop)), n, &mut progress, base_p50)?
+            }
+        };
+        results.push(r);
+    }
+    progress.finish();
+    Ok(Report {
+        device: args.device.display().to_string(),
+        driver,
+        samples: n,
+        n_per_call: args.n_per_call,
+        baseline,
+        methods: results,
+    })
+}
+
+/// The `latency` command.
+pub fn run_cmd(args: &LatencyArgs) -> Outcome {
+    let phc = match super::open(&args.device, Access::ReadOnly) {
+        Ok(p) => p,
+        Err(e) => return e.report(),
+    };
+    let driver = phc::sysfs::info_for_path(&phc::Roots::default(), &args.device).map(|i| i.driver.name());
+    let report = match measure(&phc, args, driver) {
+        Ok(r) => r,
+        Err(Fatal(e)) => return e.report(),
+    };
+    match args.format {
+        Format::Text => emit(&super::latency_text::render(&report)),
+        Format::Json => emit(&to_json(&report)),
+    }
+    if report.methods.iter().any(|m| m.status == "error") {
+        Outcome::Deviations
+    } else {
+        Outcome::Ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::sampler::sample;
+
+    #[test]
+    fn selection_follows_method_and_clock() {
+        assert_eq!(methods(MethodArg::All, ClockArg::All).len(), 6);
+        assert_eq!(
+            methods(MethodArg::Extended, ClockArg::MonotonicRaw),
+            [Method::Extended(SysClock::MonotonicRaw)]
+        );
+        assert_eq!(methods(MethodArg::Gettime, ClockArg::All), [Method::Gettime]);
+    }
+
+    #[test]
+    fn a_device_gone_on_call_k_ends_the_run_with_exit_2_and_one_line() {
+        let mut calls = 0;
+        let f = sample(100, || {
+            calls += 1;
+            if calls == 42 {
+                Err(phc::Error::NoDevice)
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap_err();
+        assert_eq!(f.index, 41);
+        let Fatal(e) = failure_to_fatal(std::path::Path::new("/dev/ptp0"), "extended realtime", f);
+        let line = e.to_string();
+        assert_eq!(line, "phc-harness: /dev/ptp0: extended realtime failed at sample 42: device is gone");
+        assert!(!line.contains('\n'));
+        assert_eq!(e.report().code(), 2);
+    }
+
+    #[test]
+    fn ratios_are_against_the_baseline_p50() {
+        let s = Series { round_trip_ns: vec![100, 200, 300], window_ns: vec![] };
+        let r = ok_result("basic", None, &s, Some(50));
+        assert_eq!(r.ratio_p50_to_baseline, Some(4.0));
+        assert!(r.window_ns.is_none());
+        assert_eq!(ok_result("basic", None, &s, Some(0)).ratio_p50_to_baseline, None);
+    }
+}

@@ -1,0 +1,120 @@
+//! `list`: every PHC the kernel registered, with its sysfs facts and the capabilities GETCAPS
+//! reports; a PHC that cannot be opened still gets its row, with the reason.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+
+use phc::{Access, Caps, Phc, PhcInfo, Roots};
+use serde::Serialize;
+
+use super::{emit, to_json, Format, Outcome};
+
+/// One PHC in the `list` output (JSON keys in JSON.md).
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    /// What sysfs says.
+    #[serde(flatten)]
+    pub info: PhcInfo,
+    /// GETCAPS, when the device could be opened.
+    pub caps: Option<Caps>,
+    /// Why it could not be opened (`permission denied`, ...).
+    pub error: Option<String>,
+}
+
+/// Lists the PHCs under `roots`.
+pub fn run(roots: &Roots, format: Format) -> Outcome {
+    let infos = match phc::sysfs::discover(roots) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("phc-harness: {}: {e}", roots.sys_class.display());
+            return Outcome::Fatal;
+        }
+    };
+    let entries: Vec<Entry> = infos
+        .into_iter()
+        .map(|info| match Phc::open(&info.path, Access::ReadOnly).and_then(|p| p.caps()) {
+            Ok(caps) => Entry { info, caps: Some(caps), error: None },
+            Err(e) => Entry { info, caps: None, error: Some(e.to_string()) },
+        })
+        .collect();
+    match format {
+        Format::Json => emit(&to_json(&entries)),
+        Format::Text => emit(&render_text(&entries, &roots.sys_class)),
+    }
+    Outcome::Ok
+}
+
+/// The text rendering.
+pub fn render_text(entries: &[Entry], sys_class: &std::path::Path) -> String {
+    let mut s = String::new();
+    if entries.is_empty() {
+        let why = if sys_class.is_dir() { "is empty" } else { "does not exist" };
+        let _ = writeln!(s, "no PTP hardware clocks found ({} {why})", sys_class.display());
+        return s;
+    }
+    for e in entries {
+        let i = &e.info;
+        let links: Vec<String> = i.symlinks.iter().map(|p: &PathBuf| p.display().to_string()).collect();
+        let also = if links.is_empty() { String::new() } else { format!(" (also {})", links.join(", ")) };
+        let _ = writeln!(
+            s,
+            "{}  {}{also}  clock_name {:?}  driver {}",
+            i.name,
+            i.path.display(),
+            i.clock_name,
+            i.driver.name()
+        );
+        match (&e.caps, &e.error) {
+            (Some(c), _) => {
+                let _ = writeln!(
+                    s,
+                    "      max_adj {} ppb, pins {}, ext_ts {}, per_out {}, pps {}, cross_timestamping {}",
+                    c.max_adj_ppb,
+                    c.n_pins,
+                    c.n_ext_ts,
+                    c.n_per_out,
+                    u8::from(c.pps),
+                    u8::from(c.cross_timestamping)
+                );
+            }
+            (None, err) => {
+                let _ = writeln!(s, "      cannot open: {}", err.as_deref().unwrap_or("unknown error"));
+            }
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn rows_for_unopenable_phcs_carry_the_reason() {
+        let t = tempfile::tempdir().unwrap();
+        let class = t.path().join("class/ptp0");
+        fs::create_dir_all(&class).unwrap();
+        fs::create_dir_all(t.path().join("dev")).unwrap();
+        fs::write(class.join("clock_name"), "hyperv\n").unwrap();
+        // A regular file where the node should be: opens, but is no PTP device.
+        fs::write(t.path().join("dev/ptp0"), b"").unwrap();
+        let roots = Roots { sys_class: t.path().join("class"), dev: t.path().join("dev") };
+        let info = phc::sysfs::discover(&roots).unwrap().remove(0);
+        let entry = Entry { info, caps: None, error: Some("not a PTP device".into()) };
+        let text = render_text(std::slice::from_ref(&entry), &roots.sys_class);
+        assert!(text.contains("ptp0") && text.contains("driver hyperv"), "{text}");
+        assert!(text.contains("cannot open: not a PTP device"), "{text}");
+        let json: serde_json::Value = serde_json::from_str(&to_json(&[entry])).unwrap();
+        assert_eq!(json[0]["clock_name"], "hyperv");
+        assert_eq!(json[0]["caps"], serde_json::Value::Null);
+        assert_eq!(run(&roots, Format::Json), Outcome::Ok);
+    }
+
+    #[test]
+    fn an_empty_or_missing_class_says_so() {
+        let t = tempfile::tempdir().unwrap();
+        assert!(render_text(&[], t.path()).contains("is empty"));
+        assert!(render_text(&[], &t.path().join("nope")).contains("does not exist"));
+    }
+}

@@ -1,0 +1,218 @@
+//! The device commands of the CLI (`list`, `probe`, `latency`) on any `/dev/ptpN` or CUSE PHC:
+//! their arguments, exit codes and the one-line error every access failure becomes.
+//!
+//! Exit codes: 0 success; 1 the check found deviations; 2 usage or access error (missing path,
+//! not a PTP device, no permission, device gone mid-run), reported as one line on stderr:
+//! `phc-harness: /dev/null: not a PTP device`.
+
+pub mod latency;
+pub mod latency_text;
+pub mod list;
+pub mod probe;
+pub mod sampler;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use phc::{Access, Driver, Phc};
+
+/// Output format of a device command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// Human-readable tables.
+    #[default]
+    Text,
+    /// One JSON document on stdout (keys in harness/JSON.md).
+    Json,
+}
+
+/// `phc-harness list`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ListArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// `phc-harness probe`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProbeArgs {
+    /// The PHC to probe (/dev/ptpN, a udev symlink such as /dev/ptp_hyperv, or a CUSE device).
+    pub device: PathBuf,
+    /// Also issue the write methods (settime to the current time, adjfine to the current
+    /// frequency, a 0 ns step). Opens the device read-write.
+    #[arg(long)]
+    pub allow_clock_writes: bool,
+    /// Judge against this driver's row instead of the one sysfs `clock_name` names (needed for a
+    /// device without a sysfs entry, such as a CUSE mock).
+    #[arg(long, value_parser = parse_driver)]
+    pub driver: Option<Driver>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// `phc-harness latency`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LatencyArgs {
+    /// The PHC to measure.
+    pub device: PathBuf,
+    /// Samples per method (and for the baseline).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
+    pub samples: u32,
+    /// Which read method to time.
+    #[arg(long, value_enum, default_value_t = latency::MethodArg::All)]
+    pub method: latency::MethodArg,
+    /// The system clock EXTENDED pairs the PHC with; `all` times EXTENDED once per clock.
+    #[arg(long, value_enum, default_value_t = latency::ClockArg::All)]
+    pub clock: latency::ClockArg,
+    /// Readings per SYS_OFFSET / EXTENDED call (1..=25).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=25))]
+    pub n_per_call: u32,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+fn parse_driver(s: &str) -> Result<Driver, String> {
+    s.parse()
+}
+
+/// How a device command ended; maps onto the process exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Exit 0.
+    Ok,
+    /// Exit 1: the check found deviations.
+    Deviations,
+    /// Exit 2: usage or access error.
+    Fatal,
+}
+
+impl Outcome {
+    /// The process exit status.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Ok => 0,
+            Self::Deviations => 1,
+            Self::Fatal => 2,
+        }
+    }
+}
+
+impl From<Outcome> for ExitCode {
+    fn from(o: Outcome) -> Self {
+        ExitCode::from(o.code())
+    }
+}
+
+/// An access error on a device: printed as the one line `phc-harness: DEVICE: CAUSE`.
+#[derive(Debug)]
+pub struct DeviceError {
+    /// The path as given.
+    pub device: PathBuf,
+    /// What happened, with context where the cause alone is not enough.
+    pub context: Option<String>,
+    /// The cause.
+    pub error: phc::Error,
+}
+
+impl fmt::Display for DeviceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "phc-harness: {}: ", self.device.display())?;
+        if let Some(c) = &self.context {
+            write!(f, "{c}: ")?;
+        }
+        write!(f, "{}", self.error)
+    }
+}
+
+impl DeviceError {
+    /// Prints the line and gives exit 2.
+    pub fn report(&self) -> Outcome {
+        eprintln!("{self}");
+        Outcome::Fatal
+    }
+}
+
+/// Opens a device for a command, mapping every failure to its one-line error.
+pub fn open(path: &Path, access: Access) -> Result<Phc, DeviceError> {
+    Phc::open(path, access).map_err(|error| DeviceError { device: path.to_owned(), context: None, error })
+}
+
+/// Writes a report to stdout; a closed pipe (`| head`) is not an error worth a panic.
+fn emit(s: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(s.as_bytes()).and_then(|_| out.flush());
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    // Serialising plain data structs with string keys cannot fail.
+    let mut s = serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    s.push('\n');
+    s
+}
+
+/// `phc-harness list`.
+pub fn list(args: ListArgs) -> ExitCode {
+    list::run(&phc::Roots::default(), args.format).into()
+}
+
+/// `phc-harness probe`.
+pub fn probe(args: ProbeArgs) -> ExitCode {
+    probe_cmd(&args).into()
+}
+
+fn probe_cmd(args: &ProbeArgs) -> Outcome {
+    let info = phc::sysfs::info_for_path(&phc::Roots::default(), &args.device);
+    let access = probe::access_for(args.allow_clock_writes);
+    let dev = match open(&args.device, access) {
+        Ok(d) => d,
+        Err(e) => return e.report(),
+    };
+    let driver = match (args.driver, &info) {
+        (Some(d), _) => d,
+        (None, Some(i)) => i.driver,
+        (None, None) => {
+            eprintln!(
+                "phc-harness: {}: no sysfs entry to tell the driver from; pass --driver",
+                args.device.display()
+            );
+            return Outcome::Fatal;
+        }
+    };
+    let read_only = if access == Access::ReadOnly {
+        None
+    } else {
+        match open(&args.device, Access::ReadOnly) {
+            Ok(d) => Some(d),
+            Err(e) => return e.report(),
+        }
+    };
+    let setup = probe::Setup {
+        device: args.device.display().to_string(),
+        driver,
+        clock_name: info.map(|i| i.clock_name),
+        allow_writes: args.allow_clock_writes,
+    };
+    let report = match probe::run(&dev, read_only.as_ref().unwrap_or(&dev), &setup) {
+        Ok(r) => r,
+        Err(error) => return DeviceError { device: args.device.clone(), context: None, error }.report(),
+    };
+    match args.format {
+        Format::Text => emit(&probe::render_text(&report)),
+        Format::Json => emit(&to_json(&report)),
+    }
+    if report.deviations == 0 {
+        Outcome::Ok
+    } else {
+        Outcome::Deviations
+    }
+}
+
+/// `phc-harness latency`.
+pub fn latency(args: LatencyArgs) -> ExitCode {
+    latency::run_cmd(&args).into()
+}

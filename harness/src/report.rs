@@ -1,0 +1,279 @@
+//! The run report: a serde model built from a scenario's observations, rendered as text for the
+//! terminal, Markdown, and JSON (stable keys, see JSON.md). The SVG plot lives in `plot`.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use mock_phc::EventKind;
+use serde::{Deserialize, Serialize};
+
+use crate::analysis::{self, Check, Recovery};
+use crate::engine::{Marker, Observation, Observations};
+use crate::scenario::Scenario;
+
+/// Overall outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Every check held.
+    Pass,
+    /// At least one check failed.
+    Fail,
+    /// The run did not finish (backend failure); metrics cover what was seen.
+    Aborted,
+}
+
+/// One event, flattened for reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventLine {
+    /// Scenario seconds.
+    pub t_s: f64,
+    /// Who (`chrony`, `hv_utils`, `world`, ...).
+    pub source: String,
+    /// `step`, `frequency`, `read_error` or `note`.
+    pub kind: String,
+    /// The step in ns, the frequency in ppb, or absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// Text: the errno name or the log line.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub text: String,
+}
+
+/// A run's report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: String,
+    /// Scenario description.
+    pub description: String,
+    /// Backend (`sim`, `qemu`).
+    pub backend: String,
+    /// The world's seed.
+    pub seed: u64,
+    /// `pass`, `fail` or `aborted`.
+    pub verdict: Verdict,
+    /// Why the run was aborted, when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abort_reason: Option<String>,
+    /// Recovery metrics.
+    pub recovery: Recovery,
+    /// Each expectation with its outcome.
+    pub checks: Vec<Check>,
+    /// Disturbances as applied.
+    pub disturbances: Vec<Marker>,
+    /// Steps, frequency changes, read errors and daemon log lines, in time order.
+    pub events: Vec<EventLine>,
+    /// Offset series.
+    pub series: Vec<Observation>,
+    /// Backend-specific facts (acceleration, boot time, daemon output).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub backend_info: BTreeMap<String, serde_json::Value>,
+}
+
+impl Report {
+    /// Builds the report of a finished (or aborted, with `abort_reason`) run.
+    pub fn new(
+        scenario: &Scenario,
+        backend: &str,
+        obs: Observations,
+        abort_reason: Option<String>,
+    ) -> Self {
+        let recovery = analysis::recovery(scenario, &obs);
+        let checks = analysis::verdicts(scenario, &recovery);
+        let verdict = if abort_reason.is_some() {
+            Verdict::Aborted
+        } else if checks.iter().all(|c| c.pass) {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        };
+        let events = obs
+            .events
+            .iter()
+            .map(|e| {
+                let (kind, value, text) = match &e.kind {
+                    EventKind::Step { delta_ns } => ("step", Some(*delta_ns as f64), String::new()),
+                    EventKind::Frequency { freq_ppb } => ("frequency", Some(*freq_ppb), String::new()),
+                    EventKind::ReadError { code } => ("read_error", None, (*code).to_owned()),
+                    EventKind::Note(s) => ("note", None, s.clone()),
+                };
+                EventLine { t_s: e.t_ns as f64 / 1e9, source: e.source.to_owned(), kind: kind.into(), value, text }
+            })
+            .collect();
+        Self {
+            scenario: scenario.name.clone(),
+            description: scenario.description.clone(),
+            backend: backend.to_owned(),
+            seed: scenario.world.seed,
+            verdict,
+            abort_reason,
+            recovery,
+            checks,
+            disturbances: obs.markers,
+            events,
+            series: obs.series,
+            backend_info: BTreeMap::new(),
+        }
+    }
+
+    /// Pretty JSON with a trailing newline.
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("report serializes");
+        s.push('\n');
+        s
+    }
+
+    /// The Markdown report.
+    pub fn to_markdown(&self) -> String {
+        let mut s = String::new();
+        let r = &self.recovery;
+        let _ = writeln!(s, "# {}: {}\n", self.scenario, verdict_word(self.verdict));
+        let _ = writeln!(s, "{}\n", self.description.trim());
+        let _ = writeln!(s, "Backend `{}`, seed {}.\n", self.backend, self.seed);
+        if let Some(why) = &self.abort_reason {
+            let _ = writeln!(s, "**Aborted:** {why}\n");
+        }
+        for (k, v) in &self.backend_info {
+            if !v.is_string() || v.as_str().is_some_and(|t| !t.contains('\n')) {
+                let _ = writeln!(s, "- {k}: {v}");
+            }
+        }
+        if !self.backend_info.is_empty() {
+            s.push('\n');
+        }
+        let _ = writeln!(s, "## Recovery\n\n| metric | value |\n|---|---|");
+        for (k, v) in metric_rows(r) {
+            let _ = writeln!(s, "| {k} | {v} |");
+        }
+        if !self.checks.is_empty() {
+            let _ = writeln!(s, "\n## Checks\n\n| check | expected | actual | result |\n|---|---|---|---|");
+            for c in &self.checks {
+                let res = if c.pass { "pass" } else { "**FAIL**" };
+                let _ = writeln!(s, "| {} | {} | {} | {res} |", c.name, c.expected, c.actual);
+            }
+        }
+        let _ = writeln!(s, "\n## Disturbances\n");
+        if self.disturbances.is_empty() {
+            let _ = writeln!(s, "None.");
+        }
+        for m in &self.disturbances {
+            let _ = writeln!(s, "- {:.1} s .. {:.1} s: {}", m.start_s, m.end_s, describe(&m.disturbance));
+        }
+        let _ = writeln!(s, "\n## Events\n");
+        let shown: Vec<&EventLine> = self.events.iter().filter(|e| e.kind != "frequency").collect();
+        for e in shown.iter().take(60) {
+            let _ = writeln!(s, "- {:9.3} s  {:<8} {}", e.t_s, e.source, event_text(e));
+        }
+        if shown.len() > 60 {
+            let _ = writeln!(s, "- ... {} more in report.json", shown.len() - 60);
+        }
+        if shown.is_empty() {
+            let _ = writeln!(s, "None.");
+        }
+        for (k, v) in &self.backend_info {
+            if let Some(t) = v.as_str().filter(|t| t.contains('\n')) {
+                let _ = writeln!(s, "\n## {k}\n\n```\n{}\n```", t.trim_end());
+            }
+        }
+        let _ = writeln!(s, "\n![|offset| over time](plot.svg)");
+        s
+    }
+
+    /// A compact summary for the terminal.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "{} [{}] {}", self.scenario, self.backend, verdict_word(self.verdict));
+        if let Some(why) = &self.abort_reason {
+            let _ = writeln!(s, "  aborted: {why}");
+        }
+        for (k, v) in metric_rows(&self.recovery) {
+            let _ = writeln!(s, "  {k:<34} {v}");
+        }
+        for c in &self.checks {
+            let mark = if c.pass { "ok  " } else { "FAIL" };
+            let _ = writeln!(s, "  {mark} {:<30} expected {:<14} got {}", c.name, c.expected, c.actual);
+        }
+        s
+    }
+}
+
+fn verdict_word(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Pass => "PASS",
+        Verdict::Fail => "FAIL",
+        Verdict::Aborted => "ABORTED",
+    }
+}
+
+/// Formats nanoseconds with a unit a person reads at a glance.
+pub fn fmt_ns(ns: f64) -> String {
+    let a = ns.abs();
+    if a >= 1e9 {
+        format!("{:.3} s", ns / 1e9)
+    } else if a >= 1e6 {
+        format!("{:.3} ms", ns / 1e6)
+    } else if a >= 1e3 {
+        format!("{:.3} us", ns / 1e3)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
+
+fn secs(v: Option<f64>) -> String {
+    v.map_or_else(|| "never".into(), |v| format!("{v:.1} s"))
+}
+
+fn metric_rows(r: &Recovery) -> Vec<(String, String)> {
+    let mut rows = vec![
+        ("offset after disturbance".into(), r.offset_after_disturbance_ns.map_or("-".into(), |v| fmt_ns(v as f64))),
+        ("time to first correction".into(), secs(r.time_to_first_correction_s)),
+    ];
+    for (k, _) in analysis::THRESHOLDS {
+        rows.push((format!("time to within {k}"), secs(r.time_to_within_s.get(k).copied().flatten())));
+    }
+    let steps = if r.steps.is_empty() {
+        "none".to_owned()
+    } else {
+        r.steps
+            .iter()
+            .map(|s| format!("{} at +{:.1} s by {}", fmt_ns(s.delta_ns as f64), s.t_s, s.source))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    rows.push(("steps".into(), steps));
+    rows.push(("correction".into(), format!("{:?}", r.correction).to_lowercase()));
+    rows.push(("slew duration".into(), secs(r.slew_duration_s)));
+    rows.push(("max |offset|".into(), fmt_ns(r.max_abs_offset_ns as f64)));
+    rows.push(("rms after recovery".into(), r.rms_after_recovery_ns.map_or("-".into(), fmt_ns)));
+    if !r.read_errors.is_empty() {
+        let errs: Vec<String> = r.read_errors.iter().map(|(k, v)| format!("{k} x{v}")).collect();
+        rows.push(("PHC read errors".into(), errs.join(", ")));
+    }
+    rows
+}
+
+fn event_text(e: &EventLine) -> String {
+    match e.kind.as_str() {
+        "step" => format!("step {}", fmt_ns(e.value.unwrap_or(0.0))),
+        "read_error" => format!("read error {}", e.text),
+        _ => e.text.clone(),
+    }
+}
+
+/// A one-line description of a disturbance.
+pub fn describe(d: &mock_phc::Disturbance) -> String {
+    use mock_phc::Disturbance as D;
+    match d {
+        D::Pause { duration_s, sync_on_resume } => {
+            format!("pause {duration_s} s{}", if *sync_on_resume { "" } else { " (no SYNC on resume)" })
+        }
+        D::Reboot { downtime_s } => format!("reboot ({downtime_s} s down)"),
+        D::HostStep { delta_s } => format!("host time steps {delta_s:+} s"),
+        D::GuestStep { delta_s } => format!("guest clock set {delta_s:+} s"),
+        D::SamplesStop => "host stops sending time samples".into(),
+        D::SamplesResume => "host resumes time samples".into(),
+        D::FrequencyJump { delta_ppm } => format!("guest frequency jumps {delta_ppm:+} ppm"),
+    }
+}

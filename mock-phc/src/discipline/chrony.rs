@@ -1,0 +1,309 @@
+//! chronyd 4.3 with `refclock PHC`: a PHC reading every 2^dpoll s through chrony's estimator into
+//! the median filter, one filtered sample per 2^poll s into sourcestats' regression, source
+//! selection (maxdistance, maxjitter), and reference.c's update: makestep or a slew limited by
+//! maxslewrate, with the stored history re-expressed after every change of the clock.
+
+use phc::estimate;
+use serde::{Deserialize, Serialize};
+
+use super::chrony_stats::{MedianFilter, Sample, SourceStats};
+use crate::discipline::secs_to_ns;
+use crate::world::{ReadMethod, Sim};
+use crate::Error;
+
+pub(crate) const SOURCE: &str = "chrony";
+
+/// reference.c starts with a skew meaning "know nothing" (1.0 = 1e6 ppm).
+const INITIAL_SKEW: f64 = 1.0;
+/// sys_generic.c keeps a slew between these durations.
+const MIN_SLEW_DURATION_S: f64 = 1.0;
+const MAX_SLEW_DURATION_S: f64 = 10_000.0;
+/// sched.c treats a REALTIME jump larger than this as an external step.
+const JUMP_DETECT_THRESHOLD_S: f64 = 10.0;
+/// chrony's `maxdrift` default (500000 ppm).
+const MAX_FREQ: f64 = 0.5;
+
+/// chronyd's settings relevant to a `refclock PHC` source.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChronyConfig {
+    /// log2 of the seconds between filtered samples.
+    pub poll: i8,
+    /// log2 of the seconds between PHC readings.
+    pub dpoll: i8,
+    /// Added to the PHC's offset (`offset`).
+    pub offset_s: f64,
+    /// Median filter length (`filter`); chrony caps it at 2^(poll-dpoll).
+    pub filter: u32,
+    /// `makestep` threshold; None: never step (chrony's compiled-in default).
+    pub makestep_threshold_s: Option<f64>,
+    /// `makestep` limit: how many updates may step; -1 any.
+    pub makestep_limit: i32,
+    /// `maxslewrate`.
+    pub maxslewrate_ppm: f64,
+    /// `maxdistance`: a source with a larger root distance is not selectable.
+    pub maxdistance_s: f64,
+    /// `maxjitter`: a source with a larger standard deviation is not selectable.
+    pub maxjitter_s: f64,
+    /// `maxupdateskew`: frequency estimates with a larger skew are not used.
+    pub maxupdateskew_ppm: f64,
+    /// `corrtimeratio`.
+    pub corrtimeratio: f64,
+    /// The system clock's precision chrony measures at start.
+    pub precision_s: f64,
+}
+
+impl Default for ChronyConfig {
+    fn default() -> Self {
+        Self {
+            poll: 3,
+            dpoll: -2,
+            offset_s: 0.0,
+            filter: 64,
+            makestep_threshold_s: None,
+            makestep_limit: -1,
+            maxslewrate_ppm: 83_333.333,
+            maxdistance_s: 3.0,
+            maxjitter_s: 1.0,
+            maxupdateskew_ppm: 1000.0,
+            corrtimeratio: 3.0,
+            precision_s: 2e-8,
+        }
+    }
+}
+
+impl ChronyConfig {
+    /// The chrony.conf lines this config means, for the real chronyd in a guest.
+    pub fn chrony_conf(&self, device: &str) -> String {
+        let mut out = format!(
+            "refclock PHC {device} poll {} dpoll {} offset {} stratum 2",
+            self.poll, self.dpoll, self.offset_s
+        );
+        if self.filter != 64 {
+            out.push_str(&format!(" filter {}", self.filter));
+        }
+        out.push('\n');
+        if let Some(t) = self.makestep_threshold_s {
+            out.push_str(&format!("makestep {t} {}\n", self.makestep_limit));
+        }
+        out.push_str(&format!("maxslewrate {}\n", self.maxslewrate_ppm));
+        out.push_str(&format!("maxdistance {}\n", self.maxdistance_s));
+        out.push_str(&format!("maxjitter {}\n", self.maxjitter_s));
+        out.push_str(&format!("maxupdateskew {}\n", self.maxupdateskew_ppm));
+        out.push_str(&format!("corrtimeratio {}\n", self.corrtimeratio));
+        out
+    }
+
+    pub(crate) fn validate(&self, key: &str) -> Result<(), Error> {
+        if !(-6..=24).contains(&self.poll) {
+            return Err(Error::invalid(format!("{key}.poll"), "must be within -6..=24"));
+        }
+        if !(-6..=self.poll).contains(&self.dpoll) {
+            return Err(Error::invalid(format!("{key}.dpoll"), "must be within -6..=poll"));
+        }
+        if !(1..=256).contains(&self.filter) {
+            return Err(Error::invalid(format!("{key}.filter"), "must be within 1..=256"));
+        }
+        if let Some(t) = self.makestep_threshold_s {
+            if !(t.is_finite() && t >= 0.0) {
+                return Err(Error::invalid(format!("{key}.makestep_threshold_s"), "must be >= 0"));
+            }
+        }
+        if self.makestep_limit < -1 {
+            return Err(Error::invalid(format!("{key}.makestep_limit"), "must be -1 or >= 0"));
+        }
+        for (name, v) in [
+            ("maxslewrate_ppm", self.maxslewrate_ppm),
+            ("maxdistance_s", self.maxdistance_s),
+            ("maxjitter_s", self.maxjitter_s),
+            ("maxupdateskew_ppm", self.maxupdateskew_ppm),
+            ("corrtimeratio", self.corrtimeratio),
+            ("precision_s", self.precision_s),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(Error::invalid(format!("{key}.{name}"), "must be > 0"));
+            }
+        }
+        if !self.offset_s.is_finite() {
+            return Err(Error::invalid(format!("{key}.offset_s"), "must be finite"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Chrony {
+    cfg: ChronyConfig,
+    pub(crate) next_due_ns: i64,
+    dpoll_ns: i64,
+    polls_per_update: u32,
+    polled: u32,
+    filter: MedianFilter,
+    stats: SourceStats,
+    methods: Vec<ReadMethod>,
+    /// Reused for every reading batch.
+    readings: Vec<phc::Sample>,
+    read_failing: bool,
+    selected: bool,
+    our_skew: f64,
+    last_update_s: Option<f64>,
+    steps_left: i32,
+    /// CLOCK_REALTIME minus MONOTONIC at the last reading, to notice external steps.
+    last_rt_minus_mono_s: Option<f64>,
+}
+
+impl Chrony {
+    pub(crate) fn new(cfg: ChronyConfig, t_ns: i64) -> Self {
+        let dpoll_s = 2f64.powi(cfg.dpoll.into());
+        let polls_per_update = 1u32 << (cfg.poll - cfg.dpoll);
+        let filter_len = (cfg.filter as usize).min(polls_per_update as usize);
+        Self {
+            next_due_ns: t_ns,
+            dpoll_ns: secs_to_ns(dpoll_s),
+            polls_per_update,
+            polled: 0,
+            filter: MedianFilter::new(filter_len, cfg.precision_s),
+            stats: SourceStats::new(cfg.precision_s),
+            methods: vec![
+                ReadMethod::Precise,
+                ReadMethod::Extended(phc::SysClock::Realtime),
+                ReadMethod::Basic,
+            ],
+            readings: Vec::with_capacity(phc::uapi::PTP_MAX_SAMPLES),
+            read_failing: false,
+            selected: false,
+            our_skew: INITIAL_SKEW,
+            last_update_s: None,
+            steps_left: cfg.makestep_limit,
+            last_rt_minus_mono_s: None,
+            cfg,
+        }
+    }
+
+    /// Someone else stepped the clock. Steps under sched.c's threshold go unnoticed: the
+    /// samples simply show the new offset.
+    pub(crate) fn on_external_step(&mut self, sim: &mut Sim, delta_s: f64) {
+        if delta_s.abs() > JUMP_DETECT_THRESHOLD_S {
+            let dir = if delta_s > 0.0 { "Forward" } else { "Backward" };
+            sim.note(SOURCE, format!("{dir} time jump detected!"));
+            self.filter.clear();
+            self.stats.reset();
+        }
+        self.last_rt_minus_mono_s = Some(sim.realtime_minus_mono_s());
+    }
+
+    pub(crate) fn on_timer(&mut self, sim: &mut Sim) {
+        self.next_due_ns += self.dpoll_ns;
+        self.last_rt_minus_mono_s = Some(sim.realtime_minus_mono_s());
+        if let Some(s) = self.read_sample(sim) {
+            self.filter.add(s);
+        }
+        self.polled += 1;
+        if self.polled < self.polls_per_update {
+            return;
+        }
+        self.polled = 0;
+        let Some(filtered) = self.filter.take() else { return };
+        self.stats.accumulate(filtered);
+        self.stats.regress();
+        self.select_and_update(sim);
+    }
+
+    /// One refclock_phc poll: PRECISE, else EXTENDED, else basic, 25 readings.
+    fn read_sample(&mut self, sim: &mut Sim) -> Option<Sample> {
+        let tolerance_ns = secs_to_ns(self.cfg.precision_s);
+        loop {
+            let &method = self.methods.first()?;
+            match sim.read_kept(method, phc::uapi::PTP_MAX_SAMPLES, Some(tolerance_ns), &mut self.readings) {
+                Ok(()) => break,
+                Err(phc::Error::NotSupported) if self.methods.len() > 1 => {
+                    self.methods.remove(0);
+                }
+                Err(e) => {
+                    if !self.read_failing {
+                        self.read_failing = true;
+                        sim.read_error(SOURCE, &e);
+                    }
+                    return None;
+                }
+            }
+        }
+        self.read_failing = false;
+        let est = estimate::chrony(&self.readings, tolerance_ns).ok()?;
+        // chrony works on "cooked" time: the offset once the slew in progress is done.
+        let offset_s = est.offset_ns as f64 * 1e-9 + sim.slew_left_s() - self.cfg.offset_s;
+        let disp_s = self.cfg.precision_s + est.uncertainty_ns as f64 * 1e-9;
+        Some(Sample { time_s: sim.mono_s(), offset_s, disp_s })
+    }
+
+    /// sources.c selection with one source, then reference.c's REF_SetReference.
+    fn select_and_update(&mut self, sim: &mut Sim) {
+        let now_s = sim.mono_s();
+        let Some(sel) = self.stats.selection(now_s) else { return };
+        let selectable = sel.select_ok
+            && sel.std_dev_s <= self.cfg.maxjitter_s
+            && sel.root_distance_s <= self.cfg.maxdistance_s;
+        if !selectable {
+            if self.selected {
+                self.selected = false;
+                sim.note(SOURCE, "Can't synchronise: no selectable sources".to_owned());
+            }
+            return;
+        }
+        if !self.selected {
+            self.selected = true;
+            sim.note(SOURCE, "Selected source PHC0".to_owned());
+        }
+        let elapsed_s = now_s - self.stats.offset_time_s;
+        let offset_s = self.stats.offset_s + elapsed_s * self.stats.freq;
+        let offset_sd_s = self.stats.offset_sd_s + elapsed_s * self.stats.freq_sd;
+        let update_interval_s = self.last_update_s.map_or(0.0, |t| (now_s - t).max(0.0));
+        self.last_update_s = Some(now_s);
+
+        // get_clock_estimates: trust the new frequency as far as its skew allows.
+        let skew = self.stats.skew;
+        let gain = if skew.abs() > self.cfg.maxupdateskew_ppm * 1e-6 {
+            0.0
+        } else {
+            (3.0 * self.our_skew.powi(2) / (3.0 * self.our_skew.powi(2) + skew.powi(2))).clamp(0.0, 1.0)
+        };
+        let freq = gain * self.stats.freq;
+        let extra_skew = ((freq).powi(2) * (1.0 - gain) + (self.stats.freq - freq).powi(2) * gain).sqrt();
+        self.our_skew = self.our_skew + gain * (skew - self.our_skew) + extra_skew;
+
+        let step = match self.cfg.makestep_threshold_s {
+            Some(threshold) if self.steps_left != 0 => {
+                if self.steps_left > 0 {
+                    self.steps_left -= 1;
+                }
+                offset_s.abs() > threshold
+            }
+            _ => false,
+        };
+        // The local clock's frequency drops by what it gains on the source.
+        let dfreq = -freq;
+        let new_freq = (sim.freq_adj() + dfreq).clamp(-MAX_FREQ, MAX_FREQ);
+        let dfreq = new_freq - sim.freq_adj();
+        sim.set_freq(SOURCE, new_freq);
+        if step {
+            sim.note(SOURCE, format!("System clock wrong by {:.6} seconds", -offset_s));
+            // Drop the slew in progress: the step corrects the total cooked offset.
+            sim.slew(0.0, 0.0);
+            sim.step(SOURCE, -offset_s);
+        } else {
+            let correction_rate = self.cfg.corrtimeratio * 0.5 * offset_sd_s * update_interval_s;
+            let register_s = sim.slew_left_s() - offset_s;
+            let duration_s = if register_s != 0.0 && correction_rate > 0.0 {
+                (correction_rate / register_s.abs()).clamp(MIN_SLEW_DURATION_S, MAX_SLEW_DURATION_S)
+            } else {
+                MIN_SLEW_DURATION_S
+            };
+            let rate = (register_s.abs() / duration_s).min(self.cfg.maxslewrate_ppm * 1e-6);
+            sim.slew(register_s, rate);
+        }
+        // Re-express the history against the corrected clock (cooked time moved by -offset).
+        self.stats.adjust(now_s, dfreq, -offset_s);
+        self.filter.adjust(now_s, dfreq, -offset_s);
+        self.last_rt_minus_mono_s = Some(sim.realtime_minus_mono_s());
+    }
+}

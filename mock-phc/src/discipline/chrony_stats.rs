@@ -1,0 +1,381 @@
+//! chrony's statistics on one source, after samplefilt.c (the median filter a refclock's samples
+//! pass through), regress.c (weighted regression with the runs test) and sourcestats.c (the
+//! sample register, weights, and the estimates selection and tracking use).
+//! Offsets here are local minus reference (positive: the guest is ahead); times are the guest's.
+
+/// One sample: when (local time), how far off, how uncertain.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Sample {
+    pub(crate) time_s: f64,
+    pub(crate) offset_s: f64,
+    pub(crate) disp_s: f64,
+}
+
+/// refclock.c combines the 60% of samples closest to the median.
+const COMBINE_RATIO: f64 = 0.6;
+/// sourcestats.c: at most 64 samples; regress.c: runs test over up to twice as many.
+const MAX_SAMPLES: usize = 64;
+const RUNS_RATIO: usize = 2;
+const MIN_SAMPLES_FOR_REGRESS: usize = 3;
+const SD_TO_DIST_RATIO: f64 = 0.7;
+const MIN_SKEW: f64 = 1.0e-12;
+const MAX_SKEW: f64 = 1.0e2;
+const MIN_STDDEV: f64 = 1.0e-9;
+const WORST_CASE_FREQ_BOUND: f64 = 2000.0 / 1.0e6;
+
+/// regress.c's critical number of runs (5% region) by sample count.
+const CRITICAL_RUNS: [u8; 130] = [
+    0, 0, 0, 0, 0, 0, 0, 0, 2, 3, 3, 3, 4, 4, 5, 5, 5, 6, 6, 7, 7, 7, 8, 8, 9, 9, 9, 10, 10, 11, 11, 11, 12,
+    12, 13, 13, 14, 14, 14, 15, 15, 16, 16, 17, 17, 18, 18, 18, 19, 19, 20, 20, 21, 21, 21, 22, 22, 23, 23,
+    24, 24, 25, 25, 26, 26, 26, 27, 27, 28, 28, 29, 29, 30, 30, 30, 31, 31, 32, 32, 33, 33, 34, 34, 35, 35,
+    35, 36, 36, 37, 37, 38, 38, 39, 39, 40, 40, 40, 41, 41, 42, 42, 43, 43, 44, 44, 45, 45, 46, 46, 46, 47,
+    47, 48, 48, 49, 49, 50, 50, 51, 51, 52, 52, 52, 53, 53, 54, 54, 55, 55, 56,
+];
+
+/// Student's t at 99.95% by degrees of freedom (regress.c RGR_GetTCoef).
+fn t_coef(dof: usize) -> f64 {
+    const COEFS: [f64; 40] = [
+        636.6, 31.6, 12.92, 8.61, 6.869, 5.959, 5.408, 5.041, 4.781, 4.587, 4.437, 4.318, 4.221, 4.140,
+        4.073, 4.015, 3.965, 3.922, 3.883, 3.850, 3.819, 3.792, 3.768, 3.745, 3.725, 3.707, 3.690, 3.674,
+        3.659, 3.646, 3.633, 3.622, 3.611, 3.601, 3.591, 3.582, 3.574, 3.566, 3.558, 3.551,
+    ];
+    if dof == 0 {
+        COEFS[0]
+    } else if dof <= 40 {
+        COEFS[dof - 1]
+    } else {
+        3.5
+    }
+}
+
+/// 90% quantile of chi-square by degrees of freedom (regress.c RGR_GetChi2Coef).
+fn chi2_coef(dof: usize) -> f64 {
+    const COEFS: [f64; 64] = [
+        2.706, 4.605, 6.251, 7.779, 9.236, 10.645, 12.017, 13.362, 14.684, 15.987, 17.275, 18.549, 19.812,
+        21.064, 22.307, 23.542, 24.769, 25.989, 27.204, 28.412, 29.615, 30.813, 32.007, 33.196, 34.382,
+        35.563, 36.741, 37.916, 39.087, 40.256, 41.422, 42.585, 43.745, 44.903, 46.059, 47.212, 48.363,
+        49.513, 50.660, 51.805, 52.949, 54.090, 55.230, 56.369, 57.505, 58.641, 59.774, 60.907, 62.038,
+        63.167, 64.295, 65.422, 66.548, 67.673, 68.796, 69.919, 71.040, 72.160, 73.279, 74.397, 75.514,
+        76.630, 77.745, 78.860,
+    ];
+    if dof == 0 {
+        COEFS[0]
+    } else if dof <= 64 {
+        COEFS[dof - 1]
+    } else {
+        1.2 * dof as f64
+    }
+}
+
+/// A weighted least-squares line; `w` are variances (large: less reliable), as in regress.c.
+struct Fit {
+    b0: f64,
+    b1: f64,
+    /// Weighted residual sum, divided by n - 2.
+    ss: f64,
+    u: f64,
+    v: f64,
+    w_sum: f64,
+}
+
+fn fit(x: &[f64], y: &[f64], w: &[f64]) -> Fit {
+    let w_sum: f64 = w.iter().map(|w| 1.0 / w).sum();
+    let u = x.iter().zip(w).map(|(x, w)| x / w).sum::<f64>() / w_sum;
+    let (mut p, mut q, mut v) = (0.0, 0.0, 0.0);
+    for ((x, y), w) in x.iter().zip(y).zip(w) {
+        let ui = x - u;
+        p += y / w;
+        q += y * ui / w;
+        v += ui * ui / w;
+    }
+    let b1 = if v > 0.0 { q / v } else { 0.0 };
+    let b0 = p / w_sum - b1 * u;
+    let n = x.len();
+    let ss = x.iter().zip(y).zip(w).map(|((x, y), w)| (y - b0 - b1 * x).powi(2) / w).sum::<f64>()
+        / (n.saturating_sub(2).max(1)) as f64;
+    Fit { b0, b1, ss, u, v, w_sum }
+}
+
+impl Fit {
+    fn sb1(&self) -> f64 {
+        if self.v > 0.0 {
+            (self.ss / self.v).sqrt()
+        } else {
+            MAX_SKEW
+        }
+    }
+    fn sb0(&self) -> f64 {
+        let aa = self.u * self.sb1();
+        (self.ss / self.w_sum + aa * aa).sqrt()
+    }
+}
+
+fn n_runs(resid: &[f64]) -> usize {
+    1 + resid.windows(2).filter(|p| !((p[0] < 0.0 && p[1] < 0.0) || (p[0] > 0.0 && p[1] > 0.0))).count()
+}
+
+/// samplefilt.c: collects a poll's worth of samples and turns them into one.
+#[derive(Debug, Clone)]
+pub(crate) struct MedianFilter {
+    max_samples: usize,
+    min_samples: usize,
+    samples: Vec<Sample>,
+    avg_var: f64,
+    avg_var_n: usize,
+}
+
+impl MedianFilter {
+    pub(crate) fn new(length: usize, precision_s: f64) -> Self {
+        let max_samples = length.clamp(1, 256);
+        Self {
+            max_samples,
+            min_samples: max_samples.min(4),
+            samples: Vec::with_capacity(max_samples),
+            avg_var: precision_s * precision_s,
+            avg_var_n: 0,
+        }
+    }
+
+    pub(crate) fn add(&mut self, s: Sample) {
+        if self.samples.last().is_some_and(|last| last.time_s >= s.time_s) {
+            return;
+        }
+        if self.samples.len() == self.max_samples {
+            self.samples.remove(0);
+        }
+        self.samples.push(s);
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.samples.clear();
+    }
+
+    /// The clock was changed: re-express stored samples against the new clock.
+    pub(crate) fn adjust(&mut self, now_s: f64, dfreq: f64, doffset_s: f64) {
+        for s in &mut self.samples {
+            s.offset_s += doffset_s + (s.time_s - now_s) * dfreq;
+        }
+    }
+
+    /// SPF_GetFilteredSample: the mean of the samples closest to the median, with a dispersion
+    /// from a line fitted through them; the filter is emptied.
+    pub(crate) fn take(&mut self) -> Option<Sample> {
+        let n_all = self.samples.len();
+        if n_all < self.min_samples {
+            return None;
+        }
+        let mut idx: Vec<usize> = Vec::with_capacity(n_all);
+        if n_all > 4 {
+            let min_disp = self.samples.iter().map(|s| s.disp_s).fold(f64::INFINITY, f64::min);
+            idx.extend((0..n_all).filter(|&i| self.samples[i].disp_s <= 1.5 * min_disp));
+        }
+        if idx.len() < 4 {
+            idx = (0..n_all).collect();
+        }
+        idx.sort_by(|&a, &b| self.samples[a].offset_s.total_cmp(&self.samples[b].offset_s));
+        let j = idx.len();
+        let from =
+            if j > 2 { ((j as f64 * (1.0 - COMBINE_RATIO) / 2.0) as usize).clamp(1, (j - 1) / 2) } else { 0 };
+        let mut kept: Vec<usize> = idx[from..j - from].to_vec();
+        kept.sort_unstable();
+        let sel: Vec<Sample> = kept.iter().map(|&i| self.samples[i]).collect();
+        self.samples.clear();
+        self.combine(&sel)
+    }
+
+    fn combine(&mut self, sel: &[Sample]) -> Option<Sample> {
+        let n = sel.len();
+        let last = sel[n - 1];
+        let x: Vec<f64> = sel.iter().map(|s| s.time_s - last.time_s).collect();
+        let y: Vec<f64> = sel.iter().map(|s| s.offset_s).collect();
+        let mean_x = x.iter().sum::<f64>() / n as f64;
+        let mean_y = y.iter().sum::<f64>() / n as f64;
+        let (mut var, mut disp, dof) = if n >= 4 {
+            let xc: Vec<f64> = x.iter().map(|x| x - mean_x).collect();
+            let w: Vec<f64> = sel.iter().map(|s| s.disp_s.max(1e-12)).collect();
+            let f = fit(&xc, &y, &w);
+            (f.ss * n as f64 / f.w_sum, f.sb0(), n - 2)
+        } else if n >= 2 {
+            let var = y.iter().map(|y| (y - mean_y).powi(2)).sum::<f64>() / (n - 1) as f64;
+            (var, var.sqrt(), n - 1)
+        } else {
+            (self.avg_var, self.avg_var.sqrt(), 1)
+        };
+        if var < 1e-20 {
+            var = 1e-20;
+            disp = var.sqrt();
+        }
+        let mut prev_avg_var = self.avg_var;
+        // An exponential moving average of the variance, quick to start.
+        if self.avg_var_n > 50 {
+            self.avg_var += dof as f64 / (dof as f64 + 50.0) * (var - self.avg_var);
+        } else {
+            self.avg_var =
+                (self.avg_var * self.avg_var_n as f64 + var * dof as f64) / (dof + self.avg_var_n) as f64;
+            if self.avg_var_n == 0 {
+                prev_avg_var = self.avg_var;
+            }
+            self.avg_var_n += dof;
+        }
+        // chrony trusts the long-term variance unless this batch is clearly better; this is
+        // what keeps a source unselectable for a while after a jump passed through the filter.
+        if var * dof as f64 / chi2_coef(dof) < prev_avg_var {
+            disp = self.avg_var.sqrt() * disp / var.sqrt();
+        }
+        let mean_disp = sel.iter().map(|s| s.disp_s).sum::<f64>() / n as f64;
+        Some(Sample { time_s: last.time_s + mean_x, offset_s: mean_y, disp_s: disp.max(mean_disp) })
+    }
+}
+
+/// sourcestats.c: the register of filtered samples and the regression over it.
+#[derive(Debug, Clone)]
+pub(crate) struct SourceStats {
+    samples: Vec<Sample>,
+    /// Older samples the regression dropped, kept to extend the runs test.
+    runs: Vec<Sample>,
+    precision_s: f64,
+    pub(crate) regression_ok: bool,
+    pub(crate) freq: f64,
+    pub(crate) freq_sd: f64,
+    pub(crate) skew: f64,
+    pub(crate) offset_s: f64,
+    pub(crate) offset_time_s: f64,
+    pub(crate) offset_sd_s: f64,
+    pub(crate) std_dev_s: f64,
+    best: usize,
+}
+
+/// What source selection looks at.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Selection {
+    pub(crate) root_distance_s: f64,
+    pub(crate) std_dev_s: f64,
+    pub(crate) select_ok: bool,
+}
+
+impl SourceStats {
+    pub(crate) fn new(precision_s: f64) -> Self {
+        Self {
+            samples: Vec::new(),
+            runs: Vec::new(),
+            precision_s,
+            regression_ok: false,
+            freq: 0.0,
+            freq_sd: WORST_CASE_FREQ_BOUND,
+            skew: WORST_CASE_FREQ_BOUND,
+            offset_s: 0.0,
+            offset_time_s: 0.0,
+            offset_sd_s: 0.0,
+            std_dev_s: 4.0,
+            best: 0,
+        }
+    }
+
+    pub(crate) fn reset(&mut self) {
+        *self = Self::new(self.precision_s);
+    }
+
+    pub(crate) fn accumulate(&mut self, s: Sample) {
+        if self.samples.len() == MAX_SAMPLES {
+            self.prune(1);
+        }
+        if self.samples.last().is_some_and(|last| last.time_s >= s.time_s) {
+            self.reset();
+        }
+        self.samples.push(s);
+    }
+
+    fn prune(&mut self, k: usize) {
+        let k = k.min(self.samples.len());
+        self.runs.extend(self.samples.drain(..k));
+        let keep = self.samples.len() * (RUNS_RATIO - 1);
+        if self.runs.len() > keep {
+            let extra = self.runs.len() - keep;
+            self.runs.drain(..extra);
+        }
+    }
+
+    /// The clock was changed: re-express the register against the new clock.
+    pub(crate) fn adjust(&mut self, now_s: f64, dfreq: f64, doffset_s: f64) {
+        for s in self.samples.iter_mut().chain(self.runs.iter_mut()) {
+            s.offset_s += doffset_s + (s.time_s - now_s) * dfreq;
+        }
+        self.offset_s += doffset_s + (self.offset_time_s - now_s) * dfreq;
+        self.freq += dfreq;
+    }
+
+    /// SST_DoNewRegression.
+    pub(crate) fn regress(&mut self) {
+        let n = self.samples.len();
+        if n == 0 {
+            return;
+        }
+        let last_t = self.samples[n - 1].time_s;
+        let dist: Vec<f64> = self.samples.iter().map(|s| s.disp_s).collect();
+        let min_d = dist.iter().copied().fold(f64::INFINITY, f64::min);
+        let mut sorted = dist.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median = if n % 2 == 1 { sorted[n / 2] } else { 0.5 * (sorted[n / 2] + sorted[n / 2 - 1]) };
+        let sd = ((median - min_d) / SD_TO_DIST_RATIO).max(self.precision_s).min(min_d.max(self.precision_s));
+        let min_d = min_d + self.precision_s;
+        let w: Vec<f64> =
+            dist.iter().map(|&d| if d > min_d { (1.0 + (d - min_d) / sd).powi(2) } else { 1.0 }).collect();
+
+        if n >= MIN_SAMPLES_FOR_REGRESS {
+            // All samples, the runs extension first, as x (time back from the last) and y.
+            let all: Vec<(f64, f64)> =
+                self.runs.iter().chain(&self.samples).map(|s| (s.time_s - last_t, s.offset_s)).collect();
+            let m = self.runs.len();
+            let mut start = 0;
+            let f = loop {
+                let xs: Vec<f64> = all[m + start..].iter().map(|p| p.0).collect();
+                let ys: Vec<f64> = all[m + start..].iter().map(|p| p.1).collect();
+                let f = fit(&xs, &ys, &w[start..]);
+                let resid_start = (m + start).saturating_sub((n - start) * (RUNS_RATIO - 1));
+                let resid: Vec<f64> = all[resid_start..].iter().map(|(x, y)| y - f.b0 - f.b1 * x).collect();
+                let runs = n_runs(&resid);
+                if runs > CRITICAL_RUNS[resid.len().min(CRITICAL_RUNS.len() - 1)] as usize
+                    || n - start <= MIN_SAMPLES_FOR_REGRESS
+                {
+                    break f;
+                }
+                start += 1;
+            };
+            let npoints = n - start;
+            let dof = npoints - 2;
+            self.regression_ok = true;
+            self.freq = f.b1;
+            self.freq_sd = f.sb1().clamp(MIN_SKEW, MAX_SKEW);
+            self.skew = (f.sb1() * t_coef(dof)).clamp(MIN_SKEW, MAX_SKEW);
+            self.offset_s = f.b0;
+            self.offset_time_s = last_t;
+            self.offset_sd_s = f.sb0();
+            self.std_dev_s = (f.ss * npoints as f64 / f.w_sum).sqrt().max(MIN_STDDEV);
+            self.prune(start);
+        } else {
+            self.regression_ok = false;
+            self.freq = 0.0;
+            self.freq_sd = WORST_CASE_FREQ_BOUND;
+            self.skew = WORST_CASE_FREQ_BOUND;
+        }
+        // The sample giving the tightest bound on root distance with this skew.
+        let last_t = self.samples[self.samples.len() - 1].time_s;
+        self.best = (0..self.samples.len())
+            .min_by(|&a, &b| {
+                let d = |i: usize| self.samples[i].disp_s + (last_t - self.samples[i].time_s) * self.skew;
+                d(a).total_cmp(&d(b))
+            })
+            .unwrap_or(0);
+    }
+
+    /// SST_GetSelectionData at local time `now_s`.
+    pub(crate) fn selection(&self, now_s: f64) -> Option<Selection> {
+        let s = self.samples.get(self.best)?;
+        let elapsed = (now_s - s.time_s).abs();
+        Some(Selection {
+            root_distance_s: s.disp_s + elapsed * self.skew,
+            std_dev_s: self.std_dev_s,
+            select_ok: self.regression_ok,
+        })
+    }
+}

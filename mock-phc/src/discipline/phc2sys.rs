@@ -1,0 +1,211 @@
+//! linuxptp's phc2sys from the PHC to CLOCK_REALTIME: reads with the shortest-window rule and
+//! feeds the PI servo of pi.c, stepping only on the first update (or above step_threshold).
+
+use phc::estimate;
+use serde::{Deserialize, Serialize};
+
+use crate::discipline::secs_to_ns;
+use crate::world::{ReadMethod, Sim};
+use crate::Error;
+
+pub(crate) const SOURCE: &str = "phc2sys";
+
+/// clockadj_max_freq for CLOCK_REALTIME: the adjtimex tolerance (500 ppm) plus the 10% that tick
+/// adjustment adds (linuxptp's clockadj.c).
+const MAX_FREQ_PPB: f64 = 100_500_000.0;
+/// pi.c's limits on the scaled constants.
+const KP_NORM_MAX: f64 = 1.0;
+const KI_NORM_MAX: f64 = 2.0;
+/// pi.c's exponents for scaling by the sync interval.
+const KP_EXPONENT: f64 = -0.3;
+const KI_EXPONENT: f64 = 0.4;
+
+/// phc2sys settings.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Phc2sysConfig {
+    /// Updates per second (`-R`).
+    pub rate_hz: f64,
+    /// Readings per update (`-N`).
+    pub readings: u32,
+    /// Step on the first update above this (`-F`).
+    pub first_step_threshold_s: f64,
+    /// Step above this after the first update; 0 never (`-S`).
+    pub step_threshold_s: f64,
+    /// Proportional constant scale (`pi_proportional_scale`).
+    pub kp: f64,
+    /// Integral constant scale (`pi_integral_scale`).
+    pub ki: f64,
+}
+
+impl Default for Phc2sysConfig {
+    fn default() -> Self {
+        Self {
+            rate_hz: 1.0,
+            readings: 5,
+            first_step_threshold_s: 0.00002,
+            step_threshold_s: 0.0,
+            kp: 0.7,
+            ki: 0.3,
+        }
+    }
+}
+
+impl Phc2sysConfig {
+    pub(crate) fn validate(&self, key: &str) -> Result<(), Error> {
+        if !(self.rate_hz.is_finite() && (0.001..=1000.0).contains(&self.rate_hz)) {
+            return Err(Error::invalid(format!("{key}.rate_hz"), "must be within 0.001..=1000"));
+        }
+        if !(1..=25).contains(&self.readings) {
+            return Err(Error::invalid(format!("{key}.readings"), "must be within 1..=25"));
+        }
+        for (name, v) in [
+            ("first_step_threshold_s", self.first_step_threshold_s),
+            ("step_threshold_s", self.step_threshold_s),
+            ("kp", self.kp),
+            ("ki", self.ki),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(Error::invalid(format!("{key}.{name}"), "must be >= 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What pi.c's `pi_sample` decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServoState {
+    Unlocked,
+    Jump,
+    Locked,
+}
+
+/// pi.c's servo, offsets in ns, output in ppb.
+#[derive(Debug, Clone)]
+struct Pi {
+    kp: f64,
+    ki: f64,
+    drift_ppb: f64,
+    count: u8,
+    first: (f64, f64),
+    first_update: bool,
+    first_step_threshold_ns: f64,
+    step_threshold_ns: f64,
+}
+
+impl Pi {
+    fn sample(&mut self, offset_ns: f64, local_ns: f64) -> (f64, ServoState) {
+        match self.count {
+            0 => {
+                self.first = (offset_ns, local_ns);
+                self.count = 1;
+                (self.drift_ppb, ServoState::Unlocked)
+            }
+            1 => {
+                let (off0, local0) = self.first;
+                if local0 >= local_ns {
+                    self.count = 0;
+                    return (self.drift_ppb, ServoState::Unlocked);
+                }
+                self.drift_ppb += (offset_ns - off0) * 1e9 / (local_ns - local0);
+                self.drift_ppb = self.drift_ppb.clamp(-MAX_FREQ_PPB, MAX_FREQ_PPB);
+                let jump = (self.first_update
+                    && self.first_step_threshold_ns > 0.0
+                    && self.first_step_threshold_ns < offset_ns.abs())
+                    || (self.step_threshold_ns > 0.0 && self.step_threshold_ns < offset_ns.abs());
+                self.count = 2;
+                (self.drift_ppb, if jump { ServoState::Jump } else { ServoState::Locked })
+            }
+            _ => {
+                if self.step_threshold_ns > 0.0 && self.step_threshold_ns < offset_ns.abs() {
+                    self.count = 0;
+                    return (self.drift_ppb, ServoState::Unlocked);
+                }
+                let ki_term = self.ki * offset_ns;
+                let ppb = self.kp * offset_ns + self.drift_ppb + ki_term;
+                if ppb.abs() < MAX_FREQ_PPB {
+                    self.drift_ppb += ki_term;
+                }
+                (ppb.clamp(-MAX_FREQ_PPB, MAX_FREQ_PPB), ServoState::Locked)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Phc2sys {
+    cfg: Phc2sysConfig,
+    pub(crate) next_due_ns: i64,
+    interval_ns: i64,
+    servo: Pi,
+    methods: Vec<ReadMethod>,
+    failing: bool,
+}
+
+impl Phc2sys {
+    pub(crate) fn new(cfg: Phc2sysConfig, t_ns: i64) -> Self {
+        let interval_s = 1.0 / cfg.rate_hz;
+        // pi.c: kp = min(kp_scale * interval^-0.3, 1/interval), ki = min(ki_scale * interval^0.4, 2/interval).
+        let servo = Pi {
+            kp: (cfg.kp * interval_s.powf(KP_EXPONENT)).min(KP_NORM_MAX / interval_s),
+            ki: (cfg.ki * interval_s.powf(KI_EXPONENT)).min(KI_NORM_MAX / interval_s),
+            drift_ppb: 0.0,
+            count: 0,
+            first: (0.0, 0.0),
+            first_update: true,
+            first_step_threshold_ns: cfg.first_step_threshold_s * 1e9,
+            step_threshold_ns: cfg.step_threshold_s * 1e9,
+        };
+        let methods =
+            vec![ReadMethod::Precise, ReadMethod::Extended(phc::SysClock::Realtime), ReadMethod::Basic];
+        Self { interval_ns: secs_to_ns(interval_s), next_due_ns: t_ns, cfg, servo, methods, failing: false }
+    }
+
+    pub(crate) fn on_external_step(&mut self) {}
+
+    pub(crate) fn on_timer(&mut self, sim: &mut Sim) {
+        self.next_due_ns += self.interval_ns;
+        let Some(est) = self.read(sim) else { return };
+        let offset_ns = est.offset_ns as f64;
+        let (ppb, state) = self.servo.sample(offset_ns, sim.mono_s() * 1e9);
+        match state {
+            ServoState::Unlocked => {}
+            ServoState::Jump => {
+                sim.step(SOURCE, -offset_ns * 1e-9);
+                sim.set_freq(SOURCE, -ppb * 1e-9);
+                sim.note(SOURCE, format!("CLOCK_REALTIME stepped by {:+.0} ns", -offset_ns));
+            }
+            ServoState::Locked => sim.set_freq(SOURCE, -ppb * 1e-9),
+        }
+        if state != ServoState::Unlocked {
+            self.servo.first_update = false;
+        }
+    }
+
+    fn read(&mut self, sim: &mut Sim) -> Option<estimate::Estimate> {
+        while let Some(&method) = self.methods.first() {
+            match sim.read(method, self.cfg.readings as usize) {
+                Ok(samples) => {
+                    if self.failing {
+                        self.failing = false;
+                        sim.note(SOURCE, "PHC readable again".to_owned());
+                    }
+                    return estimate::linuxptp(&samples);
+                }
+                // phc2sys probes the methods once and keeps the first that works.
+                Err(phc::Error::NotSupported) if self.methods.len() > 1 => {
+                    self.methods.remove(0);
+                }
+                Err(e) => {
+                    if !self.failing {
+                        self.failing = true;
+                        sim.read_error(SOURCE, &e);
+                    }
+                    return None;
+                }
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,478 @@
+//! The world: host reference time, the guest's clocks, its PHC, the daemons, and the event loop
+//! that jumps from one event to the next, computing clocks analytically in between.
+
+use phc::Sample;
+use rand_chacha::ChaCha8Rng;
+
+use crate::clock::GuestClock;
+use crate::discipline::{secs_to_ns, Discipline};
+use crate::noise::{self, Oscillator};
+use crate::personality::{HostSample, PhcState};
+use crate::{Disturbance, Error, Event, EventKind, WorldConfig};
+
+pub use crate::personality::ReadMethod;
+
+const SOURCE: &str = "world";
+/// The world's fixed tick: oscillator wander and host samples (hyperv's 5 s by default).
+const DEFAULT_TICK_S: f64 = 5.0;
+/// A daemon's frequency change smaller than this is not worth an event.
+const FREQ_EVENT_MIN_CHANGE: f64 = 1e-6;
+/// clock_gettime's own cost, added around a `Gettime` read.
+const SYSCALL_NS: i64 = 60;
+
+/// Everything a daemon can see and touch; the daemons themselves live beside it in `World`.
+pub(crate) struct Sim {
+    t_ns: i64,
+    start_ns: i64,
+    /// Host time minus ideal time (host steps).
+    host_err_s: f64,
+    /// The Hyper-V reference counter: stands still while the guest does.
+    refcnt_s: f64,
+    running: bool,
+    guest: GuestClock,
+    osc: Oscillator,
+    phc: PhcState,
+    latency: noise::LatencyTable,
+    normal: noise::NormalTable,
+    read_rng: ChaCha8Rng,
+    events: Vec<Event>,
+    /// Steps made by a daemon during the current callback, to tell the others.
+    steps: Vec<(&'static str, f64)>,
+    last_freq_event: f64,
+}
+
+impl Sim {
+    fn now_s(&self) -> f64 {
+        self.t_ns as f64 * 1e-9
+    }
+
+    fn push(&mut self, source: &'static str, kind: EventKind) {
+        self.events.push(Event { t_ns: self.t_ns, source, kind });
+    }
+
+    pub(crate) fn note(&mut self, source: &'static str, text: String) {
+        self.push(source, EventKind::Note(text));
+    }
+
+    pub(crate) fn read_error(&mut self, source: &'static str, e: &phc::Error) {
+        self.push(source, EventKind::ReadError { code: e.code() });
+    }
+
+    /// Guest REALTIME minus host time.
+    pub(crate) fn guest_offset_s(&self) -> f64 {
+        self.guest.err_s - self.host_err_s
+    }
+
+    pub(crate) fn mono_s(&self) -> f64 {
+        self.guest.mono_s
+    }
+
+    pub(crate) fn realtime_minus_mono_s(&self) -> f64 {
+        self.guest.err_s + self.now_s() - self.guest.mono_s
+    }
+
+    pub(crate) fn freq_adj(&self) -> f64 {
+        self.guest.freq_adj
+    }
+
+    pub(crate) fn slew_left_s(&self) -> f64 {
+        self.guest.slew_left_s
+    }
+
+    /// White phase noise of one reading of the guest clock.
+    pub(crate) fn read_noise_s(&mut self) -> f64 {
+        let s = self.osc.phase_noise_s;
+        if s > 0.0 {
+            s * self.normal.draw(&mut self.read_rng)
+        } else {
+            0.0
+        }
+    }
+
+    pub(crate) fn step(&mut self, source: &'static str, delta_s: f64) {
+        self.guest.step(delta_s);
+        self.push(source, EventKind::Step { delta_ns: secs_to_ns(delta_s) });
+        self.steps.push((source, delta_s));
+    }
+
+    pub(crate) fn set_freq(&mut self, source: &'static str, freq: f64) {
+        self.guest.freq_adj = freq;
+        if (freq - self.last_freq_event).abs() >= FREQ_EVENT_MIN_CHANGE {
+            self.last_freq_event = freq;
+            self.push(source, EventKind::Frequency { freq_ppb: (freq * 1e9).round() });
+        }
+    }
+
+    pub(crate) fn slew(&mut self, offset_s: f64, rate: f64) {
+        self.guest.set_slew(offset_s, rate);
+    }
+
+    fn phc_err_s(&self) -> Result<f64, phc::Error> {
+        self.phc.err_s(self.now_s(), self.refcnt_s, self.host_err_s)
+    }
+
+    /// The PTP ioctl (or clock_gettime) answered at now, as the driver would.
+    pub(crate) fn read(&mut self, method: ReadMethod, n: usize) -> Result<Vec<Sample>, phc::Error> {
+        let mut out = Vec::with_capacity(n);
+        self.read_kept(method, n, None, &mut out)?;
+        Ok(out)
+    }
+
+    /// Like `read`, but returns only the readings whose window is within `keep_within_ns` of the
+    /// shortest: all chrony's estimator looks at. The windows of the others are still drawn, so
+    /// the batch's timing and the random stream are those of a full read; skipping their
+    /// timestamps is what lets a day of 4 Hz reads run in a fraction of a second.
+    pub(crate) fn read_kept(
+        &mut self,
+        method: ReadMethod,
+        n: usize,
+        keep_within_ns: Option<i64>,
+        out: &mut Vec<Sample>,
+    ) -> Result<(), phc::Error> {
+        out.clear();
+        if !(1..=phc::uapi::PTP_MAX_SAMPLES).contains(&n) {
+            return Err(phc::Error::InvalidArgument);
+        }
+        self.phc.check_method(method)?;
+        let phc_err_s = self.phc_err_s()?;
+        let osc = self.osc.freq();
+        let phc_rate = self.phc.rate(self.running);
+        let ideal_ns = self.start_ns + self.t_ns;
+        let phc0_ns = ideal_ns + secs_to_ns(phc_err_s);
+        // One noise draw per batch: phase noise wanders far slower than a batch lasts, and a
+        // per-timestamp draw would give negative windows no real clock shows.
+        let noise_ns = secs_to_ns(self.read_noise_s());
+        let (sys0_ns, sys_rate) = match method {
+            ReadMethod::Extended(phc::SysClock::Monotonic) => {
+                (secs_to_ns(self.guest.mono_s), self.guest.rate(osc, self.running))
+            }
+            ReadMethod::Extended(phc::SysClock::MonotonicRaw) => {
+                (secs_to_ns(self.guest.raw_s), if self.running { 1.0 + osc } else { 0.0 })
+            }
+            _ => (ideal_ns + secs_to_ns(self.guest.err_s) + noise_ns, self.guest.rate(osc, self.running)),
+        };
+        let sys_at = |tau_ns: i64| sys0_ns + (tau_ns as f64 * sys_rate) as i64;
+        let phc_at = |tau_ns: i64| phc0_ns + (tau_ns as f64 * phc_rate) as i64;
+        let mut windows = [0i64; phc::uapi::PTP_MAX_SAMPLES];
+        if method != ReadMethod::Precise {
+            let extra = if method == ReadMethod::Gettime { 2 * SYSCALL_NS } else { 0 };
+            self.latency.fill(&mut self.read_rng, &mut windows[..n]);
+            for w in &mut windows[..n] {
+                *w += extra;
+            }
+        }
+        let limit_ns = keep_within_ns.map_or(i64::MAX, |tol| windows[..n].iter().min().unwrap_or(&0) + tol);
+        let mut tau_ns = 0i64;
+        for &window in &windows[..n] {
+            if window <= limit_ns {
+                out.push(Sample {
+                    sys_before_ns: sys_at(tau_ns),
+                    phc_ns: phc_at(tau_ns + window / 2),
+                    sys_after_ns: sys_at(tau_ns + window),
+                });
+            }
+            // Basic readings share a timestamp between neighbours; the others do not, and
+            // successive cross timestamps are distinct instants.
+            tau_ns += window + if method == ReadMethod::Basic { 0 } else { SYSCALL_NS };
+        }
+        Ok(())
+    }
+}
+
+/// A simulated VM guest, its host and its daemons, in virtual time.
+pub struct World {
+    cfg: WorldConfig,
+    sim: Sim,
+    disciplines: Vec<Discipline>,
+    tick_ns: i64,
+    next_tick_ns: i64,
+    /// When a pause or a reboot ends.
+    resume_at_ns: Option<i64>,
+    rebooting: bool,
+    sync_on_resume: bool,
+    samples_stopped: bool,
+    /// When the SYNC sample sent on resume reaches the guest.
+    sync_at_ns: Option<i64>,
+}
+
+/// Time from resume (or boot) to the host's SYNC sample reaching hv_utils: the host sends it
+/// when the VM runs again and the guest handles it in a work item, so the guest is seen, briefly,
+/// with the error the pause left.
+pub const SYNC_DELIVERY_NS: i64 = 10_000_000;
+
+impl World {
+    /// Builds a world at t = 0 with every daemon just started.
+    pub fn new(cfg: &WorldConfig) -> Result<World, Error> {
+        cfg.validate()?;
+        let osc = Oscillator::new(&cfg.guest, noise::rng(cfg.seed, noise::STREAM_GUEST));
+        let phc = PhcState::new(&cfg.phc, cfg.seed);
+        let tick_ns = secs_to_ns(if phc.is_hyperv() { phc.sample_interval_s() } else { DEFAULT_TICK_S });
+        let mut read_rng = noise::rng(cfg.seed, noise::STREAM_READS);
+        let sim = Sim {
+            t_ns: 0,
+            start_ns: cfg.start_realtime_ns,
+            host_err_s: 0.0,
+            refcnt_s: 0.0,
+            running: true,
+            guest: GuestClock::default(),
+            osc,
+            phc,
+            latency: noise::LatencyTable::new(&cfg.phc.read_latency(), &mut read_rng),
+            normal: noise::NormalTable::new(&mut read_rng),
+            read_rng,
+            events: Vec::new(),
+            steps: Vec::new(),
+            last_freq_event: 0.0,
+        };
+        let mut world = World {
+            cfg: cfg.clone(),
+            sim,
+            disciplines: cfg.disciplines.iter().map(|d| Discipline::start(d, 0)).collect(),
+            tick_ns,
+            next_tick_ns: 0,
+            resume_at_ns: None,
+            rebooting: false,
+            sync_on_resume: true,
+            samples_stopped: false,
+            sync_at_ns: None,
+        };
+        if world.disciplines.iter().any(|d| matches!(d, Discipline::HvUtils(_))) && !world.sim.phc.is_hyperv()
+        {
+            world.sim.note("hv_utils", "no Hyper-V time sync channel; hv_utils does nothing".to_owned());
+        }
+        // The host's first sample at boot is SYNC-flagged, as when the IC channel opens.
+        world.host_tick(true);
+        world.next_tick_ns = tick_ns;
+        Ok(world)
+    }
+
+    /// Reference time since the start.
+    pub fn now_ns(&self) -> i64 {
+        self.sim.t_ns
+    }
+
+    /// Whether the guest runs (false while paused or rebooting).
+    pub fn is_running(&self) -> bool {
+        self.sim.running
+    }
+
+    /// Guest CLOCK_REALTIME minus host time, now.
+    pub fn guest_offset_ns(&self) -> i64 {
+        secs_to_ns(self.sim.guest_offset_s())
+    }
+
+    /// Guest CLOCK_REALTIME now.
+    pub fn guest_realtime_ns(&self) -> i64 {
+        self.sim.start_ns + self.sim.t_ns + secs_to_ns(self.sim.guest.err_s)
+    }
+
+    /// Guest CLOCK_MONOTONIC_RAW now (since the last boot).
+    pub fn guest_monotonic_raw_ns(&self) -> i64 {
+        secs_to_ns(self.sim.guest.raw_s)
+    }
+
+    /// Guest CLOCK_MONOTONIC now (since the last boot).
+    pub fn guest_monotonic_ns(&self) -> i64 {
+        secs_to_ns(self.sim.guest.mono_s)
+    }
+
+    /// PHC time minus host time as a clock_gettime client sees it now.
+    pub fn phc_offset_ns(&mut self) -> Result<i64, phc::Error> {
+        Ok(secs_to_ns(self.sim.phc_err_s()? - self.sim.host_err_s))
+    }
+
+    /// Answers a PTP read at now exactly as the driver would.
+    pub fn read(&mut self, method: ReadMethod, n: usize) -> Result<Vec<phc::Sample>, phc::Error> {
+        self.sim.read(method, n)
+    }
+
+    /// Everything that happened since the last call.
+    pub fn drain_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.sim.events)
+    }
+
+    /// Advances to `t_ns`, processing every event up to it in order.
+    pub fn run_until(&mut self, t_ns: i64) {
+        loop {
+            let (due_ns, what) = self.next_due();
+            if due_ns > t_ns {
+                break;
+            }
+            self.advance_to(due_ns);
+            match what {
+                Due::Tick => {
+                    self.next_tick_ns += self.tick_ns;
+                    self.host_tick(false);
+                }
+                Due::Resume => self.resume(),
+                Due::Sync => {
+                    self.sync_at_ns = None;
+                    if !self.samples_stopped {
+                        self.deliver_sample(true);
+                    }
+                }
+                Due::Daemon(i) => {
+                    self.disciplines[i].on_timer(&mut self.sim);
+                    self.dispatch_steps();
+                }
+            }
+        }
+        self.advance_to(t_ns);
+    }
+
+    fn next_due(&self) -> (i64, Due) {
+        let mut best = (self.next_tick_ns, Due::Tick);
+        if let Some(t) = self.resume_at_ns {
+            if t < best.0 {
+                best = (t, Due::Resume);
+            }
+        }
+        if let Some(t) = self.sync_at_ns.filter(|_| self.sim.running) {
+            if t < best.0 {
+                best = (t, Due::Sync);
+            }
+        }
+        if self.sim.running {
+            for (i, d) in self.disciplines.iter().enumerate() {
+                // A daemon's timer that fell due during a pause fires on resume.
+                if let Some(t) = d.next_due_ns() {
+                    let t = t.max(self.sim.t_ns);
+                    if t < best.0 {
+                        best = (t, Due::Daemon(i));
+                    }
+                }
+            }
+        }
+        best
+    }
+
+    fn advance_to(&mut self, t_ns: i64) {
+        if t_ns <= self.sim.t_ns {
+            return;
+        }
+        let dt_s = (t_ns - self.sim.t_ns) as f64 * 1e-9;
+        let running = self.sim.running;
+        self.sim.guest.advance(dt_s, self.sim.osc.freq(), running);
+        self.sim.phc.advance(dt_s, running);
+        if running {
+            self.sim.refcnt_s += dt_s;
+        }
+        self.sim.t_ns = t_ns;
+    }
+
+    /// The fixed tick: oscillators wander, the host sends a sample.
+    fn host_tick(&mut self, sync: bool) {
+        let dt_s = self.tick_ns as f64 * 1e-9;
+        self.sim.osc.tick(dt_s);
+        self.sim.phc.tick(dt_s);
+        if self.sim.running && !self.samples_stopped {
+            self.deliver_sample(sync);
+        }
+    }
+
+    fn deliver_sample(&mut self, sync: bool) {
+        if !self.sim.phc.host_sends_samples() {
+            return;
+        }
+        let sample = HostSample {
+            host_err_s: self.sim.host_err_s,
+            refcnt_s: self.sim.refcnt_s,
+            t_s: self.sim.now_s(),
+        };
+        self.sim.phc.host_sample(sample);
+        if self.sim.phc.is_hyperv() {
+            for i in 0..self.disciplines.len() {
+                self.disciplines[i].on_host_sample(&mut self.sim, sync);
+                self.dispatch_steps();
+            }
+        }
+    }
+
+    /// Tells every other daemon about steps made in the last callback.
+    fn dispatch_steps(&mut self) {
+        while !self.sim.steps.is_empty() {
+            let steps = std::mem::take(&mut self.sim.steps);
+            for (source, delta_s) in steps {
+                for d in &mut self.disciplines {
+                    if d.source() != source {
+                        d.on_external_step(&mut self.sim, delta_s);
+                    }
+                }
+            }
+        }
+    }
+
+    fn resume(&mut self) {
+        self.resume_at_ns = None;
+        self.sim.running = true;
+        if self.rebooting {
+            self.rebooting = false;
+            // The RTC holds whole seconds of host time.
+            let host_ns = self.sim.start_ns + self.sim.t_ns + secs_to_ns(self.sim.host_err_s);
+            let rtc_ns = host_ns.div_euclid(1_000_000_000) * 1_000_000_000;
+            self.sim.guest.reboot((rtc_ns - self.sim.start_ns - self.sim.t_ns) as f64 * 1e-9);
+            self.sim.refcnt_s = 0.0;
+            self.sim.phc.reboot();
+            self.sim.last_freq_event = 0.0;
+            let t_ns = self.sim.t_ns;
+            self.disciplines = self.cfg.disciplines.iter().map(|d| Discipline::start(d, t_ns)).collect();
+            self.sim.note(SOURCE, "booted".to_owned());
+            self.sync_at_ns = Some(self.sim.t_ns + SYNC_DELIVERY_NS);
+        } else {
+            self.sim.note(SOURCE, "resumed".to_owned());
+            if self.sync_on_resume || !self.sim.phc.is_hyperv() {
+                self.sync_at_ns = Some(self.sim.t_ns + SYNC_DELIVERY_NS);
+            }
+        }
+    }
+
+    /// Applies a disturbance at now.
+    pub fn apply(&mut self, d: &Disturbance) {
+        match *d {
+            Disturbance::Pause { duration_s, sync_on_resume } => {
+                let end = self.sim.t_ns + secs_to_ns(duration_s.max(0.0));
+                if self.sim.running {
+                    self.sim.running = false;
+                    self.sim.note(SOURCE, "paused".to_owned());
+                }
+                self.sync_on_resume = sync_on_resume;
+                self.resume_at_ns = Some(self.resume_at_ns.map_or(end, |t| t.max(end)));
+            }
+            Disturbance::Reboot { downtime_s } => {
+                self.sim.running = false;
+                self.rebooting = true;
+                self.sim.note(SOURCE, "rebooting".to_owned());
+                let end = self.sim.t_ns + secs_to_ns(downtime_s.max(0.0));
+                self.resume_at_ns = Some(self.resume_at_ns.map_or(end, |t| t.max(end)));
+            }
+            Disturbance::HostStep { delta_s } => {
+                self.sim.host_err_s += delta_s;
+                self.sim.note(SOURCE, format!("host time stepped by {delta_s:+} s"));
+            }
+            Disturbance::GuestStep { delta_s } => {
+                self.sim.step(SOURCE, delta_s);
+                self.dispatch_steps();
+            }
+            Disturbance::SamplesStop => {
+                self.samples_stopped = true;
+                self.sim.note(SOURCE, "host stopped sending time samples".to_owned());
+            }
+            Disturbance::SamplesResume => {
+                self.samples_stopped = false;
+                self.sim.note(SOURCE, "host sends time samples again".to_owned());
+            }
+            Disturbance::FrequencyJump { delta_ppm } => {
+                self.sim.osc.jump(delta_ppm * 1e-6);
+                self.sim.note(SOURCE, format!("guest oscillator frequency changed by {delta_ppm:+} ppm"));
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Due {
+    Tick,
+    Resume,
+    Sync,
+    Daemon(usize),
+}

@@ -1,0 +1,220 @@
+//! The host side of the agent channel: connect to the guest's virtio-serial socket, send a request,
+//! wait for the matching answer within a deadline, and time each exchange for offset estimates.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::agent::{GuestClocks, Op, Request, Response};
+use crate::Error;
+
+/// One timed exchange: host CLOCK_REALTIME before sending and after the answer arrived.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    /// The answer.
+    pub response: Response,
+    /// Host realtime when the request left.
+    pub host_sent_ns: i64,
+    /// Host realtime when the answer arrived.
+    pub host_received_ns: i64,
+}
+
+impl Exchange {
+    /// Round trip.
+    pub fn rtt_ns(&self) -> i64 {
+        self.host_received_ns - self.host_sent_ns
+    }
+
+    /// Guest realtime minus host realtime, taking the guest's reading at the round trip's midpoint.
+    pub fn offset_ns(&self) -> i64 {
+        let mid = self.host_sent_ns + self.rtt_ns() / 2;
+        self.response.clocks.realtime_ns - mid
+    }
+}
+
+/// An offset estimate from several exchanges.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OffsetEstimate {
+    /// Guest minus host.
+    pub offset_ns: i64,
+    /// Half the best round trip: the offset is within this whatever the path asymmetry.
+    pub uncertainty_ns: i64,
+    /// The guest clocks in the best exchange.
+    pub clocks: GuestClocks,
+}
+
+/// A connection to the guest agent.
+pub struct AgentClient {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+    next_id: u64,
+}
+
+/// Host CLOCK_REALTIME in ns.
+pub fn host_realtime_ns() -> i64 {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    d.as_nanos() as i64
+}
+
+impl AgentClient {
+    /// Connects to the agent socket, retrying until `deadline` while QEMU creates it.
+    pub fn connect(path: &Path, deadline: Instant) -> Result<Self, Error> {
+        loop {
+            match UnixStream::connect(path) {
+                Ok(s) => {
+                    let writer = s.try_clone().map_err(|e| Error::Agent(e.to_string()))?;
+                    return Ok(Self { reader: BufReader::new(s), writer, next_id: 1 });
+                }
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => return Err(Error::Agent(format!("connect {}: {e}", path.display()))),
+            }
+        }
+    }
+
+    /// Sends one request and waits for its answer.
+    pub fn call(&mut self, op: Op, deadline: Instant) -> Result<Exchange, Error> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut line = serde_json::to_string(&Request { id, op }).expect("requests serialize");
+        line.push('\n');
+        let host_sent_ns = host_realtime_ns();
+        self.writer
+            .write_all(line.as_bytes())
+            .map_err(|e| Error::Agent(format!("send: {e} (QEMU exited or closed the agent socket)")))?;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Timeout("agent answer".into()));
+            }
+            self.reader.get_ref().set_read_timeout(Some(left)).map_err(|e| Error::Agent(e.to_string()))?;
+            let mut buf = String::new();
+            match self.reader.read_line(&mut buf) {
+                Ok(0) => {
+                    return Err(Error::Agent(
+                        "the agent channel closed (QEMU exited or closed the socket)".into(),
+                    ))
+                }
+                Ok(_) => {}
+                Err(e)
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                {
+                    return Err(Error::Timeout("agent answer".into()))
+                }
+                Err(e) => return Err(Error::Agent(format!("receive: {e}"))),
+            }
+            let host_received_ns = host_realtime_ns();
+            let text = buf.trim();
+            if text.is_empty() {
+                continue;
+            }
+            let response: Response = serde_json::from_str(text).map_err(|e| {
+                let shown: String = text.chars().take(80).collect();
+                Error::Agent(format!("garbage from the guest agent ({e}): {shown:?}"))
+            })?;
+            if response.id < id {
+                continue; // a late answer to an abandoned request
+            }
+            if response.id != id {
+                return Err(Error::Agent(format!(
+                    "answer to request {} while waiting for {id}",
+                    response.id
+                )));
+            }
+            if let Some(err) = &response.err {
+                return Err(Error::Guest(err.clone()));
+            }
+            return Ok(Exchange { response, host_sent_ns, host_received_ns });
+        }
+    }
+
+    /// Calls and deserializes the `ok` value.
+    pub fn call_value<T: serde::de::DeserializeOwned>(
+        &mut self,
+        op: Op,
+        deadline: Instant,
+    ) -> Result<T, Error> {
+        let ex = self.call(op, deadline)?;
+        serde_json::from_value(ex.response.ok.unwrap_or(serde_json::Value::Null))
+            .map_err(|e| Error::Agent(format!("unexpected answer shape: {e}")))
+    }
+
+    /// Guest minus host realtime: the exchange with the shortest round trip of `n` wins.
+    pub fn offset(&mut self, n: usize, deadline: Instant) -> Result<OffsetEstimate, Error> {
+        let mut best: Option<Exchange> = None;
+        for _ in 0..n.max(1) {
+            let ex = self.call(Op::Clocks, deadline)?;
+            if best.as_ref().is_none_or(|b| ex.rtt_ns() < b.rtt_ns()) {
+                best = Some(ex);
+            }
+        }
+        let b = best.expect("at least one exchange");
+        Ok(OffsetEstimate {
+            offset_ns: b.offset_ns(),
+            uncertainty_ns: b.rtt_ns() / 2,
+            clocks: b.response.clocks,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(answers: Vec<String>) -> (std::path::PathBuf, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            let mut w = s.try_clone().unwrap();
+            let mut r = BufReader::new(s);
+            for a in answers {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                w.write_all(a.as_bytes()).unwrap();
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        });
+        (path, dir)
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(5)
+    }
+
+    #[test]
+    fn offset_uses_the_guest_reading_and_the_midpoint() {
+        let now = host_realtime_ns();
+        let answer = format!(
+            "{{\"id\":1,\"ok\":null,\"clocks\":{{\"realtime_ns\":{},\"monotonic_raw_ns\":1}}}}\n",
+            now - 30_000_000_000i64
+        );
+        let (p, _d) = serve(vec![answer]);
+        let mut c = AgentClient::connect(&p, soon()).unwrap();
+        let est = c.offset(1, soon()).unwrap();
+        assert!((est.offset_ns + 30_000_000_000).abs() < 1_000_000_000, "{est:?}");
+        assert!(est.uncertainty_ns >= 0);
+    }
+
+    #[test]
+    fn garbage_errors_and_silence_end_with_clear_errors() {
+        let (p, _d) = serve(vec!["this is not json\n".into()]);
+        let mut c = AgentClient::connect(&p, soon()).unwrap();
+        let e = c.call(Op::Hello, soon()).unwrap_err().to_string();
+        assert!(e.contains("garbage from the guest agent"), "{e}");
+
+        let err =
+            "{\"id\":1,\"err\":\"no such device\",\"clocks\":{\"realtime_ns\":0,\"monotonic_raw_ns\":0}}\n";
+        let (p, _d2) = serve(vec![err.into()]);
+        let mut c = AgentClient::connect(&p, soon()).unwrap();
+        assert!(matches!(c.call(Op::Hello, soon()), Err(Error::Guest(m)) if m == "no such device"));
+
+        let (p, _d3) = serve(vec![]);
+        let mut c = AgentClient::connect(&p, soon()).unwrap();
+        let e = c.call(Op::Hello, Instant::now() + Duration::from_millis(200)).unwrap_err();
+        assert!(matches!(e, Error::Timeout(_) | Error::Agent(_)), "{e}");
+    }
+}

@@ -1,0 +1,273 @@
+//! The guest image: an initramfs written here (newc cpio) with busybox, the kernel modules the
+//! scenario needs, the harness binary as the guest agent, chronyd and linuxptp tools with the
+//! shared libraries they load, and a small init that loads the modules and starts the agent.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::cpio::Writer;
+use crate::Error;
+
+/// Where setup (ci/setup-vm.sh) unpacks Debian's kernel package.
+pub const DEFAULT_CACHE: &str = "/var/cache/phc-harness";
+
+/// Modules loaded at boot, in dependency order. `ptp_kvm` fails to load without KVM; that is
+/// reported on the console and is not an error.
+pub const DEFAULT_MODULES: &[&str] = &["dca", "i2c-algo-bit", "igb", "cuse", "ptp_kvm"];
+
+/// A line the init prints once the agent is about to start.
+pub const READY_LINE: &str = "phc-init: agent starting";
+
+/// What goes into the image.
+#[derive(Debug, Clone)]
+pub struct ImageSpec {
+    /// Unpacked kernel package: `vmlinuz`, `VERSION`, `lib/modules/<version>/`.
+    pub kernel_dir: PathBuf,
+    /// A static busybox.
+    pub busybox: PathBuf,
+    /// The agent binary (the harness, built static), installed as /bin/phc-harness.
+    pub agent: PathBuf,
+    /// Module names in load order.
+    pub modules: Vec<String>,
+    /// Programs to install at their own paths with their shared libraries (chronyd, chronyc,
+    /// phc_ctl); missing ones are an error.
+    pub programs: Vec<PathBuf>,
+}
+
+impl ImageSpec {
+    /// The defaults: kernel from the setup cache (or `PHC_CACHE`), Debian's busybox-static,
+    /// chronyd, chronyc and phc_ctl.
+    pub fn with_agent(agent: impl Into<PathBuf>) -> Self {
+        let cache = std::env::var_os("PHC_CACHE").map_or_else(|| PathBuf::from(DEFAULT_CACHE), PathBuf::from);
+        Self {
+            kernel_dir: cache.join("kernel"),
+            busybox: "/bin/busybox".into(),
+            agent: agent.into(),
+            modules: DEFAULT_MODULES.iter().map(|s| (*s).to_owned()).collect(),
+            programs: ["/usr/sbin/chronyd", "/usr/bin/chronyc", "/usr/sbin/phc_ctl"]
+                .map(PathBuf::from)
+                .to_vec(),
+        }
+    }
+
+    /// The kernel image.
+    pub fn vmlinuz(&self) -> PathBuf {
+        self.kernel_dir.join("vmlinuz")
+    }
+
+    fn modules_root(&self) -> Result<PathBuf, Error> {
+        let v = fs::read_to_string(self.kernel_dir.join("VERSION")).map_err(|e| {
+            Error::Image(format!(
+                "{}: {e} (run ci/setup-vm.sh to fetch Debian's kernel)",
+                self.kernel_dir.join("VERSION").display()
+            ))
+        })?;
+        Ok(self.kernel_dir.join("lib/modules").join(v.trim()))
+    }
+}
+
+fn read(p: &Path) -> Result<Vec<u8>, Error> {
+    fs::read(p).map_err(|e| Error::Io(p.to_owned(), e))
+}
+
+fn find_module(root: &Path, name: &str) -> Option<PathBuf> {
+    let mut stack = vec![root.join("kernel")];
+    let alt = name.replace('-', "_");
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).ok()?.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Some(f) = p.file_name().and_then(|f| f.to_str()) {
+                let stem = f.split(".ko").next().unwrap_or("");
+                if f.contains(".ko") && (stem == name || stem == alt) {
+                    return Some(p);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// A module's bytes, decompressed on the host (busybox insmod takes plain ELF objects).
+fn module_bytes(path: &Path) -> Result<Vec<u8>, Error> {
+    let name = path.display().to_string();
+    let tool = if name.ends_with(".xz") {
+        "xz"
+    } else if name.ends_with(".zst") {
+        "zstd"
+    } else if name.ends_with(".gz") {
+        "gzip"
+    } else {
+        return read(path);
+    };
+    let out = Command::new(tool)
+        .arg("-dc")
+        .arg(path)
+        .output()
+        .map_err(|e| Error::Image(format!("{tool} -dc {name}: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::Image(format!(
+            "{tool} -dc {name}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(out.stdout)
+}
+
+/// The shared libraries (and loader) a dynamic program needs, by ldd.
+fn shared_libs(prog: &Path) -> Result<Vec<PathBuf>, Error> {
+    let out = Command::new("ldd").arg(prog).output().map_err(|e| Error::Image(format!("ldd: {e}")))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.contains("not a dynamic executable") || !out.status.success() {
+        return Ok(Vec::new());
+    }
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/')).map(PathBuf::from))
+        .collect())
+}
+
+/// The init script: mount, load modules, bring up loopback (chronyc needs it), find the agent's
+/// virtio port by name, run the agent, power off when it ends.
+pub fn init_script(modules: &[String]) -> String {
+    format!(
+        r#"#!/bin/sh
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+mkdir -p /dev/pts /run /tmp; mount -t tmpfs tmpfs /run; mount -t tmpfs tmpfs /tmp
+mkdir -p /run/chrony /var/lib/chrony
+for m in {mods}; do insmod /lib/modules/$m.ko 2>/dev/null || echo "phc-init: module $m not loaded"; done
+ip link set lo up
+port=
+for d in /sys/class/virtio-ports/*; do [ "$(cat $d/name 2>/dev/null)" = phc.agent ] && port=/dev/$(basename $d); done
+echo "phc-init: ptp: $(ls /dev/ptp* 2>/dev/null | tr '\n' ' ')"
+echo "{ready} on ${{port:-no port}}"
+/bin/phc-harness agent --port "$port"
+echo "phc-init: agent exited with $?"
+poweroff -f
+"#,
+        mods = modules.join(" "),
+        ready = READY_LINE
+    )
+}
+
+/// Writes the initramfs to `out` and returns the kernel image path to boot it with: the
+/// uncompressed PVH `vmlinux` (pvh.rs: faster under TCG) when it can be extracted, else the
+/// bzImage itself, which boots the same guest more slowly.
+pub fn build(spec: &ImageSpec, out: &Path) -> Result<PathBuf, Error> {
+    let root = spec.modules_root()?;
+    let vmlinuz = spec.vmlinuz();
+    if !vmlinuz.exists() {
+        return Err(Error::Image(format!("{}: missing (run ci/setup-vm.sh)", vmlinuz.display())));
+    }
+    let file = fs::File::create(out).map_err(|e| Error::Io(out.to_owned(), e))?;
+    let mut w = Writer::new(std::io::BufWriter::new(file));
+    let io = |e: std::io::Error| Error::Io(out.to_owned(), e);
+    let mut dirs = BTreeSet::new();
+    for d in [
+        "bin",
+        "sbin",
+        "usr",
+        "usr/bin",
+        "usr/sbin",
+        "proc",
+        "sys",
+        "dev",
+        "tmp",
+        "run",
+        "etc",
+        "root",
+        "var",
+        "var/lib",
+        "var/run",
+        "lib",
+        "lib/modules",
+    ] {
+        dirs.insert(d.to_owned());
+        w.dir(d, 0o755).map_err(io)?;
+    }
+    let mut add_parents = |w: &mut Writer<_>, path: &str| -> Result<(), Error> {
+        let mut acc = String::new();
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        for p in &parts[..parts.len().saturating_sub(1)] {
+            if !acc.is_empty() {
+                acc.push('/');
+            }
+            acc.push_str(p);
+            if dirs.insert(acc.clone()) {
+                w.dir(&acc, 0o755).map_err(io)?;
+            }
+        }
+        Ok(())
+    };
+    w.file("bin/busybox", 0o755, &read(&spec.busybox)?).map_err(io)?;
+    for applet in [
+        "sh", "mount", "insmod", "ip", "ls", "cat", "echo", "mkdir", "poweroff", "sleep", "tr", "date", "ps",
+        "kill",
+    ] {
+        w.symlink(&format!("bin/{applet}"), "busybox").map_err(io)?;
+    }
+    w.file("bin/phc-harness", 0o755, &read(&spec.agent)?).map_err(io)?;
+    for m in &spec.modules {
+        let p = find_module(&root, m)
+            .ok_or_else(|| Error::Image(format!("module {m} not found under {}", root.display())))?;
+        w.file(&format!("lib/modules/{m}.ko"), 0o644, &module_bytes(&p)?).map_err(io)?;
+    }
+    let mut libs = BTreeSet::new();
+    for prog in &spec.programs {
+        if !prog.exists() {
+            return Err(Error::Image(format!("{}: missing (run ci/setup-vm.sh)", prog.display())));
+        }
+        let name = prog.display().to_string();
+        add_parents(&mut w, &name)?;
+        w.file(&name, 0o755, &read(prog)?).map_err(io)?;
+        libs.extend(shared_libs(prog)?);
+    }
+    for lib in libs {
+        let name = lib.display().to_string();
+        add_parents(&mut w, &name)?;
+        // Follow symlinks: the guest needs the bytes at the name the loader asks for.
+        w.file(&name, 0o755, &read(&lib)?).map_err(io)?;
+    }
+    w.file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n").map_err(io)?;
+    w.file("etc/group", 0o644, b"root:x:0:\n").map_err(io)?;
+    w.file("init", 0o755, init_script(&spec.modules).as_bytes()).map_err(io)?;
+    w.finish().map_err(io)?;
+    Ok(crate::pvh::vmlinux_for(&vmlinuz).unwrap_or(vmlinuz))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_loads_modules_in_order_and_starts_the_agent() {
+        let s = init_script(&["dca".into(), "igb".into()]);
+        assert!(s.starts_with("#!/bin/sh\n"));
+        assert!(s.contains("for m in dca igb; do insmod /lib/modules/$m.ko"));
+        assert!(s.contains("/bin/phc-harness agent --port \"$port\""));
+        assert!(s.contains(READY_LINE));
+    }
+
+    #[test]
+    fn finds_modules_by_either_spelling() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("kernel/drivers/i2c/algos");
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("i2c-algo-bit.ko.xz"), b"x").unwrap();
+        assert!(find_module(t.path(), "i2c-algo-bit").is_some());
+        assert!(find_module(t.path(), "i2c_algo_bit").is_none());
+        assert!(find_module(t.path(), "igb").is_none());
+    }
+
+    #[test]
+    fn missing_kernel_cache_is_a_clear_error() {
+        let mut spec = ImageSpec::with_agent("/bin/true");
+        spec.kernel_dir = "/nonexistent".into();
+        let e = build(&spec, &std::env::temp_dir().join("phc-test-initrd")).unwrap_err().to_string();
+        assert!(e.contains("run ci/setup-vm.sh"), "{e}");
+    }
+}

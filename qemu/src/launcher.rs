@@ -1,0 +1,381 @@
+//! Starting a guest: a builder for the QEMU command line, a per-guest folder for sockets and the
+//! console log, and a handle that owns QEMU's process group and kills and reaps it on drop, so no
+//! QEMU outlives the harness, whatever path it leaves by.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::qmp::Qmp;
+use crate::Error;
+
+/// CPU acceleration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    /// Software emulation: works everywhere, slower.
+    Tcg,
+    /// Hardware virtualization through /dev/kvm.
+    Kvm,
+}
+
+impl Accel {
+    /// The name QEMU's `-accel` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tcg => "tcg",
+            Self::Kvm => "kvm",
+        }
+    }
+}
+
+/// QEMU's minimal firmware (Debian's qemu-system-data ships it): it hands over to the kernel
+/// sooner than SeaBIOS.
+pub const QBOOT: &str = "/usr/share/qemu/qboot.rom";
+
+/// The kernel command line by default. Besides the console, each word cuts boot time under TCG
+/// (measured, see ci/vm-test.sh) without touching what the tests look at: no CPU-bug
+/// mitigations, no crypto self-tests, no jitter-entropy start-up (0.35 s of timing loops), one
+/// UART, no keyboard/mouse probing, no IO-APIC timer check. `quiet` matters too: every console
+/// byte is an emulated port write. No `panic=`: a panicked guest halts with the panic as the
+/// console tail, where a reboot would hide it.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 quiet mitigations=off cryptomgr.notests \
+    initcall_blacklist=jent_mod_init random.trust_cpu=on 8250.nr_uarts=1 \
+    i8042.noaux i8042.nokbd i8042.nopnp no_timer_check";
+
+/// Builds and starts a guest.
+#[derive(Debug, Clone)]
+pub struct GuestBuilder {
+    qemu: PathBuf,
+    kernel: PathBuf,
+    initrd: PathBuf,
+    append: String,
+    bios: Option<PathBuf>,
+    memory_mib: u32,
+    accel: Accel,
+    igb: bool,
+    agent: bool,
+    extra: Vec<String>,
+}
+
+impl GuestBuilder {
+    /// A guest booting `kernel` with `initrd`, under TCG, 512 MiB, with an igb NIC and the agent
+    /// channel.
+    pub fn new(kernel: impl Into<PathBuf>, initrd: impl Into<PathBuf>) -> Self {
+        Self {
+            qemu: "qemu-system-x86_64".into(),
+            kernel: kernel.into(),
+            initrd: initrd.into(),
+            append: DEFAULT_CMDLINE.into(),
+            bios: Path::new(QBOOT).is_file().then(|| QBOOT.into()),
+            memory_mib: 512,
+            accel: Accel::Tcg,
+            igb: true,
+            agent: true,
+            extra: Vec::new(),
+        }
+    }
+
+    /// The QEMU binary.
+    pub fn qemu(mut self, path: impl Into<PathBuf>) -> Self {
+        self.qemu = path.into();
+        self
+    }
+
+    /// The kernel command line.
+    pub fn append(mut self, cmdline: impl Into<String>) -> Self {
+        self.append = cmdline.into();
+        self
+    }
+
+    /// The kernel command line this builder boots with.
+    pub fn cmdline(&self) -> &str {
+        &self.append
+    }
+
+    /// The firmware (`-bios`); `None` is QEMU's default, SeaBIOS. Defaults to qboot when
+    /// installed.
+    pub fn bios(mut self, path: Option<PathBuf>) -> Self {
+        self.bios = path;
+        self
+    }
+
+    /// Guest memory.
+    pub fn memory_mib(mut self, mib: u32) -> Self {
+        self.memory_mib = mib;
+        self
+    }
+
+    /// Acceleration.
+    pub fn accel(mut self, accel: Accel) -> Self {
+        self.accel = accel;
+        self
+    }
+
+    /// Whether to add `-device igb` (the guest PHC under TCG).
+    pub fn igb(mut self, on: bool) -> Self {
+        self.igb = on;
+        self
+    }
+
+    /// Whether to add the virtio-serial agent channel.
+    pub fn agent(mut self, on: bool) -> Self {
+        self.agent = on;
+        self
+    }
+
+    /// Extra QEMU arguments.
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.extra.push(a.into());
+        self
+    }
+
+    /// The command line this builder runs, with `dir` as the guest folder.
+    pub fn args(&self, dir: &Path) -> Vec<String> {
+        let d = dir.display();
+        let mut a: Vec<String> = vec![
+            // No -no-reboot: with it, QMP system_reset (a scenario's reboot) makes QEMU exit.
+            "-nodefaults".into(),
+            "-display".into(),
+            "none".into(),
+            "-accel".into(),
+            self.accel.name().into(),
+            "-m".into(),
+            self.memory_mib.to_string(),
+            "-kernel".into(),
+            self.kernel.display().to_string(),
+            "-initrd".into(),
+            self.initrd.display().to_string(),
+            "-append".into(),
+            self.append.clone(),
+            "-serial".into(),
+            format!("file:{d}/console.log"),
+            "-qmp".into(),
+            format!("unix:{d}/qmp.sock,server=on,wait=off"),
+        ];
+        if let Some(bios) = &self.bios {
+            a.extend(["-bios".into(), bios.display().to_string()]);
+        }
+        if self.accel == Accel::Kvm {
+            a.extend(["-cpu".into(), "host".into()]);
+        }
+        if self.igb {
+            a.extend([
+                "-netdev".into(),
+                "user,id=n0,restrict=on".into(),
+                "-device".into(),
+                "igb,netdev=n0".into(),
+            ]);
+        }
+        if self.agent {
+            a.extend([
+                "-device".into(),
+                "virtio-serial-pci".into(),
+                "-chardev".into(),
+                format!("socket,id=agent,path={d}/agent.sock,server=on,wait=off"),
+                "-device".into(),
+                "virtserialport,chardev=agent,name=phc.agent".into(),
+            ]);
+        }
+        a.extend(self.extra.iter().cloned());
+        a
+    }
+
+    /// Starts QEMU in its own process group and connects QMP before `deadline`.
+    ///
+    /// QEMU gets SIGKILL when the *thread* that called this exits (PR_SET_PDEATHSIG follows the
+    /// forking thread), so start a guest on a thread that outlives it.
+    pub fn start(&self, deadline: Instant) -> Result<Guest, Error> {
+        let dir = guest_dir()?;
+        let args = self.args(&dir);
+        let stderr = std::fs::File::create(dir.join("qemu.stderr")).map_err(|e| Error::Io(dir.clone(), e))?;
+        let mut cmd = Command::new(&self.qemu);
+        cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr).process_group(0);
+        // SAFETY: the closure runs in the child between fork and exec and only calls prctl, which
+        // is async-signal-safe; it allocates nothing and touches no parent state.
+        unsafe {
+            cmd.pre_exec(|| {
+                // If the harness dies, the kernel kills QEMU too.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|e| Error::Spawn(self.qemu.display().to_string(), e))?;
+        let mut guest = Guest {
+            child: Some(child),
+            dir,
+            qmp: None,
+            accel: self.accel,
+            started: Instant::now(),
+            reaped: false,
+            exit_status: None,
+        };
+        match Qmp::connect(&guest.dir.join("qmp.sock"), deadline) {
+            Ok(q) => guest.qmp = Some(q),
+            Err(e) => {
+                // QEMU may have exited with a reason on stderr; that is the better message.
+                let reason = guest.exit_reason();
+                guest.reap_quietly();
+                return Err(reason.map_or(e, Error::QemuExited));
+            }
+        }
+        Ok(guest)
+    }
+}
+
+fn guest_dir() -> Result<PathBuf, Error> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "phc-qemu-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::Io(dir.clone(), e))?;
+    Ok(dir)
+}
+
+/// A running guest. Dropping it kills QEMU's process group, reaps it and removes its folder.
+pub struct Guest {
+    child: Option<Child>,
+    dir: PathBuf,
+    qmp: Option<Qmp>,
+    accel: Accel,
+    started: Instant,
+    reaped: bool,
+    exit_status: Option<ExitStatus>,
+}
+
+impl Guest {
+    /// The guest's folder (sockets, console log).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The agent socket (connect to talk to the guest agent).
+    pub fn agent_socket(&self) -> PathBuf {
+        self.dir.join("agent.sock")
+    }
+
+    /// Acceleration in use.
+    pub fn accel(&self) -> Accel {
+        self.accel
+    }
+
+    /// When QEMU was started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The QMP connection.
+    pub fn qmp(&mut self) -> &mut Qmp {
+        self.qmp.as_mut().expect("connected in start()")
+    }
+
+    /// The serial console so far.
+    pub fn console(&self) -> String {
+        std::fs::read_to_string(self.dir.join("console.log")).unwrap_or_default()
+    }
+
+    /// QEMU's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether QEMU is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.is_some() && self.poll_exit().is_none()
+    }
+
+    /// QEMU's exit status once it has exited (without blocking). On exit the rest of its process
+    /// group is killed and QEMU reaped, in that order: once reaped, its pid (which is also the
+    /// group id) may be reused, and a later `killpg` could hit a stranger.
+    fn poll_exit(&mut self) -> Option<ExitStatus> {
+        if self.exit_status.is_some() {
+            return self.exit_status;
+        }
+        let c = self.child.as_mut()?;
+        let pid = Pid::from_raw(c.id() as i32);
+        // WNOWAIT leaves the zombie in place, so the group id stays ours until we kill the group.
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        match waitid(Id::Pid(pid), flags) {
+            Ok(WaitStatus::StillAlive) => return None,
+            Ok(_) => {}
+            // Already reaped elsewhere (or never ours): nothing left to wait for.
+            Err(_) => {}
+        }
+        let _ = killpg(pid, Signal::SIGKILL);
+        let status = c.wait().ok()?;
+        self.reaped = true;
+        self.exit_status = Some(status);
+        self.exit_status
+    }
+
+    /// Why QEMU exited, if it did: its exit status and the end of its stderr.
+    pub fn exit_reason(&mut self) -> Option<String> {
+        let status = self.poll_exit()?;
+        let err = std::fs::read_to_string(self.dir.join("qemu.stderr")).unwrap_or_default();
+        let tail =
+            err.lines().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ");
+        Some(format!(
+            "QEMU exited ({status}){}",
+            if tail.is_empty() { String::new() } else { format!(": {tail}") }
+        ))
+    }
+
+    /// Waits until `needle` appears on the console, or fails at `deadline` or when QEMU exits.
+    pub fn wait_console(&mut self, needle: &str, deadline: Instant) -> Result<(), Error> {
+        loop {
+            if self.console().contains(needle) {
+                return Ok(());
+            }
+            if let Some(r) = self.exit_reason() {
+                return Err(Error::QemuExited(r));
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout(format!("console line {needle:?}")));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Asks QEMU to quit, then kills whatever is left. Idempotent.
+    pub fn shutdown(&mut self) {
+        if let Some(q) = self.qmp.as_mut() {
+            let _ = q.quit(Instant::now() + Duration::from_secs(2));
+        }
+        self.qmp = None;
+        self.reap_quietly();
+    }
+
+    fn reap_quietly(&mut self) {
+        if self.reaped {
+            return;
+        }
+        if let Some(c) = self.child.as_mut() {
+            // The group id is QEMU's pid (process_group(0)); killing the group catches helpers.
+            // Until we reap it, that pid cannot be reused, so the signal cannot hit a stranger.
+            let _ = killpg(Pid::from_raw(c.id() as i32), Signal::SIGKILL);
+            if let Ok(status) = c.wait() {
+                self.exit_status.get_or_insert(status);
+            }
+            self.reaped = true;
+        }
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        self.shutdown();
+        if std::env::var_os("PHC_KEEP_GUEST_DIR").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
