@@ -8,6 +8,7 @@ pub mod backend;
 pub mod device;
 pub mod engine;
 pub mod fidelity;
+pub mod guestcmd;
 pub mod plot;
 pub mod report;
 pub mod runcmd;

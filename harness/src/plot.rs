@@ -61,7 +61,7 @@ pub fn svg(report: &Report) -> String {
             W - RIGHT,
             LEFT - 6.0,
             yy + 4.0,
-            crate::report::fmt_ns(10f64.powi(d))
+            decade_label(d)
         );
     }
     for i in 0..=5 {
@@ -73,7 +73,8 @@ pub fn svg(report: &Report) -> String {
             H - BOTTOM + 18.0
         );
     }
-    for (pick, color, label) in [(0usize, "#1f5fbf", "guest CLOCK_REALTIME"), (1, "#c03030", "PHC")] {
+    // The PHC first, so the guest's line, the one that matters, is drawn on top.
+    for (pick, color, label) in [(1usize, "#c03030", "PHC"), (0, "#1f5fbf", "guest CLOCK_REALTIME")] {
         let mut path = String::new();
         let mut pen_up = true;
         for o in &report.series {
@@ -87,7 +88,7 @@ pub fn svg(report: &Report) -> String {
             }
         }
         let _ = writeln!(s, r#"<path d="{}" fill="none" stroke="{color}" stroke-width="1.2"/>"#, path.trim_end());
-        let ly = TOP + 14.0 + 14.0 * pick as f64;
+        let ly = TOP + 14.0 + 14.0 * (1 - pick) as f64;
         let _ = writeln!(
             s,
             r#"<line x1="{:.1}" x2="{:.1}" y1="{ly:.1}" y2="{ly:.1}" stroke="{color}" stroke-width="2"/><text x="{:.1}" y="{:.1}">{label}</text>"#,
@@ -115,6 +116,13 @@ pub fn svg(report: &Report) -> String {
     );
     s.push_str("</svg>\n");
     s
+}
+
+/// "1 ns", "10 ns", ..., "1 ms", ..., "100 s": decades read at a glance.
+fn decade_label(d: i32) -> String {
+    let units = [("ns", 0), ("us", 3), ("ms", 6), ("s", 9)];
+    let (u, e) = units.iter().rev().find(|(_, e)| d >= *e).copied().unwrap_or(("ns", 0));
+    format!("{} {u}", 10i64.pow((d - e) as u32))
 }
 
 fn esc(s: &str) -> String {

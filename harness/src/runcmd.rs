@@ -26,6 +26,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("resume-without-sync-implicit", include_str!("../../scenarios/resume-without-sync-implicit.toml")),
     ("date-back-2-years", include_str!("../../scenarios/date-back-2-years.toml")),
     ("migration-frequency-jump", include_str!("../../scenarios/migration-frequency-jump.toml")),
+    ("phc-jump-10s", include_str!("../../scenarios/phc-jump-10s.toml")),
 ];
 
 /// Output formats of `run`.

@@ -283,14 +283,14 @@ steps = { min = 1 }
     fn unknown_key_names_file_line_and_key() {
         let text = GOOD.replace("observe_s = 100", "observe_s = 100\nobserv_s = 3");
         let e = Scenario::parse(&text, Path::new("x.toml")).unwrap_err().to_string();
-        assert!(e.starts_with("x.toml:7: observ_s: unknown field"), "{e}");
+        assert!(e.starts_with("x.toml:8: observ_s: unknown field"), "{e}");
     }
 
     #[test]
     fn semantic_errors_point_at_the_key() {
         let text = GOOD.replace("at_s = 5", "at_s = 500");
         let e = Scenario::parse(&text, Path::new("x.toml")).unwrap_err().to_string();
-        assert!(e.starts_with("x.toml:10: timeline.events[0].at_s: must lie"), "{e}");
+        assert!(e.starts_with("x.toml:9: timeline.events[0].at_s: must lie"), "{e}");
         let text = GOOD.replace("observe_s = 100", "observe_s = -1");
         let e = Scenario::parse(&text, Path::new("x.toml")).unwrap_err().to_string();
         assert!(e.starts_with("x.toml:7: timeline.observe_s: must be a positive"), "{e}");

@@ -25,6 +25,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let agent =
         std::env::var("PHC_AGENT_BIN").map_err(|_| "set PHC_AGENT_BIN (ci/build-agent.sh prints it)")?;
     let mut spec = ImageSpec::with_agent(agent);
+    // As Session::boot does under TCG: ptp_kvm cannot load without KVM.
+    spec.modules.retain(|m| m != "ptp_kvm");
     let (mut runs, mut append, mut extra_append, mut qemu_args) = (5usize, None, String::new(), Vec::new());
     let mut marks: Vec<String> = Vec::new();
     let mut kernel_override = None;

@@ -101,7 +101,11 @@ impl AgentClient {
                 {
                     return Err(Error::Timeout("agent answer".into()))
                 }
-                Err(e) => return Err(Error::Agent(format!("receive: {e}"))),
+                Err(e) => {
+                    return Err(Error::Agent(format!(
+                        "receive: {e} (QEMU exited or closed the agent socket)"
+                    )))
+                }
             }
             let host_received_ns = host_realtime_ns();
             let text = buf.trim();

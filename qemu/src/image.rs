@@ -14,7 +14,7 @@ use crate::Error;
 pub const DEFAULT_CACHE: &str = "/var/cache/phc-harness";
 
 /// Modules loaded at boot, in dependency order. `ptp_kvm` fails to load without KVM; that is
-/// reported on the console and is not an error.
+/// reported on the console and is not an error (`Session::boot` leaves it out under TCG).
 pub const DEFAULT_MODULES: &[&str] = &["dca", "i2c-algo-bit", "igb", "cuse", "ptp_kvm"];
 
 /// A line the init prints once the agent is about to start.
@@ -137,13 +137,17 @@ pub fn init_script(modules: &[String]) -> String {
         r#"#!/bin/sh
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+read up_init _ </proc/uptime
 mkdir -p /dev/pts /run /tmp; mount -t tmpfs tmpfs /run; mount -t tmpfs tmpfs /tmp
-mkdir -p /run/chrony /var/lib/chrony
+mkdir -p -m 0750 /run/chrony; mkdir -p /var/lib/chrony
 for m in {mods}; do insmod /lib/modules/$m.ko 2>/dev/null || echo "phc-init: module $m not loaded"; done
+read up_mods _ </proc/uptime
 ip link set lo up
 port=
 for d in /sys/class/virtio-ports/*; do [ "$(cat $d/name 2>/dev/null)" = phc.agent ] && port=/dev/$(basename $d); done
 echo "phc-init: ptp: $(ls /dev/ptp* 2>/dev/null | tr '\n' ' ')"
+# Kernel-side boot timing for the logs (a builtin read: no process to start).
+echo "phc-init: uptime at init ${{up_init}} s, after modules ${{up_mods}} s"
 echo "{ready} on ${{port:-no port}}"
 /bin/phc-harness agent --port "$port"
 echo "phc-init: agent exited with $?"

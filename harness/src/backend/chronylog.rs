@@ -36,8 +36,10 @@ pub fn parse(line: &str) -> Line {
     if let Some(s) = seconds_after(b, "System clock was stepped by ") {
         return Line::Stepped { delta_ns: (s * 1e9).round() as i64 };
     }
-    const NOTES: [&str; 6] = [
+    const NOTES: [&str; 8] = [
         "System clock wrong by",
+        "Forward time jump",
+        "Backward time jump",
         "Selected source",
         "Can't synchronise",
         "No suitable source",

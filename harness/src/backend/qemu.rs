@@ -404,6 +404,9 @@ impl Backend for QemuBackend {
             Disturbance::HostStep { delta_s } => {
                 self.reference_offset_ns += (delta_s * 1e9).round() as i64;
                 self.note("world", format!("host time steps {delta_s:+} s"));
+                // A PHC that reads host time (ptp_kvm, the sim's kvm personality) jumps at once;
+                // the provider makes the igb clock do the same.
+                self.deliver(false, true)?;
             }
             Disturbance::GuestStep { delta_s } => {
                 let delta_ns = (delta_s * 1e9).round() as i64;

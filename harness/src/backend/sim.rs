@@ -9,12 +9,14 @@ use crate::engine::{Backend, Observation};
 /// A scenario's world, stepped by the engine.
 pub struct Sim {
     world: World,
+    /// A rebooting guest has no clock to observe, unlike a paused one whose clock stands still.
+    rebooting: bool,
 }
 
 impl Sim {
     /// Builds the world a scenario describes.
     pub fn new(cfg: &mock_phc::WorldConfig) -> Result<Self, mock_phc::Error> {
-        Ok(Self { world: World::new(cfg)? })
+        Ok(Self { world: World::new(cfg)?, rebooting: false })
     }
 }
 
@@ -31,17 +33,23 @@ impl Backend for Sim {
     }
 
     fn disturb(&mut self, d: &Disturbance) -> Result<(), Self::Error> {
+        self.rebooting |= matches!(d, Disturbance::Reboot { .. });
         self.world.apply(d);
         Ok(())
     }
 
     fn observe(&mut self) -> Result<Observation, Self::Error> {
+        let t_s = self.world.now_ns() as f64 / 1e9;
+        self.rebooting &= !self.world.is_running();
+        if self.rebooting {
+            return Ok(Observation { t_s, guest_offset_ns: None, phc_offset_ns: None, phc_error: None });
+        }
         let (phc_offset_ns, phc_error) = match self.world.phc_offset_ns() {
             Ok(v) => (Some(v), None),
             Err(e) => (None, Some(e.code().to_owned())),
         };
         Ok(Observation {
-            t_s: self.world.now_ns() as f64 / 1e9,
+            t_s,
             guest_offset_ns: Some(self.world.guest_offset_ns()),
             phc_offset_ns,
             phc_error,

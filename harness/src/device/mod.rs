@@ -51,6 +51,9 @@ pub struct ProbeArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Where to run.
+    #[command(flatten)]
+    pub guest: crate::guestcmd::GuestArgs,
 }
 
 /// `phc-harness latency`.
@@ -73,6 +76,9 @@ pub struct LatencyArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Where to run.
+    #[command(flatten)]
+    pub guest: crate::guestcmd::GuestArgs,
 }
 
 fn parse_driver(s: &str) -> Result<Driver, String> {
@@ -162,6 +168,9 @@ pub fn list(args: ListArgs) -> ExitCode {
 
 /// `phc-harness probe`.
 pub fn probe(args: ProbeArgs) -> ExitCode {
+    if args.guest.backend == crate::guestcmd::DeviceBackend::Qemu {
+        return crate::guestcmd::run(&args.guest, &args.device.display().to_string(), args.format == Format::Json);
+    }
     probe_cmd(&args).into()
 }
 
@@ -214,5 +223,8 @@ fn probe_cmd(args: &ProbeArgs) -> Outcome {
 
 /// `phc-harness latency`.
 pub fn latency(args: LatencyArgs) -> ExitCode {
+    if args.guest.backend == crate::guestcmd::DeviceBackend::Qemu {
+        return crate::guestcmd::run(&args.guest, &args.device.display().to_string(), args.format == Format::Json);
+    }
     latency::run_cmd(&args).into()
 }

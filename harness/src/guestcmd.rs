@@ -1,0 +1,148 @@
+//! `probe` and `latency` with `--backend qemu`: the same command runs inside a QEMU guest on its
+//! igb PHC (the harness binary is the guest agent), and its report comes back as the guest wrote
+//! it, with the backend's facts and linuxptp's `phc_ctl DEVICE cmp` from the same guest beside it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use phc_qemu::agent::{ExecResult, Op};
+use phc_qemu::session::Session;
+use phc_qemu::{Accel, GuestBuilder};
+use serde_json::{json, Value};
+
+use crate::backend::qemu::{detect_accel, find_agent_bin};
+use crate::runcmd::AccelArg;
+
+/// Where a device command runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DeviceBackend {
+    /// On this machine.
+    #[default]
+    Local,
+    /// Inside a QEMU guest, on the guest's PHC (igb: /dev/ptp0).
+    Qemu,
+}
+
+/// Options shared by the device commands for running in a guest.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GuestArgs {
+    /// Run here (`local`) or inside a QEMU guest (`qemu`; DEVICE is then a guest path, /dev/ptp0).
+    #[arg(long, value_enum, default_value_t = DeviceBackend::Local)]
+    pub backend: DeviceBackend,
+    /// QEMU backend: the static harness binary for the guest (default: PHC_AGENT_BIN, or what
+    /// ci/build-agent.sh builds).
+    #[arg(long)]
+    pub agent_bin: Option<PathBuf>,
+    /// QEMU backend: acceleration.
+    #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
+    pub accel: AccelArg,
+}
+
+/// This process's arguments without the ones that pick the backend.
+fn forwarded_args() -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--backend" | "--agent-bin" | "--accel" => {
+                it.next();
+            }
+            s if s.starts_with("--backend=") || s.starts_with("--agent-bin=") || s.starts_with("--accel=") => {}
+            _ => out.push(a),
+        }
+    }
+    out
+}
+
+fn boot(g: &GuestArgs) -> Result<(Session, Accel), phc_qemu::Error> {
+    let agent = find_agent_bin(g.agent_bin.clone())?;
+    let spec = phc_qemu::image::ImageSpec::with_agent(agent);
+    let initrd = std::env::temp_dir().join(format!("phc-initrd-{}.cpio", std::process::id()));
+    let kernel = phc_qemu::image::build(&spec, &initrd)?;
+    let accel = match g.accel {
+        AccelArg::Tcg => Accel::Tcg,
+        AccelArg::Kvm => Accel::Kvm,
+        AccelArg::Auto => detect_accel(&kernel, &initrd).0,
+    };
+    let s = Session::boot_with(
+        GuestBuilder::new(&kernel, &initrd).accel(accel),
+        initrd,
+        Instant::now() + Duration::from_secs(120),
+    )?;
+    Ok((s, accel))
+}
+
+fn exec(s: &mut Session, argv: Vec<String>, timeout_s: f64) -> Result<ExecResult, phc_qemu::Error> {
+    s.agent.call_value(Op::Exec { argv, timeout_s }, Instant::now() + Duration::from_secs_f64(timeout_s + 30.0))
+}
+
+/// Parses `phc_ctl`'s "offset from CLOCK_REALTIME is -123ns" (realtime minus PHC).
+pub fn parse_phc_ctl_cmp(out: &str) -> Option<i64> {
+    let rest = out.split("offset from CLOCK_REALTIME is").nth(1)?;
+    let num: String = rest.trim_start().trim_start_matches("approximately").trim_start().chars().take_while(|c| *c == '-' || c.is_ascii_digit()).collect();
+    num.parse().ok()
+}
+
+/// Runs the current device command in a guest. `device` is the guest path, for the cross-check.
+pub fn run(g: &GuestArgs, device: &str, json_out: bool) -> ExitCode {
+    eprintln!("phc-harness: booting a QEMU guest ...");
+    let (mut s, accel) = match boot(g) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("phc-harness: qemu: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut argv = vec!["/bin/phc-harness".to_owned()];
+    argv.extend(forwarded_args());
+    let r = match exec(&mut s, argv, 900.0) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("phc-harness: qemu: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cmp = exec(&mut s, vec!["phc_ctl".into(), device.into(), "cmp".into()], 30.0).ok();
+    let cmp_text = cmp.as_ref().map(|c| format!("{}{}", c.stdout, c.stderr).trim().to_owned()).unwrap_or_default();
+    let cmp_ns = parse_phc_ctl_cmp(&cmp_text);
+    let backend = json!({
+        "kind": "qemu",
+        "accel": accel.name(),
+        "boot_to_ready_s": (s.boot_to_ready.as_secs_f64() * 1000.0).round() / 1000.0,
+        "phc_ctl_cmp": { "output": cmp_text, "realtime_minus_phc_ns": cmp_ns },
+    });
+    eprint!("{}", r.stderr);
+    if json_out {
+        match serde_json::from_str::<Value>(&r.stdout) {
+            Ok(mut v) if v.is_object() => {
+                v["backend"] = backend;
+                println!("{}", serde_json::to_string_pretty(&v).expect("plain"));
+            }
+            _ => print!("{}", r.stdout),
+        }
+    } else {
+        print!("{}", r.stdout);
+        println!("\nbackend: qemu ({}), boot to agent-ready {:.2} s", accel.name(), s.boot_to_ready.as_secs_f64());
+        println!("cross-check, linuxptp `phc_ctl {device} cmp` in the same guest: {cmp_text}");
+    }
+    match r.code {
+        0..=255 => ExitCode::from(r.code as u8),
+        _ => {
+            eprintln!("phc-harness: qemu: the guest command was killed (timeout)");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phc_ctl_output_parses() {
+        assert_eq!(parse_phc_ctl_cmp("phc_ctl[1.2]: offset from CLOCK_REALTIME is -37000000015ns\n"), Some(-37_000_000_015));
+        assert_eq!(parse_phc_ctl_cmp("offset from CLOCK_REALTIME is approximately 36911ns"), Some(36_911));
+        assert_eq!(parse_phc_ctl_cmp("phc_ctl: failed"), None);
+    }
+}
