@@ -127,7 +127,9 @@ impl Agent {
                 clock_step_ns(libc::CLOCK_REALTIME, host_ns - now).map_err(|e| format!("step: {e}"))?;
                 Ok(json!({ "stepped_ns": host_ns - now }))
             }
-            Op::Exec { argv, timeout_s } => exec(&argv, timeout_s).map(|r| serde_json::to_value(r).expect("plain")),
+            Op::Exec { argv, timeout_s } => {
+                exec(&argv, timeout_s).map(|r| serde_json::to_value(r).expect("plain"))
+            }
             Op::Spawn { name, argv, log } => {
                 let (prog, rest) = argv.split_first().ok_or("empty argv")?;
                 let f = std::fs::File::create(&log).map_err(|e| format!("{log}: {e}"))?;
@@ -159,7 +161,10 @@ impl Agent {
             Op::ReadFile { path } => {
                 let mut f = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
                 let mut buf = Vec::new();
-                Read::by_ref(&mut f).take(MAX_OUTPUT as u64).read_to_end(&mut buf).map_err(|e| format!("{path}: {e}"))?;
+                Read::by_ref(&mut f)
+                    .take(MAX_OUTPUT as u64)
+                    .read_to_end(&mut buf)
+                    .map_err(|e| format!("{path}: {e}"))?;
                 Ok(Value::String(String::from_utf8_lossy(&buf).into_owned()))
             }
         }

@@ -48,7 +48,9 @@ fn forwarded_args() -> Vec<String> {
             "--backend" | "--agent-bin" | "--accel" => {
                 it.next();
             }
-            s if s.starts_with("--backend=") || s.starts_with("--agent-bin=") || s.starts_with("--accel=") => {}
+            s if s.starts_with("--backend=")
+                || s.starts_with("--agent-bin=")
+                || s.starts_with("--accel=") => {}
             _ => out.push(a),
         }
     }
@@ -74,13 +76,20 @@ fn boot(g: &GuestArgs) -> Result<(Session, Accel), phc_qemu::Error> {
 }
 
 fn exec(s: &mut Session, argv: Vec<String>, timeout_s: f64) -> Result<ExecResult, phc_qemu::Error> {
-    s.agent.call_value(Op::Exec { argv, timeout_s }, Instant::now() + Duration::from_secs_f64(timeout_s + 30.0))
+    s.agent
+        .call_value(Op::Exec { argv, timeout_s }, Instant::now() + Duration::from_secs_f64(timeout_s + 30.0))
 }
 
 /// Parses `phc_ctl`'s "offset from CLOCK_REALTIME is -123ns" (realtime minus PHC).
 pub fn parse_phc_ctl_cmp(out: &str) -> Option<i64> {
     let rest = out.split("offset from CLOCK_REALTIME is").nth(1)?;
-    let num: String = rest.trim_start().trim_start_matches("approximately").trim_start().chars().take_while(|c| *c == '-' || c.is_ascii_digit()).collect();
+    let num: String = rest
+        .trim_start()
+        .trim_start_matches("approximately")
+        .trim_start()
+        .chars()
+        .take_while(|c| *c == '-' || c.is_ascii_digit())
+        .collect();
     num.parse().ok()
 }
 
@@ -104,7 +113,8 @@ pub fn run(g: &GuestArgs, device: &str, json_out: bool) -> ExitCode {
         }
     };
     let cmp = exec(&mut s, vec!["phc_ctl".into(), device.into(), "cmp".into()], 30.0).ok();
-    let cmp_text = cmp.as_ref().map(|c| format!("{}{}", c.stdout, c.stderr).trim().to_owned()).unwrap_or_default();
+    let cmp_text =
+        cmp.as_ref().map(|c| format!("{}{}", c.stdout, c.stderr).trim().to_owned()).unwrap_or_default();
     let cmp_ns = parse_phc_ctl_cmp(&cmp_text);
     let backend = json!({
         "kind": "qemu",
@@ -123,7 +133,11 @@ pub fn run(g: &GuestArgs, device: &str, json_out: bool) -> ExitCode {
         }
     } else {
         print!("{}", r.stdout);
-        println!("\nbackend: qemu ({}), boot to agent-ready {:.2} s", accel.name(), s.boot_to_ready.as_secs_f64());
+        println!(
+            "\nbackend: qemu ({}), boot to agent-ready {:.2} s",
+            accel.name(),
+            s.boot_to_ready.as_secs_f64()
+        );
         println!("cross-check, linuxptp `phc_ctl {device} cmp` in the same guest: {cmp_text}");
     }
     match r.code {
@@ -141,7 +155,10 @@ mod tests {
 
     #[test]
     fn phc_ctl_output_parses() {
-        assert_eq!(parse_phc_ctl_cmp("phc_ctl[1.2]: offset from CLOCK_REALTIME is -37000000015ns\n"), Some(-37_000_000_015));
+        assert_eq!(
+            parse_phc_ctl_cmp("phc_ctl[1.2]: offset from CLOCK_REALTIME is -37000000015ns\n"),
+            Some(-37_000_000_015)
+        );
         assert_eq!(parse_phc_ctl_cmp("offset from CLOCK_REALTIME is approximately 36911ns"), Some(36_911));
         assert_eq!(parse_phc_ctl_cmp("phc_ctl: failed"), None);
     }

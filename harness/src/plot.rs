@@ -81,13 +81,20 @@ pub fn svg(report: &Report) -> String {
             let v = if pick == 0 { o.guest_offset_ns } else { o.phc_offset_ns };
             match v {
                 Some(v) => {
-                    let _ = write!(path, "{}{:.1},{:.1} ", if pen_up { "M" } else { "L" }, x(o.t_s), y(v.unsigned_abs() as f64));
+                    let _ = write!(
+                        path,
+                        "{}{:.1},{:.1} ",
+                        if pen_up { "M" } else { "L" },
+                        x(o.t_s),
+                        y(v.unsigned_abs() as f64)
+                    );
                     pen_up = false;
                 }
                 None => pen_up = true,
             }
         }
-        let _ = writeln!(s, r#"<path d="{}" fill="none" stroke="{color}" stroke-width="1.2"/>"#, path.trim_end());
+        let _ =
+            writeln!(s, r#"<path d="{}" fill="none" stroke="{color}" stroke-width="1.2"/>"#, path.trim_end());
         let ly = TOP + 14.0 + 14.0 * (1 - pick) as f64;
         let _ = writeln!(
             s,

@@ -74,12 +74,7 @@ pub struct Report {
 
 impl Report {
     /// Builds the report of a finished (or aborted, with `abort_reason`) run.
-    pub fn new(
-        scenario: &Scenario,
-        backend: &str,
-        obs: Observations,
-        abort_reason: Option<String>,
-    ) -> Self {
+    pub fn new(scenario: &Scenario, backend: &str, obs: Observations, abort_reason: Option<String>) -> Self {
         let recovery = analysis::recovery(scenario, &obs);
         let checks = analysis::verdicts(scenario, &recovery);
         let verdict = if abort_reason.is_some() {
@@ -99,7 +94,13 @@ impl Report {
                     EventKind::ReadError { code } => ("read_error", None, (*code).to_owned()),
                     EventKind::Note(s) => ("note", None, s.clone()),
                 };
-                EventLine { t_s: e.t_ns as f64 / 1e9, source: e.source.to_owned(), kind: kind.into(), value, text }
+                EventLine {
+                    t_s: e.t_ns as f64 / 1e9,
+                    source: e.source.to_owned(),
+                    kind: kind.into(),
+                    value,
+                    text,
+                }
             })
             .collect();
         Self {
@@ -227,7 +228,10 @@ fn secs(v: Option<f64>) -> String {
 
 fn metric_rows(r: &Recovery) -> Vec<(String, String)> {
     let mut rows = vec![
-        ("offset after disturbance".into(), r.offset_after_disturbance_ns.map_or("-".into(), |v| fmt_ns(v as f64))),
+        (
+            "offset after disturbance".into(),
+            r.offset_after_disturbance_ns.map_or("-".into(), |v| fmt_ns(v as f64)),
+        ),
         ("time to first correction".into(), secs(r.time_to_first_correction_s)),
     ];
     for (k, _) in analysis::THRESHOLDS {

@@ -10,9 +10,9 @@ use phc_qemu::Accel;
 
 use crate::backend::qemu::{self, find_agent_bin, QemuBackend, QemuOptions};
 use crate::backend::sim::Sim;
-use crate::{engine, fidelity};
 use crate::report::{Report, Verdict};
 use crate::scenario::{self, Scenario, ScenarioError};
+use crate::{engine, fidelity};
 
 /// Scenarios built into the binary, so `run NAME` works from any folder.
 pub const BUILTIN: &[(&str, &str)] = &[
@@ -75,7 +75,8 @@ pub struct RunArgs {
     /// Override the scenario's warm-up (seconds), e.g. to shorten real-time runs.
     #[arg(long)]
     pub warmup_s: Option<f64>,
-    /// Override the scenario's observation window (seconds).
+    /// Override the observation window (seconds) of real-time backends (qemu); the sim always
+    /// observes the scenario's full window, so a shortened guest run can be compared with it.
     #[arg(long)]
     pub observe_s: Option<f64>,
     /// Output folder; each run writes report.{json,md,txt} and plot.svg in a subfolder.
@@ -107,8 +108,8 @@ pub fn resolve(names: &[String]) -> Result<Vec<Scenario>, ScenarioError> {
     for n in names {
         let p = Path::new(n);
         if p.is_dir() {
-            let files = scenario::list_dir(p)
-                .map_err(|source| ScenarioError::Io { path: p.to_owned(), source })?;
+            let files =
+                scenario::list_dir(p).map_err(|source| ScenarioError::Io { path: p.to_owned(), source })?;
             for f in files {
                 out.push(Scenario::load(&f)?);
             }
@@ -208,13 +209,21 @@ pub fn run(args: RunArgs) -> ExitCode {
         if let Some(w) = args.warmup_s {
             s.timeline.warmup_s = w;
         }
-        if let Some(o) = args.observe_s {
-            s.timeline.observe_s = o;
-        }
         if let Err(e) = s.revalidate() {
             eprintln!("phc-harness: {}: {e}", s.name);
             return ExitCode::from(2);
         }
+        if let Some(o) = args.observe_s {
+            let mut q = s.clone();
+            q.timeline.observe_s = o;
+            if let Err(e) = q.revalidate() {
+                eprintln!("phc-harness: {}: --observe-s: {e}", s.name);
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if args.observe_s.is_some() && !args.backend.contains(&BackendKind::Qemu) {
+        eprintln!("phc-harness: note: --observe-s applies to the qemu backend only");
     }
     let qemu_opts = if args.backend.contains(&BackendKind::Qemu) {
         match find_agent_bin(args.agent_bin.clone()) {
@@ -245,12 +254,16 @@ pub fn run(args: RunArgs) -> ExitCode {
                 BackendKind::Sim => run_sim(&s).map_err(|e| e.to_string()),
                 BackendKind::Qemu => {
                     let opts = qemu_opts.as_ref().expect("set above");
-                    match qemu::unsupported(&s) {
+                    let mut q = s.clone();
+                    if let Some(o) = args.observe_s {
+                        q.timeline.observe_s = o;
+                    }
+                    match qemu::unsupported(&q) {
                         Some(why) => {
                             eprintln!("phc-harness: {}: skipped on qemu: {why}", s.name);
                             continue;
                         }
-                        None => run_qemu(&s, opts, true).map_err(|e| e.to_string()),
+                        None => run_qemu(&q, opts, true).map_err(|e| e.to_string()),
                     }
                 }
             };
@@ -270,7 +283,12 @@ pub fn run(args: RunArgs) -> ExitCode {
             print_report(&report, args.format);
             let took = started.elapsed().as_secs_f64();
             if tty || took > 2.0 {
-                eprintln!("  {:.1} s of scenario in {:.3} s; reports in {}", s.duration_s(), took, dir.display());
+                eprintln!(
+                    "  {:.1} s of scenario in {:.3} s; reports in {}",
+                    s.duration_s(),
+                    took,
+                    dir.display()
+                );
             }
             reports.push(report);
         }
@@ -280,7 +298,10 @@ pub fn run(args: RunArgs) -> ExitCode {
                 let dir = args.out.join(format!("{}-fidelity", s.name));
                 let written = std::fs::create_dir_all(&dir).and_then(|_| {
                     std::fs::write(dir.join("fidelity.md"), f.to_markdown())?;
-                    std::fs::write(dir.join("fidelity.json"), serde_json::to_string_pretty(&f).expect("plain"))
+                    std::fs::write(
+                        dir.join("fidelity.json"),
+                        serde_json::to_string_pretty(&f).expect("plain"),
+                    )
                 });
                 if let Err(e) = written {
                     eprintln!("phc-harness: {}: {e}", dir.display());

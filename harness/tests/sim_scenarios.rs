@@ -74,7 +74,12 @@ fn without_its_disturbances_a_scenario_shows_no_recovery() {
         s.timeline.events.clear();
         s.expect = Default::default();
         let r = run_sim(&s).unwrap();
-        assert!(r.recovery.steps.is_empty(), "{}: steps without a disturbance: {:?}", s.name, r.recovery.steps);
+        assert!(
+            r.recovery.steps.is_empty(),
+            "{}: steps without a disturbance: {:?}",
+            s.name,
+            r.recovery.steps
+        );
         assert_eq!(r.recovery.offset_after_disturbance_ns, None, "{}", s.name);
         assert!(r.recovery.max_abs_offset_ns < 1_000_000, "{}: {} ns", s.name, r.recovery.max_abs_offset_ns);
     }

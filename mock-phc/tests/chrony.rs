@@ -55,7 +55,11 @@ fn azure_pause_is_corrected_at_once_by_hv_utils() {
     w.apply(&Disturbance::Pause { duration_s: 30.0, sync_on_resume: true });
     w.run_until(330 * S);
     // The guest comes back with the pause's error; the SYNC sample reaches it moments later.
-    assert!((w.guest_offset_ns() + 30 * S).abs() < 1_000_000, "offset {} right at resume", w.guest_offset_ns());
+    assert!(
+        (w.guest_offset_ns() + 30 * S).abs() < 1_000_000,
+        "offset {} right at resume",
+        w.guest_offset_ns()
+    );
     let sync_at = 330 * S + mock_phc::SYNC_DELIVERY_NS;
     w.run_until(sync_at);
     assert!(w.guest_offset_ns().abs() < 1_000_000, "offset {} after the SYNC sample", w.guest_offset_ns());

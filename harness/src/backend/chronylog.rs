@@ -62,12 +62,18 @@ mod tests {
             parse("2026-11-27T12:00:01Z System clock was stepped by 13.480021 seconds"),
             Line::Stepped { delta_ns: 13_480_021_000 }
         );
-        assert_eq!(parse("System clock was stepped by -3.060000 seconds"), Line::Stepped { delta_ns: -3_060_000_000 });
+        assert_eq!(
+            parse("System clock was stepped by -3.060000 seconds"),
+            Line::Stepped { delta_ns: -3_060_000_000 }
+        );
         assert_eq!(
             parse("2026-11-27T12:00:01Z System clock wrong by 13.480021 seconds"),
             Line::Note("System clock wrong by 13.480021 seconds".into())
         );
-        assert_eq!(parse("2026-11-27T12:00:00Z Selected source PHC0"), Line::Note("Selected source PHC0".into()));
+        assert_eq!(
+            parse("2026-11-27T12:00:00Z Selected source PHC0"),
+            Line::Note("Selected source PHC0".into())
+        );
         assert_eq!(parse("2026-11-27T12:00:00Z Frequency 1.234 +/- 0.1 ppm read"), Line::Other);
         assert_eq!(parse(""), Line::Other);
     }

@@ -23,7 +23,13 @@ pub struct Provider {
 impl Provider {
     /// A provider whose first sample (flagged SYNC, as at VM start) is due at `now_ns`.
     pub fn new(interval_ns: i64, now_ns: i64) -> Self {
-        Self { interval_ns: interval_ns.max(1), next_ns: now_ns, enabled: true, paused: false, sync_pending: true }
+        Self {
+            interval_ns: interval_ns.max(1),
+            next_ns: now_ns,
+            enabled: true,
+            paused: false,
+            sync_pending: true,
+        }
     }
 
     /// The host stops sending samples (staleness scenarios).

@@ -43,8 +43,8 @@ pub fn find_agent_bin(explicit: Option<PathBuf>) -> Result<PathBuf, Error> {
     let candidates: Vec<PathBuf> = explicit
         .into_iter()
         .chain(std::env::var_os("PHC_AGENT_BIN").map(PathBuf::from))
-        .chain(std::env::var_os("CARGO_TARGET_DIR").map(|d| PathBuf::from(d).join(STATIC_REL)))
-        .chain(std::iter::once(PathBuf::from("target").join(STATIC_REL)))
+        .chain(std::env::var_os("CARGO_TARGET_DIR").map(|d| PathBuf::from(d).join(GUEST_REL)))
+        .chain(std::iter::once(PathBuf::from("target").join(GUEST_REL)))
         .collect();
     candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
         Error::Image(format!(
@@ -54,7 +54,8 @@ pub fn find_agent_bin(explicit: Option<PathBuf>) -> Result<PathBuf, Error> {
     })
 }
 
-const STATIC_REL: &str = "x86_64-unknown-linux-gnu/release/phc-harness";
+/// The stripped static copy ci/build-agent.sh leaves for guest images.
+const GUEST_REL: &str = "x86_64-unknown-linux-gnu/release/phc-harness-guest";
 
 /// Which acceleration works, found by trying: KVM when /dev/kvm opens and a KVM guest gets as far
 /// as running its init; TCG otherwise. Returns the choice and why.
@@ -93,12 +94,10 @@ pub fn unsupported(s: &Scenario) -> Option<String> {
     for d in &s.world.disciplines {
         match d {
             DisciplineConfig::Chrony(_) | DisciplineConfig::HvUtils(_) | DisciplineConfig::None => {}
-            other => {
-                return Some(format!(
-                    "discipline {:?} has no real daemon in the guest image (chronyd and hv_utils emulation only)",
-                    kind_name(other)
-                ))
-            }
+            other => return Some(format!(
+                "discipline {:?} has no real daemon in the guest image (chronyd and hv_utils emulation only)",
+                kind_name(other)
+            )),
         }
     }
     for e in &s.timeline.events {
@@ -108,7 +107,8 @@ pub fn unsupported(s: &Scenario) -> Option<String> {
             }
             Disturbance::SamplesStop | Disturbance::SamplesResume => {
                 return Some(
-                    "samples_stop/resume: the igb PHC never goes stale (ESTALE needs the CUSE hyperv mock)".into(),
+                    "samples_stop/resume: the igb PHC never goes stale (ESTALE needs the CUSE hyperv mock)"
+                        .into(),
                 )
             }
             _ => {}
@@ -229,7 +229,9 @@ impl QemuBackend {
             a.call(
                 Op::Spawn {
                     name: "chronyd".into(),
-                    argv: ["chronyd", "-u", "root", "-d", "-f", "/etc/chrony.conf"].map(String::from).to_vec(),
+                    argv: ["chronyd", "-u", "root", "-d", "-f", "/etc/chrony.conf"]
+                        .map(String::from)
+                        .to_vec(),
                     log: CHRONY_LOG.into(),
                 },
                 Self::deadline(),
@@ -268,14 +270,19 @@ impl QemuBackend {
                 let host_ns = self.reference_ns() + self.half_rtt_ns;
                 let ex = self.session.agent.call(Op::SetRealtime { host_ns }, Self::deadline())?;
                 let delta = ex.response.ok.as_ref().and_then(|v| v["stepped_ns"].as_i64()).unwrap_or(0);
-                self.events.push(Event { t_ns: self.now_ns(), source: "hv_utils", kind: EventKind::Step { delta_ns: delta } });
+                self.events.push(Event {
+                    t_ns: self.now_ns(),
+                    source: "hv_utils",
+                    kind: EventKind::Step { delta_ns: delta },
+                });
             }
         }
         Ok(())
     }
 
     fn phc_minus_realtime(&mut self) -> Result<i64, Error> {
-        let v: Value = self.session.agent.call_value(Op::PhcOffset { device: GUEST_PHC.into() }, Self::deadline())?;
+        let v: Value =
+            self.session.agent.call_value(Op::PhcOffset { device: GUEST_PHC.into() }, Self::deadline())?;
         v["phc_minus_realtime_ns"].as_i64().ok_or_else(|| Error::Agent(format!("bad PhcOffset answer {v}")))
     }
 
@@ -289,7 +296,10 @@ impl QemuBackend {
     /// Facts for the report: acceleration, boot time, chronyd's own view and log.
     pub fn finish(mut self) -> BTreeMap<String, Value> {
         if self.chrony_conf.is_some() && self.paused_until.is_none() {
-            for (key, argv) in [("chronyc_tracking", ["chronyc", "-n", "tracking"]), ("chronyc_sources", ["chronyc", "-n", "sources"])] {
+            for (key, argv) in [
+                ("chronyc_tracking", ["chronyc", "-n", "tracking"]),
+                ("chronyc_sources", ["chronyc", "-n", "sources"]),
+            ] {
                 if let Ok(r) = self.exec(&argv) {
                     self.info.insert(key.into(), json!(format!("{}{}", r.stdout, r.stderr)));
                 }
@@ -309,7 +319,8 @@ impl QemuBackend {
         if self.chrony_conf.is_none() || self.paused_until.is_some() {
             return Ok(());
         }
-        let text: String = self.session.agent.call_value(Op::ReadFile { path: CHRONY_LOG.into() }, Self::deadline())?;
+        let text: String =
+            self.session.agent.call_value(Op::ReadFile { path: CHRONY_LOG.into() }, Self::deadline())?;
         let lines: Vec<&str> = text.lines().collect();
         let t_ns = self.now_ns();
         for l in lines.iter().skip(self.chrony_lines_seen) {
@@ -369,7 +380,9 @@ impl Backend for QemuBackend {
                 return Ok(());
             }
             if !self.session.guest.alive() {
-                return Err(Error::QemuExited(self.session.guest.exit_reason().unwrap_or_else(|| "QEMU exited".into())));
+                return Err(Error::QemuExited(
+                    self.session.guest.exit_reason().unwrap_or_else(|| "QEMU exited".into()),
+                ));
             }
             let mut wake = t_ns;
             if let Some(n) = self.provider.next_due_ns() {
@@ -390,7 +403,8 @@ impl Backend for QemuBackend {
                 self.poll_chrony_log()?;
                 self.session.guest.qmp().stop(Self::deadline())?;
                 self.provider.pause();
-                self.paused_until = Some((Instant::now() + Duration::from_secs_f64(*duration_s), *sync_on_resume));
+                self.paused_until =
+                    Some((Instant::now() + Duration::from_secs_f64(*duration_s), *sync_on_resume));
                 self.note("world", format!("paused (QMP stop) for {duration_s} s"));
             }
             Disturbance::Reboot { .. } => {

@@ -48,12 +48,7 @@ impl Backend for Sim {
             Ok(v) => (Some(v), None),
             Err(e) => (None, Some(e.code().to_owned())),
         };
-        Ok(Observation {
-            t_s,
-            guest_offset_ns: Some(self.world.guest_offset_ns()),
-            phc_offset_ns,
-            phc_error,
-        })
+        Ok(Observation { t_s, guest_offset_ns: Some(self.world.guest_offset_ns()), phc_offset_ns, phc_error })
     }
 
     fn drain_events(&mut self) -> Result<Vec<Event>, Self::Error> {

@@ -169,7 +169,11 @@ pub fn list(args: ListArgs) -> ExitCode {
 /// `phc-harness probe`.
 pub fn probe(args: ProbeArgs) -> ExitCode {
     if args.guest.backend == crate::guestcmd::DeviceBackend::Qemu {
-        return crate::guestcmd::run(&args.guest, &args.device.display().to_string(), args.format == Format::Json);
+        return crate::guestcmd::run(
+            &args.guest,
+            &args.device.display().to_string(),
+            args.format == Format::Json,
+        );
     }
     probe_cmd(&args).into()
 }
@@ -224,7 +228,11 @@ fn probe_cmd(args: &ProbeArgs) -> Outcome {
 /// `phc-harness latency`.
 pub fn latency(args: LatencyArgs) -> ExitCode {
     if args.guest.backend == crate::guestcmd::DeviceBackend::Qemu {
-        return crate::guestcmd::run(&args.guest, &args.device.display().to_string(), args.format == Format::Json);
+        return crate::guestcmd::run(
+            &args.guest,
+            &args.device.display().to_string(),
+            args.format == Format::Json,
+        );
     }
     latency::run_cmd(&args).into()
 }
