@@ -85,6 +85,7 @@ for p in "${BPO_PACKAGES[@]}"; do installed "$p" || missing_bpo+=("$p"); done
 missing=()
 for p in "${PACKAGES[@]}"; do installed "$p" || missing+=("$p"); done
 
+chronyd_before=$(pgrep -x chronyd || true)
 if ((${#missing_bpo[@]} + ${#missing[@]} == 0)); then
     log "packages: already installed (${BPO_PACKAGES[*]} ${PACKAGES[*]})"
 else
@@ -99,6 +100,14 @@ else
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
             || die "installing ${missing[*]} failed"
     fi
+fi
+
+# chrony is installed for its binaries (copied into the guest image). Where the package's
+# maintainer scripts started the host's own chronyd, stop it again: the tests must never steer
+# the host clock.
+if [[ -z $chronyd_before ]] && pgrep -x chronyd >/dev/null; then
+    log "stopping the host chronyd the chrony package just started"
+    invoke-rc.d chrony stop >/dev/null 2>&1 || pkill -x chronyd || true
 fi
 
 qemu_ver=$(dpkg-query -W -f='${Version}' qemu-system-x86)

@@ -26,11 +26,11 @@ start=$(date +%s)
 cargo test --locked -p phc-qemu --test vm -- --ignored --test-threads=1 --nocapture
 echo "phc-qemu VM tests: $(( $(date +%s) - start )) s wall"
 
-# ---- harness VM scenario tests (the lead adds them here) --------------------------------------
-# stage "vm: harness scenarios on the qemu backend"
-# PHC_AGENT_BIN is exported above; run them after the phc-qemu tests so that a broken guest
-# fails there first, with the narrower message.
-# -----------------------------------------------------------------------------------------------
+stage "vm: harness scenarios, probe and latency on the qemu backend"
+# After the phc-qemu tests, so that a broken guest fails there first, with the narrower message.
+start=$(date +%s)
+cargo test --locked -p phc-harness --test vm_scenarios -- --ignored --test-threads=1 --nocapture
+echo "harness VM tests: $(( $(date +%s) - start )) s wall"
 
 stage "vm: no QEMU left behind"
 # A guest's folder is phc-qemu-<owner pid>-<n>. A QEMU whose owner is gone has leaked (the

@@ -105,11 +105,26 @@ pub fn vmlinux_for(bzimage: &Path) -> Result<PathBuf, Error> {
     for dest in beside.iter().chain([&in_tmp]) {
         let tmp = dest.with_extension(format!("tmp{}", std::process::id()));
         if fs::write(&tmp, &elf).is_ok() && fs::rename(&tmp, dest).is_ok() {
+            remove_stale(dest);
             return Ok(dest.clone());
         }
         let _ = fs::remove_file(&tmp);
     }
     Err(Error::Image(format!("cannot write {} or {}", name, in_tmp.display())))
+}
+
+/// Removes the extracted kernels of earlier bzImages beside `current` (57 MB each).
+fn remove_stale(current: &Path) {
+    let (Some(dir), Some(keep)) = (current.parent(), current.file_name()) else { return };
+    let prefix = if keep.to_string_lossy().starts_with("phc-") { "phc-vmlinux-pvh-" } else { "vmlinux-pvh-" };
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name();
+        let n = name.to_string_lossy();
+        // Only finished files: a `.tmpPID` may be another builder's write in progress.
+        if name != keep && n.starts_with(prefix) && !n.contains(".tmp") {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -71,25 +71,37 @@ impl Session {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         let initrd = std::env::temp_dir().join(format!("phc-initrd-{}-{n}.cpio", std::process::id()));
-        let kernel = if accel == Accel::Tcg && spec.modules.iter().any(|m| m == "ptp_kvm") {
+        let built = if accel == Accel::Tcg && spec.modules.iter().any(|m| m == "ptp_kvm") {
             // ptp_kvm needs KVM's paravirtual clock: under TCG its insmod only fails, after
             // 0.2 s of boot time.
             let mut spec = spec.clone();
             spec.modules.retain(|m| m != "ptp_kvm");
-            image::build(&spec, &initrd)?
+            image::build(&spec, &initrd)
         } else {
-            image::build(spec, &initrd)?
+            image::build(spec, &initrd)
         };
+        let kernel = built.inspect_err(|_| {
+            let _ = std::fs::remove_file(&initrd);
+        })?;
         let builder = GuestBuilder::new(kernel, &initrd).accel(accel);
         Self::boot_with(builder, initrd, deadline)
     }
 
-    /// Boots a prepared builder.
+    /// Boots a prepared builder. The session owns `initrd` from here: it is removed when the
+    /// session drops, or at once if the boot fails.
     pub fn boot_with(builder: GuestBuilder, initrd: PathBuf, deadline: Instant) -> Result<Self, Error> {
         let t0 = Instant::now();
-        let mut guest = builder.start(deadline)?;
-        let agent = wait_ready(&mut guest, deadline)?;
-        Ok(Self { guest, agent, boot_to_ready: t0.elapsed(), initrd, builder })
+        let booted = builder.start(deadline).and_then(|mut guest| {
+            let agent = wait_ready(&mut guest, deadline)?;
+            Ok((guest, agent))
+        });
+        match booted {
+            Ok((guest, agent)) => Ok(Self { guest, agent, boot_to_ready: t0.elapsed(), initrd, builder }),
+            Err(e) => {
+                let _ = std::fs::remove_file(&initrd);
+                Err(e)
+            }
+        }
     }
 
     /// After a `system_reset`: waits for the rebooted guest's agent on the same channel (QEMU

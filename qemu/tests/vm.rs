@@ -59,10 +59,21 @@ fn our_qemus() -> Vec<(u32, String)> {
     found
 }
 
-/// Every guest of this process is gone once its `Guest` dropped: no wait, no retries.
+/// Every guest of this process is gone once its `Guest` dropped (no wait, no retries), and so
+/// are its folder and its session's initramfs.
 fn assert_no_stray_qemu() {
     let left = our_qemus();
     assert!(left.is_empty(), "QEMU processes left behind: {left:?}");
+    let pid = std::process::id();
+    let files: Vec<String> = std::fs::read_dir(std::env::temp_dir())
+        .expect("temp dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            n.starts_with(&format!("phc-qemu-{pid}-")) || n.starts_with(&format!("phc-initrd-{pid}-"))
+        })
+        .collect();
+    assert!(files.is_empty(), "guest files left in the temp dir: {files:?}");
 }
 
 fn exec(s: &mut Session, argv: &[&str]) -> ExecResult {

@@ -94,10 +94,12 @@ pub fn unsupported(s: &Scenario) -> Option<String> {
     for d in &s.world.disciplines {
         match d {
             DisciplineConfig::Chrony(_) | DisciplineConfig::HvUtils(_) | DisciplineConfig::None => {}
-            other => return Some(format!(
+            other => {
+                return Some(format!(
                 "discipline {:?} has no real daemon in the guest image (chronyd and hv_utils emulation only)",
                 kind_name(other)
-            )),
+            ))
+            }
         }
     }
     for e in &s.timeline.events {
