@@ -32,6 +32,15 @@ start=$(date +%s)
 cargo test --locked -p phc-harness --test vm_scenarios -- --ignored --test-threads=1 --nocapture
 echo "harness VM tests: $(( $(date +%s) - start )) s wall"
 
+stage "vm: ptp_kvm under KVM"
+accel=$(cargo run --locked --quiet --release -p phc-harness -- accel)
+echo "accel check: $accel"
+if [[ $accel == kvm ]]; then
+    cargo test --locked -p phc-harness --test vm_kvm -- --ignored --test-threads=1 --nocapture
+else
+    echo "skipped: ptp_kvm tests (vm_kvm): KVM does not run a guest here: ${accel#tcg: }"
+fi
+
 stage "vm: no QEMU left behind"
 # A guest's folder is phc-qemu-<owner pid>-<n>. A QEMU whose owner is gone has leaked (the
 # launcher kills and reaps on drop, PR_SET_PDEATHSIG covers crashes). Guests of other, still

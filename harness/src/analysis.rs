@@ -67,7 +67,12 @@ pub struct Check {
 /// Computes the recovery metrics of a run.
 pub fn recovery(scenario: &Scenario, obs: &Observations) -> Recovery {
     let warmup = scenario.timeline.warmup_s;
-    let end = scenario.first_disturbance_window_s().map(|(_, e)| e);
+    // The end as it happened (a real reboot takes its own time), else as scripted.
+    let end = obs
+        .markers
+        .first()
+        .map(|m| m.end_s)
+        .or_else(|| scenario.first_disturbance_window_s().map(|(_, e)| e));
     let t0 = end.unwrap_or(warmup);
     let after: Vec<(f64, i64)> = obs
         .series

@@ -51,8 +51,9 @@ pub trait Backend {
     fn name(&self) -> &'static str;
     /// Lets time pass until scenario time `t_ns` (the simulator jumps; a real backend waits).
     fn advance_to(&mut self, t_ns: i64) -> Result<(), Self::Error>;
-    /// Starts a disturbance now.
-    fn disturb(&mut self, d: &Disturbance) -> Result<(), Self::Error>;
+    /// Starts a disturbance now. A backend that knows when the guest was really back (a real
+    /// reboot takes as long as it takes) returns that scenario time; `None` keeps the scripted end.
+    fn disturb(&mut self, d: &Disturbance) -> Result<Option<f64>, Self::Error>;
     /// Reads the offsets now.
     fn observe(&mut self) -> Result<Observation, Self::Error>;
     /// Events since the last call.
@@ -109,10 +110,11 @@ fn run_into<B: Backend>(
         backend.advance_to(t)?;
         if next_dist == Some(t) {
             let (_, d) = due.next().expect("peeked");
-            backend.disturb(d)?;
+            let actual_end_s = backend.disturb(d)?;
             let start_s = t as f64 / 1e9;
             let duration_s = crate::scenario::disturbance_duration_s(d);
-            obs.markers.push(Marker { start_s, end_s: start_s + duration_s, disturbance: d.clone() });
+            let end_s = actual_end_s.unwrap_or(start_s + duration_s);
+            obs.markers.push(Marker { start_s, end_s, disturbance: d.clone() });
             let end = t + s_to_ns(duration_s);
             if end > t && end % interval_ns != 0 {
                 extra.push(end);

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use phc_qemu::agent::{ExecResult, Op};
 use phc_qemu::session::Session;
-use phc_qemu::{Accel, GuestBuilder};
+use phc_qemu::Accel;
 use serde_json::{json, Value};
 
-use crate::backend::qemu::{detect_accel, find_agent_bin};
+use crate::backend::qemu::{self, find_agent_bin, QemuOptions};
 use crate::runcmd::AccelArg;
 
 /// Where a device command runs.
@@ -58,21 +58,13 @@ fn forwarded_args() -> Vec<String> {
 }
 
 fn boot(g: &GuestArgs) -> Result<(Session, Accel), phc_qemu::Error> {
-    let agent = find_agent_bin(g.agent_bin.clone())?;
-    let spec = phc_qemu::image::ImageSpec::with_agent(agent);
-    let initrd = std::env::temp_dir().join(format!("phc-initrd-{}.cpio", std::process::id()));
-    let kernel = phc_qemu::image::build(&spec, &initrd)?;
-    let accel = match g.accel {
-        AccelArg::Tcg => Accel::Tcg,
-        AccelArg::Kvm => Accel::Kvm,
-        AccelArg::Auto => detect_accel(&kernel, &initrd).0,
+    let opts = QemuOptions {
+        agent_bin: find_agent_bin(g.agent_bin.clone())?,
+        accel: g.accel.choice(),
+        boot_timeout: Duration::from_secs(120),
+        ptp_kvm: false,
     };
-    let s = Session::boot_with(
-        GuestBuilder::new(&kernel, &initrd).accel(accel),
-        initrd,
-        Instant::now() + Duration::from_secs(120),
-    )?;
-    Ok((s, accel))
+    qemu::boot(&opts).map(|(s, info)| (s, info.accel))
 }
 
 fn exec(s: &mut Session, argv: Vec<String>, timeout_s: f64) -> Result<ExecResult, phc_qemu::Error> {
@@ -162,4 +154,34 @@ mod tests {
         assert_eq!(parse_phc_ctl_cmp("offset from CLOCK_REALTIME is approximately 36911ns"), Some(36_911));
         assert_eq!(parse_phc_ctl_cmp("phc_ctl: failed"), None);
     }
+}
+
+/// Arguments of the hidden `accel` command.
+#[derive(Debug, clap::Args)]
+pub struct AccelCheckArgs {
+    /// The static harness binary for the guest image.
+    #[arg(long)]
+    pub agent_bin: Option<PathBuf>,
+}
+
+/// `phc-harness accel`: prints `kvm`, or `tcg: <why KVM does not work here>`, found by trying.
+/// CI uses it to decide whether the KVM-only tests can run, and prints the reason when not.
+pub fn accel_check(a: AccelCheckArgs) -> ExitCode {
+    let result = find_agent_bin(a.agent_bin).and_then(|agent| {
+        let spec = phc_qemu::image::ImageSpec::with_agent(agent);
+        let initrd = std::env::temp_dir().join(format!("phc-initrd-accel-{}.cpio", std::process::id()));
+        let kernel = phc_qemu::image::build(&spec, &initrd)?;
+        let r = qemu::detect_accel(&kernel, &initrd);
+        let _ = std::fs::remove_file(&initrd);
+        Ok(r)
+    });
+    match result {
+        Ok((Accel::Kvm, _)) => println!("kvm"),
+        Ok((Accel::Tcg, why)) => println!("tcg: {why}"),
+        Err(e) => {
+            eprintln!("phc-harness: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    ExitCode::SUCCESS
 }

@@ -29,6 +29,9 @@ enum Cmd {
     /// Serve the host inside a QEMU guest (started by the guest's init).
     #[command(hide = true)]
     Agent(agent::AgentArgs),
+    /// Print which acceleration a QEMU guest gets here (kvm, or tcg with the reason).
+    #[command(hide = true)]
+    Accel(phc_harness::guestcmd::AccelCheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,5 +43,6 @@ fn main() -> ExitCode {
         Cmd::Run(a) => runcmd::run(a),
         Cmd::Scenarios(a) => runcmd::list(a),
         Cmd::Agent(a) => agent::run(a),
+        Cmd::Accel(a) => phc_harness::guestcmd::accel_check(a),
     }
 }

@@ -49,6 +49,15 @@ pub enum BackendKind {
     Qemu,
 }
 
+/// The guest PHC of the QEMU backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GuestPhc {
+    /// QEMU's igb NIC clock, fed with host time by the harness.
+    Igb,
+    /// KVM's ptp_kvm, reading host time by hypercall.
+    PtpKvm,
+}
+
 /// Acceleration choices for the QEMU backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AccelArg {
@@ -58,6 +67,17 @@ pub enum AccelArg {
     Tcg,
     /// Hardware virtualization.
     Kvm,
+}
+
+impl AccelArg {
+    /// The acceleration to use, or `None` to detect it.
+    pub fn choice(self) -> Option<Accel> {
+        match self {
+            Self::Auto => None,
+            Self::Tcg => Some(Accel::Tcg),
+            Self::Kvm => Some(Accel::Kvm),
+        }
+    }
 }
 
 /// Arguments of `run`.
@@ -92,6 +112,13 @@ pub struct RunArgs {
     /// QEMU backend: acceleration.
     #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
     pub accel: AccelArg,
+    /// QEMU backend: the guest PHC. `ptp-kvm` (needs KVM) reads host time itself, without the
+    /// harness's provider; `igb` works under TCG too.
+    #[arg(long, value_enum, default_value_t = GuestPhc::Igb)]
+    pub phc: GuestPhc,
+    /// QEMU backend: longest wait from starting QEMU to the guest agent's first answer.
+    #[arg(long, default_value_t = 120.0)]
+    pub boot_timeout_s: f64,
 }
 
 /// Arguments of `scenarios`.
@@ -229,12 +256,9 @@ pub fn run(args: RunArgs) -> ExitCode {
         match find_agent_bin(args.agent_bin.clone()) {
             Ok(agent_bin) => Some(QemuOptions {
                 agent_bin,
-                accel: match args.accel {
-                    AccelArg::Auto => None,
-                    AccelArg::Tcg => Some(Accel::Tcg),
-                    AccelArg::Kvm => Some(Accel::Kvm),
-                },
-                boot_timeout: Duration::from_secs(120),
+                accel: args.accel.choice(),
+                boot_timeout: Duration::from_secs_f64(args.boot_timeout_s.clamp(0.1, 3600.0)),
+                ptp_kvm: args.phc == GuestPhc::PtpKvm,
             }),
             Err(e) => {
                 eprintln!("phc-harness: {e}");
@@ -263,7 +287,10 @@ pub fn run(args: RunArgs) -> ExitCode {
                             eprintln!("phc-harness: {}: skipped on qemu: {why}", s.name);
                             continue;
                         }
-                        None => run_qemu(&q, opts, true).map_err(|e| e.to_string()),
+                        // A guest that never became ready still gets a report, marked aborted.
+                        None => Ok(run_qemu(&q, opts, true).unwrap_or_else(|e| {
+                            Report::new(&q, "qemu", engine::Observations::default(), Some(e.to_string()))
+                        })),
                     }
                 }
             };
@@ -280,6 +307,9 @@ pub fn run(args: RunArgs) -> ExitCode {
                 return ExitCode::from(2);
             }
             bad |= report.verdict != Verdict::Pass;
+            if let Some(why) = &report.abort_reason {
+                eprintln!("phc-harness: {} [{}]: aborted: {why}", s.name, report.backend);
+            }
             print_report(&report, args.format);
             let took = started.elapsed().as_secs_f64();
             if tty || took > 2.0 {

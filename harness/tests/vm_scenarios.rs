@@ -18,7 +18,7 @@ fn agent() -> PathBuf {
 }
 
 fn opts() -> QemuOptions {
-    QemuOptions { agent_bin: agent(), accel: None, boot_timeout: Duration::from_secs(120) }
+    QemuOptions { agent_bin: agent(), accel: None, boot_timeout: Duration::from_secs(120), ptp_kvm: false }
 }
 
 fn builtin(name: &str) -> Scenario {
@@ -151,4 +151,95 @@ fn latency_on_the_igb_phc_gives_distributions_against_the_baseline() {
             x["method"], x["clock"], rt["p50"], x["ratio_p50_to_baseline"]
         );
     }
+}
+
+/// QEMU processes whose command line names a guest folder of `owner` (phc-qemu-<pid>-<n>).
+fn qemus_of(owner: u32) -> Vec<String> {
+    let tag = format!("phc-qemu-{owner}-");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok().map(|c| (e.file_name(), c)))
+        .filter(|(_, c)| String::from_utf8_lossy(c).contains(&tag))
+        .map(|(pid, _)| pid.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Runs `phc-harness run ...` as a child; `during` gets the child's pid while it runs.
+fn run_child(args: &[&str], agent_bin: &Path, during: impl FnOnce(u32)) -> (i32, String, serde_json::Value) {
+    let out = tempfile::tempdir().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_phc-harness"))
+        .args(args)
+        .args(["--out", out.path().to_str().unwrap(), "--agent-bin", agent_bin.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    during(pid);
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    let report = std::fs::read_dir(out.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("report.json"))
+        .find(|p| p.exists())
+        .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap())
+        .unwrap_or(serde_json::Value::Null);
+    assert!(qemus_of(pid).is_empty(), "QEMU left behind by the run: {:?}", qemus_of(pid));
+    (o.status.code().unwrap_or(-1), stderr, report)
+}
+
+fn assert_aborted(code: i32, stderr: &str, report: &serde_json::Value, cause: &str) {
+    println!("{}", stderr.lines().filter(|l| l.contains("aborted")).collect::<Vec<_>>().join("\n"));
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(report["verdict"], "aborted", "{report}");
+    let why = report["abort_reason"].as_str().unwrap_or_default();
+    assert!(why.contains(cause), "abort reason {why:?} does not mention {cause:?}");
+    assert!(stderr.contains("aborted"), "{stderr}");
+}
+
+#[test]
+#[ignore = "needs a VM: run ci/test.sh"]
+fn qemu_killed_mid_scenario_ends_in_an_aborted_report() {
+    let args = ["run", "azure-pause-30s", "--backend", "qemu", "--warmup-s", "30", "--observe-s", "60"];
+    let (code, stderr, report) = run_child(&args, &agent(), |pid| {
+        // Let it boot and run a while, then kill its QEMU as an OOM killer would.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let q = qemus_of(pid);
+            if !q.is_empty() && Instant::now() + Duration::from_secs(45) > deadline {
+                for p in q {
+                    Command::new("kill").args(["-9", &p]).status().unwrap();
+                }
+                return;
+            }
+            assert!(Instant::now() < deadline, "no QEMU appeared");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    assert_aborted(code, &stderr, &report, "QEMU");
+    assert!(!report["series"].as_array().unwrap().is_empty(), "what was seen before the kill is kept");
+}
+
+#[test]
+#[ignore = "needs a VM: run ci/test.sh"]
+fn a_guest_that_does_not_boot_in_time_ends_in_an_aborted_report() {
+    let args = ["run", "reboot", "--backend", "qemu", "--boot-timeout-s", "1"];
+    let (code, stderr, report) = run_child(&args, &agent(), |_| {});
+    assert_aborted(code, &stderr, &report, "timed out");
+}
+
+#[test]
+#[ignore = "needs a VM: run ci/test.sh"]
+fn an_agent_that_answers_garbage_ends_in_an_aborted_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("garbage-agent");
+    // Installed as /bin/phc-harness in the guest: answers every line with noise.
+    std::fs::write(&fake, "#!/bin/sh\nwhile true; do echo 'not json at all' > \"$3\"; sleep 0.2; done\n")
+        .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let args = ["run", "reboot", "--backend", "qemu", "--boot-timeout-s", "60"];
+    let (code, stderr, report) = run_child(&args, &fake, |_| {});
+    assert_aborted(code, &stderr, &report, "garbage from the guest agent");
 }

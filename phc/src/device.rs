@@ -104,6 +104,21 @@ pub struct Caps {
     pub max_phase_adj_ns: i32,
 }
 
+impl std::fmt::Display for Caps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "max_adj {} ppb, pins {}, ext_ts {}, per_out {}, pps {}, cross_timestamping {}",
+            self.max_adj_ppb,
+            self.n_pins,
+            self.n_ext_ts,
+            self.n_per_out,
+            u8::from(self.pps),
+            u8::from(self.cross_timestamping)
+        )
+    }
+}
+
 impl From<PtpClockCaps> for Caps {
     fn from(c: PtpClockCaps) -> Self {
         Self {
@@ -450,7 +465,7 @@ fn io_error(e: &std::io::Error, ctx: Context) -> Error {
     }
 }
 
-/// The readings of a completed basic request: sample i is (ts[2i], ts[2i+1], ts[2i+2]).
+/// The readings of a completed basic request: sample i is `(ts[2i], ts[2i+1], ts[2i+2])`.
 pub fn samples_from_basic(req: &PtpSysOffset) -> Vec<Sample> {
     let n = (req.n_samples as usize).min(PTP_MAX_SAMPLES);
     (0..n)

@@ -218,7 +218,21 @@ impl GuestBuilder {
             reaped: false,
             exit_status: None,
         };
-        match Qmp::connect(&guest.dir.join("qmp.sock"), deadline) {
+        // Wait for the socket while watching QEMU, so a QEMU that dies before creating it (a KVM
+        // that cannot run this guest aborts at once) is reported at once, not at the deadline.
+        let sock = guest.dir.join("qmp.sock");
+        while !sock.exists() {
+            if let Some(reason) = guest.exit_reason() {
+                guest.reap_quietly();
+                return Err(Error::QemuExited(reason));
+            }
+            if Instant::now() >= deadline {
+                guest.reap_quietly();
+                return Err(Error::Timeout("QEMU's QMP socket".into()));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        match Qmp::connect(&sock, deadline) {
             Ok(q) => guest.qmp = Some(q),
             Err(e) => {
                 // QEMU may have exited with a reason on stderr; that is the better message.

@@ -36,6 +36,8 @@ pub struct QemuOptions {
     pub accel: Option<Accel>,
     /// Longest wait for boot to agent-ready.
     pub boot_timeout: Duration,
+    /// Use the guest's ptp_kvm clock (needs KVM) instead of the igb clock fed by the provider.
+    pub ptp_kvm: bool,
 }
 
 /// The guest agent binary: `--agent-bin`, else `PHC_AGENT_BIN`, else what ci/build-agent.sh builds.
@@ -129,6 +131,60 @@ fn kind_name(d: &DisciplineConfig) -> &'static str {
     }
 }
 
+/// How a guest came up.
+#[derive(Debug, Clone)]
+pub struct BootInfo {
+    /// Acceleration used.
+    pub accel: Accel,
+    /// Why (detected by trying, or chosen).
+    pub accel_reason: String,
+    /// Seconds spent writing the initramfs.
+    pub image_build_s: f64,
+    /// Seconds spent trying KVM.
+    pub accel_detect_s: f64,
+}
+
+/// Builds the guest image, picks the acceleration (by trying KVM unless `opts` names one) and
+/// boots.
+pub fn boot(opts: &QemuOptions) -> Result<(Session, BootInfo), Error> {
+    let t0 = Instant::now();
+    let spec = ImageSpec::with_agent(&opts.agent_bin);
+    let initrd = std::env::temp_dir().join(format!("phc-initrd-{}.cpio", std::process::id()));
+    let kernel = phc_qemu::image::build(&spec, &initrd)?;
+    let t1 = Instant::now();
+    let (accel, accel_reason) = match opts.accel {
+        Some(a) => (a, "chosen on the command line".to_owned()),
+        None => detect_accel(&kernel, &initrd),
+    };
+    let t2 = Instant::now();
+    let builder = phc_qemu::GuestBuilder::new(&kernel, &initrd).accel(accel);
+    let session = Session::boot_with(builder, initrd, Instant::now() + opts.boot_timeout)?;
+    let info = BootInfo {
+        accel,
+        accel_reason,
+        image_build_s: round3((t1 - t0).as_secs_f64()),
+        accel_detect_s: round3((t2 - t1).as_secs_f64()),
+    };
+    Ok((session, info))
+}
+
+/// The guest's PHC whose sysfs clock_name is `name`, as a device path.
+pub fn find_phc_by_name(session: &mut Session, name: &str) -> Result<String, Error> {
+    let script = "for d in /sys/class/ptp/*; do echo \"$(basename $d) $(cat $d/clock_name)\"; done";
+    let r: ExecResult = session.agent.call_value(
+        Op::Exec { argv: vec!["sh".into(), "-c".into(), script.into()], timeout_s: 10.0 },
+        Instant::now() + CALL_TIMEOUT,
+    )?;
+    r.stdout
+        .lines()
+        .find_map(|l| {
+            l.split_once(' ').filter(|(_, n)| n.trim() == name).map(|(dev, _)| format!("/dev/{dev}"))
+        })
+        .ok_or_else(|| {
+            Error::Guest(format!("no PHC named {name:?} in the guest (have: {})", r.stdout.trim()))
+        })
+}
+
 /// A scenario's guest.
 pub struct QemuBackend {
     session: Session,
@@ -136,6 +192,10 @@ pub struct QemuBackend {
     provider: Provider,
     hv_utils: Option<mock_phc::HvUtilsConfig>,
     chrony_conf: Option<String>,
+    /// The guest PHC the daemon reads.
+    phc_device: String,
+    /// Whether the provider sets the PHC to host time (igb); ptp_kvm reads host time itself.
+    feed_phc: bool,
     paused_until: Option<(Instant, bool)>,
     reference_offset_ns: i64,
     events: Vec<Event>,
@@ -153,29 +213,46 @@ impl QemuBackend {
         if let Some(why) = unsupported(s) {
             return Err(Error::Image(format!("{} cannot run on qemu: {why}", s.name)));
         }
-        let spec = ImageSpec::with_agent(&opts.agent_bin);
-        let initrd = std::env::temp_dir().join(format!("phc-initrd-{}.cpio", std::process::id()));
-        let kernel = phc_qemu::image::build(&spec, &initrd)?;
-        let (accel, why) = match opts.accel {
-            Some(a) => (a, "chosen on the command line".to_owned()),
-            None => detect_accel(&kernel, &initrd),
-        };
-        let builder = phc_qemu::GuestBuilder::new(&kernel, &initrd).accel(accel);
-        let session = Session::boot_with(builder, initrd, Instant::now() + opts.boot_timeout)?;
+        if opts.ptp_kvm
+            && s.timeline.events.iter().any(|e| matches!(e.disturbance, Disturbance::HostStep { .. }))
+        {
+            return Err(Error::Image(format!(
+                "{}: host_step cannot be emulated for ptp_kvm, which reads the real host clock",
+                s.name
+            )));
+        }
+        let (mut session, bi) = boot(opts)?;
+        let (accel, why) = (bi.accel, bi.accel_reason);
         let mut info = BTreeMap::new();
         info.insert("accel".into(), json!(accel.name()));
         info.insert("accel_reason".into(), json!(why));
+        info.insert("image_build_s".into(), json!(bi.image_build_s));
+        info.insert("accel_detect_s".into(), json!(bi.accel_detect_s));
         info.insert("boot_to_ready_s".into(), json!(round3(session.boot_to_ready.as_secs_f64())));
-        info.insert(
-            "phc".into(),
-            json!(format!("igb ({GUEST_PHC}) fed by the harness's time-sync provider, standing in for the scenario's {} clock", personality(s))),
-        );
+        let (phc_device, feed_phc) = if opts.ptp_kvm {
+            if accel != Accel::Kvm {
+                return Err(Error::Image(format!("ptp_kvm needs KVM, and this machine runs TCG ({why})")));
+            }
+            let dev = find_phc_by_name(&mut session, "KVM virtual PTP")?;
+            info.insert(
+                "phc".into(),
+                json!(format!("ptp_kvm ({dev}), reading host time itself; no provider")),
+            );
+            (dev, false)
+        } else {
+            info.insert(
+                "phc".into(),
+                json!(format!("igb ({GUEST_PHC}) fed by the harness's time-sync provider, standing in for the scenario's {} clock", personality(s))),
+            );
+            (GUEST_PHC.to_owned(), true)
+        };
+        // hv_utils is Hyper-V's: with ptp_kvm there is no host sample for it to act on.
         let hv_utils = s.world.disciplines.iter().find_map(|d| match d {
-            DisciplineConfig::HvUtils(h) => Some(h.clone()),
+            DisciplineConfig::HvUtils(h) if feed_phc => Some(h.clone()),
             _ => None,
         });
         let chrony_conf = s.world.disciplines.iter().find_map(|d| match d {
-            DisciplineConfig::Chrony(c) => Some(c.chrony_conf(GUEST_PHC)),
+            DisciplineConfig::Chrony(c) => Some(c.chrony_conf(&phc_device)),
             _ => None,
         });
         if let Some(c) = &chrony_conf {
@@ -188,6 +265,8 @@ impl QemuBackend {
             provider: Provider::new(5_000_000_000, 0),
             hv_utils,
             chrony_conf,
+            phc_device,
+            feed_phc,
             paused_until: None,
             reference_offset_ns: 0,
             events: Vec::new(),
@@ -261,9 +340,11 @@ impl QemuBackend {
                 phc_error: None,
             });
         }
-        if sync || force || phc_minus_ref.abs() > RESET_THRESHOLD_NS {
+        if self.feed_phc && (sync || force || phc_minus_ref.abs() > RESET_THRESHOLD_NS) {
             let host_ns = self.reference_ns() + self.half_rtt_ns;
-            self.session.agent.call(Op::SetPhc { device: GUEST_PHC.into(), host_ns }, Self::deadline())?;
+            self.session
+                .agent
+                .call(Op::SetPhc { device: self.phc_device.clone(), host_ns }, Self::deadline())?;
         }
         if let Some(hv) = self.hv_utils.clone() {
             // hv_utils: settimeofday on SYNC; with timesync_implicit also on a plain sample when
@@ -283,8 +364,10 @@ impl QemuBackend {
     }
 
     fn phc_minus_realtime(&mut self) -> Result<i64, Error> {
-        let v: Value =
-            self.session.agent.call_value(Op::PhcOffset { device: GUEST_PHC.into() }, Self::deadline())?;
+        let v: Value = self
+            .session
+            .agent
+            .call_value(Op::PhcOffset { device: self.phc_device.clone() }, Self::deadline())?;
         v["phc_minus_realtime_ns"].as_i64().ok_or_else(|| Error::Agent(format!("bad PhcOffset answer {v}")))
     }
 
@@ -399,7 +482,7 @@ impl Backend for QemuBackend {
         }
     }
 
-    fn disturb(&mut self, d: &Disturbance) -> Result<(), Error> {
+    fn disturb(&mut self, d: &Disturbance) -> Result<Option<f64>, Error> {
         match d {
             Disturbance::Pause { duration_s, sync_on_resume } => {
                 self.poll_chrony_log()?;
@@ -415,7 +498,9 @@ impl Backend for QemuBackend {
                 self.note("world", "reset (QMP system_reset)");
                 let took = self.session.wait_agent_again(Instant::now() + Duration::from_secs(120))?;
                 self.info.insert("reboot_to_ready_s".into(), json!(round3(took.as_secs_f64())));
+                let back_s = self.now_ns() as f64 / 1e9;
                 self.prepare_guest()?;
+                return Ok(Some(back_s));
             }
             Disturbance::HostStep { delta_s } => {
                 self.reference_offset_ns += (delta_s * 1e9).round() as i64;
@@ -435,7 +520,7 @@ impl Backend for QemuBackend {
                 return Err(Error::Image("frequency_jump is not supported on qemu".into()));
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     fn observe(&mut self) -> Result<Observation, Error> {

@@ -32,10 +32,10 @@ impl Backend for Sim {
         Ok(())
     }
 
-    fn disturb(&mut self, d: &Disturbance) -> Result<(), Self::Error> {
+    fn disturb(&mut self, d: &Disturbance) -> Result<Option<f64>, Self::Error> {
         self.rebooting |= matches!(d, Disturbance::Reboot { .. });
         self.world.apply(d);
-        Ok(())
+        Ok(None)
     }
 
     fn observe(&mut self) -> Result<Observation, Self::Error> {

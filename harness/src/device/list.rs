@@ -66,16 +66,7 @@ pub fn render_text(entries: &[Entry], sys_class: &std::path::Path) -> String {
         );
         match (&e.caps, &e.error) {
             (Some(c), _) => {
-                let _ = writeln!(
-                    s,
-                    "      max_adj {} ppb, pins {}, ext_ts {}, per_out {}, pps {}, cross_timestamping {}",
-                    c.max_adj_ppb,
-                    c.n_pins,
-                    c.n_ext_ts,
-                    c.n_per_out,
-                    u8::from(c.pps),
-                    u8::from(c.cross_timestamping)
-                );
+                let _ = writeln!(s, "      {c}",);
             }
             (None, err) => {
                 let _ = writeln!(s, "      cannot open: {}", err.as_deref().unwrap_or("unknown error"));
