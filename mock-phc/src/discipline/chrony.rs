@@ -13,6 +13,10 @@ use crate::Error;
 
 pub(crate) const SOURCE: &str = "chrony";
 
+/// Readings per PHC sample in chrony 4.3 (`PHC_READINGS` in sys_linux.c; later versions moved the
+/// reading to refclock_phc.c and ask for 25).
+pub const PHC_READINGS: usize = 10;
+
 /// reference.c starts with a skew meaning "know nothing" (1.0 = 1e6 ppm).
 const INITIAL_SKEW: f64 = 1.0;
 /// sys_generic.c keeps a slew between these durations.
@@ -209,12 +213,12 @@ impl Chrony {
         self.select_and_update(sim);
     }
 
-    /// One refclock_phc poll: PRECISE, else EXTENDED, else basic, 25 readings.
+    /// One refclock_phc poll: PRECISE, else EXTENDED, else basic, `PHC_READINGS` readings.
     fn read_sample(&mut self, sim: &mut Sim) -> Option<Sample> {
         let tolerance_ns = secs_to_ns(self.cfg.precision_s);
         loop {
             let &method = self.methods.first()?;
-            match sim.read_kept(method, phc::uapi::PTP_MAX_SAMPLES, Some(tolerance_ns), &mut self.readings) {
+            match sim.read_kept(method, PHC_READINGS, Some(tolerance_ns), &mut self.readings) {
                 Ok(()) => break,
                 Err(phc::Error::NotSupported) if self.methods.len() > 1 => {
                     self.methods.remove(0);
