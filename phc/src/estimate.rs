@@ -81,24 +81,47 @@ pub fn chrony(samples: &[Sample], tolerance_ns: i64) -> Result<Estimate, Rejecte
     }
     let min_delay = samples.iter().map(Sample::delay_ns).min().unwrap_or(0);
     let limit = min_delay.saturating_add(tolerance_ns.max(0));
-    // Sum differences from the first reading, as chrony does, so the sums stay small.
+    // Sum differences from the first reading, as chrony does, so the sums stay small: i64 holds
+    // them for any batch of real readings; i128 takes over only for absurd spreads.
     let base = samples[0];
-    let (mut phc_sum, mut sys_sum, mut n) = (0i128, 0i128, 0i128);
-    for s in samples.iter().filter(|s| s.delay_ns() <= limit) {
-        phc_sum += i128::from(s.phc_ns - base.phc_ns);
-        sys_sum += i128::from(s.sys_before_ns - base.sys_before_ns) * 2 + i128::from(s.delay_ns());
-        n += 1;
-    }
+    let kept = samples.iter().filter(|s| s.delay_ns() <= limit);
+    let rel = match sums_i64(kept.clone(), &base) {
+        Some((phc_sum, sys_sum, n)) => i128::from((sys_sum - 2 * phc_sum) / (2 * n)),
+        None => {
+            let (mut phc_sum, mut sys_sum, mut n) = (0i128, 0i128, 0i128);
+            for s in kept.clone() {
+                phc_sum += i128::from(s.phc_ns) - i128::from(base.phc_ns);
+                sys_sum += (i128::from(s.sys_before_ns) - i128::from(base.sys_before_ns)) * 2
+                    + i128::from(s.delay_ns());
+                n += 1;
+            }
+            (sys_sum - 2 * phc_sum) / (2 * n)
+        }
+    };
+    let n = kept.count();
     // sys = base.sys_before + sys_sum / 2n and phc = base.phc + phc_sum / n; one division keeps
     // the difference exact when it is a whole number of nanoseconds.
-    let rel = (sys_sum - 2 * phc_sum) / (2 * n);
     let offset_ns = (base.sys_before_ns - base.phc_ns) + rel as i64;
     Ok(Estimate {
         offset_ns,
         delay_ns: min_delay,
         uncertainty_ns: (min_delay / 2).max(tolerance_ns),
-        combined: n as usize,
+        combined: n,
     })
+}
+
+/// (Σ phc - phc0, Σ 2(sys - sys0) + delay, n) in i64, or `None` on overflow.
+fn sums_i64<'a>(kept: impl Iterator<Item = &'a Sample>, base: &Sample) -> Option<(i64, i64, i64)> {
+    let (mut phc_sum, mut sys_sum, mut n) = (0i64, 0i64, 0i64);
+    for s in kept {
+        phc_sum = phc_sum.checked_add(s.phc_ns.checked_sub(base.phc_ns)?)?;
+        let d = s.sys_before_ns.checked_sub(base.sys_before_ns)?.checked_mul(2)?.checked_add(s.delay_ns())?;
+        sys_sum = sys_sum.checked_add(d)?;
+        n += 1;
+    }
+    // The final combination must fit too.
+    sys_sum.checked_sub(phc_sum.checked_mul(2)?)?;
+    Some((phc_sum, sys_sum, n))
 }
 
 #[cfg(test)]
@@ -130,6 +153,16 @@ mod tests {
         assert_eq!(e.combined, 2);
         assert_eq!(e.offset_ns, 20);
         assert_eq!(e.delay_ns, 100);
+    }
+
+    #[test]
+    fn absurd_spreads_fall_back_to_wide_arithmetic() {
+        // 2 x 4.6e18 overflows i64: the i128 path must give the same exact answer.
+        let a = symmetric(-4_600_000_000_000_000_000, 100, 7);
+        let b = symmetric(4_600_000_000_000_000_000, 100, 7);
+        assert!(sums_i64([a, b].iter(), &a).is_none());
+        assert_eq!(chrony(&[a, b], 0).unwrap().offset_ns, 7);
+        assert_eq!(chrony(&[a, b], 0).unwrap().combined, 2);
     }
 
     proptest! {
