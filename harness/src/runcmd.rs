@@ -368,7 +368,8 @@ pub fn list(args: ScenariosArgs) -> ExitCode {
     for s in loaded {
         match s {
             Ok(s) => {
-                let first = s.description.split_terminator(". ").next().unwrap_or("").trim_end_matches('.');
+                let flat = s.description.split_whitespace().collect::<Vec<_>>().join(" ");
+                let first = flat.split_terminator(". ").next().unwrap_or("").trim_end_matches('.');
                 println!("{:<30} {}", s.name, first);
             }
             Err(e) => {

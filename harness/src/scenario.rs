@@ -144,8 +144,21 @@ impl Scenario {
     /// Parses and validates scenario text; `path` only names the source in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ScenarioError> {
         let mut s: Scenario = toml::from_str(text).map_err(|e| {
-            let line = e.span().map_or(0, |sp| line_of(text, sp.start));
             let (key, message) = split_toml_message(e.message());
+            // The span covers the whole table for some errors (a flattened table's unknown key);
+            // the line that names the key, from the span on, is the one to show.
+            let line = e.span().map_or(0, |sp| {
+                let start = line_of(text, sp.start);
+                text.lines()
+                    .enumerate()
+                    .skip(start - 1)
+                    .find(|(_, l)| {
+                        l.trim_start()
+                            .strip_prefix(key.as_str())
+                            .is_some_and(|r| r.trim_start().starts_with('='))
+                    })
+                    .map_or(start, |(i, _)| i + 1)
+            });
             ScenarioError::Invalid { path: path.to_owned(), line, key, message }
         })?;
         if s.name.is_empty() {
@@ -294,6 +307,13 @@ steps = { min = 1 }
         let text = GOOD.replace("observe_s = 100", "observe_s = -1");
         let e = Scenario::parse(&text, Path::new("x.toml")).unwrap_err().to_string();
         assert!(e.starts_with("x.toml:7: timeline.observe_s: must be a positive"), "{e}");
+    }
+
+    #[test]
+    fn a_misspelt_key_in_an_event_points_at_its_own_line() {
+        let text = GOOD.replace("duration_s = 30", "duraton_s = 30");
+        let e = Scenario::parse(&text, Path::new("x.toml")).unwrap_err().to_string();
+        assert!(e.starts_with("x.toml:11: duraton_s: unknown field"), "{e}");
     }
 
     #[test]
