@@ -15,8 +15,8 @@ pub enum Disturbance {
         #[serde(default = "yes")]
         sync_on_resume: bool,
     },
-    /// The guest reboots: REALTIME restarts from the RTC (host time truncated to whole seconds),
-    /// MONOTONIC restarts, every daemon restarts with empty state.
+    /// The guest reboots: REALTIME restarts from the RTC (whole seconds of host time, plus the half
+    /// second the kernel's rtc_hctosys adds), MONOTONIC restarts, every daemon restarts afresh.
     Reboot {
         /// How long the guest is down.
         #[serde(default = "default_downtime_s")]
