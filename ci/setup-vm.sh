@@ -10,7 +10,7 @@ CACHE="${PHC_CACHE:-/var/cache/phc-harness}"
 KDIR="$CACHE/kernel"
 BPO_FILE=/etc/apt/sources.list.d/bookworm-backports.sources
 BPO_PACKAGES=(qemu-system-x86)
-PACKAGES=(busybox-static chrony linuxptp kmod cpio)
+PACKAGES=(busybox-static chrony linuxptp kmod cpio xz-utils zstd file binutils)
 # The generic flavour only (not the -rt- or -cloud- ones). PHC_KERNEL_PKG pins a package.
 KERNEL_PATTERN='^linux-image-6\.12\.[0-9]+\+[^-]+-amd64-unsigned$'
 
