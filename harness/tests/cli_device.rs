@@ -1,12 +1,54 @@
 //! The device commands run as the real binary: exit codes and the one-line errors for paths that
 //! are no PHC, and `list` on a machine without PHCs. Nothing here needs a PHC; the tests that do
-//! run in the QEMU guest.
+//! run in the QEMU guest. Every run is bounded: a command that hangs (on a FIFO, say) fails its
+//! test instead of hanging CI.
 
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long one run of the binary may take; each of these finishes in milliseconds.
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// Runs `cmd` with stdin closed, killing it and failing the test if it outlives [`LIMIT`].
+fn bounded(mut cmd: Command) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn phc-harness");
+    // Drained on threads so that a chatty child cannot block on a full pipe.
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} still running after {LIMIT:?}; killed");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
+}
 
 fn harness(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_phc-harness")).args(args).output().expect("run phc-harness")
+    let mut c = Command::new(env!("CARGO_BIN_EXE_phc-harness"));
+    c.args(args);
+    bounded(c)
 }
 
 fn stderr(o: &Output) -> String {
@@ -17,6 +59,7 @@ fn stderr(o: &Output) -> String {
 fn assert_access_error(o: &Output, device: &str, cause: &str) {
     let err = stderr(o);
     assert_eq!(o.status.code(), Some(2), "stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
     assert!(o.stdout.is_empty(), "stdout: {}", String::from_utf8_lossy(&o.stdout));
     assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
     assert_eq!(err.trim_end(), format!("phc-harness: {device}: {cause}"));
@@ -24,6 +67,43 @@ fn assert_access_error(o: &Output, device: &str, cause: &str) {
 
 fn has_phcs() -> bool {
     std::fs::read_dir("/sys/class/ptp").is_ok_and(|mut d| d.next().is_some())
+}
+
+/// The class part of the message needs /sys/dev/char; without it the checks below cannot say
+/// what they expect, so they fail with this reason rather than pass untested.
+fn assert_sysfs() {
+    assert!(Path::new("/sys/dev/char").is_dir(), "these tests need sysfs (/sys/dev/char)");
+}
+
+/// `not a PTP device (character device MAJ:MIN, SUFFIX)` for the node `path` resolves to.
+fn char_device(path: &str, suffix: &str) -> String {
+    let rdev = std::fs::metadata(path).unwrap().rdev();
+    let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+    format!("not a PTP device (character device {major}:{minor}, {suffix})")
+}
+
+/// Every way a device command can be asked to open `device`: as a kernel PHC, and as a CUSE mock
+/// (`--driver`), which must refuse the same nodes.
+fn device_commands(device: &str) -> Vec<Vec<String>> {
+    [
+        &["probe", device][..],
+        &["probe", device, "--driver", "hyperv"],
+        &["latency", device],
+        &["latency", device, "--driver", "kvm", "--samples", "1000000"],
+    ]
+    .iter()
+    .map(|a| a.iter().map(|s| s.to_string()).collect())
+    .collect()
+}
+
+fn assert_every_command_refuses(device: &str, cause: &str) {
+    for args in device_commands(device) {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let start = Instant::now();
+        let o = harness(&args);
+        assert_access_error(&o, device, cause);
+        assert!(start.elapsed() < Duration::from_secs(3), "{args:?} took {:?}", start.elapsed());
+    }
 }
 
 #[test]
@@ -40,19 +120,45 @@ fn help_lists_the_device_commands() {
 }
 
 #[test]
-fn paths_that_are_no_phc_give_exit_2_and_one_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let missing = dir.path().join("ptp99");
-    let missing = missing.to_str().unwrap();
-    let d = dir.path().to_str().unwrap();
-    for cmd in ["probe", "latency"] {
-        let extra: &[&str] = if cmd == "probe" { &["--driver", "hyperv"] } else { &[] };
-        let run = |dev: &str| harness(&[&[cmd, dev], extra].concat());
-        assert_access_error(&run(missing), missing, "no such device");
-        assert_access_error(&run(d), d, "is a directory, not a PTP device");
-        // /dev/null is a character device that answers every PTP ioctl with ENOTTY.
-        assert_access_error(&run("/dev/null"), "/dev/null", "not a PTP device");
+fn kernel_devices_that_are_no_phc_are_refused_before_any_ioctl() {
+    assert_sysfs();
+    for dev in ["/dev/null", "/dev/zero", "/dev/urandom", "/dev/tty"] {
+        let class = if dev == "/dev/tty" { "class tty" } else { "class mem" };
+        assert_every_command_refuses(dev, &char_device(dev, class));
     }
+    // /dev/kvm was seen taking PTP ioctls; it is a misc device.
+    if Path::new("/dev/kvm").exists() {
+        assert_every_command_refuses("/dev/kvm", &char_device("/dev/kvm", "class misc"));
+    } else {
+        eprintln!("skipping the /dev/kvm case: /dev/kvm is absent on this machine");
+    }
+}
+
+#[test]
+fn a_pty_is_refused_and_never_opened() {
+    assert_sysfs();
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let slave = nix::unistd::ttyname(&pty.slave).expect("ttyname of the pty");
+    let slave = slave.to_str().unwrap();
+    // devpts nodes have no /sys/dev/char entry, so not even a CUSE mock may be one.
+    assert_every_command_refuses(slave, &char_device(slave, "no sysfs entry"));
+}
+
+#[test]
+fn files_folders_fifos_links_and_missing_paths_give_exit_2_and_one_line() {
+    assert_sysfs();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let (file, fifo, link, missing) = (path("ptp0"), path("ptp1"), path("ptp2"), path("ptp99"));
+    std::fs::write(&file, b"").unwrap();
+    // Nobody writes to the FIFO: a blocking open would hang, and the bound would fail the test.
+    nix::unistd::mkfifo(Path::new(&fifo), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+    assert_every_command_refuses(&fifo, "not a PTP device (a FIFO)");
+    assert_every_command_refuses(&file, "not a PTP device (a regular file)");
+    assert_every_command_refuses(dir.path().to_str().unwrap(), "not a PTP device (a directory)");
+    assert_every_command_refuses(&link, &char_device("/dev/zero", "class mem"));
+    assert_every_command_refuses(&missing, "no such device");
 }
 
 #[test]
@@ -63,15 +169,15 @@ fn an_unreadable_regular_file_is_no_ptp_device_even_for_root() {
     std::fs::write(&f, b"").unwrap();
     std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o000)).unwrap();
     let f = f.to_str().unwrap();
-    assert_access_error(&harness(&["latency", f]), f, "not a PTP device");
+    assert_access_error(&harness(&["latency", f]), f, "not a PTP device (a regular file)");
 }
 
 #[test]
-fn a_device_without_permission_says_permission_denied() {
-    // EACCES needs an unprivileged opener: a mode-000 character device (a copy of /dev/null's
-    // numbers) opened by uid 65534 through util-linux setpriv. The project's machines and CI run
-    // as root; elsewhere this fails with the reason rather than passing without testing.
+fn a_device_without_permission_is_checked_first_and_an_unreachable_one_says_permission_denied() {
+    // Needs an unprivileged caller: uid 65534 through util-linux setpriv. The project's machines
+    // and CI run as root; elsewhere this fails with the reason rather than passing untested.
     // /proc/self belongs to the effective uid; this avoids unsafe libc::geteuid in a test.
+    assert_sysfs();
     let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1);
     assert_eq!(uid, 0, "this test needs root to create a device node and drop to another uid");
     assert!(
@@ -80,6 +186,8 @@ fn a_device_without_permission_says_permission_denied() {
     );
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A mode-000 copy of /dev/null's numbers: what it is shows from stat alone, before the open
+    // that would fail.
     let node = dir.path().join("ptp_locked");
     let made = nix::sys::stat::mknod(
         &node,
@@ -88,14 +196,28 @@ fn a_device_without_permission_says_permission_denied() {
         nix::sys::stat::makedev(1, 3),
     );
     made.expect("mknod of a character device (needs CAP_MKNOD)");
-    let bin = env!("CARGO_BIN_EXE_phc-harness");
-    let o = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", bin, "latency"])
-        .arg(&node)
-        .output()
-        .unwrap();
-    assert!(!o.stderr.starts_with(b"setpriv"), "uid 65534 cannot run the test binary: {}", stderr(&o));
-    assert_access_error(&o, node.to_str().unwrap(), "permission denied");
+    // A path inside a root-only folder: uid 65534 cannot even stat it.
+    let hidden = dir.path().join("private");
+    std::fs::create_dir(&hidden).unwrap();
+    std::fs::set_permissions(&hidden, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let hidden_node = hidden.join("ptp0");
+    let as_nobody = |path: &Path| {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_phc-harness"),
+            "latency",
+        ])
+        .arg(path);
+        let o = bounded(c);
+        assert!(!o.stderr.starts_with(b"setpriv"), "uid 65534 cannot run the test binary: {}", stderr(&o));
+        o
+    };
+    let node_s = node.to_str().unwrap();
+    assert_access_error(&as_nobody(&node), node_s, &char_device(node_s, "class mem"));
+    assert_access_error(&as_nobody(&hidden_node), hidden_node.to_str().unwrap(), "permission denied");
 }
 
 #[test]
@@ -122,13 +244,31 @@ fn list_on_a_machine_without_phcs_is_clear_and_succeeds() {
 fn usage_errors_exit_2() {
     for args in [
         &["latency", "/dev/null", "--samples", "0"][..],
+        &["latency", "/dev/null", "--samples", "2000000000"],
+        &["latency", "/dev/null", "--samples", "1000001"],
         &["latency", "/dev/null", "--n-per-call", "26"],
+        &["latency", "/dev/null", "--n-per-call", "0"],
         &["latency", "/dev/null", "--method", "fastest"],
+        &["latency", "/dev/null", "--driver", "vmware"],
         &["probe", "/dev/null", "--driver", "vmware"],
         &["probe"],
     ] {
         let o = harness(args);
-        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
         assert!(o.stdout.is_empty());
+        assert!(!err.contains("panicked"), "{err}");
+        if args.contains(&"--samples") {
+            assert!(err.contains("1..=1000000"), "{args:?}: {err}");
+        }
     }
+}
+
+#[test]
+fn latency_help_states_the_sample_cap_and_its_memory() {
+    let o = harness(&["latency", "--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&o.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(help.contains("at most 1000000"), "{help}");
+    assert!(help.contains("at most 24 MB"), "{help}");
 }

@@ -3,7 +3,7 @@
 
 use std::fs::OpenOptions;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Context, Error, Result};
 use crate::estimate::Sample;
+use crate::node::{self, Expect};
 use crate::uapi::PTP_MAX_SAMPLES;
 use crate::uapi::{self, PtpClockCaps, PtpPinDesc, PtpSysOffset, PtpSysOffsetExtended, PtpSysOffsetPrecise};
 
@@ -181,23 +182,31 @@ fn timespec_to_ns(ts: &libc::timespec) -> i64 {
 }
 
 impl Phc {
-    /// Opens a PHC. Fails with a named error for a missing path, a directory, something that is not
-    /// a character device or answers no PTP ioctl (checked with GETCAPS), or missing permission.
+    /// Opens a kernel PHC: [`Phc::open_expecting`] with [`Expect::ptp`], so only a character
+    /// device of sysfs class `ptp` is opened.
     pub fn open(path: impl AsRef<Path>, access: Access) -> Result<Self> {
+        Self::open_expecting(path, access, &Expect::ptp())
+    }
+
+    /// Opens a PHC after checking, from `stat` and sysfs alone, that the node is what `expect`
+    /// allows; anything else is `NotPtpNode` saying what it is, and nothing is opened. The open
+    /// never blocks (a FIFO swapped in after the check) or takes a controlling terminal; the
+    /// opened descriptor is checked again so that no ioctl reaches a node swapped in meanwhile.
+    /// GETCAPS must then answer. Other failures are named: a missing path, missing permission.
+    pub fn open_expecting(path: impl AsRef<Path>, access: Access, expect: &Expect) -> Result<Self> {
         let path = path.as_ref();
         let meta = std::fs::metadata(path).map_err(|e| io_error(&e, Context::Open))?;
-        if meta.is_dir() {
-            return Err(Error::IsDirectory);
-        }
-        if !meta.file_type().is_char_device() {
-            return Err(Error::NotPtpDevice);
-        }
+        node::check(&meta, expect)?;
         let file = OpenOptions::new()
             .read(true)
             .write(access == Access::ReadWrite)
-            .custom_flags(libc::O_CLOEXEC)
+            // O_NONBLOCK stays set: ioctls and the dynamic clock ignore it, and nothing here reads
+            // the event queue.
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
             .open(path)
             .map_err(|e| io_error(&e, Context::Open))?;
+        let opened = file.metadata().map_err(|e| io_error(&e, Context::Open))?;
+        node::check(&opened, expect)?;
         let phc = Self { fd: file.into(), path: path.to_owned(), access };
         phc.caps()?;
         Ok(phc)
@@ -571,17 +580,5 @@ mod tests {
         assert!(matches!(phc.sys_offset(26), Err(Error::InvalidArgument)));
         assert!(matches!(phc.sys_offset_extended(3, SysClock::Monotonic), Err(Error::NotPtpDevice)));
         assert!(matches!(phc.sys_offset_precise(), Err(Error::NotPtpDevice)));
-    }
-
-    #[test]
-    fn opening_non_ptp_paths_gives_named_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(Phc::open(dir.path(), Access::ReadOnly), Err(Error::IsDirectory)));
-        assert!(matches!(Phc::open(dir.path().join("nope"), Access::ReadOnly), Err(Error::NotFound)));
-        let file = dir.path().join("file");
-        std::fs::write(&file, b"x").unwrap();
-        assert!(matches!(Phc::open(&file, Access::ReadOnly), Err(Error::NotPtpDevice)));
-        // /dev/null is a character device that answers every PTP ioctl with ENOTTY.
-        assert!(matches!(Phc::open("/dev/null", Access::ReadOnly), Err(Error::NotPtpDevice)));
     }
 }

@@ -3,6 +3,8 @@
 
 use nix::errno::Errno;
 
+use crate::node::NodeKind;
+
 /// What went wrong talking to a PHC.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -12,9 +14,13 @@ pub enum Error {
     /// The path is a directory.
     #[error("is a directory, not a PTP device")]
     IsDirectory,
-    /// The file answers no PTP ioctl (ENOTTY), or is not a character device.
+    /// The device answers no PTP ioctl (ENOTTY).
     #[error("not a PTP device")]
     NotPtpDevice,
+    /// The path names no PTP clock, found before anything was sent to it: not a character device,
+    /// or one whose sysfs class is not `ptp`.
+    #[error("not a PTP device ({0})")]
+    NotPtpNode(NodeKind),
     /// The driver does not implement this operation (EOPNOTSUPP).
     #[error("operation not supported by the driver")]
     NotSupported,
@@ -89,6 +95,8 @@ impl Error {
             Self::NotFound => Errno::ENOENT,
             Self::IsDirectory => Errno::EISDIR,
             Self::NotPtpDevice => Errno::ENOTTY,
+            // What the first PTP ioctl would have answered, had it been sent.
+            Self::NotPtpNode(_) => Errno::ENOTTY,
             Self::NotSupported => Errno::EOPNOTSUPP,
             Self::Stale => Errno::ESTALE,
             Self::ReadOnly => Errno::EACCES,

@@ -5,6 +5,7 @@ pub mod device;
 pub mod driver;
 pub mod error;
 pub mod estimate;
+pub mod node;
 pub mod sysfs;
 pub mod uapi;
 
@@ -12,4 +13,5 @@ pub use device::{Access, Caps, Form, Phc, Pin, PreciseSample, SysClock};
 pub use driver::{Driver, Expected, Support};
 pub use error::{Error, Result};
 pub use estimate::{Estimate, Sample};
+pub use node::{Expect, NodeKind, SysfsClass};
 pub use sysfs::{PhcInfo, Roots};

@@ -3,6 +3,8 @@
 //! parameters so tests run on a fake tree.
 
 use std::fs;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -50,9 +52,24 @@ pub struct PhcInfo {
     pub pps_available: bool,
 }
 
+/// Reads a sysfs attribute: at most a page, and never blocking or opening a device, whatever the
+/// path turns out to be (the roots may point at a fake or hostile tree).
+pub(crate) fn read_small(path: &Path) -> std::io::Result<String> {
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let mut s = String::new();
+    (&mut f).take(4096).read_to_string(&mut s)?;
+    Ok(s)
+}
+
 fn attr(dir: &Path, name: &str) -> Result<String> {
     let p = dir.join(name);
-    fs::read_to_string(&p)
+    read_small(&p)
         .map(|s| s.trim().to_owned())
         .map_err(|e| Error::Sysfs { attr: p.display().to_string(), reason: e.to_string() })
 }
@@ -97,7 +114,12 @@ pub fn discover(roots: &Roots) -> Result<Vec<PhcInfo>> {
     let mut names: Vec<String> = entries
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.strip_prefix("ptp").is_some_and(|i| i.parse::<u32>().is_ok()))
+        // Digits only: `u32::from_str` would also take `ptp+1`, which no kernel names.
+        .filter(|n| {
+            n.strip_prefix("ptp").is_some_and(|i| {
+                !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()) && i.parse::<u32>().is_ok()
+            })
+        })
         .collect();
     names.sort_by_key(|n| n[3..].parse::<u32>().unwrap_or(u32::MAX));
     names.iter().map(|n| read_info(roots, n)).collect()
@@ -169,5 +191,25 @@ mod tests {
         fake_phc(t.path(), "ptp0", "igb", "lots");
         let err = discover(&roots).unwrap_err();
         assert!(err.to_string().contains("not a number"), "{err}");
+    }
+
+    #[test]
+    fn odd_class_entries_are_skipped_and_attribute_reads_never_block() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir_all(t.path().join("dev")).unwrap();
+        fake_phc(t.path(), "ptp1", "igb", "1");
+        for odd in ["ptp+2", "ptp", "ptpx", "pps0"] {
+            fs::create_dir_all(t.path().join("class").join(odd)).unwrap();
+        }
+        let roots = Roots { sys_class: t.path().join("class"), dev: t.path().join("dev") };
+        let names: Vec<String> = discover(&roots).unwrap().into_iter().map(|i| i.name).collect();
+        assert_eq!(names, ["ptp1"]);
+        // A FIFO where an attribute should be fails at once instead of waiting for a writer.
+        let fifo = t.path().join("class/ptp1/n_programmable_pins");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(read_small(&fifo).is_err());
+        assert!(discover(&roots).is_err());
+        fs::write(t.path().join("big"), vec![b'7'; 100_000]).unwrap();
+        assert_eq!(read_small(&t.path().join("big")).unwrap().len(), 4096);
     }
 }

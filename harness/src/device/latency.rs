@@ -13,6 +13,10 @@ use super::sampler::{sample_measured, Failure, FnCall, Measured, Series};
 use super::{emit, to_json, DeviceError, Format, LatencyArgs, Outcome};
 use crate::stats::{summarize, Summary};
 
+/// The most samples `--samples` takes per method: 24 MB of samples held at a time (see
+/// [`measure`]), and at most 7 million calls in a run of every method.
+pub const MAX_SAMPLES: u32 = 1_000_000;
+
 /// `--method`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum MethodArg {
@@ -322,7 +326,9 @@ fn pick_form(probe: impl Fn(Form) -> phc::Result<()>) -> Form {
     }
 }
 
-/// Runs the measurement on an open PHC.
+/// Runs the measurement on an open PHC. Memory: one method's samples at a time, 16 bytes each
+/// (round trip and window) plus the 8-byte sorted copy a summary makes; the baseline's are
+/// dropped once summarised.
 pub fn measure(phc: &Phc, args: &LatencyArgs, driver: Option<&'static str>) -> Result<Report, Fatal> {
     let n = args.samples as usize;
     let k = args.n_per_call as usize;
@@ -339,6 +345,7 @@ pub fn measure(phc: &Phc, args: &LatencyArgs, driver: Option<&'static str>) -> R
     let base = base.unwrap_or_default();
     let baseline = ok_result("clock_gettime", Some("monotonic"), &base, None);
     let base_p50 = baseline.round_trip_ns.as_ref().map(|s| s.p50_ns);
+    drop(base);
 
     let mut results = Vec::new();
     for method in selected {
@@ -388,11 +395,14 @@ pub fn measure(phc: &Phc, args: &LatencyArgs, driver: Option<&'static str>) -> R
 
 /// The `latency` command.
 pub fn run_cmd(args: &LatencyArgs) -> Outcome {
-    let phc = match super::open(&args.device, Access::ReadOnly) {
+    let phc = match super::open(&args.device, Access::ReadOnly, &super::expect(args.driver)) {
         Ok(p) => p,
         Err(e) => return e.report(),
     };
-    let driver = phc::sysfs::info_for_path(&phc::Roots::default(), &args.device).map(|i| i.driver.name());
+    let driver = args
+        .driver
+        .map(|d| d.name())
+        .or_else(|| phc::sysfs::info_for_path(&phc::Roots::default(), &args.device).map(|i| i.driver.name()));
     let report = match measure(&phc, args, driver) {
         Ok(r) => r,
         Err(Fatal(e)) => return e.report(),

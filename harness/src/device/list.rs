@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::path::PathBuf;
 
-use phc::{Access, Caps, Phc, PhcInfo, Roots};
+use phc::{Access, Caps, Expect, Phc, PhcInfo, Roots};
 use serde::Serialize;
 
 use super::{emit, to_json, Format, Outcome};
@@ -21,22 +21,30 @@ pub struct Entry {
     pub error: Option<String>,
 }
 
+/// The rows for the PHCs under `roots`; a sysfs that cannot be read is the error.
+pub fn entries(roots: &Roots) -> phc::Result<Vec<Entry>> {
+    let expect = Expect::Ptp(roots.clone());
+    let infos = phc::sysfs::discover(roots)?;
+    Ok(infos
+        .into_iter()
+        // Only a node sysfs files under class ptp is opened: a /dev/ptpN that is a regular file, a
+        // FIFO or a symlink to another device gets its row with the reason, untouched.
+        .map(|info| match Phc::open_expecting(&info.path, Access::ReadOnly, &expect).and_then(|p| p.caps()) {
+            Ok(caps) => Entry { info, caps: Some(caps), error: None },
+            Err(e) => Entry { info, caps: None, error: Some(e.to_string()) },
+        })
+        .collect())
+}
+
 /// Lists the PHCs under `roots`.
 pub fn run(roots: &Roots, format: Format) -> Outcome {
-    let infos = match phc::sysfs::discover(roots) {
-        Ok(i) => i,
+    let entries = match entries(roots) {
+        Ok(e) => e,
         Err(e) => {
             eprintln!("phc-harness: {}: {e}", roots.sys_class.display());
             return Outcome::Fatal;
         }
     };
-    let entries: Vec<Entry> = infos
-        .into_iter()
-        .map(|info| match Phc::open(&info.path, Access::ReadOnly).and_then(|p| p.caps()) {
-            Ok(caps) => Entry { info, caps: Some(caps), error: None },
-            Err(e) => Entry { info, caps: None, error: Some(e.to_string()) },
-        })
-        .collect();
     match format {
         Format::Json => emit(&to_json(&entries)),
         Format::Text => emit(&render_text(&entries, &roots.sys_class)),
@@ -100,6 +108,38 @@ mod tests {
         assert_eq!(json[0]["clock_name"], "hyperv");
         assert_eq!(json[0]["caps"], serde_json::Value::Null);
         assert_eq!(run(&roots, Format::Json), Outcome::Ok);
+    }
+
+    #[test]
+    fn odd_dev_nodes_get_rows_without_being_opened() {
+        // Laid out as the real sysfs, so /sys/dev/char is looked for beside the class folder.
+        let t = tempfile::tempdir().unwrap();
+        let class = t.path().join("sys/class/ptp");
+        let dev = t.path().join("dev");
+        fs::create_dir_all(t.path().join("sys/dev/char/1:5")).unwrap();
+        std::os::unix::fs::symlink("../../../class/mem", t.path().join("sys/dev/char/1:5/subsystem"))
+            .unwrap();
+        fs::create_dir_all(&dev).unwrap();
+        for n in 0..4 {
+            fs::create_dir_all(class.join(format!("ptp{n}"))).unwrap();
+            fs::write(class.join(format!("ptp{n}/clock_name")), "kvm ptp\n").unwrap();
+        }
+        fs::write(dev.join("ptp0"), b"").unwrap();
+        // A FIFO without a writer: opening it for reading would block.
+        nix::unistd::mkfifo(&dev.join("ptp1"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dev.join("ptp2")).unwrap();
+        // ptp3 has no node at all.
+        let roots = Roots { sys_class: class, dev };
+        let errors: Vec<String> = entries(&roots).unwrap().into_iter().map(|e| e.error.unwrap()).collect();
+        assert_eq!(
+            errors,
+            [
+                "not a PTP device (a regular file)",
+                "not a PTP device (a FIFO)",
+                "not a PTP device (character device 1:5, class mem)",
+                "no such device",
+            ]
+        );
     }
 
     #[test]

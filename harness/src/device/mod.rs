@@ -3,7 +3,10 @@
 //!
 //! Exit codes: 0 success; 1 the check found deviations; 2 usage or access error (missing path,
 //! not a PTP device, no permission, device gone mid-run), reported as one line on stderr:
-//! `phc-harness: /dev/null: not a PTP device`.
+//! `phc-harness: /dev/null: not a PTP device (character device 1:3, class mem)`.
+//!
+//! No ioctl goes to a node before `phc` has checked that sysfs files it under class `ptp`; with
+//! `--driver` the user names it a CUSE mock, and class `cuse` is accepted too.
 
 pub mod latency;
 pub mod latency_text;
@@ -15,7 +18,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use phc::{Access, Driver, Phc};
+use phc::{Access, Driver, Expect, Phc};
 
 /// Output format of a device command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -44,8 +47,9 @@ pub struct ProbeArgs {
     /// frequency, a 0 ns step). Opens the device read-write.
     #[arg(long)]
     pub allow_clock_writes: bool,
-    /// Judge against this driver's row instead of the one sysfs `clock_name` names (needed for a
-    /// device without a sysfs entry, such as a CUSE mock).
+    /// Judge against this driver's row instead of the one sysfs `clock_name` names. Needed for a
+    /// CUSE mock, which has no ptp sysfs entry: passing it lets a character device of class cuse
+    /// be opened.
     #[arg(long, value_parser = parse_driver)]
     pub driver: Option<Driver>,
     /// Output format.
@@ -61,8 +65,9 @@ pub struct ProbeArgs {
 pub struct LatencyArgs {
     /// The PHC to measure.
     pub device: PathBuf,
-    /// Samples per method (and for the baseline).
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
+    /// Samples per method (and for the baseline), at most 1000000. A method's samples are held
+    /// while it runs, 24 bytes each (round trip, window, a sorted copy): at most 24 MB.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=i64::from(latency::MAX_SAMPLES)))]
     pub samples: u32,
     /// Which read method to time.
     #[arg(long, value_enum, default_value_t = latency::MethodArg::All)]
@@ -73,6 +78,10 @@ pub struct LatencyArgs {
     /// Readings per SYS_OFFSET / EXTENDED call (1..=25).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=25))]
     pub n_per_call: u32,
+    /// The driver of a CUSE mock, which has no ptp sysfs entry: passing it lets a character device
+    /// of class cuse be opened, and names the driver in the report.
+    #[arg(long, value_parser = parse_driver)]
+    pub driver: Option<Driver>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -142,9 +151,22 @@ impl DeviceError {
     }
 }
 
+/// What a command may open: a kernel PHC, or also a CUSE mock where the user named its driver.
+pub fn expect(driver: Option<Driver>) -> Expect {
+    if driver.is_some() {
+        Expect::cuse()
+    } else {
+        Expect::ptp()
+    }
+}
+
 /// Opens a device for a command, mapping every failure to its one-line error.
-pub fn open(path: &Path, access: Access) -> Result<Phc, DeviceError> {
-    Phc::open(path, access).map_err(|error| DeviceError { device: path.to_owned(), context: None, error })
+pub fn open(path: &Path, access: Access, expect: &Expect) -> Result<Phc, DeviceError> {
+    Phc::open_expecting(path, access, expect).map_err(|error| DeviceError {
+        device: path.to_owned(),
+        context: None,
+        error,
+    })
 }
 
 /// Writes a report to stdout; a closed pipe (`| head`) is not an error worth a panic.
@@ -181,7 +203,8 @@ pub fn probe(args: ProbeArgs) -> ExitCode {
 fn probe_cmd(args: &ProbeArgs) -> Outcome {
     let info = phc::sysfs::info_for_path(&phc::Roots::default(), &args.device);
     let access = probe::access_for(args.allow_clock_writes);
-    let dev = match open(&args.device, access) {
+    let expect = expect(args.driver);
+    let dev = match open(&args.device, access, &expect) {
         Ok(d) => d,
         Err(e) => return e.report(),
     };
@@ -199,7 +222,7 @@ fn probe_cmd(args: &ProbeArgs) -> Outcome {
     let read_only = if access == Access::ReadOnly {
         None
     } else {
-        match open(&args.device, Access::ReadOnly) {
+        match open(&args.device, Access::ReadOnly, &expect) {
             Ok(d) => Some(d),
             Err(e) => return e.report(),
         }
