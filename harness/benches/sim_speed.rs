@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use phc_harness::runcmd::{run_sim, BUILTIN};
+use phc_harness::runner::{run_sim, BUILTIN};
 use phc_harness::scenario::Scenario;
 
 fn day_long_pause() -> Scenario {

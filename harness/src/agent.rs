@@ -1,12 +1,11 @@
-//! The guest agent (`phc-harness agent --port /dev/vportNpM`): runs inside the QEMU guest as a
-//! child of init and answers the host's requests (phc_qemu::agent) one line at a time. It keeps
-//! the port open for its whole life: virtio-serial drops what the host sends while it is closed.
+//! The guest agent's library: the request handler and the bounded line reader the `agent`
+//! command (`crate::cli::agent`) serves over the guest's virtio-serial port, one JSON line per
+//! request (phc_qemu::agent), one per answer.
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::io::{BufRead, Read, Seek, Write};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use phc::device::{clock_now_ns, clock_step_ns};
@@ -14,16 +13,10 @@ use phc::{Access, Phc};
 use phc_qemu::agent::{ExecResult, GuestClocks, Op, Request, Response};
 use serde_json::{json, Value};
 
-/// Arguments of `agent`.
-#[derive(Debug, clap::Args)]
-pub struct AgentArgs {
-    /// The virtio-serial port to serve (inside the guest).
-    #[arg(long)]
-    pub port: PathBuf,
-}
-
 /// Most bytes of program output or file contents sent back.
 const MAX_OUTPUT: usize = 256 * 1024;
+/// Longest request line read: the largest real one (a chrony.conf to write) is a few kB.
+pub const MAX_LINE: usize = 1 << 20;
 
 fn clocks() -> GuestClocks {
     GuestClocks {
@@ -32,59 +25,83 @@ fn clocks() -> GuestClocks {
     }
 }
 
-/// Serves requests until the port closes.
-pub fn run(args: AgentArgs) -> ExitCode {
-    let port = match OpenOptions::new().read(true).write(true).open(&args.port) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("phc-harness: agent: {}: {e}", args.port.display());
-            return ExitCode::from(2);
-        }
-    };
-    let mut out = match port.try_clone() {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("phc-harness: agent: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let mut agent = Agent::default();
-    let mut reader = BufReader::new(port);
-    let mut line = String::new();
+/// One request line, decoded; the error is what goes back to the host.
+pub fn decode(line: &[u8]) -> Result<Request, String> {
+    let text = std::str::from_utf8(line).map_err(|_| "bad request: not UTF-8".to_owned())?;
+    serde_json::from_str::<Request>(text.trim()).map_err(|e| format!("bad request: {e}"))
+}
+
+/// Reads one line of at most `MAX_LINE` bytes into `buf` (without the newline). `Ok(None)` at
+/// EOF; a longer line is read to its end in bounded pieces, dropped, and reported as an error.
+pub fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<Option<Result<(), String>>> {
+    buf.clear();
+    let n = r.by_ref().take(MAX_LINE as u64 + 1).read_until(b'\n', buf)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        return Ok(Some(Ok(())));
+    }
+    if buf.len() <= MAX_LINE {
+        // The last line of the input, without a newline.
+        return Ok(Some(Ok(())));
+    }
+    // Too long: skip to the end of the line without keeping it.
     loop {
-        line.clear();
-        match reader.read_line(&mut line) {
-            Ok(0) => {
-                // The host is not connected: virtio-serial reads EOF. Wait and keep serving.
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                eprintln!("phc-harness: agent: read: {e}");
-                return ExitCode::from(1);
-            }
+        buf.clear();
+        let n = r.by_ref().take(64 * 1024).read_until(b'\n', buf)?;
+        if n == 0 || buf.last() == Some(&b'\n') {
+            break;
         }
-        if line.trim().is_empty() {
-            continue;
-        }
-        let reply = match serde_json::from_str::<Request>(line.trim()) {
+    }
+    buf.clear();
+    Ok(Some(Err(format!("bad request: longer than {MAX_LINE} bytes"))))
+}
+
+/// Serves requests from `input`, one answer line per request line, until `input` ends and
+/// `at_eof` says not to wait for more (it sleeps and returns true to keep waiting).
+pub fn serve(
+    mut input: impl BufRead,
+    mut out: impl Write,
+    mut at_eof: impl FnMut() -> bool,
+) -> std::io::Result<()> {
+    let mut agent = Agent::default();
+    let mut line = Vec::new();
+    loop {
+        let decoded = match read_line(&mut input, &mut line)? {
+            None if at_eof() => continue,
+            None => return Ok(()),
+            Some(Err(e)) => Err(e),
+            Some(Ok(())) if line.iter().all(u8::is_ascii_whitespace) => continue,
+            Some(Ok(())) => decode(&line),
+        };
+        let reply = match decoded {
             Ok(req) => {
-                let res = agent.handle(req.op);
-                let (ok, err) = match res {
+                let (ok, err) = match agent.handle(req.op) {
                     Ok(v) => (Some(v), None),
                     Err(e) => (None, Some(e)),
                 };
                 Response { id: req.id, ok, err, clocks: clocks() }
             }
-            Err(e) => Response { id: 0, ok: None, err: Some(format!("bad request: {e}")), clocks: clocks() },
+            Err(e) => Response { id: 0, ok: None, err: Some(e), clocks: clocks() },
         };
-        let mut text = serde_json::to_string(&reply).expect("responses serialize");
+        let mut text = serde_json::to_string(&reply).unwrap_or_default();
         text.push('\n');
-        if let Err(e) = out.write_all(text.as_bytes()) {
-            eprintln!("phc-harness: agent: write: {e}");
-        }
+        out.write_all(text.as_bytes())?;
+        out.flush()?;
     }
+}
+
+/// Opens `path` for writing without following a symlink at its end, truncating it.
+fn create_nofollow(path: &str) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)
 }
 
 #[derive(Default)]
@@ -132,7 +149,7 @@ impl Agent {
             }
             Op::Spawn { name, argv, log } => {
                 let (prog, rest) = argv.split_first().ok_or("empty argv")?;
-                let f = std::fs::File::create(&log).map_err(|e| format!("{log}: {e}"))?;
+                let f = create_nofollow(&log).map_err(|e| format!("{log}: {e}"))?;
                 let f2 = f.try_clone().map_err(|e| e.to_string())?;
                 let child = Command::new(prog)
                     .args(rest)
@@ -155,7 +172,9 @@ impl Agent {
                 Ok(json!({ "status": status.to_string() }))
             }
             Op::WriteFile { path, contents } => {
-                std::fs::write(&path, contents).map_err(|e| format!("{path}: {e}"))?;
+                create_nofollow(&path)
+                    .and_then(|mut f| f.write_all(contents.as_bytes()))
+                    .map_err(|e| format!("{path}: {e}"))?;
                 Ok(Value::Null)
             }
             Op::ReadFile { path } => {
@@ -173,15 +192,15 @@ impl Agent {
 
 fn exec(argv: &[String], timeout_s: f64) -> Result<ExecResult, String> {
     let (prog, rest) = argv.split_first().ok_or("empty argv")?;
-    let dir = std::env::temp_dir();
-    let (o, e) = (dir.join("phc-agent-exec.out"), dir.join("phc-agent-exec.err"));
-    let so = std::fs::File::create(&o).map_err(|x| x.to_string())?;
-    let se = std::fs::File::create(&e).map_err(|x| x.to_string())?;
+    // Unnamed temp files (O_TMPFILE where the file system has it): no path to race or follow.
+    let so = tempfile::tempfile().map_err(|x| x.to_string())?;
+    let se = tempfile::tempfile().map_err(|x| x.to_string())?;
+    let (so2, se2) = (so.try_clone().map_err(|x| x.to_string())?, se.try_clone().map_err(|x| x.to_string())?);
     let mut child = Command::new(prog)
         .args(rest)
         .stdin(Stdio::null())
-        .stdout(so)
-        .stderr(se)
+        .stdout(so2)
+        .stderr(se2)
         .spawn()
         .map_err(|x| format!("{prog}: {x}"))?;
     let deadline = Instant::now() + Duration::from_secs_f64(timeout_s.clamp(0.1, 3600.0));
@@ -196,10 +215,11 @@ fn exec(argv: &[String], timeout_s: f64) -> Result<ExecResult, String> {
             None => std::thread::sleep(Duration::from_millis(10)),
         }
     };
-    let read = |p: &PathBuf| {
-        let mut s = std::fs::read(p).unwrap_or_default();
-        s.truncate(MAX_OUTPUT);
+    let read = |mut f: std::fs::File| {
+        let mut s = Vec::new();
+        let _ =
+            f.seek(std::io::SeekFrom::Start(0)).and_then(|_| f.take(MAX_OUTPUT as u64).read_to_end(&mut s));
         String::from_utf8_lossy(&s).into_owned()
     };
-    Ok(ExecResult { code, stdout: read(&o), stderr: read(&e) })
+    Ok(ExecResult { code, stdout: read(so), stderr: read(se) })
 }

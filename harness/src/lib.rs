@@ -2,15 +2,24 @@
 //! (`list`, `probe`, `latency`) work on any `/dev/ptpN`; scenarios run on the simulated backend
 //! (mock-phc in virtual time) or in a QEMU guest, and end in reports compared against baselines.
 
+#[macro_use]
+pub mod output;
 pub mod agent;
 pub mod analysis;
 pub mod backend;
+pub mod cli;
 pub mod device;
 pub mod engine;
+pub mod exit;
 pub mod fidelity;
-pub mod guestcmd;
 pub mod plot;
 pub mod report;
-pub mod runcmd;
+pub mod runner;
 pub mod scenario;
 pub mod stats;
+
+/// A comparison as the JSON written to `fidelity.json` and printed by `run --format json`.
+pub fn fidelity_json(f: &fidelity::Fidelity) -> String {
+    // Plain data with string keys: serialising cannot fail.
+    serde_json::to_string_pretty(f).unwrap_or_default()
+}

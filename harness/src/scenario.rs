@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use mock_phc::time::{MAX_FREQ_ERROR_PPM, MAX_SCENARIO_S, MAX_TOTAL_STEP_S};
 use mock_phc::{Disturbance, WorldConfig};
 use serde::{Deserialize, Serialize};
 
@@ -134,10 +135,10 @@ pub enum ScenarioError {
 }
 
 impl Scenario {
-    /// Reads and validates a scenario file.
+    /// Reads and validates a scenario file: a regular file (symlinks followed) of at most
+    /// `MAX_FILE_BYTES`. Devices, FIFOs and sockets are refused without reading (or blocking).
     pub fn load(path: &Path) -> Result<Self, ScenarioError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ScenarioError::Io { path: path.to_owned(), source })?;
+        let text = read_scenario_file(path)?;
         Self::parse(&text, path)
     }
 
@@ -179,31 +180,94 @@ impl Scenario {
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
+        check_name(&self.name).map_err(|m| ("name".to_owned(), m))?;
         let t = &self.timeline;
-        let positive = |key: &str, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(())
-            } else {
-                Err((key.to_owned(), format!("must be a positive number of seconds, got {v}")))
-            }
-        };
-        if !(t.warmup_s.is_finite() && t.warmup_s >= 0.0) {
-            return Err(("timeline.warmup_s".into(), format!("must be >= 0, got {}", t.warmup_s)));
+        let err = |key: &str, msg: String| Err((key.to_owned(), msg));
+        if !(t.warmup_s.is_finite() && (0.0..=MAX_SCENARIO_S).contains(&t.warmup_s)) {
+            return err(
+                "timeline.warmup_s",
+                format!("must be within 0..={MAX_SCENARIO_S} s, got {}", t.warmup_s),
+            );
         }
-        positive("timeline.observe_s", t.observe_s)?;
-        positive("timeline.interval_s", t.interval_s)?;
+        if !(t.observe_s.is_finite() && t.observe_s > 0.0 && t.observe_s <= MAX_SCENARIO_S) {
+            return err(
+                "timeline.observe_s",
+                format!("must be > 0 and at most {MAX_SCENARIO_S} s, got {}", t.observe_s),
+            );
+        }
+        if t.warmup_s + t.observe_s > MAX_SCENARIO_S {
+            return err(
+                "timeline.observe_s",
+                format!("warm-up plus observation is longer than the {MAX_SCENARIO_S} s (7 days) a scenario may last"),
+            );
+        }
+        if !(t.interval_s.is_finite() && t.interval_s >= MIN_INTERVAL_S) {
+            return err(
+                "timeline.interval_s",
+                format!("must be at least {MIN_INTERVAL_S} s, got {}", t.interval_s),
+            );
+        }
         if t.interval_s > t.observe_s {
-            return Err(("timeline.interval_s".into(), "is longer than the observation window".into()));
+            return err("timeline.interval_s", "is longer than the observation window".into());
         }
+        let observations = (t.warmup_s + t.observe_s) / t.interval_s;
+        if observations > MAX_OBSERVATIONS as f64 {
+            return err(
+                "timeline.interval_s",
+                format!(
+                    "gives {observations:.0} observations; at most {MAX_OBSERVATIONS} are allowed \
+                     (make the interval longer or the scenario shorter)"
+                ),
+            );
+        }
+        if t.events.len() > MAX_EVENTS {
+            return err(
+                "timeline.events",
+                format!("has {} events; at most {MAX_EVENTS} are allowed", t.events.len()),
+            );
+        }
+        let mut freq_ppm = self.world.guest.freq_error_ppm;
+        let mut total_step_s = 0.0;
         for (i, e) in t.events.iter().enumerate() {
+            let key = format!("timeline.events[{i}]");
             if !(e.at_s.is_finite() && e.at_s >= 0.0 && e.at_s < t.observe_s) {
-                return Err((
-                    format!("timeline.events[{i}].at_s"),
+                return err(
+                    &format!("{key}.at_s"),
                     format!("must lie in the observation window [0, {}), got {}", t.observe_s, e.at_s),
-                ));
+                );
+            }
+            e.disturbance.validate(&key).map_err(world_error(""))?;
+            let end_s = e.at_s + disturbance_duration_s(&e.disturbance);
+            if end_s > t.observe_s {
+                return err(
+                    &format!("{key}.at_s"),
+                    format!(
+                        "the disturbance ends at {end_s} s, after the observation window ({} s)",
+                        t.observe_s
+                    ),
+                );
+            }
+            total_step_s += e.disturbance.step_s().abs();
+            if total_step_s > MAX_TOTAL_STEP_S {
+                return err(
+                    &format!("{key}.delta_s"),
+                    format!("steps add up to more than {MAX_TOTAL_STEP_S} s (about 20 years)"),
+                );
+            }
+            if let Disturbance::FrequencyJump { delta_ppm } = e.disturbance {
+                freq_ppm += delta_ppm;
+                if freq_ppm.abs() > MAX_FREQ_ERROR_PPM {
+                    return err(
+                        &format!("{key}.delta_ppm"),
+                        format!(
+                            "leaves the guest oscillator {freq_ppm:+} ppm off; at most +-{MAX_FREQ_ERROR_PPM} \
+                             (a clock beyond that could run backwards)"
+                        ),
+                    );
+                }
             }
         }
-        mock_phc::World::new(&self.world).map_err(|e| ("world".to_owned(), e.to_string()))?;
+        mock_phc::World::new(&self.world).map_err(world_error("world."))?;
         Ok(())
     }
 
@@ -220,6 +284,25 @@ impl Scenario {
     }
 }
 
+/// Maps mock-phc's error (its key relative to `prefix`) to a key and message.
+fn world_error(prefix: &'static str) -> impl Fn(mock_phc::Error) -> (String, String) {
+    move |e| match e {
+        mock_phc::Error::InvalidConfig { key, reason } => (format!("{prefix}{key}"), reason),
+    }
+}
+
+/// Scenario names become folder names under `--out`: plain, so they cannot leave it.
+fn check_name(name: &str) -> Result<(), String> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || name.len() > 100 || name.starts_with('.') || !name.chars().all(plain) {
+        return Err(format!(
+            "{name:?} is not a plain name: 1 to 100 of A-Z a-z 0-9 . _ -, not starting with '.' \
+             (a file name that is not plain needs a `name` key)"
+        ));
+    }
+    Ok(())
+}
+
 /// How long a disturbance keeps the guest away (pause and reboot), zero for instant ones.
 pub fn disturbance_duration_s(d: &Disturbance) -> f64 {
     match d {
@@ -230,21 +313,76 @@ pub fn disturbance_duration_s(d: &Disturbance) -> f64 {
 }
 
 fn line_of(text: &str, byte: usize) -> usize {
-    text[..byte.min(text.len())].matches('\n').count() + 1
+    let mut b = byte.min(text.len());
+    while !text.is_char_boundary(b) {
+        b -= 1;
+    }
+    text[..b].matches('\n').count() + 1
 }
 
-/// The line where the last segment of `key` is assigned (or its table starts), best effort.
+/// The line of a dotted key path (`timeline.events[1].duration_s`), from the TOML parser's spans:
+/// the key's own line, or, for a key the file leaves to its default, the line of the closest
+/// table or array element that is there. 0 only when nothing of the path is in the file.
 fn line_of_key(text: &str, key: &str) -> usize {
-    let last = key.rsplit('.').next().unwrap_or(key);
-    let last = last.split('[').next().unwrap_or(last);
-    text.lines()
-        .position(|l| {
-            let l = l.trim_start();
-            l.strip_prefix(last).is_some_and(|rest| rest.trim_start().starts_with('='))
-                || l.starts_with(&format!("[{key}]"))
-                || l.starts_with(&format!("[[{key}]]"))
-        })
-        .map_or(0, |i| i + 1)
+    use toml_edit::{ImDocument, Item, Value};
+    enum Node<'a> {
+        Table(&'a toml_edit::Table),
+        Inline(&'a toml_edit::InlineTable),
+        Tables(&'a toml_edit::ArrayOfTables),
+        Array(&'a toml_edit::Array),
+        Leaf,
+    }
+    fn of_value(v: &Value) -> Node<'_> {
+        match v {
+            Value::InlineTable(t) => Node::Inline(t),
+            Value::Array(a) => Node::Array(a),
+            _ => Node::Leaf,
+        }
+    }
+    fn of_item(i: &Item) -> Node<'_> {
+        match i {
+            Item::Table(t) => Node::Table(t),
+            Item::ArrayOfTables(a) => Node::Tables(a),
+            Item::Value(v) => of_value(v),
+            Item::None => Node::Leaf,
+        }
+    }
+    let Ok(doc) = ImDocument::parse(text) else { return 0 };
+    let mut cur = Node::Table(doc.as_table());
+    let mut best: Option<usize> = None;
+    'path: for seg in key.split('.') {
+        let mut parts = seg.split('[');
+        let name = parts.next().unwrap_or_default();
+        let found = match cur {
+            Node::Table(t) => t.get_key_value(name),
+            Node::Inline(t) => t.get_key_value(name),
+            _ => None,
+        };
+        let Some((k, item)) = found else { break };
+        best = k.span().or_else(|| item.span()).map(|r| r.start).or(best);
+        cur = of_item(item);
+        for idx in parts {
+            let Ok(i) = idx.trim_end_matches(']').parse::<usize>() else { break 'path };
+            cur = match cur {
+                Node::Tables(a) => match a.get(i) {
+                    Some(t) => {
+                        best = t.span().map(|r| r.start).or(best);
+                        Node::Table(t)
+                    }
+                    None => break 'path,
+                },
+                Node::Array(a) => match a.get(i) {
+                    Some(v) => {
+                        best = v.span().map(|r| r.start).or(best);
+                        of_value(v)
+                    }
+                    None => break 'path,
+                },
+                _ => break 'path,
+            };
+        }
+    }
+    best.map_or(0, |b| line_of(text, b))
 }
 
 fn split_toml_message(msg: &str) -> (String, String) {
@@ -252,6 +390,65 @@ fn split_toml_message(msg: &str) -> (String, String) {
     // serde names the offending field in backticks: "unknown field `x`, expected ...".
     let key = msg.split('`').nth(1).filter(|_| msg.contains('`')).unwrap_or("-").to_owned();
     (key, msg)
+}
+
+/// Largest scenario file read: real ones are a few kB.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+/// Shortest observation interval.
+pub const MIN_INTERVAL_S: f64 = 0.01;
+/// Most observations one run takes (warm-up plus observation over the interval): a day at the
+/// default 0.5 s fits. With the reports this bounds a sim run's memory to about 200 MB.
+pub const MAX_OBSERVATIONS: usize = 200_000;
+/// Most disturbances in one timeline.
+pub const MAX_EVENTS: usize = 1000;
+
+/// Reads a scenario file: only a regular file (after symlinks), at most `MAX_FILE_BYTES`. The
+/// open does not block on a FIFO, and nothing is read from a device.
+fn read_scenario_file(path: &Path) -> Result<String, ScenarioError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source: std::io::Error| ScenarioError::Io { path: path.to_owned(), source };
+    let invalid = |msg: String| io(std::io::Error::new(std::io::ErrorKind::InvalidInput, msg));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(io)?;
+    let meta = f.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(invalid(format!("not a regular file ({})", file_kind(&meta))));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(invalid(format!(
+            "{} bytes; a scenario file may have at most {MAX_FILE_BYTES}",
+            meta.len()
+        )));
+    }
+    let mut buf = Vec::new();
+    // The size can change under us: read at most one byte past the cap to notice.
+    f.take(MAX_FILE_BYTES + 1).read_to_end(&mut buf).map_err(io)?;
+    if buf.len() as u64 > MAX_FILE_BYTES {
+        return Err(invalid(format!("more than {MAX_FILE_BYTES} bytes")));
+    }
+    String::from_utf8(buf).map_err(|_| invalid("not UTF-8 text".to_owned()))
+}
+
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    }
 }
 
 /// The scenario files in a folder, sorted by name.
@@ -306,7 +503,7 @@ steps = { min = 1 }
         assert!(e.starts_with("x.toml:9: timeline.events[0].at_s: must lie"), "{e}");
         let text = GOOD.replace("observe_s = 100", "observe_s = -1");
         let e = Scenario::parse(&text, Path::new("x.toml")).unwrap_err().to_string();
-        assert!(e.starts_with("x.toml:7: timeline.observe_s: must be a positive"), "{e}");
+        assert!(e.starts_with("x.toml:7: timeline.observe_s: must be > 0"), "{e}");
     }
 
     #[test]
@@ -321,6 +518,128 @@ steps = { min = 1 }
         let text = GOOD.replace("warmup_s = 10", "warmup_s = \"ten\"");
         let e = Scenario::parse(&text, Path::new("x.toml")).unwrap_err().to_string();
         assert!(e.starts_with("x.toml:6:"), "{e}");
+    }
+
+    #[test]
+    fn an_error_in_the_second_event_points_at_its_line() {
+        let text = format!("{GOOD}\n[[timeline.events]]\nat_s = 50\nkind = \"pause\"\nduration_s = -3\n");
+        let text = text.replace("[expect]\nsteps = { min = 1 }\n", "");
+        let e = Scenario::parse(&text, Path::new("x.toml")).unwrap_err().to_string();
+        let line = text.lines().position(|l| l == "duration_s = -3").unwrap() + 1;
+        assert!(e.starts_with(&format!("x.toml:{line}: timeline.events[1].duration_s: must be > 0")), "{e}");
+    }
+
+    #[test]
+    fn world_errors_point_at_their_key() {
+        let text = GOOD.replace("personality = \"kvm\"", "personality = \"hyperv\"\nstale_after_s = -1");
+        let e = Scenario::parse(&text, Path::new("x.toml")).unwrap_err().to_string();
+        assert!(e.starts_with("x.toml:5: world.phc.stale_after_s: must be > 0"), "{e}");
+        // A default that is wrong only together with another key points at the nearest table.
+        let text =
+            GOOD.replace("[timeline]", "[[world.disciplines]]\nkind = \"ntpd\"\npoll_s = 1e-12\n[timeline]");
+        let e = Scenario::parse(&text, Path::new("x.toml")).unwrap_err().to_string();
+        assert!(e.starts_with("x.toml:7: world.disciplines[0].poll_s: must be within 1..="), "{e}");
+    }
+
+    #[test]
+    fn hostile_numbers_are_refused_at_load() {
+        let cases = [
+            ("observe_s = 100", "observe_s = 1e12", "timeline.observe_s"),
+            ("observe_s = 100", "observe_s = 3e6", "timeline.observe_s"),
+            ("observe_s = 100", "observe_s = nan", "timeline.observe_s"),
+            ("warmup_s = 10", "warmup_s = 1e12", "timeline.warmup_s"),
+            ("observe_s = 100", "observe_s = 100\ninterval_s = 1e-9", "timeline.interval_s"),
+            ("observe_s = 100", "observe_s = 600000\ninterval_s = 0.01", "timeline.interval_s"),
+            ("duration_s = 30", "duration_s = 1e12", "timeline.events[0].duration_s"),
+            ("duration_s = 30", "duration_s = inf", "timeline.events[0].duration_s"),
+            ("duration_s = 30", "duration_s = -30", "timeline.events[0].duration_s"),
+            ("duration_s = 30", "duration_s = 96", "timeline.events[0].at_s"),
+            (
+                "kind = \"pause\"\nduration_s = 30",
+                "kind = \"reboot\"\ndowntime_s = -5",
+                "timeline.events[0].downtime_s",
+            ),
+            (
+                "kind = \"pause\"\nduration_s = 30",
+                "kind = \"host_step\"\ndelta_s = nan",
+                "timeline.events[0].delta_s",
+            ),
+            (
+                "kind = \"pause\"\nduration_s = 30",
+                "kind = \"frequency_jump\"\ndelta_ppm = -2e6",
+                "timeline.events[0].delta_ppm",
+            ),
+            ("[world.phc]", "name = \"../../etc/x\"\n[world.phc]", "name"),
+            ("[world.phc]", "name = \"/tmp/x\"\n[world.phc]", "name"),
+            ("[world.phc]", "name = \"..\"\n[world.phc]", "name"),
+        ];
+        for (from, to, key) in cases {
+            let text = GOOD.replace(from, to);
+            assert_ne!(text, GOOD, "{from}");
+            let e = Scenario::parse(&text, Path::new("x.toml")).unwrap_err().to_string();
+            assert!(e.contains(&format!(": {key}: ")), "{to}: {e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+        // Repeated frequency jumps that add up past the bound.
+        let mut text =
+            GOOD.replace("kind = \"pause\"\nduration_s = 30", "kind = \"frequency_jump\"\ndelta_ppm = 60000");
+        text.push_str("\n[[timeline.events]]\nat_s = 6\nkind = \"frequency_jump\"\ndelta_ppm = 60000\n");
+        let e = Scenario::parse(&text.replace("[expect]\nsteps = { min = 1 }\n", ""), Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("timeline.events[1].delta_ppm: leaves the guest oscillator"), "{e}");
+    }
+
+    #[test]
+    fn only_small_regular_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.toml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let link = dir.path().join("zero.toml");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        let big = dir.path().join("big.toml");
+        std::fs::write(&big, vec![b'#'; (MAX_FILE_BYTES + 1) as usize]).unwrap();
+        for (p, want) in [
+            (fifo.as_path(), "not a regular file (a FIFO)"),
+            (link.as_path(), "not a regular file (a character device)"),
+            (Path::new("/dev/urandom"), "not a regular file (a character device)"),
+            (dir.path(), "not a regular file (a directory)"),
+            (big.as_path(), "a scenario file may have at most"),
+        ] {
+            let e = Scenario::load(p).unwrap_err().to_string();
+            assert!(e.contains(want), "{}: {e}", p.display());
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// Whatever the text, the loader answers Ok or an error naming a line; it never panics.
+        #[test]
+        fn the_loader_never_panics(text in "\\PC{0,400}") {
+            if let Err(ScenarioError::Invalid { line, .. }) = Scenario::parse(&text, Path::new("f.toml")) {
+                proptest::prop_assert!(line <= text.lines().count() + 1);
+            }
+        }
+
+        /// A valid scenario with one number replaced by anything: accepted only within bounds.
+        #[test]
+        fn numbers_anywhere_never_panic(
+            which in 0usize..5,
+            v in proptest::prop_oneof![
+                proptest::num::f64::ANY,
+                -1e7..1e7f64,
+                proptest::sample::select(vec![0.0, -0.0, 1e-9, 1e300, f64::MAX, f64::MIN_POSITIVE]),
+            ],
+        ) {
+            let keys = ["warmup_s = 10", "observe_s = 100", "at_s = 5", "duration_s = 30", "min = 1"];
+            let key = keys[which].split(" = ").next().unwrap();
+            let lit = if v.is_nan() { "nan".to_owned() } else if v.is_infinite() { format!("{}inf", if v < 0.0 { "-" } else { "" }) } else { format!("{v:?}") };
+            let text = GOOD.replace(keys[which], &format!("{key} = {lit}"));
+            if let Ok(s) = Scenario::parse(&text, Path::new("f.toml")) {
+                proptest::prop_assert!(s.duration_s() <= MAX_SCENARIO_S);
+                proptest::prop_assert!(s.duration_s() / s.timeline.interval_s <= MAX_OBSERVATIONS as f64);
+            }
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use phc_harness::report::Verdict;
-use phc_harness::runcmd::{run_sim, BUILTIN};
+use phc_harness::runner::{run_sim, BUILTIN};
 use phc_harness::scenario::{self, Scenario};
 
 fn scenario_files() -> Vec<PathBuf> {
@@ -21,7 +21,7 @@ fn every_scenario_file_is_built_in_and_parses() {
         let text = std::fs::read_to_string(f).unwrap();
         assert!(
             BUILTIN.iter().any(|(n, t)| *n == s.name && *t == text),
-            "{} is not built into the binary (runcmd::BUILTIN) or differs",
+            "{} is not built into the binary (runner::BUILTIN) or differs",
             s.name
         );
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use phc_harness::backend::qemu::{find_agent_bin, QemuOptions};
 use phc_harness::report::Verdict;
-use phc_harness::runcmd::{run_qemu, BUILTIN};
+use phc_harness::runner::{run_qemu, BUILTIN};
 use phc_harness::scenario::Scenario;
 use phc_qemu::Accel;
 

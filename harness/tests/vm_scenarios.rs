@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use phc_harness::backend::qemu::{find_agent_bin, QemuOptions};
 use phc_harness::fidelity;
 use phc_harness::report::{Report, Verdict};
-use phc_harness::runcmd::{poll_interval_s, run_qemu, run_sim, BUILTIN};
+use phc_harness::runner::{poll_interval_s, run_qemu, run_sim, BUILTIN};
 use phc_harness::scenario::Scenario;
 
 fn agent() -> PathBuf {
@@ -45,7 +45,7 @@ fn both(name: &str, warmup_s: f64, qemu_observe_s: f64) -> (Report, Report, fide
     );
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("vm-reports");
     for r in [&sim, &real] {
-        phc_harness::runcmd::write_all(r, &out.join(format!("{name}-{}", r.backend))).unwrap();
+        phc_harness::runner::write_all(r, &out.join(format!("{name}-{}", r.backend))).unwrap();
     }
     print!("{}", real.to_text());
     let f = fidelity::compare(&sim, &real, poll_interval_s(&s));

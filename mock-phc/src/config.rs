@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::discipline::DisciplineConfig;
+use crate::time::{check_positive, check_range, MAX_START_REALTIME_NS};
 use crate::Error;
 
 /// 2026-01-01T00:00:00Z: a fixed start keeps runs byte-identical.
@@ -40,6 +41,12 @@ impl Default for WorldConfig {
 impl WorldConfig {
     /// Checks every value; the error names the first bad key.
     pub fn validate(&self) -> Result<(), Error> {
+        if !(0..=MAX_START_REALTIME_NS).contains(&self.start_realtime_ns) {
+            return Err(Error::invalid(
+                "start_realtime_ns",
+                format!("must be within 0..={MAX_START_REALTIME_NS} (1970 to 2100)"),
+            ));
+        }
         self.phc.validate()?;
         self.guest.validate("guest")?;
         for (i, d) in self.disciplines.iter().enumerate() {
@@ -67,12 +74,8 @@ impl OscillatorConfig {
         if !self.freq_error_ppm.is_finite() || self.freq_error_ppm.abs() > 100_000.0 {
             return Err(Error::invalid(format!("{key}.freq_error_ppm"), "must be within +-100000"));
         }
-        if !(self.wander_ppb_per_sqrt_s.is_finite() && self.wander_ppb_per_sqrt_s >= 0.0) {
-            return Err(Error::invalid(format!("{key}.wander_ppb_per_sqrt_s"), "must be >= 0"));
-        }
-        if !(self.phase_noise_ns.is_finite() && self.phase_noise_ns >= 0.0) {
-            return Err(Error::invalid(format!("{key}.phase_noise_ns"), "must be >= 0"));
-        }
+        check_range(&format!("{key}.wander_ppb_per_sqrt_s"), self.wander_ppb_per_sqrt_s, 0.0, 1e6)?;
+        check_range(&format!("{key}.phase_noise_ns"), self.phase_noise_ns, 0.0, 1e9)?;
         Ok(())
     }
 }
@@ -212,9 +215,7 @@ impl PhcConfig {
                 if !(sample_interval_s.is_finite() && (0.01..=3600.0).contains(sample_interval_s)) {
                     return Err(Error::invalid("phc.sample_interval_s", "must be within 0.01..=3600"));
                 }
-                if !(stale_after_s.is_finite() && *stale_after_s > 0.0) {
-                    return Err(Error::invalid("phc.stale_after_s", "must be > 0"));
-                }
+                check_positive("phc.stale_after_s", *stale_after_s, 1e7)?;
             }
             Self::Nic { max_adj_ppb, oscillator, .. } => {
                 if !(1..=1_000_000_000).contains(max_adj_ppb) {

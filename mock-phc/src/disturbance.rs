@@ -49,3 +49,74 @@ fn yes() -> bool {
 fn default_downtime_s() -> f64 {
     5.0
 }
+
+impl Disturbance {
+    /// Checks the disturbance's own numbers; `key` names it in errors (`timeline.events[1]`).
+    /// Bounds across a whole timeline (total of steps, frequency after every jump) are the
+    /// caller's, which sees them all.
+    pub fn validate(&self, key: &str) -> Result<(), crate::Error> {
+        use crate::time::{check_positive, MAX_FREQ_ERROR_PPM, MAX_SCENARIO_S, MAX_STEP_S};
+        match *self {
+            Self::Pause { duration_s, .. } => {
+                check_positive(&format!("{key}.duration_s"), duration_s, MAX_SCENARIO_S)
+            }
+            // A reboot takes time: at least the guest's boot, at most an hour here.
+            Self::Reboot { downtime_s } => check_positive(&format!("{key}.downtime_s"), downtime_s, 3600.0),
+            Self::HostStep { delta_s } | Self::GuestStep { delta_s } => {
+                if delta_s.is_finite() && delta_s != 0.0 && delta_s.abs() <= MAX_STEP_S {
+                    Ok(())
+                } else {
+                    Err(crate::Error::invalid(
+                        format!("{key}.delta_s"),
+                        format!("must be nonzero and within +-{MAX_STEP_S}, got {delta_s}"),
+                    ))
+                }
+            }
+            Self::FrequencyJump { delta_ppm } => {
+                if delta_ppm.is_finite() && delta_ppm != 0.0 && delta_ppm.abs() <= MAX_FREQ_ERROR_PPM {
+                    Ok(())
+                } else {
+                    Err(crate::Error::invalid(
+                        format!("{key}.delta_ppm"),
+                        format!("must be nonzero and within +-{MAX_FREQ_ERROR_PPM}, got {delta_ppm}"),
+                    ))
+                }
+            }
+            Self::SamplesStop | Self::SamplesResume => Ok(()),
+        }
+    }
+
+    /// The step of host or guest time, seconds, for the timeline's total.
+    pub fn step_s(&self) -> f64 {
+        match *self {
+            Self::HostStep { delta_s } | Self::GuestStep { delta_s } => delta_s,
+            _ => 0.0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_what_would_wrap_or_run_backwards() {
+        let bad = [
+            Disturbance::Pause { duration_s: 1e12, sync_on_resume: true },
+            Disturbance::Pause { duration_s: f64::INFINITY, sync_on_resume: true },
+            Disturbance::Pause { duration_s: -5.0, sync_on_resume: true },
+            Disturbance::Pause { duration_s: f64::NAN, sync_on_resume: true },
+            Disturbance::Reboot { downtime_s: -1.0 },
+            Disturbance::Reboot { downtime_s: 0.0 },
+            Disturbance::HostStep { delta_s: f64::NAN },
+            Disturbance::GuestStep { delta_s: 1e12 },
+            Disturbance::FrequencyJump { delta_ppm: -2e6 },
+        ];
+        for d in bad {
+            let e = d.validate("timeline.events[0]").unwrap_err().to_string();
+            assert!(e.contains("timeline.events[0]."), "{d:?}: {e}");
+        }
+        Disturbance::Pause { duration_s: 30.0, sync_on_resume: false }.validate("e").unwrap();
+        Disturbance::GuestStep { delta_s: -2.0 * 365.0 * 86_400.0 }.validate("e").unwrap();
+    }
+}

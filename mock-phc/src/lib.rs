@@ -11,6 +11,7 @@ mod error;
 pub mod event;
 mod noise;
 mod personality;
+pub mod time;
 mod world;
 
 pub use config::{LatencyConfig, OscillatorConfig, PhcConfig, WorldConfig};

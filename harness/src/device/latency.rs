@@ -10,7 +10,7 @@ use phc::{Access, Form, Phc, SysClock};
 use serde::Serialize;
 
 use super::sampler::{sample_measured, Failure, FnCall, Measured, Series};
-use super::{emit, to_json, DeviceError, Format, LatencyArgs, Outcome};
+use super::{emit, to_json, DeviceError, Exit, Format, LatencyArgs};
 use crate::stats::{summarize, Summary};
 
 /// The most samples `--samples` takes per method: 24 MB of samples held at a time (see
@@ -239,7 +239,7 @@ impl Progress {
 
     fn finish(&mut self) {
         if self.tty && self.last.is_some() {
-            eprint!("\r\x1b[K");
+            let _ = write!(std::io::stderr().lock(), "\r\x1b[K");
         }
     }
 }
@@ -394,7 +394,7 @@ pub fn measure(phc: &Phc, args: &LatencyArgs, driver: Option<&'static str>) -> R
 }
 
 /// The `latency` command.
-pub fn run_cmd(args: &LatencyArgs) -> Outcome {
+pub fn run_cmd(args: &LatencyArgs) -> Exit {
     let phc = match super::open(&args.device, Access::ReadOnly, &super::expect(args.driver)) {
         Ok(p) => p,
         Err(e) => return e.report(),
@@ -412,9 +412,9 @@ pub fn run_cmd(args: &LatencyArgs) -> Outcome {
         Format::Json => emit(&to_json(&report)),
     }
     if report.methods.iter().any(|m| m.status == "error") {
-        Outcome::Deviations
+        Exit::CheckFailed
     } else {
-        Outcome::Ok
+        Exit::Ok
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use phc::{Access, Caps, Expect, Phc, PhcInfo, Roots};
 use serde::Serialize;
 
-use super::{emit, to_json, Format, Outcome};
+use super::{emit, to_json, Exit, Format};
 
 /// One PHC in the `list` output (JSON keys in JSON.md).
 #[derive(Debug, Clone, Serialize)]
@@ -37,19 +37,19 @@ pub fn entries(roots: &Roots) -> phc::Result<Vec<Entry>> {
 }
 
 /// Lists the PHCs under `roots`.
-pub fn run(roots: &Roots, format: Format) -> Outcome {
+pub fn run(roots: &Roots, format: Format) -> Exit {
     let entries = match entries(roots) {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("phc-harness: {}: {e}", roots.sys_class.display());
-            return Outcome::Fatal;
+            say!("phc-harness: {}: {e}", roots.sys_class.display());
+            return Exit::Usage;
         }
     };
     match format {
         Format::Json => emit(&to_json(&entries)),
         Format::Text => emit(&render_text(&entries, &roots.sys_class)),
     }
-    Outcome::Ok
+    Exit::Ok
 }
 
 /// The text rendering.
@@ -107,7 +107,7 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&to_json(&[entry])).unwrap();
         assert_eq!(json[0]["clock_name"], "hyperv");
         assert_eq!(json[0]["caps"], serde_json::Value::Null);
-        assert_eq!(run(&roots, Format::Json), Outcome::Ok);
+        assert_eq!(run(&roots, Format::Json), Exit::Ok);
     }
 
     #[test]

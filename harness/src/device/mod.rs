@@ -1,5 +1,6 @@
-//! The device commands of the CLI (`list`, `probe`, `latency`) on any `/dev/ptpN` or CUSE PHC:
-//! their arguments, exit codes and the one-line error every access failure becomes.
+//! The device commands (`list`, `probe`, `latency`) on any `/dev/ptpN` or CUSE PHC, as a library
+//! the CLI (`crate::cli::device`) calls: their options, exit codes and the one-line error every
+//! access failure becomes.
 //!
 //! Exit codes: 0 success; 1 the check found deviations; 2 usage or access error (missing path,
 //! not a PTP device, no permission, device gone mid-run), reported as one line on stderr:
@@ -16,7 +17,6 @@ pub mod sampler;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use phc::{Access, Driver, Expect, Phc};
 
@@ -57,7 +57,7 @@ pub struct ProbeArgs {
     pub format: Format,
     /// Where to run.
     #[command(flatten)]
-    pub guest: crate::guestcmd::GuestArgs,
+    pub guest: crate::cli::args::GuestArgs,
 }
 
 /// `phc-harness latency`.
@@ -87,40 +87,14 @@ pub struct LatencyArgs {
     pub format: Format,
     /// Where to run.
     #[command(flatten)]
-    pub guest: crate::guestcmd::GuestArgs,
+    pub guest: crate::cli::args::GuestArgs,
 }
 
 fn parse_driver(s: &str) -> Result<Driver, String> {
     s.parse()
 }
 
-/// How a device command ended; maps onto the process exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Exit 0.
-    Ok,
-    /// Exit 1: the check found deviations.
-    Deviations,
-    /// Exit 2: usage or access error.
-    Fatal,
-}
-
-impl Outcome {
-    /// The process exit status.
-    pub fn code(self) -> u8 {
-        match self {
-            Self::Ok => 0,
-            Self::Deviations => 1,
-            Self::Fatal => 2,
-        }
-    }
-}
-
-impl From<Outcome> for ExitCode {
-    fn from(o: Outcome) -> Self {
-        ExitCode::from(o.code())
-    }
-}
+pub use crate::exit::Exit;
 
 /// An access error on a device: printed as the one line `phc-harness: DEVICE: CAUSE`.
 #[derive(Debug)]
@@ -145,9 +119,9 @@ impl fmt::Display for DeviceError {
 
 impl DeviceError {
     /// Prints the line and gives exit 2.
-    pub fn report(&self) -> Outcome {
-        eprintln!("{self}");
-        Outcome::Fatal
+    pub fn report(&self) -> Exit {
+        say!("{self}");
+        Exit::Usage
     }
 }
 
@@ -169,11 +143,9 @@ pub fn open(path: &Path, access: Access, expect: &Expect) -> Result<Phc, DeviceE
     })
 }
 
-/// Writes a report to stdout; a closed pipe (`| head`) is not an error worth a panic.
+/// Writes a report to stdout (see `crate::output`).
 fn emit(s: &str) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(s.as_bytes()).and_then(|_| out.flush());
+    crate::output::out(s);
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> String {
@@ -183,24 +155,8 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
     s
 }
 
-/// `phc-harness list`.
-pub fn list(args: ListArgs) -> ExitCode {
-    list::run(&phc::Roots::default(), args.format).into()
-}
-
-/// `phc-harness probe`.
-pub fn probe(args: ProbeArgs) -> ExitCode {
-    if args.guest.backend == crate::guestcmd::DeviceBackend::Qemu {
-        return crate::guestcmd::run(
-            &args.guest,
-            &args.device.display().to_string(),
-            args.format == Format::Json,
-        );
-    }
-    probe_cmd(&args).into()
-}
-
-fn probe_cmd(args: &ProbeArgs) -> Outcome {
+/// `phc-harness probe` on this machine.
+pub fn probe_cmd(args: &ProbeArgs) -> Exit {
     let info = phc::sysfs::info_for_path(&phc::Roots::default(), &args.device);
     let access = probe::access_for(args.allow_clock_writes);
     let expect = expect(args.driver);
@@ -212,11 +168,11 @@ fn probe_cmd(args: &ProbeArgs) -> Outcome {
         (Some(d), _) => d,
         (None, Some(i)) => i.driver,
         (None, None) => {
-            eprintln!(
+            say!(
                 "phc-harness: {}: no sysfs entry to tell the driver from; pass --driver",
                 args.device.display()
             );
-            return Outcome::Fatal;
+            return Exit::Usage;
         }
     };
     let read_only = if access == Access::ReadOnly {
@@ -242,20 +198,8 @@ fn probe_cmd(args: &ProbeArgs) -> Outcome {
         Format::Json => emit(&to_json(&report)),
     }
     if report.deviations == 0 {
-        Outcome::Ok
+        Exit::Ok
     } else {
-        Outcome::Deviations
+        Exit::CheckFailed
     }
-}
-
-/// `phc-harness latency`.
-pub fn latency(args: LatencyArgs) -> ExitCode {
-    if args.guest.backend == crate::guestcmd::DeviceBackend::Qemu {
-        return crate::guestcmd::run(
-            &args.guest,
-            &args.device.display().to_string(),
-            args.format == Format::Json,
-        );
-    }
-    latency::run_cmd(&args).into()
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::chrony_stats::{MedianFilter, Sample, SourceStats};
 use crate::discipline::secs_to_ns;
+use crate::time::{check_positive, check_range, MAX_ABS_S};
 use crate::world::{ReadMethod, Sim};
 use crate::Error;
 
@@ -108,29 +109,25 @@ impl ChronyConfig {
         if !(1..=256).contains(&self.filter) {
             return Err(Error::invalid(format!("{key}.filter"), "must be within 1..=256"));
         }
-        if let Some(t) = self.makestep_threshold_s {
-            if !(t.is_finite() && t >= 0.0) {
-                return Err(Error::invalid(format!("{key}.makestep_threshold_s"), "must be >= 0"));
-            }
-        }
         if self.makestep_limit < -1 {
             return Err(Error::invalid(format!("{key}.makestep_limit"), "must be -1 or >= 0"));
         }
-        for (name, v) in [
-            ("maxslewrate_ppm", self.maxslewrate_ppm),
-            ("maxdistance_s", self.maxdistance_s),
-            ("maxjitter_s", self.maxjitter_s),
-            ("maxupdateskew_ppm", self.maxupdateskew_ppm),
-            ("corrtimeratio", self.corrtimeratio),
-            ("precision_s", self.precision_s),
+        if let Some(t) = self.makestep_threshold_s {
+            check_range(&format!("{key}.makestep_threshold_s"), t, 0.0, MAX_ABS_S)?;
+        }
+        // Upper bounds: chrony's own limits where it has them (maxslewrate 83333.333 ppm is its
+        // compiled-in default; beyond 10% a slewed clock could run backwards), generous elsewhere.
+        for (name, v, hi) in [
+            ("maxslewrate_ppm", self.maxslewrate_ppm, crate::time::MAX_FREQ_ERROR_PPM),
+            ("maxdistance_s", self.maxdistance_s, 1e6),
+            ("maxjitter_s", self.maxjitter_s, 1e6),
+            ("maxupdateskew_ppm", self.maxupdateskew_ppm, 1e6),
+            ("corrtimeratio", self.corrtimeratio, 1e6),
+            ("precision_s", self.precision_s, 1.0),
         ] {
-            if !(v.is_finite() && v > 0.0) {
-                return Err(Error::invalid(format!("{key}.{name}"), "must be > 0"));
-            }
+            check_positive(&format!("{key}.{name}"), v, hi)?;
         }
-        if !self.offset_s.is_finite() {
-            return Err(Error::invalid(format!("{key}.offset_s"), "must be finite"));
-        }
+        check_range(&format!("{key}.offset_s"), self.offset_s, -1e3, 1e3)?;
         Ok(())
     }
 }

@@ -113,10 +113,4 @@ impl Discipline {
     }
 }
 
-/// Seconds to whole nanoseconds, rounded.
-pub(crate) fn secs_to_ns(s: f64) -> i64 {
-    let ns = s * 1e9;
-    // A saturating cast instead of f64::round, which is a libm call on baseline x86-64 and
-    // showed up in profiles of day-long runs.
-    (ns + 0.5f64.copysign(ns)) as i64
-}
+pub(crate) use crate::time::secs_to_ns_in_range as secs_to_ns;

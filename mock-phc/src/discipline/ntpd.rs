@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::discipline::secs_to_ns;
+use crate::time::{check_positive, check_range, MAX_ABS_S};
 use crate::world::Sim;
 use crate::Error;
 
@@ -35,19 +36,16 @@ impl Default for NtpdConfig {
 
 impl NtpdConfig {
     pub(crate) fn validate(&self, key: &str) -> Result<(), Error> {
-        for (name, v) in [
-            ("step_threshold_s", self.step_threshold_s),
-            ("panic_threshold_s", self.panic_threshold_s),
-            ("max_slew_ppm", self.max_slew_ppm),
-            ("poll_s", self.poll_s),
+        for (name, v, hi) in [
+            ("step_threshold_s", self.step_threshold_s, 1e6),
+            ("panic_threshold_s", self.panic_threshold_s, MAX_ABS_S),
+            ("max_slew_ppm", self.max_slew_ppm, crate::time::MAX_FREQ_ERROR_PPM),
         ] {
-            if !(v.is_finite() && v > 0.0) {
-                return Err(Error::invalid(format!("{key}.{name}"), "must be > 0"));
-            }
+            check_positive(&format!("{key}.{name}"), v, hi)?;
         }
-        if self.max_slew_ppm > 100_000.0 {
-            return Err(Error::invalid(format!("{key}.max_slew_ppm"), "must be at most 100000"));
-        }
+        // ntpd's poll exponent runs 0..=17 (1 s to 36 h); a poll that rounds to 0 ns would
+        // make the model due again at the same instant for ever.
+        check_range(&format!("{key}.poll_s"), self.poll_s, 1.0, 131_072.0)?;
         Ok(())
     }
 }

@@ -5,6 +5,7 @@ use phc::estimate;
 use serde::{Deserialize, Serialize};
 
 use crate::discipline::secs_to_ns;
+use crate::time::{check_range, MAX_ABS_S};
 use crate::world::{ReadMethod, Sim};
 use crate::Error;
 
@@ -59,15 +60,13 @@ impl Phc2sysConfig {
         if !(1..=25).contains(&self.readings) {
             return Err(Error::invalid(format!("{key}.readings"), "must be within 1..=25"));
         }
-        for (name, v) in [
-            ("first_step_threshold_s", self.first_step_threshold_s),
-            ("step_threshold_s", self.step_threshold_s),
-            ("kp", self.kp),
-            ("ki", self.ki),
+        for (name, v, hi) in [
+            ("first_step_threshold_s", self.first_step_threshold_s, MAX_ABS_S),
+            ("step_threshold_s", self.step_threshold_s, MAX_ABS_S),
+            ("kp", self.kp, 1e3),
+            ("ki", self.ki, 1e3),
         ] {
-            if !(v.is_finite() && v >= 0.0) {
-                return Err(Error::invalid(format!("{key}.{name}"), "must be >= 0"));
-            }
+            check_range(&format!("{key}.{name}"), v, 0.0, hi)?;
         }
         Ok(())
     }

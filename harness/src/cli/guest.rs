@@ -2,8 +2,6 @@
 //! igb PHC (the harness binary is the guest agent), and its report comes back as the guest wrote
 //! it, with the backend's facts and linuxptp's `phc_ctl DEVICE cmp` from the same guest beside it.
 
-use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use phc_qemu::agent::{ExecResult, Op};
@@ -11,33 +9,10 @@ use phc_qemu::session::Session;
 use phc_qemu::Accel;
 use serde_json::{json, Value};
 
+use super::args::GuestArgs;
 use crate::backend::qemu::{self, find_agent_bin, QemuOptions};
-use crate::runcmd::AccelArg;
-
-/// Where a device command runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum DeviceBackend {
-    /// On this machine.
-    #[default]
-    Local,
-    /// Inside a QEMU guest, on the guest's PHC (igb: /dev/ptp0).
-    Qemu,
-}
-
-/// Options shared by the device commands for running in a guest.
-#[derive(Debug, Clone, clap::Args)]
-pub struct GuestArgs {
-    /// Run here (`local`) or inside a QEMU guest (`qemu`; DEVICE is then a guest path, /dev/ptp0).
-    #[arg(long, value_enum, default_value_t = DeviceBackend::Local)]
-    pub backend: DeviceBackend,
-    /// QEMU backend: the static harness binary for the guest (default: PHC_AGENT_BIN, or what
-    /// ci/build-agent.sh builds).
-    #[arg(long)]
-    pub agent_bin: Option<PathBuf>,
-    /// QEMU backend: acceleration.
-    #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
-    pub accel: AccelArg,
-}
+use crate::exit::Exit;
+use crate::output;
 
 /// This process's arguments without the ones that pick the backend.
 fn forwarded_args() -> Vec<String> {
@@ -86,13 +61,13 @@ pub fn parse_phc_ctl_cmp(out: &str) -> Option<i64> {
 }
 
 /// Runs the current device command in a guest. `device` is the guest path, for the cross-check.
-pub fn run(g: &GuestArgs, device: &str, json_out: bool) -> ExitCode {
-    eprintln!("phc-harness: booting a QEMU guest ...");
+pub fn run(g: &GuestArgs, device: &str, json_out: bool) -> Exit {
+    say!("phc-harness: booting a QEMU guest ...");
     let (mut s, accel) = match boot(g) {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("phc-harness: qemu: {e}");
-            return ExitCode::from(2);
+            say!("phc-harness: qemu: {e}");
+            return Exit::Usage;
         }
     };
     let mut argv = vec!["/bin/phc-harness".to_owned()];
@@ -100,8 +75,8 @@ pub fn run(g: &GuestArgs, device: &str, json_out: bool) -> ExitCode {
     let r = match exec(&mut s, argv, 900.0) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("phc-harness: qemu: {e}");
-            return ExitCode::from(2);
+            say!("phc-harness: qemu: {e}");
+            return Exit::Usage;
         }
     };
     let cmp = exec(&mut s, vec!["phc_ctl".into(), device.into(), "cmp".into()], 30.0).ok();
@@ -114,29 +89,31 @@ pub fn run(g: &GuestArgs, device: &str, json_out: bool) -> ExitCode {
         "boot_to_ready_s": (s.boot_to_ready.as_secs_f64() * 1000.0).round() / 1000.0,
         "phc_ctl_cmp": { "output": cmp_text, "realtime_minus_phc_ns": cmp_ns },
     });
-    eprint!("{}", r.stderr);
+    say!("{}", r.stderr.trim_end());
     if json_out {
         match serde_json::from_str::<Value>(&r.stdout) {
             Ok(mut v) if v.is_object() => {
                 v["backend"] = backend;
-                println!("{}", serde_json::to_string_pretty(&v).expect("plain"));
+                output::out(&format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default()));
             }
-            _ => print!("{}", r.stdout),
+            _ => output::out(&r.stdout),
         }
     } else {
-        print!("{}", r.stdout);
-        println!(
-            "\nbackend: qemu ({}), boot to agent-ready {:.2} s",
+        output::out(&r.stdout);
+        output::out(&format!(
+            "\nbackend: qemu ({}), boot to agent-ready {:.2} s\n",
             accel.name(),
             s.boot_to_ready.as_secs_f64()
-        );
-        println!("cross-check, linuxptp `phc_ctl {device} cmp` in the same guest: {cmp_text}");
+        ));
+        output::out(&format!("cross-check, linuxptp `phc_ctl {device} cmp` in the same guest: {cmp_text}\n"));
     }
     match r.code {
-        0..=255 => ExitCode::from(r.code as u8),
+        0 => Exit::Ok,
+        1 => Exit::CheckFailed,
+        c if c > 0 => Exit::Usage,
         _ => {
-            eprintln!("phc-harness: qemu: the guest command was killed (timeout)");
-            ExitCode::from(2)
+            say!("phc-harness: qemu: the guest command was killed (timeout)");
+            Exit::Usage
         }
     }
 }
@@ -154,34 +131,4 @@ mod tests {
         assert_eq!(parse_phc_ctl_cmp("offset from CLOCK_REALTIME is approximately 36911ns"), Some(36_911));
         assert_eq!(parse_phc_ctl_cmp("phc_ctl: failed"), None);
     }
-}
-
-/// Arguments of the hidden `accel` command.
-#[derive(Debug, clap::Args)]
-pub struct AccelCheckArgs {
-    /// The static harness binary for the guest image.
-    #[arg(long)]
-    pub agent_bin: Option<PathBuf>,
-}
-
-/// `phc-harness accel`: prints `kvm`, or `tcg: <why KVM does not work here>`, found by trying.
-/// CI uses it to decide whether the KVM-only tests can run, and prints the reason when not.
-pub fn accel_check(a: AccelCheckArgs) -> ExitCode {
-    let result = find_agent_bin(a.agent_bin).and_then(|agent| {
-        let spec = phc_qemu::image::ImageSpec::with_agent(agent);
-        let initrd = std::env::temp_dir().join(format!("phc-initrd-accel-{}.cpio", std::process::id()));
-        let kernel = phc_qemu::image::build(&spec, &initrd)?;
-        let r = qemu::detect_accel(&kernel, &initrd);
-        let _ = std::fs::remove_file(&initrd);
-        Ok(r)
-    });
-    match result {
-        Ok((Accel::Kvm, _)) => println!("kvm"),
-        Ok((Accel::Tcg, why)) => println!("tcg: {why}"),
-        Err(e) => {
-            eprintln!("phc-harness: {e}");
-            return ExitCode::from(2);
-        }
-    }
-    ExitCode::SUCCESS
 }

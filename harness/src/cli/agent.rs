@@ -1,0 +1,121 @@
+//! The hidden `agent` command (`phc-harness agent --port /dev/vportNpM`): runs inside the
+//! harness's QEMU guest as a child of init and serves the host's requests (crate::agent). It
+//! refuses to run anywhere else: the port must be the virtio-serial port the harness's QEMU
+//! names `phc.agent`, since the requests it serves run programs and write files.
+
+use std::io::BufReader;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::exit::Exit;
+
+/// The name the harness's QEMU gives the agent's virtio-serial port.
+pub const PORT_NAME: &str = "phc.agent";
+/// How long the agent waits for a host that went away (or never came) before it ends, which
+/// powers the guest off.
+const HOST_ABSENT_LIMIT: Duration = Duration::from_secs(600);
+
+/// Arguments of `agent`.
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// The virtio-serial port to serve (inside the guest).
+    #[arg(long)]
+    pub port: PathBuf,
+}
+
+/// Whether `port` is the harness's agent port: a character device that sysfs lists under
+/// `virtio-ports` with the name `phc.agent`.
+fn check_port(sys_virtio_ports: &Path, port: &Path) -> Result<(), String> {
+    let meta = std::fs::metadata(port).map_err(|e| e.to_string())?;
+    if !meta.file_type().is_char_device() {
+        return Err("not a virtio-serial port".into());
+    }
+    let (major, minor) = (nix::sys::stat::major(meta.rdev()), nix::sys::stat::minor(meta.rdev()));
+    let want = format!("{major}:{minor}");
+    let entries =
+        std::fs::read_dir(sys_virtio_ports).map_err(|_| "no virtio-serial ports here".to_owned())?;
+    for e in entries.flatten() {
+        let dev = std::fs::read_to_string(e.path().join("dev")).unwrap_or_default();
+        if dev.trim() == want {
+            let name = std::fs::read_to_string(e.path().join("name")).unwrap_or_default();
+            return if name.trim() == PORT_NAME {
+                Ok(())
+            } else {
+                Err(format!("virtio-serial port named {:?}, not {PORT_NAME:?}", name.trim()))
+            };
+        }
+    }
+    Err("not a virtio-serial port".into())
+}
+
+/// Serves requests until the host has been gone for `HOST_ABSENT_LIMIT`.
+pub fn run(args: AgentArgs) -> Exit {
+    if let Err(why) = check_port(Path::new("/sys/class/virtio-ports"), &args.port) {
+        say!(
+            "phc-harness: agent: {}: {why}; the agent runs only inside the harness's QEMU guest",
+            args.port.display()
+        );
+        return Exit::Usage;
+    }
+    let port = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(&args.port)
+    {
+        Ok(f) => f,
+        Err(e) => {
+            say!("phc-harness: agent: {}: {e}", args.port.display());
+            return Exit::Usage;
+        }
+    };
+    let out = match port.try_clone() {
+        Ok(f) => f,
+        Err(e) => {
+            say!("phc-harness: agent: {e}");
+            return Exit::Usage;
+        }
+    };
+    // virtio-serial reads EOF while no host is connected (before it connects, after it leaves);
+    // the port stays open meanwhile, since what the host sends to a closed port is dropped.
+    let mut absent_since: Option<Instant> = None;
+    let r = crate::agent::serve(BufReader::new(port), out, || {
+        let since = *absent_since.get_or_insert_with(Instant::now);
+        std::thread::sleep(Duration::from_millis(50));
+        since.elapsed() < HOST_ABSENT_LIMIT
+    });
+    match r {
+        Ok(()) => {
+            say!("phc-harness: agent: no host for {} s; ending", HOST_ABSENT_LIMIT.as_secs());
+            Exit::Ok
+        }
+        Err(e) => {
+            say!("phc-harness: agent: {e}");
+            Exit::CheckFailed
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_named_virtio_port_is_served() {
+        let sys = tempfile::tempdir().unwrap();
+        // /dev/null is 1:3: a fake sysfs that files it as a virtio port, named or not.
+        let p = sys.path().join("vport0p1");
+        std::fs::create_dir(&p).unwrap();
+        std::fs::write(p.join("dev"), "1:3\n").unwrap();
+        std::fs::write(p.join("name"), "org.qemu.guest_agent.0\n").unwrap();
+        let e = check_port(sys.path(), Path::new("/dev/null")).unwrap_err();
+        assert!(e.contains("not \"phc.agent\""), "{e}");
+        std::fs::write(p.join("name"), "phc.agent\n").unwrap();
+        check_port(sys.path(), Path::new("/dev/null")).unwrap();
+        assert_eq!(check_port(sys.path(), Path::new("/dev/zero")).unwrap_err(), "not a virtio-serial port");
+        let f = sys.path().join("file");
+        std::fs::write(&f, "x").unwrap();
+        assert_eq!(check_port(sys.path(), &f).unwrap_err(), "not a virtio-serial port");
+    }
+}

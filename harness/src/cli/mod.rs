@@ -1,0 +1,57 @@
+//! The `phc-harness` command line, on top of the library: one module per command, each calling
+//! library modules and never another command; `args` holds the arguments several share. Exit
+//! codes come from one type, `crate::exit::Exit`: 0 success, 1 a check failed (deviation, failed
+//! verdict, aborted run, disagreement), 2 usage or access error.
+
+pub mod accel;
+pub mod agent;
+pub mod args;
+pub mod device;
+mod guest;
+pub mod run;
+
+use clap::{Parser, Subcommand};
+
+/// Test harness for PTP hardware clocks in virtual machines.
+#[derive(Parser)]
+#[command(name = "phc-harness", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List every PHC on this machine with its driver and capabilities.
+    List(crate::device::ListArgs),
+    /// Check one PHC against what its kernel driver should do.
+    Probe(crate::device::ProbeArgs),
+    /// Measure the latency of every way to read a PHC, as distributions.
+    Latency(crate::device::LatencyArgs),
+    /// Run scenarios and write reports (text, Markdown, JSON, SVG).
+    Run(run::RunArgs),
+    /// List the built-in scenarios (or those of a folder).
+    Scenarios(run::ScenariosArgs),
+    /// Serve the host inside the harness's QEMU guest (started by the guest's init).
+    #[command(hide = true)]
+    Agent(agent::AgentArgs),
+    /// Print which acceleration a QEMU guest gets here (kvm, or tcg with the reason).
+    #[command(hide = true)]
+    Accel(accel::AccelCheckArgs),
+}
+
+/// Parses the command line, runs the command, and gives its exit status (worsened to 2 when
+/// stdout could not be written).
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let exit = match cli.cmd {
+        Cmd::List(a) => device::list(a),
+        Cmd::Probe(a) => device::probe(a),
+        Cmd::Latency(a) => device::latency(a),
+        Cmd::Run(a) => run::run(a),
+        Cmd::Scenarios(a) => run::list(a),
+        Cmd::Agent(a) => agent::run(a),
+        Cmd::Accel(a) => accel::run(a),
+    };
+    exit.max(crate::output::status()).into()
+}

@@ -1,0 +1,271 @@
+//! The `run` and `scenarios` commands: resolve scenarios (a file, a folder, or the name of one
+//! built into the binary), run them on a backend, write every report format to the output folder,
+//! and print them (`--format json`: one JSON array, see JSON.md).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::args::AccelArg;
+use crate::backend::qemu::{self, find_agent_bin, QemuOptions};
+use crate::exit::Exit;
+use crate::report::{Report, Verdict};
+use crate::scenario::{self, Scenario, ScenarioError};
+use crate::{engine, fidelity, output, runner};
+
+/// Output formats of `run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Terminal summary.
+    Text,
+    /// Markdown.
+    Md,
+    /// JSON (keys in JSON.md).
+    Json,
+}
+
+/// Backends `run` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// mock-phc's world in virtual time.
+    Sim,
+    /// A real Linux guest under QEMU with the real chronyd.
+    Qemu,
+}
+
+/// The guest PHC of the QEMU backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GuestPhc {
+    /// QEMU's igb NIC clock, fed with host time by the harness.
+    Igb,
+    /// KVM's ptp_kvm, reading host time by hypercall.
+    PtpKvm,
+}
+
+/// Arguments of `run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Scenario files, folders of them, or names of built-in scenarios (see `scenarios`).
+    #[arg(required = true)]
+    pub scenarios: Vec<String>,
+    /// Backends to run on; `sim,qemu` runs both and compares them (fidelity).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "sim")]
+    pub backend: Vec<BackendKind>,
+    /// Override the scenario's seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Override the scenario's warm-up (seconds), e.g. to shorten real-time runs.
+    #[arg(long)]
+    pub warmup_s: Option<f64>,
+    /// Override the observation window (seconds) of real-time backends (qemu); the sim always
+    /// observes the scenario's full window, so a shortened guest run can be compared with it.
+    #[arg(long)]
+    pub observe_s: Option<f64>,
+    /// Output folder; each run writes report.{json,md,txt} and plot.svg in a subfolder.
+    #[arg(long, default_value = "results/runs")]
+    pub out: PathBuf,
+    /// What to print on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// QEMU backend: the static harness binary for the guest (default: PHC_AGENT_BIN, or what
+    /// ci/build-agent.sh builds).
+    #[arg(long)]
+    pub agent_bin: Option<PathBuf>,
+    /// QEMU backend: acceleration.
+    #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
+    pub accel: AccelArg,
+    /// QEMU backend: the guest PHC. `ptp-kvm` (needs KVM) reads host time itself, without the
+    /// harness's provider; `igb` works under TCG too.
+    #[arg(long, value_enum, default_value_t = GuestPhc::Igb)]
+    pub phc: GuestPhc,
+    /// QEMU backend: longest wait from starting QEMU to the guest agent's first answer.
+    #[arg(long, default_value_t = 120.0)]
+    pub boot_timeout_s: f64,
+}
+
+/// Arguments of `scenarios`.
+#[derive(Debug, clap::Args)]
+pub struct ScenariosArgs {
+    /// List the files of this folder instead of the built-in scenarios.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// What `run` prints on stdout: text or Markdown per report, or one JSON array whose elements
+/// (one per scenario) are printed as each scenario ends.
+struct Printer {
+    format: Format,
+    items: usize,
+}
+
+impl Printer {
+    fn report(&self, r: &Report) {
+        match self.format {
+            Format::Text => output::out(&r.to_text()),
+            Format::Md => output::out(&r.to_markdown()),
+            Format::Json => {}
+        }
+    }
+
+    fn fidelity(&self, f: &fidelity::Fidelity) {
+        if self.format != Format::Json {
+            output::out(&f.to_markdown());
+        }
+    }
+
+    fn scenario_done(&mut self, name: &str, reports: &[Report], f: Option<&fidelity::Fidelity>) {
+        if self.format != Format::Json || !output::stdout_open() {
+            return;
+        }
+        let item = serde_json::json!({
+            "scenario": name,
+            "reports": reports.iter().map(|r| serde_json::to_value(r).unwrap_or_default()).collect::<Vec<_>>(),
+            "fidelity": f.map(|f| serde_json::to_value(f).unwrap_or_default()),
+        });
+        let sep = if self.items == 0 { "[\n" } else { ",\n" };
+        self.items += 1;
+        output::out(&format!("{sep}{}", serde_json::to_string_pretty(&item).unwrap_or_default()));
+    }
+
+    fn finish(&self) {
+        if self.format == Format::Json {
+            output::out(if self.items == 0 { "[]\n" } else { "\n]\n" });
+        }
+    }
+}
+
+fn usage(msg: impl std::fmt::Display) -> Exit {
+    say!("phc-harness: {msg}");
+    Exit::Usage
+}
+
+/// `phc-harness run`. Exit 0: every run passed (and agreed, for sim,qemu); 1: a verdict failed,
+/// a run aborted or sim and qemu disagree; 2: bad input, a backend that could not start, or an
+/// output that could not be written.
+pub fn run(args: RunArgs) -> Exit {
+    let mut scenarios = match runner::resolve(&args.scenarios) {
+        Ok(s) => s,
+        Err(e) => return usage(e),
+    };
+    for s in &mut scenarios {
+        if let Some(seed) = args.seed {
+            s.world.seed = seed;
+        }
+        if let Some(w) = args.warmup_s {
+            s.timeline.warmup_s = w;
+        }
+        if let Err(e) = s.revalidate() {
+            return usage(format!("{}: {e}", s.name));
+        }
+        if let Some(o) = args.observe_s {
+            let mut q = s.clone();
+            q.timeline.observe_s = o;
+            if let Err(e) = q.revalidate() {
+                return usage(format!("{}: --observe-s: {e}", s.name));
+            }
+        }
+    }
+    if args.observe_s.is_some() && !args.backend.contains(&BackendKind::Qemu) {
+        say!("phc-harness: note: --observe-s applies to the qemu backend only");
+    }
+    let qemu_opts = if args.backend.contains(&BackendKind::Qemu) {
+        match find_agent_bin(args.agent_bin.clone()) {
+            Ok(agent_bin) => Some(QemuOptions {
+                agent_bin,
+                accel: args.accel.choice(),
+                boot_timeout: Duration::from_secs_f64(args.boot_timeout_s.clamp(0.1, 3600.0)),
+                ptp_kvm: args.phc == GuestPhc::PtpKvm,
+            }),
+            Err(e) => return usage(e),
+        }
+    } else {
+        None
+    };
+    let tty = std::io::stderr().is_terminal();
+    let mut printer = Printer { format: args.format, items: 0 };
+    let mut exit = Exit::Ok;
+    for s in scenarios {
+        let mut reports = Vec::new();
+        for kind in &args.backend {
+            let started = Instant::now();
+            let report = match kind {
+                BackendKind::Sim => match runner::run_sim(&s) {
+                    Ok(r) => r,
+                    Err(e) => return usage(format!("{}: {e}", s.name)),
+                },
+                BackendKind::Qemu => {
+                    let Some(opts) = qemu_opts.as_ref() else { continue };
+                    let mut q = s.clone();
+                    if let Some(o) = args.observe_s {
+                        q.timeline.observe_s = o;
+                    }
+                    if let Some(why) = qemu::unsupported(&q) {
+                        say!("phc-harness: {}: skipped on qemu: {why}", s.name);
+                        continue;
+                    }
+                    // A guest that never became ready still gets a report, marked aborted.
+                    runner::run_qemu(&q, opts, true).unwrap_or_else(|e| {
+                        Report::new(&q, "qemu", engine::Observations::default(), Some(e.to_string()))
+                    })
+                }
+            };
+            let dir = runner::report_dir(&args.out, &report);
+            if let Err(e) = runner::write_all(&report, &dir) {
+                return usage(format!("{}: {e}", dir.display()));
+            }
+            if matches!(report.verdict, Verdict::Fail | Verdict::Aborted) {
+                exit = exit.max(Exit::CheckFailed);
+            }
+            if let Some(why) = &report.abort_reason {
+                say!("phc-harness: {} [{}]: aborted: {why}", s.name, report.backend);
+            }
+            printer.report(&report);
+            let took = started.elapsed().as_secs_f64();
+            if tty || took > 2.0 {
+                say!("  {:.1} s of scenario in {:.3} s; reports in {}", s.duration_s(), took, dir.display());
+            }
+            reports.push(report);
+        }
+        let mut fid = None;
+        if let [sim, q] = &reports[..] {
+            if sim.backend == "sim" && q.backend == "qemu" {
+                let f = fidelity::compare(sim, q, runner::poll_interval_s(&s));
+                let dir = runner::fidelity_dir(&args.out, &s.name);
+                if let Err(e) = runner::write_fidelity(&f, &dir) {
+                    return usage(format!("{}: {e}", dir.display()));
+                }
+                printer.fidelity(&f);
+                if !f.agrees {
+                    exit = exit.max(Exit::CheckFailed);
+                }
+                fid = Some(f);
+            }
+        }
+        printer.scenario_done(&s.name, &reports, fid.as_ref());
+    }
+    printer.finish();
+    exit
+}
+
+/// `phc-harness scenarios`.
+pub fn list(args: ScenariosArgs) -> Exit {
+    let loaded: Vec<Result<Scenario, ScenarioError>> = match &args.dir {
+        Some(d) => match scenario::list_dir(d) {
+            Ok(files) => files.iter().map(|f| Scenario::load(f)).collect(),
+            Err(e) => return usage(format!("{}: {e}", d.display())),
+        },
+        None => runner::BUILTIN.iter().map(|(n, _)| runner::builtin(n).expect("listed")).collect(),
+    };
+    let mut exit = Exit::Ok;
+    for s in loaded {
+        match s {
+            Ok(s) => {
+                let flat = s.description.split_whitespace().collect::<Vec<_>>().join(" ");
+                let first = flat.split_terminator(". ").next().unwrap_or("").trim_end_matches('.');
+                output::out(&format!("{:<30} {}\n", s.name, first));
+            }
+            Err(e) => exit = usage(e),
+        }
+    }
+    exit
+}

@@ -1,0 +1,240 @@
+//! Running scenarios, as the CLI, the tests and the benches do it: resolve names to scenarios (a
+//! file, a folder, or one built into the binary), run one on a backend, and write its reports
+//! into a folder atomically, so that no two runs into one output folder ever mix their files.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::backend::qemu::{QemuBackend, QemuOptions};
+use crate::backend::sim::Sim;
+use crate::engine;
+use crate::fidelity::Fidelity;
+use crate::report::Report;
+use crate::scenario::{self, Scenario, ScenarioError};
+
+/// Scenarios built into the binary, so `run NAME` works from any folder.
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("azure-pause-30s", include_str!("../../scenarios/azure-pause-30s.toml")),
+    ("azure-pause-30s-slew-only", include_str!("../../scenarios/azure-pause-30s-slew-only.toml")),
+    ("pause-30s-ntpd", include_str!("../../scenarios/pause-30s-ntpd.toml")),
+    ("pause-30s-phc2sys", include_str!("../../scenarios/pause-30s-phc2sys.toml")),
+    ("reboot", include_str!("../../scenarios/reboot.toml")),
+    ("hyperv-stale-samples", include_str!("../../scenarios/hyperv-stale-samples.toml")),
+    ("resume-without-sync", include_str!("../../scenarios/resume-without-sync.toml")),
+    ("resume-without-sync-implicit", include_str!("../../scenarios/resume-without-sync-implicit.toml")),
+    ("date-back-2-years", include_str!("../../scenarios/date-back-2-years.toml")),
+    ("migration-frequency-jump", include_str!("../../scenarios/migration-frequency-jump.toml")),
+    ("phc-jump-10s", include_str!("../../scenarios/phc-jump-10s.toml")),
+];
+
+/// A built-in scenario by name.
+pub fn builtin(name: &str) -> Option<Result<Scenario, ScenarioError>> {
+    let (n, text) = BUILTIN.iter().find(|(b, _)| *b == name.trim_end_matches(".toml"))?;
+    Some(Scenario::parse(text, Path::new(&format!("{n}.toml"))))
+}
+
+/// Loads the scenarios named on a command line: files, folders of `*.toml` files, or built-in
+/// names. Two scenarios with one name are an error: their reports would land in one folder.
+pub fn resolve(names: &[String]) -> Result<Vec<Scenario>, ScenarioError> {
+    let mut out: Vec<Scenario> = Vec::new();
+    let mut from: Vec<PathBuf> = Vec::new();
+    let mut push = |s: Scenario, path: PathBuf| {
+        if let Some(i) = out.iter().position(|o| o.name == s.name) {
+            return Err(ScenarioError::Invalid {
+                line: 0,
+                key: "name".into(),
+                message: format!(
+                    "scenario name `{}` is also the name of {}; names must be unique in one run",
+                    s.name,
+                    from[i].display()
+                ),
+                path,
+            });
+        }
+        out.push(s);
+        from.push(path);
+        Ok(())
+    };
+    for n in names {
+        let p = Path::new(n);
+        if p.is_dir() {
+            let files =
+                scenario::list_dir(p).map_err(|source| ScenarioError::Io { path: p.to_owned(), source })?;
+            for f in files {
+                push(Scenario::load(&f)?, f)?;
+            }
+        } else if p.exists() || p.is_symlink() {
+            push(Scenario::load(p)?, p.to_owned())?;
+        } else if let Some(s) = builtin(n) {
+            push(s?, PathBuf::from(format!("built-in {n}")))?;
+        } else {
+            return Err(ScenarioError::Io {
+                path: p.to_owned(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no such file, and no built-in scenario of that name (see `phc-harness scenarios`)",
+                ),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Runs one scenario on the simulator and builds its report.
+pub fn run_sim(s: &Scenario) -> Result<Report, mock_phc::Error> {
+    let mut sim = Sim::new(&s.world)?;
+    let (obs, r) = engine::run(s, &mut sim, |_, _| {});
+    if let Err(never) = r {
+        match never {}
+    }
+    Ok(Report::new(s, "sim", obs, None))
+}
+
+/// Runs one scenario in a QEMU guest. Failures after boot still give a report, marked aborted.
+pub fn run_qemu(s: &Scenario, opts: &QemuOptions, progress: bool) -> Result<Report, phc_qemu::Error> {
+    if progress {
+        crate::say!("{}: booting the guest ...", s.name);
+    }
+    let mut b = QemuBackend::start(s, opts)?;
+    let mut last = Instant::now();
+    let (obs, r) = engine::run(s, &mut b, |done, total| {
+        if progress && last.elapsed() >= Duration::from_secs(10) {
+            last = Instant::now();
+            crate::say!("{}: {done:.0} / {total:.0} s", s.name);
+        }
+    });
+    let (abort, info) = match r {
+        Ok(()) => (None, b.finish()),
+        Err(e) => (Some(e.to_string()), b.info()),
+    };
+    let mut report = Report::new(s, "qemu", obs, abort);
+    report.backend_info = info;
+    Ok(report)
+}
+
+/// The daemon's poll interval, seconds: the granularity recovery times can be compared at.
+pub fn poll_interval_s(s: &Scenario) -> f64 {
+    s.world
+        .disciplines
+        .iter()
+        .find_map(|d| match d {
+            mock_phc::DisciplineConfig::Chrony(c) => Some(2f64.powi(i32::from(c.poll))),
+            _ => None,
+        })
+        .unwrap_or(1.0)
+}
+
+/// The folder of one run under the output folder. Scenario names are plain (checked at load),
+/// so this stays inside `out`.
+pub fn report_dir(out: &Path, report: &Report) -> PathBuf {
+    out.join(format!("{}-{}-seed{}", report.scenario, report.backend, report.seed))
+}
+
+/// The folder of a sim-against-qemu comparison under the output folder.
+pub fn fidelity_dir(out: &Path, scenario: &str) -> PathBuf {
+    out.join(format!("{scenario}-fidelity"))
+}
+
+/// Writes every format of a report into `dir`, atomically (see `write_dir`).
+pub fn write_all(report: &Report, dir: &Path) -> std::io::Result<()> {
+    write_dir(
+        dir,
+        &[
+            ("report.json", report.to_json()),
+            ("report.md", report.to_markdown()),
+            ("report.txt", report.to_text()),
+            ("plot.svg", crate::plot::svg(report)),
+        ],
+    )
+}
+
+/// Writes a comparison's Markdown and JSON into `dir`, atomically.
+pub fn write_fidelity(f: &Fidelity, dir: &Path) -> std::io::Result<()> {
+    write_dir(dir, &[("fidelity.md", f.to_markdown()), ("fidelity.json", crate::fidelity_json(f))])
+}
+
+/// Replaces `dir` with a folder holding exactly `files`: they are written into a fresh hidden
+/// folder beside it, which is then renamed into place (an older `dir` is renamed away first and
+/// removed). A reader sees the old set or the new one, and two runs writing the same folder
+/// leave one run's files, never a mix. Nothing is written outside `dir`'s parent.
+pub fn write_dir(dir: &Path, files: &[(&str, String)]) -> std::io::Result<()> {
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let leaf = dir.file_name().ok_or_else(|| std::io::Error::other("the report folder has no name"))?;
+    std::fs::create_dir_all(parent)?;
+    let tmp =
+        tempfile::Builder::new().prefix(&format!(".{}.new-", leaf.to_string_lossy())).tempdir_in(parent)?;
+    for (name, text) in files {
+        let mut f = std::fs::File::create_new(tmp.path().join(name))?;
+        f.write_all(text.as_bytes())?;
+        f.sync_data()?;
+    }
+    let staged = tmp.keep();
+    let old = parent.join(format!(".{}.old-{}", leaf.to_string_lossy(), unique_suffix()));
+    let moved_old = match std::fs::rename(dir, &old) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staged);
+            return Err(e);
+        }
+    };
+    let placed = std::fs::rename(&staged, dir);
+    if placed.is_err() {
+        // Another run put its folder there between our two renames: keep theirs, whole.
+        let _ = std::fs::remove_dir_all(&staged);
+    }
+    if moved_old {
+        let _ = std::fs::remove_dir_all(&old);
+    }
+    placed
+}
+
+fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_dir_replaces_the_whole_folder() {
+        let out = tempfile::tempdir().unwrap();
+        let dir = out.path().join("a-sim-seed1");
+        write_dir(&dir, &[("report.json", "1".into()), ("extra.txt", "x".into())]).unwrap();
+        write_dir(&dir, &[("report.json", "2".into())]).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("report.json")).unwrap(), "2");
+        assert!(!dir.join("extra.txt").exists(), "files of the older run must not stay beside the new");
+        let left: Vec<_> = std::fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("a-sim-seed1")], "no staging folders left");
+    }
+
+    #[test]
+    fn concurrent_writers_never_mix() {
+        let out = tempfile::tempdir().unwrap();
+        let dir = out.path().join("s-sim-seed1");
+        std::thread::scope(|sc| {
+            for w in 0..4 {
+                let dir = &dir;
+                sc.spawn(move || {
+                    for _ in 0..50 {
+                        let v = w.to_string();
+                        let _ = write_dir(dir, &[("a", v.clone()), ("b", v)]);
+                    }
+                });
+            }
+        });
+        let a = std::fs::read_to_string(dir.join("a")).unwrap();
+        assert_eq!(a, std::fs::read_to_string(dir.join("b")).unwrap());
+        assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn duplicate_names_in_one_run_are_refused() {
+        let e = resolve(&["reboot".into(), "reboot.toml".into()]).unwrap_err().to_string();
+        assert!(e.contains("names must be unique"), "{e}");
+    }
+}
