@@ -219,8 +219,9 @@ fn print_report(report: &Report, format: Format) {
     }
 }
 
-/// `phc-harness run`. Exit 0: every run passed (and agreed, for sim,qemu); 1: a verdict failed,
-/// a run aborted or sim and qemu disagree; 2: bad input or a backend that could not start.
+/// `phc-harness run`. Exit 0: every run passed or had no checks (and agreed, for sim,qemu); 1: a
+/// verdict failed, a run aborted or sim and qemu disagree; 2: bad input or a backend that could
+/// not start.
 pub fn run(args: RunArgs) -> ExitCode {
     let mut scenarios = match resolve(&args.scenarios) {
         Ok(s) => s,
@@ -306,7 +307,8 @@ pub fn run(args: RunArgs) -> ExitCode {
                 eprintln!("phc-harness: {}: {e}", dir.display());
                 return ExitCode::from(2);
             }
-            bad |= report.verdict != Verdict::Pass;
+            // A run that judged nothing is reported as such, not as a pass, and is no failure.
+            bad |= matches!(report.verdict, Verdict::Fail | Verdict::Aborted);
             if let Some(why) = &report.abort_reason {
                 eprintln!("phc-harness: {} [{}]: aborted: {why}", s.name, report.backend);
             }
