@@ -1,30 +1,75 @@
 //! Sim against reality: the same scenario's recovery metrics from the simulator and from a QEMU
-//! guest with the real daemon, side by side, each judged against a tolerance of one poll interval
-//! plus 10%. A recovery the guest run did not finish inside its window is extrapolated from the
-//! slew rate it showed at the end, and marked so.
+//! guest with the real daemon, side by side, each row judged by the rule it carries. A recovery the
+//! guest run did not finish inside its window is extrapolated from the slew rate it showed at the
+//! end, and marked so.
 #![forbid(unsafe_code)]
 
 use serde::{Deserialize, Serialize};
 
 use crate::report::Report;
 
+/// Share of the larger of the two values a time, an offset or a step may differ by. The larger,
+/// not the sim's: a tolerance that grows with one side only would let "sim 0.5 s, qemu 60 s" pass
+/// in one direction and fail in the other.
+const RELATIVE: f64 = 0.1;
+/// Smallest step-size difference judged: the guest's offset is read to tens of microseconds under
+/// TCG, and 1 ms is the finest threshold recoveries are judged by anyway.
+const STEP_FLOOR_S: f64 = 1e-3;
+/// Below this |offset after the disturbance| whether a step went against it or away is noise.
+const DIRECTION_FLOOR_S: f64 = 1e-3;
+
 /// One metric compared.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Row {
-    /// Metric name (JSON key of the recovery section).
+    /// Metric name (JSON key of the recovery section, or a quantity derived from it).
     pub metric: String,
-    /// Simulator value.
+    /// Simulator value; null: never (times) or none (steps).
     pub sim: Option<f64>,
-    /// QEMU value.
+    /// QEMU value; null as for `sim`.
     pub qemu: Option<f64>,
     /// qemu - sim.
     pub difference: Option<f64>,
-    /// Largest accepted |difference|.
+    /// Largest accepted |difference|; null on rows shown, not judged.
     pub tolerance: Option<f64>,
     /// Whether the QEMU value was extrapolated past the end of its run.
     pub extrapolated: bool,
-    /// Whether it agrees (rows without a tolerance are informational and always agree).
+    /// Whether it agrees (rows not judged always agree).
     pub agrees: bool,
+    /// The rule it was judged by, or why it is not judged.
+    #[serde(default)]
+    pub rule: String,
+}
+
+impl Row {
+    fn new(metric: &str, sim: Option<f64>, qemu: Option<f64>) -> Self {
+        Self {
+            metric: metric.into(),
+            sim,
+            qemu,
+            difference: sim.zip(qemu).map(|(s, q)| q - s),
+            tolerance: None,
+            extrapolated: false,
+            agrees: true,
+            rule: String::new(),
+        }
+    }
+
+    fn info(mut self, why: &str) -> Self {
+        self.rule = format!("shown, not judged: {why}");
+        self
+    }
+
+    /// Both absent agree; absent on one side only disagrees, whatever the other says.
+    fn judged(mut self, tolerance: f64, rule: impl Into<String>) -> Self {
+        self.tolerance = Some(tolerance);
+        self.agrees = match (self.sim, self.qemu) {
+            (None, None) => true,
+            (Some(_), Some(_)) => self.difference.is_some_and(|d| d.abs() <= tolerance),
+            _ => false,
+        };
+        self.rule = rule.into();
+        self
+    }
 }
 
 /// The comparison of one scenario.
@@ -32,7 +77,7 @@ pub struct Row {
 pub struct Fidelity {
     /// Scenario.
     pub scenario: String,
-    /// Poll interval the tolerance rests on, seconds.
+    /// Poll interval the time tolerances rest on, seconds.
     pub poll_interval_s: f64,
     /// Rows.
     pub rows: Vec<Row>,
@@ -62,47 +107,84 @@ pub fn extrapolate_within(report: &Report, limit_ns: f64, window_s: f64) -> Opti
     Some(t_last + (v_last - limit_ns) / rate - end)
 }
 
+/// The larger magnitude of what is present (0 when neither is).
+fn larger(a: Option<f64>, b: Option<f64>) -> f64 {
+    a.into_iter().chain(b).map(f64::abs).fold(0.0, f64::max)
+}
+
+fn secs(ns: Option<i64>) -> Option<f64> {
+    ns.map(|v| v as f64 / 1e9)
+}
+
+/// -1, 0 or +1 (`f64::signum` calls 0 positive).
+fn sign(v: f64) -> f64 {
+    if v > 0.0 {
+        1.0
+    } else if v < 0.0 {
+        -1.0
+    } else {
+        0.0
+    }
+}
+
+/// The first step, judged net of the offset each run came back with. How far off the guest came
+/// back (after a reboot, anywhere in ±0.5 s: the RTC's whole seconds plus rtc_hctosys's half
+/// second) is the offset row's business; these rows judge what the daemon did about it. Where both
+/// runs came back equally far off, as after a scripted pause or jump, the residual row is the step
+/// size itself within max(1 ms, 10%).
+fn first_step_rows(sim: &Report, qemu: &Report) -> [Row; 3] {
+    let step = |r: &Report| r.recovery.steps.first().map(|s| s.delta_ns as f64 / 1e9);
+    let (step_s, step_q) = (step(sim), step(qemu));
+    let (off_s, off_q) =
+        (secs(sim.recovery.offset_after_disturbance_ns), secs(qemu.recovery.offset_after_disturbance_ns));
+    let raw = Row::new("first_step_s", step_s, step_q).info(
+        "judged as first_step_residual_s and first_step_direction, net of the offset each run came back with",
+    );
+    let left = |step: Option<f64>, off: Option<f64>| step.map(|s| s + off.unwrap_or(0.0));
+    let residual = Row::new("first_step_residual_s", left(step_s, off_s), left(step_q, off_q)).judged(
+        STEP_FLOOR_S.max(RELATIVE * larger(step_s, step_q)),
+        "offset after the disturbance + first step, what the step left (0: exact; +3.5 s after -10 s: a 35% \
+         overshoot); a step on one side only disagrees; else |qemu - sim| <= max(1 ms, 10% of the larger |first step|)",
+    );
+    let against = [off_s, off_q].iter().all(|o| o.is_some_and(|o| o.abs() >= DIRECTION_FLOOR_S));
+    let direction = |step: Option<f64>, off: Option<f64>| {
+        step.map(|s| if against { sign(-s * off.unwrap_or(0.0)) } else { sign(s) })
+    };
+    let dir = Row::new("first_step_direction", direction(step_s, off_s), direction(step_q, off_q)).judged(
+        0.0,
+        if against {
+            "+1: against the offset after the disturbance (toward zero), -1: away from zero; must be equal"
+        } else {
+            "an offset after the disturbance is absent or under 1 ms: the step's own sign; must be equal"
+        },
+    );
+    [raw, residual, dir]
+}
+
 /// Compares a sim and a QEMU report of the same scenario.
 pub fn compare(sim: &Report, qemu: &Report, poll_interval_s: f64) -> Fidelity {
-    let time_tol = |v: Option<f64>| v.map(|v| poll_interval_s + 0.1 * v.abs());
     let (rs, rq) = (&sim.recovery, &qemu.recovery);
-    let mut rows = Vec::new();
-    let mut push = |metric: &str, s: Option<f64>, q: Option<f64>, tol: Option<f64>, extrapolated: bool| {
-        let difference = s.zip(q).map(|(s, q)| q - s);
-        let agrees = match tol {
-            None => true,
-            Some(t) => match (s, q) {
-                (Some(_), Some(_)) => difference.is_some_and(|d| d.abs() <= t),
-                (None, None) => true,
-                _ => false,
-            },
-        };
-        rows.push(Row {
-            metric: metric.into(),
-            sim: s,
-            qemu: q,
-            difference,
-            tolerance: tol,
-            extrapolated,
-            agrees,
-        });
+    let time = |metric: &str, s: Option<f64>, q: Option<f64>| {
+        Row::new(metric, s, q).judged(
+            poll_interval_s + RELATIVE * larger(s, q),
+            format!(
+                "never on one side and a time on the other disagree; else |qemu - sim| <= poll interval \
+                 ({poll_interval_s} s) + 10% of the larger"
+            ),
+        )
     };
-    let secs = |v: Option<i64>| v.map(|v| v as f64 / 1e9);
-    push(
-        "offset_after_disturbance_s",
-        secs(rs.offset_after_disturbance_ns),
-        secs(rq.offset_after_disturbance_ns),
-        // A guest back from a reboot reads the RTC's whole seconds: up to 1 s either way.
-        secs(rs.offset_after_disturbance_ns).map(|v| 1.0 + 0.1 * v.abs()),
-        false,
-    );
-    push(
+    let mut rows = Vec::new();
+    let (off_s, off_q) = (secs(rs.offset_after_disturbance_ns), secs(rq.offset_after_disturbance_ns));
+    rows.push(Row::new("offset_after_disturbance_s", off_s, off_q).judged(
+        1.0 + RELATIVE * larger(off_s, off_q),
+        "absent on one side disagrees; else |qemu - sim| <= 1 s (a rebooted guest reads the RTC's whole seconds) \
+         + 10% of the larger |value|",
+    ));
+    rows.push(time(
         "time_to_first_correction_s",
         rs.time_to_first_correction_s,
         rq.time_to_first_correction_s,
-        time_tol(rs.time_to_first_correction_s),
-        false,
-    );
+    ));
     for key in ["1ms", "100us"] {
         let s = rs.time_to_within_s.get(key).copied().flatten();
         let mut q = rq.time_to_within_s.get(key).copied().flatten();
@@ -114,34 +196,46 @@ pub fn compare(sim: &Report, qemu: &Report, poll_interval_s: f64) -> Fidelity {
             q = extrapolate_within(qemu, limit, 10.0);
             ex = q.is_some();
         }
-        // 100 us depends on the guest's noise floor (TCG timing jitter), which the sim does not
-        // model: shown, not judged.
-        let tol = if key == "1ms" { time_tol(s) } else { None };
-        push(&format!("time_to_within_{key}_s"), s, q, tol, ex);
+        let metric = format!("time_to_within_{key}_s");
+        let mut row = if key == "1ms" {
+            time(&metric, s, q)
+        } else {
+            Row::new(&metric, s, q)
+                .info("it rests on the guest's noise floor (TCG timing jitter), which the sim does not model")
+        };
+        row.extrapolated = ex;
+        rows.push(row);
     }
-    push("steps", Some(rs.steps.len() as f64), Some(rq.steps.len() as f64), None, false);
-    let first_step = |r: &Report| r.recovery.steps.first().map(|s| s.delta_ns as f64 / 1e9);
-    push("first_step_s", first_step(sim), first_step(qemu), None, false);
-    push(
-        "max_abs_offset_s",
-        Some(rs.max_abs_offset_ns as f64 / 1e9),
-        Some(rq.max_abs_offset_ns as f64 / 1e9),
-        None,
-        false,
+    let count = |r: &Report| Some(r.recovery.steps.len() as f64);
+    rows.push(Row::new("steps", count(sim), count(qemu)).judged(0.0, "counts must be equal"));
+    rows.extend(first_step_rows(sim, qemu));
+    rows.push(
+        Row::new(
+            "max_abs_offset_s",
+            Some(rs.max_abs_offset_ns as f64 / 1e9),
+            Some(rq.max_abs_offset_ns as f64 / 1e9),
+        )
+        .info("the disturbance's size, judged as offset_after_disturbance_s"),
     );
     let agrees = rows.iter().all(|r| r.agrees);
     Fidelity { scenario: sim.scenario.clone(), poll_interval_s, rows, agrees }
 }
 
 impl Fidelity {
-    /// A table for the terminal and Markdown.
+    /// A table for the terminal and Markdown, with the rule of every row under it.
     pub fn to_markdown(&self) -> String {
-        let f = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.3}"));
         let mut s = format!(
-            "## Fidelity: {} (tolerance: poll interval {} s + 10%)\n\n| metric | sim | qemu | qemu - sim | tolerance | agrees |\n|---|---|---|---|---|---|\n",
+            "## Fidelity: {}\n\nPoll interval {} s. Times agree within one poll interval + 10% of the larger of the \
+             two; never against a time disagrees; step counts must be equal; the first step is judged net of the \
+             offset each run came back with, within max(1 ms, 10%), and in the same direction.\n\n\
+             | metric | sim | qemu | qemu - sim | tolerance | agrees |\n|---|---|---|---|---|---|\n",
             self.scenario, self.poll_interval_s
         );
         for r in &self.rows {
+            let absent = if r.metric.starts_with("time_to") { "never" } else { "-" };
+            // Counts and directions are whole numbers.
+            let places = if matches!(r.metric.as_str(), "steps" | "first_step_direction") { 0 } else { 3 };
+            let f = |v: Option<f64>| v.map_or_else(|| absent.to_owned(), |v| format!("{v:.places$}"));
             let q = if r.extrapolated { format!("{} (extrapolated)", f(r.qemu)) } else { f(r.qemu) };
             let judged = if r.tolerance.is_none() {
                 "info"
@@ -150,15 +244,13 @@ impl Fidelity {
             } else {
                 "**NO**"
             };
-            s.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} |\n",
-                r.metric,
-                f(r.sim),
-                q,
-                f(r.difference),
-                f(r.tolerance),
-                judged
-            ));
+            let diff = r.difference.map_or_else(|| "-".to_owned(), |v| format!("{v:.places$}"));
+            let tol = r.tolerance.map_or_else(|| "-".to_owned(), |v| format!("{v:.places$}"));
+            s.push_str(&format!("| {} | {} | {q} | {diff} | {tol} | {judged} |\n", r.metric, f(r.sim)));
+        }
+        s.push_str("\nRules:\n\n");
+        for r in &self.rows {
+            s.push_str(&format!("- {}: {}\n", r.metric, r.rule));
         }
         s.push_str(&format!("\nOverall: {}\n", if self.agrees { "agrees" } else { "DISAGREES" }));
         s
@@ -168,6 +260,7 @@ impl Fidelity {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analysis::{Recovery, Step};
     use crate::engine::{Marker, Observation, Observations};
     use crate::scenario::Scenario;
 
@@ -199,6 +292,223 @@ mod tests {
         Report::new(&s, "qemu", Observations { series, markers, events: Vec::new() }, None)
     }
 
+    /// A 30 s pause whose recovery the test sets by hand. The series stays at -30 s, so nothing
+    /// can be extrapolated from it: a null stays null.
+    fn flat_report(set: impl FnOnce(&mut Recovery)) -> Report {
+        let mut r = slewing_report();
+        for o in &mut r.series {
+            o.guest_offset_ns = Some(-30_000_000_000);
+        }
+        let rec = &mut r.recovery;
+        rec.offset_after_disturbance_ns = Some(-30_000_000_000);
+        rec.time_to_first_correction_s = Some(1.0);
+        rec.time_to_within_s.insert("1ms".into(), Some(2.0));
+        rec.time_to_within_s.insert("100us".into(), None);
+        rec.steps = vec![step(30.0)];
+        set(rec);
+        r
+    }
+
+    fn step(delta_s: f64) -> Step {
+        Step { t_s: 0.5, delta_ns: (delta_s * 1e9).round() as i64, source: "test".into() }
+    }
+
+    fn row<'a>(f: &'a Fidelity, metric: &str) -> &'a Row {
+        f.rows.iter().find(|r| r.metric == metric).unwrap_or_else(|| panic!("no row {metric}"))
+    }
+
+    /// Which judged rows disagree.
+    fn disagreeing(f: &Fidelity) -> Vec<&str> {
+        f.rows.iter().filter(|r| !r.agrees).map(|r| r.metric.as_str()).collect()
+    }
+
+    #[test]
+    fn identical_runs_agree_on_every_row() {
+        let a = flat_report(|_| {});
+        let f = compare(&a, &a, 8.0);
+        assert!(f.agrees, "{}", f.to_markdown());
+        assert!(f.rows.iter().all(|r| !r.rule.is_empty()), "every row states its rule");
+    }
+
+    #[test]
+    fn never_against_a_time_disagrees_either_way() {
+        let never = flat_report(|r| {
+            r.time_to_first_correction_s = None;
+            r.time_to_within_s.insert("1ms".into(), None);
+        });
+        let soon = flat_report(|r| r.time_to_first_correction_s = Some(5.0));
+        for (sim, qemu) in [(&never, &soon), (&soon, &never)] {
+            let f = compare(sim, qemu, 8.0);
+            assert_eq!(
+                disagreeing(&f),
+                ["time_to_first_correction_s", "time_to_within_1ms_s"],
+                "{}",
+                f.to_markdown()
+            );
+            assert!(!f.agrees);
+            assert!(f.to_markdown().contains("| time_to_first_correction_s | "), "{}", f.to_markdown());
+        }
+        let gone = flat_report(|r| r.offset_after_disturbance_ns = None);
+        let f = compare(&gone, &soon, 8.0);
+        assert!(!row(&f, "offset_after_disturbance_s").agrees);
+    }
+
+    #[test]
+    fn never_on_both_sides_agrees() {
+        let never = flat_report(|r| {
+            r.time_to_first_correction_s = None;
+            r.time_to_within_s.insert("1ms".into(), None);
+        });
+        let f = compare(&never, &never, 8.0);
+        assert!(f.agrees, "{}", f.to_markdown());
+        let r = row(&f, "time_to_within_1ms_s");
+        assert!(r.tolerance.is_some() && r.sim.is_none() && r.qemu.is_none() && !r.extrapolated);
+        assert!(f.to_markdown().contains("| time_to_within_1ms_s | never | never | - | 8.000 | yes |"));
+    }
+
+    #[test]
+    fn times_within_a_poll_interval_plus_ten_percent_of_the_larger_agree() {
+        let at = |t: f64| flat_report(|r| r.time_to_first_correction_s = Some(t));
+        // 8 s + 10% of 50 s = 13 s.
+        let f = compare(&at(40.0), &at(50.0), 8.0);
+        assert!(f.agrees, "{}", f.to_markdown());
+        assert_eq!(row(&f, "time_to_first_correction_s").tolerance, Some(13.0));
+        // 14 s apart, against 8 s + 5.4 s.
+        assert_eq!(disagreeing(&compare(&at(40.0), &at(54.0), 8.0)), ["time_to_first_correction_s"]);
+    }
+
+    #[test]
+    fn the_tolerance_rests_on_the_larger_value_not_the_sims() {
+        let at = |t: f64| flat_report(|r| r.time_to_first_correction_s = Some(t));
+        // Sim 0.5 s against QEMU 60 s, and the other way round: 59.5 s apart, tolerance 8 + 6 s.
+        for (s, q) in [(0.5, 60.0), (60.0, 0.5)] {
+            let f = compare(&at(s), &at(q), 8.0);
+            let r = row(&f, "time_to_first_correction_s");
+            assert_eq!((r.agrees, r.tolerance), (false, Some(14.0)), "sim {s} qemu {q}");
+        }
+        // 90 s against 100 s with a 0.5 s poll: 10.5 s of tolerance both ways (from the sim alone it
+        // would be 9.5 s one way and 10.5 s the other).
+        for (s, q) in [(90.0, 100.0), (100.0, 90.0)] {
+            let f = compare(&at(s), &at(q), 0.5);
+            let r = row(&f, "time_to_first_correction_s");
+            assert_eq!((r.agrees, r.tolerance), (true, Some(10.5)), "sim {s} qemu {q}");
+        }
+    }
+
+    #[test]
+    fn a_different_step_count_disagrees() {
+        let once = flat_report(|_| {});
+        let twice = flat_report(|r| r.steps = vec![step(30.0), step(-2.0)]);
+        let f = compare(&once, &twice, 8.0);
+        assert_eq!(disagreeing(&f), ["steps"], "{}", f.to_markdown());
+        // A step on one side only: the count and the first step disagree.
+        let never = flat_report(|r| r.steps.clear());
+        let f = compare(&never, &once, 8.0);
+        assert_eq!(disagreeing(&f), ["steps", "first_step_residual_s", "first_step_direction"]);
+        assert!(compare(&never, &never, 8.0).agrees);
+    }
+
+    #[test]
+    fn a_first_step_overshooting_by_35_percent_disagrees() {
+        let jump = |steps: Vec<Step>| {
+            flat_report(|r| {
+                r.offset_after_disturbance_ns = Some(-10_000_000_000);
+                r.steps = steps;
+            })
+        };
+        // Same count: only the size tells them apart. 3.5 s left against 0 s, tolerance 1.35 s.
+        let f = compare(&jump(vec![step(10.0)]), &jump(vec![step(13.5)]), 8.0);
+        assert_eq!(disagreeing(&f), ["first_step_residual_s"], "{}", f.to_markdown());
+        let r = row(&f, "first_step_residual_s");
+        assert_eq!((r.sim, r.qemu, r.tolerance), (Some(0.0), Some(3.5), Some(1.35)));
+        // What real chronyd did against a model that steps once.
+        let f = compare(&jump(vec![step(10.0)]), &jump(vec![step(13.5), step(-3.5)]), 8.0);
+        assert_eq!(disagreeing(&f), ["steps", "first_step_residual_s"]);
+        assert!(f
+            .to_markdown()
+            .contains("| first_step_residual_s | 0.000 | 3.500 | 3.500 | 1.350 | **NO** |"));
+    }
+
+    #[test]
+    fn matching_steps_agree() {
+        // phc-jump-10s: the sim's steps against those chronyd 4.3 was seen to make.
+        let sim = flat_report(|r| {
+            r.offset_after_disturbance_ns = Some(-10_000_000_000);
+            r.steps = vec![step(13.544), step(-3.364)];
+        });
+        let real = flat_report(|r| {
+            r.offset_after_disturbance_ns = Some(-10_000_300_000);
+            r.steps = vec![step(13.48), step(-3.06)];
+        });
+        let f = compare(&sim, &real, 8.0);
+        assert!(f.agrees, "{}", f.to_markdown());
+        assert_eq!(row(&f, "first_step_direction").sim, Some(1.0));
+    }
+
+    #[test]
+    fn a_first_step_is_judged_against_the_offset_it_corrected() {
+        // A reboot: the RTC brings the guest back anywhere within ±0.5 s, hv_utils steps it away.
+        let back = |off_s: f64| {
+            flat_report(|r| {
+                r.offset_after_disturbance_ns = Some((off_s * 1e9).round() as i64);
+                r.steps = vec![step(-off_s)];
+            })
+        };
+        let f = compare(&back(0.1), &back(-0.3), 8.0);
+        assert!(f.agrees, "{}", f.to_markdown());
+        // The same offset, stepped only half away.
+        let half = flat_report(|r| {
+            r.offset_after_disturbance_ns = Some(-300_000_000);
+            r.steps = vec![step(0.15)];
+        });
+        assert_eq!(disagreeing(&compare(&back(0.1), &half, 8.0)), ["first_step_residual_s"]);
+    }
+
+    #[test]
+    fn first_steps_in_opposite_directions_disagree() {
+        // Too small for the size rule to see, but one goes toward zero and the other away.
+        let small = |delta_s: f64| {
+            flat_report(|r| {
+                r.offset_after_disturbance_ns = Some(-10_000_000_000);
+                r.steps = vec![step(delta_s)];
+            })
+        };
+        let f = compare(&small(0.0004), &small(-0.0004), 8.0);
+        assert_eq!(disagreeing(&f), ["first_step_direction"], "{}", f.to_markdown());
+        let r = row(&f, "first_step_direction");
+        assert_eq!((r.sim, r.qemu), (Some(1.0), Some(-1.0)));
+        // Without an offset to go against, the steps' own signs.
+        let bare = |delta_s: f64| {
+            flat_report(|r| {
+                r.offset_after_disturbance_ns = None;
+                r.steps = vec![step(delta_s)];
+            })
+        };
+        let f = compare(&bare(1.0), &bare(-1.0), 8.0);
+        assert!(disagreeing(&f).contains(&"first_step_direction"), "{}", f.to_markdown());
+        assert!(compare(&bare(1.0), &bare(1.05), 8.0).agrees);
+    }
+
+    #[test]
+    fn the_markdown_and_json_state_the_rules() {
+        let a = flat_report(|_| {});
+        let f = compare(&a, &a, 8.0);
+        let md = f.to_markdown();
+        for needle in [
+            "one poll interval + 10% of the larger",
+            "Rules:",
+            "- steps: counts must be equal",
+            "max(1 ms, 10%",
+        ] {
+            assert!(md.contains(needle), "{needle:?} missing from\n{md}");
+        }
+        let v = serde_json::to_value(&f).unwrap();
+        assert_eq!(v["rows"][0]["metric"], "offset_after_disturbance_s");
+        assert!(v["rows"][0]["rule"].as_str().unwrap().contains("1 s"));
+        let back: Fidelity = serde_json::from_value(v).unwrap();
+        assert_eq!(back, f);
+    }
+
     #[test]
     fn extrapolation_follows_the_final_slew_rate() {
         let r = slewing_report();
@@ -211,11 +521,18 @@ mod tests {
     }
 
     #[test]
-    fn comparison_judges_times_within_a_poll_interval_plus_ten_percent() {
-        let a = slewing_report();
-        let f = compare(&a, &a, 8.0);
-        assert!(f.agrees);
-        let row = f.rows.iter().find(|r| r.metric == "time_to_within_1ms_s").unwrap();
-        assert!(row.extrapolated && row.sim.is_none());
+    fn an_extrapolated_recovery_is_judged_against_the_sims() {
+        let short = slewing_report();
+        // The sim, run over the full window, saw the slew end.
+        let mut full = slewing_report();
+        full.recovery.time_to_within_s.insert("1ms".into(), Some(325.0));
+        let f = compare(&full, &short, 8.0);
+        assert!(f.agrees, "{}", f.to_markdown());
+        let row = row(&f, "time_to_within_1ms_s");
+        assert!(row.extrapolated && row.sim == Some(325.0), "{row:?}");
+        assert!(f.to_markdown().contains("329.990 (extrapolated)"));
+        // A sim that never got there does not agree with a guest projected to.
+        let f = compare(&short, &short, 8.0);
+        assert_eq!(disagreeing(&f), ["time_to_within_1ms_s"], "{}", f.to_markdown());
     }
 }

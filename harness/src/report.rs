@@ -14,12 +14,14 @@ use crate::scenario::Scenario;
 
 /// Overall outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// Every check held.
     Pass,
     /// At least one check failed.
     Fail,
+    /// The scenario expects nothing, so nothing was judged: not a pass, not a failure.
+    NoChecks,
     /// The run did not finish (backend failure); metrics cover what was seen.
     Aborted,
 }
@@ -52,7 +54,7 @@ pub struct Report {
     pub backend: String,
     /// The world's seed.
     pub seed: u64,
-    /// `pass`, `fail` or `aborted`.
+    /// `pass`, `fail`, `no_checks` or `aborted`.
     pub verdict: Verdict,
     /// Why the run was aborted, when it was.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -79,6 +81,8 @@ impl Report {
         let checks = analysis::verdicts(scenario, &recovery);
         let verdict = if abort_reason.is_some() {
             Verdict::Aborted
+        } else if checks.is_empty() {
+            Verdict::NoChecks
         } else if checks.iter().all(|c| c.pass) {
             Verdict::Pass
         } else {
@@ -148,7 +152,12 @@ impl Report {
         for (k, v) in metric_rows(r) {
             let _ = writeln!(s, "| {k} | {v} |");
         }
-        if !self.checks.is_empty() {
+        if self.checks.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n## Checks\n\nNone: the scenario has no `[expect]` entries, so nothing was judged."
+            );
+        } else {
             let _ = writeln!(s, "\n## Checks\n\n| check | expected | actual | result |\n|---|---|---|---|");
             for c in &self.checks {
                 let res = if c.pass { "pass" } else { "**FAIL**" };
@@ -192,6 +201,9 @@ impl Report {
         for (k, v) in metric_rows(&self.recovery) {
             let _ = writeln!(s, "  {k:<34} {v}");
         }
+        if self.checks.is_empty() {
+            let _ = writeln!(s, "  no checks: the scenario has no [expect] entries, nothing was judged");
+        }
         for c in &self.checks {
             let mark = if c.pass { "ok  " } else { "FAIL" };
             let _ = writeln!(s, "  {mark} {:<30} expected {:<14} got {}", c.name, c.expected, c.actual);
@@ -204,6 +216,7 @@ fn verdict_word(v: Verdict) -> &'static str {
     match v {
         Verdict::Pass => "PASS",
         Verdict::Fail => "FAIL",
+        Verdict::NoChecks => "NO CHECKS",
         Verdict::Aborted => "ABORTED",
     }
 }
@@ -279,5 +292,63 @@ pub fn describe(d: &mock_phc::Disturbance) -> String {
         D::SamplesStop => "host stops sending time samples".into(),
         D::SamplesResume => "host resumes time samples".into(),
         D::FrequencyJump { delta_ppm } => format!("guest frequency jumps {delta_ppm:+} ppm"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Observation;
+
+    fn report(expect: &str, abort_reason: Option<String>) -> Report {
+        let s = Scenario::parse(
+            &format!(
+                "description = \"x\"\n[world.phc]\npersonality = \"kvm\"\n[timeline]\nwarmup_s = 0\n\
+                 observe_s = 10\n{expect}"
+            ),
+            std::path::Path::new("bare.toml"),
+        )
+        .unwrap();
+        let series = (0..20)
+            .map(|i| Observation {
+                t_s: f64::from(i) * 0.5,
+                guest_offset_ns: Some(10),
+                phc_offset_ns: None,
+                phc_error: None,
+            })
+            .collect();
+        Report::new(&s, "sim", Observations { series, markers: Vec::new(), events: Vec::new() }, abort_reason)
+    }
+
+    #[test]
+    fn a_scenario_without_checks_says_so_and_never_passes() {
+        for expect in ["", "[expect]\n", "[expect]\nread_errors = []\n"] {
+            let r = report(expect, None);
+            assert_eq!(r.verdict, Verdict::NoChecks, "{expect:?}");
+            let text = r.to_text();
+            assert!(text.starts_with("bare [sim] NO CHECKS\n"), "{text}");
+            assert!(text.contains("no checks:") && !text.contains("PASS"), "{text}");
+            let md = r.to_markdown();
+            assert!(md.starts_with("# bare: NO CHECKS\n"), "{md}");
+            assert!(
+                md.contains("None: the scenario has no `[expect]` entries") && !md.contains("PASS"),
+                "{md}"
+            );
+            let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+            assert_eq!(v["verdict"], "no_checks");
+            assert_eq!(v["checks"], serde_json::json!([]));
+        }
+    }
+
+    #[test]
+    fn checks_decide_between_pass_and_fail_and_an_abort_wins() {
+        let r = report("[expect]\nmax_abs_offset_s = { max = 0.001 }\n", None);
+        assert_eq!(r.verdict, Verdict::Pass);
+        assert!(r.to_text().starts_with("bare [sim] PASS\n"));
+        let r = report("[expect]\nsteps = { min = 1 }\n", None);
+        assert_eq!(r.verdict, Verdict::Fail);
+        let r = report("", Some("QEMU died".into()));
+        assert_eq!(r.verdict, Verdict::Aborted);
+        assert_eq!(serde_json::to_value(Verdict::Aborted).unwrap(), "aborted");
     }
 }

@@ -1,7 +1,9 @@
-//! Every scenario in `scenarios/` on the sim backend: its verdicts hold, the report is
+//! Every scenario in `scenarios/` on the sim backend: it has checks and they hold, the report is
 //! byte-identical for the same seed, and the Markdown and JSON reports match their snapshots.
+//! Also `run` on the sim as the real binary: a scenario without checks exits 0 but never says PASS.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use phc_harness::report::Verdict;
 use phc_harness::runner::{run_sim, BUILTIN};
@@ -26,6 +28,71 @@ fn every_scenario_file_is_built_in_and_parses() {
         );
     }
     assert_eq!(BUILTIN.len(), files.len());
+}
+
+/// The files among `files` whose sim run judged nothing: no `[expect]` entries.
+fn without_checks(files: &[PathBuf]) -> Vec<String> {
+    files
+        .iter()
+        .filter(|f| {
+            let s = Scenario::load(f).unwrap_or_else(|e| panic!("{e}"));
+            run_sim(&s).unwrap().verdict == Verdict::NoChecks
+        })
+        .map(|f| f.display().to_string())
+        .collect()
+}
+
+#[test]
+fn every_shipped_scenario_has_checks() {
+    let bare = without_checks(&scenario_files());
+    assert!(
+        bare.is_empty(),
+        "scenarios without any [expect] check, whose runs judge nothing: {}",
+        bare.join(", ")
+    );
+}
+
+const BARE: &str =
+    "description = \"x\"\n[world.phc]\npersonality = \"kvm\"\n[timeline]\nwarmup_s = 0\nobserve_s = 20\n";
+
+#[test]
+fn the_check_guard_names_the_file_without_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let bare = dir.path().join("bare.toml");
+    std::fs::write(&bare, format!("{BARE}[expect]\n")).unwrap();
+    let checked = dir.path().join("checked.toml");
+    std::fs::write(&checked, format!("{BARE}[expect]\nsteps = {{ max = 0 }}\n")).unwrap();
+    assert_eq!(without_checks(&[checked, bare.clone()]), [bare.display().to_string()]);
+}
+
+/// `phc-harness run FILE --out TMP ARGS...`: exit code and stdout.
+fn run_cli(scenario_text: &str, args: &[&str]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bare.toml");
+    std::fs::write(&file, scenario_text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_phc-harness"))
+        .args(["run", file.to_str().unwrap(), "--out", dir.path().join("out").to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn run_without_checks_exits_0_and_never_prints_pass() {
+    let (code, out) = run_cli(BARE, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("bare [sim] NO CHECKS\n") && !out.contains("PASS"), "{out}");
+    let (code, out) = run_cli(BARE, &["--format", "md"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("# bare: NO CHECKS\n") && !out.contains("PASS"), "{out}");
+    let (code, out) = run_cli(BARE, &["--format", "json"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["verdict"], "no_checks");
+    // The same scenario with a check that cannot hold: a failure, exit 1.
+    let (code, out) = run_cli(&format!("{BARE}[expect]\nsteps = {{ min = 1 }}\n"), &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.starts_with("bare [sim] FAIL\n"), "{out}");
 }
 
 #[test]

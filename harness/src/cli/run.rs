@@ -139,7 +139,7 @@ fn usage(msg: impl std::fmt::Display) -> Exit {
     Exit::Usage
 }
 
-/// `phc-harness run`. Exit 0: every run passed (and agreed, for sim,qemu); 1: a verdict failed,
+/// `phc-harness run`. Exit 0: every run passed or had no checks (and agreed, for sim,qemu); 1: a verdict failed,
 /// a run aborted or sim and qemu disagree; 2: bad input, a backend that could not start, or an
 /// output that could not be written.
 pub fn run(args: RunArgs) -> Exit {
