@@ -88,7 +88,9 @@ fn run_without_checks_exits_0_and_never_prints_pass() {
     assert!(out.starts_with("# bare: NO CHECKS\n") && !out.contains("PASS"), "{out}");
     let (code, out) = run_cli(BARE, &["--format", "json"]);
     assert_eq!(code, Some(0), "{out}");
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["verdict"], "no_checks");
+    // One JSON array, one element per scenario.
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc[0]["reports"][0]["verdict"], "no_checks", "{out}");
     // The same scenario with a check that cannot hold: a failure, exit 1.
     let (code, out) = run_cli(&format!("{BARE}[expect]\nsteps = {{ min = 1 }}\n"), &[]);
     assert_eq!(code, Some(1), "{out}");
