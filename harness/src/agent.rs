@@ -223,3 +223,57 @@ fn exec(argv: &[String], timeout_s: f64) -> Result<ExecResult, String> {
     };
     Ok(ExecResult { code, stdout: read(so), stderr: read(se) })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn answers(input: &[u8]) -> Vec<Response> {
+        let mut out = Vec::new();
+        serve(std::io::Cursor::new(input.to_vec()), &mut out, || false).unwrap();
+        String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    #[test]
+    fn garbage_gets_an_error_answer_and_eof_ends_the_loop() {
+        let mut input = Vec::new();
+        input.extend_from_slice(b"not json\n");
+        input.extend_from_slice(b"\xff\xfe\n");
+        input.extend(std::iter::repeat_n(b'x', MAX_LINE + 10));
+        input.extend_from_slice(b"\n\n   \n{\"id\":7,\"op\":\"hello\"}\n{\"id\":8,\"op\":\"hello\"}");
+        let a = answers(&input);
+        assert_eq!(a.len(), 5, "{a:?}");
+        assert!(a[0].err.as_deref().unwrap().starts_with("bad request:"));
+        assert_eq!(a[1].err.as_deref(), Some("bad request: not UTF-8"));
+        assert_eq!(a[2].err.as_deref(), Some(&*format!("bad request: longer than {MAX_LINE} bytes")));
+        assert_eq!((a[3].id, a[3].err.is_none()), (7, true));
+        assert_eq!((a[4].id, a[4].err.is_none()), (8, true), "a last line without newline is served");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        /// Whatever the bytes, lines come back bounded and decoding never panics.
+        #[test]
+        fn the_line_decoder_never_panics(chunks in proptest::collection::vec(
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..200),
+                Just(b"\n".to_vec()),
+                Just(b"{\"id\":1,\"op\":".to_vec()),
+                (0usize..3).prop_map(|k| vec![b'a'; MAX_LINE - 1 + k]),
+            ], 0..8)) {
+            let input: Vec<u8> = chunks.concat();
+            let mut r = std::io::BufReader::with_capacity(4096, std::io::Cursor::new(&input));
+            let mut buf = Vec::new();
+            let mut lines = 0;
+            while let Some(line) = read_line(&mut r, &mut buf).unwrap() {
+                prop_assert!(buf.len() <= MAX_LINE);
+                if line.is_ok() {
+                    let _ = decode(&buf);
+                }
+                lines += 1;
+                prop_assert!(lines <= input.len() + 1);
+            }
+        }
+    }
+}
