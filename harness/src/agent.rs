@@ -60,11 +60,13 @@ pub fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<Opt
 }
 
 /// Serves requests from `input`, one answer line per request line, until `input` ends and
-/// `at_eof` says not to wait for more (it sleeps and returns true to keep waiting).
-pub fn serve(
-    mut input: impl BufRead,
+/// `at_eof` says not to wait for more (it sleeps and returns true to keep waiting). After an
+/// answer that asks for it, `spin` is called with a wall deadline to wait for input busily.
+pub fn serve<R: Read>(
+    mut input: std::io::BufReader<R>,
     mut out: impl Write,
     mut at_eof: impl FnMut() -> bool,
+    mut spin: impl FnMut(Instant),
 ) -> std::io::Result<()> {
     let mut agent = Agent::default();
     let mut line = Vec::new();
@@ -90,6 +92,11 @@ pub fn serve(
         text.push('\n');
         out.write_all(text.as_bytes())?;
         out.flush()?;
+        if let Some(deadline) = agent.take_spin() {
+            if input.buffer().is_empty() {
+                spin(deadline);
+            }
+        }
     }
 }
 
@@ -108,6 +115,33 @@ fn create_nofollow(path: &str) -> std::io::Result<std::fs::File> {
 struct Agent {
     spawned: HashMap<String, Child>,
     phcs: HashMap<String, Phc>,
+    /// After the current answer, poll the port busily until this wall instant (see `Op::Observe`).
+    spin_until: Option<Instant>,
+}
+
+/// The guest's RTC, whose second boundaries follow QEMU's virtual clock (`-rtc clock=vm`).
+const RTC: &str = "/dev/rtc0";
+
+/// CLOCK_REALTIME against a PHC with EXTENDED: (PHC time at the reading, realtime minus PHC,
+/// window), from the shortest of 5 windows.
+fn realtime_vs_phc(phc: &Phc) -> Result<(i64, i64, i64), String> {
+    let samples = phc.sys_offset_extended(5, phc::SysClock::Realtime).map_err(|e| e.to_string())?;
+    let best = samples.iter().min_by_key(|s| s.delay_ns()).ok_or("no samples")?;
+    Ok((best.phc_ns, best.offset_ns(), best.delay_ns()))
+}
+
+/// Sleeps until `phc` reads at least `until_ns`. The sleep runs on CLOCK_MONOTONIC, which a
+/// daemon may slew by up to 8% against the PHC: sleep 90% of what is left, then look again.
+fn wait_for_phc(phc: &Phc, until_ns: i64) -> Result<i64, String> {
+    loop {
+        let now = phc.gettime().map_err(|e| e.to_string())?;
+        let left = until_ns.saturating_sub(now);
+        if left <= 0 {
+            return Ok(now);
+        }
+        let nap = if left > 1_000_000 { left / 10 * 9 } else { left };
+        std::thread::sleep(Duration::from_nanos(nap.unsigned_abs()));
+    }
 }
 
 impl Agent {
@@ -119,8 +153,56 @@ impl Agent {
         Ok(&self.phcs[device])
     }
 
+    /// The wall instant to spin until after this answer, once.
+    fn take_spin(&mut self) -> Option<Instant> {
+        self.spin_until.take()
+    }
+
     fn handle(&mut self, op: Op) -> Result<Value, String> {
         match op {
+            Op::Observe { device, until_ns, spin_s } => {
+                let phc = self.phc(&device)?;
+                wait_for_phc(phc, until_ns).map_err(|e| format!("{device}: {e}"))?;
+                let (phc_ns, realtime_minus_phc_ns, window_ns) =
+                    realtime_vs_phc(phc).map_err(|e| format!("{device}: {e}"))?;
+                if spin_s > 0.0 {
+                    self.spin_until = Some(Instant::now() + Duration::from_secs_f64(spin_s.min(10.0)));
+                }
+                Ok(json!(phc_qemu::agent::Observed { phc_ns, realtime_minus_phc_ns, window_ns }))
+            }
+            Op::StepPhc { device, delta_ns } => {
+                let phc = self.phc(&device)?;
+                phc.step(delta_ns).map_err(|e| format!("{device}: step: {e}"))?;
+                let phc_ns = phc.gettime().map_err(|e| format!("{device}: {e}"))?;
+                Ok(json!({ "phc_ns": phc_ns }))
+            }
+            Op::PhcFrequency { device, ppb } => {
+                let phc = self.phc(&device)?;
+                phc.adjfine(ppb).map_err(|e| format!("{device}: adjfine: {e}"))?;
+                Ok(Value::Null)
+            }
+            Op::RealtimeToPhc { device } => {
+                let phc = self.phc(&device)?;
+                let (_, rt_minus_phc, _) = realtime_vs_phc(phc).map_err(|e| format!("{device}: {e}"))?;
+                clock_step_ns(libc::CLOCK_REALTIME, -rt_minus_phc).map_err(|e| format!("step: {e}"))?;
+                Ok(json!({ "stepped_ns": -rt_minus_phc }))
+            }
+            Op::RtcTick { device, set } => {
+                let rtc = phc::rtc::Rtc::open(RTC).map_err(|e| format!("{RTC}: {e}"))?;
+                let phc = self.phc(&device)?;
+                let (rtc_s, phc_ns) = rtc.next_second(|| phc.gettime()).map_err(|e| format!("{RTC}: {e}"))?;
+                let phc_ns = phc_ns.map_err(|e| format!("{device}: {e}"))?;
+                let set_ns = match set {
+                    Some(m) => {
+                        // Step by the difference, so the time spent since the boundary stays in.
+                        let target = m.host_at(rtc_s);
+                        phc.step(target - phc_ns).map_err(|e| format!("{device}: step: {e}"))?;
+                        Some(target)
+                    }
+                    None => None,
+                };
+                Ok(json!(phc_qemu::agent::RtcTickResult { rtc_s, phc_ns, set_ns }))
+            }
             Op::Hello => Ok(json!({ "version": env!("CARGO_PKG_VERSION") })),
             Op::Clocks => Ok(Value::Null),
             Op::PhcOffset { device } => {
@@ -231,7 +313,8 @@ mod tests {
 
     fn answers(input: &[u8]) -> Vec<Response> {
         let mut out = Vec::new();
-        serve(std::io::Cursor::new(input.to_vec()), &mut out, || false).unwrap();
+        serve(std::io::BufReader::new(std::io::Cursor::new(input.to_vec())), &mut out, || false, |_| {})
+            .unwrap();
         String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 

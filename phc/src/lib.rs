@@ -6,6 +6,7 @@ pub mod driver;
 pub mod error;
 pub mod estimate;
 pub mod node;
+pub mod rtc;
 pub mod sysfs;
 pub mod uapi;
 

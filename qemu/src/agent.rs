@@ -78,6 +78,91 @@ pub enum Op {
         /// Path.
         path: String,
     },
+    /// Virtual time: wait until the PHC (the host clock) reads at least `until_ns`, then measure
+    /// CLOCK_REALTIME against it with PTP_SYS_OFFSET_EXTENDED. With `spin_s` > 0 the agent then
+    /// polls its port busily (for at most that many wall seconds) instead of idling, so that under
+    /// icount with sleep=off the guest's virtual time does not leap to its next timer before the
+    /// host's next move (a QMP `stop`). Answers `Observed`.
+    Observe {
+        /// Device path.
+        device: String,
+        /// PHC time to wait for.
+        until_ns: i64,
+        /// Wall seconds to spin for the next request after answering.
+        #[serde(default)]
+        spin_s: f64,
+    },
+    /// Step a PHC by `delta_ns` (ADJ_SETOFFSET). Answers `{"phc_ns": ...}` after the step.
+    StepPhc {
+        /// Device path.
+        device: String,
+        /// Step.
+        delta_ns: i64,
+    },
+    /// Set a PHC's frequency offset (adjfine), parts per billion.
+    PhcFrequency {
+        /// Device path.
+        device: String,
+        /// Frequency offset.
+        ppb: f64,
+    },
+    /// Set CLOCK_REALTIME to the PHC's time (hv_utils on a SYNC sample, where the PHC is the
+    /// host clock). Answers `{"stepped_ns": ...}`.
+    RealtimeToPhc {
+        /// Device path.
+        device: String,
+    },
+    /// Wait for the RTC's next second boundary and read the PHC there; with `set`, set the PHC
+    /// at that boundary to where the mapping says host time is. Answers `RtcTick`.
+    RtcTick {
+        /// Device path of the PHC.
+        device: String,
+        /// Host time at an earlier RTC second, to carry forward.
+        set: Option<RtcMapping>,
+    },
+}
+
+/// Host time at an RTC second boundary, and how fast host time runs against the RTC.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RtcMapping {
+    /// The RTC's time at the boundary, seconds since the epoch.
+    pub rtc_s: i64,
+    /// Host time at that boundary.
+    pub host_ns: i64,
+    /// Host time's rate against the RTC, parts per billion.
+    pub ppb: f64,
+}
+
+impl RtcMapping {
+    /// Host time at a later RTC second.
+    pub fn host_at(&self, rtc_s: i64) -> i64 {
+        let elapsed_ns = (rtc_s - self.rtc_s).saturating_mul(1_000_000_000);
+        // |ppb| <= 1e8 and elapsed within days: the product stays far inside f64's exact range.
+        let scaled = (elapsed_ns as f64 * self.ppb * 1e-9).round() as i64;
+        self.host_ns.saturating_add(elapsed_ns).saturating_add(scaled)
+    }
+}
+
+/// Answer of `Observe`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observed {
+    /// PHC time of the reading (the middle of the shortest window).
+    pub phc_ns: i64,
+    /// CLOCK_REALTIME minus the PHC.
+    pub realtime_minus_phc_ns: i64,
+    /// The shortest window the kernel reported.
+    pub window_ns: i64,
+}
+
+/// Answer of `RtcTick`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RtcTickResult {
+    /// The RTC's new second, seconds since the epoch.
+    pub rtc_s: i64,
+    /// The PHC at the boundary, before any set.
+    pub phc_ns: i64,
+    /// What the PHC was set to at the boundary, with `set`.
+    pub set_ns: Option<i64>,
 }
 
 /// A request.

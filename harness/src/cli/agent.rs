@@ -4,6 +4,7 @@
 //! names `phc.agent`, since the requests it serves run programs and write files.
 
 use std::io::BufReader;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -80,11 +81,28 @@ pub fn run(args: AgentArgs) -> Exit {
     // virtio-serial reads EOF while no host is connected (before it connects, after it leaves);
     // the port stays open meanwhile, since what the host sends to a closed port is dropped.
     let mut absent_since: Option<Instant> = None;
-    let r = crate::agent::serve(BufReader::new(port), out, || {
-        let since = *absent_since.get_or_insert_with(Instant::now);
-        std::thread::sleep(Duration::from_millis(50));
-        since.elapsed() < HOST_ABSENT_LIMIT
-    });
+    let fd = port.as_raw_fd();
+    let spin = |deadline: Instant| {
+        // Busy: an idle guest under icount with sleep=off would leap to its next timer.
+        while Instant::now() < deadline {
+            let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            // SAFETY: `p` is one valid pollfd for the duration of the call; timeout 0 never blocks.
+            if unsafe { libc::poll(&mut p, 1, 0) } > 0 && p.revents & libc::POLLIN != 0 {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+    };
+    let r = crate::agent::serve(
+        BufReader::new(port),
+        out,
+        || {
+            let since = *absent_since.get_or_insert_with(Instant::now);
+            std::thread::sleep(Duration::from_millis(50));
+            since.elapsed() < HOST_ABSENT_LIMIT
+        },
+        spin,
+    );
     match r {
         Ok(()) => {
             say!("phc-harness: agent: no host for {} s; ending", HOST_ABSENT_LIMIT.as_secs());
