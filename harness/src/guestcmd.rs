@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use phc_qemu::agent::{ExecResult, Op};
 use phc_qemu::session::Session;
-use phc_qemu::Accel;
+use phc_qemu::{chain, signals, Accel};
 use serde_json::{json, Value};
 
-use crate::backend::qemu::{self, find_agent_bin, QemuOptions};
+use crate::backend::qemu::{self, find_agent_bin, BootInfo, QemuOptions};
 use crate::runcmd::AccelArg;
 
 /// Where a device command runs.
@@ -57,14 +57,23 @@ fn forwarded_args() -> Vec<String> {
     out
 }
 
-fn boot(g: &GuestArgs) -> Result<(Session, Accel), phc_qemu::Error> {
+fn boot(g: &GuestArgs) -> Result<(Session, BootInfo), phc_qemu::Error> {
     let opts = QemuOptions {
         agent_bin: find_agent_bin(g.agent_bin.clone())?,
         accel: g.accel.choice(),
         boot_timeout: Duration::from_secs(120),
         ptp_kvm: false,
     };
-    qemu::boot(&opts).map(|(s, info)| (s, info.accel))
+    qemu::boot(&opts, "device")
+}
+
+/// Exit status for a guest command that failed: 128 + the signal when one interrupted it, else 2.
+fn failed(e: &phc_qemu::Error) -> ExitCode {
+    eprintln!("phc-harness: qemu: {}", chain(e));
+    match e {
+        phc_qemu::Error::Interrupted { signal } => ExitCode::from(signals::exit_status(*signal)),
+        _ => ExitCode::from(2),
+    }
 }
 
 fn exec(s: &mut Session, argv: Vec<String>, timeout_s: f64) -> Result<ExecResult, phc_qemu::Error> {
@@ -88,21 +97,19 @@ pub fn parse_phc_ctl_cmp(out: &str) -> Option<i64> {
 /// Runs the current device command in a guest. `device` is the guest path, for the cross-check.
 pub fn run(g: &GuestArgs, device: &str, json_out: bool) -> ExitCode {
     eprintln!("phc-harness: booting a QEMU guest ...");
-    let (mut s, accel) = match boot(g) {
+    // From here on a Ctrl-C ends the guest command through the normal path (QEMU killed, temp
+    // files removed); every wait below checks for it.
+    qemu::prepare_process();
+    let (mut s, info) = match boot(g) {
         Ok(v) => v,
-        Err(e) => {
-            eprintln!("phc-harness: qemu: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return failed(&e),
     };
+    let accel = info.accel;
     let mut argv = vec!["/bin/phc-harness".to_owned()];
     argv.extend(forwarded_args());
     let r = match exec(&mut s, argv, 900.0) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("phc-harness: qemu: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return failed(&e),
     };
     let cmp = exec(&mut s, vec!["phc_ctl".into(), device.into(), "cmp".into()], 30.0).ok();
     let cmp_text =
@@ -111,6 +118,7 @@ pub fn run(g: &GuestArgs, device: &str, json_out: bool) -> ExitCode {
     let backend = json!({
         "kind": "qemu",
         "accel": accel.name(),
+        "accel_reason": info.accel_reason,
         "boot_to_ready_s": (s.boot_to_ready.as_secs_f64() * 1000.0).round() / 1000.0,
         "phc_ctl_cmp": { "output": cmp_text, "realtime_minus_phc_ns": cmp_ns },
     });
@@ -159,29 +167,31 @@ mod tests {
 /// Arguments of the hidden `accel` command.
 #[derive(Debug, clap::Args)]
 pub struct AccelCheckArgs {
-    /// The static harness binary for the guest image.
+    /// Ignore the cached decision: run the trial guest again and cache its answer.
     #[arg(long)]
-    pub agent_bin: Option<PathBuf>,
+    pub refresh: bool,
 }
 
-/// `phc-harness accel`: prints `kvm`, or `tcg: <why KVM does not work here>`, found by trying.
-/// CI uses it to decide whether the KVM-only tests can run, and prints the reason when not.
+/// `phc-harness accel`: prints `kvm`, or `tcg: <why KVM does not work here>` on stdout, and how
+/// that was decided (cached, or probed by a trial guest) on stderr. CI uses it to decide whether
+/// the KVM-only tests can run, and prints the reason when not.
 pub fn accel_check(a: AccelCheckArgs) -> ExitCode {
-    let result = find_agent_bin(a.agent_bin).and_then(|agent| {
-        let spec = phc_qemu::image::ImageSpec::with_agent(agent);
-        let initrd = std::env::temp_dir().join(format!("phc-initrd-accel-{}.cpio", std::process::id()));
-        let kernel = phc_qemu::image::build(&spec, &initrd)?;
-        let r = qemu::detect_accel(&kernel, &initrd);
-        let _ = std::fs::remove_file(&initrd);
-        Ok(r)
-    });
-    match result {
-        Ok((Accel::Kvm, _)) => println!("kvm"),
-        Ok((Accel::Tcg, why)) => println!("tcg: {why}"),
+    qemu::prepare_process();
+    match phc_qemu::accel::decide_here(a.refresh) {
+        Ok(d) => {
+            match d.accel {
+                Accel::Kvm => println!("kvm"),
+                Accel::Tcg => println!("tcg: {}", d.why),
+            }
+            eprintln!("phc-harness: accel: {}", d.how_text());
+            ExitCode::SUCCESS
+        }
         Err(e) => {
-            eprintln!("phc-harness: {e}");
-            return ExitCode::from(2);
+            eprintln!("phc-harness: accel: {}", chain(&e));
+            match e {
+                phc_qemu::Error::Interrupted { signal } => ExitCode::from(signals::exit_status(signal)),
+                _ => ExitCode::from(2),
+            }
         }
     }
-    ExitCode::SUCCESS
 }

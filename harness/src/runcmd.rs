@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use phc_qemu::Accel;
+use phc_qemu::{chain, signals, Accel};
 
 use crate::backend::qemu::{self, find_agent_bin, QemuBackend, QemuOptions};
 use crate::backend::sim::Sim;
@@ -167,7 +167,8 @@ pub fn run_sim(s: &Scenario) -> Result<Report, mock_phc::Error> {
     Ok(Report::new(s, "sim", obs, None))
 }
 
-/// Runs one scenario in a QEMU guest. Failures after boot still give a report, marked aborted.
+/// Runs one scenario in a QEMU guest. Failures after boot (SIGINT/SIGTERM included, where
+/// `signals::install` was called) still give a report, marked aborted.
 pub fn run_qemu(s: &Scenario, opts: &QemuOptions, progress: bool) -> Result<Report, phc_qemu::Error> {
     if progress {
         eprintln!("{}: booting the guest ...", s.name);
@@ -182,7 +183,7 @@ pub fn run_qemu(s: &Scenario, opts: &QemuOptions, progress: bool) -> Result<Repo
     });
     let (abort, info) = match r {
         Ok(()) => (None, b.finish()),
-        Err(e) => (Some(e.to_string()), b.info()),
+        Err(e) => (Some(chain(&e)), b.info()),
     };
     let mut report = Report::new(s, "qemu", obs, abort);
     report.backend_info = info;
@@ -253,6 +254,9 @@ pub fn run(args: RunArgs) -> ExitCode {
         eprintln!("phc-harness: note: --observe-s applies to the qemu backend only");
     }
     let qemu_opts = if args.backend.contains(&BackendKind::Qemu) {
+        // A Ctrl-C (or `timeout`'s SIGTERM) then ends the run through the normal path: an
+        // aborted report, QEMU killed, temp files removed.
+        qemu::prepare_process();
         match find_agent_bin(args.agent_bin.clone()) {
             Ok(agent_bin) => Some(QemuOptions {
                 agent_bin,
@@ -289,7 +293,7 @@ pub fn run(args: RunArgs) -> ExitCode {
                         }
                         // A guest that never became ready still gets a report, marked aborted.
                         None => Ok(run_qemu(&q, opts, true).unwrap_or_else(|e| {
-                            Report::new(&q, "qemu", engine::Observations::default(), Some(e.to_string()))
+                            Report::new(&q, "qemu", engine::Observations::default(), Some(chain(&e)))
                         })),
                     }
                 }
@@ -321,6 +325,10 @@ pub fn run(args: RunArgs) -> ExitCode {
                 );
             }
             reports.push(report);
+            if let Some(sig) = signals::pending() {
+                eprintln!("phc-harness: {sig}: stopping after this report");
+                return ExitCode::from(signals::exit_status(sig));
+            }
         }
         if let [sim, q] = &reports[..] {
             if sim.backend == "sim" && q.backend == "qemu" {
