@@ -32,6 +32,9 @@ start=$(date +%s)
 cargo test --locked -p phc-harness --test vm_scenarios -- --ignored --test-threads=1 --nocapture
 echo "harness VM tests: $(( $(date +%s) - start )) s wall"
 
+stage "vm: acceleration decided once (trial guest, cache)"
+cargo test --locked -p phc-harness --test vm_accel -- --ignored --test-threads=1 --nocapture
+
 stage "vm: ptp_kvm under KVM"
 # Decided once per machine and cached (PHC_CACHE/accel.json); how it was decided goes to stderr.
 accel=$(cargo run --locked --quiet --release -p phc-harness -- accel)

@@ -221,7 +221,7 @@ fn qemu_killed_mid_scenario_ends_in_an_aborted_report() {
             std::thread::sleep(Duration::from_millis(200));
         }
     });
-    assert_aborted(code, &stderr, &report, "QEMU");
+    assert_aborted(code, &stderr, &report, "QEMU exited (signal: 9 (SIGKILL))");
     assert!(!report["series"].as_array().unwrap().is_empty(), "what was seen before the kill is kept");
 }
 

@@ -269,7 +269,7 @@ impl Decision {
                     Ok(f) => format!("saved in {}", f.display()),
                     Err(e) => format!("not saved: {e}"),
                 };
-                format!("probed in {:.1} s ({because}; {saved})", took.as_secs_f64())
+                format!("probed in {:.2} s ({because}; {saved})", took.as_secs_f64())
             }
         }
     }

@@ -257,8 +257,9 @@ impl GuestBuilder {
         }
         match Qmp::connect(&sock, deadline) {
             Ok(q) => guest.qmp = Some(q),
-            // QEMU may have exited with a reason on stderr; that is the better message.
-            Err(e) => return Err(guest.exit_error().unwrap_or(e)),
+            // QEMU may have exited with a reason on stderr; that is the better message. The socket
+            // breaks a moment before QEMU can be reaped: give it that moment.
+            Err(e) => return Err(guest.exit_within(Duration::from_secs(1)).unwrap_or(e)),
         }
         Ok(guest)
     }
@@ -352,6 +353,21 @@ impl Guest {
     pub fn exit_error(&mut self) -> Option<Error> {
         let status = self.poll_exit()?;
         Some(Error::QemuExited { status, stderr_tail: self.stderr_tail(), console_tail: String::new() })
+    }
+
+    /// `exit_error`, waiting up to `wait` for QEMU to exit: for when a broken socket says it is
+    /// dying.
+    pub fn exit_within(&mut self, wait: Duration) -> Option<Error> {
+        let until = Instant::now() + wait;
+        loop {
+            if let Some(e) = self.exit_error() {
+                return Some(e);
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Why QEMU exited, if it did, as `exit_error` prints it.

@@ -95,6 +95,22 @@ impl Session {
         Ok(t0.elapsed())
     }
 
+    /// `e`, or QEMU's exit when `e` is only its symptom: a channel (agent or QMP) that broke
+    /// because QEMU died says less than `QEMU exited (signal: 9 (SIGKILL))` with the console's
+    /// last lines. The socket breaks a moment before QEMU can be reaped, so this waits up to a
+    /// second for the exit.
+    pub fn explain(&mut self, e: Error) -> Error {
+        if !(e.is_channel_lost() || matches!(e, Error::QmpIo(_) | Error::QmpClosed)) {
+            return e;
+        }
+        match self.guest.exit_within(Duration::from_secs(1)) {
+            Some(Error::QemuExited { status, stderr_tail, .. }) => {
+                Error::QemuExited { status, stderr_tail, console_tail: console_tail(&self.guest) }
+            }
+            _ => e,
+        }
+    }
+
     /// The builder this session was started with.
     pub fn builder(&self) -> &GuestBuilder {
         &self.builder

@@ -419,14 +419,9 @@ fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 
-impl Backend for QemuBackend {
-    type Error = Error;
-
-    fn name(&self) -> &'static str {
-        "qemu"
-    }
-
-    fn advance_to(&mut self, t_ns: i64) -> Result<(), Error> {
+/// The engine's steps; `Backend` below runs each and explains a lost channel by QEMU's exit.
+impl QemuBackend {
+    fn step_to(&mut self, t_ns: i64) -> Result<(), Error> {
         loop {
             let now = self.now_ns();
             if let Some((until, sync)) = self.paused_until {
@@ -463,7 +458,7 @@ impl Backend for QemuBackend {
         }
     }
 
-    fn disturb(&mut self, d: &Disturbance) -> Result<Option<f64>, Error> {
+    fn apply(&mut self, d: &Disturbance) -> Result<Option<f64>, Error> {
         match d {
             Disturbance::Pause { duration_s, sync_on_resume } => {
                 self.poll_chrony_log()?;
@@ -507,7 +502,7 @@ impl Backend for QemuBackend {
         Ok(None)
     }
 
-    fn observe(&mut self) -> Result<Observation, Error> {
+    fn look(&mut self) -> Result<Observation, Error> {
         let t_s = self.now_ns() as f64 / 1e9;
         if self.paused_until.is_some() {
             return Ok(Observation { t_s, guest_offset_ns: None, phc_offset_ns: None, phc_error: None });
@@ -522,12 +517,36 @@ impl Backend for QemuBackend {
         Ok(Observation { t_s, guest_offset_ns: Some(guest), phc_offset_ns: phc, phc_error: err })
     }
 
+    fn drain(&mut self) -> Result<Vec<Event>, Error> {
+        self.poll_chrony_log()?;
+        Ok(std::mem::take(&mut self.events))
+    }
+}
+
+impl Backend for QemuBackend {
+    type Error = Error;
+
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    fn advance_to(&mut self, t_ns: i64) -> Result<(), Error> {
+        self.step_to(t_ns).map_err(|e| self.session.explain(e))
+    }
+
+    fn disturb(&mut self, d: &Disturbance) -> Result<Option<f64>, Error> {
+        self.apply(d).map_err(|e| self.session.explain(e))
+    }
+
+    fn observe(&mut self) -> Result<Observation, Error> {
+        self.look().map_err(|e| self.session.explain(e))
+    }
+
     fn take_observations(&mut self) -> Vec<Observation> {
         std::mem::take(&mut self.taken)
     }
 
     fn drain_events(&mut self) -> Result<Vec<Event>, Error> {
-        self.poll_chrony_log()?;
-        Ok(std::mem::take(&mut self.events))
+        self.drain().map_err(|e| self.session.explain(e))
     }
 }
