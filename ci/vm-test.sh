@@ -32,7 +32,11 @@ start=$(date +%s)
 cargo test --locked -p phc-harness --test vm_scenarios -- --ignored --test-threads=1 --nocapture
 echo "harness VM tests: $(( $(date +%s) - start )) s wall"
 
+stage "vm: acceleration decided once (trial guest, cache)"
+cargo test --locked -p phc-harness --test vm_accel -- --ignored --test-threads=1 --nocapture
+
 stage "vm: ptp_kvm under KVM"
+# Decided once per machine and cached (PHC_CACHE/accel.json); how it was decided goes to stderr.
 accel=$(cargo run --locked --quiet --release -p phc-harness -- accel)
 echo "accel check: $accel"
 if [[ $accel == kvm ]]; then
@@ -42,7 +46,7 @@ else
 fi
 
 stage "vm: no QEMU left behind"
-# A guest's folder is phc-qemu-<owner pid>-<n>. A QEMU whose owner is gone has leaked (the
+# A guest's folder is phc-qemu-<owner pid>-<role>-<random> (phc_qemu::tmp). A QEMU whose owner is gone has leaked (the
 # launcher kills and reaps on drop, PR_SET_PDEATHSIG covers crashes). Guests of other, still
 # running processes (a concurrent local run) are not ours to judge.
 leaked=0
@@ -51,6 +55,6 @@ while read -r pid owner; do
         echo "vm-test: leaked QEMU pid $pid (owner $owner is gone)" >&2
         leaked=1
     fi
-done < <(pgrep -af 'qemu-system' | sed -nE 's/^([0-9]+) .*phc-qemu-([0-9]+)-[0-9]+.*/\1 \2/p')
+done < <(pgrep -af 'qemu-system' | sed -nE 's/^([0-9]+) .*phc-qemu-([0-9]+)-.*/\1 \2/p')
 [[ $leaked -eq 0 ]] || exit 1
 echo "none"

@@ -11,6 +11,8 @@ pub enum Exit {
     /// 2: usage or access error: bad arguments, a malformed scenario, a missing device, not a PTP
     /// device, no permission, an output that cannot be written.
     Usage,
+    /// 128 + N: ended early by signal N (SIGINT, SIGTERM), after cleaning up.
+    Interrupted(nix::sys::signal::Signal),
 }
 
 impl Exit {
@@ -20,10 +22,11 @@ impl Exit {
             Self::Ok => 0,
             Self::CheckFailed => 1,
             Self::Usage => 2,
+            Self::Interrupted(sig) => u8::try_from(128 + sig as i32).unwrap_or(u8::MAX),
         }
     }
 
-    /// The worse of two outcomes (usage errors over failed checks over success).
+    /// The worse of two outcomes (interrupts over usage errors over failed checks over success).
     pub fn max(self, other: Self) -> Self {
         if other.code() > self.code() {
             other

@@ -91,7 +91,8 @@ pub fn run_sim(s: &Scenario) -> Result<Report, mock_phc::Error> {
     Ok(Report::new(s, "sim", obs, None))
 }
 
-/// Runs one scenario in a QEMU guest. Failures after boot still give a report, marked aborted.
+/// Runs one scenario in a QEMU guest. Failures after boot (SIGINT/SIGTERM included, where
+/// `backend::qemu::prepare_process` was called) still give a report, marked aborted.
 pub fn run_qemu(s: &Scenario, opts: &QemuOptions, progress: bool) -> Result<Report, phc_qemu::Error> {
     if progress {
         crate::say!("{}: booting the guest ...", s.name);
@@ -106,7 +107,7 @@ pub fn run_qemu(s: &Scenario, opts: &QemuOptions, progress: bool) -> Result<Repo
     });
     let (abort, info) = match r {
         Ok(()) => (None, b.finish()),
-        Err(e) => (Some(e.to_string()), b.info()),
+        Err(e) => (Some(phc_qemu::chain(&e)), b.info()),
     };
     let mut report = Report::new(s, "qemu", obs, abort);
     report.backend_info = info;

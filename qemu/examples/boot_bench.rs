@@ -50,7 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
-    let initrd = std::env::temp_dir().join(format!("phc-bench-initrd-{}.cpio", std::process::id()));
+    let initrd = phc_qemu::tmp::file("initrd", "bench", ".cpio")?;
     let mut kernel = image::build(&spec, &initrd)?;
     if let Some(k) = kernel_override {
         kernel = k.into();
@@ -85,7 +85,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         to_init.push(init);
         to_ready.push(ready);
     }
-    let _ = std::fs::remove_file(&initrd);
+    drop(initrd);
     let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(",");
     println!(
         "boot_bench median init_ready={:.2}s agent_ready={:.2}s runs=[{}] init=[{}]",

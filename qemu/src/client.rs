@@ -7,7 +7,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::agent::{GuestClocks, Op, Request, Response};
-use crate::Error;
+use crate::qmp::{timed_out, READ_SLICE};
+use crate::{signals, Error, Waited};
 
 /// One timed exchange: host CLOCK_REALTIME before sending and after the answer arrived.
 #[derive(Debug, Clone)]
@@ -63,11 +64,14 @@ impl AgentClient {
         loop {
             match UnixStream::connect(path) {
                 Ok(s) => {
-                    let writer = s.try_clone().map_err(|e| Error::Agent(e.to_string()))?;
+                    let writer = s.try_clone().map_err(Error::AgentIo)?;
                     return Ok(Self { reader: BufReader::new(s), writer, next_id: 1 });
                 }
-                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-                Err(e) => return Err(Error::Agent(format!("connect {}: {e}", path.display()))),
+                Err(_) if Instant::now() < deadline => {
+                    signals::check()?;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(source) => return Err(Error::AgentConnect { path: path.to_owned(), source }),
             }
         }
     }
@@ -79,51 +83,38 @@ impl AgentClient {
         let mut line = serde_json::to_string(&Request { id, op }).expect("requests serialize");
         line.push('\n');
         let host_sent_ns = host_realtime_ns();
-        self.writer
-            .write_all(line.as_bytes())
-            .map_err(|e| Error::Agent(format!("send: {e} (QEMU exited or closed the agent socket)")))?;
+        self.writer.write_all(line.as_bytes()).map_err(Error::AgentIo)?;
+        // Bytes of a line survive a timed-out read (read_until keeps them), so reading in slices,
+        // to notice SIGINT/SIGTERM between them, loses nothing.
+        let mut buf = Vec::new();
         loop {
+            signals::check()?;
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(Error::Timeout("agent answer".into()));
+                return Err(Error::Timeout { what: Waited::AgentAnswer, console_tail: String::new() });
             }
-            self.reader.get_ref().set_read_timeout(Some(left)).map_err(|e| Error::Agent(e.to_string()))?;
-            let mut buf = String::new();
-            match self.reader.read_line(&mut buf) {
-                Ok(0) => {
-                    return Err(Error::Agent(
-                        "the agent channel closed (QEMU exited or closed the socket)".into(),
-                    ))
-                }
-                Ok(_) => {}
-                Err(e)
-                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
-                {
-                    return Err(Error::Timeout("agent answer".into()))
-                }
-                Err(e) => {
-                    return Err(Error::Agent(format!(
-                        "receive: {e} (QEMU exited or closed the agent socket)"
-                    )))
-                }
+            self.reader.get_ref().set_read_timeout(Some(left.min(READ_SLICE))).map_err(Error::AgentIo)?;
+            match self.reader.read_until(b'\n', &mut buf) {
+                Ok(0) => return Err(Error::AgentClosed),
+                Ok(_) if buf.ends_with(b"\n") => {}
+                Ok(_) => return Err(Error::AgentClosed),
+                Err(e) if timed_out(&e) => continue,
+                Err(e) => return Err(Error::AgentIo(e)),
             }
             let host_received_ns = host_realtime_ns();
-            let text = buf.trim();
+            let line = std::mem::take(&mut buf);
+            let text = String::from_utf8_lossy(&line);
+            let text = text.trim();
             if text.is_empty() {
                 continue;
             }
-            let response: Response = serde_json::from_str(text).map_err(|e| {
-                let shown: String = text.chars().take(80).collect();
-                Error::Agent(format!("garbage from the guest agent ({e}): {shown:?}"))
-            })?;
+            let response: Response = serde_json::from_str(text)
+                .map_err(|source| Error::AgentGarbage { shown: text.chars().take(80).collect(), source })?;
             if response.id < id {
                 continue; // a late answer to an abandoned request
             }
             if response.id != id {
-                return Err(Error::Agent(format!(
-                    "answer to request {} while waiting for {id}",
-                    response.id
-                )));
+                return Err(Error::AgentOutOfOrder { got: response.id, want: id });
             }
             if let Some(err) = &response.err {
                 return Err(Error::Guest(err.clone()));
@@ -139,8 +130,9 @@ impl AgentClient {
         deadline: Instant,
     ) -> Result<T, Error> {
         let ex = self.call(op, deadline)?;
-        serde_json::from_value(ex.response.ok.unwrap_or(serde_json::Value::Null))
-            .map_err(|e| Error::Agent(format!("unexpected answer shape: {e}")))
+        let ok = ex.response.ok.unwrap_or(serde_json::Value::Null);
+        T::deserialize(&ok)
+            .map_err(|source| Error::AgentAnswer { answer: ok.to_string(), source: Some(source) })
     }
 
     /// Guest minus host realtime: the exchange with the shortest round trip of `n` wins.
@@ -207,8 +199,9 @@ mod tests {
     fn garbage_errors_and_silence_end_with_clear_errors() {
         let (p, _d) = serve(vec!["this is not json\n".into()]);
         let mut c = AgentClient::connect(&p, soon()).unwrap();
-        let e = c.call(Op::Hello, soon()).unwrap_err().to_string();
-        assert!(e.contains("garbage from the guest agent"), "{e}");
+        let e = c.call(Op::Hello, soon()).unwrap_err();
+        assert!(matches!(&e, Error::AgentGarbage { shown, .. } if shown == "this is not json"), "{e:?}");
+        assert_eq!(e.to_string(), "garbage from the guest agent: \"this is not json\"");
 
         let err =
             "{\"id\":1,\"err\":\"no such device\",\"clocks\":{\"realtime_ns\":0,\"monotonic_raw_ns\":0}}\n";
@@ -218,7 +211,18 @@ mod tests {
 
         let (p, _d3) = serve(vec![]);
         let mut c = AgentClient::connect(&p, soon()).unwrap();
-        let e = c.call(Op::Hello, Instant::now() + Duration::from_millis(200)).unwrap_err();
-        assert!(matches!(e, Error::Timeout(_) | Error::Agent(_)), "{e}");
+        let e = c.call(Op::Hello, Instant::now() + Duration::from_millis(300)).unwrap_err();
+        assert!(matches!(e, Error::Timeout { what: Waited::AgentAnswer, .. }), "{e:?}");
+        assert_eq!(e.to_string(), "timed out waiting for an answer from the guest agent");
+    }
+
+    #[test]
+    fn an_answer_of_the_wrong_shape_says_what_came() {
+        let ok = "{\"id\":1,\"ok\":\"text\",\"clocks\":{\"realtime_ns\":0,\"monotonic_raw_ns\":0}}\n";
+        let (p, _d) = serve(vec![ok.into()]);
+        let mut c = AgentClient::connect(&p, soon()).unwrap();
+        let e = c.call_value::<u64>(Op::Hello, soon()).unwrap_err();
+        assert_eq!(e.to_string(), "unexpected answer from the guest agent: \"text\"");
+        assert!(crate::chain(&e).contains("invalid type: string"), "{}", crate::chain(&e));
     }
 }

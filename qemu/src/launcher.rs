@@ -1,6 +1,6 @@
-//! Starting a guest: a builder for the QEMU command line, a per-guest folder for sockets and the
-//! console log, and a handle that owns QEMU's process group and kills and reaps it on drop, so no
-//! QEMU outlives the harness, whatever path it leaves by.
+//! Starting a guest: a builder for the QEMU command line, a per-guest temp folder for sockets and
+//! the console log, and a handle that owns QEMU's process group and kills and reaps it on drop, so
+//! no QEMU outlives the harness, whatever path it leaves by.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -12,7 +12,8 @@ use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::qmp::Qmp;
-use crate::Error;
+use crate::tmp::{self, TempDir};
+use crate::{signals, Error, Waited};
 
 /// CPU acceleration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -33,6 +34,9 @@ impl Accel {
         }
     }
 }
+
+/// The QEMU binary by default, looked up in PATH.
+pub const DEFAULT_QEMU: &str = "qemu-system-x86_64";
 
 /// QEMU's minimal firmware (Debian's qemu-system-data ships it): it hands over to the kernel
 /// sooner than SeaBIOS.
@@ -61,6 +65,7 @@ pub struct GuestBuilder {
     accel: Accel,
     igb: bool,
     agent: bool,
+    role: String,
     extra: Vec<String>,
 }
 
@@ -69,7 +74,7 @@ impl GuestBuilder {
     /// channel.
     pub fn new(kernel: impl Into<PathBuf>, initrd: impl Into<PathBuf>) -> Self {
         Self {
-            qemu: "qemu-system-x86_64".into(),
+            qemu: DEFAULT_QEMU.into(),
             kernel: kernel.into(),
             initrd: initrd.into(),
             append: DEFAULT_CMDLINE.into(),
@@ -78,6 +83,7 @@ impl GuestBuilder {
             accel: Accel::Tcg,
             igb: true,
             agent: true,
+            role: "guest".into(),
             extra: Vec::new(),
         }
     }
@@ -130,6 +136,15 @@ impl GuestBuilder {
         self
     }
 
+    /// What the guest is for, in lowercase letters and dashes (`scenario`, `accel-trial`): it
+    /// names the guest's temp folder (`phc-qemu-<pid>-<role>-<random>`, so it shows on QEMU's
+    /// command line) and QEMU's `-name` (`phc-<role>`, which QMP `query-name` returns). Tools
+    /// that look for a harness's guests tell them apart by it.
+    pub fn role(mut self, role: impl Into<String>) -> Self {
+        self.role = role.into();
+        self
+    }
+
     /// Extra QEMU arguments.
     pub fn arg(mut self, a: impl Into<String>) -> Self {
         self.extra.push(a.into());
@@ -142,6 +157,8 @@ impl GuestBuilder {
         let mut a: Vec<String> = vec![
             // No -no-reboot: with it, QMP system_reset (a scenario's reboot) makes QEMU exit.
             "-nodefaults".into(),
+            "-name".into(),
+            format!("phc-{}", self.role),
             "-display".into(),
             "none".into(),
             "-accel".into(),
@@ -192,9 +209,15 @@ impl GuestBuilder {
     /// QEMU gets SIGKILL when the *thread* that called this exits (PR_SET_PDEATHSIG follows the
     /// forking thread), so start a guest on a thread that outlives it.
     pub fn start(&self, deadline: Instant) -> Result<Guest, Error> {
-        let dir = guest_dir()?;
-        let args = self.args(&dir);
-        let stderr = std::fs::File::create(dir.join("qemu.stderr")).map_err(|e| Error::Io(dir.clone(), e))?;
+        signals::check()?;
+        let dir = tmp::dir("qemu", &self.role)?;
+        let args = self.args(dir.path());
+        let stderr_path = dir.path().join("qemu.stderr");
+        let stderr = std::fs::File::create(&stderr_path).map_err(|source| Error::Io {
+            op: "create",
+            path: stderr_path,
+            source,
+        })?;
         let mut cmd = Command::new(&self.qemu);
         cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr).process_group(0);
         // SAFETY: the closure runs in the child between fork and exec and only calls prctl, which
@@ -208,7 +231,7 @@ impl GuestBuilder {
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(|e| Error::Spawn(self.qemu.display().to_string(), e))?;
+        let child = cmd.spawn().map_err(|source| Error::Spawn { program: self.qemu.clone(), source })?;
         let mut guest = Guest {
             child: Some(child),
             dir,
@@ -220,47 +243,33 @@ impl GuestBuilder {
         };
         // Wait for the socket while watching QEMU, so a QEMU that dies before creating it (a KVM
         // that cannot run this guest aborts at once) is reported at once, not at the deadline.
-        let sock = guest.dir.join("qmp.sock");
+        // The guest drops on every early return: QEMU is killed and reaped, the folder removed.
+        let sock = guest.dir().join("qmp.sock");
         while !sock.exists() {
-            if let Some(reason) = guest.exit_reason() {
-                guest.reap_quietly();
-                return Err(Error::QemuExited(reason));
+            if let Some(e) = guest.exit_error() {
+                return Err(e);
             }
+            signals::check()?;
             if Instant::now() >= deadline {
-                guest.reap_quietly();
-                return Err(Error::Timeout("QEMU's QMP socket".into()));
+                return Err(Error::Timeout { what: Waited::QmpSocket, console_tail: String::new() });
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         match Qmp::connect(&sock, deadline) {
             Ok(q) => guest.qmp = Some(q),
-            Err(e) => {
-                // QEMU may have exited with a reason on stderr; that is the better message.
-                let reason = guest.exit_reason();
-                guest.reap_quietly();
-                return Err(reason.map_or(e, Error::QemuExited));
-            }
+            // QEMU may have exited with a reason on stderr; that is the better message. The socket
+            // breaks a moment before QEMU can be reaped: give it that moment.
+            Err(e) => return Err(guest.exit_within(Duration::from_secs(1)).unwrap_or(e)),
         }
         Ok(guest)
     }
 }
 
-fn guest_dir() -> Result<PathBuf, Error> {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "phc-qemu-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).map_err(|e| Error::Io(dir.clone(), e))?;
-    Ok(dir)
-}
-
-/// A running guest. Dropping it kills QEMU's process group, reaps it and removes its folder.
+/// A running guest. Dropping it kills QEMU's process group, reaps it and removes its folder
+/// (kept, for a post-mortem, when `PHC_KEEP_GUEST_DIR` is set).
 pub struct Guest {
     child: Option<Child>,
-    dir: PathBuf,
+    dir: TempDir,
     qmp: Option<Qmp>,
     accel: Accel,
     started: Instant,
@@ -271,12 +280,12 @@ pub struct Guest {
 impl Guest {
     /// The guest's folder (sockets, console log).
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 
     /// The agent socket (connect to talk to the guest agent).
     pub fn agent_socket(&self) -> PathBuf {
-        self.dir.join("agent.sock")
+        self.dir().join("agent.sock")
     }
 
     /// Acceleration in use.
@@ -296,7 +305,7 @@ impl Guest {
 
     /// The serial console so far.
     pub fn console(&self) -> String {
-        std::fs::read_to_string(self.dir.join("console.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir().join("console.log")).unwrap_or_default()
     }
 
     /// QEMU's process id.
@@ -333,16 +342,37 @@ impl Guest {
         self.exit_status
     }
 
-    /// Why QEMU exited, if it did: its exit status and the end of its stderr.
-    pub fn exit_reason(&mut self) -> Option<String> {
+    /// The last lines QEMU wrote to stderr, joined by ` | `.
+    pub fn stderr_tail(&self) -> String {
+        let err = std::fs::read_to_string(self.dir().join("qemu.stderr")).unwrap_or_default();
+        let last: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).rev().take(3).collect();
+        last.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    }
+
+    /// `Error::QemuExited` with the exit status and the end of stderr, once QEMU has exited.
+    pub fn exit_error(&mut self) -> Option<Error> {
         let status = self.poll_exit()?;
-        let err = std::fs::read_to_string(self.dir.join("qemu.stderr")).unwrap_or_default();
-        let tail =
-            err.lines().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ");
-        Some(format!(
-            "QEMU exited ({status}){}",
-            if tail.is_empty() { String::new() } else { format!(": {tail}") }
-        ))
+        Some(Error::QemuExited { status, stderr_tail: self.stderr_tail(), console_tail: String::new() })
+    }
+
+    /// `exit_error`, waiting up to `wait` for QEMU to exit: for when a broken socket says it is
+    /// dying.
+    pub fn exit_within(&mut self, wait: Duration) -> Option<Error> {
+        let until = Instant::now() + wait;
+        loop {
+            if let Some(e) = self.exit_error() {
+                return Some(e);
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Why QEMU exited, if it did, as `exit_error` prints it.
+    pub fn exit_reason(&mut self) -> Option<String> {
+        self.exit_error().map(|e| e.to_string())
     }
 
     /// Waits until `needle` appears on the console, or fails at `deadline` or when QEMU exits.
@@ -351,11 +381,15 @@ impl Guest {
             if self.console().contains(needle) {
                 return Ok(());
             }
-            if let Some(r) = self.exit_reason() {
-                return Err(Error::QemuExited(r));
+            if let Some(e) = self.exit_error() {
+                return Err(e);
             }
+            signals::check()?;
             if Instant::now() >= deadline {
-                return Err(Error::Timeout(format!("console line {needle:?}")));
+                return Err(Error::Timeout {
+                    what: Waited::Console(needle.into()),
+                    console_tail: String::new(),
+                });
             }
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -389,8 +423,9 @@ impl Guest {
 impl Drop for Guest {
     fn drop(&mut self) {
         self.shutdown();
-        if std::env::var_os("PHC_KEEP_GUEST_DIR").is_none() {
-            let _ = std::fs::remove_dir_all(&self.dir);
+        // The folder itself goes when `dir` drops, after this.
+        if std::env::var_os("PHC_KEEP_GUEST_DIR").is_some() {
+            self.dir.disable_cleanup(true);
         }
     }
 }

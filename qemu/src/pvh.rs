@@ -3,10 +3,11 @@
 //! decompression of Debian's zstd kernel costs about 1.5 s of every boot.
 
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::Error;
+use crate::{tmp, Error};
 
 /// `XEN_ELFNOTE_PHYS32_ENTRY`: the note QEMU looks for to boot an ELF kernel the PVH way.
 const PHYS32_ENTRY: u32 = 18;
@@ -61,36 +62,35 @@ fn has_pvh_note_inner(elf: &[u8]) -> Option<bool> {
 /// Decompresses the kernel inside a bzImage. The decompressors stop at the end of the stream
 /// and complain about the trailing bytes of the image; the output is checked instead.
 fn extract(bzimage: &Path) -> Result<Vec<u8>, Error> {
-    let img = fs::read(bzimage).map_err(|e| Error::Io(bzimage.to_owned(), e))?;
+    let img =
+        fs::read(bzimage).map_err(|source| Error::Io { op: "read", path: bzimage.to_owned(), source })?;
     for (magic, tool) in PAYLOADS {
         let Some(start) = img.windows(magic.len()).position(|w| w == *magic) else { continue };
-        let tmp = tempfile_path("payload");
-        fs::write(&tmp, &img[start..]).map_err(|e| Error::Io(tmp.clone(), e))?;
-        let out = Command::new(tool).args(["-dcq"]).arg(&tmp).output();
-        let _ = fs::remove_file(&tmp);
-        let out = out.map_err(|e| Error::Image(format!("{tool}: {e}")))?;
+        let payload = tmp::file("payload", "", "")?;
+        fs::write(&payload, &img[start..]).map_err(|source| Error::Io {
+            op: "write",
+            path: payload.to_path_buf(),
+            source,
+        })?;
+        let out = Command::new(tool)
+            .args(["-dcq"])
+            .arg(&payload)
+            .output()
+            .map_err(|source| Error::Spawn { program: (*tool).into(), source })?;
         if has_pvh_note(&out.stdout) {
             return Ok(out.stdout);
         }
     }
-    Err(Error::Image(format!("{}: no compressed ELF kernel with a PVH note inside", bzimage.display())))
-}
-
-fn tempfile_path(what: &str) -> PathBuf {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    std::env::temp_dir().join(format!(
-        "phc-{what}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ))
+    Err(Error::NoPvhKernel { path: bzimage.to_owned() })
 }
 
 /// The PVH-bootable `vmlinux` for `bzimage`, extracted once and cached next to it (or in the temp
 /// folder when that is read-only). The cache is keyed by the bzImage's size and mtime, and written
-/// by rename, so concurrent builders never see half a file.
+/// by rename from a temp file beside it (removed on drop if the rename never happens), so
+/// concurrent builders never see half a file.
 pub fn vmlinux_for(bzimage: &Path) -> Result<PathBuf, Error> {
-    let meta = fs::metadata(bzimage).map_err(|e| Error::Io(bzimage.to_owned(), e))?;
+    let meta =
+        fs::metadata(bzimage).map_err(|source| Error::Io { op: "read", path: bzimage.to_owned(), source })?;
     let mtime =
         meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).unwrap_or_default();
     let name = format!("vmlinux-pvh-{}-{}", meta.len(), mtime.as_secs());
@@ -102,15 +102,25 @@ pub fn vmlinux_for(bzimage: &Path) -> Result<PathBuf, Error> {
         }
     }
     let elf = extract(bzimage)?;
+    let mut last = None;
     for dest in beside.iter().chain([&in_tmp]) {
-        let tmp = dest.with_extension(format!("tmp{}", std::process::id()));
-        if fs::write(&tmp, &elf).is_ok() && fs::rename(&tmp, dest).is_ok() {
-            remove_stale(dest);
-            return Ok(dest.clone());
+        let folder = dest.parent().unwrap_or(Path::new("."));
+        // Named like the temp dir's other files (tmp.rs), so a sweep finds it there if a kill
+        // interrupts the write, and so that `remove_stale` never takes it for a finished kernel.
+        let written = tempfile::Builder::new()
+            .prefix(&tmp::prefix("pvh", ""))
+            .tempfile_in(folder)
+            .and_then(|mut f| f.write_all(&elf).map(|()| f))
+            .and_then(|f| f.persist(dest).map_err(|e| e.error));
+        match written {
+            Ok(_) => {
+                remove_stale(dest);
+                return Ok(dest.clone());
+            }
+            Err(source) => last = Some(Error::Io { op: "write", path: dest.clone(), source }),
         }
-        let _ = fs::remove_file(&tmp);
     }
-    Err(Error::Image(format!("cannot write {} or {}", name, in_tmp.display())))
+    Err(last.expect("the temp folder is always tried"))
 }
 
 /// Removes the extracted kernels of earlier bzImages beside `current` (57 MB each).
@@ -120,8 +130,8 @@ fn remove_stale(current: &Path) {
     for e in fs::read_dir(dir).into_iter().flatten().flatten() {
         let name = e.file_name();
         let n = name.to_string_lossy();
-        // Only finished files: a `.tmpPID` may be another builder's write in progress.
-        if name != keep && n.starts_with(prefix) && !n.contains(".tmp") {
+        // Only finished files: `phc-pvh-*` (tmp.rs names) are writes in progress.
+        if name != keep && n.starts_with(prefix) {
             let _ = fs::remove_file(e.path());
         }
     }

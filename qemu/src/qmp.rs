@@ -9,7 +9,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::Error;
+use crate::{signals, Error, Waited};
+
+/// The longest one blocking read lasts: between reads the waits check for SIGINT/SIGTERM.
+pub(crate) const READ_SLICE: Duration = Duration::from_millis(200);
+
+/// Whether a read error means only that the read timeout passed.
+pub(crate) fn timed_out(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+}
 
 /// A negotiated QMP connection.
 pub struct Qmp {
@@ -25,12 +33,14 @@ impl Qmp {
         let stream = loop {
             match UnixStream::connect(path) {
                 Ok(s) => break s,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
+                Err(_) if Instant::now() < deadline => {
+                    signals::check()?;
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 // Past the deadline this is a slow start, not a QMP failure: say so.
-                Err(e) => return Err(Error::Timeout(format!("the QMP socket {} ({e})", path.display()))),
+                Err(_) => {
+                    return Err(Error::Timeout { what: Waited::QmpSocket, console_tail: String::new() })
+                }
             }
         };
         Self::negotiate(stream, deadline)
@@ -38,32 +48,43 @@ impl Qmp {
 
     /// Reads the greeting from a connected stream and enters command mode.
     pub fn negotiate(stream: UnixStream, deadline: Instant) -> Result<Self, Error> {
-        let writer = stream.try_clone().map_err(|e| Error::Qmp(e.to_string()))?;
+        let writer = stream.try_clone().map_err(Error::QmpIo)?;
         let mut q = Self { reader: BufReader::new(stream), writer, events: Vec::new() };
         let greeting = q.read_message(deadline)?;
         if greeting.get("QMP").is_none() {
-            return Err(Error::Qmp(format!("unexpected greeting: {greeting}")));
+            return Err(Error::QmpGreeting { got: greeting });
         }
         q.execute("qmp_capabilities", None, deadline)?;
         Ok(q)
     }
 
     fn read_message(&mut self, deadline: Instant) -> Result<Value, Error> {
-        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-        self.reader.get_ref().set_read_timeout(Some(left)).map_err(|e| Error::Qmp(e.to_string()))?;
-        let mut line = String::new();
-        match self.reader.read_line(&mut line) {
-            Ok(0) => Err(Error::Qmp("QEMU closed the QMP connection".into())),
-            Ok(_) => serde_json::from_str(&line)
-                .map_err(|e| Error::Qmp(format!("malformed QMP message {:?}: {e}", line.trim()))),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                Err(Error::Timeout("QMP answer".into()))
+        // Bytes of a line survive a timed-out read (read_until keeps them), so reading in slices
+        // loses nothing.
+        let mut line = Vec::new();
+        loop {
+            signals::check()?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Timeout { what: Waited::QmpAnswer, console_tail: String::new() });
             }
-            Err(e) => Err(Error::Qmp(e.to_string())),
+            self.reader.get_ref().set_read_timeout(Some(left.min(READ_SLICE))).map_err(Error::QmpIo)?;
+            match self.reader.read_until(b'\n', &mut line) {
+                Ok(0) => return Err(Error::QmpClosed),
+                Ok(_) if line.ends_with(b"\n") => break,
+                // End of file in the middle of a line.
+                Ok(_) => return Err(Error::QmpClosed),
+                Err(e) if timed_out(&e) => {}
+                Err(e) => return Err(Error::QmpIo(e)),
+            }
         }
+        serde_json::from_slice(&line).map_err(|source| Error::QmpMalformed {
+            line: String::from_utf8_lossy(&line).trim().to_owned(),
+            source,
+        })
     }
 
-    /// Runs a command and returns its `return` value; a QMP `error` becomes `Error::Qmp`.
+    /// Runs a command and returns its `return` value; a QMP `error` becomes `Error::QmpCommand`.
     pub fn execute(&mut self, cmd: &str, args: Option<Value>, deadline: Instant) -> Result<Value, Error> {
         let mut msg = json!({ "execute": cmd });
         if let Some(a) = args {
@@ -71,7 +92,7 @@ impl Qmp {
         }
         let mut text = msg.to_string();
         text.push('\n');
-        self.writer.write_all(text.as_bytes()).map_err(|e| Error::Qmp(format!("{cmd}: {e}")))?;
+        self.writer.write_all(text.as_bytes()).map_err(Error::QmpIo)?;
         loop {
             let m = self.read_message(deadline)?;
             if m.get("event").is_some() {
@@ -82,9 +103,13 @@ impl Qmp {
                 return Ok(r.clone());
             }
             if let Some(e) = m.get("error") {
-                return Err(Error::Qmp(format!("{cmd}: {}", e["desc"].as_str().unwrap_or("error"))));
+                return Err(Error::QmpCommand {
+                    command: cmd.to_owned(),
+                    class: e["class"].as_str().unwrap_or("unknown").to_owned(),
+                    desc: e["desc"].as_str().unwrap_or("no description").to_owned(),
+                });
             }
-            return Err(Error::Qmp(format!("{cmd}: unexpected answer {m}")));
+            return Err(Error::QmpUnexpected { command: cmd.to_owned(), answer: m });
         }
     }
 
@@ -114,7 +139,15 @@ impl Qmp {
         match self.execute("quit", None, deadline) {
             Ok(_) => Ok(()),
             // QEMU may close the socket before answering.
-            Err(Error::Qmp(m)) if m.contains("closed") => Ok(()),
+            Err(Error::QmpClosed) => Ok(()),
+            Err(Error::QmpIo(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }
@@ -178,11 +211,36 @@ mod tests {
             "garbage\n",
         ]);
         let mut q = Qmp::negotiate(s, soon()).unwrap();
-        let e = q.cont(soon()).unwrap_err().to_string();
-        assert!(e.contains("cont: nope"), "{e}");
-        let e = q.stop(soon()).unwrap_err().to_string();
-        assert!(e.contains("malformed"), "{e}");
-        let e = q.status(Instant::now() + Duration::from_millis(100)).unwrap_err();
-        assert!(matches!(e, Error::Timeout(_) | Error::Qmp(_)), "{e}");
+        let e = q.cont(soon()).unwrap_err();
+        assert!(
+            matches!(&e, Error::QmpCommand { command, class, desc } if command == "cont" && class == "GenericError" && desc == "nope"),
+            "{e:?}"
+        );
+        assert_eq!(e.to_string(), "QMP cont failed: nope (GenericError)");
+        let e = q.stop(soon()).unwrap_err();
+        assert!(matches!(&e, Error::QmpMalformed { line, .. } if line == "garbage"), "{e:?}");
+        assert_eq!(e.to_string(), "malformed QMP message \"garbage\"");
+        let t0 = Instant::now();
+        let e = q.status(Instant::now() + Duration::from_millis(300)).unwrap_err();
+        assert!(matches!(e, Error::Timeout { what: Waited::QmpAnswer, .. }), "{e:?}");
+        assert!(t0.elapsed() < Duration::from_secs(2), "the deadline was not kept: {:?}", t0.elapsed());
+    }
+
+    #[test]
+    fn a_line_split_across_read_slices_arrives_whole() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let h = std::thread::spawn(move || {
+            let mut w = b;
+            w.write_all(b"{\"QMP\": {\"version\"").unwrap();
+            std::thread::sleep(READ_SLICE * 2);
+            w.write_all(b": {}, \"capabilities\": []}}\n").unwrap();
+            let mut r = BufReader::new(w.try_clone().unwrap());
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            w.write_all(b"{\"return\": {}}\n").unwrap();
+            line
+        });
+        Qmp::negotiate(a, soon()).unwrap();
+        assert_eq!(h.join().unwrap().trim(), r#"{"execute":"qmp_capabilities"}"#);
     }
 }

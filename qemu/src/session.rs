@@ -2,15 +2,14 @@
 //! first answer and measures boot-to-ready. Everything is bounded by the caller's deadline, and a
 //! failure on the way leaves no QEMU behind (the `Guest` drops).
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::agent::Op;
 use crate::client::AgentClient;
 use crate::image::{self, ImageSpec};
 use crate::launcher::{Accel, Guest, GuestBuilder};
-use crate::Error;
+use crate::tmp::{self, TempPath};
+use crate::{Error, Waited};
 
 /// A guest whose agent answers.
 pub struct Session {
@@ -20,8 +19,8 @@ pub struct Session {
     pub agent: AgentClient,
     /// From starting QEMU to the agent's first answer.
     pub boot_to_ready: Duration,
-    /// The initramfs used (kept for reboots).
-    pub initrd: PathBuf,
+    /// The initramfs used (kept for reboots), removed when the session drops.
+    pub initrd: TempPath,
     builder: GuestBuilder,
 }
 
@@ -34,19 +33,16 @@ fn wait_ready(guest: &mut Guest, deadline: Instant) -> Result<AgentClient, Error
 
 fn hello_until_answered(guest: &mut Guest, agent: &mut AgentClient, deadline: Instant) -> Result<(), Error> {
     loop {
-        if let Some(r) = guest.exit_reason() {
-            return Err(Error::QemuExited(format!("{r}; console tail: {}", console_tail(guest))));
+        if let Some(Error::QemuExited { status, stderr_tail, .. }) = guest.exit_error() {
+            return Err(Error::QemuExited { status, stderr_tail, console_tail: console_tail(guest) });
         }
         // Until the guest opens the port, requests vanish: ask again every half second.
         let step = (Instant::now() + Duration::from_millis(500)).min(deadline);
         match agent.call(Op::Hello, step) {
             Ok(_) => return Ok(()),
-            Err(Error::Timeout(_)) if Instant::now() < deadline => continue,
-            Err(Error::Timeout(_)) => {
-                return Err(Error::Timeout(format!(
-                    "the guest agent (boot did not finish in time); console tail: {}",
-                    console_tail(guest)
-                )))
+            Err(Error::Timeout { .. }) if Instant::now() < deadline => continue,
+            Err(Error::Timeout { .. }) => {
+                return Err(Error::Timeout { what: Waited::Agent, console_tail: console_tail(guest) })
             }
             Err(e) => return Err(e),
         }
@@ -65,43 +61,30 @@ pub fn console_tail(guest: &Guest) -> String {
 }
 
 impl Session {
-    /// Builds the image for `spec` into a fresh file and boots it.
+    /// Builds the image for `spec` into a fresh temp file and boots it.
     pub fn boot(spec: &ImageSpec, accel: Accel, deadline: Instant) -> Result<Self, Error> {
         // One file per session: two sessions of one process must not share (or delete) an image.
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let initrd = std::env::temp_dir().join(format!("phc-initrd-{}-{n}.cpio", std::process::id()));
-        let built = if accel == Accel::Tcg && spec.modules.iter().any(|m| m == "ptp_kvm") {
+        let initrd = tmp::file("initrd", "", ".cpio")?;
+        let kernel = if accel == Accel::Tcg && spec.modules.iter().any(|m| m == "ptp_kvm") {
             // ptp_kvm needs KVM's paravirtual clock: under TCG its insmod only fails, after
             // 0.2 s of boot time.
             let mut spec = spec.clone();
             spec.modules.retain(|m| m != "ptp_kvm");
-            image::build(&spec, &initrd)
+            image::build(&spec, &initrd)?
         } else {
-            image::build(spec, &initrd)
+            image::build(spec, &initrd)?
         };
-        let kernel = built.inspect_err(|_| {
-            let _ = std::fs::remove_file(&initrd);
-        })?;
         let builder = GuestBuilder::new(kernel, &initrd).accel(accel);
         Self::boot_with(builder, initrd, deadline)
     }
 
     /// Boots a prepared builder. The session owns `initrd` from here: it is removed when the
     /// session drops, or at once if the boot fails.
-    pub fn boot_with(builder: GuestBuilder, initrd: PathBuf, deadline: Instant) -> Result<Self, Error> {
+    pub fn boot_with(builder: GuestBuilder, initrd: TempPath, deadline: Instant) -> Result<Self, Error> {
         let t0 = Instant::now();
-        let booted = builder.start(deadline).and_then(|mut guest| {
-            let agent = wait_ready(&mut guest, deadline)?;
-            Ok((guest, agent))
-        });
-        match booted {
-            Ok((guest, agent)) => Ok(Self { guest, agent, boot_to_ready: t0.elapsed(), initrd, builder }),
-            Err(e) => {
-                let _ = std::fs::remove_file(&initrd);
-                Err(e)
-            }
-        }
+        let mut guest = builder.start(deadline)?;
+        let agent = wait_ready(&mut guest, deadline)?;
+        Ok(Self { guest, agent, boot_to_ready: t0.elapsed(), initrd, builder })
     }
 
     /// After a `system_reset`: waits for the rebooted guest's agent on the same channel (QEMU
@@ -112,6 +95,22 @@ impl Session {
         Ok(t0.elapsed())
     }
 
+    /// `e`, or QEMU's exit when `e` is only its symptom: a channel (agent or QMP) that broke
+    /// because QEMU died says less than `QEMU exited (signal: 9 (SIGKILL))` with the console's
+    /// last lines. The socket breaks a moment before QEMU can be reaped, so this waits up to a
+    /// second for the exit.
+    pub fn explain(&mut self, e: Error) -> Error {
+        if !(e.is_channel_lost() || matches!(e, Error::QmpIo(_) | Error::QmpClosed)) {
+            return e;
+        }
+        match self.guest.exit_within(Duration::from_secs(1)) {
+            Some(Error::QemuExited { status, stderr_tail, .. }) => {
+                Error::QemuExited { status, stderr_tail, console_tail: console_tail(&self.guest) }
+            }
+            _ => e,
+        }
+    }
+
     /// The builder this session was started with.
     pub fn builder(&self) -> &GuestBuilder {
         &self.builder
@@ -120,7 +119,7 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        // QEMU first: it has the initramfs open until it exits.
         self.guest.shutdown();
-        let _ = std::fs::remove_file(&self.initrd);
     }
 }

@@ -10,7 +10,7 @@ use phc_qemu::agent::{ExecResult, Op};
 use phc_qemu::client::host_realtime_ns;
 use phc_qemu::image::{self, ImageSpec};
 use phc_qemu::session::Session;
-use phc_qemu::{Accel, Error, GuestBuilder};
+use phc_qemu::{tmp, Accel, Error, GuestBuilder, Waited};
 use serde_json::Value;
 
 const PHC: &str = "/dev/ptp0";
@@ -44,7 +44,7 @@ fn boot(spec: &ImageSpec) -> Session {
 }
 
 /// QEMU processes started by this test process: their command line names a guest folder
-/// `phc-qemu-<our pid>-<n>` (launcher::guest_dir).
+/// `phc-qemu-<our pid>-<role>-<random>` (tmp.rs).
 fn our_qemus() -> Vec<(u32, String)> {
     let tag = format!("phc-qemu-{}-", std::process::id());
     let mut found = Vec::new();
@@ -218,7 +218,7 @@ fn killed_qemu_fails_the_next_call_quickly() {
     let took = t0.elapsed();
     println!("after SIGKILL: {err} (after {took:?})");
     assert!(took < Duration::from_secs(5), "the failure took {took:?}");
-    assert!(matches!(err, Error::Agent(_)), "{err:?}");
+    assert!(err.is_channel_lost(), "{err:?}");
     let t1 = Instant::now();
     let reason = loop {
         if let Some(r) = s.guest.exit_reason() {
@@ -238,19 +238,23 @@ fn killed_qemu_fails_the_next_call_quickly() {
 #[ignore = "needs a VM: run ci/vm-test.sh"]
 fn boot_past_its_deadline_times_out_and_leaves_nothing() {
     let spec = spec();
-    let initrd = std::env::temp_dir().join(format!("phc-vmtest-slow-{}.cpio", std::process::id()));
+    let initrd = tmp::file("initrd", "slow", ".cpio").expect("temp file");
     let kernel = image::build(&spec, &initrd).expect("image");
     // build() falls back to the bzImage quietly; that would cost every boot 1.5 s or more.
     let name = kernel.file_name().unwrap_or_default().to_string_lossy();
     assert!(name.contains("vmlinux-pvh"), "no PVH kernel extracted, booting {}", kernel.display());
     // The deadline starts after the image is built: only the boot is too slow.
-    let err = match Session::boot_with(GuestBuilder::new(kernel, &initrd), initrd.clone(), secs(2)) {
+    let err = match Session::boot_with(GuestBuilder::new(kernel, &initrd), initrd, secs(2)) {
         Ok(s) => panic!("booted to ready in {:?}, under 2 s: use a shorter deadline here", s.boot_to_ready),
         Err(e) => e,
     };
-    let _ = std::fs::remove_file(&initrd);
     println!("{err}");
-    assert!(matches!(&err, Error::Timeout(m) if m.contains("console tail")), "{err:?}");
+    assert!(
+        matches!(&err, Error::Timeout { what: Waited::Agent, console_tail } if !console_tail.is_empty()),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("timed out waiting for the guest agent"), "{err}");
+    assert!(err.to_string().contains("console tail"), "{err}");
     assert_no_stray_qemu();
 }
 

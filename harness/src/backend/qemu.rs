@@ -7,11 +7,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mock_phc::{DisciplineConfig, Disturbance, Event, EventKind};
+use phc_qemu::accel::{self, Decision};
 use phc_qemu::agent::{ExecResult, Op};
 use phc_qemu::client::host_realtime_ns;
 use phc_qemu::image::ImageSpec;
 use phc_qemu::session::Session;
-use phc_qemu::{Accel, Error};
+use phc_qemu::{signals, tmp, Accel, Error};
 use serde_json::{json, Value};
 
 use super::chronylog::{self, Line};
@@ -32,7 +33,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct QemuOptions {
     /// The static harness binary to install as the guest agent.
     pub agent_bin: PathBuf,
-    /// Acceleration; `None` detects it by trying KVM.
+    /// Acceleration; `None` takes this machine's decision (phc_qemu::accel: cached, or found by
+    /// a trial guest).
     pub accel: Option<Accel>,
     /// Longest wait for boot to agent-ready.
     pub boot_timeout: Duration,
@@ -48,46 +50,22 @@ pub fn find_agent_bin(explicit: Option<PathBuf>) -> Result<PathBuf, Error> {
         .chain(std::env::var_os("CARGO_TARGET_DIR").map(|d| PathBuf::from(d).join(GUEST_REL)))
         .chain(std::iter::once(PathBuf::from("target").join(GUEST_REL)))
         .collect();
-    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
-        Error::Image(format!(
-            "guest agent binary not found (looked at {}): build it with ci/build-agent.sh or pass --agent-bin",
-            candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-        ))
-    })
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or(Error::AgentBinMissing { looked_at: candidates })
 }
 
 /// The stripped static copy ci/build-agent.sh leaves for guest images.
 const GUEST_REL: &str = "x86_64-unknown-linux-gnu/release/phc-harness-guest";
 
-/// Which acceleration works, found by trying: KVM when /dev/kvm opens and a KVM guest gets as far
-/// as running its init; TCG otherwise. Returns the choice and why.
-pub fn detect_accel(kernel: &std::path::Path, initrd: &std::path::Path) -> (Accel, String) {
-    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
-        return (Accel::Tcg, format!("/dev/kvm: {e}"));
+/// Prepares this process for guests, once, before the first: SIGINT and SIGTERM end the run
+/// through its normal path from now on (phc_qemu::signals: QEMU killed, temp files removed,
+/// an aborted report), and what runs killed outright (SIGKILL, a crash: no destructors) left in
+/// the temp dir is removed, by the dead pid in its name, never a live run's.
+pub fn prepare_process() {
+    if let Err(e) = signals::install() {
+        eprintln!("phc-harness: cannot handle SIGINT/SIGTERM: {e}");
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut guest = match phc_qemu::GuestBuilder::new(kernel, initrd).accel(Accel::Kvm).start(deadline) {
-        Ok(g) => g,
-        Err(e) => return (Accel::Tcg, format!("KVM guest did not start: {e}")),
-    };
-    loop {
-        if guest.console().contains("phc-init") {
-            return (Accel::Kvm, "a KVM guest ran its init".into());
-        }
-        if let Some(r) = guest.exit_reason() {
-            return (Accel::Tcg, format!("KVM guest failed: {r}"));
-        }
-        match guest.qmp().status(Instant::now() + Duration::from_secs(2)) {
-            Ok(st) if st == "internal-error" || st == "guest-panicked" || st == "shutdown" => {
-                return (Accel::Tcg, format!("KVM guest stopped in state {st}"));
-            }
-            Err(e) => return (Accel::Tcg, format!("KVM guest: {e}")),
-            _ => {}
-        }
-        if Instant::now() >= deadline {
-            return (Accel::Tcg, "KVM guest did not reach its init in 30 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    for p in tmp::sweep(&std::env::temp_dir()) {
+        eprintln!("phc-harness: removed {} (left by a run that died)", p.display());
     }
 }
 
@@ -136,28 +114,29 @@ fn kind_name(d: &DisciplineConfig) -> &'static str {
 pub struct BootInfo {
     /// Acceleration used.
     pub accel: Accel,
-    /// Why (detected by trying, or chosen).
+    /// How it was chosen and why: asked for, cached, or probed (`Decision::reason`).
     pub accel_reason: String,
     /// Seconds spent writing the initramfs.
     pub image_build_s: f64,
-    /// Seconds spent trying KVM.
+    /// Seconds spent deciding the acceleration (a cache read, or a trial guest).
     pub accel_detect_s: f64,
 }
 
-/// Builds the guest image, picks the acceleration (by trying KVM unless `opts` names one) and
-/// boots.
-pub fn boot(opts: &QemuOptions) -> Result<(Session, BootInfo), Error> {
+/// Builds the guest image, picks the acceleration (this machine's decision unless `opts` names
+/// one) and boots. `role` names the guest (`GuestBuilder::role`: `scenario`, `device`).
+pub fn boot(opts: &QemuOptions, role: &str) -> Result<(Session, BootInfo), Error> {
     let t0 = Instant::now();
     let spec = ImageSpec::with_agent(&opts.agent_bin);
-    let initrd = std::env::temp_dir().join(format!("phc-initrd-{}.cpio", std::process::id()));
+    let initrd = tmp::file("initrd", role, ".cpio")?;
     let kernel = phc_qemu::image::build(&spec, &initrd)?;
     let t1 = Instant::now();
-    let (accel, accel_reason) = match opts.accel {
-        Some(a) => (a, "chosen on the command line".to_owned()),
-        None => detect_accel(&kernel, &initrd),
+    let decision = match opts.accel {
+        Some(a) => Decision::asked(a),
+        None => accel::decide_here(false)?,
     };
+    let (accel, accel_reason) = (decision.accel, decision.reason());
     let t2 = Instant::now();
-    let builder = phc_qemu::GuestBuilder::new(&kernel, &initrd).accel(accel);
+    let builder = phc_qemu::GuestBuilder::new(&kernel, &initrd).accel(accel).role(role);
     let session = Session::boot_with(builder, initrd, Instant::now() + opts.boot_timeout)?;
     let info = BootInfo {
         accel,
@@ -180,9 +159,7 @@ pub fn find_phc_by_name(session: &mut Session, name: &str) -> Result<String, Err
         .find_map(|l| {
             l.split_once(' ').filter(|(_, n)| n.trim() == name).map(|(dev, _)| format!("/dev/{dev}"))
         })
-        .ok_or_else(|| {
-            Error::Guest(format!("no PHC named {name:?} in the guest (have: {})", r.stdout.trim()))
-        })
+        .ok_or_else(|| Error::NoSuchPhc { name: name.to_owned(), have: r.stdout.trim().to_owned() })
 }
 
 /// A scenario's guest.
@@ -211,17 +188,17 @@ impl QemuBackend {
     /// time starts when this returns.
     pub fn start(s: &Scenario, opts: &QemuOptions) -> Result<Self, Error> {
         if let Some(why) = unsupported(s) {
-            return Err(Error::Image(format!("{} cannot run on qemu: {why}", s.name)));
+            return Err(Error::Unsupported { what: s.name.clone(), why });
         }
         if opts.ptp_kvm
             && s.timeline.events.iter().any(|e| matches!(e.disturbance, Disturbance::HostStep { .. }))
         {
-            return Err(Error::Image(format!(
-                "{}: host_step cannot be emulated for ptp_kvm, which reads the real host clock",
-                s.name
-            )));
+            return Err(Error::Unsupported {
+                what: format!("{} with ptp_kvm", s.name),
+                why: "host_step cannot be emulated for ptp_kvm, which reads the real host clock".into(),
+            });
         }
-        let (mut session, bi) = boot(opts)?;
+        let (mut session, bi) = boot(opts, "scenario")?;
         let (accel, why) = (bi.accel, bi.accel_reason);
         let mut info = BTreeMap::new();
         info.insert("accel".into(), json!(accel.name()));
@@ -231,7 +208,10 @@ impl QemuBackend {
         info.insert("boot_to_ready_s".into(), json!(round3(session.boot_to_ready.as_secs_f64())));
         let (phc_device, feed_phc) = if opts.ptp_kvm {
             if accel != Accel::Kvm {
-                return Err(Error::Image(format!("ptp_kvm needs KVM, and this machine runs TCG ({why})")));
+                return Err(Error::Unsupported {
+                    what: "ptp_kvm".into(),
+                    why: format!("it needs KVM, and this machine runs TCG ({why})"),
+                });
             }
             let dev = find_phc_by_name(&mut session, "KVM virtual PTP")?;
             info.insert(
@@ -368,7 +348,9 @@ impl QemuBackend {
             .session
             .agent
             .call_value(Op::PhcOffset { device: self.phc_device.clone() }, Self::deadline())?;
-        v["phc_minus_realtime_ns"].as_i64().ok_or_else(|| Error::Agent(format!("bad PhcOffset answer {v}")))
+        v["phc_minus_realtime_ns"]
+            .as_i64()
+            .ok_or_else(|| Error::AgentAnswer { answer: v.to_string(), source: None })
     }
 
     fn exec(&mut self, argv: &[&str]) -> Result<ExecResult, Error> {
@@ -437,14 +419,9 @@ fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 
-impl Backend for QemuBackend {
-    type Error = Error;
-
-    fn name(&self) -> &'static str {
-        "qemu"
-    }
-
-    fn advance_to(&mut self, t_ns: i64) -> Result<(), Error> {
+/// The engine's steps; `Backend` below runs each and explains a lost channel by QEMU's exit.
+impl QemuBackend {
+    fn step_to(&mut self, t_ns: i64) -> Result<(), Error> {
         loop {
             let now = self.now_ns();
             if let Some((until, sync)) = self.paused_until {
@@ -464,11 +441,10 @@ impl Backend for QemuBackend {
             if now >= t_ns {
                 return Ok(());
             }
-            if !self.session.guest.alive() {
-                return Err(Error::QemuExited(
-                    self.session.guest.exit_reason().unwrap_or_else(|| "QEMU exited".into()),
-                ));
+            if let Some(e) = self.session.guest.exit_error() {
+                return Err(e);
             }
+            signals::check()?;
             let mut wake = t_ns;
             if let Some(n) = self.provider.next_due_ns() {
                 wake = wake.min(n);
@@ -482,7 +458,7 @@ impl Backend for QemuBackend {
         }
     }
 
-    fn disturb(&mut self, d: &Disturbance) -> Result<Option<f64>, Error> {
+    fn apply(&mut self, d: &Disturbance) -> Result<Option<f64>, Error> {
         match d {
             Disturbance::Pause { duration_s, sync_on_resume } => {
                 self.poll_chrony_log()?;
@@ -517,13 +493,16 @@ impl Backend for QemuBackend {
             Disturbance::SamplesStop => self.provider.stop(),
             Disturbance::SamplesResume => self.provider.resume_samples(self.now_ns()),
             Disturbance::FrequencyJump { .. } => {
-                return Err(Error::Image("frequency_jump is not supported on qemu".into()));
+                return Err(Error::Unsupported {
+                    what: "frequency_jump".into(),
+                    why: "QEMU cannot change a running guest's oscillator".into(),
+                });
             }
         }
         Ok(None)
     }
 
-    fn observe(&mut self) -> Result<Observation, Error> {
+    fn look(&mut self) -> Result<Observation, Error> {
         let t_s = self.now_ns() as f64 / 1e9;
         if self.paused_until.is_some() {
             return Ok(Observation { t_s, guest_offset_ns: None, phc_offset_ns: None, phc_error: None });
@@ -538,12 +517,36 @@ impl Backend for QemuBackend {
         Ok(Observation { t_s, guest_offset_ns: Some(guest), phc_offset_ns: phc, phc_error: err })
     }
 
+    fn drain(&mut self) -> Result<Vec<Event>, Error> {
+        self.poll_chrony_log()?;
+        Ok(std::mem::take(&mut self.events))
+    }
+}
+
+impl Backend for QemuBackend {
+    type Error = Error;
+
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    fn advance_to(&mut self, t_ns: i64) -> Result<(), Error> {
+        self.step_to(t_ns).map_err(|e| self.session.explain(e))
+    }
+
+    fn disturb(&mut self, d: &Disturbance) -> Result<Option<f64>, Error> {
+        self.apply(d).map_err(|e| self.session.explain(e))
+    }
+
+    fn observe(&mut self) -> Result<Observation, Error> {
+        self.look().map_err(|e| self.session.explain(e))
+    }
+
     fn take_observations(&mut self) -> Vec<Observation> {
         std::mem::take(&mut self.taken)
     }
 
     fn drain_events(&mut self) -> Result<Vec<Event>, Error> {
-        self.poll_chrony_log()?;
-        Ok(std::mem::take(&mut self.events))
+        self.drain().map_err(|e| self.session.explain(e))
     }
 }

@@ -6,11 +6,10 @@ use std::time::{Duration, Instant};
 
 use phc_qemu::agent::{ExecResult, Op};
 use phc_qemu::session::Session;
-use phc_qemu::Accel;
 use serde_json::{json, Value};
 
 use super::args::GuestArgs;
-use crate::backend::qemu::{self, find_agent_bin, QemuOptions};
+use crate::backend::qemu::{self, find_agent_bin, BootInfo, QemuOptions};
 use crate::exit::Exit;
 use crate::output;
 
@@ -32,14 +31,23 @@ fn forwarded_args() -> Vec<String> {
     out
 }
 
-fn boot(g: &GuestArgs) -> Result<(Session, Accel), phc_qemu::Error> {
+fn boot(g: &GuestArgs) -> Result<(Session, BootInfo), phc_qemu::Error> {
     let opts = QemuOptions {
         agent_bin: find_agent_bin(g.agent_bin.clone())?,
         accel: g.accel.choice(),
         boot_timeout: Duration::from_secs(120),
         ptp_kvm: false,
     };
-    qemu::boot(&opts).map(|(s, info)| (s, info.accel))
+    qemu::boot(&opts, "device")
+}
+
+/// Exit status for a guest command that failed: 128 + the signal when one interrupted it, else 2.
+fn failed(e: &phc_qemu::Error) -> Exit {
+    say!("phc-harness: qemu: {}", phc_qemu::chain(e));
+    match e {
+        phc_qemu::Error::Interrupted { signal } => Exit::Interrupted(*signal),
+        _ => Exit::Usage,
+    }
 }
 
 fn exec(s: &mut Session, argv: Vec<String>, timeout_s: f64) -> Result<ExecResult, phc_qemu::Error> {
@@ -63,21 +71,19 @@ pub fn parse_phc_ctl_cmp(out: &str) -> Option<i64> {
 /// Runs the current device command in a guest. `device` is the guest path, for the cross-check.
 pub fn run(g: &GuestArgs, device: &str, json_out: bool) -> Exit {
     say!("phc-harness: booting a QEMU guest ...");
-    let (mut s, accel) = match boot(g) {
+    // From here on a Ctrl-C ends the guest command through the normal path (QEMU killed, temp
+    // files removed); every wait below checks for it.
+    qemu::prepare_process();
+    let (mut s, info) = match boot(g) {
         Ok(v) => v,
-        Err(e) => {
-            say!("phc-harness: qemu: {e}");
-            return Exit::Usage;
-        }
+        Err(e) => return failed(&e),
     };
+    let accel = info.accel;
     let mut argv = vec!["/bin/phc-harness".to_owned()];
     argv.extend(forwarded_args());
     let r = match exec(&mut s, argv, 900.0) {
         Ok(r) => r,
-        Err(e) => {
-            say!("phc-harness: qemu: {e}");
-            return Exit::Usage;
-        }
+        Err(e) => return failed(&e),
     };
     let cmp = exec(&mut s, vec!["phc_ctl".into(), device.into(), "cmp".into()], 30.0).ok();
     let cmp_text =
@@ -86,6 +92,7 @@ pub fn run(g: &GuestArgs, device: &str, json_out: bool) -> Exit {
     let backend = json!({
         "kind": "qemu",
         "accel": accel.name(),
+        "accel_reason": info.accel_reason,
         "boot_to_ready_s": (s.boot_to_ready.as_secs_f64() * 1000.0).round() / 1000.0,
         "phc_ctl_cmp": { "output": cmp_text, "realtime_minus_phc_ns": cmp_ns },
     });

@@ -35,7 +35,8 @@ enum Cmd {
     /// Serve the host inside the harness's QEMU guest (started by the guest's init).
     #[command(hide = true)]
     Agent(agent::AgentArgs),
-    /// Print which acceleration a QEMU guest gets here (kvm, or tcg with the reason).
+    /// Print which acceleration a QEMU guest gets here (kvm, or tcg with the reason), and how
+    /// that was decided; `--refresh` runs the trial guest again.
     #[command(hide = true)]
     Accel(accel::AccelCheckArgs),
 }

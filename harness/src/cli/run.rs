@@ -169,6 +169,9 @@ pub fn run(args: RunArgs) -> Exit {
         say!("phc-harness: note: --observe-s applies to the qemu backend only");
     }
     let qemu_opts = if args.backend.contains(&BackendKind::Qemu) {
+        // A Ctrl-C (or `timeout`'s SIGTERM) then ends the run through the normal path: an
+        // aborted report, QEMU killed, temp files removed.
+        qemu::prepare_process();
         match find_agent_bin(args.agent_bin.clone()) {
             Ok(agent_bin) => Some(QemuOptions {
                 agent_bin,
@@ -205,7 +208,7 @@ pub fn run(args: RunArgs) -> Exit {
                     }
                     // A guest that never became ready still gets a report, marked aborted.
                     runner::run_qemu(&q, opts, true).unwrap_or_else(|e| {
-                        Report::new(&q, "qemu", engine::Observations::default(), Some(e.to_string()))
+                        Report::new(&q, "qemu", engine::Observations::default(), Some(phc_qemu::chain(&e)))
                     })
                 }
             };
@@ -225,6 +228,12 @@ pub fn run(args: RunArgs) -> Exit {
                 say!("  {:.1} s of scenario in {:.3} s; reports in {}", s.duration_s(), took, dir.display());
             }
             reports.push(report);
+            if let Some(sig) = phc_qemu::signals::pending() {
+                say!("phc-harness: {sig}: stopping after this report");
+                printer.scenario_done(&s.name, &reports, None);
+                printer.finish();
+                return Exit::Interrupted(sig);
+            }
         }
         let mut fid = None;
         if let [sim, q] = &reports[..] {
