@@ -117,6 +117,28 @@ struct Agent {
     phcs: HashMap<String, Phc>,
     /// After the current answer, poll the port busily until this wall instant (see `Op::Observe`).
     spin_until: Option<Instant>,
+    /// How far each tailed file has been read.
+    tails: HashMap<String, u64>,
+}
+
+/// Most bytes of a tailed file returned at once.
+const MAX_TAIL: u64 = 64 * 1024;
+
+/// The whole lines of `path` after byte `*from`, advancing `*from` past them. A file that
+/// shrank (a new daemon's log) is read from its start.
+fn tail_lines(path: &str, from: &mut u64) -> Vec<String> {
+    let Ok(mut f) = std::fs::File::open(path) else { return Vec::new() };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if len < *from {
+        *from = 0;
+    }
+    let mut buf = Vec::new();
+    if f.seek(std::io::SeekFrom::Start(*from)).and_then(|_| f.take(MAX_TAIL).read_to_end(&mut buf)).is_err() {
+        return Vec::new();
+    }
+    let Some(end) = buf.iter().rposition(|&b| b == b'\n') else { return Vec::new() };
+    *from += end as u64 + 1;
+    String::from_utf8_lossy(&buf[..end]).lines().map(str::to_owned).collect()
 }
 
 /// The guest's RTC, whose second boundaries follow QEMU's virtual clock (`-rtc clock=vm`).
@@ -128,6 +150,34 @@ fn realtime_vs_phc(phc: &Phc) -> Result<(i64, i64, i64), String> {
     let samples = phc.sys_offset_extended(5, phc::SysClock::Realtime).map_err(|e| e.to_string())?;
     let best = samples.iter().min_by_key(|s| s.delay_ns()).ok_or("no samples")?;
     Ok((best.phc_ns, best.offset_ns(), best.delay_ns()))
+}
+
+/// PHC minus CLOCK_MONOTONIC_RAW, from the shortest of 5 EXTENDED windows.
+fn phc_minus_raw(phc: &Phc) -> phc::Result<i64> {
+    let samples = phc.sys_offset_extended(5, phc::SysClock::MonotonicRaw)?;
+    let best = samples.iter().min_by_key(|s| s.delay_ns()).ok_or(phc::Error::InvalidArgument)?;
+    Ok(-best.offset_ns())
+}
+
+/// Sets the PHC's frequency and undoes the step that comes with it on QEMU's igb. QEMU computes
+/// SYSTIM as the whole virtual clock times TIMINCA's increment, so a new increment moves SYSTIM
+/// by (virtual time since QEMU's start) x (the change): a lower one moves it backwards, and the
+/// igb driver's timecounter, at its next `timecounter_read` (a gettime), takes the backward
+/// step for a wrap of its 2^60-cycle range and jumps 2^41 ns (2199 s) ahead. EXTENDED
+/// (`timecounter_cyc2time`) reads a backward step as one. So: PHC against CLOCK_MONOTONIC_RAW
+/// before, the new frequency, a gettime to let the timecounter take whatever it takes, PHC
+/// against CLOCK_MONOTONIC_RAW again, and the difference stepped back (the readings are
+/// microseconds apart: the new rate adds well under a nanosecond). Returns the step undone.
+fn adjfine_without_step(phc: &Phc, ppb: f64) -> phc::Result<i64> {
+    let before = phc_minus_raw(phc)?;
+    phc.adjfine(ppb)?;
+    phc.gettime()?;
+    let jump = phc_minus_raw(phc)? - before;
+    // Below a microsecond it is the measurement's own noise, not a step.
+    if jump.abs() > 1_000 {
+        phc.step(-jump)?;
+    }
+    Ok(jump)
 }
 
 /// Sleeps until `phc` reads at least `until_ns`. The sleep runs on CLOCK_MONOTONIC, which a
@@ -160,7 +210,7 @@ impl Agent {
 
     fn handle(&mut self, op: Op) -> Result<Value, String> {
         match op {
-            Op::Observe { device, until_ns, spin_s } => {
+            Op::Observe { device, until_ns, spin_s, tail } => {
                 let phc = self.phc(&device)?;
                 wait_for_phc(phc, until_ns).map_err(|e| format!("{device}: {e}"))?;
                 let (phc_ns, realtime_minus_phc_ns, window_ns) =
@@ -168,7 +218,14 @@ impl Agent {
                 if spin_s > 0.0 {
                     self.spin_until = Some(Instant::now() + Duration::from_secs_f64(spin_s.min(10.0)));
                 }
-                Ok(json!(phc_qemu::agent::Observed { phc_ns, realtime_minus_phc_ns, window_ns }))
+                let lines = match tail {
+                    Some(path) => {
+                        let from = self.tails.entry(path.clone()).or_insert(0);
+                        tail_lines(&path, from)
+                    }
+                    None => Vec::new(),
+                };
+                Ok(json!(phc_qemu::agent::Observed { phc_ns, realtime_minus_phc_ns, window_ns, lines }))
             }
             Op::StepPhc { device, delta_ns } => {
                 let phc = self.phc(&device)?;
@@ -178,8 +235,9 @@ impl Agent {
             }
             Op::PhcFrequency { device, ppb } => {
                 let phc = self.phc(&device)?;
-                phc.adjfine(ppb).map_err(|e| format!("{device}: adjfine: {e}"))?;
-                Ok(Value::Null)
+                let jump_ns =
+                    adjfine_without_step(phc, ppb).map_err(|e| format!("{device}: adjfine: {e}"))?;
+                Ok(json!({ "undone_step_ns": jump_ns }))
             }
             Op::RealtimeToPhc { device } => {
                 let phc = self.phc(&device)?;
@@ -316,6 +374,21 @@ mod tests {
         serve(std::io::BufReader::new(std::io::Cursor::new(input.to_vec())), &mut out, || false, |_| {})
             .unwrap();
         String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    #[test]
+    fn tails_return_whole_new_lines_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log");
+        let path = p.to_str().unwrap();
+        std::fs::write(&p, "one\ntwo\npart").unwrap();
+        let mut at = 0;
+        assert_eq!(tail_lines(path, &mut at), ["one", "two"]);
+        assert!(tail_lines(path, &mut at).is_empty());
+        std::fs::write(&p, "one\ntwo\npartial done\n").unwrap();
+        assert_eq!(tail_lines(path, &mut at), ["partial done"]);
+        std::fs::write(&p, "new\n").unwrap();
+        assert_eq!(tail_lines(path, &mut at), ["new"], "a shorter file is a new log");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::backend::qemu::{QemuBackend, QemuOptions};
+use crate::backend::qemu::{ClockMode, QemuBackend, QemuOptions, VirtualBackend};
 use crate::backend::sim::Sim;
 use crate::engine;
 use crate::fidelity::Fidelity;
@@ -91,24 +91,44 @@ pub fn run_sim(s: &Scenario) -> Result<Report, mock_phc::Error> {
     Ok(Report::new(s, "sim", obs, None))
 }
 
-/// Runs one scenario in a QEMU guest. Failures after boot (SIGINT/SIGTERM included, where
-/// `backend::qemu::prepare_process` was called) still give a report, marked aborted.
+/// Runs one scenario in a QEMU guest, in virtual or real time (`opts.clock`). Failures after boot
+/// (SIGINT/SIGTERM included, where `backend::qemu::prepare_process` was called) still give a
+/// report, marked aborted.
 pub fn run_qemu(s: &Scenario, opts: &QemuOptions, progress: bool) -> Result<Report, phc_qemu::Error> {
     if progress {
-        crate::say!("{}: booting the guest ...", s.name);
+        crate::say!("{}: booting the guest ({} time) ...", s.name, opts.clock.name());
     }
-    let mut b = QemuBackend::start(s, opts)?;
+    let wall = Instant::now();
     let mut last = Instant::now();
-    let (obs, r) = engine::run(s, &mut b, |done, total| {
+    let mut tick = |done: f64, total: f64| {
         if progress && last.elapsed() >= Duration::from_secs(10) {
             last = Instant::now();
-            crate::say!("{}: {done:.0} / {total:.0} s", s.name);
+            let speed = done / wall.elapsed().as_secs_f64().max(1e-3);
+            crate::say!("{}: {done:.0} / {total:.0} s of scenario ({speed:.1}x real time)", s.name);
         }
-    });
-    let (abort, info) = match r {
-        Ok(()) => (None, b.finish()),
-        Err(e) => (Some(phc_qemu::chain(&e)), b.info()),
     };
+    let (obs, abort, mut info) = match opts.clock {
+        ClockMode::Virtual => {
+            let mut b = VirtualBackend::start(s, opts)?;
+            let (obs, r) = engine::run(s, &mut b, &mut tick);
+            match r {
+                Ok(()) => (obs, None, b.finish()),
+                Err(e) => (obs, Some(phc_qemu::chain(&e)), b.info()),
+            }
+        }
+        ClockMode::Real => {
+            let mut b = QemuBackend::start(s, opts)?;
+            let (obs, r) = engine::run(s, &mut b, &mut tick);
+            match r {
+                Ok(()) => (obs, None, b.finish()),
+                Err(e) => (obs, Some(phc_qemu::chain(&e)), b.info()),
+            }
+        }
+    };
+    info.entry("clock".into()).or_insert_with(|| serde_json::json!(opts.clock.name()));
+    let wall_s = wall.elapsed().as_secs_f64();
+    info.insert("wall_s".into(), serde_json::json!((wall_s * 1000.0).round() / 1000.0));
+    info.insert("speedup".into(), serde_json::json!((s.duration_s() / wall_s * 10.0).round() / 10.0));
     let mut report = Report::new(s, "qemu", obs, abort);
     report.backend_info = info;
     Ok(report)

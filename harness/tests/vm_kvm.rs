@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use phc_harness::backend::qemu::{find_agent_bin, QemuOptions};
+use phc_harness::backend::qemu::{find_agent_bin, ClockMode, QemuOptions};
 use phc_harness::report::Verdict;
 use phc_harness::runner::{run_qemu, BUILTIN};
 use phc_harness::scenario::Scenario;
@@ -18,6 +18,7 @@ fn kvm_opts() -> QemuOptions {
         accel: Some(Accel::Kvm),
         boot_timeout: Duration::from_secs(60),
         ptp_kvm: true,
+        clock: ClockMode::Real,
     }
 }
 

@@ -91,6 +91,10 @@ pub enum Op {
         /// Wall seconds to spin for the next request after answering.
         #[serde(default)]
         spin_s: f64,
+        /// A log file whose lines written since the last `Observe` come back with the answer
+        /// (chronyd's), so they carry this observation's time.
+        #[serde(default)]
+        tail: Option<String>,
     },
     /// Step a PHC by `delta_ns` (ADJ_SETOFFSET). Answers `{"phc_ns": ...}` after the step.
     StepPhc {
@@ -99,7 +103,8 @@ pub enum Op {
         /// Step.
         delta_ns: i64,
     },
-    /// Set a PHC's frequency offset (adjfine), parts per billion.
+    /// Set a PHC's frequency offset (adjfine), parts per billion, undoing the step QEMU's igb
+    /// makes with it. Answers `{"undone_step_ns": ...}`.
     PhcFrequency {
         /// Device path.
         device: String,
@@ -144,7 +149,7 @@ impl RtcMapping {
 }
 
 /// Answer of `Observe`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Observed {
     /// PHC time of the reading (the middle of the shortest window).
     pub phc_ns: i64,
@@ -152,6 +157,9 @@ pub struct Observed {
     pub realtime_minus_phc_ns: i64,
     /// The shortest window the kernel reported.
     pub window_ns: i64,
+    /// Whole lines added to the `tail` file since the last look (at most 64 KiB a time).
+    #[serde(default)]
+    pub lines: Vec<String>,
 }
 
 /// Answer of `RtcTick`.

@@ -78,12 +78,24 @@ impl AgentClient {
 
     /// Sends one request and waits for its answer.
     pub fn call(&mut self, op: Op, deadline: Instant) -> Result<Exchange, Error> {
+        let (id, host_sent_ns) = self.send(op)?;
+        self.wait(id, host_sent_ns, deadline)
+    }
+
+    /// Sends one request without waiting: what a stopped guest finds first when it runs again.
+    /// Returns its id and the host time it was sent at, for `wait`.
+    pub fn send(&mut self, op: Op) -> Result<(u64, i64), Error> {
         let id = self.next_id;
         self.next_id += 1;
         let mut line = serde_json::to_string(&Request { id, op }).expect("requests serialize");
         line.push('\n');
         let host_sent_ns = host_realtime_ns();
         self.writer.write_all(line.as_bytes()).map_err(Error::AgentIo)?;
+        Ok((id, host_sent_ns))
+    }
+
+    /// Waits for the answer to request `id` (sent at `host_sent_ns`).
+    pub fn wait(&mut self, id: u64, host_sent_ns: i64, deadline: Instant) -> Result<Exchange, Error> {
         // Bytes of a line survive a timed-out read (read_until keeps them), so reading in slices,
         // to notice SIGINT/SIGTERM between them, loses nothing.
         let mut buf = Vec::new();

@@ -66,7 +66,40 @@ pub struct GuestBuilder {
     igb: bool,
     agent: bool,
     role: String,
+    clock: GuestClock,
     extra: Vec<String>,
+}
+
+/// Which clock the guest's time follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GuestClock {
+    /// The host's: wall-clock time (QEMU's default).
+    #[default]
+    Real,
+    /// QEMU's virtual clock under TCG with `-icount shift=auto,sleep=off,align=off`: an idle
+    /// guest's time jumps to its next timer, so it runs faster than real time, and every guest
+    /// clock (TSC, HPET, the igb PHC, the RTC with `clock=vm`) follows it. The RTC starts at
+    /// `rtc_base_s` (seconds since the epoch).
+    Virtual {
+        /// The RTC's time when QEMU starts.
+        rtc_base_s: i64,
+    },
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` (UTC) for `-rtc base=`.
+fn rtc_base_text(unix_s: i64) -> String {
+    // Civil from days (Howard Hinnant's algorithm).
+    let (days, secs) = (unix_s.div_euclid(86_400), unix_s.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
 impl GuestBuilder {
@@ -84,6 +117,7 @@ impl GuestBuilder {
             igb: true,
             agent: true,
             role: "guest".into(),
+            clock: GuestClock::Real,
             extra: Vec::new(),
         }
     }
@@ -145,6 +179,17 @@ impl GuestBuilder {
         self
     }
 
+    /// The clock the guest's time follows; `Virtual` needs TCG (QEMU refuses icount with KVM).
+    pub fn clock(mut self, clock: GuestClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock this builder's guest runs on.
+    pub fn guest_clock(&self) -> GuestClock {
+        self.clock
+    }
+
     /// Extra QEMU arguments.
     pub fn arg(mut self, a: impl Into<String>) -> Self {
         self.extra.push(a.into());
@@ -198,6 +243,14 @@ impl GuestBuilder {
                 format!("socket,id=agent,path={d}/agent.sock,server=on,wait=off"),
                 "-device".into(),
                 "virtserialport,chardev=agent,name=phc.agent".into(),
+            ]);
+        }
+        if let GuestClock::Virtual { rtc_base_s } = self.clock {
+            a.extend([
+                "-icount".into(),
+                "shift=auto,sleep=off,align=off".into(),
+                "-rtc".into(),
+                format!("base={},clock=vm", rtc_base_text(rtc_base_s)),
             ]);
         }
         a.extend(self.extra.iter().cloned());
@@ -427,5 +480,23 @@ impl Drop for Guest {
         if std::env::var_os("PHC_KEEP_GUEST_DIR").is_some() {
             self.dir.disable_cleanup(true);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn virtual_clock_adds_icount_and_a_vm_rtc() {
+        assert_eq!(rtc_base_text(1_767_225_600), "2026-01-01T00:00:00");
+        assert_eq!(rtc_base_text(951_825_601), "2000-02-29T12:00:01");
+        let b = GuestBuilder::new("k", "i").clock(GuestClock::Virtual { rtc_base_s: 1_767_225_600 });
+        let a = b.args(Path::new("/d")).join(" ");
+        assert!(
+            a.contains("-icount shift=auto,sleep=off,align=off -rtc base=2026-01-01T00:00:00,clock=vm"),
+            "{a}"
+        );
+        assert!(!GuestBuilder::new("k", "i").args(Path::new("/d")).join(" ").contains("icount"));
     }
 }

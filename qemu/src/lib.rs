@@ -16,4 +16,4 @@ pub mod signals;
 pub mod tmp;
 
 pub use error::{chain, Error, Waited};
-pub use launcher::{Accel, Guest, GuestBuilder};
+pub use launcher::{Accel, Guest, GuestBuilder, GuestClock};

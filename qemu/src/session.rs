@@ -4,12 +4,41 @@
 
 use std::time::{Duration, Instant};
 
+use crate::accel::{self, Decision};
 use crate::agent::Op;
 use crate::client::AgentClient;
 use crate::image::{self, ImageSpec};
-use crate::launcher::{Accel, Guest, GuestBuilder};
+use crate::launcher::{Accel, Guest, GuestBuilder, GuestClock};
 use crate::tmp::{self, TempPath};
 use crate::{Error, Waited};
+
+/// How to start a guest: everything `Session::start` needs.
+#[derive(Debug, Clone)]
+pub struct BootOptions {
+    /// The image: kernel, modules, the agent binary.
+    pub spec: ImageSpec,
+    /// Acceleration; `None` takes this machine's decision (cached, see `accel`).
+    pub accel: Option<Accel>,
+    /// Real or virtual time.
+    pub clock: GuestClock,
+    /// What the guest is for (`GuestBuilder::role`).
+    pub role: String,
+    /// Longest wait from starting QEMU to the agent's first answer.
+    pub timeout: Duration,
+}
+
+/// How a guest came up.
+#[derive(Debug, Clone)]
+pub struct BootInfo {
+    /// Acceleration used.
+    pub accel: Accel,
+    /// How the acceleration was chosen, and why.
+    pub accel_reason: String,
+    /// Seconds spent writing the initramfs.
+    pub image_build_s: f64,
+    /// Seconds spent deciding the acceleration.
+    pub accel_detect_s: f64,
+}
 
 /// A guest whose agent answers.
 pub struct Session {
@@ -61,6 +90,38 @@ pub fn console_tail(guest: &Guest) -> String {
 }
 
 impl Session {
+    /// The one way the harness boots a guest: builds the image into a fresh temp file, decides
+    /// the acceleration (virtual time is TCG's alone), starts QEMU and waits for the agent.
+    pub fn start(o: &BootOptions) -> Result<(Self, BootInfo), Error> {
+        let t0 = Instant::now();
+        let initrd = tmp::file("initrd", &o.role, ".cpio")?;
+        let kernel = image::build(&o.spec, &initrd)?;
+        let t1 = Instant::now();
+        let (accel, accel_reason) = match (o.clock, o.accel) {
+            (GuestClock::Virtual { .. }, Some(Accel::Kvm)) => {
+                return Err(Error::Unsupported {
+                    what: "--accel kvm with --clock virtual".into(),
+                    why: "virtual time (icount) exists under TCG only; use --clock real for KVM".into(),
+                })
+            }
+            (GuestClock::Virtual { .. }, _) => {
+                (Accel::Tcg, "virtual time (icount) runs under TCG only".to_owned())
+            }
+            (GuestClock::Real, Some(a)) => (a, Decision::asked(a).reason()),
+            (GuestClock::Real, None) => {
+                let d = accel::decide_here(false)?;
+                (d.accel, d.reason())
+            }
+        };
+        let t2 = Instant::now();
+        let builder = GuestBuilder::new(kernel, &initrd).accel(accel).role(o.role.clone()).clock(o.clock);
+        let session = Self::boot_with(builder, initrd, Instant::now() + o.timeout)?;
+        let round3 = |d: Duration| (d.as_secs_f64() * 1000.0).round() / 1000.0;
+        let info =
+            BootInfo { accel, accel_reason, image_build_s: round3(t1 - t0), accel_detect_s: round3(t2 - t1) };
+        Ok((session, info))
+    }
+
     /// Builds the image for `spec` into a fresh temp file and boots it.
     pub fn boot(spec: &ImageSpec, accel: Accel, deadline: Instant) -> Result<Self, Error> {
         // One file per session: two sessions of one process must not share (or delete) an image.

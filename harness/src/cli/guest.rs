@@ -37,8 +37,9 @@ fn boot(g: &GuestArgs) -> Result<(Session, BootInfo), phc_qemu::Error> {
         accel: g.accel.choice(),
         boot_timeout: Duration::from_secs(120),
         ptp_kvm: false,
+        clock: qemu::ClockMode::Real,
     };
-    qemu::boot(&opts, "device")
+    qemu::boot(&opts, "device", phc_qemu::GuestClock::Real)
 }
 
 /// Exit status for a guest command that failed: 128 + the signal when one interrupted it, else 2.

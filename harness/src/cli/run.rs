@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::args::AccelArg;
-use crate::backend::qemu::{self, find_agent_bin, QemuOptions};
+use crate::backend::qemu::{self, find_agent_bin, ClockMode, QemuOptions};
 use crate::exit::Exit;
 use crate::report::{Report, Verdict};
 use crate::scenario::{self, Scenario, ScenarioError};
@@ -78,6 +78,12 @@ pub struct RunArgs {
     /// harness's provider; `igb` works under TCG too.
     #[arg(long, value_enum, default_value_t = GuestPhc::Igb)]
     pub phc: GuestPhc,
+    /// QEMU backend: the guest's time. `virtual` (TCG, icount with sleep=off) runs faster than
+    /// real time and measures offsets inside the guest against the igb PHC, which is the host
+    /// clock; `real` runs in wall-clock time with the harness feeding host time (the cross-check,
+    /// and the only choice with KVM or `--phc ptp-kvm`).
+    #[arg(long, value_enum, default_value_t = ClockMode::Virtual)]
+    pub clock: ClockMode,
     /// QEMU backend: longest wait from starting QEMU to the guest agent's first answer.
     #[arg(long, default_value_t = 120.0)]
     pub boot_timeout_s: f64,
@@ -178,6 +184,7 @@ pub fn run(args: RunArgs) -> Exit {
                 accel: args.accel.choice(),
                 boot_timeout: Duration::from_secs_f64(args.boot_timeout_s.clamp(0.1, 3600.0)),
                 ptp_kvm: args.phc == GuestPhc::PtpKvm,
+                clock: args.clock,
             }),
             Err(e) => return usage(e),
         }
@@ -202,7 +209,7 @@ pub fn run(args: RunArgs) -> Exit {
                     if let Some(o) = args.observe_s {
                         q.timeline.observe_s = o;
                     }
-                    if let Some(why) = qemu::unsupported(&q) {
+                    if let Some(why) = qemu::unsupported(&q, args.clock) {
                         say!("phc-harness: {}: skipped on qemu: {why}", s.name);
                         continue;
                     }
@@ -225,7 +232,12 @@ pub fn run(args: RunArgs) -> Exit {
             printer.report(&report);
             let took = started.elapsed().as_secs_f64();
             if tty || took > 2.0 {
-                say!("  {:.1} s of scenario in {:.3} s; reports in {}", s.duration_s(), took, dir.display());
+                let scenario_s = report.series.last().map_or(s.duration_s(), |o| o.t_s);
+                say!(
+                    "  {scenario_s:.1} s of scenario in {took:.3} s ({:.1}x real time); reports in {}",
+                    scenario_s / took.max(1e-9),
+                    dir.display()
+                );
             }
             reports.push(report);
             if let Some(sig) = phc_qemu::signals::pending() {

@@ -1,166 +1,8 @@
-//! The QEMU backend: the scenario runs against a real Linux guest. Pauses are QMP `stop`/`cont`,
-//! reboots `system_reset`; the guest PHC is QEMU's igb clock, fed with host time by the harness's
-//! time-sync provider (VMICTimeSync emulation); the discipline is the real chronyd in the guest.
+//! The QEMU backend in real time: wall-clock scenario time, host time fed to the igb PHC by the
+//! harness's time-sync provider over virtio-serial, offsets from the shortest of 3 round trips.
+//! Pauses are QMP `stop`/`cont` held for the scenario's duration, reboots `system_reset`.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
-
-use mock_phc::{DisciplineConfig, Disturbance, Event, EventKind};
-use phc_qemu::accel::{self, Decision};
-use phc_qemu::agent::{ExecResult, Op};
-use phc_qemu::client::host_realtime_ns;
-use phc_qemu::image::ImageSpec;
-use phc_qemu::session::Session;
-use phc_qemu::{signals, tmp, Accel, Error};
-use serde_json::{json, Value};
-
-use super::chronylog::{self, Line};
-use super::provider::Provider;
-use crate::engine::{Backend, Observation};
-use crate::scenario::Scenario;
-
-/// The guest's PHC: the igb NIC clock.
-pub const GUEST_PHC: &str = "/dev/ptp0";
-const CHRONY_LOG: &str = "/tmp/chronyd.log";
-/// A regular sample re-sets the PHC only when it is off by more than this: QEMU's igb clock
-/// keeps host time between pauses, and re-setting it every 5 s would only add transfer noise.
-const RESET_THRESHOLD_NS: i64 = 1_000_000;
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How to start the guest.
-#[derive(Debug, Clone)]
-pub struct QemuOptions {
-    /// The static harness binary to install as the guest agent.
-    pub agent_bin: PathBuf,
-    /// Acceleration; `None` takes this machine's decision (phc_qemu::accel: cached, or found by
-    /// a trial guest).
-    pub accel: Option<Accel>,
-    /// Longest wait for boot to agent-ready.
-    pub boot_timeout: Duration,
-    /// Use the guest's ptp_kvm clock (needs KVM) instead of the igb clock fed by the provider.
-    pub ptp_kvm: bool,
-}
-
-/// The guest agent binary: `--agent-bin`, else `PHC_AGENT_BIN`, else what ci/build-agent.sh builds.
-pub fn find_agent_bin(explicit: Option<PathBuf>) -> Result<PathBuf, Error> {
-    let candidates: Vec<PathBuf> = explicit
-        .into_iter()
-        .chain(std::env::var_os("PHC_AGENT_BIN").map(PathBuf::from))
-        .chain(std::env::var_os("CARGO_TARGET_DIR").map(|d| PathBuf::from(d).join(GUEST_REL)))
-        .chain(std::iter::once(PathBuf::from("target").join(GUEST_REL)))
-        .collect();
-    candidates.iter().find(|p| p.is_file()).cloned().ok_or(Error::AgentBinMissing { looked_at: candidates })
-}
-
-/// The stripped static copy ci/build-agent.sh leaves for guest images.
-const GUEST_REL: &str = "x86_64-unknown-linux-gnu/release/phc-harness-guest";
-
-/// Prepares this process for guests, once, before the first: SIGINT and SIGTERM end the run
-/// through its normal path from now on (phc_qemu::signals: QEMU killed, temp files removed,
-/// an aborted report), and what runs killed outright (SIGKILL, a crash: no destructors) left in
-/// the temp dir is removed, by the dead pid in its name, never a live run's.
-pub fn prepare_process() {
-    if let Err(e) = signals::install() {
-        eprintln!("phc-harness: cannot handle SIGINT/SIGTERM: {e}");
-    }
-    for p in tmp::sweep(&std::env::temp_dir()) {
-        eprintln!("phc-harness: removed {} (left by a run that died)", p.display());
-    }
-}
-
-/// Why a scenario cannot run on QEMU, or `None` when it can.
-pub fn unsupported(s: &Scenario) -> Option<String> {
-    for d in &s.world.disciplines {
-        match d {
-            DisciplineConfig::Chrony(_) | DisciplineConfig::HvUtils(_) | DisciplineConfig::None => {}
-            other => {
-                return Some(format!(
-                "discipline {:?} has no real daemon in the guest image (chronyd and hv_utils emulation only)",
-                kind_name(other)
-            ))
-            }
-        }
-    }
-    for e in &s.timeline.events {
-        match e.disturbance {
-            Disturbance::FrequencyJump { .. } => {
-                return Some("frequency_jump: QEMU cannot change a running guest's oscillator".into())
-            }
-            Disturbance::SamplesStop | Disturbance::SamplesResume => {
-                return Some(
-                    "samples_stop/resume: the igb PHC never goes stale (ESTALE needs the CUSE hyperv mock)"
-                        .into(),
-                )
-            }
-            _ => {}
-        }
-    }
-    None
-}
-
-fn kind_name(d: &DisciplineConfig) -> &'static str {
-    match d {
-        DisciplineConfig::Chrony(_) => "chrony",
-        DisciplineConfig::Ntpd(_) => "ntpd",
-        DisciplineConfig::Phc2sys(_) => "phc2sys",
-        DisciplineConfig::HvUtils(_) => "hv_utils",
-        DisciplineConfig::None => "none",
-    }
-}
-
-/// How a guest came up.
-#[derive(Debug, Clone)]
-pub struct BootInfo {
-    /// Acceleration used.
-    pub accel: Accel,
-    /// How it was chosen and why: asked for, cached, or probed (`Decision::reason`).
-    pub accel_reason: String,
-    /// Seconds spent writing the initramfs.
-    pub image_build_s: f64,
-    /// Seconds spent deciding the acceleration (a cache read, or a trial guest).
-    pub accel_detect_s: f64,
-}
-
-/// Builds the guest image, picks the acceleration (this machine's decision unless `opts` names
-/// one) and boots. `role` names the guest (`GuestBuilder::role`: `scenario`, `device`).
-pub fn boot(opts: &QemuOptions, role: &str) -> Result<(Session, BootInfo), Error> {
-    let t0 = Instant::now();
-    let spec = ImageSpec::with_agent(&opts.agent_bin);
-    let initrd = tmp::file("initrd", role, ".cpio")?;
-    let kernel = phc_qemu::image::build(&spec, &initrd)?;
-    let t1 = Instant::now();
-    let decision = match opts.accel {
-        Some(a) => Decision::asked(a),
-        None => accel::decide_here(false)?,
-    };
-    let (accel, accel_reason) = (decision.accel, decision.reason());
-    let t2 = Instant::now();
-    let builder = phc_qemu::GuestBuilder::new(&kernel, &initrd).accel(accel).role(role);
-    let session = Session::boot_with(builder, initrd, Instant::now() + opts.boot_timeout)?;
-    let info = BootInfo {
-        accel,
-        accel_reason,
-        image_build_s: round3((t1 - t0).as_secs_f64()),
-        accel_detect_s: round3((t2 - t1).as_secs_f64()),
-    };
-    Ok((session, info))
-}
-
-/// The guest's PHC whose sysfs clock_name is `name`, as a device path.
-pub fn find_phc_by_name(session: &mut Session, name: &str) -> Result<String, Error> {
-    let script = "for d in /sys/class/ptp/*; do echo \"$(basename $d) $(cat $d/clock_name)\"; done";
-    let r: ExecResult = session.agent.call_value(
-        Op::Exec { argv: vec!["sh".into(), "-c".into(), script.into()], timeout_s: 10.0 },
-        Instant::now() + CALL_TIMEOUT,
-    )?;
-    r.stdout
-        .lines()
-        .find_map(|l| {
-            l.split_once(' ').filter(|(_, n)| n.trim() == name).map(|(dev, _)| format!("/dev/{dev}"))
-        })
-        .ok_or_else(|| Error::NoSuchPhc { name: name.to_owned(), have: r.stdout.trim().to_owned() })
-}
+use super::*;
 
 /// A scenario's guest.
 pub struct QemuBackend {
@@ -177,7 +19,7 @@ pub struct QemuBackend {
     reference_offset_ns: i64,
     events: Vec<Event>,
     chrony_lines_seen: usize,
-    chrony_log: String,
+    chrony: ChronyLog,
     half_rtt_ns: i64,
     info: BTreeMap<String, Value>,
     taken: Vec<Observation>,
@@ -187,7 +29,7 @@ impl QemuBackend {
     /// Boots the guest, aligns its clocks with the host, starts the scenario's daemon; scenario
     /// time starts when this returns.
     pub fn start(s: &Scenario, opts: &QemuOptions) -> Result<Self, Error> {
-        if let Some(why) = unsupported(s) {
+        if let Some(why) = unsupported(s, ClockMode::Real) {
             return Err(Error::Unsupported { what: s.name.clone(), why });
         }
         if opts.ptp_kvm
@@ -198,7 +40,7 @@ impl QemuBackend {
                 why: "host_step cannot be emulated for ptp_kvm, which reads the real host clock".into(),
             });
         }
-        let (mut session, bi) = boot(opts, "scenario")?;
+        let (mut session, bi) = boot(opts, "scenario", GuestClock::Real)?;
         let (accel, why) = (bi.accel, bi.accel_reason);
         let mut info = BTreeMap::new();
         info.insert("accel".into(), json!(accel.name()));
@@ -251,7 +93,7 @@ impl QemuBackend {
             reference_offset_ns: 0,
             events: Vec::new(),
             chrony_lines_seen: 0,
-            chrony_log: String::new(),
+            chrony: ChronyLog::default(),
             half_rtt_ns: 0,
             info,
             taken: Vec::new(),
@@ -372,7 +214,7 @@ impl QemuBackend {
                 }
             }
             let _ = self.poll_chrony_log();
-            self.info.insert("chronyd_log".into(), json!(self.chrony_log.clone()));
+            self.info.insert("chronyd_log".into(), json!(self.chrony.text.clone()));
         }
         std::mem::take(&mut self.info)
     }
@@ -388,35 +230,12 @@ impl QemuBackend {
         }
         let text: String =
             self.session.agent.call_value(Op::ReadFile { path: CHRONY_LOG.into() }, Self::deadline())?;
-        let lines: Vec<&str> = text.lines().collect();
         let t_ns = self.now_ns();
-        for l in lines.iter().skip(self.chrony_lines_seen) {
-            self.chrony_log.push_str(l);
-            self.chrony_log.push('\n');
-            match chronylog::parse(l) {
-                Line::Stepped { delta_ns } => {
-                    self.events.push(Event { t_ns, source: "chrony", kind: EventKind::Step { delta_ns } })
-                }
-                Line::Note(n) => self.events.push(Event { t_ns, source: "chrony", kind: EventKind::Note(n) }),
-                Line::Other => {}
-            }
-        }
-        self.chrony_lines_seen = lines.len();
+        let fresh: Vec<&str> = text.lines().skip(self.chrony_lines_seen).collect();
+        self.chrony_lines_seen += fresh.len();
+        self.chrony.take(t_ns, &fresh, &mut self.events);
         Ok(())
     }
-}
-
-fn personality(s: &Scenario) -> &'static str {
-    match s.world.phc {
-        mock_phc::PhcConfig::Hyperv { .. } => "hyperv",
-        mock_phc::PhcConfig::Kvm { .. } => "kvm",
-        mock_phc::PhcConfig::Vmclock { .. } => "vmclock",
-        mock_phc::PhcConfig::Nic { .. } => "nic",
-    }
-}
-
-fn round3(v: f64) -> f64 {
-    (v * 1000.0).round() / 1000.0
 }
 
 /// The engine's steps; `Backend` below runs each and explains a lost channel by QEMU's exit.

@@ -1,0 +1,209 @@
+//! The QEMU backend: the scenario runs against a real Linux guest with the real chronyd. Two
+//! clocks: `virt` (the default for scenarios) runs the guest in QEMU's virtual time, where the igb
+//! PHC is the host clock and every offset is measured inside the guest; `real` runs in wall-clock
+//! time with the host's time fed to the igb PHC by the harness's provider (VMICTimeSync
+//! emulation), and is the cross-check. This module holds what both share: options, boot, what
+//! the guest cannot run, chronyd's configuration and log.
+
+pub mod real;
+pub mod virt;
+
+pub use real::QemuBackend;
+pub use virt::VirtualBackend;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use mock_phc::{DisciplineConfig, Disturbance, Event, EventKind};
+use phc_qemu::agent::{ExecResult, Op};
+use phc_qemu::client::host_realtime_ns;
+use phc_qemu::image::ImageSpec;
+use phc_qemu::session::{BootOptions, Session};
+use phc_qemu::{signals, tmp, Accel, Error, GuestClock};
+use serde_json::{json, Value};
+
+use super::chronylog::{self, Line};
+use super::provider::Provider;
+use crate::engine::{Backend, Observation};
+use crate::scenario::Scenario;
+
+/// The guest's PHC: the igb NIC clock.
+pub const GUEST_PHC: &str = "/dev/ptp0";
+const CHRONY_LOG: &str = "/tmp/chronyd.log";
+/// A regular sample re-sets the PHC only when it is off by more than this: QEMU's igb clock
+/// keeps host time between pauses, and re-setting it every 5 s would only add transfer noise.
+const RESET_THRESHOLD_NS: i64 = 1_000_000;
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How to start the guest.
+#[derive(Debug, Clone)]
+pub struct QemuOptions {
+    /// The static harness binary to install as the guest agent.
+    pub agent_bin: PathBuf,
+    /// Acceleration; `None` takes this machine's decision (phc_qemu::accel: cached, or found by
+    /// a trial guest).
+    pub accel: Option<Accel>,
+    /// Longest wait for boot to agent-ready.
+    pub boot_timeout: Duration,
+    /// Use the guest's ptp_kvm clock (needs KVM) instead of the igb clock fed by the provider.
+    pub ptp_kvm: bool,
+    /// Virtual or real time for scenarios (device commands always run in real time).
+    pub clock: ClockMode,
+}
+
+/// The time a scenario's guest runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ClockMode {
+    /// QEMU's virtual clock (TCG, icount, sleep=off): faster than real time, offsets measured in
+    /// the guest against the igb PHC, which is the host clock.
+    #[default]
+    Virtual,
+    /// Wall-clock time, host time fed to the guest by the harness's provider (the cross-check).
+    Real,
+}
+
+impl ClockMode {
+    /// The name reports use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Virtual => "virtual",
+            Self::Real => "real",
+        }
+    }
+}
+
+/// The guest agent binary: `--agent-bin`, else `PHC_AGENT_BIN`, else what ci/build-agent.sh builds.
+pub fn find_agent_bin(explicit: Option<PathBuf>) -> Result<PathBuf, Error> {
+    let candidates: Vec<PathBuf> = explicit
+        .into_iter()
+        .chain(std::env::var_os("PHC_AGENT_BIN").map(PathBuf::from))
+        .chain(std::env::var_os("CARGO_TARGET_DIR").map(|d| PathBuf::from(d).join(GUEST_REL)))
+        .chain(std::iter::once(PathBuf::from("target").join(GUEST_REL)))
+        .collect();
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or(Error::AgentBinMissing { looked_at: candidates })
+}
+
+/// The stripped static copy ci/build-agent.sh leaves for guest images.
+const GUEST_REL: &str = "x86_64-unknown-linux-gnu/release/phc-harness-guest";
+
+/// Prepares this process for guests, once, before the first: SIGINT and SIGTERM end the run
+/// through its normal path from now on (phc_qemu::signals: QEMU killed, temp files removed,
+/// an aborted report), and what runs killed outright (SIGKILL, a crash: no destructors) left in
+/// the temp dir is removed, by the dead pid in its name, never a live run's.
+pub fn prepare_process() {
+    if let Err(e) = signals::install() {
+        eprintln!("phc-harness: cannot handle SIGINT/SIGTERM: {e}");
+    }
+    for p in tmp::sweep(&std::env::temp_dir()) {
+        eprintln!("phc-harness: removed {} (left by a run that died)", p.display());
+    }
+}
+
+/// Why a scenario cannot run on QEMU, or `None` when it can.
+pub fn unsupported(s: &Scenario, clock: ClockMode) -> Option<String> {
+    for d in &s.world.disciplines {
+        match d {
+            DisciplineConfig::Chrony(_) | DisciplineConfig::HvUtils(_) | DisciplineConfig::None => {}
+            other => {
+                return Some(format!(
+                "discipline {:?} has no real daemon in the guest image (chronyd and hv_utils emulation only)",
+                kind_name(other)
+            ))
+            }
+        }
+    }
+    for e in &s.timeline.events {
+        match e.disturbance {
+            // In virtual time the PHC is the host clock: a frequency jump of the guest is one
+            // of the PHC, the other way round, which adjfine makes.
+            Disturbance::FrequencyJump { .. } if clock == ClockMode::Real => {
+                return Some("frequency_jump: QEMU cannot change a running guest's oscillator in real time (use --clock virtual)".into())
+            }
+            Disturbance::SamplesStop | Disturbance::SamplesResume => {
+                return Some(
+                    "samples_stop/resume: the igb PHC never goes stale (ESTALE needs the CUSE hyperv mock)"
+                        .into(),
+                )
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+fn kind_name(d: &DisciplineConfig) -> &'static str {
+    match d {
+        DisciplineConfig::Chrony(_) => "chrony",
+        DisciplineConfig::Ntpd(_) => "ntpd",
+        DisciplineConfig::Phc2sys(_) => "phc2sys",
+        DisciplineConfig::HvUtils(_) => "hv_utils",
+        DisciplineConfig::None => "none",
+    }
+}
+
+pub use phc_qemu::session::BootInfo;
+
+/// Boots the guest for `opts` (phc_qemu's one boot path): `role` names it (`scenario`,
+/// `device`); `clock` is QEMU's, with the RTC starting at `rtc_base_s` in virtual time.
+pub fn boot(opts: &QemuOptions, role: &str, clock: GuestClock) -> Result<(Session, BootInfo), Error> {
+    Session::start(&BootOptions {
+        spec: ImageSpec::with_agent(&opts.agent_bin),
+        accel: opts.accel,
+        clock,
+        role: role.into(),
+        timeout: opts.boot_timeout,
+    })
+}
+
+/// The guest's PHC whose sysfs clock_name is `name`, as a device path.
+pub fn find_phc_by_name(session: &mut Session, name: &str) -> Result<String, Error> {
+    let script = "for d in /sys/class/ptp/*; do echo \"$(basename $d) $(cat $d/clock_name)\"; done";
+    let r: ExecResult = session.agent.call_value(
+        Op::Exec { argv: vec!["sh".into(), "-c".into(), script.into()], timeout_s: 10.0 },
+        Instant::now() + CALL_TIMEOUT,
+    )?;
+    r.stdout
+        .lines()
+        .find_map(|l| {
+            l.split_once(' ').filter(|(_, n)| n.trim() == name).map(|(dev, _)| format!("/dev/{dev}"))
+        })
+        .ok_or_else(|| Error::NoSuchPhc { name: name.to_owned(), have: r.stdout.trim().to_owned() })
+}
+
+fn personality(s: &Scenario) -> &'static str {
+    match s.world.phc {
+        mock_phc::PhcConfig::Hyperv { .. } => "hyperv",
+        mock_phc::PhcConfig::Kvm { .. } => "kvm",
+        mock_phc::PhcConfig::Vmclock { .. } => "vmclock",
+        mock_phc::PhcConfig::Nic { .. } => "nic",
+    }
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+/// chronyd's log as events: lines are stamped with the scenario time they were first seen at.
+#[derive(Debug, Default)]
+pub(crate) struct ChronyLog {
+    /// Every line seen, for the report.
+    pub text: String,
+}
+
+impl ChronyLog {
+    /// Records `lines` seen at scenario time `t_ns`, turning steps and notable lines into events.
+    pub fn take(&mut self, t_ns: i64, lines: &[&str], events: &mut Vec<Event>) {
+        for l in lines {
+            self.text.push_str(l);
+            self.text.push('\n');
+            match chronylog::parse(l) {
+                Line::Stepped { delta_ns } => {
+                    events.push(Event { t_ns, source: "chrony", kind: EventKind::Step { delta_ns } })
+                }
+                Line::Note(n) => events.push(Event { t_ns, source: "chrony", kind: EventKind::Note(n) }),
+                Line::Other => {}
+            }
+        }
+    }
+}

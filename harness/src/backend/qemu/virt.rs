@@ -1,0 +1,397 @@
+//! The QEMU backend in virtual time. QEMU runs TCG with `-icount shift=auto,sleep=off`: an idle
+//! guest's time jumps to its next timer, so a scenario runs many times faster than real time, and
+//! every guest clock follows QEMU's virtual clock. The igb PHC is then the host clock itself: set
+//! once from the RTC (`clock=vm`, which starts at the scenario's start time), run at the host's
+//! rate against the guest's oscillator (adjfine by minus the guest's frequency error), and moved
+//! only by what the scenario injects (a pause of D is QMP `stop`, a PHC step of +D queued to the
+//! agent, `cont`; a host step steps it). Scenario time is PHC time less the host steps; every
+//! offset is CLOCK_REALTIME against the PHC, read in the guest with PTP_SYS_OFFSET_EXTENDED.
+
+use phc_qemu::agent::{Observed, RtcMapping, RtcTickResult};
+use serde::de::DeserializeOwned;
+
+use super::*;
+
+/// Wall seconds the agent spins after an observation a disturbance follows: long enough for the
+/// host's QMP `stop` to arrive, so the guest's time cannot leap to its next timer meanwhile.
+const SPIN_BEFORE_DISTURBANCE_S: f64 = 0.5;
+/// Wall time allowed per call on top of the virtual time it waits for (which runs faster than
+/// wall time, but a busy guest can slow it to about real time).
+const CALL_SLACK: Duration = Duration::from_secs(30);
+
+/// A scenario's guest in virtual time.
+pub struct VirtualBackend {
+    session: Session,
+    provider: Provider,
+    hv_utils: Option<mock_phc::HvUtilsConfig>,
+    chrony_conf: Option<String>,
+    chrony: ChronyLog,
+    /// PHC time at scenario time 0.
+    phc_origin_ns: i64,
+    /// Host steps so far: they moved the PHC, not scenario time.
+    host_steps_ns: i64,
+    /// Host time at an RTC second boundary, carried forward by every injected step: what the
+    /// PHC is set to again after a reboot resets it.
+    rtc_map: RtcMapping,
+    /// The PHC's frequency offset: the guest oscillator's error, the other way round.
+    phc_ppb: f64,
+    /// Scenario time of the last observation, and what it saw (taken by `observe`).
+    now_ns: i64,
+    last: Option<Observed>,
+    /// Scenario times a disturbance starts at: the agent spins after observing there.
+    disturb_at: Vec<i64>,
+    events: Vec<Event>,
+    info: BTreeMap<String, Value>,
+    /// Guest time from the last observation before each pause to the PHC step after `cont`.
+    pause_step_gaps_ns: Vec<i64>,
+    /// The guest's CLOCK_MONOTONIC_RAW at the agent's last answer.
+    last_raw_ns: Option<i64>,
+    /// Steps of the igb PHC that came with a new frequency, undone (see the agent's
+    /// `adjfine_without_step`).
+    undone_steps_ns: Vec<i64>,
+    /// Observations made on the way (the guest's offset right before a SYNC step).
+    taken: Vec<Observation>,
+}
+
+impl VirtualBackend {
+    /// Boots the guest in virtual time, makes the PHC the host clock, aligns the guest's clock
+    /// with it and starts the scenario's daemon; scenario time 0 is when this returns.
+    pub fn start(s: &Scenario, opts: &QemuOptions) -> Result<Self, Error> {
+        if opts.ptp_kvm {
+            return Err(Error::Unsupported {
+                what: "--phc ptp-kvm with --clock virtual".into(),
+                why: "ptp_kvm needs KVM and virtual time runs under TCG; use --clock real".into(),
+            });
+        }
+        if let Some(why) = unsupported(s, ClockMode::Virtual) {
+            return Err(Error::Unsupported { what: s.name.clone(), why });
+        }
+        let rtc_base_s = s.world.start_realtime_ns.div_euclid(1_000_000_000);
+        let (session, bi) = boot(opts, "scenario", GuestClock::Virtual { rtc_base_s })?;
+        let mut info = BTreeMap::new();
+        info.insert("clock".into(), json!("virtual"));
+        info.insert("accel".into(), json!(bi.accel.name()));
+        info.insert("accel_reason".into(), json!(bi.accel_reason));
+        info.insert("image_build_s".into(), json!(bi.image_build_s));
+        info.insert("accel_detect_s".into(), json!(bi.accel_detect_s));
+        info.insert("boot_to_ready_s".into(), json!(round3(session.boot_to_ready.as_secs_f64())));
+        info.insert(
+            "phc".into(),
+            json!(format!(
+                "igb ({GUEST_PHC}) as the host clock: QEMU's virtual clock plus the host-time events the \
+                 scenario injects, standing in for the scenario's {} clock",
+                personality(s)
+            )),
+        );
+        let hv_utils = s.world.disciplines.iter().find_map(|d| match d {
+            DisciplineConfig::HvUtils(h) => Some(h.clone()),
+            _ => None,
+        });
+        let chrony_conf = s.world.disciplines.iter().find_map(|d| match d {
+            DisciplineConfig::Chrony(c) => Some(c.chrony_conf(GUEST_PHC)),
+            _ => None,
+        });
+        if let Some(c) = &chrony_conf {
+            info.insert("chrony_conf".into(), json!(c));
+        }
+        let tl = &s.timeline;
+        let disturb_at =
+            tl.events.iter().filter_map(|e| mock_phc::time::secs_to_ns(tl.warmup_s + e.at_s).ok()).collect();
+        let mut b = Self {
+            session,
+            provider: Provider::new(5_000_000_000, 0),
+            hv_utils,
+            chrony_conf,
+            chrony: ChronyLog::default(),
+            phc_origin_ns: 0,
+            host_steps_ns: 0,
+            rtc_map: RtcMapping { rtc_s: 0, host_ns: 0, ppb: 0.0 },
+            phc_ppb: -s.world.guest.freq_error_ppm * 1000.0,
+            now_ns: 0,
+            last: None,
+            disturb_at,
+            events: Vec::new(),
+            info,
+            pause_step_gaps_ns: Vec::new(),
+            last_raw_ns: None,
+            undone_steps_ns: Vec::new(),
+            taken: Vec::new(),
+        };
+        // Host time is the RTC's at the start: the PHC runs at the host's rate against the guest's
+        // oscillator, then a second boundary sets it to the RTC's time exactly, and the guest's
+        // clock starts on it (as the sim's does).
+        b.set_phc_frequency()?;
+        let tick = b.rtc_tick(Some(RtcMapping { rtc_s: 0, host_ns: 0, ppb: 0.0 }))?;
+        b.rtc_map =
+            RtcMapping { rtc_s: tick.rtc_s, host_ns: tick.set_ns.unwrap_or(tick.phc_ns), ppb: b.phc_ppb };
+        b.call::<Value>(Op::RealtimeToPhc { device: GUEST_PHC.into() })?;
+        let o = b.observe_raw(0, 0.0)?;
+        b.phc_origin_ns = o.phc_ns;
+        b.prepare_guest()?;
+        Ok(b)
+    }
+
+    fn call<T: DeserializeOwned>(&mut self, op: Op) -> Result<T, Error> {
+        let ex = self.session.agent.call(op, Instant::now() + CALL_SLACK)?;
+        self.last_raw_ns = Some(ex.response.clocks.monotonic_raw_ns);
+        let ok = ex.response.ok.unwrap_or(Value::Null);
+        T::deserialize(&ok)
+            .map_err(|source| Error::AgentAnswer { answer: ok.to_string(), source: Some(source) })
+    }
+
+    fn set_phc_frequency(&mut self) -> Result<(), Error> {
+        let v: Value = self.call(Op::PhcFrequency { device: GUEST_PHC.into(), ppb: self.phc_ppb })?;
+        if let Some(ns) = v["undone_step_ns"].as_i64() {
+            self.undone_steps_ns.push(ns);
+        }
+        Ok(())
+    }
+
+    /// A new anchor for `rtc_map` at the next RTC second, at the PHC's current rate.
+    fn rebase_rtc_map(&mut self) -> Result<(), Error> {
+        let tick = self.rtc_tick(None)?;
+        self.rtc_map = RtcMapping { rtc_s: tick.rtc_s, host_ns: tick.phc_ns, ppb: self.phc_ppb };
+        Ok(())
+    }
+
+    fn rtc_tick(&mut self, set: Option<RtcMapping>) -> Result<RtcTickResult, Error> {
+        self.call(Op::RtcTick { device: GUEST_PHC.into(), set })
+    }
+
+    /// The agent's observation once the PHC reads `until_ns`, without bookkeeping.
+    fn observe_raw(&mut self, until_ns: i64, spin_s: f64) -> Result<Observed, Error> {
+        let tail = self.chrony_conf.as_ref().map(|_| CHRONY_LOG.to_owned());
+        self.call(Op::Observe { device: GUEST_PHC.into(), until_ns, spin_s, tail })
+    }
+
+    /// Scenario time of a PHC reading.
+    fn scenario_ns(&self, phc_ns: i64) -> i64 {
+        phc_ns - self.phc_origin_ns - self.host_steps_ns
+    }
+
+    /// Lets the guest run to scenario time `t_ns` (at once if it is past) and observes there.
+    fn observe_at(&mut self, t_ns: i64, spin_s: f64) -> Result<(), Error> {
+        let until = self.phc_origin_ns + self.host_steps_ns + t_ns;
+        let o = self.observe_raw(until, spin_s)?;
+        self.now_ns = self.scenario_ns(o.phc_ns);
+        let lines: Vec<&str> = o.lines.iter().map(String::as_str).collect();
+        self.chrony.take(self.now_ns, &lines, &mut self.events);
+        self.last = Some(o);
+        Ok(())
+    }
+
+    fn note(&mut self, text: impl Into<String>) {
+        self.events.push(Event { t_ns: self.now_ns, source: "world", kind: EventKind::Note(text.into()) });
+    }
+
+    /// After boot or reboot: the host's first (SYNC) sample, then the daemon with an empty state.
+    fn prepare_guest(&mut self) -> Result<(), Error> {
+        self.provider.reboot(self.now_ns);
+        if let Some(due) = self.provider.poll(self.now_ns) {
+            self.deliver(due.sync)?;
+        }
+        if let Some(conf) = self.chrony_conf.clone() {
+            self.call::<Value>(Op::WriteFile { path: "/etc/chrony.conf".into(), contents: conf })?;
+            self.call::<Value>(Op::Spawn {
+                name: "chronyd".into(),
+                argv: ["chronyd", "-u", "root", "-d", "-f", "/etc/chrony.conf"].map(String::from).to_vec(),
+                log: CHRONY_LOG.into(),
+            })?;
+            self.note("chronyd started");
+        }
+        Ok(())
+    }
+
+    /// One host sample: hv_utils steps the guest clock to host time on SYNC, and with
+    /// timesync_implicit on a plain sample that finds it 5 s or more behind. The PHC needs no
+    /// feeding: it is host time.
+    fn deliver(&mut self, sync: bool) -> Result<(), Error> {
+        let Some(hv) = self.hv_utils.clone() else { return Ok(()) };
+        let behind = self.last.as_ref().is_some_and(|o| o.realtime_minus_phc_ns <= -5_000_000_000);
+        if sync || (hv.timesync_implicit && behind) {
+            if let Some(o) = &self.last {
+                // How the guest came back, before the SYNC sample corrects anything.
+                self.taken.push(Observation {
+                    t_s: self.now_ns as f64 / 1e9,
+                    guest_offset_ns: Some(o.realtime_minus_phc_ns),
+                    phc_offset_ns: None,
+                    phc_error: None,
+                });
+            }
+            let v: Value = self.call(Op::RealtimeToPhc { device: GUEST_PHC.into() })?;
+            let delta_ns = v["stepped_ns"].as_i64().unwrap_or(0);
+            self.events.push(Event {
+                t_ns: self.now_ns,
+                source: "hv_utils",
+                kind: EventKind::Step { delta_ns },
+            });
+            // What was observed at this instant is no longer the guest's offset.
+            self.last = None;
+        }
+        Ok(())
+    }
+
+    /// Facts for the report: chronyd's own view and log, timing, speed-up.
+    pub fn finish(mut self) -> BTreeMap<String, Value> {
+        if self.chrony_conf.is_some() {
+            for (key, argv) in [("chronyc_tracking", "tracking"), ("chronyc_sources", "sources")] {
+                let op = Op::Exec { argv: vec!["chronyc".into(), "-n".into(), argv.into()], timeout_s: 10.0 };
+                if let Ok(r) = self.call::<ExecResult>(op) {
+                    self.info.insert(key.into(), json!(format!("{}{}", r.stdout, r.stderr)));
+                }
+            }
+            self.info.insert("chronyd_log".into(), json!(self.chrony.text.clone()));
+        }
+        self.info()
+    }
+
+    /// Backend facts gathered so far (for an aborted run's report too).
+    pub fn info(&self) -> BTreeMap<String, Value> {
+        let mut info = self.info.clone();
+        info.insert("phc_adjfine_steps_undone_ns".into(), json!(self.undone_steps_ns));
+        if !self.pause_step_gaps_ns.is_empty() {
+            info.insert("pause_step_gap_ns".into(), json!(self.pause_step_gaps_ns));
+        }
+        info
+    }
+
+    fn advance(&mut self, t_ns: i64) -> Result<(), Error> {
+        loop {
+            let target = match self.provider.next_due_ns() {
+                Some(d) if d < t_ns => d.max(self.now_ns),
+                _ => t_ns,
+            };
+            let spin = if target == t_ns && self.disturb_at.contains(&t_ns) {
+                SPIN_BEFORE_DISTURBANCE_S
+            } else {
+                0.0
+            };
+            self.observe_at(target, spin)?;
+            if let Some(due) = self.provider.poll(self.now_ns) {
+                self.deliver(due.sync)?;
+            }
+            if target == t_ns {
+                return Ok(());
+            }
+        }
+    }
+
+    fn disturb_now(&mut self, d: &Disturbance) -> Result<Option<f64>, Error> {
+        let ns = |s: f64| {
+            mock_phc::time::secs_to_ns(s)
+                .map_err(|e| Error::Unsupported { what: "a disturbance".into(), why: e.to_string() })
+        };
+        match d {
+            Disturbance::Pause { duration_s, sync_on_resume } => {
+                let d_ns = ns(*duration_s)?;
+                let before = self.last_raw_ns;
+                self.session.guest.qmp().stop(Instant::now() + CALL_SLACK)?;
+                self.provider.pause();
+                // Queued while the guest stands still: the first thing it does when it runs again.
+                let (id, sent) =
+                    self.session.agent.send(Op::StepPhc { device: GUEST_PHC.into(), delta_ns: d_ns })?;
+                self.session.guest.qmp().cont(Instant::now() + CALL_SLACK)?;
+                let ex = self.session.agent.wait(id, sent, Instant::now() + CALL_SLACK)?;
+                if let Some(b) = before {
+                    self.pause_step_gaps_ns.push(ex.response.clocks.monotonic_raw_ns - b);
+                }
+                self.rtc_map.host_ns += d_ns;
+                let phc_ns = ex.response.ok.as_ref().and_then(|v| v["phc_ns"].as_i64()).unwrap_or(0);
+                self.now_ns = self.scenario_ns(phc_ns);
+                self.last = None;
+                self.note(format!("paused (QMP stop, PHC stepped {duration_s:+} s, QMP cont)"));
+                // The host's SYNC reaches hv_utils shortly after the guest runs again.
+                self.provider.resume(self.now_ns + mock_phc::SYNC_DELIVERY_NS, *sync_on_resume);
+                Ok(Some(self.now_ns as f64 / 1e9))
+            }
+            Disturbance::Reboot { .. } => {
+                self.session.guest.qmp().system_reset(Instant::now() + CALL_SLACK)?;
+                let wall = Instant::now();
+                self.session.wait_agent_again(Instant::now() + Duration::from_secs(120))?;
+                self.info.insert("reboot_to_ready_s".into(), json!(round3(wall.elapsed().as_secs_f64())));
+                // The reset zeroed the igb clock: host time again from the RTC, carried forward.
+                self.set_phc_frequency()?;
+                let map = self.rtc_map;
+                self.rtc_tick(Some(map))?;
+                self.observe_at(0, 0.0)?;
+                self.note("reset (QMP system_reset); PHC set from the RTC");
+                self.prepare_guest()?;
+                Ok(Some(self.now_ns as f64 / 1e9))
+            }
+            Disturbance::HostStep { delta_s } => {
+                let d_ns = ns(*delta_s)?;
+                self.call::<Value>(Op::StepPhc { device: GUEST_PHC.into(), delta_ns: d_ns })?;
+                self.host_steps_ns += d_ns;
+                self.rtc_map.host_ns += d_ns;
+                self.last = None;
+                self.note(format!("host time steps {delta_s:+} s (PHC stepped)"));
+                Ok(None)
+            }
+            Disturbance::GuestStep { delta_s } => {
+                let delta_ns = ns(*delta_s)?;
+                self.call::<Value>(Op::StepRealtime { delta_ns })?;
+                self.last = None;
+                self.note(format!("guest clock set {delta_s:+} s"));
+                Ok(None)
+            }
+            Disturbance::FrequencyJump { delta_ppm } => {
+                // The guest's oscillator gains delta: the host clock, against it, loses as much.
+                self.phc_ppb -= delta_ppm * 1000.0;
+                self.set_phc_frequency()?;
+                // Host time runs at the new rate against the RTC from here.
+                self.rebase_rtc_map()?;
+                self.note(format!("guest oscillator frequency changed by {delta_ppm:+} ppm (PHC adjfine)"));
+                Ok(None)
+            }
+            Disturbance::SamplesStop => {
+                self.provider.stop();
+                Ok(None)
+            }
+            Disturbance::SamplesResume => {
+                self.provider.resume_samples(self.now_ns);
+                Ok(None)
+            }
+        }
+    }
+}
+
+impl Backend for VirtualBackend {
+    type Error = Error;
+
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    fn advance_to(&mut self, t_ns: i64) -> Result<(), Error> {
+        let r = self.advance(t_ns);
+        r.map_err(|e| self.session.explain(e))
+    }
+
+    fn disturb(&mut self, d: &Disturbance) -> Result<Option<f64>, Error> {
+        let r = self.disturb_now(d);
+        r.map_err(|e| self.session.explain(e))
+    }
+
+    fn observe(&mut self) -> Result<Observation, Error> {
+        if self.last.is_none() {
+            let now = self.now_ns;
+            self.observe_at(now, 0.0).map_err(|e| self.session.explain(e))?;
+        }
+        let o = self.last.take().expect("observed above");
+        Ok(Observation {
+            t_s: self.now_ns as f64 / 1e9,
+            guest_offset_ns: Some(o.realtime_minus_phc_ns),
+            // The PHC is the host clock here: there is no separate PHC error to show.
+            phc_offset_ns: None,
+            phc_error: None,
+        })
+    }
+
+    fn take_observations(&mut self) -> Vec<Observation> {
+        std::mem::take(&mut self.taken)
+    }
+
+    fn drain_events(&mut self) -> Result<Vec<Event>, Error> {
+        Ok(std::mem::take(&mut self.events))
+    }
+}
