@@ -119,7 +119,7 @@ fn slew_only_recovery_is_observed_to_its_end_and_agrees() {
 #[ignore = "needs a VM: run ci/test.sh"]
 fn a_frequency_jump_runs_on_qemu_in_virtual_time() {
     // Only virtual time can: the PHC is the host clock, and adjfine gives it the jump.
-    let (_sim, real, f) = both("migration-frequency-jump", Some(120.0));
+    let (_sim, real, f) = both("migration-frequency-jump", None);
     let undone = real.backend_info["phc_adjfine_steps_undone_ns"].as_array().expect("recorded").len();
     assert_eq!(undone, 2, "one adjfine at the start, one at the jump");
     assert!(real.recovery.time_to_within_s["1ms"].is_some(), "{}", real.to_text());

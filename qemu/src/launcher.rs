@@ -70,6 +70,16 @@ pub struct GuestBuilder {
     extra: Vec<String>,
 }
 
+/// icount's shift in virtual time (`PHC_ICOUNT_SHIFT` overrides it): each instruction counts
+/// 2^shift ns of virtual time. A fixed shift, not `auto`: `auto` retunes the shift to the host's
+/// speed, so a loaded host gave the guest a slower virtual CPU and the real chronyd another
+/// answer (phc-jump-10s: a +10.78 s step settling at 63.5 s idle, +10.0 s at 93 s under load).
+/// With a fixed shift the same scenario gave the same steps twice at every shift tried; 0 (one
+/// instruction a nanosecond, the closest to a real CPU) matched what `auto` gives on an idle
+/// host, at about the same wall time (azure-pause-30s as written: 31.8 s at 0, 30.3 s at 2,
+/// 29.6 s at 4).
+pub const ICOUNT_SHIFT: &str = "0";
+
 /// Which clock the guest's time follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GuestClock {
@@ -246,9 +256,10 @@ impl GuestBuilder {
             ]);
         }
         if let GuestClock::Virtual { rtc_base_s } = self.clock {
+            let shift = std::env::var("PHC_ICOUNT_SHIFT").unwrap_or_else(|_| ICOUNT_SHIFT.into());
             a.extend([
                 "-icount".into(),
-                "shift=auto,sleep=off,align=off".into(),
+                format!("shift={shift},sleep=off,align=off"),
                 "-rtc".into(),
                 format!("base={},clock=vm", rtc_base_text(rtc_base_s)),
             ]);
