@@ -65,8 +65,10 @@ pub trait Backend {
     }
 }
 
+/// Scenario seconds to nanoseconds. A loaded scenario keeps every time within a week
+/// (scenario::validate), far inside i64; a value outside that would only be past the end.
 fn s_to_ns(s: f64) -> i64 {
-    (s * 1e9).round() as i64
+    mock_phc::time::secs_to_ns(s).unwrap_or(i64::MAX)
 }
 
 /// Runs a scenario on a backend. `progress` is called with (scenario seconds done, total).

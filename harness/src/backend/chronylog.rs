@@ -34,7 +34,10 @@ fn seconds_after(text: &str, prefix: &str) -> Option<f64> {
 pub fn parse(line: &str) -> Line {
     let b = body(line);
     if let Some(s) = seconds_after(b, "System clock was stepped by ") {
-        return Line::Stepped { delta_ns: (s * 1e9).round() as i64 };
+        // A number chronyd could not have printed (NaN, beyond i64 ns) is not a step.
+        if let Ok(delta_ns) = mock_phc::time::secs_to_ns(s) {
+            return Line::Stepped { delta_ns };
+        }
     }
     const NOTES: [&str; 8] = [
         "System clock wrong by",

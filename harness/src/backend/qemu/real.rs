@@ -298,14 +298,14 @@ impl QemuBackend {
                 return Ok(Some(back_s));
             }
             Disturbance::HostStep { delta_s } => {
-                self.reference_offset_ns += (delta_s * 1e9).round() as i64;
+                self.reference_offset_ns += checked_ns(*delta_s)?;
                 self.note("world", format!("host time steps {delta_s:+} s"));
                 // A PHC that reads host time (ptp_kvm, the sim's kvm personality) jumps at once;
                 // the provider makes the igb clock do the same.
                 self.deliver(false, true)?;
             }
             Disturbance::GuestStep { delta_s } => {
-                let delta_ns = (delta_s * 1e9).round() as i64;
+                let delta_ns = checked_ns(*delta_s)?;
                 self.session.agent.call(Op::StepRealtime { delta_ns }, Self::deadline())?;
                 self.note("world", format!("guest clock set {delta_s:+} s"));
             }
@@ -368,4 +368,10 @@ impl Backend for QemuBackend {
     fn drain_events(&mut self) -> Result<Vec<Event>, Error> {
         self.drain().map_err(|e| self.session.explain(e))
     }
+}
+
+/// A disturbance's seconds as nanoseconds; the scenario loader keeps them in range.
+pub(super) fn checked_ns(s: f64) -> Result<i64, Error> {
+    mock_phc::time::secs_to_ns(s)
+        .map_err(|e| Error::Unsupported { what: "a disturbance".into(), why: e.to_string() })
 }

@@ -1,0 +1,50 @@
+//! Runs scenarios on QEMU in virtual time and in real time with the same (shortened) window and
+//! prints the fidelity table between the two (columns: sim = virtual, qemu = real). The real-time
+//! runs take their scenario's length in wall time.
+//!
+//! `PHC_AGENT_BIN=... cargo run --release -p phc-harness --example clock_crosscheck -- \
+//!     reboot:30:70 phc-jump-10s:60:150`   (NAME:WARMUP_S:OBSERVE_S ...)
+
+use std::time::Duration;
+
+use phc_harness::backend::qemu::{find_agent_bin, ClockMode, QemuOptions};
+use phc_harness::runner::{builtin, poll_interval_s, run_qemu};
+use phc_harness::{fidelity, report::Report};
+
+fn main() {
+    let agent_bin = find_agent_bin(None).unwrap_or_else(|e| panic!("{e}"));
+    phc_harness::backend::qemu::prepare_process();
+    for arg in std::env::args().skip(1) {
+        let parts: Vec<&str> = arg.split(':').collect();
+        let mut s = builtin(parts[0]).expect("a built-in scenario").expect("valid");
+        if let Some(w) = parts.get(1) {
+            s.timeline.warmup_s = w.parse().expect("warm-up seconds");
+        }
+        if let Some(o) = parts.get(2) {
+            s.timeline.observe_s = o.parse().expect("observation seconds");
+        }
+        let run = |clock| -> Report {
+            let opts = QemuOptions {
+                agent_bin: agent_bin.clone(),
+                accel: None,
+                boot_timeout: Duration::from_secs(120),
+                ptp_kvm: false,
+                clock,
+            };
+            let r = run_qemu(&s, &opts, true).unwrap_or_else(|e| panic!("{}: {e}", s.name));
+            println!(
+                "{} [{}]: verdict {:?}, wall {} s, speed-up {}",
+                s.name,
+                clock.name(),
+                r.verdict,
+                r.backend_info["wall_s"],
+                r.backend_info["speedup"]
+            );
+            r
+        };
+        let virt = run(ClockMode::Virtual);
+        let real = run(ClockMode::Real);
+        let f = fidelity::compare(&virt, &real, poll_interval_s(&s));
+        println!("{} (sim = virtual time, qemu = real time)\n{}", s.name, f.to_markdown());
+    }
+}
