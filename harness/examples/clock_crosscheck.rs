@@ -1,6 +1,7 @@
-//! Runs scenarios on QEMU in virtual time and in real time with the same (shortened) window and
-//! prints the fidelity table between the two (columns: sim = virtual, qemu = real). The real-time
-//! runs take their scenario's length in wall time.
+//! Runs scenarios on QEMU in virtual time (the observation window as written) and in real time
+//! (the window shortened as given, which takes that long in wall time) and prints the fidelity
+//! table between the two, as `run --backend sim,qemu` does with the sim: columns sim = virtual,
+//! qemu = real, a shortened real run's slew extrapolated.
 //!
 //! `PHC_AGENT_BIN=... cargo run --release -p phc-harness --example clock_crosscheck -- \
 //!     reboot:30:70 phc-jump-10s:60:150`   (NAME:WARMUP_S:OBSERVE_S ...)
@@ -20,10 +21,11 @@ fn main() {
         if let Some(w) = parts.get(1) {
             s.timeline.warmup_s = w.parse().expect("warm-up seconds");
         }
+        let mut short = s.clone();
         if let Some(o) = parts.get(2) {
-            s.timeline.observe_s = o.parse().expect("observation seconds");
+            short.timeline.observe_s = o.parse().expect("observation seconds");
         }
-        let run = |clock| -> Report {
+        let run = |s: &phc_harness::scenario::Scenario, clock| -> Report {
             let opts = QemuOptions {
                 agent_bin: agent_bin.clone(),
                 accel: None,
@@ -31,7 +33,7 @@ fn main() {
                 ptp_kvm: false,
                 clock,
             };
-            let r = run_qemu(&s, &opts, true).unwrap_or_else(|e| panic!("{}: {e}", s.name));
+            let r = run_qemu(s, &opts, true).unwrap_or_else(|e| panic!("{}: {e}", s.name));
             println!(
                 "{} [{}]: verdict {:?}, wall {} s, speed-up {}",
                 s.name,
@@ -42,8 +44,8 @@ fn main() {
             );
             r
         };
-        let virt = run(ClockMode::Virtual);
-        let real = run(ClockMode::Real);
+        let virt = run(&s, ClockMode::Virtual);
+        let real = run(&short, ClockMode::Real);
         let f = fidelity::compare(&virt, &real, poll_interval_s(&s));
         println!("{} (sim = virtual time, qemu = real time)\n{}", s.name, f.to_markdown());
     }
