@@ -72,12 +72,12 @@ pub struct GuestBuilder {
 
 /// icount's shift in virtual time (`PHC_ICOUNT_SHIFT` overrides it): each instruction counts
 /// 2^shift ns of virtual time. A fixed shift, not `auto`: `auto` retunes the shift to the host's
-/// speed, so a loaded host gave the guest a slower virtual CPU and the real chronyd another
-/// answer (phc-jump-10s: a +10.78 s step settling at 63.5 s idle, +10.0 s at 93 s under load).
-/// With a fixed shift the same scenario gave the same steps twice at every shift tried; 0 (one
-/// instruction a nanosecond, the closest to a real CPU) matched what `auto` gives on an idle
-/// host, at about the same wall time (azure-pause-30s as written: 31.8 s at 0, 30.3 s at 2,
-/// 29.6 s at 4).
+/// speed, so a loaded host gives the guest a slower virtual CPU. 0 (one instruction a
+/// nanosecond, the closest to a real CPU) matched what `auto` gives on an idle host, at about the
+/// same wall time (azure-pause-30s as written: 31.8 s at 0, 30.3 s at 2, 29.6 s at 4). Timing
+/// still reaches the guest through the host's requests: resume-without-sync repeats exactly,
+/// while phc-jump-10s, where chronyd's filter is balanced on a knife edge, gave +10.78 s and
+/// +10.0 s steps in two runs at shift 0 on a loaded host.
 pub const ICOUNT_SHIFT: &str = "0";
 
 /// Which clock the guest's time follows.
