@@ -90,13 +90,11 @@ pub fn console_tail(guest: &Guest) -> String {
 }
 
 impl Session {
-    /// The one way the harness boots a guest: builds the image into a fresh temp file, decides
-    /// the acceleration (virtual time is TCG's alone), starts QEMU and waits for the agent.
+    /// The one way a guest is booted: decides the acceleration (virtual time is TCG's alone),
+    /// builds the image into a fresh temp file (without ptp_kvm under TCG), starts QEMU and waits
+    /// for the agent.
     pub fn start(o: &BootOptions) -> Result<(Self, BootInfo), Error> {
         let t0 = Instant::now();
-        let initrd = tmp::file("initrd", &o.role, ".cpio")?;
-        let kernel = image::build(&o.spec, &initrd)?;
-        let t1 = Instant::now();
         let (accel, accel_reason) = match (o.clock, o.accel) {
             (GuestClock::Virtual { .. }, Some(Accel::Kvm)) => {
                 return Err(Error::Unsupported {
@@ -113,30 +111,37 @@ impl Session {
                 (d.accel, d.reason())
             }
         };
+        let t1 = Instant::now();
+        let initrd = tmp::file("initrd", &o.role, ".cpio")?;
+        let kernel = if accel == Accel::Tcg && o.spec.modules.iter().any(|m| m == "ptp_kvm") {
+            // ptp_kvm needs KVM's paravirtual clock: under TCG its insmod only fails, after
+            // 0.2 s of boot time.
+            let mut spec = o.spec.clone();
+            spec.modules.retain(|m| m != "ptp_kvm");
+            image::build(&spec, &initrd)?
+        } else {
+            image::build(&o.spec, &initrd)?
+        };
         let t2 = Instant::now();
         let builder = GuestBuilder::new(kernel, &initrd).accel(accel).role(o.role.clone()).clock(o.clock);
         let session = Self::boot_with(builder, initrd, Instant::now() + o.timeout)?;
         let round3 = |d: Duration| (d.as_secs_f64() * 1000.0).round() / 1000.0;
         let info =
-            BootInfo { accel, accel_reason, image_build_s: round3(t1 - t0), accel_detect_s: round3(t2 - t1) };
+            BootInfo { accel, accel_reason, image_build_s: round3(t2 - t1), accel_detect_s: round3(t1 - t0) };
         Ok((session, info))
     }
 
-    /// Builds the image for `spec` into a fresh temp file and boots it.
+    /// Boots `spec` under `accel` in real time by `Session::start`, for callers that need no
+    /// `BootInfo`.
     pub fn boot(spec: &ImageSpec, accel: Accel, deadline: Instant) -> Result<Self, Error> {
-        // One file per session: two sessions of one process must not share (or delete) an image.
-        let initrd = tmp::file("initrd", "", ".cpio")?;
-        let kernel = if accel == Accel::Tcg && spec.modules.iter().any(|m| m == "ptp_kvm") {
-            // ptp_kvm needs KVM's paravirtual clock: under TCG its insmod only fails, after
-            // 0.2 s of boot time.
-            let mut spec = spec.clone();
-            spec.modules.retain(|m| m != "ptp_kvm");
-            image::build(&spec, &initrd)?
-        } else {
-            image::build(spec, &initrd)?
+        let o = BootOptions {
+            spec: spec.clone(),
+            accel: Some(accel),
+            clock: GuestClock::Real,
+            role: "guest".into(),
+            timeout: deadline.saturating_duration_since(Instant::now()),
         };
-        let builder = GuestBuilder::new(kernel, &initrd).accel(accel);
-        Self::boot_with(builder, initrd, deadline)
+        Self::start(&o).map(|(s, _)| s)
     }
 
     /// Boots a prepared builder. The session owns `initrd` from here: it is removed when the
