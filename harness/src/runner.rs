@@ -109,29 +109,37 @@ pub fn run_qemu(s: &Scenario, opts: &QemuOptions, progress: bool) -> Result<Repo
     };
     let (obs, abort, mut info) = match opts.clock {
         ClockMode::Virtual => {
-            let mut b = VirtualBackend::start(s, opts)?;
-            let (obs, r) = engine::run(s, &mut b, &mut tick);
-            match r {
-                Ok(()) => (obs, None, b.finish()),
-                Err(e) => (obs, Some(phc_qemu::chain(&e)), b.info()),
-            }
+            drive(s, VirtualBackend::start(s, opts)?, &mut tick, VirtualBackend::finish, VirtualBackend::info)
         }
         ClockMode::Real => {
-            let mut b = QemuBackend::start(s, opts)?;
-            let (obs, r) = engine::run(s, &mut b, &mut tick);
-            match r {
-                Ok(()) => (obs, None, b.finish()),
-                Err(e) => (obs, Some(phc_qemu::chain(&e)), b.info()),
-            }
+            drive(s, QemuBackend::start(s, opts)?, &mut tick, QemuBackend::finish, QemuBackend::info)
         }
     };
-    info.entry("clock".into()).or_insert_with(|| serde_json::json!(opts.clock.name()));
+    info.insert("clock".into(), serde_json::json!(opts.clock.name()));
     let wall_s = wall.elapsed().as_secs_f64();
     info.insert("wall_s".into(), serde_json::json!((wall_s * 1000.0).round() / 1000.0));
     info.insert("speedup".into(), serde_json::json!((s.duration_s() / wall_s * 10.0).round() / 10.0));
     let mut report = Report::new(s, "qemu", obs, abort);
     report.backend_info = info;
     Ok(report)
+}
+
+type BackendInfo = std::collections::BTreeMap<String, serde_json::Value>;
+
+/// Runs the engine on a started QEMU backend: what it saw, why it stopped early (if it did), and
+/// the backend's facts (`finish` after a whole run, `info` after an aborted one).
+fn drive<B: engine::Backend<Error = phc_qemu::Error>>(
+    s: &Scenario,
+    mut b: B,
+    tick: impl FnMut(f64, f64),
+    finish: impl FnOnce(B) -> BackendInfo,
+    info: impl FnOnce(&B) -> BackendInfo,
+) -> (engine::Observations, Option<String>, BackendInfo) {
+    let (obs, r) = engine::run(s, &mut b, tick);
+    match r {
+        Ok(()) => (obs, None, finish(b)),
+        Err(e) => (obs, Some(phc_qemu::chain(&e)), info(&b)),
+    }
 }
 
 /// The daemon's poll interval, seconds: the granularity recovery times can be compared at.

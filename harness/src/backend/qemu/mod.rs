@@ -184,6 +184,20 @@ fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 
+/// chronyd's own view at the end of a run, `chronyc -n tracking` and `sources`, for the report;
+/// `exec` runs a command in the guest.
+pub(crate) fn chronyc_views(
+    mut exec: impl FnMut(Op) -> Result<ExecResult, Error>,
+    info: &mut BTreeMap<String, Value>,
+) {
+    for (key, what) in [("chronyc_tracking", "tracking"), ("chronyc_sources", "sources")] {
+        let op = Op::Exec { argv: vec!["chronyc".into(), "-n".into(), what.into()], timeout_s: 10.0 };
+        if let Ok(r) = exec(op) {
+            info.insert(key.into(), json!(format!("{}{}", r.stdout, r.stderr)));
+        }
+    }
+}
+
 /// chronyd's log as events: lines are stamped with the scenario time they were first seen at.
 #[derive(Debug, Default)]
 pub(crate) struct ChronyLog {

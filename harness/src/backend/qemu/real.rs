@@ -195,24 +195,10 @@ impl QemuBackend {
             .ok_or_else(|| Error::AgentAnswer { answer: v.to_string(), source: None })
     }
 
-    fn exec(&mut self, argv: &[&str]) -> Result<ExecResult, Error> {
-        self.session.agent.call_value(
-            Op::Exec { argv: argv.iter().map(|s| (*s).to_owned()).collect(), timeout_s: 10.0 },
-            Self::deadline(),
-        )
-    }
-
     /// Facts for the report: acceleration, boot time, chronyd's own view and log.
     pub fn finish(mut self) -> BTreeMap<String, Value> {
         if self.chrony_conf.is_some() && self.paused_until.is_none() {
-            for (key, argv) in [
-                ("chronyc_tracking", ["chronyc", "-n", "tracking"]),
-                ("chronyc_sources", ["chronyc", "-n", "sources"]),
-            ] {
-                if let Ok(r) = self.exec(&argv) {
-                    self.info.insert(key.into(), json!(format!("{}{}", r.stdout, r.stderr)));
-                }
-            }
+            chronyc_views(|op| self.session.agent.call_value(op, Self::deadline()), &mut self.info);
             let _ = self.poll_chrony_log();
             self.info.insert("chronyd_log".into(), json!(self.chrony.text.clone()));
         }

@@ -69,7 +69,6 @@ impl VirtualBackend {
         let rtc_base_s = s.world.start_realtime_ns.div_euclid(1_000_000_000);
         let (session, bi) = boot(opts, "scenario", GuestClock::Virtual { rtc_base_s })?;
         let mut info = BTreeMap::new();
-        info.insert("clock".into(), json!("virtual"));
         info.insert("accel".into(), json!(bi.accel.name()));
         info.insert("accel_reason".into(), json!(bi.accel_reason));
         info.insert("image_build_s".into(), json!(bi.image_build_s));
@@ -234,12 +233,9 @@ impl VirtualBackend {
     /// Facts for the report: chronyd's own view and log, timing, speed-up.
     pub fn finish(mut self) -> BTreeMap<String, Value> {
         if self.chrony_conf.is_some() {
-            for (key, argv) in [("chronyc_tracking", "tracking"), ("chronyc_sources", "sources")] {
-                let op = Op::Exec { argv: vec!["chronyc".into(), "-n".into(), argv.into()], timeout_s: 10.0 };
-                if let Ok(r) = self.call::<ExecResult>(op) {
-                    self.info.insert(key.into(), json!(format!("{}{}", r.stdout, r.stderr)));
-                }
-            }
+            let mut info = std::mem::take(&mut self.info);
+            chronyc_views(|op| self.call(op), &mut info);
+            self.info = info;
             self.info.insert("chronyd_log".into(), json!(self.chrony.text.clone()));
         }
         self.info()
