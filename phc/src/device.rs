@@ -136,6 +136,23 @@ impl From<PtpClockCaps> for Caps {
     }
 }
 
+impl From<Caps> for PtpClockCaps {
+    fn from(c: Caps) -> Self {
+        Self {
+            max_adj: c.max_adj_ppb,
+            n_alarm: c.n_alarm,
+            n_ext_ts: c.n_ext_ts,
+            n_per_out: c.n_per_out,
+            pps: i32::from(c.pps),
+            n_pins: c.n_pins,
+            cross_timestamping: i32::from(c.cross_timestamping),
+            adjust_phase: i32::from(c.adjust_phase),
+            max_phase_adj: c.max_phase_adj_ns,
+            rsv: [0; 11],
+        }
+    }
+}
+
 /// One precise cross timestamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreciseSample {
@@ -338,21 +355,23 @@ impl Phc {
         })
     }
 
+    /// Issues `PTP_PIN_GETFUNC` (or `*2`) with a caller-built description.
+    pub fn pin_getfunc_raw(&self, form: Form, desc: &mut PtpPinDesc) -> Result<()> {
+        // SAFETY: `desc` is a valid, writable `ptp_pin_desc` for the whole call.
+        let r = unsafe {
+            match form {
+                Form::Legacy => uapi::pin_getfunc(self.raw(), desc),
+                Form::V2 => uapi::pin_getfunc2(self.raw(), desc),
+            }
+        };
+        call(r).map(drop)
+    }
+
     /// The description of pin `index` (`PTP_PIN_GETFUNC2`, falling back to legacy).
     pub fn pin_getfunc(&self, index: u32) -> Result<Pin> {
         let mut desc = PtpPinDesc { index, ..Default::default() };
-        let issue = |form: Form, d: &mut PtpPinDesc| {
-            // SAFETY: `d` is a valid, writable `ptp_pin_desc` for the whole call.
-            let r = unsafe {
-                match form {
-                    Form::Legacy => uapi::pin_getfunc(self.raw(), d),
-                    Form::V2 => uapi::pin_getfunc2(self.raw(), d),
-                }
-            };
-            call(r)
-        };
-        match issue(Form::V2, &mut desc) {
-            Err(Error::NotPtpDevice) => issue(Form::Legacy, &mut desc)?,
+        match self.pin_getfunc_raw(Form::V2, &mut desc) {
+            Err(Error::NotPtpDevice) => self.pin_getfunc_raw(Form::Legacy, &mut desc)?,
             other => other?,
         };
         let end = desc.name.iter().position(|&b| b == 0).unwrap_or(desc.name.len());
@@ -580,5 +599,38 @@ mod tests {
         assert!(matches!(phc.sys_offset(26), Err(Error::InvalidArgument)));
         assert!(matches!(phc.sys_offset_extended(3, SysClock::Monotonic), Err(Error::NotPtpDevice)));
         assert!(matches!(phc.sys_offset_precise(), Err(Error::NotPtpDevice)));
+    }
+}
+
+impl crate::PtpClock for Phc {
+    fn caps_raw(&self, form: Form) -> Result<Caps> {
+        Phc::caps_raw(self, form)
+    }
+    fn sys_offset_raw(&self, form: Form, req: &mut PtpSysOffset) -> Result<()> {
+        Phc::sys_offset_raw(self, form, req)
+    }
+    fn sys_offset_extended_raw(&self, form: Form, req: &mut PtpSysOffsetExtended) -> Result<()> {
+        Phc::sys_offset_extended_raw(self, form, req)
+    }
+    fn sys_offset_precise_raw(&self, form: Form, req: &mut PtpSysOffsetPrecise) -> Result<()> {
+        Phc::sys_offset_precise_raw(self, form, req)
+    }
+    fn pin_getfunc_raw(&self, form: Form, desc: &mut PtpPinDesc) -> Result<()> {
+        Phc::pin_getfunc_raw(self, form, desc)
+    }
+    fn gettime(&self) -> Result<i64> {
+        Phc::gettime(self)
+    }
+    fn settime(&self, ns: i64) -> Result<()> {
+        Phc::settime(self, ns)
+    }
+    fn frequency(&self) -> Result<f64> {
+        Phc::frequency(self)
+    }
+    fn adjfine(&self, freq_ppb: f64) -> Result<()> {
+        Phc::adjfine(self, freq_ppb)
+    }
+    fn step(&self, delta_ns: i64) -> Result<()> {
+        Phc::step(self, delta_ns)
     }
 }

@@ -1,6 +1,7 @@
 //! Linux PTP hardware clocks (`/dev/ptpN`): the kernel UAPI, a safe device handle with every read
 //! and write method, sysfs metadata and discovery, driver expectations, and offset estimators.
 
+pub mod clock;
 pub mod device;
 pub mod driver;
 pub mod error;
@@ -10,6 +11,7 @@ pub mod rtc;
 pub mod sysfs;
 pub mod uapi;
 
+pub use clock::PtpClock;
 pub use device::{Access, Caps, Form, Phc, Pin, PreciseSample, SysClock};
 pub use driver::{Driver, Expected, Support};
 pub use error::{Error, Result};

@@ -12,63 +12,11 @@
 //! ERANGE instead of its own EOPNOTSUPP for any nonzero frequency.
 
 use phc::uapi::{PtpSysOffset, PtpSysOffsetExtended, PtpSysOffsetPrecise};
-use phc::{Access, Caps, Driver, Expected, Form, Phc, SysClock};
+use phc::{Access, Caps, Driver, Expected, Form, PtpClock, SysClock};
 use serde::Serialize;
 
 /// Readings per call for the conformance reads (any legal count would do).
 const READ_SAMPLES: u32 = 5;
-
-/// The operations the probe issues: implemented by [`Phc`] and by test fakes.
-pub trait ProbeTarget {
-    /// `PTP_CLOCK_GETCAPS(2)`.
-    fn caps(&self) -> phc::Result<Caps>;
-    /// `PTP_SYS_OFFSET(2)` with a caller-built request.
-    fn sys_offset_raw(&self, form: Form, req: &mut PtpSysOffset) -> phc::Result<()>;
-    /// `PTP_SYS_OFFSET_EXTENDED(2)` with a caller-built request.
-    fn sys_offset_extended_raw(&self, form: Form, req: &mut PtpSysOffsetExtended) -> phc::Result<()>;
-    /// `PTP_SYS_OFFSET_PRECISE(2)` with a caller-built request.
-    fn sys_offset_precise_raw(&self, form: Form, req: &mut PtpSysOffsetPrecise) -> phc::Result<()>;
-    /// `clock_gettime` on the dynamic clock.
-    fn gettime(&self) -> phc::Result<i64>;
-    /// `clock_settime` on the dynamic clock.
-    fn settime(&self, ns: i64) -> phc::Result<()>;
-    /// The dialled frequency (`clock_adjtime` without modes), ppb.
-    fn frequency(&self) -> phc::Result<f64>;
-    /// `clock_adjtime` ADJ_FREQUENCY, ppb.
-    fn adjfine(&self, freq_ppb: f64) -> phc::Result<()>;
-    /// `clock_adjtime` ADJ_SETOFFSET.
-    fn step(&self, delta_ns: i64) -> phc::Result<()>;
-}
-
-impl ProbeTarget for Phc {
-    fn caps(&self) -> phc::Result<Caps> {
-        Phc::caps(self)
-    }
-    fn sys_offset_raw(&self, form: Form, req: &mut PtpSysOffset) -> phc::Result<()> {
-        Phc::sys_offset_raw(self, form, req)
-    }
-    fn sys_offset_extended_raw(&self, form: Form, req: &mut PtpSysOffsetExtended) -> phc::Result<()> {
-        Phc::sys_offset_extended_raw(self, form, req)
-    }
-    fn sys_offset_precise_raw(&self, form: Form, req: &mut PtpSysOffsetPrecise) -> phc::Result<()> {
-        Phc::sys_offset_precise_raw(self, form, req)
-    }
-    fn gettime(&self) -> phc::Result<i64> {
-        Phc::gettime(self)
-    }
-    fn settime(&self, ns: i64) -> phc::Result<()> {
-        Phc::settime(self, ns)
-    }
-    fn frequency(&self) -> phc::Result<f64> {
-        Phc::frequency(self)
-    }
-    fn adjfine(&self, freq_ppb: f64) -> phc::Result<()> {
-        Phc::adjfine(self, freq_ppb)
-    }
-    fn step(&self, delta_ns: i64) -> phc::Result<()> {
-        Phc::step(self, delta_ns)
-    }
-}
 
 /// What the probe knows about the device before issuing anything.
 #[derive(Debug, Clone)]
@@ -239,7 +187,7 @@ fn ext_req(n: u32, clock: SysClock) -> PtpSysOffsetExtended {
 /// Runs the probe. `dev` carries the reads (and the writes when allowed); `read_only` is a
 /// descriptor opened `O_RDONLY` on the same device, for the EACCES check (it may be `dev`).
 /// Fails only when the device disappears (ENODEV).
-pub fn run(dev: &dyn ProbeTarget, read_only: &dyn ProbeTarget, setup: &Setup) -> Result<Report, phc::Error> {
+pub fn run(dev: &dyn PtpClock, read_only: &dyn PtpClock, setup: &Setup) -> Result<Report, phc::Error> {
     let row = setup.driver.expected();
     let registered = setup.clock_name.is_some();
     let mut m = Matrix { checks: Vec::new() };
@@ -338,7 +286,7 @@ pub fn run(dev: &dyn ProbeTarget, read_only: &dyn ProbeTarget, setup: &Setup) ->
 }
 
 fn write_checks(
-    dev: &dyn ProbeTarget,
+    dev: &dyn PtpClock,
     setup: &Setup,
     row: &Expected,
     caps: Option<Caps>,
@@ -376,7 +324,7 @@ fn write_checks(
 }
 
 fn strictness_checks(
-    dev: &dyn ProbeTarget,
+    dev: &dyn PtpClock,
     ext_code: &str,
     precise_code: &str,
     m: &mut Matrix,
@@ -413,7 +361,7 @@ fn strictness_checks(
 
 /// The offset by the best method that worked: a cross timestamp, else linuxptp's rule over 25
 /// extended readings, else over 25 basic ones.
-fn offset(dev: &dyn ProbeTarget, ext_code: &str, precise_code: &str) -> Result<Option<Offset>, phc::Error> {
+fn offset(dev: &dyn PtpClock, ext_code: &str, precise_code: &str) -> Result<Option<Offset>, phc::Error> {
     let lift = |e: phc::Error| match e {
         phc::Error::NoDevice => Err(e),
         _ => Ok(None),

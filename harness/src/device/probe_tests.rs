@@ -74,8 +74,11 @@ impl Fake {
     }
 }
 
-impl ProbeTarget for Fake {
-    fn caps(&self) -> phc::Result<Caps> {
+impl PtpClock for Fake {
+    fn pin_getfunc_raw(&self, _form: Form, _desc: &mut phc::uapi::PtpPinDesc) -> phc::Result<()> {
+        Err(phc::Error::InvalidArgument)
+    }
+    fn caps_raw(&self, _form: Form) -> phc::Result<Caps> {
         self.log("caps");
         Ok(Caps {
             max_adj_ppb: self.d.max_adj_ppb,
@@ -160,11 +163,11 @@ impl ProbeTarget for Fake {
 }
 
 /// Decorator: a driver that answers PRECISE although it has no cross timestamps.
-struct PreciseWorks<'a>(&'a dyn ProbeTarget);
+struct PreciseWorks<'a>(&'a dyn PtpClock);
 
 /// Decorator: the device disappears after `left` more calls.
 struct Vanishes<'a> {
-    inner: &'a dyn ProbeTarget,
+    inner: &'a dyn PtpClock,
     left: Cell<usize>,
 }
 
@@ -180,8 +183,11 @@ impl Vanishes<'_> {
     }
 }
 
-impl ProbeTarget for PreciseWorks<'_> {
-    fn caps(&self) -> phc::Result<Caps> {
+impl PtpClock for PreciseWorks<'_> {
+    fn pin_getfunc_raw(&self, form: Form, desc: &mut phc::uapi::PtpPinDesc) -> phc::Result<()> {
+        self.0.pin_getfunc_raw(form, desc)
+    }
+    fn caps_raw(&self, _form: Form) -> phc::Result<Caps> {
         self.0.caps()
     }
     fn sys_offset_raw(&self, f: Form, r: &mut PtpSysOffset) -> phc::Result<()> {
@@ -210,8 +216,11 @@ impl ProbeTarget for PreciseWorks<'_> {
     }
 }
 
-impl ProbeTarget for Vanishes<'_> {
-    fn caps(&self) -> phc::Result<Caps> {
+impl PtpClock for Vanishes<'_> {
+    fn pin_getfunc_raw(&self, form: Form, desc: &mut phc::uapi::PtpPinDesc) -> phc::Result<()> {
+        self.inner.pin_getfunc_raw(form, desc)
+    }
+    fn caps_raw(&self, _form: Form) -> phc::Result<Caps> {
         self.tick()?;
         self.inner.caps()
     }
