@@ -252,6 +252,10 @@ fn usage_errors_exit_2() {
         &["latency", "/dev/null", "--driver", "vmware"],
         &["probe", "/dev/null", "--driver", "vmware"],
         &["probe"],
+        &["latency"],
+        &["probe", "--backend", "sim"],
+        &["latency", "--backend", "sim"],
+        &["probe", "/dev/ptp0", "--backend", "sim", "--driver", "kvm"],
     ] {
         let o = harness(args);
         let err = stderr(&o);
@@ -271,4 +275,52 @@ fn latency_help_states_the_sample_cap_and_its_memory() {
     let help = String::from_utf8_lossy(&o.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(help.contains("at most 1000000"), "{help}");
     assert!(help.contains("at most 24 MB"), "{help}");
+}
+
+/// `--backend sim --driver D`: the probe and the latency run against mock-phc's personality of D,
+/// without a device, judged by the same driver table as real devices.
+#[test]
+fn probe_and_latency_run_against_a_simulated_personality() {
+    for d in ["hyperv", "kvm", "vmclock", "mock", "nic"] {
+        let o = harness(&[
+            "probe",
+            "--backend",
+            "sim",
+            "--driver",
+            d,
+            "--allow-clock-writes",
+            "--format",
+            "json",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{d}: {}", stderr(&o));
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(r["deviations"], 0, "{d}");
+        assert_eq!(r["device"], format!("sim:{d}"));
+        let extended = r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "SYS_OFFSET_EXTENDED realtime")
+            .unwrap();
+        let want = if matches!(d, "vmclock" | "nic") { "ok" } else { "EOPNOTSUPP" };
+        assert_eq!(extended["result"], want, "{d}");
+    }
+    let o = harness(&[
+        "latency",
+        "--backend",
+        "sim",
+        "--driver",
+        "hyperv",
+        "--samples",
+        "2000",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let methods = r["methods"].as_array().unwrap();
+    let status = |m: &str| methods.iter().find(|x| x["method"] == m).unwrap()["status"].clone();
+    assert_eq!(status("basic"), "ok");
+    assert_eq!(status("precise"), "unsupported");
+    assert_eq!(r["driver"], "hyperv");
 }

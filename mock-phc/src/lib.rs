@@ -1,8 +1,11 @@
 //! mock-phc: a deterministic, virtual-time simulation of a VM guest that takes time from its host
-//! through a PTP hardware clock, with the daemons that discipline the guest clock. Everything here
-//! is pure logic: time is passed in, nothing reads a real clock.
+//! through a PTP hardware clock, with the daemons that discipline the guest clock. The simulation
+//! is pure logic: time is passed in, nothing reads a real clock. [`answer`] is the exception: the
+//! driver personalities answering PHC requests in real time, for `probe`/`latency` without a
+//! device and for the CUSE device.
 #![forbid(unsafe_code)]
 
+pub mod answer;
 mod clock;
 pub mod config;
 pub mod discipline;

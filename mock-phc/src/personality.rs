@@ -54,17 +54,24 @@ impl PhcState {
         }
     }
 
-    /// Whether the driver answers this kind of read at all (REFERENCE.md's table).
+    /// The driver this state imitates.
+    fn driver(&self) -> phc::Driver {
+        match self {
+            Self::Hyperv { .. } => phc::Driver::Hyperv,
+            Self::Kvm => phc::Driver::Kvm,
+            Self::Vmclock => phc::Driver::Vmclock,
+            Self::Nic { .. } => phc::Driver::Nic,
+        }
+    }
+
+    /// Whether the driver answers this kind of read at all: what it implements, from the one
+    /// table (`phc::Driver::implements`) that `probe` judges real devices by.
     pub(crate) fn check_method(&self, method: ReadMethod) -> Result<(), PhcError> {
-        let ok = match (self, method) {
-            (_, ReadMethod::Basic | ReadMethod::Gettime) => true,
-            (Self::Hyperv { .. }, _) => false,
-            (Self::Kvm, ReadMethod::Precise) => true,
-            (Self::Kvm, ReadMethod::Extended(_)) => false,
-            (Self::Vmclock, _) => true,
-            // igb and most NICs have gettimex64 but no cross timestamps.
-            (Self::Nic { .. }, ReadMethod::Extended(_)) => true,
-            (Self::Nic { .. }, ReadMethod::Precise) => false,
+        let implements = self.driver().implements();
+        let ok = match method {
+            ReadMethod::Basic | ReadMethod::Gettime => true,
+            ReadMethod::Extended(_) => implements.gettimex,
+            ReadMethod::Precise => implements.crosststamp,
         };
         if ok {
             Ok(())

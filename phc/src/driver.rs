@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::device::Caps;
+
 /// The PHC drivers the harness knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -48,18 +50,112 @@ impl Driver {
         }
     }
 
-    /// How the driver should answer each operation.
+    /// How the driver should answer each operation: what it implements ([`Driver::implements`]),
+    /// except that NICs differ (most have gettimex64, few have cross timestamps), so a NIC may
+    /// answer either way there.
     pub fn expected(self) -> Expected {
         use Support::{Either, No, Yes};
+        let i = self.implements();
+        let row = |works: bool| if works { Yes } else { No };
+        let mut e = Expected {
+            extended: row(i.gettimex),
+            precise: row(i.crosststamp),
+            gettime: Yes,
+            adjust: row(i.adjust),
+            settime: row(i.settime),
+        };
+        if self == Self::Nic {
+            e.extended = Either;
+            e.precise = Either;
+        }
+        e
+    }
+}
+
+/// What a driver's `struct ptp_clock_info` provides, as its kernel source sets it up. This is
+/// the one table: `probe` judges devices by the [`Expected`] row derived from it, and mock-phc's
+/// personalities answer from it, so the two cannot drift apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Implements {
+    /// The driver's `clock_name` (sysfs).
+    pub clock_name: &'static str,
+    /// What `PTP_CLOCK_GETCAPS` reports.
+    pub caps: Caps,
+    /// `gettimex64`: `PTP_SYS_OFFSET_EXTENDED` works.
+    pub gettimex: bool,
+    /// `getcrosststamp`: `PTP_SYS_OFFSET_PRECISE` works.
+    pub crosststamp: bool,
+    /// `adjfine`/`adjtime` work (frequency and offset steps).
+    pub adjust: bool,
+    /// `settime64` works.
+    pub settime: bool,
+}
+
+fn caps(max_adj_ppb: i32, cross_timestamping: bool) -> Caps {
+    Caps {
+        max_adj_ppb,
+        n_alarm: 0,
+        n_ext_ts: 0,
+        n_per_out: 0,
+        pps: false,
+        n_pins: 0,
+        cross_timestamping,
+        adjust_phase: false,
+        max_phase_adj_ns: 0,
+    }
+}
+
+impl Driver {
+    /// What the driver implements (its `ptp_clock_info`). For [`Driver::Nic`] this is the NIC the
+    /// harness meets under QEMU: igb's 82576 (drivers/net/ethernet/intel/igb/igb_ptp.c,
+    /// `igb_ptp_init`: max_adj 999999881, gettimex64, no pins on the 82576, no cross timestamps).
+    pub fn implements(self) -> Implements {
         match self {
-            Self::Hyperv => Expected { extended: No, precise: No, gettime: Yes, adjust: No, settime: No },
-            Self::Kvm => Expected { extended: No, precise: Yes, gettime: Yes, adjust: No, settime: No },
-            Self::Vmclock => Expected { extended: Yes, precise: Yes, gettime: Yes, adjust: No, settime: No },
-            Self::Mock => Expected { extended: No, precise: No, gettime: Yes, adjust: Yes, settime: Yes },
-            // NICs differ: most have gettimex64 (EXTENDED), few have cross timestamps.
-            Self::Nic => {
-                Expected { extended: Either, precise: Either, gettime: Yes, adjust: Yes, settime: Yes }
-            }
+            // drivers/hv/hv_util.c `ptp_hyperv_info`: gettime64 only; adjfine, adjtime, settime64
+            // and enable answer EOPNOTSUPP; max_adj 0.
+            Self::Hyperv => Implements {
+                clock_name: "hyperv",
+                caps: caps(0, false),
+                gettimex: false,
+                crosststamp: false,
+                adjust: false,
+                settime: false,
+            },
+            // drivers/ptp/ptp_kvm_common.c: gettime64 and getcrosststamp; the rest EOPNOTSUPP.
+            Self::Kvm => Implements {
+                clock_name: "KVM virtual PTP",
+                caps: caps(0, true),
+                gettimex: false,
+                crosststamp: true,
+                adjust: false,
+                settime: false,
+            },
+            // drivers/ptp/ptp_vmclock.c: gettimex64 and getcrosststamp from the shared page.
+            Self::Vmclock => Implements {
+                clock_name: "vmclock",
+                caps: caps(0, true),
+                gettimex: true,
+                crosststamp: true,
+                adjust: false,
+                settime: false,
+            },
+            // drivers/ptp/ptp_mock.c: adjfine, adjtime, gettime64, settime64; max_adj 32000000.
+            Self::Mock => Implements {
+                clock_name: "Mock-up PTP clock",
+                caps: caps(32_000_000, false),
+                gettimex: false,
+                crosststamp: false,
+                adjust: true,
+                settime: true,
+            },
+            Self::Nic => Implements {
+                clock_name: "igb",
+                caps: caps(999_999_881, false),
+                gettimex: true,
+                crosststamp: false,
+                adjust: true,
+                settime: true,
+            },
         }
     }
 }
@@ -128,6 +224,22 @@ mod tests {
         assert_eq!(Driver::from_clock_name("mock PHC"), Driver::Mock);
         assert_eq!(Driver::from_clock_name("igb"), Driver::Nic);
         assert_eq!(Driver::from_clock_name("e1000e"), Driver::Nic);
+    }
+
+    #[test]
+    fn what_each_driver_implements_is_what_its_row_expects() {
+        for d in [Driver::Hyperv, Driver::Kvm, Driver::Vmclock, Driver::Mock, Driver::Nic] {
+            let (i, e) = (d.implements(), d.expected());
+            assert!(e.extended.accepts(i.gettimex), "{d:?} extended");
+            assert!(e.precise.accepts(i.crosststamp), "{d:?} precise");
+            assert!(e.adjust.accepts(i.adjust), "{d:?} adjust");
+            assert!(e.settime.accepts(i.settime), "{d:?} settime");
+            assert_eq!(i.caps.cross_timestamping, i.crosststamp, "{d:?} caps");
+            // Named drivers are recognised by their own clock_name.
+            if d != Driver::Nic {
+                assert_eq!(Driver::from_clock_name(i.clock_name), d);
+            }
+        }
     }
 
     #[test]

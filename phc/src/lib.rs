@@ -13,7 +13,7 @@ pub mod uapi;
 
 pub use clock::PtpClock;
 pub use device::{Access, Caps, Form, Phc, Pin, PreciseSample, SysClock};
-pub use driver::{Driver, Expected, Support};
+pub use driver::{Driver, Expected, Implements, Support};
 pub use error::{Error, Result};
 pub use estimate::{Estimate, Sample};
 pub use node::{Expect, NodeKind, SysfsClass};

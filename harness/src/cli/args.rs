@@ -34,12 +34,16 @@ pub enum DeviceBackend {
     Local,
     /// Inside a QEMU guest, on the guest's PHC (igb: /dev/ptp0).
     Qemu,
+    /// No device: mock-phc's personality of `--driver` answers in this process, from the same
+    /// driver table `probe` judges real devices by.
+    Sim,
 }
 
 /// Options shared by the device commands for running in a guest.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GuestArgs {
-    /// Run here (`local`) or inside a QEMU guest (`qemu`; DEVICE is then a guest path, /dev/ptp0).
+    /// Run here (`local`), inside a QEMU guest (`qemu`; DEVICE is then a guest path, /dev/ptp0), or
+    /// against a simulated personality (`sim`, needs `--driver`, no DEVICE).
     #[arg(long, value_enum, default_value_t = DeviceBackend::Local)]
     pub backend: DeviceBackend,
     /// QEMU backend: the static harness binary for the guest (default: PHC_AGENT_BIN, or what

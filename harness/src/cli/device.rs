@@ -13,16 +13,22 @@ pub fn list(args: ListArgs) -> Exit {
 
 /// `phc-harness probe`.
 pub fn probe(args: ProbeArgs) -> Exit {
-    if args.guest.backend == DeviceBackend::Qemu {
-        return guest::run(&args.guest, &args.device.display().to_string(), args.format == Format::Json);
+    match args.guest.backend {
+        DeviceBackend::Qemu => {
+            guest::run(&args.guest, &args.device().display().to_string(), args.format == Format::Json)
+        }
+        DeviceBackend::Sim => device::probe_sim(&args),
+        DeviceBackend::Local => device::probe_cmd(&args),
     }
-    device::probe_cmd(&args)
 }
 
 /// `phc-harness latency`.
 pub fn latency(args: LatencyArgs) -> Exit {
-    if args.guest.backend == DeviceBackend::Qemu {
-        return guest::run(&args.guest, &args.device.display().to_string(), args.format == Format::Json);
+    match args.guest.backend {
+        DeviceBackend::Qemu => {
+            guest::run(&args.guest, &args.device().display().to_string(), args.format == Format::Json)
+        }
+        DeviceBackend::Sim => device::latency::run_sim(&args),
+        DeviceBackend::Local => device::latency::run_cmd(&args),
     }
-    device::latency::run_cmd(&args)
 }

@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use phc::uapi::{PtpSysOffset, PtpSysOffsetExtended, PtpSysOffsetPrecise};
-use phc::{Access, Form, Phc, SysClock};
+use phc::{Access, Form, PtpClock, SysClock};
 use serde::Serialize;
 
 use super::sampler::{sample_measured, Failure, FnCall, Measured, Series};
@@ -141,14 +141,14 @@ pub struct Report {
     pub methods: Vec<MethodResult>,
 }
 
-struct Basic<'a> {
-    phc: &'a Phc,
+struct Basic<'a, C: ?Sized> {
+    phc: &'a C,
     form: Form,
     req: PtpSysOffset,
     k: usize,
 }
 
-impl Measured for Basic<'_> {
+impl<C: PtpClock + ?Sized> Measured for Basic<'_, C> {
     type Error = phc::Error;
     const HAS_WINDOW: bool = true;
     #[inline(always)]
@@ -161,14 +161,14 @@ impl Measured for Basic<'_> {
     }
 }
 
-struct Extended<'a> {
-    phc: &'a Phc,
+struct Extended<'a, C: ?Sized> {
+    phc: &'a C,
     form: Form,
     req: PtpSysOffsetExtended,
     k: usize,
 }
 
-impl Measured for Extended<'_> {
+impl<C: PtpClock + ?Sized> Measured for Extended<'_, C> {
     type Error = phc::Error;
     const HAS_WINDOW: bool = true;
     #[inline(always)]
@@ -329,7 +329,11 @@ fn pick_form(probe: impl Fn(Form) -> phc::Result<()>) -> Form {
 /// Runs the measurement on an open PHC. Memory: one method's samples at a time, 16 bytes each
 /// (round trip and window) plus the 8-byte sorted copy a summary makes; the baseline's are
 /// dropped once summarised.
-pub fn measure(phc: &Phc, args: &LatencyArgs, driver: Option<&'static str>) -> Result<Report, Fatal> {
+pub fn measure<C: PtpClock + ?Sized>(
+    phc: &C,
+    args: &LatencyArgs,
+    driver: Option<&'static str>,
+) -> Result<Report, Fatal> {
     let n = args.samples as usize;
     let k = args.n_per_call as usize;
     let selected = methods(args.method, args.clock);
@@ -349,7 +353,7 @@ pub fn measure(phc: &Phc, args: &LatencyArgs, driver: Option<&'static str>) -> R
 
     let mut results = Vec::new();
     for method in selected {
-        let dev = args.device.as_path();
+        let dev = args.device();
         let r = match method {
             Method::Basic => {
                 let req = PtpSysOffset { n_samples: k as u32, ..Default::default() };
@@ -384,7 +388,7 @@ pub fn measure(phc: &Phc, args: &LatencyArgs, driver: Option<&'static str>) -> R
     }
     progress.finish();
     Ok(Report {
-        device: args.device.display().to_string(),
+        device: args.device().display().to_string(),
         driver,
         samples: n,
         n_per_call: args.n_per_call,
@@ -393,17 +397,35 @@ pub fn measure(phc: &Phc, args: &LatencyArgs, driver: Option<&'static str>) -> R
     })
 }
 
+/// `latency --backend sim --driver D`: times mock-phc's personality of D answering in this
+/// process (the cost of the personality's logic and the system clock reads it makes, no syscall
+/// into a driver).
+pub fn run_sim(args: &LatencyArgs) -> Exit {
+    let driver = match super::sim_driver(args.driver, args.device.as_deref()) {
+        Ok(d) => d,
+        Err(e) => return e,
+    };
+    let clock = mock_phc::answer::simulated(driver, false);
+    finish(measure(&clock, args, Some(driver.name())), args)
+}
+
 /// The `latency` command.
 pub fn run_cmd(args: &LatencyArgs) -> Exit {
-    let phc = match super::open(&args.device, Access::ReadOnly, &super::expect(args.driver)) {
+    if let Err(e) = super::require_device(args.device.as_deref()) {
+        return e;
+    }
+    let phc = match super::open(args.device(), Access::ReadOnly, &super::expect(args.driver)) {
         Ok(p) => p,
         Err(e) => return e.report(),
     };
-    let driver = args
-        .driver
-        .map(|d| d.name())
-        .or_else(|| phc::sysfs::info_for_path(&phc::Roots::default(), &args.device).map(|i| i.driver.name()));
-    let report = match measure(&phc, args, driver) {
+    let driver = args.driver.map(|d| d.name()).or_else(|| {
+        phc::sysfs::info_for_path(&phc::Roots::default(), args.device()).map(|i| i.driver.name())
+    });
+    finish(measure(&phc, args, driver), args)
+}
+
+fn finish(report: Result<Report, Fatal>, args: &LatencyArgs) -> Exit {
+    let report = match report {
         Ok(r) => r,
         Err(Fatal(e)) => return e.report(),
     };

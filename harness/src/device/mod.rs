@@ -42,7 +42,8 @@ pub struct ListArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProbeArgs {
     /// The PHC to probe (/dev/ptpN, a udev symlink such as /dev/ptp_hyperv, or a CUSE device).
-    pub device: PathBuf,
+    /// Not needed with `--backend sim`, which probes the simulated `--driver` personality.
+    pub device: Option<PathBuf>,
     /// Also issue the write methods (settime to the current time, adjfine to the current
     /// frequency, a 0 ns step). Opens the device read-write.
     #[arg(long)]
@@ -63,8 +64,9 @@ pub struct ProbeArgs {
 /// `phc-harness latency`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LatencyArgs {
-    /// The PHC to measure.
-    pub device: PathBuf,
+    /// The PHC to measure. Not needed with `--backend sim`, which times the simulated `--driver`
+    /// personality.
+    pub device: Option<PathBuf>,
     /// Samples per method (and for the baseline), at most 1000000. A method's samples are held
     /// while it runs, 24 bytes each (round trip, window, a sorted copy): at most 24 MB.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=i64::from(latency::MAX_SAMPLES)))]
@@ -88,6 +90,24 @@ pub struct LatencyArgs {
     /// Where to run.
     #[command(flatten)]
     pub guest: crate::cli::args::GuestArgs,
+}
+
+impl ProbeArgs {
+    /// The device as given, or `sim` for the simulated backend.
+    pub fn device(&self) -> &Path {
+        device_or_sim(self.device.as_deref())
+    }
+}
+
+impl LatencyArgs {
+    /// The device as given, or `sim` for the simulated backend.
+    pub fn device(&self) -> &Path {
+        device_or_sim(self.device.as_deref())
+    }
+}
+
+fn device_or_sim(p: Option<&Path>) -> &Path {
+    p.unwrap_or(Path::new("sim"))
 }
 
 fn parse_driver(s: &str) -> Result<Driver, String> {
@@ -155,12 +175,53 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
     s
 }
 
+/// The DEVICE argument where the backend needs one: a one-line usage error when it is missing.
+pub fn require_device(device: Option<&Path>) -> Result<&Path, Exit> {
+    device.ok_or_else(|| {
+        say!("phc-harness: DEVICE is required (or --backend sim --driver D for a simulated personality)");
+        Exit::Usage
+    })
+}
+
+/// The `--driver` that `--backend sim` needs, and no DEVICE.
+pub fn sim_driver(driver: Option<Driver>, device: Option<&Path>) -> Result<Driver, Exit> {
+    if let Some(d) = device {
+        say!("phc-harness: {}: --backend sim takes no DEVICE (it simulates --driver)", d.display());
+        return Err(Exit::Usage);
+    }
+    driver.ok_or_else(|| {
+        say!("phc-harness: --backend sim needs --driver (hyperv, kvm, vmclock, mock, nic)");
+        Exit::Usage
+    })
+}
+
+/// `phc-harness probe --backend sim --driver D`: the probe against mock-phc's personality of D,
+/// answering in this process.
+pub fn probe_sim(args: &ProbeArgs) -> Exit {
+    let driver = match sim_driver(args.driver, args.device.as_deref()) {
+        Ok(d) => d,
+        Err(e) => return e,
+    };
+    let dev = mock_phc::answer::simulated(driver, args.allow_clock_writes);
+    let read_only = mock_phc::answer::simulated(driver, false);
+    let setup = probe::Setup {
+        device: format!("sim:{}", driver.name()),
+        driver,
+        clock_name: Some(driver.implements().clock_name.to_owned()),
+        allow_writes: args.allow_clock_writes,
+    };
+    finish_probe(probe::run(&dev, &read_only, &setup), args)
+}
+
 /// `phc-harness probe` on this machine.
 pub fn probe_cmd(args: &ProbeArgs) -> Exit {
-    let info = phc::sysfs::info_for_path(&phc::Roots::default(), &args.device);
+    if let Err(e) = require_device(args.device.as_deref()) {
+        return e;
+    }
+    let info = phc::sysfs::info_for_path(&phc::Roots::default(), args.device());
     let access = probe::access_for(args.allow_clock_writes);
     let expect = expect(args.driver);
-    let dev = match open(&args.device, access, &expect) {
+    let dev = match open(args.device(), access, &expect) {
         Ok(d) => d,
         Err(e) => return e.report(),
     };
@@ -170,7 +231,7 @@ pub fn probe_cmd(args: &ProbeArgs) -> Exit {
         (None, None) => {
             say!(
                 "phc-harness: {}: no sysfs entry to tell the driver from; pass --driver",
-                args.device.display()
+                args.device().display()
             );
             return Exit::Usage;
         }
@@ -178,20 +239,24 @@ pub fn probe_cmd(args: &ProbeArgs) -> Exit {
     let read_only = if access == Access::ReadOnly {
         None
     } else {
-        match open(&args.device, Access::ReadOnly, &expect) {
+        match open(args.device(), Access::ReadOnly, &expect) {
             Ok(d) => Some(d),
             Err(e) => return e.report(),
         }
     };
     let setup = probe::Setup {
-        device: args.device.display().to_string(),
+        device: args.device().display().to_string(),
         driver,
         clock_name: info.map(|i| i.clock_name),
         allow_writes: args.allow_clock_writes,
     };
-    let report = match probe::run(&dev, read_only.as_ref().unwrap_or(&dev), &setup) {
+    finish_probe(probe::run(&dev, read_only.as_ref().unwrap_or(&dev), &setup), args)
+}
+
+fn finish_probe(report: Result<probe::Report, phc::Error>, args: &ProbeArgs) -> Exit {
+    let report = match report {
         Ok(r) => r,
-        Err(error) => return DeviceError { device: args.device.clone(), context: None, error }.report(),
+        Err(error) => return DeviceError { device: args.device().to_owned(), context: None, error }.report(),
     };
     match args.format {
         Format::Text => emit(&probe::render_text(&report)),

@@ -364,3 +364,25 @@ fn a_device_that_disappears_stops_the_probe() {
         assert!(matches!(run(&dev, &dev, &setup(Driver::Hyperv, false)), Err(phc::Error::NoDevice)));
     }
 }
+
+/// Every personality mock-phc simulates conforms to its own row, writes included, and the matrix
+/// flags each one judged against another driver's row: the conformance matrix checked end to end
+/// through the one driver table (`phc::Driver::implements`).
+#[test]
+fn simulated_personalities_conform_to_their_row_and_deviate_from_others() {
+    const ALL: [Driver; 5] = [Driver::Hyperv, Driver::Kvm, Driver::Vmclock, Driver::Mock, Driver::Nic];
+    for d in ALL {
+        let dev = mock_phc::answer::simulated(d, true);
+        let ro = mock_phc::answer::simulated(d, false);
+        let r = run(&dev, &ro, &setup(d, true)).unwrap();
+        assert_eq!(deviations(&r), Vec::<&str>::new(), "{d:?}");
+        assert!(r.offset.is_some(), "{d:?}: an offset by some method");
+        for other in ALL {
+            let r = run(&dev, &ro, &setup(other, true)).unwrap();
+            // The NIC row allows either answer for EXTENDED and PRECISE, so ptp_mock (adjustable,
+            // no gettimex64, no cross timestamps) is a conforming NIC; every other pair differs.
+            let conforms = d == other || (d == Driver::Mock && other == Driver::Nic);
+            assert_eq!(deviations(&r).is_empty(), conforms, "{d:?} judged as {other:?}");
+        }
+    }
+}
