@@ -514,6 +514,39 @@ pub fn samples_from_extended(req: &PtpSysOffsetExtended) -> Vec<Sample> {
         .collect()
 }
 
+impl crate::PtpClock for Phc {
+    fn caps_raw(&self, form: Form) -> Result<Caps> {
+        Phc::caps_raw(self, form)
+    }
+    fn sys_offset_raw(&self, form: Form, req: &mut PtpSysOffset) -> Result<()> {
+        Phc::sys_offset_raw(self, form, req)
+    }
+    fn sys_offset_extended_raw(&self, form: Form, req: &mut PtpSysOffsetExtended) -> Result<()> {
+        Phc::sys_offset_extended_raw(self, form, req)
+    }
+    fn sys_offset_precise_raw(&self, form: Form, req: &mut PtpSysOffsetPrecise) -> Result<()> {
+        Phc::sys_offset_precise_raw(self, form, req)
+    }
+    fn pin_getfunc_raw(&self, form: Form, desc: &mut PtpPinDesc) -> Result<()> {
+        Phc::pin_getfunc_raw(self, form, desc)
+    }
+    fn gettime(&self) -> Result<i64> {
+        Phc::gettime(self)
+    }
+    fn settime(&self, ns: i64) -> Result<()> {
+        Phc::settime(self, ns)
+    }
+    fn frequency(&self) -> Result<f64> {
+        Phc::frequency(self)
+    }
+    fn adjfine(&self, freq_ppb: f64) -> Result<()> {
+        Phc::adjfine(self, freq_ppb)
+    }
+    fn step(&self, delta_ns: i64) -> Result<()> {
+        Phc::step(self, delta_ns)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -599,38 +632,5 @@ mod tests {
         assert!(matches!(phc.sys_offset(26), Err(Error::InvalidArgument)));
         assert!(matches!(phc.sys_offset_extended(3, SysClock::Monotonic), Err(Error::NotPtpDevice)));
         assert!(matches!(phc.sys_offset_precise(), Err(Error::NotPtpDevice)));
-    }
-}
-
-impl crate::PtpClock for Phc {
-    fn caps_raw(&self, form: Form) -> Result<Caps> {
-        Phc::caps_raw(self, form)
-    }
-    fn sys_offset_raw(&self, form: Form, req: &mut PtpSysOffset) -> Result<()> {
-        Phc::sys_offset_raw(self, form, req)
-    }
-    fn sys_offset_extended_raw(&self, form: Form, req: &mut PtpSysOffsetExtended) -> Result<()> {
-        Phc::sys_offset_extended_raw(self, form, req)
-    }
-    fn sys_offset_precise_raw(&self, form: Form, req: &mut PtpSysOffsetPrecise) -> Result<()> {
-        Phc::sys_offset_precise_raw(self, form, req)
-    }
-    fn pin_getfunc_raw(&self, form: Form, desc: &mut PtpPinDesc) -> Result<()> {
-        Phc::pin_getfunc_raw(self, form, desc)
-    }
-    fn gettime(&self) -> Result<i64> {
-        Phc::gettime(self)
-    }
-    fn settime(&self, ns: i64) -> Result<()> {
-        Phc::settime(self, ns)
-    }
-    fn frequency(&self) -> Result<f64> {
-        Phc::frequency(self)
-    }
-    fn adjfine(&self, freq_ppb: f64) -> Result<()> {
-        Phc::adjfine(self, freq_ppb)
-    }
-    fn step(&self, delta_ns: i64) -> Result<()> {
-        Phc::step(self, delta_ns)
     }
 }
