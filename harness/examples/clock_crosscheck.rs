@@ -30,7 +30,7 @@ fn main() {
                 agent_bin: agent_bin.clone(),
                 accel: None,
                 boot_timeout: Duration::from_secs(120),
-                ptp_kvm: false,
+                phc: None,
                 clock,
             };
             let r = run_qemu(s, &opts, true).unwrap_or_else(|e| panic!("{}: {e}", s.name));

@@ -119,6 +119,8 @@ struct Agent {
     spin_until: Option<Instant>,
     /// How far each tailed file has been read.
     tails: HashMap<String, u64>,
+    /// mock-phc's CUSE server, once started.
+    mock: Option<crate::agent_mock::MockServer>,
 }
 
 /// Most bytes of a tailed file returned at once.
@@ -304,6 +306,30 @@ impl Agent {
                     let _ = old.wait();
                 }
                 Ok(json!({ "pid": pid }))
+            }
+            Op::StartMock { personality, name } => {
+                // The old server goes first: its node has the same name.
+                self.phcs.retain(|k, _| !k.ends_with(&format!("/{name}")));
+                self.mock = None;
+                let m = crate::agent_mock::MockServer::start(&personality, &name)?;
+                let device = m.device.clone();
+                self.mock = Some(m);
+                Ok(json!({ "device": device }))
+            }
+            Op::MockSample { host_ns, reference } => {
+                let (host_ns, raw_ns) = match (host_ns, reference) {
+                    (Some(h), None) => {
+                        (h, clock_now_ns(libc::CLOCK_MONOTONIC_RAW).map_err(|e| e.to_string())?)
+                    }
+                    (None, Some(dev)) => {
+                        let phc = self.phc(&dev)?;
+                        crate::agent_mock::reference_sample(phc).map_err(|e| format!("{dev}: {e}"))?
+                    }
+                    _ => return Err("mock_sample: give exactly one of host_ns and reference".into()),
+                };
+                let m = self.mock.as_mut().ok_or("mock_sample: no mock-phc running (start_mock first)")?;
+                m.sample(host_ns, raw_ns)?;
+                Ok(json!({ "host_ns": host_ns, "raw_ns": raw_ns }))
             }
             Op::Kill { name } => {
                 let mut c = self.spawned.remove(&name).ok_or_else(|| format!("{name}: not running"))?;

@@ -5,6 +5,7 @@
 #[macro_use]
 pub mod output;
 pub mod agent;
+pub mod agent_mock;
 pub mod analysis;
 pub mod backend;
 pub mod cli;

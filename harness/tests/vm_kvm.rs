@@ -17,7 +17,7 @@ fn kvm_opts() -> QemuOptions {
         agent_bin: find_agent_bin(None).unwrap_or_else(|e| panic!("{e}")),
         accel: Some(Accel::Kvm),
         boot_timeout: Duration::from_secs(60),
-        ptp_kvm: true,
+        phc: Some(phc_harness::backend::qemu::GuestPhc::PtpKvm),
         clock: ClockMode::Real,
     }
 }

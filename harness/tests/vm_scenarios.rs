@@ -18,13 +18,7 @@ fn agent() -> PathBuf {
 }
 
 fn opts(clock: ClockMode) -> QemuOptions {
-    QemuOptions {
-        agent_bin: agent(),
-        accel: None,
-        boot_timeout: Duration::from_secs(120),
-        ptp_kvm: false,
-        clock,
-    }
+    QemuOptions { agent_bin: agent(), accel: None, boot_timeout: Duration::from_secs(120), phc: None, clock }
 }
 
 fn builtin(name: &str) -> Scenario {

@@ -117,6 +117,27 @@ pub enum Op {
         /// Device path.
         device: String,
     },
+    /// Start mock-phc's CUSE server (`/bin/mock-phc serve`) with a personality, creating
+    /// `/dev/<name>`; answers once the node is there. A running one is stopped first.
+    StartMock {
+        /// Personality (`hyperv`).
+        personality: String,
+        /// Device name under /dev (`ptp_hyperv`).
+        name: String,
+    },
+    /// Hand the mock a host time sample, as the Hyper-V host's VMICTimeSync does: either the
+    /// host time given (real time: the host's clock plus the transfer), or, with `reference`,
+    /// the reference PHC's time read now (virtual time: the igb PHC is the host clock). Answers
+    /// `{"host_ns": ..., "raw_ns": ...}`: the sample and the guest's CLOCK_MONOTONIC_RAW it
+    /// applies at.
+    MockSample {
+        /// Host CLOCK_REALTIME when the sample was taken.
+        #[serde(default)]
+        host_ns: Option<i64>,
+        /// A PHC that reads host time.
+        #[serde(default)]
+        reference: Option<String>,
+    },
     /// Wait for the RTC's next second boundary and read the PHC there; with `set`, set the PHC
     /// at that boundary to where the mapping says host time is. Answers `RtcTick`.
     RtcTick {

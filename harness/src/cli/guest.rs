@@ -36,7 +36,7 @@ fn boot(g: &GuestArgs) -> Result<(Session, BootInfo), phc_qemu::Error> {
         agent_bin: find_agent_bin(g.agent_bin.clone())?,
         accel: g.accel.choice(),
         boot_timeout: Duration::from_secs(120),
-        ptp_kvm: false,
+        phc: None,
         clock: qemu::ClockMode::Real,
     };
     qemu::boot(&opts, "device", phc_qemu::GuestClock::Real)

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::args::AccelArg;
-use crate::backend::qemu::{self, find_agent_bin, ClockMode, QemuOptions};
+use crate::backend::qemu::{self, find_agent_bin, ClockMode, GuestPhc, QemuOptions};
 use crate::exit::Exit;
 use crate::report::{Report, Verdict};
 use crate::scenario::{self, Scenario, ScenarioError};
@@ -31,15 +31,6 @@ pub enum BackendKind {
     Sim,
     /// A real Linux guest under QEMU with the real chronyd.
     Qemu,
-}
-
-/// The guest PHC of the QEMU backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum GuestPhc {
-    /// QEMU's igb NIC clock, fed with host time by the harness.
-    Igb,
-    /// KVM's ptp_kvm, reading host time by hypercall.
-    PtpKvm,
 }
 
 /// Arguments of `run`.
@@ -74,10 +65,11 @@ pub struct RunArgs {
     /// QEMU backend: acceleration.
     #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
     pub accel: AccelArg,
-    /// QEMU backend: the guest PHC. `ptp-kvm` (needs KVM) reads host time itself, without the
-    /// harness's provider; `igb` works under TCG too.
-    #[arg(long, value_enum, default_value_t = GuestPhc::Igb)]
-    pub phc: GuestPhc,
+    /// QEMU backend: the PHC the guest's daemon reads (default: `hyperv` for a scenario whose
+    /// `world.phc.personality` is hyperv, else `igb`). `hyperv` is mock-phc's CUSE device fed
+    /// host samples like hv_utils; `ptp-kvm` (needs KVM) reads host time itself.
+    #[arg(long, value_enum)]
+    pub phc: Option<GuestPhc>,
     /// QEMU backend: the guest's time. `virtual` (TCG, icount with sleep=off) runs faster than
     /// real time and measures offsets inside the guest against the igb PHC, which is the host
     /// clock; `real` runs in wall-clock time with the harness feeding host time (the cross-check,
@@ -183,7 +175,7 @@ pub fn run(args: RunArgs) -> Exit {
                 agent_bin,
                 accel: args.accel.choice(),
                 boot_timeout: Duration::from_secs_f64(args.boot_timeout_s.clamp(0.1, 3600.0)),
-                ptp_kvm: args.phc == GuestPhc::PtpKvm,
+                phc: args.phc,
                 clock: args.clock,
             }),
             Err(e) => return usage(e),
@@ -209,7 +201,8 @@ pub fn run(args: RunArgs) -> Exit {
                     if let Some(o) = args.observe_s {
                         q.timeline.observe_s = o;
                     }
-                    if let Some(why) = qemu::unsupported(&q, args.clock) {
+                    if let Some(why) = qemu::unsupported(&q, args.clock, GuestPhc::for_scenario(args.phc, &q))
+                    {
                         say!("phc-harness: {}: skipped on qemu: {why}", s.name);
                         continue;
                     }

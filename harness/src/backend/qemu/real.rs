@@ -15,6 +15,8 @@ pub struct QemuBackend {
     phc_device: String,
     /// Whether the provider sets the PHC to host time (igb); ptp_kvm reads host time itself.
     feed_phc: bool,
+    /// Whether the daemon reads the CUSE hyperv mock, which the provider hands host samples.
+    mock: bool,
     paused_until: Option<(Instant, bool)>,
     reference_offset_ns: i64,
     events: Vec<Event>,
@@ -29,10 +31,11 @@ impl QemuBackend {
     /// Boots the guest, aligns its clocks with the host, starts the scenario's daemon; scenario
     /// time starts when this returns.
     pub fn start(s: &Scenario, opts: &QemuOptions) -> Result<Self, Error> {
-        if let Some(why) = unsupported(s, ClockMode::Real) {
+        let phc = GuestPhc::for_scenario(opts.phc, s);
+        if let Some(why) = unsupported(s, ClockMode::Real, phc) {
             return Err(Error::Unsupported { what: s.name.clone(), why });
         }
-        if opts.ptp_kvm
+        if phc == GuestPhc::PtpKvm
             && s.timeline.events.iter().any(|e| matches!(e.disturbance, Disturbance::HostStep { .. }))
         {
             return Err(Error::Unsupported {
@@ -48,7 +51,7 @@ impl QemuBackend {
         info.insert("image_build_s".into(), json!(bi.image_build_s));
         info.insert("accel_detect_s".into(), json!(bi.accel_detect_s));
         info.insert("boot_to_ready_s".into(), json!(round3(session.boot_to_ready.as_secs_f64())));
-        let (phc_device, feed_phc) = if opts.ptp_kvm {
+        let (phc_device, feed_phc) = if phc == GuestPhc::PtpKvm {
             if accel != Accel::Kvm {
                 return Err(Error::Unsupported {
                     what: "ptp_kvm".into(),
@@ -61,6 +64,15 @@ impl QemuBackend {
                 json!(format!("ptp_kvm ({dev}), reading host time itself; no provider")),
             );
             (dev, false)
+        } else if phc == GuestPhc::Hyperv {
+            info.insert(
+                "phc".into(),
+                json!(format!(
+                    "hyperv mock ({MOCK_DEVICE}: CUSE, mock-phc serve) handed a host sample every 5 s by \
+                     the harness's time-sync provider; the guest's igb ({GUEST_PHC}) is fed too"
+                )),
+            );
+            (MOCK_DEVICE.to_owned(), true)
         } else {
             info.insert(
                 "phc".into(),
@@ -89,6 +101,7 @@ impl QemuBackend {
             chrony_conf,
             phc_device,
             feed_phc,
+            mock: phc == GuestPhc::Hyperv,
             paused_until: None,
             reference_offset_ns: 0,
             events: Vec::new(),
@@ -121,6 +134,11 @@ impl QemuBackend {
     /// After boot or reboot: the host's first (SYNC) sample sets PHC and clock, then the daemon
     /// starts with an empty state, as on a freshly started VM.
     fn prepare_guest(&mut self) -> Result<(), Error> {
+        if self.mock {
+            let op = Op::StartMock { personality: "hyperv".into(), name: MOCK_NAME.into() };
+            self.session.agent.call(op, Self::deadline() + CALL_TIMEOUT)?;
+            self.note("world", format!("mock-phc serving {MOCK_DEVICE}"));
+        }
         self.provider.reboot(self.now_ns());
         let now = self.now_ns();
         if let Some(due) = self.provider.poll(now) {
@@ -162,11 +180,16 @@ impl QemuBackend {
                 phc_error: None,
             });
         }
-        if self.feed_phc && (sync || force || phc_minus_ref.abs() > RESET_THRESHOLD_NS) {
+        if self.mock {
+            // hv_utils keeps every sample, not only those of a clock gone off.
             let host_ns = self.reference_ns() + self.half_rtt_ns;
             self.session
                 .agent
-                .call(Op::SetPhc { device: self.phc_device.clone(), host_ns }, Self::deadline())?;
+                .call(Op::MockSample { host_ns: Some(host_ns), reference: None }, Self::deadline())?;
+        }
+        if self.feed_phc && (sync || force || phc_minus_ref.abs() > RESET_THRESHOLD_NS) {
+            let host_ns = self.reference_ns() + self.half_rtt_ns;
+            self.session.agent.call(Op::SetPhc { device: GUEST_PHC.into(), host_ns }, Self::deadline())?;
         }
         if let Some(hv) = self.hv_utils.clone() {
             // hv_utils: settimeofday on SYNC; with timesync_implicit also on a plain sample when
@@ -185,11 +208,19 @@ impl QemuBackend {
         Ok(())
     }
 
+    /// The PHC the provider keeps at host time: igb, also when the daemon reads the mock (which
+    /// goes stale by design and so cannot be the measure of how far the feeding is off).
+    fn fed_device(&self) -> String {
+        if self.mock {
+            GUEST_PHC.into()
+        } else {
+            self.phc_device.clone()
+        }
+    }
+
     fn phc_minus_realtime(&mut self) -> Result<i64, Error> {
-        let v: Value = self
-            .session
-            .agent
-            .call_value(Op::PhcOffset { device: self.phc_device.clone() }, Self::deadline())?;
+        let v: Value =
+            self.session.agent.call_value(Op::PhcOffset { device: self.fed_device() }, Self::deadline())?;
         v["phc_minus_realtime_ns"]
             .as_i64()
             .ok_or_else(|| Error::AgentAnswer { answer: v.to_string(), source: None })

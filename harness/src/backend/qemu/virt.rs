@@ -24,6 +24,8 @@ pub struct VirtualBackend {
     session: Session,
     provider: Provider,
     hv_utils: Option<mock_phc::HvUtilsConfig>,
+    /// Whether the daemon reads the CUSE hyperv mock, handed samples of the igb PHC.
+    mock: bool,
     chrony_conf: Option<String>,
     chrony: ChronyLog,
     /// PHC time at scenario time 0.
@@ -57,13 +59,15 @@ impl VirtualBackend {
     /// Boots the guest in virtual time, makes the PHC the host clock, aligns the guest's clock
     /// with it and starts the scenario's daemon; scenario time 0 is when this returns.
     pub fn start(s: &Scenario, opts: &QemuOptions) -> Result<Self, Error> {
-        if opts.ptp_kvm {
+        let phc = GuestPhc::for_scenario(opts.phc, s);
+        if phc == GuestPhc::PtpKvm {
             return Err(Error::Unsupported {
                 what: "--phc ptp-kvm with --clock virtual".into(),
                 why: "ptp_kvm needs KVM and virtual time runs under TCG; use --clock real".into(),
             });
         }
-        if let Some(why) = unsupported(s, ClockMode::Virtual) {
+        let mock = phc == GuestPhc::Hyperv;
+        if let Some(why) = unsupported(s, ClockMode::Virtual, phc) {
             return Err(Error::Unsupported { what: s.name.clone(), why });
         }
         let rtc_base_s = s.world.start_realtime_ns.div_euclid(1_000_000_000);
@@ -74,20 +78,26 @@ impl VirtualBackend {
         info.insert("image_build_s".into(), json!(bi.image_build_s));
         info.insert("accel_detect_s".into(), json!(bi.accel_detect_s));
         info.insert("boot_to_ready_s".into(), json!(round3(session.boot_to_ready.as_secs_f64())));
-        info.insert(
-            "phc".into(),
-            json!(format!(
+        let phc_text = if mock {
+            format!(
+                "hyperv mock ({MOCK_DEVICE}: CUSE, mock-phc serve) handed a sample of the host clock every \
+                 5 s; the host clock is igb ({GUEST_PHC}): QEMU's virtual clock plus the host-time events \
+                 the scenario injects"
+            )
+        } else {
+            format!(
                 "igb ({GUEST_PHC}) as the host clock: QEMU's virtual clock plus the host-time events the \
                  scenario injects, standing in for the scenario's {} clock",
                 personality(s)
-            )),
-        );
+            )
+        };
+        info.insert("phc".into(), json!(phc_text));
         let hv_utils = s.world.disciplines.iter().find_map(|d| match d {
             DisciplineConfig::HvUtils(h) => Some(h.clone()),
             _ => None,
         });
         let chrony_conf = s.world.disciplines.iter().find_map(|d| match d {
-            DisciplineConfig::Chrony(c) => Some(c.chrony_conf(GUEST_PHC)),
+            DisciplineConfig::Chrony(c) => Some(c.chrony_conf(if mock { MOCK_DEVICE } else { GUEST_PHC })),
             _ => None,
         });
         if let Some(c) = &chrony_conf {
@@ -100,6 +110,7 @@ impl VirtualBackend {
             session,
             provider: Provider::new(5_000_000_000, 0),
             hv_utils,
+            mock,
             chrony_conf,
             chrony: ChronyLog::default(),
             phc_origin_ns: 0,
@@ -185,6 +196,10 @@ impl VirtualBackend {
 
     /// After boot or reboot: the host's first (SYNC) sample, then the daemon with an empty state.
     fn prepare_guest(&mut self) -> Result<(), Error> {
+        if self.mock {
+            self.call::<Value>(Op::StartMock { personality: "hyperv".into(), name: MOCK_NAME.into() })?;
+            self.note(format!("mock-phc serving {MOCK_DEVICE}"));
+        }
         self.provider.reboot(self.now_ns);
         if let Some(due) = self.provider.poll(self.now_ns) {
             self.deliver(due.sync)?;
@@ -201,10 +216,14 @@ impl VirtualBackend {
         Ok(())
     }
 
-    /// One host sample: hv_utils steps the guest clock to host time on SYNC, and with
-    /// timesync_implicit on a plain sample that finds it 5 s or more behind. The PHC needs no
+    /// One host sample: the hyperv mock keeps it (host time read off the igb PHC, which is the
+    /// host clock); hv_utils steps the guest clock to host time on SYNC, and with
+    /// timesync_implicit on a plain sample that finds it 5 s or more behind. The igb PHC needs no
     /// feeding: it is host time.
     fn deliver(&mut self, sync: bool) -> Result<(), Error> {
+        if self.mock {
+            self.call::<Value>(Op::MockSample { host_ns: None, reference: Some(GUEST_PHC.into()) })?;
+        }
         let Some(hv) = self.hv_utils.clone() else { return Ok(()) };
         let behind = self.last.as_ref().is_some_and(|o| o.realtime_minus_phc_ns <= -5_000_000_000);
         if sync || (hv.timesync_implicit && behind) {
