@@ -199,7 +199,9 @@ fn wait_for_phc(phc: &Phc, until_ns: i64) -> Result<i64, String> {
 impl Agent {
     fn phc(&mut self, device: &str) -> Result<&Phc, String> {
         if !self.phcs.contains_key(device) {
-            let p = Phc::open(device, Access::ReadWrite).map_err(|e| format!("{device}: {e}"))?;
+            // The host names the devices; a CUSE mock (class cuse) is one of them.
+            let p = Phc::open_expecting(device, Access::ReadWrite, &phc::Expect::cuse())
+                .map_err(|e| format!("{device}: {e}"))?;
             self.phcs.insert(device.to_owned(), p);
         }
         Ok(&self.phcs[device])
@@ -212,11 +214,23 @@ impl Agent {
 
     fn handle(&mut self, op: Op) -> Result<Value, String> {
         match op {
-            Op::Observe { device, until_ns, spin_s, tail } => {
+            Op::Observe { device, until_ns, spin_s, tail, also } => {
                 let phc = self.phc(&device)?;
                 wait_for_phc(phc, until_ns).map_err(|e| format!("{device}: {e}"))?;
                 let (phc_ns, realtime_minus_phc_ns, window_ns) =
                     realtime_vs_phc(phc).map_err(|e| format!("{device}: {e}"))?;
+                let (mut also_minus_phc_ns, mut also_error) = (None, None);
+                if let Some(dev) = also {
+                    match self.phc(&dev).map(|p| p.sys_offset(5)) {
+                        Ok(Ok(samples)) => {
+                            let est = phc::estimate::linuxptp(&samples).ok_or("no samples")?;
+                            // Sample offsets are realtime minus the PHC.
+                            also_minus_phc_ns = Some(realtime_minus_phc_ns - est.offset_ns);
+                        }
+                        Ok(Err(e)) => also_error = Some(e.code().to_owned()),
+                        Err(e) => return Err(e),
+                    }
+                }
                 if spin_s > 0.0 {
                     self.spin_until = Some(Instant::now() + Duration::from_secs_f64(spin_s.min(10.0)));
                 }
@@ -227,7 +241,14 @@ impl Agent {
                     }
                     None => Vec::new(),
                 };
-                Ok(json!(phc_qemu::agent::Observed { phc_ns, realtime_minus_phc_ns, window_ns, lines }))
+                Ok(json!(phc_qemu::agent::Observed {
+                    phc_ns,
+                    realtime_minus_phc_ns,
+                    window_ns,
+                    lines,
+                    also_minus_phc_ns,
+                    also_error,
+                }))
             }
             Op::StepPhc { device, delta_ns } => {
                 let phc = self.phc(&device)?;

@@ -95,6 +95,9 @@ pub enum Op {
         /// (chronyd's), so they carry this observation's time.
         #[serde(default)]
         tail: Option<String>,
+        /// A second PHC (the CUSE mock) read right after, with PTP_SYS_OFFSET, against the first.
+        #[serde(default)]
+        also: Option<String>,
     },
     /// Step a PHC by `delta_ns` (ADJ_SETOFFSET). Answers `{"phc_ns": ...}` after the step.
     StepPhc {
@@ -181,6 +184,12 @@ pub struct Observed {
     /// Whole lines added to the `tail` file since the last look (at most 64 KiB a time).
     #[serde(default)]
     pub lines: Vec<String>,
+    /// The `also` PHC minus this one (the mock against host time), when it answered.
+    #[serde(default)]
+    pub also_minus_phc_ns: Option<i64>,
+    /// The errno name when the `also` PHC failed (ESTALE from a stale hyperv clock).
+    #[serde(default)]
+    pub also_error: Option<String>,
 }
 
 /// Answer of `RtcTick`.

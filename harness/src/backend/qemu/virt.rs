@@ -171,7 +171,8 @@ impl VirtualBackend {
     /// The agent's observation once the PHC reads `until_ns`, without bookkeeping.
     fn observe_raw(&mut self, until_ns: i64, spin_s: f64) -> Result<Observed, Error> {
         let tail = self.chrony_conf.as_ref().map(|_| CHRONY_LOG.to_owned());
-        self.call(Op::Observe { device: GUEST_PHC.into(), until_ns, spin_s, tail })
+        let also = self.mock.then(|| MOCK_DEVICE.to_owned());
+        self.call(Op::Observe { device: GUEST_PHC.into(), until_ns, spin_s, tail, also })
     }
 
     /// Scenario time of a PHC reading.
@@ -396,9 +397,10 @@ impl Backend for VirtualBackend {
         Ok(Observation {
             t_s: self.now_ns as f64 / 1e9,
             guest_offset_ns: Some(o.realtime_minus_phc_ns),
-            // The PHC is the host clock here: there is no separate PHC error to show.
-            phc_offset_ns: None,
-            phc_error: None,
+            // The igb PHC is the host clock here; the hyperv mock, when the daemon reads it, is
+            // measured against it.
+            phc_offset_ns: o.also_minus_phc_ns,
+            phc_error: o.also_error,
         })
     }
 
