@@ -32,6 +32,11 @@ start=$(date +%s)
 cargo test --locked -p phc-harness --test vm_scenarios -- --ignored --test-threads=1 --nocapture
 echo "harness VM tests: $(( $(date +%s) - start )) s wall"
 
+stage "vm: Azure's hyperv clock: mock-phc's CUSE device with the real chronyd"
+start=$(date +%s)
+cargo test --locked -p phc-harness --test vm_hyperv -- --ignored --test-threads=1 --nocapture
+echo "hyperv mock VM tests: $(( $(date +%s) - start )) s wall"
+
 stage "vm: acceleration decided once (trial guest, cache)"
 cargo test --locked -p phc-harness --test vm_accel -- --ignored --test-threads=1 --nocapture
 

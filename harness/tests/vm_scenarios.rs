@@ -85,6 +85,11 @@ fn azure_pause_30s_in_virtual_time_agrees_with_the_sim_to_the_nanosecond_floor()
         assert!(real.recovery.time_to_within_s[k].is_some(), "never within {k}: {}", real.to_text());
     }
     assert!(real.backend_info.contains_key("chronyd_log"));
+    // A hyperv scenario: chronyd reads mock-phc's CUSE device, as on Azure, and selects it.
+    let phc = real.backend_info["phc"].as_str().unwrap_or_default();
+    assert!(phc.starts_with("hyperv mock (/dev/ptp_hyperv"), "{phc}");
+    let sources = real.backend_info["chronyc_sources"].as_str().unwrap_or_default();
+    assert!(sources.lines().any(|l| l.starts_with("#*")), "chronyd selected no source:\n{sources}");
     assert!(f.agrees, "sim and qemu disagree:\n{}", f.to_markdown());
 }
 

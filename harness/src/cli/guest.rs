@@ -56,6 +56,17 @@ fn exec(s: &mut Session, argv: Vec<String>, timeout_s: f64) -> Result<ExecResult
         .call_value(Op::Exec { argv, timeout_s }, Instant::now() + Duration::from_secs_f64(timeout_s + 30.0))
 }
 
+/// Starts mock-phc's hyperv CUSE device in the guest and hands it one host sample (host
+/// CLOCK_REALTIME), so that it reads host time for the next 600 s.
+fn start_mock(s: &mut Session) -> Result<(), phc_qemu::Error> {
+    say!("phc-harness: starting mock-phc serve --personality hyperv in the guest ...");
+    let deadline = || Instant::now() + Duration::from_secs(30);
+    s.agent.call(Op::StartMock { personality: "hyperv".into(), name: "ptp_hyperv".into() }, deadline())?;
+    let host_ns = phc_qemu::client::host_realtime_ns();
+    s.agent.call(Op::MockSample { host_ns: Some(host_ns), reference: None }, deadline())?;
+    Ok(())
+}
+
 /// Parses `phc_ctl`'s "offset from CLOCK_REALTIME is -123ns" (realtime minus PHC).
 pub fn parse_phc_ctl_cmp(out: &str) -> Option<i64> {
     let rest = out.split("offset from CLOCK_REALTIME is").nth(1)?;
@@ -80,6 +91,11 @@ pub fn run(g: &GuestArgs, device: &str, json_out: bool) -> Exit {
         Err(e) => return failed(&e),
     };
     let accel = info.accel;
+    if device == qemu::MOCK_DEVICE {
+        if let Err(e) = start_mock(&mut s) {
+            return failed(&e);
+        }
+    }
     let mut argv = vec!["/bin/phc-harness".to_owned()];
     argv.extend(forwarded_args());
     let r = match exec(&mut s, argv, 900.0) {

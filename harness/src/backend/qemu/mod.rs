@@ -77,7 +77,7 @@ impl GuestPhc {
 
 /// The CUSE mock's node in the guest.
 pub const MOCK_DEVICE: &str = "/dev/ptp_hyperv";
-const MOCK_NAME: &str = "ptp_hyperv";
+pub(crate) const MOCK_NAME: &str = "ptp_hyperv";
 
 /// The time a scenario's guest runs in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
