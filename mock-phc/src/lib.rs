@@ -1,14 +1,18 @@
 //! mock-phc: a deterministic, virtual-time simulation of a VM guest that takes time from its host
-//! through a PTP hardware clock, with the daemons that discipline the guest clock. Everything here
-//! is pure logic: time is passed in, nothing reads a real clock.
+//! through a PTP hardware clock, with the daemons that discipline the guest clock. The simulation is
+//! pure logic: time is passed in, nothing reads a real clock. Beside it, [`live`] is a PHC in real
+//! time (the hyperv clock fed with host samples) and [`cuse`] the server that puts such a clock
+//! behind a real character device (the `mock-phc` binary). No unsafe code anywhere.
 #![forbid(unsafe_code)]
 
 mod clock;
 pub mod config;
+pub mod cuse;
 pub mod discipline;
 pub mod disturbance;
 mod error;
 pub mod event;
+pub mod live;
 mod noise;
 mod personality;
 pub mod time;
