@@ -68,6 +68,7 @@ enum Event {
     WorkerEnded(Result<(), ServeError>),
 }
 
+#[derive(Debug)]
 enum Control {
     Sample(HostSample),
     Stop,
