@@ -55,9 +55,9 @@ fn node_exists(s: &mut Session) -> bool {
 
 /// Starts the server with its stdin on a FIFO held open read-write (so `echo ... > FIFO` never
 /// ends its input) and waits for its `ready` line.
-fn start_server(s: &mut Session) {
+fn start_server(s: &mut Session, extra: &str) {
     let script = format!(
-        "busybox rm -f {CTL}; busybox mkfifo {CTL} && exec 3<>{CTL} && exec mock-phc serve --personality hyperv --name ptp_hyperv <&3"
+        "busybox rm -f {CTL}; busybox mkfifo {CTL} && exec 3<>{CTL} && exec mock-phc serve --personality hyperv --name ptp_hyperv {extra} <&3"
     );
     let argv = ["sh", "-c", &script].map(String::from).to_vec();
     s.agent.call(Op::Spawn { name: "mock".into(), argv, log: LOG.into() }, secs(10)).expect("Spawn mock-phc");
@@ -77,6 +77,19 @@ fn feed(s: &mut Session, ahead_ns: i64, age_ns: i64) {
     let line = format!("sample {} {}", c.realtime_ns + ahead_ns, c.monotonic_raw_ns - age_ns);
     let r = sh(s, &format!("echo {line} > {CTL}"));
     assert_eq!(r.code, 0, "{r:?}");
+}
+
+/// Sends `stop`, waits for the node to go, returns the server's log.
+fn stop(s: &mut Session) -> String {
+    sh(s, &format!("echo stop > {CTL}"));
+    let t0 = Instant::now();
+    while node_exists(s) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "{NODE} still there after stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = read(s, LOG);
+    println!("after stop ({:.2?}):\n{log}", t0.elapsed());
+    log
 }
 
 fn probe(s: &mut Session) -> Value {
@@ -110,7 +123,7 @@ fn cuse_hyperv_mock_serves_probe_chronyd_and_goes_away() {
         .unwrap_or_else(|e| panic!("guest did not boot: {e}"));
     println!("boot_to_ready_s={:.3}", s.boot_to_ready.as_secs_f64());
     assert!(sh(&mut s, "test -c /dev/cuse").code == 0, "no /dev/cuse in the guest (module cuse)");
-    start_server(&mut s);
+    start_server(&mut s, "");
 
     // Before any sample: ESTALE, as hv_utils answers a clock it cannot vouch for.
     let p = probe(&mut s);
@@ -196,16 +209,19 @@ fn cuse_hyperv_mock_serves_probe_chronyd_and_goes_away() {
     assert_eq!(check(&probe(&mut s), "read", "SYS_OFFSET2")["result"], "ESTALE");
 
     // `stop` ends it cleanly and the node goes; so does a kill of a second server.
-    sh(&mut s, &format!("echo stop > {CTL}"));
-    let t0 = Instant::now();
-    while node_exists(&mut s) {
-        assert!(t0.elapsed() < Duration::from_secs(10), "{NODE} still there after stop");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let log = read(&mut s, LOG);
-    println!("after stop ({:.2?}):\n{log}", t0.elapsed());
+    let log = stop(&mut s);
     assert!(log.contains("stopping (stop)"), "{log}");
-    start_server(&mut s);
+
+    // Where the time of one SYS_OFFSET goes, from the server's side: one thread, one client.
+    start_server(&mut s, "--threads 1 --timings");
+    feed(&mut s, 0, 0);
+    let (p50_1, _) = latency_p50(&mut s, NODE, &["--driver", "hyperv"]);
+    let log = stop(&mut s);
+    let steps =
+        log.lines().find(|l| l.contains("step medians")).unwrap_or_else(|| panic!("no step line: {log}"));
+    println!("one server thread: SYS_OFFSET p50 {p50_1} ns (ratio to igb {:.2}); {steps}", p50_1 / igb_p50);
+
+    start_server(&mut s, "");
     s.agent.call(Op::Kill { name: "mock".into() }, secs(10)).expect("Kill mock");
     let t0 = Instant::now();
     while node_exists(&mut s) {

@@ -9,5 +9,6 @@
 pub mod proto;
 pub mod ptp;
 pub mod server;
+pub mod timing;
 
 pub use server::{check_name, BadName, Channel, ServeError, Server, Stats};

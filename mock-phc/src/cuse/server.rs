@@ -4,12 +4,14 @@
 
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 
 use nix::errno::Errno;
 use phc::PtpClock;
 
 use super::proto::{self, Reply, Request, CUSE_UNRESTRICTED_IOCTL, FUSE_MAJOR, FUSE_MINOR};
 use super::ptp::{self, IoctlAnswer};
+use super::timing::Timing;
 
 /// A read buffer that holds any request the kernel may send: fs/fuse/dev.c wants at least
 /// `FUSE_MIN_READ_BUFFER` (8 KiB) and a FUSE_IOCTL may carry `max_pages` (32) pages of data.
@@ -86,6 +88,11 @@ pub struct Server<C> {
     next_fh: AtomicU64,
     /// Counters.
     pub stats: Stats,
+    timings: Option<Mutex<Vec<Timing>>>,
+}
+
+fn raw_now() -> i64 {
+    phc::device::clock_now_ns(libc::CLOCK_MONOTONIC_RAW).unwrap_or(0)
 }
 
 /// Checks a device name.
@@ -105,7 +112,18 @@ impl<C: PtpClock> Server<C> {
     pub fn new(name: &str, clock: C) -> Result<Self, BadName> {
         check_name(name)?;
         let info = format!("DEVNAME={name}\0").into_bytes();
-        Ok(Self { clock, info, next_fh: AtomicU64::new(1), stats: Stats::default() })
+        Ok(Self { clock, info, next_fh: AtomicU64::new(1), stats: Stats::default(), timings: None })
+    }
+
+    /// Records when each of the first `cap` requests was read and answered (see `timing`).
+    pub fn with_timings(mut self, cap: usize) -> Self {
+        self.timings = Some(Mutex::new(Vec::with_capacity(cap)));
+        self
+    }
+
+    /// The records so far (empty without [`Server::with_timings`]).
+    pub fn timings(&self) -> Vec<Timing> {
+        self.timings.as_ref().map(|t| t.lock().unwrap_or_else(|p| p.into_inner()).clone()).unwrap_or_default()
     }
 
     /// The clock behind the device.
@@ -197,10 +215,20 @@ impl<C: PtpClock> Server<C> {
                 Err(e) if e.raw_os_error() == Some(libc::ENODEV) => return Ok(()),
                 Err(e) => return Err(ServeError::Read(e)),
             };
+            let received_ns = self.timings.as_ref().map(|_| raw_now());
+            let retries = self.stats.retries.load(Relaxed);
             if !self.handle(&buf[..n], &mut out) {
                 continue;
             }
-            match ch.send(&out) {
+            let sent = ch.send(&out);
+            if let (Some(t), Some(received_ns)) = (&self.timings, received_ns) {
+                let mut t = t.lock().unwrap_or_else(|p| p.into_inner());
+                if t.len() < t.capacity() {
+                    let retry = self.stats.retries.load(Relaxed) != retries;
+                    t.push(Timing { received_ns, replied_ns: raw_now(), retry });
+                }
+            }
+            match sent {
                 Ok(w) if w == out.len() => {}
                 Ok(wrote) => return Err(ServeError::ShortWrite { wrote, len: out.len() }),
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
