@@ -248,8 +248,8 @@ fn serve(name: &str, cuse: &Path, threads: usize, timings: bool) -> ExitCode {
         if timings {
             let s = steps(&server.timings());
             eprintln!(
-                "mock-phc: step medians over {} ioctls (ns): first call {}, retry turnaround {}, retried call {}, between calls {}",
-                s.ioctls, s.first_call, s.retry_turnaround, s.retried_call, s.between_calls
+                "mock-phc: step medians over {} ioctls (ns): first call {} (own work {}), retry turnaround {}, retried call {} (own work {}), between calls {}",
+                s.ioctls, s.first_call, s.first_call_work, s.retry_turnaround, s.retried_call, s.retried_call_work, s.between_calls
             );
         }
         // Exiting closes /dev/cuse (in whatever thread holds it in a read): the kernel then

@@ -220,12 +220,13 @@ impl<C: PtpClock> Server<C> {
             if !self.handle(&buf[..n], &mut out) {
                 continue;
             }
+            let handled_ns = received_ns.map(|_| raw_now());
             let sent = ch.send(&out);
-            if let (Some(t), Some(received_ns)) = (&self.timings, received_ns) {
+            if let (Some(t), Some(received_ns), Some(handled_ns)) = (&self.timings, received_ns, handled_ns) {
                 let mut t = t.lock().unwrap_or_else(|p| p.into_inner());
                 if t.len() < t.capacity() {
                     let retry = self.stats.retries.load(Relaxed) != retries;
-                    t.push(Timing { received_ns, replied_ns: raw_now(), retry });
+                    t.push(Timing { received_ns, handled_ns, replied_ns: raw_now(), retry });
                 }
             }
             match sent {
