@@ -169,6 +169,17 @@ fn cuse_hyperv_mock_serves_probe_chronyd_and_goes_away() {
         assert_eq!(v["methods"][0]["status"], "ok", "reader {i}: {v:#}");
     }
 
+    // Callers killed mid-request and a flood of opens leave the server serving.
+    let hostile = sh(
+        &mut s,
+        "for i in 1 2 3; do phc-harness latency /dev/ptp_hyperv --driver hyperv --method basic --samples 100000 \
+         >/dev/null 2>&1 & p=$!; sleep 0.$i; kill -9 $p; done; \
+         i=0; while [ $i -lt 500 ]; do : < /dev/ptp_hyperv || exit 1; i=$((i+1)); done",
+    );
+    assert_eq!(hostile.code, 0, "{hostile:?}");
+    let c = check(&probe(&mut s), "read", "SYS_OFFSET2").clone();
+    assert_eq!(c["result"], "ok", "after killed callers and 500 opens: {c}");
+
     // Performance: SYS_OFFSET round trip against the kernel igb driver, same guest, same run.
     let (mock_p50, mock_rt) = latency_p50(&mut s, NODE, &["--driver", "hyperv"]);
     let (igb_p50, igb_rt) = latency_p50(&mut s, "/dev/ptp0", &[]);
