@@ -467,6 +467,24 @@ pub fn encode_reply(unique: u64, reply: &Reply<'_>, out: &mut Vec<u8>) {
     out[8..16].copy_from_slice(&unique.to_ne_bytes());
 }
 
+/// Starts a successful FUSE_IOCTL reply in `out` (cleared): room for the header and
+/// `fuse_ioctl_out`, to which the caller appends the output data before [`finish_ioctl_data`].
+pub fn begin_ioctl_data(out: &mut Vec<u8>) {
+    out.clear();
+    out.resize(OUT_HEADER_LEN + IOCTL_OUT_LEN, 0);
+}
+
+/// Completes what [`begin_ioctl_data`] started: result 0, no flags, the data after it. The same
+/// bytes as `encode_reply(unique, &Reply::Ioctl { result: 0, data }, out)`, without a copy.
+pub fn finish_ioctl_data(unique: u64, out: &mut [u8]) {
+    let len = u32::try_from(out.len()).unwrap_or(u32::MAX);
+    if let Some(head) = out.get_mut(..OUT_HEADER_LEN + IOCTL_OUT_LEN) {
+        head.fill(0);
+        head[0..4].copy_from_slice(&len.to_ne_bytes());
+        head[8..16].copy_from_slice(&unique.to_ne_bytes());
+    }
+}
+
 /// `struct fuse_out_header`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutHeader {
@@ -608,6 +626,16 @@ mod tests {
         assert_eq!(out.len(), OUT_HEADER_LEN + IOCTL_OUT_LEN + 2 * IOVEC_LEN);
         let d = decode_ioctl_reply(&decode_reply(&out).unwrap().body).unwrap();
         assert_eq!((d.flags, d.input, d.output), (FUSE_IOCTL_RETRY, i.to_vec(), o.to_vec()));
+    }
+
+    #[test]
+    fn data_replies_built_in_place_match_encoded_ones() {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        encode_reply(9, &Reply::Ioctl { result: 0, data: &[1, 2, 3] }, &mut a);
+        begin_ioctl_data(&mut b);
+        b.extend_from_slice(&[1, 2, 3]);
+        finish_ioctl_data(9, &mut b);
+        assert_eq!(a, b);
     }
 
     #[test]

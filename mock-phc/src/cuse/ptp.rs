@@ -3,8 +3,8 @@
 //! bytes, and the answer to one FUSE_IOCTL from a [`PtpClock`]. Pure apart from the clock.
 
 use nix::errno::Errno;
+use phc::uapi::PtpSysOffsetPrecise;
 use phc::uapi::{self, PtpClockCaps, PtpClockTime, PtpPinDesc, PtpSysOffset, PtpSysOffsetExtended};
-use phc::uapi::{PtpSysOffsetPrecise, PTP_MAX_SAMPLES};
 use phc::{Form, PtpClock};
 
 use super::proto::{IoctlIn, Iovec};
@@ -69,19 +69,19 @@ impl Served {
 }
 
 /// What one FUSE_IOCTL gets.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IoctlAnswer {
     /// Fail with this errno.
     Error(Errno),
-    /// Ask the kernel to copy these ranges and ask again.
+    /// Ask the kernel to copy these ranges and ask again (a PTP ioctl names one struct).
     Retry {
-        /// Copied in.
-        input: Vec<Iovec>,
+        /// Copied in, if the kernel reads the struct.
+        input: Option<Iovec>,
         /// Copied out.
-        output: Vec<Iovec>,
+        output: Iovec,
     },
-    /// Success: these bytes go to the out iovecs.
-    Data(Vec<u8>),
+    /// Success: the bytes for the out iovecs were appended to the caller's buffer.
+    Data,
 }
 
 fn errno_of(e: &phc::Error) -> Errno {
@@ -90,8 +90,9 @@ fn errno_of(e: &phc::Error) -> Errno {
 
 /// Answers one FUSE_IOCTL: the first call of an unrestricted ioctl (no data) gets a RETRY naming
 /// the caller's struct; the retried call, with exactly the bytes asked for, is decoded and answered
-/// by `clock`. Sizes from the request are checked, never trusted.
-pub fn answer<C: PtpClock + ?Sized>(clock: &C, io: &IoctlIn, data: &[u8]) -> IoctlAnswer {
+/// by `clock`, its struct appended to `out` (nothing is allocated). Sizes from the request are
+/// checked, never trusted.
+pub fn answer<C: PtpClock + ?Sized>(clock: &C, io: &IoctlIn, data: &[u8], out: &mut Vec<u8>) -> IoctlAnswer {
     let Some(served) = Served::from_cmd(io.cmd) else {
         return IoctlAnswer::Error(Errno::ENOTTY);
     };
@@ -120,30 +121,30 @@ pub fn answer<C: PtpClock + ?Sized>(clock: &C, io: &IoctlIn, data: &[u8]) -> Ioc
             _ => {}
         }
         let range = |len: usize| Iovec { base: io.arg, len: len as u64 };
-        let input = if want_in > 0 { vec![range(want_in)] } else { vec![] };
-        return IoctlAnswer::Retry { input, output: vec![range(want_out)] };
+        let input = (want_in > 0).then(|| range(want_in));
+        return IoctlAnswer::Retry { input, output: range(want_out) };
     }
     let result = match served {
-        Served::Caps(form) => clock.caps_raw(form).map(|c| caps_bytes(&PtpClockCaps::from(c))),
+        Served::Caps(form) => clock.caps_raw(form).map(|c| put_caps(out, &PtpClockCaps::from(c))),
         Served::SysOffset(form) => {
             let mut req = sys_offset_from(data);
-            clock.sys_offset_raw(form, &mut req).map(|()| sys_offset_bytes(&req))
+            clock.sys_offset_raw(form, &mut req).map(|()| put_sys_offset(out, &req))
         }
         Served::Extended(form) => {
             let mut req = extended_from(data);
-            clock.sys_offset_extended_raw(form, &mut req).map(|()| extended_bytes(&req))
+            clock.sys_offset_extended_raw(form, &mut req).map(|()| put_extended(out, &req))
         }
         Served::Precise(form) => {
             let mut req = PtpSysOffsetPrecise::default();
-            clock.sys_offset_precise_raw(form, &mut req).map(|()| precise_bytes(&req))
+            clock.sys_offset_precise_raw(form, &mut req).map(|()| put_precise(out, &req))
         }
         Served::PinGetfunc(form) => {
             let mut desc = pin_desc_from(data);
-            clock.pin_getfunc_raw(form, &mut desc).map(|()| pin_desc_bytes(&desc))
+            clock.pin_getfunc_raw(form, &mut desc).map(|()| put_pin_desc(out, &desc))
         }
     };
     match result {
-        Ok(bytes) => IoctlAnswer::Data(bytes),
+        Ok(()) => IoctlAnswer::Data,
         Err(e) => IoctlAnswer::Error(errno_of(&e)),
     }
 }
@@ -179,6 +180,12 @@ fn put_time(out: &mut Vec<u8>, t: &PtpClockTime) {
 
 /// `struct ptp_clock_caps` as bytes.
 pub fn caps_bytes(c: &PtpClockCaps) -> Vec<u8> {
+    let mut out = Vec::with_capacity(CAPS_LEN);
+    put_caps(&mut out, c);
+    out
+}
+
+fn put_caps(out: &mut Vec<u8>, c: &PtpClockCaps) {
     let head = [
         c.max_adj,
         c.n_alarm,
@@ -190,7 +197,7 @@ pub fn caps_bytes(c: &PtpClockCaps) -> Vec<u8> {
         c.adjust_phase,
         c.max_phase_adj,
     ];
-    head.iter().chain(c.rsv.iter()).flat_map(|v| v.to_ne_bytes()).collect()
+    head.iter().chain(c.rsv.iter()).for_each(|v| out.extend_from_slice(&v.to_ne_bytes()));
 }
 
 /// `struct ptp_clock_caps` from bytes (zeros past the end).
@@ -230,10 +237,14 @@ pub fn sys_offset_from(b: &[u8]) -> PtpSysOffset {
 /// `struct ptp_sys_offset` as bytes.
 pub fn sys_offset_bytes(s: &PtpSysOffset) -> Vec<u8> {
     let mut out = Vec::with_capacity(SYS_OFFSET_LEN);
+    put_sys_offset(&mut out, s);
+    out
+}
+
+fn put_sys_offset(out: &mut Vec<u8>, s: &PtpSysOffset) {
     out.extend_from_slice(&s.n_samples.to_ne_bytes());
     s.rsv.iter().for_each(|v| out.extend_from_slice(&v.to_ne_bytes()));
-    s.ts.iter().for_each(|t| put_time(&mut out, t));
-    out
+    s.ts.iter().for_each(|t| put_time(out, t));
 }
 
 /// `struct ptp_sys_offset_extended` from bytes.
@@ -252,11 +263,15 @@ pub fn extended_from(b: &[u8]) -> PtpSysOffsetExtended {
 /// `struct ptp_sys_offset_extended` as bytes.
 pub fn extended_bytes(s: &PtpSysOffsetExtended) -> Vec<u8> {
     let mut out = Vec::with_capacity(EXTENDED_LEN);
+    put_extended(&mut out, s);
+    out
+}
+
+fn put_extended(out: &mut Vec<u8>, s: &PtpSysOffsetExtended) {
     out.extend_from_slice(&s.n_samples.to_ne_bytes());
     out.extend_from_slice(&s.clockid.to_ne_bytes());
     s.rsv.iter().for_each(|v| out.extend_from_slice(&v.to_ne_bytes()));
-    s.ts.iter().flatten().for_each(|t| put_time(&mut out, t));
-    out
+    s.ts.iter().flatten().for_each(|t| put_time(out, t));
 }
 
 /// `struct ptp_sys_offset_precise` from bytes.
@@ -273,11 +288,15 @@ pub fn precise_from(b: &[u8]) -> PtpSysOffsetPrecise {
 /// `struct ptp_sys_offset_precise` as bytes.
 pub fn precise_bytes(p: &PtpSysOffsetPrecise) -> Vec<u8> {
     let mut out = Vec::with_capacity(PRECISE_LEN);
+    put_precise(&mut out, p);
+    out
+}
+
+fn put_precise(out: &mut Vec<u8>, p: &PtpSysOffsetPrecise) {
     for t in [&p.device, &p.sys_realtime, &p.sys_monoraw] {
-        put_time(&mut out, t);
+        put_time(out, t);
     }
     p.rsv.iter().for_each(|v| out.extend_from_slice(&v.to_ne_bytes()));
-    out
 }
 
 /// `struct ptp_pin_desc` from bytes.
@@ -293,16 +312,15 @@ pub fn pin_desc_from(b: &[u8]) -> PtpPinDesc {
 /// `struct ptp_pin_desc` as bytes.
 pub fn pin_desc_bytes(d: &PtpPinDesc) -> Vec<u8> {
     let mut out = Vec::with_capacity(PIN_DESC_LEN);
+    put_pin_desc(&mut out, d);
+    out
+}
+
+fn put_pin_desc(out: &mut Vec<u8>, d: &PtpPinDesc) {
     out.extend_from_slice(&d.name);
     for v in [d.index, d.func, d.chan].iter().chain(d.rsv.iter()) {
         out.extend_from_slice(&v.to_ne_bytes());
     }
-    out
-}
-
-/// Samples a basic request may carry, for callers sizing loops over client-supplied counts.
-pub fn clamp_samples(n: u32) -> usize {
-    (n as usize).min(PTP_MAX_SAMPLES)
 }
 
 #[cfg(test)]

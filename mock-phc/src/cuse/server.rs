@@ -182,19 +182,19 @@ impl<C: PtpClock> Server<C> {
             Request::Interrupt { .. } => return false,
             Request::Ioctl { ioctl, data } => {
                 self.stats.ioctls.fetch_add(1, Relaxed);
-                match ptp::answer(&self.clock, &ioctl, data) {
+                proto::begin_ioctl_data(out);
+                match ptp::answer(&self.clock, &ioctl, data, out) {
                     IoctlAnswer::Error(e) => proto::encode_reply(unique, &Reply::Error(e), out),
                     IoctlAnswer::Retry { input, output } => {
                         self.stats.retries.fetch_add(1, Relaxed);
+                        let output = std::slice::from_ref(&output);
                         proto::encode_reply(
                             unique,
-                            &Reply::IoctlRetry { input: &input, output: &output },
+                            &Reply::IoctlRetry { input: input.as_slice(), output },
                             out,
                         );
                     }
-                    IoctlAnswer::Data(d) => {
-                        proto::encode_reply(unique, &Reply::Ioctl { result: 0, data: &d }, out);
-                    }
+                    IoctlAnswer::Data => proto::finish_ioctl_data(unique, out),
                 }
             }
             Request::Other { .. } => proto::encode_reply(unique, &Reply::Error(Errno::ENOSYS), out),
