@@ -55,12 +55,15 @@ fn node_exists(s: &mut Session) -> bool {
 
 /// Starts the server with its stdin on a FIFO held open read-write (so `echo ... > FIFO` never
 /// ends its input) and waits for its `ready` line.
-fn start_server(s: &mut Session, extra: &str) {
+fn start_server(s: &mut Session, extra: &str) -> i64 {
     let script = format!(
         "busybox rm -f {CTL}; busybox mkfifo {CTL} && exec 3<>{CTL} && exec mock-phc serve --personality hyperv --name ptp_hyperv {extra} <&3"
     );
     let argv = ["sh", "-c", &script].map(String::from).to_vec();
-    s.agent.call(Op::Spawn { name: "mock".into(), argv, log: LOG.into() }, secs(10)).expect("Spawn mock-phc");
+    let spawned: Value = s
+        .agent
+        .call_value(Op::Spawn { name: "mock".into(), argv, log: LOG.into() }, secs(10))
+        .expect("Spawn mock-phc");
     let t0 = Instant::now();
     while !read(s, LOG).contains(&format!("ready {NODE}")) {
         assert!(t0.elapsed() < Duration::from_secs(15), "no ready line; log:\n{}", read(s, LOG));
@@ -68,6 +71,7 @@ fn start_server(s: &mut Session, extra: &str) {
     }
     println!("mock-phc ready after {:.2?}; log:\n{}", t0.elapsed(), read(s, LOG).trim());
     assert!(node_exists(s), "ready printed but {NODE} is no character device");
+    spawned["pid"].as_i64().expect("pid")
 }
 
 /// Feeds a host sample `ahead_ns` from guest realtime, applying at a guest MONOTONIC_RAW
@@ -232,6 +236,30 @@ fn cuse_hyperv_mock_serves_probe_chronyd_and_goes_away() {
     let steps =
         log.lines().find(|l| l.contains("step medians")).unwrap_or_else(|| panic!("no step line: {log}"));
     println!("one server thread: SYS_OFFSET p50 {p50_1} ns (ratio to igb {:.2}); {steps}", p50_1 / igb_p50);
+
+    let pid = start_server(&mut s, "");
+    sh(&mut s, &format!("kill -TERM {pid}"));
+    let t0 = Instant::now();
+    while node_exists(&mut s) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "{NODE} still there after SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = read(&mut s, LOG);
+    assert!(log.contains("stopping (SIGTERM)"), "{log}");
+    println!("node gone {:.2?} after SIGTERM", t0.elapsed());
+
+    // End of input stops it too.
+    let r = exec_t(
+        &mut s,
+        &["sh", "-c", "mock-phc serve --personality hyperv --name ptp_hyperv </dev/null"],
+        20.0,
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains("ready /dev/ptp_hyperv") && r.stderr.contains("stopping (end of input)"),
+        "{r:?}"
+    );
+    assert!(!node_exists(&mut s), "{NODE} left behind after end of input");
 
     start_server(&mut s, "");
     s.agent.call(Op::Kill { name: "mock".into() }, secs(10)).expect("Kill mock");
