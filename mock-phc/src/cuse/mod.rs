@@ -6,6 +6,7 @@
 //! The device is no POSIX dynamic clock: `clock_gettime(FD_TO_CLOCKID(fd))` on it fails (EINVAL
 //! from the kernel's clock lookup), so linuxptp's `phc_open` refuses it; only the ioctls work.
 
+mod kernel;
 pub mod proto;
 pub mod ptp;
 pub mod server;
