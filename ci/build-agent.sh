@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the guest agent: the phc-harness binary, statically linked, so it runs in the guest's
-# initramfs without a libc. The explicit --target keeps RUSTFLAGS off build scripts and proc
+# initramfs without a libc; and the CUSE mock PHC server (mock-phc) the same way, whose stripped
+# copy mock-phc-guest next to the agent's goes into the image as /bin/mock-phc. The explicit --target keeps RUSTFLAGS off build scripts and proc
 # macros (they must stay dynamic to load into the host's rustc). Prints the path of a copy without
 # debug info, for the guest image, on the last line of stdout. Honours CARGO_TARGET_DIR; a second
 # run is a fast no-op build.
@@ -14,33 +15,45 @@ die() { printf 'build-agent: error: %s\n' "$*" >&2; exit 1; }
 command -v cargo >/dev/null || die "cargo not found"
 command -v file >/dev/null || die "file(1) not found (apt-get install file)"
 
-log "cargo build --release --target $TARGET -p phc-harness (static)"
+log "cargo build --release --target $TARGET -p phc-harness -p mock-phc (static)"
 RUSTFLAGS="-C target-feature=+crt-static" \
-    cargo build --release --locked --target "$TARGET" -p phc-harness >&2
+    cargo build --release --locked --target "$TARGET" -p phc-harness -p mock-phc --bins >&2
 
 target_dir="${CARGO_TARGET_DIR:-target}"
 bin="$(cd "$target_dir" && pwd)/$TARGET/release/phc-harness"
 [[ -x $bin ]] || die "$bin: not built"
+mock="$(dirname "$bin")/mock-phc"
+[[ -x $mock ]] || die "$mock: not built"
 
 # A dynamic binary would boot and then fail in the guest with a confusing 'not found' from the
 # missing loader; catch it here instead.
-desc=$(file -b "$bin")
-case $desc in
-    *"statically linked"* | *"static-pie linked"*) ;;
-    *) die "$bin is not static: $desc" ;;
-esac
-if ldd "$bin" >/dev/null 2>&1 && ! ldd "$bin" 2>&1 | grep -qE 'not a dynamic executable|statically linked'; then
-    die "$bin has shared library dependencies: $(ldd "$bin" 2>&1 | tr '\n' ' ')"
-fi
-log "static: $desc"
+check_static() {
+    local desc
+    desc=$(file -b "$1")
+    case $desc in
+        *"statically linked"* | *"static-pie linked"*) ;;
+        *) die "$1 is not static: $desc" ;;
+    esac
+    if ldd "$1" >/dev/null 2>&1 && ! ldd "$1" 2>&1 | grep -qE 'not a dynamic executable|statically linked'; then
+        die "$1 has shared library dependencies: $(ldd "$1" 2>&1 | tr '\n' ' ')"
+    fi
+    log "static: $1: $desc"
+}
 
 # The guest gets a copy without debug info: 23 MB less initramfs for QEMU to load and the guest
 # kernel to unpack under TCG, about a second of every boot. Redone only when the build changed.
-guest="$bin-guest"
-if [[ ! -x $guest || $bin -nt $guest ]]; then
-    command -v strip >/dev/null || die "strip not found (apt-get install binutils)"
-    strip --strip-debug -o "$guest.tmp" "$bin"
-    mv -f "$guest.tmp" "$guest"
-fi
-log "guest copy: $guest ($(stat -c %s "$guest") bytes)"
-printf '%s\n' "$guest"
+guest_copy() {
+    local guest="$1-guest"
+    if [[ ! -x $guest || $1 -nt $guest ]]; then
+        command -v strip >/dev/null || die "strip not found (apt-get install binutils)"
+        strip --strip-debug -o "$guest.tmp" "$1"
+        mv -f "$guest.tmp" "$guest"
+    fi
+    log "guest copy: $guest ($(stat -c %s "$guest") bytes)"
+}
+
+check_static "$bin"
+check_static "$mock"
+guest_copy "$mock"
+guest_copy "$bin"
+printf '%s\n' "$bin-guest"

@@ -27,6 +27,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 stage "tests"
 cargo test --workspace --locked
 
+stage "fuzz: CUSE request path (mutated requests, 20 s)"
+cargo run --release --locked --quiet -p mock-phc --example fuzz_decode -- 20
+
 stage "benchmarks build"
 cargo bench --workspace --no-run --locked --quiet
 

@@ -26,6 +26,11 @@ start=$(date +%s)
 cargo test --locked -p phc-qemu --test vm -- --ignored --test-threads=1 --nocapture
 echo "phc-qemu VM tests: $(( $(date +%s) - start )) s wall"
 
+stage "vm: the CUSE mock PHC (mock-phc serve) with probe, latency and chronyd"
+start=$(date +%s)
+cargo test --locked -p phc-qemu --test vm_cuse -- --ignored --test-threads=1 --nocapture
+echo "CUSE VM test: $(( $(date +%s) - start )) s wall"
+
 stage "vm: harness scenarios, probe and latency on the qemu backend"
 # After the phc-qemu tests, so that a broken guest fails there first, with the narrower message.
 start=$(date +%s)

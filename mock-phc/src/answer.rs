@@ -38,8 +38,13 @@ impl<T: TimeSource + ?Sized> TimeSource for Box<T> {
 pub fn simulated(driver: Driver, writable: bool) -> Answerer<Box<dyn TimeSource>> {
     let source: Box<dyn TimeSource> = match driver {
         Driver::Hyperv => {
-            let s = HostSamples::new(HYPERV_STALE_AFTER_NS);
-            s.sample(s.sys_ns(SysClock::Realtime), s.sys_ns(SysClock::MonotonicRaw));
+            let s = crate::live::HypervClock::new();
+            let clocks = crate::live::SystemClocks;
+            use crate::live::Clocks;
+            s.apply(crate::live::HostSample {
+                host_ns: clocks.realtime_ns(),
+                monotonic_raw_ns: clocks.monotonic_raw_ns(),
+            });
             Box::new(s)
         }
         _ => Box::new(FreeRunning::new()),
@@ -72,49 +77,6 @@ impl Default for FreeRunning {
 impl TimeSource for FreeRunning {
     fn phc_ns(&self) -> Result<i64> {
         Ok(self.sys_ns(SysClock::MonotonicRaw).saturating_add(self.offset_ns))
-    }
-}
-
-/// hv_utils' clock (drivers/hv/hv_util.c, `hv_get_adj_host_time`): the last host time sample
-/// plus the reference counter elapsed since it arrived (CLOCK_MONOTONIC_RAW stands in for the
-/// Hyper-V reference counter: both stop while the VM is paused), ESTALE before the first sample
-/// and once the last one is older than the limit.
-#[derive(Debug)]
-pub struct HostSamples {
-    stale_after_ns: i64,
-    /// (host time, CLOCK_MONOTONIC_RAW when it applied).
-    last: Mutex<Option<(i64, i64)>>,
-}
-
-/// hv_util.c's staleness limit: 600 s without a host sample.
-pub const HYPERV_STALE_AFTER_NS: i64 = 600 * 1_000_000_000;
-
-impl HostSamples {
-    /// No sample yet: reads are ESTALE until the first.
-    pub fn new(stale_after_ns: i64) -> Self {
-        Self { stale_after_ns, last: Mutex::new(None) }
-    }
-
-    /// Stores a host sample: host time `host_ns` at CLOCK_MONOTONIC_RAW `at_raw_ns`.
-    pub fn sample(&self, host_ns: i64, at_raw_ns: i64) {
-        *self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((host_ns, at_raw_ns));
-    }
-
-    /// PHC time at CLOCK_MONOTONIC_RAW `raw_ns`.
-    pub fn at(&self, raw_ns: i64) -> Result<i64> {
-        let last = *self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (host_ns, at_ns) = last.ok_or(Error::Stale)?;
-        let age_ns = raw_ns.saturating_sub(at_ns);
-        if age_ns > self.stale_after_ns {
-            return Err(Error::Stale);
-        }
-        Ok(host_ns.saturating_add(age_ns))
-    }
-}
-
-impl TimeSource for HostSamples {
-    fn phc_ns(&self) -> Result<i64> {
-        self.at(self.sys_ns(SysClock::MonotonicRaw))
     }
 }
 
@@ -322,57 +284,44 @@ impl<S: TimeSource> PtpClock for Answerer<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::live::{self, Clocks, HostSample, HypervPhc};
     use std::sync::atomic::{AtomicI64, Ordering};
 
     fn code<T>(r: &Result<T>) -> &'static str {
         r.as_ref().map_or_else(Error::code, |_| "ok")
     }
 
-    /// A source whose clocks move only when told.
+    /// Clocks that move only when told.
     struct Manual {
         raw: AtomicI64,
-        samples: HostSamples,
     }
 
-    impl Manual {
-        fn new() -> Self {
-            Self { raw: AtomicI64::new(1_000_000_000_000), samples: HostSamples::new(HYPERV_STALE_AFTER_NS) }
+    impl Clocks for Manual {
+        fn monotonic_raw_ns(&self) -> i64 {
+            self.raw.load(Ordering::SeqCst)
         }
-        fn wait(&self, ns: i64) {
-            self.raw.fetch_add(ns, Ordering::SeqCst);
-        }
-    }
-
-    impl TimeSource for Manual {
-        fn phc_ns(&self) -> Result<i64> {
-            self.samples.at(self.raw.load(Ordering::SeqCst))
-        }
-        fn sys_ns(&self, clock: SysClock) -> i64 {
-            let raw = self.raw.load(Ordering::SeqCst);
-            match clock {
-                SysClock::Realtime => raw + 5_000,
-                _ => raw,
-            }
+        fn realtime_ns(&self) -> i64 {
+            self.raw.load(Ordering::SeqCst) + 5_000
         }
     }
 
-    fn hyperv() -> Answerer<Manual> {
-        Answerer::new(Driver::Hyperv, Manual::new(), true)
+    fn hyperv() -> HypervPhc<Manual> {
+        live::hyperv(Manual { raw: AtomicI64::new(1_000_000_000_000) })
     }
 
     #[test]
     fn hyperv_answers_last_sample_plus_elapsed_and_goes_stale() {
         let a = hyperv();
         assert_eq!(code(&a.gettime()), "ESTALE", "no sample yet");
-        let raw = a.source().raw.load(Ordering::SeqCst);
-        a.source().samples.sample(42_000_000_000, raw);
-        a.source().wait(3_000_000_000);
+        let raw = a.clocks().monotonic_raw_ns();
+        a.apply(HostSample { host_ns: 42_000_000_000, monotonic_raw_ns: raw });
+        a.clocks().raw.fetch_add(3_000_000_000, Ordering::SeqCst);
         assert_eq!(a.gettime().unwrap(), 45_000_000_000);
         let mut req = PtpSysOffset { n_samples: 2, ..Default::default() };
         a.sys_offset_raw(Form::V2, &mut req).unwrap();
         assert_eq!(req.ts[1].as_ns(), 45_000_000_000);
         assert_eq!(req.ts[0].as_ns(), raw + 3_000_000_000 + 5_000);
-        a.source().wait(HYPERV_STALE_AFTER_NS);
+        a.clocks().raw.fetch_add(601_000_000_000, Ordering::SeqCst);
         assert_eq!(code(&a.sys_offset_raw(Form::V2, &mut req)), "ESTALE");
     }
 

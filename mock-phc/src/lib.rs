@@ -1,17 +1,20 @@
 //! mock-phc: a deterministic, virtual-time simulation of a VM guest that takes time from its host
-//! through a PTP hardware clock, with the daemons that discipline the guest clock. The simulation
-//! is pure logic: time is passed in, nothing reads a real clock. [`answer`] is the exception: the
-//! driver personalities answering PHC requests in real time, for `probe`/`latency` without a
-//! device and for the CUSE device.
+//! through a PTP hardware clock, with the daemons that discipline the guest clock. The simulation is
+//! pure logic: time is passed in, nothing reads a real clock. Beside it, [`answer`] has the driver
+//! personalities answering PHC requests in real time (for `probe`/`latency --backend sim`, and the
+//! hyperv clock fed with host samples), and [`cuse`] the server that puts such a clock behind a
+//! real character device (the `mock-phc` binary). No unsafe code anywhere.
 #![forbid(unsafe_code)]
 
 pub mod answer;
 mod clock;
 pub mod config;
+pub mod cuse;
 pub mod discipline;
 pub mod disturbance;
 mod error;
 pub mod event;
+pub mod live;
 mod noise;
 mod personality;
 pub mod time;

@@ -34,17 +34,21 @@ pub struct ImageSpec {
     /// Programs to install at their own paths with their shared libraries (chronyd, chronyc,
     /// phc_ctl); missing ones are an error.
     pub programs: Vec<PathBuf>,
+    /// The CUSE mock PHC server (mock-phc, built static), installed as /bin/mock-phc.
+    pub mock: Option<PathBuf>,
 }
 
 impl ImageSpec {
     /// The defaults: kernel from the setup cache (or `PHC_CACHE`), Debian's busybox-static,
-    /// chronyd, chronyc and phc_ctl.
+    /// chronyd, chronyc and phc_ctl, and the mock PHC server from [`default_mock`].
     pub fn with_agent(agent: impl Into<PathBuf>) -> Self {
         let cache = cache_dir();
+        let agent = agent.into();
         Self {
             kernel_dir: cache.join("kernel"),
             busybox: "/bin/busybox".into(),
-            agent: agent.into(),
+            mock: default_mock(&agent),
+            agent,
             modules: DEFAULT_MODULES.iter().map(|s| (*s).to_owned()).collect(),
             programs: ["/usr/sbin/chronyd", "/usr/bin/chronyc", "/usr/sbin/phc_ctl"]
                 .map(PathBuf::from)
@@ -63,6 +67,16 @@ impl ImageSpec {
             .map_err(|source| Error::KernelMissing { path: path.clone(), source: Some(source) })?;
         Ok(self.kernel_dir.join("lib/modules").join(v.trim()))
     }
+}
+
+/// The mock-phc binary for the guest: `PHC_MOCK_BIN` when set, else `mock-phc-guest` or
+/// `mock-phc` next to the agent (where ci/build-agent.sh puts them), if there.
+pub fn default_mock(agent: &Path) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("PHC_MOCK_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    let dir = agent.parent()?;
+    ["mock-phc-guest", "mock-phc"].iter().map(|n| dir.join(n)).find(|p| p.is_file())
 }
 
 /// The kernel cache folder: `PHC_CACHE` (default `/var/cache/phc-harness`), as setup uses it.
@@ -223,6 +237,9 @@ pub fn build(spec: &ImageSpec, out: &Path) -> Result<PathBuf, Error> {
         w.symlink(&format!("bin/{applet}"), "busybox").map_err(io)?;
     }
     w.file("bin/phc-harness", 0o755, &read(&spec.agent)?).map_err(io)?;
+    if let Some(mock) = &spec.mock {
+        w.file("bin/mock-phc", 0o755, &read(mock)?).map_err(io)?;
+    }
     for m in &spec.modules {
         let p = find_module(&root, m)
             .ok_or_else(|| Error::ModuleMissing { name: m.clone(), root: root.clone() })?;
@@ -295,6 +312,20 @@ mod tests {
         assert!(find_module(t.path(), "i2c-algo-bit").is_some());
         assert!(find_module(t.path(), "i2c_algo_bit").is_none());
         assert!(find_module(t.path(), "igb").is_none());
+    }
+
+    #[test]
+    fn the_mock_server_is_found_next_to_the_agent() {
+        let t = tempfile::tempdir().unwrap();
+        let agent = t.path().join("phc-harness-guest");
+        fs::write(&agent, b"x").unwrap();
+        if std::env::var_os("PHC_MOCK_BIN").is_none() {
+            assert_eq!(default_mock(&agent), None);
+            fs::write(t.path().join("mock-phc"), b"x").unwrap();
+            assert_eq!(default_mock(&agent), Some(t.path().join("mock-phc")));
+            fs::write(t.path().join("mock-phc-guest"), b"x").unwrap();
+            assert_eq!(default_mock(&agent), Some(t.path().join("mock-phc-guest")));
+        }
     }
 
     #[test]
