@@ -337,7 +337,7 @@ impl Agent {
                 self.mock = Some(m);
                 Ok(json!({ "device": device }))
             }
-            Op::MockSample { host_ns, reference } => {
+            Op::MockSample { host_ns, reference, rate_ppb } => {
                 let (host_ns, raw_ns) = match (host_ns, reference) {
                     (Some(h), None) => {
                         (h, clock_now_ns(libc::CLOCK_MONOTONIC_RAW).map_err(|e| e.to_string())?)
@@ -349,7 +349,7 @@ impl Agent {
                     _ => return Err("mock_sample: give exactly one of host_ns and reference".into()),
                 };
                 let m = self.mock.as_mut().ok_or("mock_sample: no mock-phc running (start_mock first)")?;
-                m.sample(host_ns, raw_ns)?;
+                m.sample(host_ns, raw_ns, rate_ppb)?;
                 Ok(json!({ "host_ns": host_ns, "raw_ns": raw_ns }))
             }
             Op::Kill { name } => {

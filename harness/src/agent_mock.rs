@@ -68,9 +68,10 @@ impl MockServer {
         }
     }
 
-    /// Hands the server a host sample: host time `host_ns` at CLOCK_MONOTONIC_RAW `raw_ns`.
-    pub fn sample(&mut self, host_ns: i64, raw_ns: i64) -> Result<(), String> {
-        writeln!(self.stdin, "sample {host_ns} {raw_ns}")
+    /// Hands the server a host sample: host time `host_ns` at CLOCK_MONOTONIC_RAW `raw_ns`, the
+    /// host's clock running `rate_ppb` faster than CLOCK_MONOTONIC_RAW.
+    pub fn sample(&mut self, host_ns: i64, raw_ns: i64, rate_ppb: i64) -> Result<(), String> {
+        writeln!(self.stdin, "rate {rate_ppb}\nsample {host_ns} {raw_ns}")
             .and_then(|()| self.stdin.flush())
             .map_err(|e| format!("mock-phc: {e}"))
     }

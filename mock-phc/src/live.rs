@@ -60,6 +60,8 @@ pub struct HostSample {
 pub struct HypervClock<T = SystemClocks> {
     src: T,
     last: Mutex<Option<HostSample>>,
+    /// How much faster the reference counter runs than CLOCK_MONOTONIC_RAW, ppb.
+    rate_ppb: std::sync::atomic::AtomicI64,
 }
 
 impl HypervClock<SystemClocks> {
@@ -72,12 +74,20 @@ impl HypervClock<SystemClocks> {
 impl<T: Clocks> HypervClock<T> {
     /// A clock reading `src`.
     pub fn with_source(src: T) -> Self {
-        Self { src, last: Mutex::new(None) }
+        Self { src, last: Mutex::new(None), rate_ppb: std::sync::atomic::AtomicI64::new(0) }
     }
 
     /// Stores a host sample (what hv_utils does with an ICTIMESYNCFLAG_SAMPLE or _SYNC message).
     pub fn apply(&self, sample: HostSample) {
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(sample);
+    }
+
+    /// Sets how much faster than CLOCK_MONOTONIC_RAW the reference counter runs, ppb. Hyper-V's
+    /// reference counter runs at the host's rate; where the guest's oscillator is made to err
+    /// against the host (the harness's virtual time, where the host clock is the igb PHC dialled
+    /// off the guest's), CLOCK_MONOTONIC_RAW does not, and this puts the host's rate back.
+    pub fn set_rate_ppb(&self, ppb: i64) {
+        self.rate_ppb.store(ppb.clamp(-100_000_000, 100_000_000), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The last sample.
@@ -97,7 +107,13 @@ impl<T: Clocks> HypervClock<T> {
         let now = self.src.monotonic_raw_ns();
         let s = self.last().ok_or(Error::Stale)?;
         // The driver's u64 arithmetic: reinterpreting the signed tick counts wraps as it does.
-        let diff_ticks = (now.div_euclid(100)).wrapping_sub(s.monotonic_raw_ns.div_euclid(100)) as u64;
+        let mut diff_ticks = (now.div_euclid(100)).wrapping_sub(s.monotonic_raw_ns.div_euclid(100)) as u64;
+        let rate = self.rate_ppb.load(std::sync::atomic::Ordering::Relaxed);
+        if rate != 0 {
+            // The reference counter's ticks at its own rate (|rate| <= 10%: no overflow in i128).
+            let scaled = i128::from(diff_ticks as i64) * i128::from(1_000_000_000 + rate) / 1_000_000_000;
+            diff_ticks = scaled as i64 as u64;
+        }
         if diff_ticks.wrapping_mul(100) > STALE_AFTER_NS {
             return Err(Error::Stale);
         }
@@ -132,6 +148,12 @@ impl<T: Clocks> Answerer<HypervClock<T>> {
     /// Stores a host sample.
     pub fn apply(&self, sample: HostSample) {
         self.source().apply(sample);
+    }
+
+    /// Sets the reference counter's rate against CLOCK_MONOTONIC_RAW (see
+    /// [`HypervClock::set_rate_ppb`]).
+    pub fn set_rate_ppb(&self, ppb: i64) {
+        self.source().set_rate_ppb(ppb);
     }
 
     /// The system clocks the PHC reads.
@@ -180,6 +202,13 @@ mod tests {
         assert!(matches!(c.gettime(), Err(Error::Stale)));
         let mut req = PtpSysOffset { n_samples: 3, ..Default::default() };
         assert!(matches!(c.sys_offset_raw(Form::V2, &mut req), Err(Error::Stale)));
+        // A reference counter 10 ppm faster than CLOCK_MONOTONIC_RAW: 100 s read as 100.001 s.
+        c.apply(HostSample { host_ns: 0, monotonic_raw_ns: 10_000 });
+        c.set_rate_ppb(10_000);
+        c.clocks().raw.store(10_000 + 100_000_000_000, Relaxed);
+        assert_eq!(c.gettime().unwrap(), 100_001_000_000);
+        c.set_rate_ppb(0);
+        c.clocks().raw.store(10_000 + 600_000_000_100, Relaxed);
         // A new sample revives it.
         c.apply(HostSample { host_ns: 5_000_000_000, monotonic_raw_ns: 10_000 + 600_000_000_100 });
         assert_eq!(c.gettime().unwrap(), 5_000_000_000);

@@ -140,6 +140,10 @@ pub enum Op {
         /// A PHC that reads host time.
         #[serde(default)]
         reference: Option<String>,
+        /// How much faster the host's clock (Hyper-V's reference counter) runs than the guest's
+        /// CLOCK_MONOTONIC_RAW, ppb (virtual time, where the guest's oscillator is made to err).
+        #[serde(default)]
+        rate_ppb: i64,
     },
     /// Wait for the RTC's next second boundary and read the PHC there; with `set`, set the PHC
     /// at that boundary to where the mapping says host time is. Answers `RtcTick`.

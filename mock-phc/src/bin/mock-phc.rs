@@ -1,6 +1,7 @@
 //! `mock-phc serve`: a PHC personality as a real character device through CUSE.
 //!
-//! Control on stdin, one line each: `sample HOST_NS [MONO_RAW_NS]` (a host time sample, applied
+//! Control on stdin, one line each: `sample HOST_NS [MONO_RAW_NS]`, `rate PPB` (the reference counter's rate against
+//! CLOCK_MONOTONIC_RAW) (a host time sample, applied
 //! at the given CLOCK_MONOTONIC_RAW, default now), `stop`. End of input, SIGTERM and SIGINT stop
 //! too. Prints `ready /dev/NAME` once the node exists. Exit codes: 0 stopped, 1 error, 2 usage.
 
@@ -76,6 +77,7 @@ enum Event {
 #[derive(Debug)]
 enum Control {
     Sample(HostSample),
+    Rate(i64),
     Stop,
     Nothing,
 }
@@ -92,7 +94,10 @@ fn parse_line(line: &str, now_raw: impl FnOnce() -> i64) -> Result<Control, Stri
         ["sample", host, raw] => {
             Ok(Control::Sample(HostSample { host_ns: int(host)?, monotonic_raw_ns: int(raw)? }))
         }
-        _ => Err(format!("unknown control line {line:?} (sample HOST_NS [MONO_RAW_NS] | stop)")),
+        ["rate", ppb] => {
+            Ok(Control::Rate(ppb.parse::<i64>().map_err(|_| format!("{ppb:?} is no integer (ppb)"))?))
+        }
+        _ => Err(format!("unknown control line {line:?} (sample HOST_NS [MONO_RAW_NS] | rate PPB | stop)")),
     }
 }
 
@@ -223,6 +228,10 @@ fn serve(name: &str, cuse: &Path, threads: usize, timings: bool) -> ExitCode {
                     server.clock().apply(s);
                     continue;
                 }
+                Ok(Control::Rate(ppb)) => {
+                    server.clock().set_rate_ppb(ppb);
+                    continue;
+                }
                 Ok(Control::Nothing) => continue,
                 Ok(Control::Stop) => "stop".to_owned(),
                 Err(msg) => {
@@ -278,5 +287,7 @@ mod tests {
         assert!(parse_line("sample x", now).unwrap_err().contains("no integer"));
         assert!(parse_line("sample 1 2 3", now).is_err());
         assert!(parse_line("go", now).unwrap_err().contains("unknown control line"));
+        assert!(matches!(parse_line("rate -12000", now), Ok(Control::Rate(-12000))));
+        assert!(parse_line("rate 1.5", now).is_err());
     }
 }

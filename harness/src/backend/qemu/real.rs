@@ -183,9 +183,10 @@ impl QemuBackend {
         if self.mock {
             // hv_utils keeps every sample, not only those of a clock gone off.
             let host_ns = self.reference_ns() + self.half_rtt_ns;
-            self.session
-                .agent
-                .call(Op::MockSample { host_ns: Some(host_ns), reference: None }, Self::deadline())?;
+            self.session.agent.call(
+                Op::MockSample { host_ns: Some(host_ns), reference: None, rate_ppb: 0 },
+                Self::deadline(),
+            )?;
         }
         if self.feed_phc && (sync || force || phc_minus_ref.abs() > RESET_THRESHOLD_NS) {
             let host_ns = self.reference_ns() + self.half_rtt_ns;

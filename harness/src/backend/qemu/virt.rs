@@ -26,6 +26,8 @@ pub struct VirtualBackend {
     hv_utils: Option<mock_phc::HvUtilsConfig>,
     /// Whether the daemon reads the CUSE hyperv mock, handed samples of the igb PHC.
     mock: bool,
+    /// Whether the mock is serving now (not before it starts, not across a reset).
+    mock_up: bool,
     chrony_conf: Option<String>,
     chrony: ChronyLog,
     /// PHC time at scenario time 0.
@@ -111,6 +113,7 @@ impl VirtualBackend {
             provider: Provider::new(5_000_000_000, 0),
             hv_utils,
             mock,
+            mock_up: false,
             chrony_conf,
             chrony: ChronyLog::default(),
             phc_origin_ns: 0,
@@ -171,7 +174,7 @@ impl VirtualBackend {
     /// The agent's observation once the PHC reads `until_ns`, without bookkeeping.
     fn observe_raw(&mut self, until_ns: i64, spin_s: f64) -> Result<Observed, Error> {
         let tail = self.chrony_conf.as_ref().map(|_| CHRONY_LOG.to_owned());
-        let also = self.mock.then(|| MOCK_DEVICE.to_owned());
+        let also = self.mock_up.then(|| MOCK_DEVICE.to_owned());
         self.call(Op::Observe { device: GUEST_PHC.into(), until_ns, spin_s, tail, also })
     }
 
@@ -199,6 +202,7 @@ impl VirtualBackend {
     fn prepare_guest(&mut self) -> Result<(), Error> {
         if self.mock {
             self.call::<Value>(Op::StartMock { personality: "hyperv".into(), name: MOCK_NAME.into() })?;
+            self.mock_up = true;
             self.note(format!("mock-phc serving {MOCK_DEVICE}"));
         }
         self.provider.reboot(self.now_ns);
@@ -223,7 +227,13 @@ impl VirtualBackend {
     /// feeding: it is host time.
     fn deliver(&mut self, sync: bool) -> Result<(), Error> {
         if self.mock {
-            self.call::<Value>(Op::MockSample { host_ns: None, reference: Some(GUEST_PHC.into()) })?;
+            self.call::<Value>(Op::MockSample {
+                host_ns: None,
+                reference: Some(GUEST_PHC.into()),
+                // The host clock (igb) runs this much off the guest's oscillator (at most
+                // 1e8 ppb by the scenario bounds: the cast cannot saturate).
+                rate_ppb: self.phc_ppb.round() as i64,
+            })?;
         }
         let Some(hv) = self.hv_utils.clone() else { return Ok(()) };
         let behind = self.last.as_ref().is_some_and(|o| o.realtime_minus_phc_ns <= -5_000_000_000);
@@ -322,6 +332,7 @@ impl VirtualBackend {
             }
             Disturbance::Reboot { .. } => {
                 self.session.guest.qmp().system_reset(Instant::now() + CALL_SLACK)?;
+                self.mock_up = false;
                 let wall = Instant::now();
                 self.session.wait_agent_again(Instant::now() + Duration::from_secs(120))?;
                 self.info.insert("reboot_to_ready_s".into(), json!(round3(wall.elapsed().as_secs_f64())));
