@@ -50,6 +50,8 @@ pub struct QemuOptions {
     pub ptp_kvm: bool,
     /// Virtual or real time for scenarios (device commands always run in real time).
     pub clock: ClockMode,
+    /// The guest kernel (`--kernel-line`): its cache folder, modules and devices.
+    pub kernel_line: phc_qemu::KernelLine,
 }
 
 /// The time a scenario's guest runs in.
@@ -148,7 +150,7 @@ pub use phc_qemu::session::BootInfo;
 /// `device`); `clock` is QEMU's, with the RTC starting at `rtc_base_s` in virtual time.
 pub fn boot(opts: &QemuOptions, role: &str, clock: GuestClock) -> Result<(Session, BootInfo), Error> {
     Session::start(&BootOptions {
-        spec: ImageSpec::with_agent(&opts.agent_bin),
+        spec: ImageSpec::for_line(&opts.agent_bin, opts.kernel_line),
         accel: opts.accel,
         clock,
         role: role.into(),

@@ -47,6 +47,8 @@ impl QemuBackend {
         info.insert("accel_reason".into(), json!(why));
         info.insert("image_build_s".into(), json!(bi.image_build_s));
         info.insert("accel_detect_s".into(), json!(bi.accel_detect_s));
+        info.insert("kernel_line".into(), json!(opts.kernel_line.name()));
+        info.insert("kernel_release".into(), json!(bi.kernel_release));
         info.insert("boot_to_ready_s".into(), json!(round3(session.boot_to_ready.as_secs_f64())));
         let (phc_device, feed_phc) = if opts.ptp_kvm {
             if accel != Accel::Kvm {

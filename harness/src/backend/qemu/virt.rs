@@ -73,6 +73,8 @@ impl VirtualBackend {
         info.insert("accel_reason".into(), json!(bi.accel_reason));
         info.insert("image_build_s".into(), json!(bi.image_build_s));
         info.insert("accel_detect_s".into(), json!(bi.accel_detect_s));
+        info.insert("kernel_line".into(), json!(opts.kernel_line.name()));
+        info.insert("kernel_release".into(), json!(bi.kernel_release));
         info.insert("boot_to_ready_s".into(), json!(round3(session.boot_to_ready.as_secs_f64())));
         info.insert(
             "phc".into(),
