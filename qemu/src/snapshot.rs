@@ -21,7 +21,7 @@ pub struct Saved {
     /// when the RAM then comes from the stream, and the saved session's own copy goes with it.
     initrd: TempPath,
     builder: crate::GuestBuilder,
-    /// Wall time from `stop` to the stream's completion.
+    /// Wall time from `migrate` to the stream's completion.
     pub save_s: f64,
     /// Bytes in the stream.
     pub bytes: u64,
@@ -33,13 +33,14 @@ fn copy(from: &Path, role: &str) -> Result<TempPath, Error> {
     Ok(to)
 }
 
-/// Pauses the guest and writes its whole state to a temp file. The session's QEMU stays
-/// paused (`postmigrate`); drop the session to end it.
+/// Writes the running guest's whole state to a temp file (a live migration into the file: QEMU
+/// stops the guest for the last pass). The session's QEMU stays paused (`postmigrate`); drop the
+/// session to end it. The guest is not stopped first: QEMU carries the run state in the stream,
+/// and a guest saved paused would come back paused.
 pub fn save(s: &mut Session, deadline: Instant) -> Result<Saved, Error> {
     let t0 = Instant::now();
     let file = tmp::file("state", "snapshot", ".mig")?;
     let q = s.guest.qmp();
-    q.stop(deadline)?;
     q.execute("migrate", Some(json!({ "uri": format!("file:{}", file.display()) })), deadline)?;
     loop {
         let r = q.execute("query-migrate", None, deadline)?;
