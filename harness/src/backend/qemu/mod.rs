@@ -6,6 +6,7 @@
 //! the guest cannot run, chronyd's configuration and log.
 
 pub mod real;
+pub mod restore;
 pub mod virt;
 
 pub use real::QemuBackend;
@@ -121,6 +122,13 @@ pub fn unsupported(s: &Scenario, clock: ClockMode) -> Option<String> {
             // of the PHC, the other way round, which adjfine makes.
             Disturbance::FrequencyJump { .. } if clock == ClockMode::Real => {
                 return Some("frequency_jump: QEMU cannot change a running guest's oscillator in real time (use --clock virtual)".into())
+            }
+            Disturbance::SnapshotRestore { .. } if clock == ClockMode::Virtual => {
+                return Some(
+                    "snapshot_restore: the restore starts a second QEMU, whose virtual clock the run \
+                     cannot follow (use --clock real)"
+                        .into(),
+                )
             }
             Disturbance::SamplesStop | Disturbance::SamplesResume => {
                 return Some(

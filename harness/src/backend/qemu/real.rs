@@ -15,6 +15,8 @@ pub struct QemuBackend {
     phc_device: String,
     /// Whether the provider sets the PHC to host time (igb); ptp_kvm reads host time itself.
     feed_phc: bool,
+    /// Whether the guest has QEMU's vmclock device (the kernel line has the driver).
+    vmclock: bool,
     paused_until: Option<(Instant, bool)>,
     reference_offset_ns: i64,
     events: Vec<Event>,
@@ -91,6 +93,7 @@ impl QemuBackend {
             chrony_conf,
             phc_device,
             feed_phc,
+            vmclock: opts.kernel_line.has_vmclock(),
             paused_until: None,
             reference_offset_ns: 0,
             events: Vec::new(),
@@ -296,6 +299,22 @@ impl QemuBackend {
                 let delta_ns = checked_ns(*delta_s)?;
                 self.session.agent.call(Op::StepRealtime { delta_ns }, Self::deadline())?;
                 self.note("world", format!("guest clock set {delta_s:+} s"));
+            }
+            Disturbance::SnapshotRestore { gap_s } => {
+                self.poll_chrony_log()?;
+                self.provider.pause();
+                self.note("world", format!("saved (QMP migrate to a file); restoring in {gap_s} s"));
+                let facts = super::restore::snapshot_restore(
+                    &mut self.session,
+                    Duration::from_secs_f64(*gap_s),
+                    self.vmclock,
+                )?;
+                self.note("world", format!("restored (-incoming): {facts}"));
+                self.info.insert("snapshot_restore".into(), facts);
+                let back_ns = self.now_ns();
+                // No SYNC: the provider's next regular sample finds the PHC off and re-sets it.
+                self.provider.resume(back_ns, false);
+                return Ok(Some(back_ns as f64 / 1e9));
             }
             Disturbance::SamplesStop => self.provider.stop(),
             Disturbance::SamplesResume => self.provider.resume_samples(self.now_ns()),

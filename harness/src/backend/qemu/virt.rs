@@ -345,6 +345,10 @@ impl VirtualBackend {
                 self.provider.stop();
                 Ok(None)
             }
+            Disturbance::SnapshotRestore { .. } => Err(Error::Unsupported {
+                what: "snapshot_restore with --clock virtual".into(),
+                why: "the restore starts a second QEMU (use --clock real)".into(),
+            }),
             Disturbance::SamplesResume => {
                 self.provider.resume_samples(self.now_ns);
                 Ok(None)
