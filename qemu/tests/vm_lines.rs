@@ -71,7 +71,8 @@ fn check_line(line: KernelLine) -> (Session, Value) {
         assert!(loaded.contains(&m.as_str()), "{line}: module {m} not loaded (have {loaded:?})");
     }
     let console = s.guest.console();
-    let missing: Vec<&str> = console.lines().filter(|l| l.contains("not loaded") && !l.contains("ptp_kvm")).collect();
+    let missing: Vec<&str> =
+        console.lines().filter(|l| l.contains("not loaded") && !l.contains("ptp_kvm")).collect();
     assert!(missing.is_empty(), "{line}: {missing:?}");
     let dev = exec(&mut s, &["ls", "/dev"]).stdout;
     for node in ["ptp0", "cuse"] {
@@ -167,7 +168,8 @@ fn a_restored_snapshot_bumps_the_vmclock_marker_and_chronyd_recovers() {
     drop(s);
     std::thread::sleep(Duration::from_secs(GAP_S));
     let t0 = Instant::now();
-    let mut s = snapshot::restore(saved, Instant::now() + BOOT_TIMEOUT).unwrap_or_else(|e| panic!("restore: {e}"));
+    let mut s =
+        snapshot::restore(saved, Instant::now() + BOOT_TIMEOUT).unwrap_or_else(|e| panic!("restore: {e}"));
     let resumed_s = t0.elapsed().as_secs_f64();
     let (m1, g1) = marker(&mut s);
     let marker_seen_s = t0.elapsed().as_secs_f64();
@@ -187,7 +189,9 @@ fn a_restored_snapshot_bumps_the_vmclock_marker_and_chronyd_recovers() {
     let mut within = None;
     let mut last = after;
     while t0.elapsed() < Duration::from_secs(60) {
-        s.agent.call(Op::SetPhc { device: PHC.into(), host_ns: host_realtime_ns() }, secs(10)).expect("SetPhc");
+        s.agent
+            .call(Op::SetPhc { device: PHC.into(), host_ns: host_realtime_ns() }, secs(10))
+            .expect("SetPhc");
         std::thread::sleep(Duration::from_secs(1));
         last = guest_offset_ns(&mut s);
         if last.abs() < 1_000_000 {

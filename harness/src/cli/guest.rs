@@ -88,7 +88,12 @@ pub fn run(g: &GuestArgs, device: &str, json_out: bool) -> Exit {
         Ok(r) => r,
         Err(e) => return failed(&e),
     };
-    let cmp = exec(&mut s, vec!["phc_ctl".into(), device.into(), "cmp".into()], 30.0).ok();
+    // phc_ctl knows PHCs only: a vmclock page gets no cross-check.
+    let cmp = if phc::vmclock::is_vmclock_path(std::path::Path::new(device)) {
+        None
+    } else {
+        exec(&mut s, vec!["phc_ctl".into(), device.into(), "cmp".into()], 30.0).ok()
+    };
     let cmp_text =
         cmp.as_ref().map(|c| format!("{}{}", c.stdout, c.stderr).trim().to_owned()).unwrap_or_default();
     let cmp_ns = parse_phc_ctl_cmp(&cmp_text);

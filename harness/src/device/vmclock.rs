@@ -66,10 +66,14 @@ pub fn report(path: &Path, sys_class_ptp: &Path) -> Result<Report, phc::Error> {
     if !s.has_time() {
         notes.push(format!(
             "counter_id {} ({}): the page carries no time, so the kernel registers no PHC for it; \
-             only the disruption marker{} tell a restore or migration",
+             only {} a restore or migration",
             s.counter_id,
             s.counter_name(),
-            if s.has_generation_counter() { " and the generation counter" } else { "" }
+            if s.has_generation_counter() {
+                "the disruption marker and the generation counter tell"
+            } else {
+                "the disruption marker tells"
+            }
         ));
     }
     if !s.has_generation_counter() {
@@ -94,7 +98,11 @@ pub fn report(path: &Path, sys_class_ptp: &Path) -> Result<Report, phc::Error> {
 pub fn render_text(r: &Report) -> String {
     let p = &r.page;
     let mut s = String::new();
-    let _ = writeln!(s, "{}: vmclock page, magic {:?} version {} size {}", r.device, r.magic_text, p.version, p.size);
+    let _ = writeln!(
+        s,
+        "{}: vmclock page, magic {:?} version {} size {}",
+        r.device, r.magic_text, p.version, p.size
+    );
     let _ = writeln!(s, "  counter           {} ({})", r.counter, p.counter_id);
     let _ = writeln!(s, "  clock_status      {} ({})", r.clock_status, p.clock_status);
     let _ = writeln!(s, "  seq_count         {} (read in {} attempt(s))", p.seq_count, r.read_attempts);
