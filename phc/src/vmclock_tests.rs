@@ -149,7 +149,7 @@ fn consistent(s: &Snapshot) -> bool {
         s.counter_value,
         s.counter_period_frac_s,
     ];
-    s.seq_count % 2 == 0
+    s.seq_count & 1 == 0
         && w.iter().enumerate().all(|(k, v)| *v == field(g, k + 2) & if k == 2 { !0xffff } else { !0 })
         && [s.time_s, s.time_frac_s, s.time_esterror_ns, s.time_maxerror_ns, s.vm_generation_counter]
             .iter()
