@@ -312,8 +312,10 @@ impl QemuBackend {
                 self.note("world", format!("restored (-incoming): {facts}"));
                 self.info.insert("snapshot_restore".into(), facts);
                 let back_ns = self.now_ns();
-                // No SYNC: the provider's next regular sample finds the PHC off and re-sets it.
-                self.provider.resume(back_ns, false);
+                // As the sim's world does for a PHC the host feeds: its first sample after the
+                // resume is due at once and re-sets the PHC. Where hv_utils runs, no SYNC: that
+                // would step the guest clock, and a restore is no Hyper-V resume.
+                self.provider.resume(back_ns, self.hv_utils.is_none());
                 return Ok(Some(back_ns as f64 / 1e9));
             }
             Disturbance::SamplesStop => self.provider.stop(),
