@@ -36,6 +36,10 @@ pub const COUNTER_INVALID: u8 = 0xff;
 /// `flags` bit: the hypervisor bumps `vm_generation_counter` on every snapshot restore.
 pub const FLAG_VM_GEN_COUNTER_PRESENT: u64 = 1 << 8;
 
+/// `flags` bit (Linux 6.19+ ABI): the hypervisor sends an ACPI notification on every update, and
+/// `poll()` on the device waits for one; without it the driver answers `poll()` with POLLHUP.
+pub const FLAG_NOTIFICATION_PRESENT: u64 = 1 << 9;
+
 /// Word holding `seq_count` (bytes 12..16: the high half of word 1).
 const SEQ_WORD: usize = 1;
 
@@ -125,6 +129,11 @@ impl Snapshot {
         matches!(self.counter_id, COUNTER_ARM_VCNT | COUNTER_X86_TSC)
     }
 
+    /// Whether the hypervisor notifies updates (`VMCLOCK_FLAG_NOTIFICATION_PRESENT`).
+    pub fn has_notifications(&self) -> bool {
+        self.flags & FLAG_NOTIFICATION_PRESENT != 0
+    }
+
     /// Whether `vm_generation_counter` is maintained (`VMCLOCK_FLAG_VM_GEN_COUNTER_PRESENT`).
     pub fn has_generation_counter(&self) -> bool {
         self.flags & FLAG_VM_GEN_COUNTER_PRESENT != 0
@@ -202,7 +211,23 @@ pub fn read_consistent(page: &(impl Page + ?Sized), max_attempts: u32) -> Result
 #[derive(Debug)]
 pub struct Vmclock {
     map: memmap2::Mmap,
+    file: File,
     path: PathBuf,
+}
+
+/// What `poll()` on the device answers at once (no waiting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PollAnswer {
+    /// Nothing yet: the driver would wait for the hypervisor's notification.
+    Waits,
+    /// POLLIN: the page changed since this descriptor last read it.
+    Readable,
+    /// POLLHUP: the hypervisor sends no notifications (flag clear), so there is nothing to wait
+    /// for: a guest learns of a disruption only by reading the page.
+    Hangup,
+    /// The driver has no poll method (Linux before the notification support): plain readable.
+    NotSupported,
 }
 
 impl Vmclock {
@@ -221,7 +246,7 @@ impl Vmclock {
         // `words()`, never through a `&[u8]` whose contents are assumed to stay put.
         let map = unsafe { memmap2::MmapOptions::new().len(len.min(PAGE_LEN)).map(&file) }
             .map_err(|e| io_error(&e))?;
-        Ok(Self { map, path: path.to_owned() })
+        Ok(Self { map, file, path: path.to_owned() })
     }
 
     /// The path it was mapped from.
@@ -239,6 +264,28 @@ impl Vmclock {
         // targets with native 64-bit atomics (std::sync::atomic, "Atomic accesses to read-only
         // memory"), and nothing here stores.
         unsafe { std::slice::from_raw_parts(ptr.cast::<AtomicU64>(), WORDS) }
+    }
+
+    /// `poll()` on the device with a zero timeout: whether a process could sleep until the
+    /// hypervisor's next update.
+    pub fn poll_now(&self) -> Result<PollAnswer> {
+        use std::os::fd::AsRawFd;
+        // POLLOUT too: the driver never answers it, a file without a poll method always does.
+        let mut p =
+            libc::pollfd { fd: self.file.as_raw_fd(), events: libc::POLLIN | libc::POLLOUT, revents: 0 };
+        // SAFETY: one valid pollfd that outlives the call, count 1, zero timeout; the fd is open
+        // for as long as `self`.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        if n < 0 {
+            return Err(io_error(&std::io::Error::last_os_error()));
+        }
+        Ok(match p.revents {
+            0 => PollAnswer::Waits,
+            r if r & libc::POLLHUP != 0 => PollAnswer::Hangup,
+            // A file without a poll method answers "readable and writable" at once.
+            r if r & libc::POLLOUT != 0 => PollAnswer::NotSupported,
+            _ => PollAnswer::Readable,
+        })
     }
 
     /// One consistent snapshot (at most [`MAX_ATTEMPTS`] reads).

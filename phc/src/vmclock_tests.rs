@@ -101,6 +101,7 @@ fn maps_a_page_file_and_reads_it() {
     let r = v.read().unwrap();
     assert_eq!(r.attempts, 1);
     assert_eq!(r.snapshot, Snapshot::decode(&words_of(&sample_page())));
+    assert_eq!(v.poll_now().unwrap(), PollAnswer::NotSupported);
     assert!(is_vmclock_path(&p));
     assert!(!is_vmclock_path(Path::new("/dev/ptp0")));
     assert!(!is_vmclock_path(Path::new("/dev/vmclock")));

@@ -29,6 +29,12 @@ pub struct Report {
     pub generation_counter_present: bool,
     /// Reads the seqcount protocol took (1 when no update got in the way).
     pub read_attempts: u32,
+    /// Whether the hypervisor notifies updates (flag `NOTIFICATION_PRESENT`, Linux 6.19+ ABI).
+    pub notification_present: bool,
+    /// What `poll()` on the device answers at once: `hangup` (no notifications: a guest learns
+    /// of a disruption only by reading the page), `waits`, `readable`, or `not_supported` (a
+    /// driver or file without poll).
+    pub poll: phc::vmclock::PollAnswer,
     /// The PHC the kernel registered for this page (`/dev/ptpN` whose clock_name is
     /// `vmclockN`), or null: it registers one only when the page carries time.
     pub ptp_device: Option<String>,
@@ -51,7 +57,9 @@ fn ptp_named(sys_class_ptp: &Path, name: &str) -> Option<String> {
 
 /// Reads the page at `path` into a report; `sys_class_ptp` is where to look for its PHC.
 pub fn report(path: &Path, sys_class_ptp: &Path) -> Result<Report, phc::Error> {
-    let r = Vmclock::open(path)?.read()?;
+    let v = Vmclock::open(path)?;
+    let r = v.read()?;
+    let poll = v.poll_now()?;
     let s = r.snapshot;
     let name = std::fs::canonicalize(path)
         .ok()
@@ -76,6 +84,12 @@ pub fn report(path: &Path, sys_class_ptp: &Path) -> Result<Report, phc::Error> {
             }
         ));
     }
+    if !s.has_notifications() {
+        notes.push(format!(
+            "NOTIFICATION_PRESENT is clear (poll answers {poll:?}): nothing tells the guest of a \
+             disruption; it learns of one only when it reads the page"
+        ));
+    }
     if !s.has_generation_counter() {
         notes.push("VM_GEN_COUNTER_PRESENT is clear: vm_generation_counter is not maintained".into());
     }
@@ -87,6 +101,8 @@ pub fn report(path: &Path, sys_class_ptp: &Path) -> Result<Report, phc::Error> {
         clock_status: s.status_name(),
         generation_counter_present: s.has_generation_counter(),
         read_attempts: r.attempts,
+        notification_present: s.has_notifications(),
+        poll,
         ptp_device: ptp_named(sys_class_ptp, &name),
         page: s,
         notes,
@@ -111,6 +127,7 @@ pub fn render_text(r: &Report) -> String {
     let gen = if r.generation_counter_present { "" } else { " (not maintained)" };
     let _ = writeln!(s, "  vm_generation     {}{gen}", p.vm_generation_counter);
     let _ = writeln!(s, "  PHC               {}", r.ptp_device.as_deref().unwrap_or("none registered"));
+    let _ = writeln!(s, "  notifications     {} (poll: {:?})", r.notification_present, r.poll);
     for n in &r.notes {
         let _ = writeln!(s, "  note: {n}");
     }
@@ -219,6 +236,18 @@ mod tests {
         assert_eq!(json["kind"], "vmclock");
         assert_eq!(json["page"]["counter_id"], 255);
         assert_eq!(json["page"]["disruption_marker"], 2);
+    }
+
+    #[test]
+    fn the_report_of_a_qemu_page_matches_its_snapshots() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("vmclock0");
+        std::fs::write(&p, qemu_page()).unwrap();
+        let mut r = report(&p, &t.path().join("no-ptp")).unwrap();
+        // The temp path varies; a file page answers poll as a plain file does.
+        r.device = "/dev/vmclock0".into();
+        insta::assert_snapshot!("vmclock_probe_text", render_text(&r));
+        insta::assert_snapshot!("vmclock_probe_json", to_json(&r));
     }
 
     #[test]
