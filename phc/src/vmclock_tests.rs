@@ -259,10 +259,12 @@ fn race(updates_per_pause: u32, reads: u32) -> (u32, u32) {
         page[i].store(field(1, i), Ordering::Relaxed);
     }
     let stop = Arc::new(AtomicBool::new(false));
+    let running = Arc::new(AtomicBool::new(false));
     let writer = {
-        let (page, stop) = (page.clone(), stop.clone());
+        let (page, stop, running) = (page.clone(), stop.clone(), running.clone());
         std::thread::spawn(move || {
             let mut g = 1u64;
+            running.store(true, Ordering::Release);
             while !stop.load(Ordering::Relaxed) {
                 for _ in 0..updates_per_pause {
                     g += 1;
@@ -277,6 +279,10 @@ fn race(updates_per_pause: u32, reads: u32) -> (u32, u32) {
             }
         })
     };
+    // Read only once the writer runs: otherwise a short test may read an idle page throughout.
+    while !running.load(Ordering::Acquire) {
+        std::thread::yield_now();
+    }
     let (mut retried, mut gave_up) = (0, 0);
     for _ in 0..reads {
         match read_consistent(page.as_slice(), 1000) {
@@ -301,6 +307,7 @@ proptest! {
     #[test]
     fn a_racing_writer_thread_never_tears_a_snapshot(updates in 1u32..200) {
         let (retried, gave_up) = race(updates, 20_000);
+        println!("racing writer, {updates} updates a burst: {retried} of 20000 reads retried, {gave_up} gave up");
         prop_assert!(gave_up < 20_000, "never settled ({retried} retried)");
     }
 }
