@@ -31,6 +31,15 @@ start=$(date +%s)
 cargo test --locked -p phc-qemu --test vm_cuse -- --ignored --test-threads=1 --nocapture
 echo "CUSE VM test: $(( $(date +%s) - start )) s wall"
 
+stage "vm: kernel lines (6.12, 7.2) and the vmclock snapshot restore"
+# Each line boots once (its modules, igb's PHC probed, /dev/vmclock0 on 7.2), then one 7.2 guest
+# is saved and restored; then the snapshot-restore scenario, shortened, in real time on 7.2.
+# The rest of the VM stage runs on 6.12 only: 7.2 is a subset, for CI time (about 3 min here).
+start=$(date +%s)
+cargo test --locked -p phc-qemu --test vm_lines -- --ignored --test-threads=1 --nocapture
+cargo test --locked -p phc-harness --test vm_vmclock -- --ignored --test-threads=1 --nocapture
+echo "kernel-line and vmclock VM tests: $(( $(date +%s) - start )) s wall"
+
 stage "vm: harness scenarios, probe and latency on the qemu backend"
 # After the phc-qemu tests, so that a broken guest fails there first, with the narrower message.
 start=$(date +%s)

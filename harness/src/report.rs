@@ -287,6 +287,7 @@ pub fn describe(d: &mock_phc::Disturbance) -> String {
             format!("pause {duration_s} s{}", if *sync_on_resume { "" } else { " (no SYNC on resume)" })
         }
         D::Reboot { downtime_s } => format!("reboot ({downtime_s} s down)"),
+        D::SnapshotRestore { gap_s } => format!("snapshot saved, restored {gap_s} s later"),
         D::HostStep { delta_s } => format!("host time steps {delta_s:+} s"),
         D::GuestStep { delta_s } => format!("guest clock set {delta_s:+} s"),
         D::SamplesStop => "host stops sending time samples".into(),

@@ -26,6 +26,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("date-back-2-years", include_str!("../../scenarios/date-back-2-years.toml")),
     ("migration-frequency-jump", include_str!("../../scenarios/migration-frequency-jump.toml")),
     ("phc-jump-10s", include_str!("../../scenarios/phc-jump-10s.toml")),
+    ("snapshot-restore", include_str!("../../scenarios/snapshot-restore.toml")),
 ];
 
 /// A built-in scenario by name.

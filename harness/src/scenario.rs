@@ -307,6 +307,7 @@ fn check_name(name: &str) -> Result<(), String> {
 pub fn disturbance_duration_s(d: &Disturbance) -> f64 {
     match d {
         Disturbance::Pause { duration_s, .. } => *duration_s,
+        Disturbance::SnapshotRestore { gap_s } => *gap_s,
         Disturbance::Reboot { downtime_s } => *downtime_s,
         _ => 0.0,
     }

@@ -25,13 +25,7 @@ fn builtin(name: &str) -> Scenario {
 /// The scenario in the sim and on QEMU (virtual time) with `phc` (None: the scenario's default),
 /// the reports written under target/vm-reports, and their comparison.
 fn both(s: &Scenario, phc: Option<GuestPhc>) -> (Report, Report, fidelity::Fidelity) {
-    let opts = QemuOptions {
-        agent_bin: agent(),
-        accel: None,
-        boot_timeout: Duration::from_secs(120),
-        phc,
-        clock: ClockMode::Virtual,
-    };
+    let opts = QemuOptions { phc, ..QemuOptions::new(agent()) };
     let sim = run_sim(s).unwrap();
     let t0 = Instant::now();
     let real = run_qemu(s, &opts, true).unwrap_or_else(|e| panic!("{} on qemu: {e}", s.name));
@@ -150,13 +144,7 @@ fn probe_of_the_cuse_hyperv_clock_in_the_guest_shows_the_hyperv_row() {
 #[ignore = "needs a VM: run ci/vm-test.sh"]
 fn latency_of_the_mock_and_of_the_igb_phc_in_one_guest() {
     use phc_qemu::agent::Op;
-    let opts = QemuOptions {
-        agent_bin: agent(),
-        accel: None,
-        boot_timeout: Duration::from_secs(120),
-        phc: None,
-        clock: ClockMode::Real,
-    };
+    let opts = QemuOptions { clock: ClockMode::Real, ..QemuOptions::new(agent()) };
     let (mut s, _bi) = phc_harness::backend::qemu::boot(&opts, "device", phc_qemu::GuestClock::Real).unwrap();
     let deadline = || Instant::now() + Duration::from_secs(120);
     s.agent

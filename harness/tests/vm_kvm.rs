@@ -19,6 +19,7 @@ fn kvm_opts() -> QemuOptions {
         boot_timeout: Duration::from_secs(60),
         phc: Some(phc_harness::backend::qemu::GuestPhc::PtpKvm),
         clock: ClockMode::Real,
+        kernel_line: Default::default(),
     }
 }
 

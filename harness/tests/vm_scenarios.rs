@@ -18,7 +18,14 @@ fn agent() -> PathBuf {
 }
 
 fn opts(clock: ClockMode) -> QemuOptions {
-    QemuOptions { agent_bin: agent(), accel: None, boot_timeout: Duration::from_secs(120), phc: None, clock }
+    QemuOptions {
+        agent_bin: agent(),
+        accel: None,
+        boot_timeout: Duration::from_secs(120),
+        phc: None,
+        clock,
+        kernel_line: Default::default(),
+    }
 }
 
 fn builtin(name: &str) -> Scenario {

@@ -36,6 +36,14 @@ pub enum Disturbance {
     SamplesStop,
     /// The host sends time samples again.
     SamplesResume,
+    /// The guest is saved (snapshot, or migration to a file) and restored `gap_s` later: like a
+    /// pause for its clocks, which resume `gap_s` behind, with no hyperv SYNC sample; a vmclock
+    /// device bumps its disruption marker on the restore (QEMU's backend measures it; the sim has
+    /// no marker to bump).
+    SnapshotRestore {
+        /// Seconds between saving and restoring, the host running on.
+        gap_s: f64,
+    },
     /// The guest oscillator's frequency changes (live migration to another host).
     FrequencyJump {
         /// Change of the frequency error.
@@ -60,6 +68,7 @@ impl Disturbance {
             Self::Pause { duration_s, .. } => {
                 check_positive(&format!("{key}.duration_s"), duration_s, MAX_SCENARIO_S)
             }
+            Self::SnapshotRestore { gap_s } => check_positive(&format!("{key}.gap_s"), gap_s, MAX_SCENARIO_S),
             // A reboot takes time: at least the guest's boot, at most an hour here.
             Self::Reboot { downtime_s } => check_positive(&format!("{key}.downtime_s"), downtime_s, 3600.0),
             Self::HostStep { delta_s } | Self::GuestStep { delta_s } => {
@@ -111,6 +120,8 @@ mod tests {
             Disturbance::HostStep { delta_s: f64::NAN },
             Disturbance::GuestStep { delta_s: 1e12 },
             Disturbance::FrequencyJump { delta_ppm: -2e6 },
+            Disturbance::SnapshotRestore { gap_s: 0.0 },
+            Disturbance::SnapshotRestore { gap_s: f64::NAN },
         ];
         for d in bad {
             let e = d.validate("timeline.events[0]").unwrap_err().to_string();

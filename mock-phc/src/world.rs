@@ -440,6 +440,12 @@ impl World {
                 self.sync_on_resume = sync_on_resume;
                 self.resume_at_ns = Some(self.resume_at_ns.map_or(end, |t| t.max(end)));
             }
+            Disturbance::SnapshotRestore { gap_s } => {
+                // For the clocks a restore is a pause without a SYNC sample; the sim's vmclock
+                // personality has no disruption marker to bump.
+                self.apply(&Disturbance::Pause { duration_s: gap_s, sync_on_resume: false });
+                self.sim.note(SOURCE, format!("snapshot restored {gap_s} s after it was saved"));
+            }
             Disturbance::Reboot { downtime_s } => {
                 self.sim.running = false;
                 self.rebooting = true;

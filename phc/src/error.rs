@@ -56,6 +56,18 @@ pub enum Error {
         /// What was wrong with it.
         reason: String,
     },
+    /// A vmclock page (or file) shorter than `struct vmclock_abi`.
+    #[error("vmclock page too short ({len} bytes)")]
+    VmclockShort {
+        /// Bytes available.
+        len: usize,
+    },
+    /// The vmclock seqcount never held still (odd or changing) over this many reads.
+    #[error("vmclock page never settled in {attempts} reads")]
+    VmclockUnsettled {
+        /// Reads tried.
+        attempts: u32,
+    },
     /// Any other errno.
     #[error("{0}")]
     Other(#[source] Errno),
@@ -107,7 +119,7 @@ impl Error {
             Self::NoDevice => Errno::ENODEV,
             Self::ClockIdRejected(_) => Errno::EINVAL,
             Self::Other(e) => *e,
-            Self::Sysfs { .. } => return None,
+            Self::Sysfs { .. } | Self::VmclockShort { .. } | Self::VmclockUnsettled { .. } => return None,
         })
     }
 

@@ -10,6 +10,7 @@ pub mod node;
 pub mod rtc;
 pub mod sysfs;
 pub mod uapi;
+pub mod vmclock;
 
 pub use clock::PtpClock;
 pub use device::{Access, Caps, Form, Phc, Pin, PreciseSample, SysClock};

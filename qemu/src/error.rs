@@ -235,6 +235,14 @@ pub enum Error {
         /// The program looked for.
         program: PathBuf,
     },
+    /// Saving or restoring the guest's state (QMP `migrate` to a file) did not complete.
+    #[error("migration {status}: {detail}")]
+    Migration {
+        /// The last `query-migrate` status (`failed`, `cancelled`, ...).
+        status: String,
+        /// QEMU's `error-desc`, or what was waited for.
+        detail: String,
+    },
     /// A request this backend cannot honour.
     #[error("{what} cannot run on qemu: {why}")]
     Unsupported {

@@ -36,6 +36,8 @@ pub struct ImageSpec {
     pub programs: Vec<PathBuf>,
     /// The CUSE mock PHC server (mock-phc, built static), installed as /bin/mock-phc.
     pub mock: Option<PathBuf>,
+    /// Whether the guest gets QEMU's `-device vmclock` (`Session::start` adds it).
+    pub vmclock: bool,
 }
 
 impl ImageSpec {
@@ -53,7 +55,23 @@ impl ImageSpec {
             programs: ["/usr/sbin/chronyd", "/usr/bin/chronyc", "/usr/sbin/phc_ctl"]
                 .map(PathBuf::from)
                 .to_vec(),
+            vmclock: false,
         }
+    }
+
+    /// `with_agent` on a kernel line: its cache folder, its modules, vmclock where it has it.
+    pub fn for_line(agent: impl Into<PathBuf>, line: crate::KernelLine) -> Self {
+        Self {
+            kernel_dir: line.dir_in(&cache_dir()),
+            modules: line.modules(),
+            vmclock: line.has_vmclock(),
+            ..Self::with_agent(agent)
+        }
+    }
+
+    /// The kernel release the image boots (the cache's `VERSION`).
+    pub fn kernel_release(&self) -> Result<String, Error> {
+        crate::kernel::release(&self.kernel_dir)
     }
 
     /// The kernel image.

@@ -138,6 +138,12 @@ impl GuestBuilder {
         self
     }
 
+    /// The initramfs (a restore boots a copy of the saved guest's).
+    pub fn initrd(mut self, path: impl Into<PathBuf>) -> Self {
+        self.initrd = path.into();
+        self
+    }
+
     /// The kernel command line.
     pub fn append(mut self, cmdline: impl Into<String>) -> Self {
         self.append = cmdline.into();

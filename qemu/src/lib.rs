@@ -8,12 +8,15 @@ pub mod client;
 pub mod cpio;
 pub mod error;
 pub mod image;
+pub mod kernel;
 pub mod launcher;
 pub mod pvh;
 pub mod qmp;
 pub mod session;
 pub mod signals;
+pub mod snapshot;
 pub mod tmp;
 
 pub use error::{chain, Error, Waited};
+pub use kernel::KernelLine;
 pub use launcher::{Accel, Guest, GuestBuilder, GuestClock};

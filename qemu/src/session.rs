@@ -38,6 +38,8 @@ pub struct BootInfo {
     pub image_build_s: f64,
     /// Seconds spent deciding the acceleration.
     pub accel_detect_s: f64,
+    /// The guest kernel's release (`uname -r`), from the kernel cache.
+    pub kernel_release: String,
 }
 
 /// A guest whose agent answers.
@@ -123,11 +125,20 @@ impl Session {
             image::build(&o.spec, &initrd)?
         };
         let t2 = Instant::now();
-        let builder = GuestBuilder::new(kernel, &initrd).accel(accel).role(o.role.clone()).clock(o.clock);
+        let mut builder = GuestBuilder::new(kernel, &initrd).accel(accel).role(o.role.clone()).clock(o.clock);
+        if o.spec.vmclock {
+            builder = builder.arg("-device").arg("vmclock");
+        }
+        let kernel_release = o.spec.kernel_release()?;
         let session = Self::boot_with(builder, initrd, Instant::now() + o.timeout)?;
         let round3 = |d: Duration| (d.as_secs_f64() * 1000.0).round() / 1000.0;
-        let info =
-            BootInfo { accel, accel_reason, image_build_s: round3(t2 - t1), accel_detect_s: round3(t1 - t0) };
+        let info = BootInfo {
+            accel,
+            accel_reason,
+            image_build_s: round3(t2 - t1),
+            accel_detect_s: round3(t1 - t0),
+            kernel_release,
+        };
         Ok((session, info))
     }
 

@@ -53,4 +53,8 @@ pub struct GuestArgs {
     /// QEMU backend: acceleration.
     #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
     pub accel: AccelArg,
+    /// QEMU backend: the guest kernel line, `6.12` or `7.2` (with QEMU's vmclock device, so
+    /// /dev/vmclock0 can be probed).
+    #[arg(long, default_value_t = phc_qemu::KernelLine::V6_12)]
+    pub kernel_line: phc_qemu::KernelLine,
 }

@@ -19,12 +19,13 @@ fn forwarded_args() -> Vec<String> {
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--backend" | "--agent-bin" | "--accel" => {
+            "--backend" | "--agent-bin" | "--accel" | "--kernel-line" => {
                 it.next();
             }
             s if s.starts_with("--backend=")
                 || s.starts_with("--agent-bin=")
-                || s.starts_with("--accel=") => {}
+                || s.starts_with("--accel=")
+                || s.starts_with("--kernel-line=") => {}
             _ => out.push(a),
         }
     }
@@ -38,6 +39,7 @@ fn boot(g: &GuestArgs) -> Result<(Session, BootInfo), phc_qemu::Error> {
         boot_timeout: Duration::from_secs(120),
         phc: None,
         clock: qemu::ClockMode::Real,
+        kernel_line: g.kernel_line,
     };
     qemu::boot(&opts, "device", phc_qemu::GuestClock::Real)
 }
@@ -102,7 +104,12 @@ pub fn run(g: &GuestArgs, device: &str, json_out: bool) -> Exit {
         Ok(r) => r,
         Err(e) => return failed(&e),
     };
-    let cmp = exec(&mut s, vec!["phc_ctl".into(), device.into(), "cmp".into()], 30.0).ok();
+    // phc_ctl knows PHCs only: a vmclock page gets no cross-check.
+    let cmp = if phc::vmclock::is_vmclock_path(std::path::Path::new(device)) {
+        None
+    } else {
+        exec(&mut s, vec!["phc_ctl".into(), device.into(), "cmp".into()], 30.0).ok()
+    };
     let cmp_text =
         cmp.as_ref().map(|c| format!("{}{}", c.stdout, c.stderr).trim().to_owned()).unwrap_or_default();
     let cmp_ns = parse_phc_ctl_cmp(&cmp_text);
@@ -111,6 +118,8 @@ pub fn run(g: &GuestArgs, device: &str, json_out: bool) -> Exit {
         "accel": accel.name(),
         "accel_reason": info.accel_reason,
         "boot_to_ready_s": (s.boot_to_ready.as_secs_f64() * 1000.0).round() / 1000.0,
+        "kernel_line": g.kernel_line.name(),
+        "kernel_release": info.kernel_release,
         "phc_ctl_cmp": { "output": cmp_text, "realtime_minus_phc_ns": cmp_ns },
     });
     say!("{}", r.stderr.trim_end());
@@ -125,8 +134,9 @@ pub fn run(g: &GuestArgs, device: &str, json_out: bool) -> Exit {
     } else {
         output::out(&r.stdout);
         output::out(&format!(
-            "\nbackend: qemu ({}), boot to agent-ready {:.2} s\n",
+            "\nbackend: qemu ({}, kernel {}), boot to agent-ready {:.2} s\n",
             accel.name(),
+            info.kernel_release,
             s.boot_to_ready.as_secs_f64()
         ));
         output::out(&format!("cross-check, linuxptp `phc_ctl {device} cmp` in the same guest: {cmp_text}\n"));

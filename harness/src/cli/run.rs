@@ -76,6 +76,10 @@ pub struct RunArgs {
     /// and the only choice with KVM or `--phc ptp-kvm`).
     #[arg(long, value_enum, default_value_t = ClockMode::Virtual)]
     pub clock: ClockMode,
+    /// QEMU backend: the guest kernel line (ci/setup-vm.sh caches both): `6.12` (Debian
+    /// bookworm) or `7.2` (trixie-backports, with QEMU's vmclock device and ptp_vmclock).
+    #[arg(long, default_value_t = phc_qemu::KernelLine::V6_12)]
+    pub kernel_line: phc_qemu::KernelLine,
     /// QEMU backend: longest wait from starting QEMU to the guest agent's first answer.
     #[arg(long, default_value_t = 120.0)]
     pub boot_timeout_s: f64,
@@ -177,6 +181,7 @@ pub fn run(args: RunArgs) -> Exit {
                 boot_timeout: Duration::from_secs_f64(args.boot_timeout_s.clamp(0.1, 3600.0)),
                 phc: args.phc,
                 clock: args.clock,
+                kernel_line: args.kernel_line,
             }),
             Err(e) => return usage(e),
         }

@@ -45,9 +45,23 @@ pub fn run(roots: &Roots, format: Format) -> Exit {
             return Exit::Usage;
         }
     };
+    // vmclock pages (/sys/class/misc/vmclockN) are listed after the PHCs: `/sys` is two levels
+    // above the ptp class folder.
+    let sys_root = roots.sys_class.parent().and_then(std::path::Path::parent);
+    let vmclocks = sys_root.map(|r| super::vmclock::list_rows(r, &roots.sys_class)).unwrap_or_default();
     match format {
-        Format::Json => emit(&to_json(&entries)),
-        Format::Text => emit(&render_text(&entries, &roots.sys_class)),
+        Format::Json if vmclocks.is_empty() => emit(&to_json(&entries)),
+        Format::Json => {
+            let mut all: Vec<serde_json::Value> =
+                entries.iter().filter_map(|e| serde_json::to_value(e).ok()).collect();
+            all.extend(vmclocks.iter().filter_map(|r| serde_json::to_value(r).ok()));
+            emit(&to_json(&all))
+        }
+        Format::Text => {
+            let mut text = render_text(&entries, &roots.sys_class);
+            text.push_str(&super::vmclock::render_list_text(&vmclocks));
+            emit(&text)
+        }
     }
     Exit::Ok
 }

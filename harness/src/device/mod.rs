@@ -14,6 +14,7 @@ pub mod latency_text;
 pub mod list;
 pub mod probe;
 pub mod sampler;
+pub mod vmclock;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -217,6 +218,10 @@ pub fn probe_sim(args: &ProbeArgs) -> Exit {
 pub fn probe_cmd(args: &ProbeArgs) -> Exit {
     if let Err(e) = require_device(args.device.as_deref()) {
         return e;
+    }
+    // A vmclock page is no PHC: it has its own report (device/vmclock.rs).
+    if phc::vmclock::is_vmclock_path(args.device()) {
+        return vmclock::probe_cmd(args.device(), args.format);
     }
     let info = phc::sysfs::info_for_path(&phc::Roots::default(), args.device());
     let access = probe::access_for(args.allow_clock_writes);

@@ -6,6 +6,7 @@
 //! the guest cannot run, chronyd's configuration and log.
 
 pub mod real;
+pub mod restore;
 pub mod virt;
 
 pub use real::QemuBackend;
@@ -51,6 +52,23 @@ pub struct QemuOptions {
     pub phc: Option<GuestPhc>,
     /// Virtual or real time for scenarios (device commands always run in real time).
     pub clock: ClockMode,
+    /// The guest kernel (`--kernel-line`): its cache folder, modules and devices.
+    pub kernel_line: phc_qemu::KernelLine,
+}
+
+impl QemuOptions {
+    /// The defaults with `agent_bin`: this machine's acceleration, 120 s to boot, the scenario's
+    /// PHC, virtual time, the default kernel line.
+    pub fn new(agent_bin: PathBuf) -> Self {
+        Self {
+            agent_bin,
+            accel: None,
+            boot_timeout: Duration::from_secs(120),
+            phc: None,
+            clock: ClockMode::Virtual,
+            kernel_line: Default::default(),
+        }
+    }
 }
 
 /// The PHC the guest's daemon reads.
@@ -147,6 +165,13 @@ pub fn unsupported(s: &Scenario, clock: ClockMode, phc: GuestPhc) -> Option<Stri
             Disturbance::FrequencyJump { .. } if clock == ClockMode::Real => {
                 return Some("frequency_jump: QEMU cannot change a running guest's oscillator in real time (use --clock virtual)".into())
             }
+            Disturbance::SnapshotRestore { .. } if clock == ClockMode::Virtual => {
+                return Some(
+                    "snapshot_restore: the restore starts a second QEMU, whose virtual clock the run \
+                     cannot follow (use --clock real)"
+                        .into(),
+                )
+            }
             Disturbance::SamplesStop | Disturbance::SamplesResume if phc != GuestPhc::Hyperv => {
                 return Some(
                     "samples_stop/resume: only the hyperv mock (--phc hyperv) goes stale without host samples"
@@ -175,7 +200,7 @@ pub use phc_qemu::session::BootInfo;
 /// `device`); `clock` is QEMU's, with the RTC starting at `rtc_base_s` in virtual time.
 pub fn boot(opts: &QemuOptions, role: &str, clock: GuestClock) -> Result<(Session, BootInfo), Error> {
     Session::start(&BootOptions {
-        spec: ImageSpec::with_agent(&opts.agent_bin),
+        spec: ImageSpec::for_line(&opts.agent_bin, opts.kernel_line),
         accel: opts.accel,
         clock,
         role: role.into(),

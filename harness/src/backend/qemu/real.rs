@@ -17,6 +17,8 @@ pub struct QemuBackend {
     feed_phc: bool,
     /// Whether the daemon reads the CUSE hyperv mock, which the provider hands host samples.
     mock: bool,
+    /// Whether the guest has QEMU's vmclock device (the kernel line has the driver).
+    vmclock: bool,
     paused_until: Option<(Instant, bool)>,
     reference_offset_ns: i64,
     events: Vec<Event>,
@@ -50,6 +52,8 @@ impl QemuBackend {
         info.insert("accel_reason".into(), json!(why));
         info.insert("image_build_s".into(), json!(bi.image_build_s));
         info.insert("accel_detect_s".into(), json!(bi.accel_detect_s));
+        info.insert("kernel_line".into(), json!(opts.kernel_line.name()));
+        info.insert("kernel_release".into(), json!(bi.kernel_release));
         info.insert("boot_to_ready_s".into(), json!(round3(session.boot_to_ready.as_secs_f64())));
         let (phc_device, feed_phc) = if phc == GuestPhc::PtpKvm {
             if accel != Accel::Kvm {
@@ -102,6 +106,7 @@ impl QemuBackend {
             phc_device,
             feed_phc,
             mock: phc == GuestPhc::Hyperv,
+            vmclock: opts.kernel_line.has_vmclock(),
             paused_until: None,
             reference_offset_ns: 0,
             events: Vec::new(),
@@ -326,6 +331,24 @@ impl QemuBackend {
                 let delta_ns = checked_ns(*delta_s)?;
                 self.session.agent.call(Op::StepRealtime { delta_ns }, Self::deadline())?;
                 self.note("world", format!("guest clock set {delta_s:+} s"));
+            }
+            Disturbance::SnapshotRestore { gap_s } => {
+                self.poll_chrony_log()?;
+                self.provider.pause();
+                self.note("world", format!("saved (QMP migrate to a file); restoring in {gap_s} s"));
+                let facts = super::restore::snapshot_restore(
+                    &mut self.session,
+                    Duration::from_secs_f64(*gap_s),
+                    self.vmclock,
+                )?;
+                self.note("world", format!("restored (-incoming): {facts}"));
+                self.info.insert("snapshot_restore".into(), facts);
+                let back_ns = self.now_ns();
+                // As the sim's world does for a PHC the host feeds: its first sample after the
+                // resume is due at once and re-sets the PHC. Where hv_utils runs, no SYNC: that
+                // would step the guest clock, and a restore is no Hyper-V resume.
+                self.provider.resume(back_ns, self.hv_utils.is_none());
+                return Ok(Some(back_ns as f64 / 1e9));
             }
             Disturbance::SamplesStop => self.provider.stop(),
             Disturbance::SamplesResume => self.provider.resume_samples(self.now_ns()),

@@ -79,6 +79,8 @@ impl VirtualBackend {
         info.insert("accel_reason".into(), json!(bi.accel_reason));
         info.insert("image_build_s".into(), json!(bi.image_build_s));
         info.insert("accel_detect_s".into(), json!(bi.accel_detect_s));
+        info.insert("kernel_line".into(), json!(opts.kernel_line.name()));
+        info.insert("kernel_release".into(), json!(bi.kernel_release));
         info.insert("boot_to_ready_s".into(), json!(round3(session.boot_to_ready.as_secs_f64())));
         let phc_text = if mock {
             format!(
@@ -374,6 +376,10 @@ impl VirtualBackend {
                 self.provider.stop();
                 Ok(None)
             }
+            Disturbance::SnapshotRestore { .. } => Err(Error::Unsupported {
+                what: "snapshot_restore with --clock virtual".into(),
+                why: "the restore starts a second QEMU (use --clock real)".into(),
+            }),
             Disturbance::SamplesResume => {
                 self.provider.resume_samples(self.now_ns);
                 Ok(None)
