@@ -7,16 +7,22 @@ pub mod output;
 pub mod agent;
 pub mod analysis;
 pub mod backend;
+pub mod baseline;
 pub mod cli;
+pub mod compare;
+pub mod decimate;
 pub mod device;
 pub mod engine;
 pub mod exit;
 pub mod fidelity;
+pub mod junit;
+pub mod ktap;
 pub mod plot;
 pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod stats;
+pub mod suite;
 
 /// A comparison as the JSON written to `fidelity.json` and printed by `run --format json`.
 pub fn fidelity_json(f: &fidelity::Fidelity) -> String {

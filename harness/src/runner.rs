@@ -165,12 +165,31 @@ pub fn fidelity_dir(out: &Path, scenario: &str) -> PathBuf {
     out.join(format!("{scenario}-fidelity"))
 }
 
-/// Writes every format of a report into `dir`, atomically (see `write_dir`).
+/// Writes every format of a report into `dir`, atomically (see `write_dir`). A series longer
+/// than `decimate::MAX_JSON_SERIES` is thinned in report.json (`series_decimated` says so;
+/// the metrics come from the whole series); `write_all_full` keeps it whole.
 pub fn write_all(report: &Report, dir: &Path) -> std::io::Result<()> {
+    match crate::decimate::series(&report.series, crate::decimate::MAX_JSON_SERIES) {
+        Some((series, d)) => {
+            let mut thin = report.clone();
+            thin.series = series;
+            thin.series_decimated = Some(d);
+            write_formats(report, &thin.to_json(), dir)
+        }
+        None => write_all_full(report, dir),
+    }
+}
+
+/// Writes every format of a report into `dir` with the whole series in report.json.
+pub fn write_all_full(report: &Report, dir: &Path) -> std::io::Result<()> {
+    write_formats(report, &report.to_json(), dir)
+}
+
+fn write_formats(report: &Report, json: &str, dir: &Path) -> std::io::Result<()> {
     write_dir(
         dir,
         &[
-            ("report.json", report.to_json()),
+            ("report.json", json.to_owned()),
             ("report.md", report.to_markdown()),
             ("report.txt", report.to_text()),
             ("plot.svg", crate::plot::svg(report)),

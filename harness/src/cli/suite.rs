@@ -1,0 +1,313 @@
+//! The regression workflow's commands: `suite` (every scenario of a folder, one suite folder
+//! with reports, summary, index.md/html, junit.xml and results.ktap), `compare` (a run against
+//! `results/baselines`), `baseline` (promote a run) and `merge` (join shard folders).
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::args::AccelArg;
+use crate::backend::qemu::{self, find_agent_bin, ClockMode, QemuOptions};
+use crate::baseline;
+use crate::compare;
+use crate::exit::Exit;
+use crate::output;
+use crate::suite::{self, summary::Outcome, summary::Shard, Backend, Progress};
+
+/// Backends a suite runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SuiteBackend {
+    /// mock-phc's world in virtual time.
+    Sim,
+    /// A QEMU guest with the real chronyd.
+    Qemu,
+}
+
+/// What `suite` prints on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SuiteFormat {
+    /// KTAP v1 (as results.ktap).
+    Ktap,
+    /// summary.json.
+    Json,
+    /// index.md.
+    Md,
+}
+
+/// Arguments of `suite`.
+#[derive(Debug, clap::Args)]
+pub struct SuiteArgs {
+    /// The folder of scenario files.
+    #[arg(default_value = "scenarios")]
+    pub dir: PathBuf,
+    /// Backends; `sim,qemu` runs both and compares them (fidelity).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "sim")]
+    pub backend: Vec<SuiteBackend>,
+    /// Only scenarios whose name matches one of these comma-separated globs (`*`, `?`).
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Only part I of N of the selection (by sorted scenario name, round robin); `merge` joins
+    /// the parts.
+    #[arg(long)]
+    pub shard: Option<Shard>,
+    /// The suite folder (replaced run by run; summary and indexes written at the end).
+    #[arg(long, default_value = "results/runs/suite")]
+    pub out: PathBuf,
+    /// What to print on stdout (progress goes to stderr).
+    #[arg(long, value_enum, default_value_t = SuiteFormat::Ktap)]
+    pub format: SuiteFormat,
+    /// Keep whole offset series in report.json (long runs are decimated by default).
+    #[arg(long)]
+    pub full_series: bool,
+    /// Override every scenario's seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// QEMU backend: the static harness binary for the guest (default: PHC_AGENT_BIN, or what
+    /// ci/build-agent.sh builds).
+    #[arg(long)]
+    pub agent_bin: Option<PathBuf>,
+    /// QEMU backend: acceleration.
+    #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
+    pub accel: AccelArg,
+    /// QEMU backend: the guest's time (`virtual` is fast and repeatable).
+    #[arg(long, value_enum, default_value_t = ClockMode::Virtual)]
+    pub clock: ClockMode,
+    /// QEMU backend: longest wait from starting QEMU to the guest agent's first answer.
+    #[arg(long, default_value_t = 120.0)]
+    pub boot_timeout_s: f64,
+}
+
+fn usage(msg: impl std::fmt::Display) -> Exit {
+    say!("phc-harness: {msg}");
+    Exit::Usage
+}
+
+fn eta(elapsed: f64, done: f64, total: f64) -> String {
+    if done <= 0.0 {
+        return "ETA -".into();
+    }
+    format!("ETA {:.0} s", (elapsed / done * (total - done)).max(0.0))
+}
+
+/// `phc-harness suite`. Exit 0: every run passed, had no checks or was skipped; 1: a verdict
+/// failed, a run aborted or sim and QEMU disagree; 2: bad input or an output not written.
+pub fn suite(args: SuiteArgs) -> Exit {
+    if !args.dir.is_dir() {
+        return usage(format!("{}: not a folder of scenario files", args.dir.display()));
+    }
+    let all = match crate::runner::resolve(&[args.dir.to_string_lossy().into_owned()]) {
+        Ok(s) => s,
+        Err(e) => return usage(e),
+    };
+    let (mut scenarios, selected) = suite::select(all, args.filter.as_deref(), args.shard);
+    if selected == 0 {
+        return usage(format!(
+            "{}: no scenario matches{}",
+            args.dir.display(),
+            args.filter.as_ref().map_or(String::new(), |f| format!(" --filter {f}"))
+        ));
+    }
+    if let Some(seed) = args.seed {
+        for s in &mut scenarios {
+            s.world.seed = seed;
+        }
+    }
+    let backends: Vec<Backend> = args
+        .backend
+        .iter()
+        .map(|b| match b {
+            SuiteBackend::Sim => Backend::Sim,
+            SuiteBackend::Qemu => Backend::Qemu,
+        })
+        .collect();
+    let qemu_opts = if backends.contains(&Backend::Qemu) {
+        qemu::prepare_process();
+        match find_agent_bin(args.agent_bin.clone()) {
+            Ok(agent_bin) => Some(QemuOptions {
+                agent_bin,
+                accel: args.accel.choice(),
+                boot_timeout: Duration::from_secs_f64(args.boot_timeout_s.clamp(0.1, 3600.0)),
+                ptp_kvm: false,
+                clock: args.clock,
+            }),
+            Err(e) => return usage(e),
+        }
+    } else {
+        None
+    };
+    let opts = suite::Options {
+        backends,
+        qemu: qemu_opts,
+        filter: args.filter.clone(),
+        shard: args.shard,
+        full_series: args.full_series,
+        out: args.out.clone(),
+    };
+    let tty = std::io::stderr().is_terminal();
+    let wall = Instant::now();
+    let mut started = Instant::now();
+    let mut place = String::new();
+    let r = suite::run(&scenarios, selected, &opts, |p| match p {
+        Progress::Start(k, n, name, backend, done, total) => {
+            started = Instant::now();
+            place = format!("[{k}/{n}] {name} [{backend}]");
+            if tty {
+                let line = format!("{place} ... {}", eta(wall.elapsed().as_secs_f64(), done, total));
+                eprint!("\r\x1b[K{line}");
+            }
+        }
+        Progress::Done(e, done, total) => {
+            let took = started.elapsed().as_secs_f64();
+            let why = e.reason.as_ref().map_or(String::new(), |r| format!(": {r}"));
+            if tty {
+                eprint!("\r\x1b[K");
+            }
+            let eta = eta(wall.elapsed().as_secs_f64(), done, total);
+            say!("{place} {} in {took:.2} s{why} ({eta})", e.outcome.word());
+        }
+    });
+    let (summary, stopped) = match r {
+        Ok(x) => x,
+        Err(e) => return usage(e),
+    };
+    say!(
+        "suite: {} in {:.1} s: {}; reports in {}",
+        summary.verdict.to_uppercase(),
+        wall.elapsed().as_secs_f64(),
+        summary.totals.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "),
+        args.out.display()
+    );
+    output::out(&match args.format {
+        SuiteFormat::Ktap => crate::ktap::render(&summary),
+        SuiteFormat::Json => summary.to_json(),
+        SuiteFormat::Md => suite::render::markdown(&summary),
+    });
+    if let Some(sig) = stopped {
+        say!("phc-harness: {sig}: stopped; the summary covers the runs that ended");
+        return Exit::Interrupted(sig);
+    }
+    if summary.failed() {
+        Exit::CheckFailed
+    } else {
+        Exit::Ok
+    }
+}
+
+/// Arguments of `compare`.
+#[derive(Debug, clap::Args)]
+pub struct CompareArgs {
+    /// A suite folder, a `run --out` folder, or a folder with latency.json files.
+    pub run_dir: PathBuf,
+    /// The baselines.
+    #[arg(long, default_value = "results/baselines")]
+    pub baseline: PathBuf,
+    /// Compare latency across different set-ups (kernel, QEMU, CPU model, accel, command line).
+    #[arg(long)]
+    pub allow_different_host: bool,
+}
+
+/// `phc-harness compare`: prints what moved as Markdown. Exit 0: no regression; 1: a metric
+/// regressed; 2: a baseline missing or malformed, a run not comparable, bad input.
+pub fn compare(args: CompareArgs) -> Exit {
+    if !args.baseline.is_dir() {
+        return usage(format!(
+            "{}: no baseline folder; promote a run with `phc-harness baseline RUN_DIR --baseline {}`",
+            args.baseline.display(),
+            args.baseline.display()
+        ));
+    }
+    let runs = match compare::load_runs(&args.run_dir) {
+        Ok(r) => r,
+        Err(e) => return usage(e),
+    };
+    let c = compare::compare(&runs, &args.baseline, args.allow_different_host);
+    output::out(&c.to_markdown());
+    if !c.errors.is_empty() {
+        for e in &c.errors {
+            say!("phc-harness: {e}");
+        }
+        Exit::Usage
+    } else if c.regressions() > 0 {
+        Exit::CheckFailed
+    } else {
+        Exit::Ok
+    }
+}
+
+/// Arguments of `baseline`.
+#[derive(Debug, clap::Args)]
+pub struct BaselineArgs {
+    /// The run to promote: a suite folder, a `run --out` folder, or latency.json folders.
+    pub run_dir: PathBuf,
+    /// The baselines folder to write into (`<backend>/<name>.json`).
+    #[arg(long, default_value = "results/baselines")]
+    pub baseline: PathBuf,
+}
+
+/// `phc-harness baseline`: writes one baseline per run, keeping the tolerances of the baseline
+/// it replaces. Aborted runs are refused (nothing is written then).
+pub fn promote(args: BaselineArgs) -> Exit {
+    let runs = match compare::load_runs(&args.run_dir) {
+        Ok(r) => r,
+        Err(e) => return usage(e),
+    };
+    let aborted: Vec<String> = runs
+        .iter()
+        .filter_map(|r| match r {
+            compare::Run::Scenario(e) if e.outcome == Outcome::Aborted => {
+                Some(format!("{} [{}]", e.scenario, e.backend))
+            }
+            _ => None,
+        })
+        .collect();
+    if !aborted.is_empty() {
+        return usage(format!("not promoting a run with aborted scenarios: {}", aborted.join(", ")));
+    }
+    for r in &runs {
+        let (name, backend) = match r {
+            compare::Run::Scenario(e) => (e.scenario.clone(), e.backend.clone()),
+            compare::Run::Latency(n, v) => {
+                let env = compare::latency_environment(v);
+                (n.clone(), env["kind"].as_str().unwrap_or("local").to_owned())
+            }
+        };
+        let path = baseline::path_for(&args.baseline, &backend, &name);
+        let keep = baseline::load(&path, &name, &backend).ok();
+        let b = match r {
+            compare::Run::Scenario(e) => baseline::from_entry(e, keep.as_ref()),
+            compare::Run::Latency(n, v) => compare::latency_baseline(n, v, keep.as_ref()),
+        };
+        if let Err(e) = baseline::save(&path, &b) {
+            return usage(e);
+        }
+        output::out(&format!("{}\n", path.display()));
+    }
+    Exit::Ok
+}
+
+/// Arguments of `merge`.
+#[derive(Debug, clap::Args)]
+pub struct MergeArgs {
+    /// The shard folders (each written by `suite --shard I/N`).
+    #[arg(required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// The merged suite folder.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `phc-harness merge`: one suite folder from its shards. Exit 0/1 as the merged suite's
+/// verdict; 2 when the folders do not make one suite.
+pub fn merge(args: MergeArgs) -> Exit {
+    match suite::merge(&args.dirs, &args.out) {
+        Ok(s) => {
+            output::out(&crate::ktap::render(&s));
+            if s.failed() {
+                Exit::CheckFailed
+            } else {
+                Exit::Ok
+            }
+        }
+        Err(e) => usage(e),
+    }
+}
