@@ -95,9 +95,7 @@ pub struct Baseline {
 #[derive(Debug, thiserror::Error)]
 pub enum BaselineError {
     /// No baseline for a run.
-    #[error(
-        "{path}: no baseline for {name} [{backend}]; promote a run with `phc-harness baseline RUN_DIR`"
-    )]
+    #[error("{path}: no baseline for {name} [{backend}]; promote a run with `phc-harness baseline RUN_DIR`")]
     Missing {
         /// Where it was looked for.
         path: PathBuf,
@@ -130,14 +128,44 @@ pub enum BaselineError {
 pub fn default_tolerance(metric: &str, backend: &str) -> (f64, f64) {
     let qemu = backend != "sim";
     match metric {
-        "offset_after_disturbance_s" => if qemu { (1.0, 0.1) } else { (0.001, 0.01) },
-        "steps" => if qemu { (1.0, 0.0) } else { (0.0, 0.0) },
-        "max_abs_offset_s" => if qemu { (1.0, 0.1) } else { (0.001, 0.05) },
-        "rms_after_recovery_ns" => if qemu { (10_000.0, 1.0) } else { (100.0, 0.5) },
+        "offset_after_disturbance_s" => {
+            if qemu {
+                (1.0, 0.1)
+            } else {
+                (0.001, 0.01)
+            }
+        }
+        "steps" => {
+            if qemu {
+                (1.0, 0.0)
+            } else {
+                (0.0, 0.0)
+            }
+        }
+        "max_abs_offset_s" => {
+            if qemu {
+                (1.0, 0.1)
+            } else {
+                (0.001, 0.05)
+            }
+        }
+        "rms_after_recovery_ns" => {
+            if qemu {
+                (10_000.0, 1.0)
+            } else {
+                (100.0, 0.5)
+            }
+        }
         "outcome" | "correction" => (0.0, 0.0),
         m if m.starts_with("ratio_") => (0.0, 0.25),
         // Times: a poll interval (chrony's 8 s at poll 3) in a guest, half a second in the sim.
-        _ => if qemu { (8.0, 0.25) } else { (0.5, 0.05) },
+        _ => {
+            if qemu {
+                (8.0, 0.25)
+            } else {
+                (0.5, 0.05)
+            }
+        }
     }
 }
 
@@ -160,9 +188,15 @@ pub fn check_override(t: &ToleranceOverride) -> Result<(), String> {
     Ok(())
 }
 
-fn num(v: Option<f64>) -> Value {
-    v.and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number)
+/// A metric value as a baseline stores it: rounded to 1 / `per_unit` (1 us for seconds, 0.1 ns
+/// for nanoseconds), so that float noise in the last digits neither shows nor matters.
+fn num(v: Option<f64>, per_unit: f64) -> Value {
+    v.map(|v| (v * per_unit).round() / per_unit)
+        .and_then(serde_json::Number::from_f64)
+        .map_or(Value::Null, Value::Number)
 }
+
+const PER_US: f64 = 1e6;
 
 /// The metric values of a suite entry (a scenario run), by name.
 pub fn entry_values(e: &Entry) -> BTreeMap<&'static str, Value> {
@@ -170,16 +204,22 @@ pub fn entry_values(e: &Entry) -> BTreeMap<&'static str, Value> {
     m.insert("outcome", Value::from(e.outcome.key()));
     let Some(r) = &e.recovery else { return m };
     m.insert("correction", Value::from(format!("{:?}", r.correction).to_lowercase()));
-    m.insert("offset_after_disturbance_s", num(r.offset_after_disturbance_ns.map(|v| v as f64 / 1e9)));
-    m.insert("time_to_first_correction_s", num(r.time_to_first_correction_s));
-    for (k, key) in [("1ms", "time_to_within_1ms_s"), ("100us", "time_to_within_100us_s"), ("1us", "time_to_within_1us_s")]
-    {
-        m.insert(key, num(r.time_to_within_s.get(k).copied().flatten()));
+    m.insert(
+        "offset_after_disturbance_s",
+        num(r.offset_after_disturbance_ns.map(|v| v as f64 / 1e9), PER_US),
+    );
+    m.insert("time_to_first_correction_s", num(r.time_to_first_correction_s, PER_US));
+    for (k, key) in [
+        ("1ms", "time_to_within_1ms_s"),
+        ("100us", "time_to_within_100us_s"),
+        ("1us", "time_to_within_1us_s"),
+    ] {
+        m.insert(key, num(r.time_to_within_s.get(k).copied().flatten(), PER_US));
     }
     m.insert("steps", Value::from(r.steps.len()));
-    m.insert("slew_duration_s", num(r.slew_duration_s));
-    m.insert("max_abs_offset_s", num(Some(r.max_abs_offset_ns as f64 / 1e9)));
-    m.insert("rms_after_recovery_ns", num(r.rms_after_recovery_ns));
+    m.insert("slew_duration_s", num(r.slew_duration_s, PER_US));
+    m.insert("max_abs_offset_s", num(Some(r.max_abs_offset_ns as f64 / 1e9), 1e9));
+    m.insert("rms_after_recovery_ns", num(r.rms_after_recovery_ns, 10.0));
     m
 }
 

@@ -61,7 +61,7 @@ pub struct Comparison {
 #[derive(Debug, Clone)]
 pub enum Run {
     /// A scenario on a backend.
-    Scenario(Entry),
+    Scenario(Box<Entry>),
     /// A latency measurement: its folder name and its `latency.json`.
     Latency(String, Value),
 }
@@ -75,7 +75,7 @@ pub fn load_runs(dir: &Path) -> Result<Vec<Run>, String> {
     let mut runs = Vec::new();
     if dir.join("summary.json").exists() {
         let s = crate::suite::summary::Summary::load(dir).map_err(|e| e.to_string())?;
-        runs.extend(s.entries.into_iter().map(Run::Scenario));
+        runs.extend(s.entries.into_iter().map(|e| Run::Scenario(Box::new(e))));
     }
     let mut subdirs: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
@@ -99,9 +99,9 @@ pub fn load_runs(dir: &Path) -> Result<Vec<Run>, String> {
         let rep = d.join("report.json");
         if !from_summary && d != dir && rep.is_file() {
             let text = std::fs::read_to_string(&rep).map_err(|e| format!("{}: {e}", rep.display()))?;
-            let r: crate::report::Report = serde_json::from_str(&text)
-                .map_err(|e| format!("{}: not a report: {e}", rep.display()))?;
-            runs.push(Run::Scenario(crate::suite::entry_from_report(&r, &d, dir, Vec::new())));
+            let r: crate::report::Report =
+                serde_json::from_str(&text).map_err(|e| format!("{}: not a report: {e}", rep.display()))?;
+            runs.push(Run::Scenario(Box::new(crate::suite::entry_from_report(&r, &d, dir, Vec::new()))));
         }
     }
     if runs.is_empty() {
@@ -114,8 +114,17 @@ pub fn load_runs(dir: &Path) -> Result<Vec<Run>, String> {
 }
 
 /// Environment keys that say what a run ran on, for the same-host rule.
-pub const HOST_KEYS: &[&str] =
-    &["kind", "accel", "clock", "kernel_release", "qemu_version", "cpu_model", "guest_cmdline", "driver", "device"];
+pub const HOST_KEYS: &[&str] = &[
+    "kind",
+    "accel",
+    "clock",
+    "kernel_release",
+    "qemu_version",
+    "cpu_model",
+    "guest_cmdline",
+    "driver",
+    "device",
+];
 
 /// A latency document's metrics: per method (and clock) the p50 and p99 round trip as ratios to
 /// the same run's `clock_gettime` baseline, and whether the method worked.
@@ -130,7 +139,9 @@ pub fn latency_values(v: &Value) -> BTreeMap<String, Value> {
         m.insert(format!("status.{key}"), meth["status"].clone());
         for p in ["p50", "p99"] {
             let ratio = match (meth["round_trip_ns"][p].as_f64(), base[p].as_f64()) {
-                (Some(a), Some(b)) if b > 0.0 => serde_json::Number::from_f64((a / b * 1000.0).round() / 1000.0),
+                (Some(a), Some(b)) if b > 0.0 => {
+                    serde_json::Number::from_f64((a / b * 1000.0).round() / 1000.0)
+                }
                 _ => None,
             };
             m.insert(format!("ratio_{p}.{key}"), ratio.map_or(Value::Null, Value::Number));
@@ -230,7 +241,14 @@ pub fn compare(runs: &[Run], dir: &Path, allow_different_host: bool) -> Comparis
             Run::Scenario(e) => {
                 let vals: BTreeMap<String, Value> =
                     baseline::entry_values(e).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-                (e.scenario.clone(), e.backend.clone(), vals, e.environment.clone(), e.tolerance.clone(), Some(e.seed))
+                (
+                    e.scenario.clone(),
+                    e.backend.clone(),
+                    vals,
+                    e.environment.clone(),
+                    e.tolerance.clone(),
+                    Some(e.seed),
+                )
             }
             Run::Latency(name, v) => {
                 let env = latency_environment(v);
@@ -241,7 +259,11 @@ pub fn compare(runs: &[Run], dir: &Path, allow_different_host: bool) -> Comparis
         let path = baseline::path_for(dir, &backend, &name);
         let base = match baseline::load(&path, &name, &backend) {
             Ok(b) => b,
-            Err(e @ (BaselineError::Missing { .. } | BaselineError::Malformed { .. } | BaselineError::Io { .. })) => {
+            Err(
+                e @ (BaselineError::Missing { .. }
+                | BaselineError::Malformed { .. }
+                | BaselineError::Io { .. }),
+            ) => {
                 c.errors.push(error_line(&e));
                 continue;
             }
@@ -263,7 +285,8 @@ pub fn compare(runs: &[Run], dir: &Path, allow_different_host: bool) -> Comparis
             })
             .collect();
         if !differs.is_empty() {
-            let what = format!("{name} [{backend}]: another set-up than the baseline's: {}", differs.join(", "));
+            let what =
+                format!("{name} [{backend}]: another set-up than the baseline's: {}", differs.join(", "));
             if matches!(run, Run::Latency(..)) && !allow_different_host {
                 c.errors.push(format!("{what}; latency is only compared on the same set-up (--allow-different-host to compare anyway)"));
                 continue;

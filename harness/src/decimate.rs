@@ -84,7 +84,8 @@ pub fn series(series: &[Observation], max: usize) -> Option<(Vec<Observation>, D
             keep[i - 1] = true;
         }
     }
-    let out: Vec<Observation> = series.iter().zip(&keep).filter(|(_, k)| **k).map(|(o, _)| o.clone()).collect();
+    let out: Vec<Observation> =
+        series.iter().zip(&keep).filter(|(_, k)| **k).map(|(o, _)| o.clone()).collect();
     let d = Decimation { from: series.len(), to: out.len(), method: "minmax".into(), buckets };
     Some((out, d))
 }
@@ -99,7 +100,8 @@ mod tests {
 
     #[test]
     fn keeps_spikes_gaps_and_ends() {
-        let mut s: Vec<Observation> = (0..100_000).map(|i| obs(f64::from(i) * 0.5, Some(10 + i64::from(i % 7)))).collect();
+        let mut s: Vec<Observation> =
+            (0..100_000).map(|i| obs(f64::from(i) * 0.5, Some(10 + i64::from(i % 7)))).collect();
         s[54_321].guest_offset_ns = Some(30_000_000_000);
         for o in &mut s[70_000..70_100] {
             o.guest_offset_ns = None;

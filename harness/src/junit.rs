@@ -21,7 +21,15 @@ fn case(x: &mut String, suite: &str, e: &Entry) {
     let all: Vec<String> = e
         .checks
         .iter()
-        .map(|c| format!("{} {}: expected {}, got {}", if c.pass { "ok  " } else { "FAIL" }, c.name, c.expected, c.actual))
+        .map(|c| {
+            format!(
+                "{} {}: expected {}, got {}",
+                if c.pass { "ok  " } else { "FAIL" },
+                c.name,
+                c.expected,
+                c.actual
+            )
+        })
         .collect();
     x.push_str(">\n");
     match e.outcome {
@@ -45,7 +53,8 @@ fn case(x: &mut String, suite: &str, e: &Entry) {
             x.push_str("      <skipped message=\"no checks: the scenario has no [expect] entries\"/>\n");
         }
         Outcome::Skipped => {
-            let _ = writeln!(x, "      <skipped message=\"{}\"/>", esc(e.reason.as_deref().unwrap_or("skipped")));
+            let _ =
+                writeln!(x, "      <skipped message=\"{}\"/>", esc(e.reason.as_deref().unwrap_or("skipped")));
         }
     }
     if !all.is_empty() {
@@ -92,7 +101,8 @@ pub fn render(s: &Summary) -> String {
             s.fidelity.len()
         );
         for f in &s.fidelity {
-            let _ = write!(x, "    <testcase classname=\"phc-harness.fidelity\" name=\"{}\"", esc(&f.scenario));
+            let _ =
+                write!(x, "    <testcase classname=\"phc-harness.fidelity\" name=\"{}\"", esc(&f.scenario));
             if f.agrees {
                 x.push_str("/>\n");
             } else {

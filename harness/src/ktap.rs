@@ -57,7 +57,13 @@ pub fn render(s: &Summary) -> String {
     for e in &s.entries {
         i += 1;
         for c in e.checks.iter().filter(|c| !c.pass) {
-            let _ = writeln!(k, "# {}: expected {}, got {}", clean(&c.name), clean(&c.expected), clean(&c.actual));
+            let _ = writeln!(
+                k,
+                "# {}: expected {}, got {}",
+                clean(&c.name),
+                clean(&c.expected),
+                clean(&c.actual)
+            );
         }
         let name = clean(&format!("{}.{}", e.scenario, e.backend));
         let line = match e.outcome {
@@ -67,7 +73,9 @@ pub fn render(s: &Summary) -> String {
                 let _ = writeln!(k, "# aborted: {}", clean(e.reason.as_deref().unwrap_or("")));
                 format!("not ok {i} {name}")
             }
-            Outcome::NoChecks => format!("ok {i} {name} # SKIP no checks: the scenario has no [expect] entries"),
+            Outcome::NoChecks => {
+                format!("ok {i} {name} # SKIP no checks: the scenario has no [expect] entries")
+            }
             Outcome::Skipped => format!("ok {i} {name} # SKIP {}", clean(e.reason.as_deref().unwrap_or(""))),
         };
         let _ = writeln!(k, "{line}");
@@ -154,7 +162,10 @@ mod tests {
     fn parses_what_kselftest_prints_and_refuses_what_it_does_not() {
         let doc = "KTAP version 1\n1..3\n# a diag\nok 1 a\n# why\nnot ok 2 b\nok 3 c # SKIP no kvm here\n# Totals: pass:1\n";
         let t = parse(doc).unwrap();
-        assert_eq!(t[0], Test { number: 1, name: "a".into(), result: Result::Ok, diagnostics: vec!["a diag".into()] });
+        assert_eq!(
+            t[0],
+            Test { number: 1, name: "a".into(), result: Result::Ok, diagnostics: vec!["a diag".into()] }
+        );
         assert_eq!(t[1].result, Result::NotOk);
         assert_eq!(t[1].diagnostics, ["why"]);
         assert_eq!(t[2].result, Result::Skip("no kvm here".into()));

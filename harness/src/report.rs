@@ -73,7 +73,7 @@ pub struct Report {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub series_decimated: Option<crate::decimate::Decimation>,
     /// Backend-specific facts (acceleration, boot time, daemon output).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub backend_info: BTreeMap<String, serde_json::Value>,
 }
 

@@ -242,6 +242,10 @@ pub struct BaselineArgs {
     /// The baselines folder to write into (`<backend>/<name>.json`).
     #[arg(long, default_value = "results/baselines")]
     pub baseline: PathBuf,
+    /// Also remove the baselines of the run's backends that the run has no scenario for (a
+    /// scenario removed or renamed). Only for a whole suite (no --filter, no --shard).
+    #[arg(long)]
+    pub prune: bool,
 }
 
 /// `phc-harness baseline`: writes one baseline per run, keeping the tolerances of the baseline
@@ -281,6 +285,36 @@ pub fn promote(args: BaselineArgs) -> Exit {
             return usage(e);
         }
         output::out(&format!("{}\n", path.display()));
+    }
+    if args.prune {
+        return prune(&args, &runs);
+    }
+    Exit::Ok
+}
+
+fn prune(args: &BaselineArgs, runs: &[compare::Run]) -> Exit {
+    match suite::summary::Summary::load(&args.run_dir) {
+        Ok(s) if s.filter.is_none() && s.shard.is_none() => {}
+        _ => return usage("--prune needs a whole suite folder (summary.json without --filter or --shard)"),
+    }
+    let mut by_backend: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    for r in runs {
+        if let compare::Run::Scenario(e) = r {
+            by_backend.entry(e.backend.as_str()).or_default().push(format!("{}.json", e.scenario));
+        }
+    }
+    for (backend, names) in by_backend {
+        let dir = args.baseline.join(backend);
+        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        for f in rd.filter_map(Result::ok) {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".json") && !names.contains(&name) {
+                if let Err(e) = std::fs::remove_file(f.path()) {
+                    return usage(format!("{}: {e}", f.path().display()));
+                }
+                say!("removed {} (no such scenario in the run)", f.path().display());
+            }
+        }
     }
     Exit::Ok
 }

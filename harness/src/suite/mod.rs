@@ -239,7 +239,8 @@ pub fn run(
             if sim.backend == "sim" && q.backend == "qemu" {
                 let f = fidelity::compare(sim, q, runner::poll_interval_s(s));
                 let dir = runner::fidelity_dir(&opts.out, &s.name);
-                runner::write_fidelity(&f, &dir).map_err(|source| SuiteError::Io { path: dir.clone(), source })?;
+                runner::write_fidelity(&f, &dir)
+                    .map_err(|source| SuiteError::Io { path: dir.clone(), source })?;
                 fid.push(FidelityEntry {
                     scenario: s.name.clone(),
                     agrees: f.agrees,
@@ -321,7 +322,8 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Summary, SuiteError> {
     let mut entries = Vec::new();
     let mut fid = Vec::new();
     for (s, d) in sums.iter().zip(dirs) {
-        let folders = s.entries.iter().filter_map(|e| e.dir.clone()).chain(s.fidelity.iter().map(|f| f.dir.clone()));
+        let folders =
+            s.entries.iter().filter_map(|e| e.dir.clone()).chain(s.fidelity.iter().map(|f| f.dir.clone()));
         for f in folders {
             copy_folder(&d.join(&f), &out.join(&f))?;
         }
@@ -330,9 +332,12 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Summary, SuiteError> {
     }
     // The unsharded order: scenario names, then backends in run order.
     let order = |b: &str| first.backends.iter().position(|x| x == b).unwrap_or(usize::MAX);
-    entries.sort_by(|a, b| (a.scenario.as_str(), order(&a.backend)).cmp(&(b.scenario.as_str(), order(&b.backend))));
+    entries.sort_by(|a, b| {
+        (a.scenario.as_str(), order(&a.backend)).cmp(&(b.scenario.as_str(), order(&b.backend)))
+    });
     fid.sort_by(|a, b| a.scenario.cmp(&b.scenario));
-    let merged = Summary::new(first.backends.clone(), first.filter.clone(), None, first.selected, entries, fid);
+    let merged =
+        Summary::new(first.backends.clone(), first.filter.clone(), None, first.selected, entries, fid);
     write_suite_files(out, &merged)?;
     Ok(merged)
 }

@@ -36,10 +36,11 @@ fn totals_line(s: &Summary) -> String {
     if let Some(sh) = s.shard {
         parts.push(format!("shard {}/{}", sh.index, sh.count));
     }
-    let counts: Vec<String> = [Outcome::Pass, Outcome::Fail, Outcome::NoChecks, Outcome::Aborted, Outcome::Skipped]
-        .iter()
-        .map(|o| format!("{} {}", o.word().to_lowercase(), s.totals.get(o.key()).copied().unwrap_or(0)))
-        .collect();
+    let counts: Vec<String> =
+        [Outcome::Pass, Outcome::Fail, Outcome::NoChecks, Outcome::Aborted, Outcome::Skipped]
+            .iter()
+            .map(|o| format!("{} {}", o.word().to_lowercase(), s.totals.get(o.key()).copied().unwrap_or(0)))
+            .collect();
     format!("Backends: {}; {}. {}.", s.backends.join(", "), parts.join(", "), counts.join(", "))
 }
 
@@ -59,14 +60,24 @@ pub fn markdown(s: &Summary) -> String {
     let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|");
     for e in &s.entries {
         let link = e.dir.as_ref().map_or("-".into(), |d| format!("[report]({d}/report.md)"));
-        let _ = writeln!(m, "| {} | {} | {} | {} | {link} |", e.scenario, e.backend, e.outcome.word(), cells(e).join(" | "));
+        let _ = writeln!(
+            m,
+            "| {} | {} | {} | {} | {link} |",
+            e.scenario,
+            e.backend,
+            e.outcome.word(),
+            cells(e).join(" | ")
+        );
     }
     let failed: Vec<String> = s
         .entries
         .iter()
         .flat_map(|e| {
             e.checks.iter().filter(|c| !c.pass).map(move |c| {
-                format!("- {} [{}]: {}: expected {}, got {}", e.scenario, e.backend, c.name, c.expected, c.actual)
+                format!(
+                    "- {} [{}]: {}: expected {}, got {}",
+                    e.scenario, e.backend, c.name, c.expected, c.actual
+                )
             })
         })
         .collect();
@@ -76,7 +87,9 @@ pub fn markdown(s: &Summary) -> String {
     let why: Vec<String> = s
         .entries
         .iter()
-        .filter_map(|e| e.reason.as_ref().map(|r| format!("- {} [{}] {}: {r}", e.scenario, e.backend, e.outcome.word())))
+        .filter_map(|e| {
+            e.reason.as_ref().map(|r| format!("- {} [{}] {}: {r}", e.scenario, e.backend, e.outcome.word()))
+        })
         .collect();
     if !why.is_empty() {
         let _ = writeln!(m, "\n## Skipped and aborted\n\n{}", why.join("\n"));
@@ -84,7 +97,13 @@ pub fn markdown(s: &Summary) -> String {
     if !s.fidelity.is_empty() {
         let _ = writeln!(m, "\n## Sim against QEMU\n\n| scenario | agrees | table |\n|---|---|---|");
         for f in &s.fidelity {
-            let _ = writeln!(m, "| {} | {} | [fidelity]({}/fidelity.md) |", f.scenario, if f.agrees { "yes" } else { "**no**" }, f.dir);
+            let _ = writeln!(
+                m,
+                "| {} | {} | [fidelity]({}/fidelity.md) |",
+                f.scenario,
+                if f.agrees { "yes" } else { "**no**" },
+                f.dir
+            );
         }
     }
     m
@@ -103,7 +122,10 @@ svg{max-width:100%;height:auto}";
 
 fn recovery_rows(r: &Recovery) -> Vec<(String, String)> {
     let mut rows = vec![
-        ("offset after disturbance".to_owned(), r.offset_after_disturbance_ns.map_or("-".into(), |v| fmt_ns(v as f64))),
+        (
+            "offset after disturbance".to_owned(),
+            r.offset_after_disturbance_ns.map_or("-".into(), |v| fmt_ns(v as f64)),
+        ),
         ("time to first correction".into(), secs(r.time_to_first_correction_s)),
     ];
     for (k, v) in &r.time_to_within_s {
@@ -215,7 +237,13 @@ pub fn html(s: &Summary, dir: &Path) -> String {
         h.push_str("</section>\n");
     }
     for f in &s.fidelity {
-        let _ = writeln!(h, "<section id=\"{}-fidelity\">\n<h2>{}: sim against QEMU: {}</h2>", esc(&f.scenario), esc(&f.scenario), if f.agrees { "agree" } else { "DISAGREE" });
+        let _ = writeln!(
+            h,
+            "<section id=\"{}-fidelity\">\n<h2>{}: sim against QEMU: {}</h2>",
+            esc(&f.scenario),
+            esc(&f.scenario),
+            if f.agrees { "agree" } else { "DISAGREE" }
+        );
         let path = dir.join(&f.dir).join("fidelity.json");
         let parsed: Option<crate::fidelity::Fidelity> =
             std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok());
@@ -240,7 +268,11 @@ pub fn html(s: &Summary, dir: &Path) -> String {
                 h.push_str("</table>\n");
             }
             None => {
-                let _ = writeln!(h, "<p>{}: missing or not a fidelity document</p>", esc(&path.display().to_string()));
+                let _ = writeln!(
+                    h,
+                    "<p>{}: missing or not a fidelity document</p>",
+                    esc(&path.display().to_string())
+                );
             }
         }
         h.push_str("</section>\n");

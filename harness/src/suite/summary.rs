@@ -178,16 +178,11 @@ impl Summary {
         entries: Vec<Entry>,
         fidelity: Vec<FidelityEntry>,
     ) -> Self {
-        let mut totals: BTreeMap<String, usize> = [
-            Outcome::Pass,
-            Outcome::Fail,
-            Outcome::NoChecks,
-            Outcome::Aborted,
-            Outcome::Skipped,
-        ]
-        .iter()
-        .map(|o| (o.key().to_owned(), 0))
-        .collect();
+        let mut totals: BTreeMap<String, usize> =
+            [Outcome::Pass, Outcome::Fail, Outcome::NoChecks, Outcome::Aborted, Outcome::Skipped]
+                .iter()
+                .map(|o| (o.key().to_owned(), 0))
+                .collect();
         for e in &entries {
             *totals.entry(e.outcome.key().to_owned()).or_insert(0) += 1;
         }
