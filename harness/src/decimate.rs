@@ -10,7 +10,7 @@ use crate::engine::Observation;
 
 /// report.json keeps series up to this many observations whole; longer ones are decimated
 /// (unless `--full-series`).
-pub const MAX_JSON_SERIES: usize = 20_000;
+pub const MAX_JSON_SERIES: usize = 5_000;
 
 /// How a series was thinned (`series_decimated` in report.json).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -18,6 +18,7 @@ pub mod fidelity;
 pub mod junit;
 pub mod ktap;
 pub mod plot;
+pub mod plot_latency;
 pub mod report;
 pub mod runner;
 pub mod scenario;

@@ -294,18 +294,6 @@ fn failures_and_checkless_scenarios_show_in_every_format() {
     assert_eq!(o.status.code(), Some(2));
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 #[test]
 fn compare_names_a_regression_and_refuses_bad_baselines() {
     let dir = tempfile::tempdir().unwrap();
@@ -490,5 +478,114 @@ fn shards_merged_equal_the_unsharded_suite() {
     assert_eq!(o.status.code(), Some(2));
     let o = harness(&["merge", "--out", merged.to_str().unwrap(), whole.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "a whole suite is not a shard");
-    let _ = copy_tree; // used by the plot tests below
+}
+
+/// The points of an SVG path's `d` (M and L commands).
+fn path_points(d: &str) -> Vec<(f64, f64)> {
+    d.split_whitespace()
+        .map(|p| {
+            let (x, y) = p[1..].split_once(',').unwrap();
+            (x.parse().unwrap(), y.parse().unwrap())
+        })
+        .collect()
+}
+
+/// The guest's offset line of a plot.svg (drawn in the guest colour).
+fn guest_path(svg: &El) -> Vec<(f64, f64)> {
+    let paths = svg.find("path");
+    let guest = paths.iter().find(|p| p.attr("stroke") == Some("#1f5fbf")).expect("the guest's line");
+    path_points(guest.attr("d").unwrap())
+}
+
+#[test]
+fn a_simulated_day_stays_small_and_its_plots_hold_the_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let sc = dir.path().join("sc");
+    std::fs::create_dir(&sc).unwrap();
+    let base = std::fs::read_to_string(root().join("scenarios/azure-pause-30s.toml")).unwrap();
+    let day = base.replace("observe_s = 300", "observe_s = 86100");
+    assert_ne!(day, base);
+    std::fs::write(sc.join("day.toml"), day).unwrap();
+    std::fs::write(sc.join("short.toml"), &base).unwrap();
+    let out = dir.path().join("out");
+    let o = harness(&["suite", sc.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    let d = out.join("day-sim-seed1");
+    let json_len = std::fs::metadata(d.join("report.json")).unwrap().len();
+    let svg_text = std::fs::read_to_string(d.join("plot.svg")).unwrap();
+    assert!(json_len < 1_000_000, "report.json of a simulated day: {json_len} bytes");
+    assert!(svg_text.len() < 100_000, "plot.svg of a simulated day: {} bytes", svg_text.len());
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("report.json")).unwrap()).unwrap();
+    assert_eq!(r["series_decimated"]["from"], 172_801);
+    assert_eq!(r["series_decimated"]["to"], r["series"].as_array().unwrap().len());
+    // The whole series drawn as at most two points per pixel column, the 30 s spike included.
+    let svg = parse_xml(&svg_text);
+    assert_eq!(svg.name, "svg");
+    let pts = guest_path(&svg);
+    assert!((810..=2 * 810 + 4).contains(&pts.len()), "{} points", pts.len());
+    let top = pts.iter().map(|p| p.1).fold(f64::MAX, f64::min);
+    assert!(top < 60.0, "the 30 s offset reaches the top decade: y {top}");
+    assert!(!svg
+        .find("rect")
+        .iter()
+        .any(|r| r.attr("opacity").is_none() && r.attr("fill") == Some("#f4c430")));
+    assert_eq!(
+        svg.find("rect").iter().filter(|r| r.attr("fill") == Some("#f4c430")).count(),
+        1,
+        "the pause is shaded"
+    );
+    assert!(svg.find("line").iter().any(|l| l.attr("stroke-dasharray").is_some()), "the step is marked");
+    // --full-series keeps every observation.
+    let full = dir.path().join("full");
+    let o = harness(&[
+        "suite",
+        sc.to_str().unwrap(),
+        "--filter",
+        "day",
+        "--full-series",
+        "--out",
+        full.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(full.join("day-sim-seed1/report.json")).unwrap())
+            .unwrap();
+    assert_eq!(r["series"].as_array().unwrap().len(), 172_801);
+    assert!(r.get("series_decimated").is_none());
+
+    // A short run's plot holds every observation: one point each.
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("short-sim-seed1/report.json")).unwrap())
+            .unwrap();
+    let n = r["series"].as_array().unwrap().iter().filter(|o| !o["guest_offset_ns"].is_null()).count();
+    let svg = parse_xml(&std::fs::read_to_string(out.join("short-sim-seed1/plot.svg")).unwrap());
+    assert_eq!(guest_path(&svg).len(), n);
+}
+
+#[test]
+fn latency_plots_parse_back_with_every_method() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = serde_json::json!({
+        "device": "/dev/ptp0", "driver": "nic", "samples": 20, "n_per_call": 1,
+        "baseline": {"method": "clock_gettime", "clock": "monotonic", "status": "ok",
+            "round_trip_ns": {"count": 20, "p50": 30, "p99": 50, "histogram": [{"le_ns": 20, "count": 4}, {"le_ns": 50, "count": 16}]}},
+        "methods": [
+            {"method": "basic", "clock": null, "status": "ok",
+             "round_trip_ns": {"count": 20, "p50": 4000, "p99": 9000, "histogram": [{"le_ns": 5000, "count": 15}, {"le_ns": 10000, "count": 5}]}},
+            {"method": "precise", "clock": null, "status": "unsupported", "round_trip_ns": null}
+        ]
+    });
+    let f = dir.path().join("latency.json");
+    std::fs::write(&f, doc.to_string()).unwrap();
+    let o = harness(&["plot", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let cdf = parse_xml(&std::fs::read_to_string(dir.path().join("latency-cdf.svg")).unwrap());
+    let labels: Vec<&str> = cdf.find("path").iter().filter_map(|p| p.attr("data-label")).collect();
+    assert_eq!(labels, ["clock_gettime (baseline)", "basic"]);
+    let hist = parse_xml(&std::fs::read_to_string(dir.path().join("latency-histogram.svg")).unwrap());
+    assert_eq!(hist.find("g").len(), 2);
+    let o = harness(&["plot", dir.path().join("nope.json").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
 }

@@ -41,6 +41,8 @@ enum Cmd {
     Baseline(suite::BaselineArgs),
     /// Join the folders of suite shards (`suite --shard I/N`) into one suite folder.
     Merge(suite::MergeArgs),
+    /// Plot a latency run (latency --format json): a histogram per method and the CDFs, as SVG.
+    Plot(suite::PlotArgs),
     /// Serve the host inside the harness's QEMU guest (started by the guest's init).
     #[command(hide = true)]
     Agent(agent::AgentArgs),
@@ -64,6 +66,7 @@ pub fn main() -> std::process::ExitCode {
         Cmd::Compare(a) => suite::compare(a),
         Cmd::Baseline(a) => suite::promote(a),
         Cmd::Merge(a) => suite::merge(a),
+        Cmd::Plot(a) => suite::plot(a),
         Cmd::Agent(a) => agent::run(a),
         Cmd::Accel(a) => accel::run(a),
     };

@@ -345,3 +345,51 @@ pub fn merge(args: MergeArgs) -> Exit {
         Err(e) => usage(e),
     }
 }
+
+/// Arguments of `plot`.
+#[derive(Debug, clap::Args)]
+pub struct PlotArgs {
+    /// A latency document (`latency --format json > latency.json`).
+    pub latency_json: PathBuf,
+    /// Where to write latency-histogram.svg and latency-cdf.svg (default: beside the file).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `phc-harness plot`: a latency run's histogram per method and its CDFs, as SVG.
+pub fn plot(args: PlotArgs) -> Exit {
+    let text = match std::fs::read_to_string(&args.latency_json) {
+        Ok(t) => t,
+        Err(e) => return usage(format!("{}: {e}", args.latency_json.display())),
+    };
+    let doc: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => return usage(format!("{}: not JSON: {e}", args.latency_json.display())),
+    };
+    let ds = crate::plot_latency::distributions(&doc);
+    if ds.is_empty() {
+        return usage(format!(
+            "{}: no round-trip histogram in it (not a latency document?)",
+            args.latency_json.display()
+        ));
+    }
+    let dir = args.out.clone().unwrap_or_else(|| {
+        args.latency_json
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."))
+            .to_owned()
+    });
+    let title = doc["device"].as_str().unwrap_or("latency");
+    for (name, svg) in [
+        ("latency-histogram.svg", crate::plot_latency::histogram_svg(title, &ds)),
+        ("latency-cdf.svg", crate::plot_latency::cdf_svg(title, &ds)),
+    ] {
+        let path = dir.join(name);
+        if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, svg)) {
+            return usage(format!("{}: {e}", path.display()));
+        }
+        output::out(&format!("{}\n", path.display()));
+    }
+    Exit::Ok
+}
