@@ -67,6 +67,10 @@ pub struct RunArgs {
     /// What to print on stdout.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Keep the whole offset series in report.json (series longer than 5000 observations are
+    /// decimated by default; the metrics always come from the whole series).
+    #[arg(long)]
+    pub full_series: bool,
     /// QEMU backend: the static harness binary for the guest (default: PHC_AGENT_BIN, or what
     /// ci/build-agent.sh builds).
     #[arg(long)]
@@ -220,7 +224,9 @@ pub fn run(args: RunArgs) -> Exit {
                 }
             };
             let dir = runner::report_dir(&args.out, &report);
-            if let Err(e) = runner::write_all(&report, &dir) {
+            let written =
+                if args.full_series { runner::write_all_full(&report, &dir) } else { runner::write_all(&report, &dir) };
+            if let Err(e) = written {
                 return usage(format!("{}: {e}", dir.display()));
             }
             if matches!(report.verdict, Verdict::Fail | Verdict::Aborted) {
