@@ -32,6 +32,7 @@ fn main() {
                 boot_timeout: Duration::from_secs(120),
                 ptp_kvm: false,
                 clock,
+                kernel_dir: None,
             };
             let r = run_qemu(s, &opts, true).unwrap_or_else(|e| panic!("{}: {e}", s.name));
             println!(

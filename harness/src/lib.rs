@@ -16,6 +16,7 @@ pub mod engine;
 pub mod exit;
 pub mod fidelity;
 pub mod junit;
+pub mod kernel;
 pub mod ktap;
 pub mod plot;
 pub mod plot_latency;

@@ -116,6 +116,7 @@ pub fn run_qemu(s: &Scenario, opts: &QemuOptions, progress: bool) -> Result<Repo
         }
     };
     info.insert("clock".into(), serde_json::json!(opts.clock.name()));
+    record_setup(&mut info, opts);
     let wall_s = wall.elapsed().as_secs_f64();
     info.insert("wall_s".into(), serde_json::json!((wall_s * 1000.0).round() / 1000.0));
     info.insert("speedup".into(), serde_json::json!((s.duration_s() / wall_s * 10.0).round() / 10.0));
@@ -125,6 +126,23 @@ pub fn run_qemu(s: &Scenario, opts: &QemuOptions, progress: bool) -> Result<Repo
 }
 
 type BackendInfo = std::collections::BTreeMap<String, serde_json::Value>;
+
+/// The set-up a QEMU run's figures depend on, as the harness launched it: the kernel release
+/// (the booted folder's `VERSION`), QEMU's version, the CPU model (`host` under KVM, QEMU's
+/// default `qemu64` under TCG) and the guest's kernel command line. `compare` refuses latency
+/// across different ones.
+fn record_setup(info: &mut BackendInfo, opts: &QemuOptions) {
+    let kdir = opts.kernel_dir.clone().unwrap_or_else(|| phc_qemu::image::cache_dir().join("kernel"));
+    if let Some(r) = crate::kernel::release_of(&kdir) {
+        info.insert("kernel_release".into(), serde_json::json!(r));
+    }
+    if let Some(v) = crate::kernel::qemu_version() {
+        info.insert("qemu_version".into(), serde_json::json!(v));
+    }
+    let kvm = info.get("accel").and_then(|a| a.as_str()) == Some("kvm");
+    info.insert("cpu_model".into(), serde_json::json!(if kvm { "host" } else { "qemu64" }));
+    info.insert("guest_cmdline".into(), serde_json::json!(phc_qemu::launcher::DEFAULT_CMDLINE));
+}
 
 /// Runs the engine on a started QEMU backend: what it saw, why it stopped early (if it did), and
 /// the backend's facts (`finish` after a whole run, `info` after an aborted one).

@@ -19,6 +19,7 @@ fn kvm_opts() -> QemuOptions {
         boot_timeout: Duration::from_secs(60),
         ptp_kvm: true,
         clock: ClockMode::Real,
+        kernel_dir: None,
     }
 }
 

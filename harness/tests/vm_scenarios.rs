@@ -24,6 +24,7 @@ fn opts(clock: ClockMode) -> QemuOptions {
         boot_timeout: Duration::from_secs(120),
         ptp_kvm: false,
         clock,
+        kernel_dir: None,
     }
 }
 

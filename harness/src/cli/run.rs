@@ -91,6 +91,9 @@ pub struct RunArgs {
     /// QEMU backend: longest wait from starting QEMU to the guest agent's first answer.
     #[arg(long, default_value_t = 120.0)]
     pub boot_timeout_s: f64,
+    /// QEMU backend: the guest kernel.
+    #[command(flatten)]
+    pub kernel: super::args::KernelArgs,
 }
 
 /// Arguments of `scenarios`.
@@ -178,6 +181,12 @@ pub fn run(args: RunArgs) -> Exit {
     if args.observe_s.is_some() && !args.backend.contains(&BackendKind::Qemu) {
         say!("phc-harness: note: --observe-s applies to the qemu backend only");
     }
+    // Unpacked only for a QEMU run: the temp folder lives until the runs are done.
+    let kernel = match args.backend.contains(&BackendKind::Qemu).then(|| args.kernel.prepare()) {
+        Some(Ok(k)) => k,
+        Some(Err(e)) => return usage(e),
+        None => None,
+    };
     let qemu_opts = if args.backend.contains(&BackendKind::Qemu) {
         // A Ctrl-C (or `timeout`'s SIGTERM) then ends the run through the normal path: an
         // aborted report, QEMU killed, temp files removed.
@@ -189,6 +198,7 @@ pub fn run(args: RunArgs) -> Exit {
                 boot_timeout: Duration::from_secs_f64(args.boot_timeout_s.clamp(0.1, 3600.0)),
                 ptp_kvm: args.phc == GuestPhc::PtpKvm,
                 clock: args.clock,
+                kernel_dir: kernel.as_ref().map(|k| k.path.clone()),
             }),
             Err(e) => return usage(e),
         }
@@ -224,8 +234,11 @@ pub fn run(args: RunArgs) -> Exit {
                 }
             };
             let dir = runner::report_dir(&args.out, &report);
-            let written =
-                if args.full_series { runner::write_all_full(&report, &dir) } else { runner::write_all(&report, &dir) };
+            let written = if args.full_series {
+                runner::write_all_full(&report, &dir)
+            } else {
+                runner::write_all(&report, &dir)
+            };
             if let Err(e) = written {
                 return usage(format!("{}: {e}", dir.display()));
             }

@@ -75,6 +75,9 @@ pub struct SuiteArgs {
     /// QEMU backend: longest wait from starting QEMU to the guest agent's first answer.
     #[arg(long, default_value_t = 120.0)]
     pub boot_timeout_s: f64,
+    /// QEMU backend: the guest kernel.
+    #[command(flatten)]
+    pub kernel: super::args::KernelArgs,
 }
 
 fn usage(msg: impl std::fmt::Display) -> Exit {
@@ -120,6 +123,12 @@ pub fn suite(args: SuiteArgs) -> Exit {
             SuiteBackend::Qemu => Backend::Qemu,
         })
         .collect();
+    // Unpacked only for a QEMU run: the temp folder lives until the runs are done.
+    let kernel = match backends.contains(&Backend::Qemu).then(|| args.kernel.prepare()) {
+        Some(Ok(k)) => k,
+        Some(Err(e)) => return usage(e),
+        None => None,
+    };
     let qemu_opts = if backends.contains(&Backend::Qemu) {
         qemu::prepare_process();
         match find_agent_bin(args.agent_bin.clone()) {
@@ -129,6 +138,7 @@ pub fn suite(args: SuiteArgs) -> Exit {
                 boot_timeout: Duration::from_secs_f64(args.boot_timeout_s.clamp(0.1, 3600.0)),
                 ptp_kvm: false,
                 clock: args.clock,
+                kernel_dir: kernel.as_ref().map(|k| k.path.clone()),
             }),
             Err(e) => return usage(e),
         }

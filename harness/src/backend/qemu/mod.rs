@@ -50,6 +50,9 @@ pub struct QemuOptions {
     pub ptp_kvm: bool,
     /// Virtual or real time for scenarios (device commands always run in real time).
     pub clock: ClockMode,
+    /// The kernel to boot, in the image builder's layout (`crate::kernel`); `None` boots the
+    /// cached Debian kernel.
+    pub kernel_dir: Option<PathBuf>,
 }
 
 /// The time a scenario's guest runs in.
@@ -147,8 +150,12 @@ pub use phc_qemu::session::BootInfo;
 /// Boots the guest for `opts` (phc_qemu's one boot path): `role` names it (`scenario`,
 /// `device`); `clock` is QEMU's, with the RTC starting at `rtc_base_s` in virtual time.
 pub fn boot(opts: &QemuOptions, role: &str, clock: GuestClock) -> Result<(Session, BootInfo), Error> {
+    let mut spec = ImageSpec::with_agent(&opts.agent_bin);
+    if let Some(k) = &opts.kernel_dir {
+        spec.kernel_dir = k.clone();
+    }
     Session::start(&BootOptions {
-        spec: ImageSpec::with_agent(&opts.agent_bin),
+        spec,
         accel: opts.accel,
         clock,
         role: role.into(),
