@@ -61,7 +61,7 @@ pub struct KernelArgs {
     /// needs --modules.
     #[arg(long, requires = "modules", conflicts_with = "kernel_deb")]
     pub kernel: Option<PathBuf>,
-    /// QEMU backend: the modules of --kernel, the folder lib/modules/<release> (its name is the
+    /// QEMU backend: the modules of --kernel, the folder `lib/modules/<release>` (its name is the
     /// release; modules.dep is made when missing).
     #[arg(long, requires = "kernel")]
     pub modules: Option<PathBuf>,
