@@ -224,6 +224,22 @@ pub fn judge(m: &Metric, abs: f64, rel: f64, current: &Value) -> Status {
     }
 }
 
+/// A run's outcome against its baseline's: a worse one (a pass that now fails) is a
+/// regression, a better one (a failure that now passes) an improvement.
+pub fn judge_outcome(base: &Value, current: &Value) -> Status {
+    let rank = |v: &Value| match v.as_str() {
+        Some("pass") => 0,
+        Some("no_checks" | "skipped") => 1,
+        Some("fail") => 2,
+        _ => 3,
+    };
+    match rank(current).cmp(&rank(base)) {
+        std::cmp::Ordering::Equal if current == base => Status::Same,
+        std::cmp::Ordering::Less => Status::Improved,
+        _ => Status::Regressed,
+    }
+}
+
 fn tolerance_text(m: &Metric, abs: f64, rel: f64) -> String {
     match m.better {
         Better::Exact => "equal".into(),
@@ -300,6 +316,7 @@ pub fn compare(runs: &[Run], dir: &Path, allow_different_host: bool) -> Comparis
                 .find(|o| o.metric == *k && o.backend.as_deref().is_none_or(|b| b == backend))
                 .map_or((m.abs, m.rel), |o| (o.abs, o.rel));
             let (current, status) = match values.get(k) {
+                Some(v) if k == "outcome" => (v.clone(), judge_outcome(&m.value, v)),
                 Some(v) => (v.clone(), judge(m, abs, rel, v)),
                 None => (Value::from("missing"), Status::Regressed),
             };
@@ -418,6 +435,16 @@ mod tests {
         let x = metric(Value::from("step"), Better::Exact);
         assert_eq!(judge(&x, 0.0, 0.0, &Value::from("slew")), Status::Regressed);
         assert_eq!(judge(&x, 0.0, 0.0, &Value::from("step")), Status::Same);
+    }
+
+    #[test]
+    fn outcomes_have_a_better_side() {
+        let v = |s: &str| Value::from(s);
+        assert_eq!(judge_outcome(&v("pass"), &v("fail")), Status::Regressed);
+        assert_eq!(judge_outcome(&v("fail"), &v("pass")), Status::Improved);
+        assert_eq!(judge_outcome(&v("pass"), &v("pass")), Status::Same);
+        assert_eq!(judge_outcome(&v("skipped"), &v("no_checks")), Status::Regressed);
+        assert_eq!(judge_outcome(&v("fail"), &v("aborted")), Status::Regressed);
     }
 
     #[test]

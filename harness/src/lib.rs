@@ -18,6 +18,7 @@ pub mod fidelity;
 pub mod junit;
 pub mod kernel;
 pub mod ktap;
+pub mod local;
 pub mod plot;
 pub mod plot_latency;
 pub mod report;

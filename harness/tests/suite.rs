@@ -589,3 +589,34 @@ fn latency_plots_parse_back_with_every_method() {
     let o = harness(&["plot", dir.path().join("nope.json").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn the_local_backend_without_a_phc_is_one_clear_line() {
+    let out = tempfile::tempdir().unwrap();
+    // /dev/null is a character device, but not a PTP clock: refused before anything runs.
+    let o = harness(&[
+        "suite",
+        "--backend",
+        "local",
+        "--device",
+        "/dev/null",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("phc-harness: --backend local: /dev/null: "), "{err}");
+    let have_ptp = !phc::sysfs::discover(&phc::Roots::default()).unwrap_or_default().is_empty()
+        || Path::new("/dev/ptp_hyperv").exists();
+    if have_ptp {
+        println!("skipped the no-PHC case: this machine has a PTP clock");
+        return;
+    }
+    let o = harness(&["suite", "--backend", "local", "--out", out.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "phc-harness: --backend local: no PTP clock on this machine (/sys/class/ptp has none); --backend local needs one, or --device PATH\n"
+    );
+}

@@ -21,6 +21,8 @@ pub enum SuiteBackend {
     Sim,
     /// A QEMU guest with the real chronyd.
     Qemu,
+    /// This machine's own PHC (/dev/ptp_hyperv, /dev/ptpN) and daemon, in wall-clock time.
+    Local,
 }
 
 /// What `suite` prints on stdout.
@@ -78,6 +80,13 @@ pub struct SuiteArgs {
     /// QEMU backend: the guest kernel.
     #[command(flatten)]
     pub kernel: super::args::KernelArgs,
+    /// Local backend: the PHC to observe (default /dev/ptp_hyperv, else the first in sysfs).
+    #[arg(long)]
+    pub device: Option<PathBuf>,
+    /// Local backend: let `guest_step` scenarios step this machine's clock (it is stepped back
+    /// onto the PHC afterwards if the daemon has not done so).
+    #[arg(long)]
+    pub allow_clock_writes: bool,
 }
 
 fn usage(msg: impl std::fmt::Display) -> Exit {
@@ -121,8 +130,23 @@ pub fn suite(args: SuiteArgs) -> Exit {
         .map(|b| match b {
             SuiteBackend::Sim => Backend::Sim,
             SuiteBackend::Qemu => Backend::Qemu,
+            SuiteBackend::Local => Backend::Local,
         })
         .collect();
+    let local = if backends.contains(&Backend::Local) {
+        if let Err(e) = phc_qemu::signals::install() {
+            say!("phc-harness: cannot handle SIGINT/SIGTERM: {e}");
+        }
+        // Checked once here, so a wrong device is one line and exit 2, not a suite of aborts.
+        match crate::local::find_device(args.device.as_deref())
+            .and_then(|d| crate::local::LocalBackend::open(&d, args.allow_clock_writes).map(|_| d))
+        {
+            Ok(d) => Some((d, args.allow_clock_writes)),
+            Err(e) => return usage(format!("--backend local: {e}")),
+        }
+    } else {
+        None
+    };
     // Unpacked only for a QEMU run: the temp folder lives until the runs are done.
     let kernel = match backends.contains(&Backend::Qemu).then(|| args.kernel.prepare()) {
         Some(Ok(k)) => k,
@@ -152,6 +176,7 @@ pub fn suite(args: SuiteArgs) -> Exit {
         shard: args.shard,
         full_series: args.full_series,
         out: args.out.clone(),
+        local,
     };
     let tty = std::io::stderr().is_terminal();
     let wall = Instant::now();

@@ -59,6 +59,8 @@ pub enum Backend {
     Sim,
     /// A QEMU guest with the real chronyd.
     Qemu,
+    /// This machine's own PHC and daemon, in wall-clock time.
+    Local,
 }
 
 impl Backend {
@@ -67,6 +69,7 @@ impl Backend {
         match self {
             Self::Sim => "sim",
             Self::Qemu => "qemu",
+            Self::Local => "local",
         }
     }
 }
@@ -86,6 +89,8 @@ pub struct Options {
     pub full_series: bool,
     /// The suite folder.
     pub out: PathBuf,
+    /// The local backend: the PHC to observe, and whether the clock may be stepped.
+    pub local: Option<(PathBuf, bool)>,
 }
 
 /// What a suite run tells its caller as it goes.
@@ -190,6 +195,27 @@ pub fn run(
             let report = match b {
                 Backend::Sim => runner::run_sim(s)
                     .map_err(|source| SuiteError::Sim { scenario: s.name.clone(), source })?,
+                Backend::Local => {
+                    let Some((device, writes)) = &opts.local else { continue };
+                    if let Some(why) = crate::local::unsupported(s, *writes) {
+                        let e = Entry {
+                            scenario: s.name.clone(),
+                            backend: "local".into(),
+                            seed: s.world.seed,
+                            outcome: Outcome::Skipped,
+                            reason: Some(why),
+                            dir: None,
+                            checks: Vec::new(),
+                            recovery: None,
+                            environment: Default::default(),
+                            tolerance: s.tolerance.clone(),
+                        };
+                        progress(Progress::Done(&e, done_s, total_s));
+                        entries.push(e);
+                        continue;
+                    }
+                    run_local(s, device, *writes)
+                }
                 Backend::Qemu => {
                     let clock = opts.qemu.as_ref().map_or(Default::default(), |o| o.clock);
                     let why = match &opts.qemu {
@@ -259,6 +285,29 @@ pub fn run(
     );
     write_suite_files(&opts.out, &summary)?;
     Ok((summary, stopped))
+}
+
+/// One scenario on this machine's PHC; a failure after the start gives an aborted report.
+fn run_local(s: &Scenario, device: &Path, writes: bool) -> Report {
+    let mut b = match crate::local::LocalBackend::open(device, writes) {
+        Ok(b) => b,
+        Err(e) => return Report::new(s, "local", engine::Observations::default(), Some(e.to_string())),
+    };
+    let (obs, r) = engine::run(s, &mut b, |_, _| {});
+    let restored = b.restore();
+    let mut abort = r.err().map(|e| e.to_string());
+    let mut info = std::collections::BTreeMap::new();
+    info.insert("device".to_owned(), serde_json::json!(device.display().to_string()));
+    match restored {
+        Ok(Some(ns)) => {
+            info.insert("clock_restored_step_ns".to_owned(), serde_json::json!(ns));
+        }
+        Ok(None) => {}
+        Err(e) => abort = Some(abort.map_or_else(|| e.to_string(), |a| format!("{a}; {e}"))),
+    }
+    let mut report = Report::new(s, "local", obs, abort);
+    report.backend_info = info;
+    report
 }
 
 /// Writes `summary.json`, `index.md`, `index.html`, `junit.xml` and `results.ktap` into the
