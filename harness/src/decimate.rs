@@ -118,4 +118,27 @@ mod tests {
         assert!(d.windows(2).all(|w| w[0].t_s < w[1].t_s), "time order");
         assert!(series(&s[..100], 2_000).is_none());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #[test]
+        fn decimation_keeps_order_ends_and_extremes(
+            vals in proptest::collection::vec(proptest::option::weighted(0.95, -1_000_000_000i64..1_000_000_000), 3..3000),
+            max in 4usize..400,
+        ) {
+            let s: Vec<Observation> = vals.iter().enumerate().map(|(i, v)| obs(i as f64 * 0.5, *v)).collect();
+            match series(&s, max) {
+                None => proptest::prop_assert!(s.len() <= max),
+                Some((d, info)) => {
+                    proptest::prop_assert_eq!(d.len(), info.to);
+                    proptest::prop_assert!(d.windows(2).all(|w| w[0].t_s < w[1].t_s));
+                    proptest::prop_assert_eq!(d.first().unwrap().t_s, 0.0);
+                    proptest::prop_assert_eq!(d.last().unwrap().t_s, s.last().unwrap().t_s);
+                    let peak = s.iter().filter_map(|o| o.guest_offset_ns).map(i64::unsigned_abs).max();
+                    let kept = d.iter().filter_map(|o| o.guest_offset_ns).map(i64::unsigned_abs).max();
+                    proptest::prop_assert_eq!(peak, kept);
+                }
+            }
+        }
+    }
 }

@@ -181,4 +181,12 @@ mod tests {
             assert!(e.contains(why), "{bad:?}: {e}");
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        #[test]
+        fn the_parser_never_panics(text in "(KTAP version 1\n1[.][.][0-9]\n)?((not )?ok [0-9] [a-z# ]{0,12}\n|# [a-z]{0,8}\n|\\PC{0,20}\n){0,6}") {
+            let _ = parse(&text);
+        }
+    }
 }

@@ -280,3 +280,38 @@ pub fn html(s: &Summary, dir: &Path) -> String {
     h.push_str("</body>\n</html>\n");
     h
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::suite::summary::{FidelityEntry, Summary};
+
+    #[test]
+    fn fidelity_tables_show_in_every_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = crate::runner::builtin("reboot").unwrap().unwrap();
+        let a = crate::runner::run_sim(&s).unwrap();
+        let mut b = a.clone();
+        b.backend = "qemu".into();
+        let f = crate::fidelity::compare(&a, &b, crate::runner::poll_interval_s(&s));
+        crate::runner::write_fidelity(&f, &dir.path().join("reboot-fidelity")).unwrap();
+        let entries: Vec<_> = [&a, &b]
+            .iter()
+            .map(|r| crate::suite::entry_from_report(r, &dir.path().join("x"), dir.path(), Vec::new()))
+            .collect();
+        let fe = FidelityEntry { scenario: "reboot".into(), agrees: false, dir: "reboot-fidelity".into() };
+        let sum = Summary::new(vec!["sim".into(), "qemu".into()], None, None, 1, entries, vec![fe]);
+        assert!(sum.failed(), "a disagreement fails the suite");
+        let html = html(&sum, dir.path());
+        assert!(html.contains("<h2>reboot: sim against QEMU: DISAGREE</h2>"), "{html}");
+        assert_eq!(html.matches("<table class=\"fidelity\">").count(), 1);
+        assert!(html.contains("<td>offset_after_disturbance_s</td>"), "{html}");
+        let md = markdown(&sum);
+        assert!(md.contains("| reboot | **no** | [fidelity](reboot-fidelity/fidelity.md) |"), "{md}");
+        let k = crate::ktap::parse(&crate::ktap::render(&sum)).unwrap();
+        assert_eq!(k.last().unwrap().name, "reboot.fidelity");
+        assert_eq!(k.last().unwrap().result, crate::ktap::Result::NotOk);
+        let j = crate::junit::render(&sum);
+        assert!(j.contains("<testsuite name=\"phc-harness.fidelity\" tests=\"1\" failures=\"1\""), "{j}");
+    }
+}
