@@ -41,7 +41,7 @@ pub enum KernelError {
 pub struct KernelDir {
     /// The folder (`vmlinuz`, `VERSION`, `lib/modules/<release>`).
     pub path: PathBuf,
-    /// The kernel release (`uname -r` in the guest).
+    /// The kernel release (as the guest reports it).
     pub release: String,
     _tmp: Option<tempfile::TempDir>,
 }

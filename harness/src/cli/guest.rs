@@ -106,7 +106,7 @@ pub fn run(g: &GuestArgs, device: &str, json_out: bool) -> Exit {
     let mut guest_text = |argv: &[&str]| {
         exec(&mut s, argv.iter().map(|a| (*a).to_owned()).collect(), 10.0).ok().map(|r| r.stdout)
     };
-    let kernel_release = guest_text(&["uname", "-r"]).map(|t| t.trim().to_owned());
+    let kernel_release = guest_text(&["cat", "/proc/sys/kernel/osrelease"]).map(|t| t.trim().to_owned());
     let guest_cmdline = guest_text(&["cat", "/proc/cmdline"]).map(|t| t.trim().to_owned());
     let cpu_model = guest_text(&["cat", "/proc/cpuinfo"]).and_then(|t| {
         t.lines()
