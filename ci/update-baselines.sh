@@ -14,13 +14,12 @@ backend=${1:-sim}
 cargo build --release --locked --quiet -p phc-harness
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-extra=()
 if [[ $backend == qemu ]]; then
     PHC_AGENT_BIN=${PHC_AGENT_BIN:-$(bash ci/build-agent.sh | tail -n1)}
     export PHC_AGENT_BIN
 fi
 set +e
-./target/release/phc-harness suite scenarios --backend "$backend" --out "$out/suite" "${extra[@]}" >/dev/null
+./target/release/phc-harness suite scenarios --backend "$backend" --out "$out/suite" >/dev/null
 rc=$?
 set -e
 if [[ $rc -ne 0 && ${PHC_BASELINE_ALLOW_FAIL:-0} != 1 ]]; then
