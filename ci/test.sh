@@ -33,20 +33,28 @@ cargo run --release --locked --quiet -p mock-phc --example fuzz_decode -- 20
 stage "benchmarks build"
 cargo bench --workspace --no-run --locked --quiet
 
-stage "sim suite (release)"
+stage "sim suite (release): suite, baselines, KTAP, JUnit, HTML in a headless browser"
 cargo build --release --locked --quiet -p phc-harness
+suite_dir="${TMPDIR:-/tmp}/phc-harness-ci-suite"
 start=$(date +%s%N)
 set +e
-./target/release/phc-harness run scenarios/ --out "${TMPDIR:-/tmp}/phc-harness-ci-runs" >/tmp/phc-harness-suite.txt
+./target/release/phc-harness suite scenarios --out "$suite_dir" >/tmp/phc-harness-suite.ktap
 rc=$?
 set -e
 end=$(date +%s%N)
-cat /tmp/phc-harness-suite.txt
+cat /tmp/phc-harness-suite.ktap
 echo "whole scenarios/ suite on the sim backend: $(( (end - start) / 1000000 )) ms wall"
 if [ "$rc" -ne 0 ]; then
+  cat "$suite_dir/index.md"
   echo "sim suite: a scenario failed its verdicts (exit $rc)" >&2
   exit "$rc"
 fi
+# Against the committed baselines (results/baselines/sim); ci/update-baselines.sh regenerates them.
+./target/release/phc-harness compare "$suite_dir"
+# A headless browser opens index.html where one can be installed; without one the XML checks
+# still run (and say so).
+bash ci/setup-browser.sh || echo "setup-browser: could not install a headless browser; the browser check will say it skipped"
+bash ci/check-suite.sh "$suite_dir"
 
 if [ "${PHC_SKIP_VM:-0}" = 1 ]; then
   stage "VM stage"

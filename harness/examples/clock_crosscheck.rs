@@ -33,6 +33,7 @@ fn main() {
                 phc: None,
                 clock,
                 kernel_line: Default::default(),
+                kernel_dir: None,
             };
             let r = run_qemu(s, &opts, true).unwrap_or_else(|e| panic!("{}: {e}", s.name));
             println!(

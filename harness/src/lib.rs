@@ -8,16 +8,25 @@ pub mod agent;
 pub mod agent_mock;
 pub mod analysis;
 pub mod backend;
+pub mod baseline;
 pub mod cli;
+pub mod compare;
+pub mod decimate;
 pub mod device;
 pub mod engine;
 pub mod exit;
 pub mod fidelity;
+pub mod junit;
+pub mod kernel;
+pub mod ktap;
+pub mod local;
 pub mod plot;
+pub mod plot_latency;
 pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod stats;
+pub mod suite;
 
 /// A comparison as the JSON written to `fidelity.json` and printed by `run --format json`.
 pub fn fidelity_json(f: &fidelity::Fidelity) -> String {

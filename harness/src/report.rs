@@ -69,8 +69,11 @@ pub struct Report {
     pub events: Vec<EventLine>,
     /// Offset series.
     pub series: Vec<Observation>,
+    /// Present when `series` was thinned for the file (long runs; see `decimate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series_decimated: Option<crate::decimate::Decimation>,
     /// Backend-specific facts (acceleration, boot time, daemon output).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub backend_info: BTreeMap<String, serde_json::Value>,
 }
 
@@ -119,6 +122,7 @@ impl Report {
             disturbances: obs.markers,
             events,
             series: obs.series,
+            series_decimated: None,
             backend_info: BTreeMap::new(),
         }
     }

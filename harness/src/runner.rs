@@ -117,6 +117,7 @@ pub fn run_qemu(s: &Scenario, opts: &QemuOptions, progress: bool) -> Result<Repo
         }
     };
     info.insert("clock".into(), serde_json::json!(opts.clock.name()));
+    record_setup(&mut info, opts);
     let wall_s = wall.elapsed().as_secs_f64();
     info.insert("wall_s".into(), serde_json::json!((wall_s * 1000.0).round() / 1000.0));
     info.insert("speedup".into(), serde_json::json!((s.duration_s() / wall_s * 10.0).round() / 10.0));
@@ -126,6 +127,23 @@ pub fn run_qemu(s: &Scenario, opts: &QemuOptions, progress: bool) -> Result<Repo
 }
 
 type BackendInfo = std::collections::BTreeMap<String, serde_json::Value>;
+
+/// The set-up a QEMU run's figures depend on, as the harness launched it: the kernel release
+/// (the booted folder's `VERSION`), QEMU's version, the CPU model (`host` under KVM, QEMU's
+/// default `qemu64` under TCG) and the guest's kernel command line. `compare` refuses latency
+/// across different ones.
+fn record_setup(info: &mut BackendInfo, opts: &QemuOptions) {
+    let kdir = opts.kernel_dir.clone().unwrap_or_else(|| phc_qemu::image::cache_dir().join("kernel"));
+    if let Some(r) = crate::kernel::release_of(&kdir) {
+        info.insert("kernel_release".into(), serde_json::json!(r));
+    }
+    if let Some(v) = crate::kernel::qemu_version() {
+        info.insert("qemu_version".into(), serde_json::json!(v));
+    }
+    let kvm = info.get("accel").and_then(|a| a.as_str()) == Some("kvm");
+    info.insert("cpu_model".into(), serde_json::json!(if kvm { "host" } else { "qemu64" }));
+    info.insert("guest_cmdline".into(), serde_json::json!(phc_qemu::launcher::DEFAULT_CMDLINE));
+}
 
 /// Runs the engine on a started QEMU backend: what it saw, why it stopped early (if it did), and
 /// the backend's facts (`finish` after a whole run, `info` after an aborted one).
@@ -166,12 +184,31 @@ pub fn fidelity_dir(out: &Path, scenario: &str) -> PathBuf {
     out.join(format!("{scenario}-fidelity"))
 }
 
-/// Writes every format of a report into `dir`, atomically (see `write_dir`).
+/// Writes every format of a report into `dir`, atomically (see `write_dir`). A series longer
+/// than `decimate::MAX_JSON_SERIES` is thinned in report.json (`series_decimated` says so;
+/// the metrics come from the whole series); `write_all_full` keeps it whole.
 pub fn write_all(report: &Report, dir: &Path) -> std::io::Result<()> {
+    match crate::decimate::series(&report.series, crate::decimate::MAX_JSON_SERIES) {
+        Some((series, d)) => {
+            let mut thin = report.clone();
+            thin.series = series;
+            thin.series_decimated = Some(d);
+            write_formats(report, &thin.to_json(), dir)
+        }
+        None => write_all_full(report, dir),
+    }
+}
+
+/// Writes every format of a report into `dir` with the whole series in report.json.
+pub fn write_all_full(report: &Report, dir: &Path) -> std::io::Result<()> {
+    write_formats(report, &report.to_json(), dir)
+}
+
+fn write_formats(report: &Report, json: &str, dir: &Path) -> std::io::Result<()> {
     write_dir(
         dir,
         &[
-            ("report.json", report.to_json()),
+            ("report.json", json.to_owned()),
             ("report.md", report.to_markdown()),
             ("report.txt", report.to_text()),
             ("plot.svg", crate::plot::svg(report)),

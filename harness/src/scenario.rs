@@ -24,6 +24,27 @@ pub struct Scenario {
     /// Verdicts the run must meet.
     #[serde(default)]
     pub expect: Expect,
+    /// The scenario's own tolerances for `compare` against baselines, over the baseline's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerance: Vec<ToleranceOverride>,
+}
+
+/// A tolerance a scenario sets for one baseline metric (`[[tolerance]]`): a value within
+/// `abs + rel * |baseline|` of the baseline has not moved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToleranceOverride {
+    /// The metric (a key of a baseline's `metrics`, see `baseline::METRICS`).
+    pub metric: String,
+    /// Absolute tolerance, in the metric's unit.
+    #[serde(default)]
+    pub abs: f64,
+    /// Relative tolerance, a fraction of the baseline value.
+    #[serde(default)]
+    pub rel: f64,
+    /// Only for this backend (`sim`, `qemu`); every backend when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
 }
 
 /// The scenario's clock: a warm-up, disturbances placed after it, and an observation window.
@@ -268,6 +289,9 @@ impl Scenario {
             }
         }
         mock_phc::World::new(&self.world).map_err(world_error("world."))?;
+        for (i, t) in self.tolerance.iter().enumerate() {
+            crate::baseline::check_override(t).map_err(|m| (format!("tolerance[{i}]"), m))?;
+        }
         Ok(())
     }
 

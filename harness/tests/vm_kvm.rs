@@ -20,6 +20,7 @@ fn kvm_opts() -> QemuOptions {
         phc: Some(phc_harness::backend::qemu::GuestPhc::PtpKvm),
         clock: ClockMode::Real,
         kernel_line: Default::default(),
+        kernel_dir: None,
     }
 }
 

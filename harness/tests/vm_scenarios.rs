@@ -25,6 +25,7 @@ fn opts(clock: ClockMode) -> QemuOptions {
         phc: None,
         clock,
         kernel_line: Default::default(),
+        kernel_dir: None,
     }
 }
 

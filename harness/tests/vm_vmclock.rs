@@ -24,12 +24,9 @@ fn snapshot_restore_on_7_2_bumps_the_vmclock_marker_and_chronyd_steps_back() {
     s.timeline.warmup_s = 5.0;
     s.timeline.observe_s = 45.0;
     let opts = QemuOptions {
-        agent_bin: find_agent_bin(None).unwrap_or_else(|e| panic!("{e} (set PHC_AGENT_BIN)")),
-        accel: None,
-        boot_timeout: std::time::Duration::from_secs(120),
-        phc: None,
         clock: ClockMode::Real,
         kernel_line: KernelLine::V7_2,
+        ..QemuOptions::new(find_agent_bin(None).unwrap_or_else(|e| panic!("{e} (set PHC_AGENT_BIN)")))
     };
     let t0 = Instant::now();
     let r = run_qemu(&s, &opts, true).unwrap_or_else(|e| panic!("snapshot-restore on qemu: {e}"));

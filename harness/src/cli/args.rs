@@ -57,4 +57,36 @@ pub struct GuestArgs {
     /// /dev/vmclock0 can be probed).
     #[arg(long, default_value_t = phc_qemu::KernelLine::V6_12)]
     pub kernel_line: phc_qemu::KernelLine,
+    /// QEMU backend: the guest kernel.
+    #[command(flatten)]
+    pub kernel: KernelArgs,
+}
+
+/// The guest kernel of the QEMU backend: the user's own instead of the cached Debian one.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct KernelArgs {
+    /// QEMU backend: boot this kernel image (bzImage/vmlinuz) instead of the cached Debian one;
+    /// needs --modules.
+    #[arg(long, requires = "modules", conflicts_with = "kernel_deb")]
+    pub kernel: Option<PathBuf>,
+    /// QEMU backend: the modules of --kernel, the folder `lib/modules/<release>` (its name is the
+    /// release; modules.dep is made when missing).
+    #[arg(long, requires = "kernel")]
+    pub modules: Option<PathBuf>,
+    /// QEMU backend: boot the kernel of this Debian linux-image package (unpacked and indexed
+    /// with dpkg-deb and depmod).
+    #[arg(long)]
+    pub kernel_deb: Option<PathBuf>,
+}
+
+impl KernelArgs {
+    /// The kernel folder to boot, or `None` for the cached one. Keep the value alive while the
+    /// guest runs: a prepared folder is temporary.
+    pub fn prepare(&self) -> Result<Option<crate::kernel::KernelDir>, crate::kernel::KernelError> {
+        match (&self.kernel, &self.modules, &self.kernel_deb) {
+            (Some(k), Some(m), None) => crate::kernel::from_parts(k, m).map(Some),
+            (None, None, Some(d)) => crate::kernel::from_deb(d).map(Some),
+            _ => Ok(None),
+        }
+    }
 }

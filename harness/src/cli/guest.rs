@@ -19,20 +19,31 @@ fn forwarded_args() -> Vec<String> {
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--backend" | "--agent-bin" | "--accel" | "--kernel-line" => {
+            "--backend" | "--agent-bin" | "--accel" | "--kernel-line" | "--kernel" | "--modules"
+            | "--kernel-deb" => {
                 it.next();
             }
-            s if s.starts_with("--backend=")
-                || s.starts_with("--agent-bin=")
-                || s.starts_with("--accel=")
-                || s.starts_with("--kernel-line=") => {}
+            s if [
+                "--backend=",
+                "--agent-bin=",
+                "--accel=",
+                "--kernel-line=",
+                "--kernel=",
+                "--modules=",
+                "--kernel-deb=",
+            ]
+            .iter()
+            .any(|p| s.starts_with(p)) => {}
             _ => out.push(a),
         }
     }
     out
 }
 
-fn boot(g: &GuestArgs) -> Result<(Session, BootInfo), phc_qemu::Error> {
+fn boot(
+    g: &GuestArgs,
+    kernel_dir: Option<std::path::PathBuf>,
+) -> Result<(Session, BootInfo), phc_qemu::Error> {
     let opts = QemuOptions {
         agent_bin: find_agent_bin(g.agent_bin.clone())?,
         accel: g.accel.choice(),
@@ -40,6 +51,7 @@ fn boot(g: &GuestArgs) -> Result<(Session, BootInfo), phc_qemu::Error> {
         phc: None,
         clock: qemu::ClockMode::Real,
         kernel_line: g.kernel_line,
+        kernel_dir,
     };
     qemu::boot(&opts, "device", phc_qemu::GuestClock::Real)
 }
@@ -88,7 +100,14 @@ pub fn run(g: &GuestArgs, device: &str, json_out: bool) -> Exit {
     // From here on a Ctrl-C ends the guest command through the normal path (QEMU killed, temp
     // files removed); every wait below checks for it.
     qemu::prepare_process();
-    let (mut s, info) = match boot(g) {
+    let kernel = match g.kernel.prepare() {
+        Ok(k) => k,
+        Err(e) => {
+            say!("phc-harness: {e}");
+            return Exit::Usage;
+        }
+    };
+    let (mut s, info) = match boot(g, kernel.as_ref().map(|k| k.path.clone())) {
         Ok(v) => v,
         Err(e) => return failed(&e),
     };
@@ -113,8 +132,25 @@ pub fn run(g: &GuestArgs, device: &str, json_out: bool) -> Exit {
     let cmp_text =
         cmp.as_ref().map(|c| format!("{}{}", c.stdout, c.stderr).trim().to_owned()).unwrap_or_default();
     let cmp_ns = parse_phc_ctl_cmp(&cmp_text);
+    // The set-up latency depends on, read in the guest itself: `compare` refuses latency
+    // across different ones.
+    let mut guest_text = |argv: &[&str]| {
+        exec(&mut s, argv.iter().map(|a| (*a).to_owned()).collect(), 10.0).ok().map(|r| r.stdout)
+    };
+    let kernel_release = guest_text(&["cat", "/proc/sys/kernel/osrelease"]).map(|t| t.trim().to_owned());
+    let guest_cmdline = guest_text(&["cat", "/proc/cmdline"]).map(|t| t.trim().to_owned());
+    let cpu_model = guest_text(&["cat", "/proc/cpuinfo"]).and_then(|t| {
+        t.lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, m)| m.trim().to_owned())
+    });
     let backend = json!({
         "kind": "qemu",
+        "kernel_release": kernel_release,
+        "guest_cmdline": guest_cmdline,
+        "cpu_model": cpu_model,
+        "qemu_version": crate::kernel::qemu_version(),
         "accel": accel.name(),
         "accel_reason": info.accel_reason,
         "boot_to_ready_s": (s.boot_to_ready.as_secs_f64() * 1000.0).round() / 1000.0,

@@ -9,6 +9,7 @@ pub mod args;
 pub mod device;
 mod guest;
 pub mod run;
+pub mod suite;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +33,16 @@ enum Cmd {
     Run(run::RunArgs),
     /// List the built-in scenarios (or those of a folder).
     Scenarios(run::ScenariosArgs),
+    /// Run every scenario of a folder: reports, summary.json, index.md/html, junit.xml, results.ktap.
+    Suite(suite::SuiteArgs),
+    /// Compare a run with the baselines: a Markdown table of what moved; exit 1 on a regression.
+    Compare(suite::CompareArgs),
+    /// Promote a run to the baselines.
+    Baseline(suite::BaselineArgs),
+    /// Join the folders of suite shards (`suite --shard I/N`) into one suite folder.
+    Merge(suite::MergeArgs),
+    /// Plot a latency run (latency --format json): a histogram per method and the CDFs, as SVG.
+    Plot(suite::PlotArgs),
     /// Serve the host inside the harness's QEMU guest (started by the guest's init).
     #[command(hide = true)]
     Agent(agent::AgentArgs),
@@ -51,6 +62,11 @@ pub fn main() -> std::process::ExitCode {
         Cmd::Latency(a) => device::latency(a),
         Cmd::Run(a) => run::run(a),
         Cmd::Scenarios(a) => run::list(a),
+        Cmd::Suite(a) => suite::suite(a),
+        Cmd::Compare(a) => suite::compare(a),
+        Cmd::Baseline(a) => suite::promote(a),
+        Cmd::Merge(a) => suite::merge(a),
+        Cmd::Plot(a) => suite::plot(a),
         Cmd::Agent(a) => agent::run(a),
         Cmd::Accel(a) => accel::run(a),
     };

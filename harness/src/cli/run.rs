@@ -58,6 +58,10 @@ pub struct RunArgs {
     /// What to print on stdout.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Keep the whole offset series in report.json (series longer than 5000 observations are
+    /// decimated by default; the metrics always come from the whole series).
+    #[arg(long)]
+    pub full_series: bool,
     /// QEMU backend: the static harness binary for the guest (default: PHC_AGENT_BIN, or what
     /// ci/build-agent.sh builds).
     #[arg(long)]
@@ -83,6 +87,9 @@ pub struct RunArgs {
     /// QEMU backend: longest wait from starting QEMU to the guest agent's first answer.
     #[arg(long, default_value_t = 120.0)]
     pub boot_timeout_s: f64,
+    /// QEMU backend: the guest kernel.
+    #[command(flatten)]
+    pub kernel: super::args::KernelArgs,
 }
 
 /// Arguments of `scenarios`.
@@ -170,6 +177,12 @@ pub fn run(args: RunArgs) -> Exit {
     if args.observe_s.is_some() && !args.backend.contains(&BackendKind::Qemu) {
         say!("phc-harness: note: --observe-s applies to the qemu backend only");
     }
+    // Unpacked only for a QEMU run: the temp folder lives until the runs are done.
+    let kernel = match args.backend.contains(&BackendKind::Qemu).then(|| args.kernel.prepare()) {
+        Some(Ok(k)) => k,
+        Some(Err(e)) => return usage(e),
+        None => None,
+    };
     let qemu_opts = if args.backend.contains(&BackendKind::Qemu) {
         // A Ctrl-C (or `timeout`'s SIGTERM) then ends the run through the normal path: an
         // aborted report, QEMU killed, temp files removed.
@@ -182,6 +195,7 @@ pub fn run(args: RunArgs) -> Exit {
                 phc: args.phc,
                 clock: args.clock,
                 kernel_line: args.kernel_line,
+                kernel_dir: kernel.as_ref().map(|k| k.path.clone()),
             }),
             Err(e) => return usage(e),
         }
@@ -218,7 +232,12 @@ pub fn run(args: RunArgs) -> Exit {
                 }
             };
             let dir = runner::report_dir(&args.out, &report);
-            if let Err(e) = runner::write_all(&report, &dir) {
+            let written = if args.full_series {
+                runner::write_all_full(&report, &dir)
+            } else {
+                runner::write_all(&report, &dir)
+            };
+            if let Err(e) = written {
                 return usage(format!("{}: {e}", dir.display()));
             }
             if matches!(report.verdict, Verdict::Fail | Verdict::Aborted) {

@@ -54,6 +54,9 @@ pub struct QemuOptions {
     pub clock: ClockMode,
     /// The guest kernel (`--kernel-line`): its cache folder, modules and devices.
     pub kernel_line: phc_qemu::KernelLine,
+    /// The kernel to boot, in the image builder's layout (`crate::kernel`); `None` boots the
+    /// cached Debian kernel.
+    pub kernel_dir: Option<PathBuf>,
 }
 
 impl QemuOptions {
@@ -67,6 +70,7 @@ impl QemuOptions {
             phc: None,
             clock: ClockMode::Virtual,
             kernel_line: Default::default(),
+            kernel_dir: None,
         }
     }
 }
@@ -199,8 +203,12 @@ pub use phc_qemu::session::BootInfo;
 /// Boots the guest for `opts` (phc_qemu's one boot path): `role` names it (`scenario`,
 /// `device`); `clock` is QEMU's, with the RTC starting at `rtc_base_s` in virtual time.
 pub fn boot(opts: &QemuOptions, role: &str, clock: GuestClock) -> Result<(Session, BootInfo), Error> {
+    let mut spec = ImageSpec::for_line(&opts.agent_bin, opts.kernel_line);
+    if let Some(k) = &opts.kernel_dir {
+        spec.kernel_dir = k.clone();
+    }
     Session::start(&BootOptions {
-        spec: ImageSpec::for_line(&opts.agent_bin, opts.kernel_line),
+        spec,
         accel: opts.accel,
         clock,
         role: role.into(),

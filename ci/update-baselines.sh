@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Regenerates the committed baselines in results/baselines/ from a fresh suite run: the sim
+# suite (seconds), or with `qemu` the QEMU suite in virtual time (about 30 s a scenario; needs
+# ci/setup-vm.sh and the guest agent, see ci/build-agent.sh). Tolerances already in a baseline
+# file are kept; baselines of scenarios that no longer exist are removed. Refuses to promote a
+# suite that failed, unless PHC_BASELINE_ALLOW_FAIL=1 (the failure is then the baseline).
+#
+# Usage: ci/update-baselines.sh [sim|qemu]      then review `git diff results/baselines`
+set -euo pipefail
+cd "$(dirname "$0")/.."
+backend=${1:-sim}
+[[ $backend == sim || $backend == qemu ]] || { echo "usage: $0 [sim|qemu]" >&2; exit 2; }
+
+cargo build --release --locked --quiet -p phc-harness
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+if [[ $backend == qemu ]]; then
+    PHC_AGENT_BIN=${PHC_AGENT_BIN:-$(bash ci/build-agent.sh | tail -n1)}
+    export PHC_AGENT_BIN
+fi
+set +e
+./target/release/phc-harness suite scenarios --backend "$backend" --out "$out/suite" >/dev/null
+rc=$?
+set -e
+if [[ $rc -ne 0 && ${PHC_BASELINE_ALLOW_FAIL:-0} != 1 ]]; then
+    echo "update-baselines: the $backend suite exited $rc (see $out/suite/index.md); not promoted" >&2
+    cat "$out/suite/index.md" >&2 || true
+    exit "$rc"
+fi
+./target/release/phc-harness baseline "$out/suite" --baseline results/baselines --prune
+echo "update-baselines: results/baselines/$backend regenerated; review with git diff results/baselines"

@@ -1,0 +1,358 @@
+//! Baselines in `results/baselines/`: per scenario and backend the recovery metrics of a run
+//! that was judged good, each with its tolerance (absolute and relative, declared in the file,
+//! overridable by the scenario's `[[tolerance]]`), and per latency run the ratios of each
+//! method's percentiles to the same run's `clock_gettime` baseline, never bare times.
+//! `compare` (in `crate::compare`) checks runs against them; `promote` writes them.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::scenario::ToleranceOverride;
+use crate::suite::summary::Entry;
+
+/// Version of the baseline format.
+pub const FORMAT: u32 = 1;
+
+/// Which way a metric gets worse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Better {
+    /// Lower is better (times, offsets, ratios): moving up past the tolerance is a regression,
+    /// moving down is an improvement; `null` (never) is the worst.
+    Lower,
+    /// No better side (a step count, the size of the disturbance): any move is a regression.
+    Either,
+    /// A word (`step`, `pass`) that must stay the same.
+    Exact,
+}
+
+/// A metric a baseline holds.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricDef {
+    /// Key in the baseline's `metrics`.
+    pub name: &'static str,
+    /// Which way is worse.
+    pub better: Better,
+}
+
+/// The metrics of a scenario run, in the order tables show them.
+pub const METRICS: &[MetricDef] = &[
+    MetricDef { name: "outcome", better: Better::Exact },
+    MetricDef { name: "correction", better: Better::Exact },
+    MetricDef { name: "offset_after_disturbance_s", better: Better::Either },
+    MetricDef { name: "time_to_first_correction_s", better: Better::Lower },
+    MetricDef { name: "time_to_within_1ms_s", better: Better::Lower },
+    MetricDef { name: "time_to_within_100us_s", better: Better::Lower },
+    MetricDef { name: "time_to_within_1us_s", better: Better::Lower },
+    MetricDef { name: "steps", better: Better::Either },
+    MetricDef { name: "slew_duration_s", better: Better::Lower },
+    MetricDef { name: "max_abs_offset_s", better: Better::Lower },
+    MetricDef { name: "rms_after_recovery_ns", better: Better::Lower },
+];
+
+/// One metric's baseline value and tolerance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metric {
+    /// The value (a number, a word, or null for "never").
+    pub value: Value,
+    /// Absolute tolerance in the metric's unit.
+    #[serde(default)]
+    pub abs: f64,
+    /// Relative tolerance, a fraction of |value|.
+    #[serde(default)]
+    pub rel: f64,
+    /// Which way is worse.
+    pub better: Better,
+}
+
+/// A baseline file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Baseline {
+    /// Format version ([`FORMAT`]).
+    pub format: u32,
+    /// `scenario` or `latency`.
+    pub kind: String,
+    /// Scenario name (or the latency run's folder name).
+    pub name: String,
+    /// Backend (`sim`, `qemu`, `local`).
+    pub backend: String,
+    /// The seed it ran with (scenarios; null for latency).
+    pub seed: Option<u64>,
+    /// What it ran on: for QEMU the accel, clock, kernel, QEMU version, CPU model, command line.
+    #[serde(default)]
+    pub environment: BTreeMap<String, Value>,
+    /// Metric name to value and tolerance.
+    pub metrics: BTreeMap<String, Metric>,
+}
+
+/// A baseline that could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum BaselineError {
+    /// No baseline for a run.
+    #[error("{path}: no baseline for {name} [{backend}]; promote a run with `phc-harness baseline RUN_DIR`")]
+    Missing {
+        /// Where it was looked for.
+        path: PathBuf,
+        /// Scenario or latency run.
+        name: String,
+        /// Backend.
+        backend: String,
+    },
+    /// The file is not a baseline.
+    #[error("{path}: malformed baseline: {message}")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Reading or writing failed.
+    #[error("{path}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Default tolerances per backend: the sim is deterministic per seed, so only model changes
+/// move it; a QEMU guest has a daemon's poll interval and a reboot's RTC half second of play.
+pub fn default_tolerance(metric: &str, backend: &str) -> (f64, f64) {
+    let qemu = backend != "sim";
+    match metric {
+        "offset_after_disturbance_s" => {
+            if qemu {
+                (1.0, 0.1)
+            } else {
+                (0.001, 0.01)
+            }
+        }
+        "steps" => {
+            if qemu {
+                (1.0, 0.0)
+            } else {
+                (0.0, 0.0)
+            }
+        }
+        "max_abs_offset_s" => {
+            if qemu {
+                (1.0, 0.1)
+            } else {
+                (0.001, 0.05)
+            }
+        }
+        "rms_after_recovery_ns" => {
+            if qemu {
+                (10_000.0, 1.0)
+            } else {
+                (100.0, 0.5)
+            }
+        }
+        "outcome" | "correction" => (0.0, 0.0),
+        m if m.starts_with("ratio_") => (0.0, 0.25),
+        // Times: a poll interval (chrony's 8 s at poll 3) in a guest, half a second in the sim.
+        _ => {
+            if qemu {
+                (8.0, 0.25)
+            } else {
+                (0.5, 0.05)
+            }
+        }
+    }
+}
+
+/// Checks a scenario's `[[tolerance]]` entry.
+pub fn check_override(t: &ToleranceOverride) -> Result<(), String> {
+    if !METRICS.iter().any(|m| m.name == t.metric) {
+        let names: Vec<&str> = METRICS.iter().map(|m| m.name).collect();
+        return Err(format!("unknown metric `{}`; one of: {}", t.metric, names.join(", ")));
+    }
+    for (k, v) in [("abs", t.abs), ("rel", t.rel)] {
+        if !(v.is_finite() && (0.0..=1e12).contains(&v)) {
+            return Err(format!("{k} must be a finite number >= 0, got {v}"));
+        }
+    }
+    if let Some(b) = &t.backend {
+        if !["sim", "qemu", "local"].contains(&b.as_str()) {
+            return Err(format!("backend must be sim, qemu or local, got `{b}`"));
+        }
+    }
+    Ok(())
+}
+
+/// A metric value as a baseline stores it: rounded to 1 / `per_unit` (1 us for seconds, 0.1 ns
+/// for nanoseconds), so that float noise in the last digits neither shows nor matters.
+fn num(v: Option<f64>, per_unit: f64) -> Value {
+    v.map(|v| (v * per_unit).round() / per_unit)
+        .and_then(serde_json::Number::from_f64)
+        .map_or(Value::Null, Value::Number)
+}
+
+const PER_US: f64 = 1e6;
+
+/// The metric values of a suite entry (a scenario run), by name.
+pub fn entry_values(e: &Entry) -> BTreeMap<&'static str, Value> {
+    let mut m = BTreeMap::new();
+    m.insert("outcome", Value::from(e.outcome.key()));
+    let Some(r) = &e.recovery else { return m };
+    m.insert("correction", Value::from(format!("{:?}", r.correction).to_lowercase()));
+    m.insert(
+        "offset_after_disturbance_s",
+        num(r.offset_after_disturbance_ns.map(|v| v as f64 / 1e9), PER_US),
+    );
+    m.insert("time_to_first_correction_s", num(r.time_to_first_correction_s, PER_US));
+    for (k, key) in [
+        ("1ms", "time_to_within_1ms_s"),
+        ("100us", "time_to_within_100us_s"),
+        ("1us", "time_to_within_1us_s"),
+    ] {
+        m.insert(key, num(r.time_to_within_s.get(k).copied().flatten(), PER_US));
+    }
+    m.insert("steps", Value::from(r.steps.len()));
+    m.insert("slew_duration_s", num(r.slew_duration_s, PER_US));
+    m.insert("max_abs_offset_s", num(Some(r.max_abs_offset_ns as f64 / 1e9), 1e9));
+    m.insert("rms_after_recovery_ns", num(r.rms_after_recovery_ns, 10.0));
+    m
+}
+
+/// The path of a scenario's baseline: `DIR/<backend>/<scenario>.json`.
+pub fn path_for(dir: &Path, backend: &str, name: &str) -> PathBuf {
+    dir.join(backend).join(format!("{name}.json"))
+}
+
+/// Reads a baseline file; `Missing` when there is none.
+pub fn load(path: &Path, name: &str, backend: &str) -> Result<Baseline, BaselineError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(BaselineError::Missing {
+                path: path.to_owned(),
+                name: name.to_owned(),
+                backend: backend.to_owned(),
+            })
+        }
+        Err(source) => return Err(BaselineError::Io { path: path.to_owned(), source }),
+    };
+    let b: Baseline = serde_json::from_str(&text)
+        .map_err(|e| BaselineError::Malformed { path: path.to_owned(), message: e.to_string() })?;
+    let bad = |message: String| Err(BaselineError::Malformed { path: path.to_owned(), message });
+    if b.format != FORMAT {
+        return bad(format!("format {} (this phc-harness reads format {FORMAT})", b.format));
+    }
+    if b.name != name || b.backend != backend {
+        return bad(format!("it is the baseline of {} [{}], not of {name} [{backend}]", b.name, b.backend));
+    }
+    for (k, m) in &b.metrics {
+        if !(m.abs.is_finite() && m.abs >= 0.0 && m.rel.is_finite() && m.rel >= 0.0) {
+            return bad(format!("metrics.{k}: abs and rel must be finite numbers >= 0"));
+        }
+        if !(m.value.is_null() || m.value.is_number() || m.value.is_string()) {
+            return bad(format!("metrics.{k}.value: must be a number, a string or null"));
+        }
+    }
+    Ok(b)
+}
+
+/// The baseline a suite entry would become. Tolerances come from `keep` (the baseline it
+/// replaces, so hand-set tolerances survive a regeneration), else the defaults.
+pub fn from_entry(e: &Entry, keep: Option<&Baseline>) -> Baseline {
+    let values = entry_values(e);
+    let metrics = METRICS
+        .iter()
+        .filter_map(|d| {
+            let value = values.get(d.name)?.clone();
+            let (abs, rel) = keep
+                .and_then(|k| k.metrics.get(d.name))
+                .map_or_else(|| default_tolerance(d.name, &e.backend), |m| (m.abs, m.rel));
+            Some((d.name.to_owned(), Metric { value, abs, rel, better: d.better }))
+        })
+        .collect();
+    Baseline {
+        format: FORMAT,
+        kind: "scenario".into(),
+        name: e.scenario.clone(),
+        backend: e.backend.clone(),
+        seed: Some(e.seed),
+        environment: e.environment.clone(),
+        metrics,
+    }
+}
+
+/// Pretty JSON with a trailing newline.
+pub fn to_json(b: &Baseline) -> String {
+    let mut s = serde_json::to_string_pretty(b).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// Writes a baseline file atomically (a temp file renamed into place).
+pub fn save(path: &Path, b: &Baseline) -> Result<(), BaselineError> {
+    let io = |source| BaselineError::Io { path: path.to_owned(), source };
+    let parent = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(io)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(parent).map_err(io)?;
+    std::io::Write::write_all(&mut tmp, to_json(b).as_bytes()).map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_are_checked() {
+        let t = |metric: &str, abs: f64, backend: Option<&str>| ToleranceOverride {
+            metric: metric.into(),
+            abs,
+            rel: 0.0,
+            backend: backend.map(Into::into),
+        };
+        assert!(check_override(&t("steps", 1.0, None)).is_ok());
+        assert!(check_override(&t("stepz", 1.0, None)).unwrap_err().contains("unknown metric `stepz`"));
+        assert!(check_override(&t("steps", -1.0, None)).unwrap_err().contains("abs must be"));
+        assert!(check_override(&t("steps", f64::NAN, None)).is_err());
+        assert!(check_override(&t("steps", 1.0, Some("vmware"))).unwrap_err().contains("backend"));
+    }
+
+    #[test]
+    fn malformed_and_missing_baselines_say_what_and_where() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = path_for(dir.path(), "sim", "reboot");
+        let e = load(&p, "reboot", "sim").unwrap_err().to_string();
+        assert!(e.contains("reboot.json") && e.contains("no baseline for reboot [sim]"), "{e}");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, "{ not json").unwrap();
+        let e = load(&p, "reboot", "sim").unwrap_err().to_string();
+        assert!(e.contains("malformed baseline"), "{e}");
+        let other = Baseline {
+            format: FORMAT,
+            kind: "scenario".into(),
+            name: "other".into(),
+            backend: "sim".into(),
+            seed: Some(1),
+            environment: BTreeMap::new(),
+            metrics: BTreeMap::new(),
+        };
+        save(&p, &other).unwrap();
+        let e = load(&p, "reboot", "sim").unwrap_err().to_string();
+        assert!(e.contains("baseline of other [sim], not of reboot [sim]"), "{e}");
+        let mut neg = other.clone();
+        neg.name = "reboot".into();
+        neg.metrics.insert(
+            "steps".into(),
+            Metric { value: Value::from(1), abs: -1.0, rel: 0.0, better: Better::Either },
+        );
+        save(&p, &neg).unwrap();
+        let e = load(&p, "reboot", "sim").unwrap_err().to_string();
+        assert!(e.contains("metrics.steps: abs and rel"), "{e}");
+    }
+}

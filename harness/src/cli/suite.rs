@@ -1,0 +1,429 @@
+//! The regression workflow's commands: `suite` (every scenario of a folder, one suite folder
+//! with reports, summary, index.md/html, junit.xml and results.ktap), `compare` (a run against
+//! `results/baselines`), `baseline` (promote a run) and `merge` (join shard folders).
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::args::AccelArg;
+use crate::backend::qemu::{self, find_agent_bin, ClockMode, QemuOptions};
+use crate::baseline;
+use crate::compare;
+use crate::exit::Exit;
+use crate::output;
+use crate::suite::{self, summary::Outcome, summary::Shard, Backend, Progress};
+
+/// Backends a suite runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SuiteBackend {
+    /// mock-phc's world in virtual time.
+    Sim,
+    /// A QEMU guest with the real chronyd.
+    Qemu,
+    /// This machine's own PHC (/dev/ptp_hyperv, /dev/ptpN) and daemon, in wall-clock time.
+    Local,
+}
+
+/// What `suite` prints on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SuiteFormat {
+    /// KTAP v1 (as results.ktap).
+    Ktap,
+    /// summary.json.
+    Json,
+    /// index.md.
+    Md,
+}
+
+/// Arguments of `suite`.
+#[derive(Debug, clap::Args)]
+pub struct SuiteArgs {
+    /// The folder of scenario files.
+    #[arg(default_value = "scenarios")]
+    pub dir: PathBuf,
+    /// Backends; `sim,qemu` runs both and compares them (fidelity).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "sim")]
+    pub backend: Vec<SuiteBackend>,
+    /// Only scenarios whose name matches one of these comma-separated globs (`*`, `?`).
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Only part I of N of the selection (by sorted scenario name, round robin); `merge` joins
+    /// the parts.
+    #[arg(long)]
+    pub shard: Option<Shard>,
+    /// The suite folder (replaced run by run; summary and indexes written at the end).
+    #[arg(long, default_value = "results/runs/suite")]
+    pub out: PathBuf,
+    /// What to print on stdout (progress goes to stderr).
+    #[arg(long, value_enum, default_value_t = SuiteFormat::Ktap)]
+    pub format: SuiteFormat,
+    /// Keep whole offset series in report.json (long runs are decimated by default).
+    #[arg(long)]
+    pub full_series: bool,
+    /// Override every scenario's seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// QEMU backend: the static harness binary for the guest (default: PHC_AGENT_BIN, or what
+    /// ci/build-agent.sh builds).
+    #[arg(long)]
+    pub agent_bin: Option<PathBuf>,
+    /// QEMU backend: acceleration.
+    #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
+    pub accel: AccelArg,
+    /// QEMU backend: the guest's time (`virtual` is fast and repeatable).
+    #[arg(long, value_enum, default_value_t = ClockMode::Virtual)]
+    pub clock: ClockMode,
+    /// QEMU backend: longest wait from starting QEMU to the guest agent's first answer.
+    #[arg(long, default_value_t = 120.0)]
+    pub boot_timeout_s: f64,
+    /// QEMU backend: the guest kernel.
+    #[command(flatten)]
+    pub kernel: super::args::KernelArgs,
+    /// Local backend: the PHC to observe (default /dev/ptp_hyperv, else the first in sysfs).
+    #[arg(long)]
+    pub device: Option<PathBuf>,
+    /// Local backend: let `guest_step` scenarios step this machine's clock (it is stepped back
+    /// onto the PHC afterwards if the daemon has not done so).
+    #[arg(long)]
+    pub allow_clock_writes: bool,
+}
+
+fn usage(msg: impl std::fmt::Display) -> Exit {
+    say!("phc-harness: {msg}");
+    Exit::Usage
+}
+
+fn eta(elapsed: f64, done: f64, total: f64) -> String {
+    if done <= 0.0 {
+        return "ETA -".into();
+    }
+    format!("ETA {:.0} s", (elapsed / done * (total - done)).max(0.0))
+}
+
+/// `phc-harness suite`. Exit 0: every run passed, had no checks or was skipped; 1: a verdict
+/// failed, a run aborted or sim and QEMU disagree; 2: bad input or an output not written.
+pub fn suite(args: SuiteArgs) -> Exit {
+    if !args.dir.is_dir() {
+        return usage(format!("{}: not a folder of scenario files", args.dir.display()));
+    }
+    let all = match crate::runner::resolve(&[args.dir.to_string_lossy().into_owned()]) {
+        Ok(s) => s,
+        Err(e) => return usage(e),
+    };
+    let (mut scenarios, selected) = suite::select(all, args.filter.as_deref(), args.shard);
+    if selected == 0 {
+        return usage(format!(
+            "{}: no scenario matches{}",
+            args.dir.display(),
+            args.filter.as_ref().map_or(String::new(), |f| format!(" --filter {f}"))
+        ));
+    }
+    if let Some(seed) = args.seed {
+        for s in &mut scenarios {
+            s.world.seed = seed;
+        }
+    }
+    let backends: Vec<Backend> = args
+        .backend
+        .iter()
+        .map(|b| match b {
+            SuiteBackend::Sim => Backend::Sim,
+            SuiteBackend::Qemu => Backend::Qemu,
+            SuiteBackend::Local => Backend::Local,
+        })
+        .collect();
+    let local = if backends.contains(&Backend::Local) {
+        if let Err(e) = phc_qemu::signals::install() {
+            say!("phc-harness: cannot handle SIGINT/SIGTERM: {e}");
+        }
+        // Checked once here, so a wrong device is one line and exit 2, not a suite of aborts.
+        match crate::local::find_device(args.device.as_deref())
+            .and_then(|d| crate::local::LocalBackend::open(&d, args.allow_clock_writes).map(|_| d))
+        {
+            Ok(d) => Some((d, args.allow_clock_writes)),
+            Err(e) => return usage(format!("--backend local: {e}")),
+        }
+    } else {
+        None
+    };
+    // Unpacked only for a QEMU run: the temp folder lives until the runs are done.
+    let kernel = match backends.contains(&Backend::Qemu).then(|| args.kernel.prepare()) {
+        Some(Ok(k)) => k,
+        Some(Err(e)) => return usage(e),
+        None => None,
+    };
+    let qemu_opts = if backends.contains(&Backend::Qemu) {
+        qemu::prepare_process();
+        match find_agent_bin(args.agent_bin.clone()) {
+            Ok(agent_bin) => Some(QemuOptions {
+                accel: args.accel.choice(),
+                boot_timeout: Duration::from_secs_f64(args.boot_timeout_s.clamp(0.1, 3600.0)),
+                clock: args.clock,
+                kernel_dir: kernel.as_ref().map(|k| k.path.clone()),
+                ..QemuOptions::new(agent_bin)
+            }),
+            Err(e) => return usage(e),
+        }
+    } else {
+        None
+    };
+    let opts = suite::Options {
+        backends,
+        qemu: qemu_opts,
+        filter: args.filter.clone(),
+        shard: args.shard,
+        full_series: args.full_series,
+        out: args.out.clone(),
+        local,
+    };
+    let tty = std::io::stderr().is_terminal();
+    let wall = Instant::now();
+    let mut started = Instant::now();
+    let mut place = String::new();
+    let r = suite::run(&scenarios, selected, &opts, |p| match p {
+        Progress::Start(k, n, name, backend, done, total) => {
+            started = Instant::now();
+            place = format!("[{k}/{n}] {name} [{backend}]");
+            if tty {
+                let line = format!("{place} ... {}", eta(wall.elapsed().as_secs_f64(), done, total));
+                eprint!("\r\x1b[K{line}");
+            }
+        }
+        Progress::Done(e, done, total) => {
+            let took = started.elapsed().as_secs_f64();
+            let why = e.reason.as_ref().map_or(String::new(), |r| format!(": {r}"));
+            if tty {
+                eprint!("\r\x1b[K");
+            }
+            let eta = eta(wall.elapsed().as_secs_f64(), done, total);
+            say!("{place} {} in {took:.2} s{why} ({eta})", e.outcome.word());
+        }
+    });
+    let (summary, stopped) = match r {
+        Ok(x) => x,
+        Err(e) => return usage(e),
+    };
+    say!(
+        "suite: {} in {:.1} s: {}; reports in {}",
+        summary.verdict.to_uppercase(),
+        wall.elapsed().as_secs_f64(),
+        summary.totals.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "),
+        args.out.display()
+    );
+    output::out(&match args.format {
+        SuiteFormat::Ktap => crate::ktap::render(&summary),
+        SuiteFormat::Json => summary.to_json(),
+        SuiteFormat::Md => suite::render::markdown(&summary),
+    });
+    if let Some(sig) = stopped {
+        say!("phc-harness: {sig}: stopped; the summary covers the runs that ended");
+        return Exit::Interrupted(sig);
+    }
+    if summary.failed() {
+        Exit::CheckFailed
+    } else {
+        Exit::Ok
+    }
+}
+
+/// Arguments of `compare`.
+#[derive(Debug, clap::Args)]
+pub struct CompareArgs {
+    /// A suite folder, a `run --out` folder, or a folder with latency.json files.
+    pub run_dir: PathBuf,
+    /// The baselines.
+    #[arg(long, default_value = "results/baselines")]
+    pub baseline: PathBuf,
+    /// Compare latency across different set-ups (kernel, QEMU, CPU model, accel, command line).
+    #[arg(long)]
+    pub allow_different_host: bool,
+}
+
+/// `phc-harness compare`: prints what moved as Markdown. Exit 0: no regression; 1: a metric
+/// regressed; 2: a baseline missing or malformed, a run not comparable, bad input.
+pub fn compare(args: CompareArgs) -> Exit {
+    if !args.baseline.is_dir() {
+        return usage(format!(
+            "{}: no baseline folder; promote a run with `phc-harness baseline RUN_DIR --baseline {}`",
+            args.baseline.display(),
+            args.baseline.display()
+        ));
+    }
+    let runs = match compare::load_runs(&args.run_dir) {
+        Ok(r) => r,
+        Err(e) => return usage(e),
+    };
+    let c = compare::compare(&runs, &args.baseline, args.allow_different_host);
+    output::out(&c.to_markdown());
+    if !c.errors.is_empty() {
+        for e in &c.errors {
+            say!("phc-harness: {e}");
+        }
+        Exit::Usage
+    } else if c.regressions() > 0 {
+        Exit::CheckFailed
+    } else {
+        Exit::Ok
+    }
+}
+
+/// Arguments of `baseline`.
+#[derive(Debug, clap::Args)]
+pub struct BaselineArgs {
+    /// The run to promote: a suite folder, a `run --out` folder, or latency.json folders.
+    pub run_dir: PathBuf,
+    /// The baselines folder to write into (`<backend>/<name>.json`).
+    #[arg(long, default_value = "results/baselines")]
+    pub baseline: PathBuf,
+    /// Also remove the baselines of the run's backends that the run has no scenario for (a
+    /// scenario removed or renamed). Only for a whole suite (no --filter, no --shard).
+    #[arg(long)]
+    pub prune: bool,
+}
+
+/// `phc-harness baseline`: writes one baseline per run, keeping the tolerances of the baseline
+/// it replaces. Aborted runs are refused (nothing is written then).
+pub fn promote(args: BaselineArgs) -> Exit {
+    let runs = match compare::load_runs(&args.run_dir) {
+        Ok(r) => r,
+        Err(e) => return usage(e),
+    };
+    let aborted: Vec<String> = runs
+        .iter()
+        .filter_map(|r| match r {
+            compare::Run::Scenario(e) if e.outcome == Outcome::Aborted => {
+                Some(format!("{} [{}]", e.scenario, e.backend))
+            }
+            _ => None,
+        })
+        .collect();
+    if !aborted.is_empty() {
+        return usage(format!("not promoting a run with aborted scenarios: {}", aborted.join(", ")));
+    }
+    for r in &runs {
+        let (name, backend) = match r {
+            compare::Run::Scenario(e) => (e.scenario.clone(), e.backend.clone()),
+            compare::Run::Latency(n, v) => {
+                let env = compare::latency_environment(v);
+                (n.clone(), env["kind"].as_str().unwrap_or("local").to_owned())
+            }
+        };
+        let path = baseline::path_for(&args.baseline, &backend, &name);
+        let keep = baseline::load(&path, &name, &backend).ok();
+        let b = match r {
+            compare::Run::Scenario(e) => baseline::from_entry(e, keep.as_ref()),
+            compare::Run::Latency(n, v) => compare::latency_baseline(n, v, keep.as_ref()),
+        };
+        if let Err(e) = baseline::save(&path, &b) {
+            return usage(e);
+        }
+        output::out(&format!("{}\n", path.display()));
+    }
+    if args.prune {
+        return prune(&args, &runs);
+    }
+    Exit::Ok
+}
+
+fn prune(args: &BaselineArgs, runs: &[compare::Run]) -> Exit {
+    match suite::summary::Summary::load(&args.run_dir) {
+        Ok(s) if s.filter.is_none() && s.shard.is_none() => {}
+        _ => return usage("--prune needs a whole suite folder (summary.json without --filter or --shard)"),
+    }
+    let mut by_backend: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    for r in runs {
+        if let compare::Run::Scenario(e) = r {
+            by_backend.entry(e.backend.as_str()).or_default().push(format!("{}.json", e.scenario));
+        }
+    }
+    for (backend, names) in by_backend {
+        let dir = args.baseline.join(backend);
+        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        for f in rd.filter_map(Result::ok) {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".json") && !names.contains(&name) {
+                if let Err(e) = std::fs::remove_file(f.path()) {
+                    return usage(format!("{}: {e}", f.path().display()));
+                }
+                say!("removed {} (no such scenario in the run)", f.path().display());
+            }
+        }
+    }
+    Exit::Ok
+}
+
+/// Arguments of `merge`.
+#[derive(Debug, clap::Args)]
+pub struct MergeArgs {
+    /// The shard folders (each written by `suite --shard I/N`).
+    #[arg(required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// The merged suite folder.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `phc-harness merge`: one suite folder from its shards. Exit 0/1 as the merged suite's
+/// verdict; 2 when the folders do not make one suite.
+pub fn merge(args: MergeArgs) -> Exit {
+    match suite::merge(&args.dirs, &args.out) {
+        Ok(s) => {
+            output::out(&crate::ktap::render(&s));
+            if s.failed() {
+                Exit::CheckFailed
+            } else {
+                Exit::Ok
+            }
+        }
+        Err(e) => usage(e),
+    }
+}
+
+/// Arguments of `plot`.
+#[derive(Debug, clap::Args)]
+pub struct PlotArgs {
+    /// A latency document (`latency --format json > latency.json`).
+    pub latency_json: PathBuf,
+    /// Where to write latency-histogram.svg and latency-cdf.svg (default: beside the file).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `phc-harness plot`: a latency run's histogram per method and its CDFs, as SVG.
+pub fn plot(args: PlotArgs) -> Exit {
+    let text = match std::fs::read_to_string(&args.latency_json) {
+        Ok(t) => t,
+        Err(e) => return usage(format!("{}: {e}", args.latency_json.display())),
+    };
+    let doc: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => return usage(format!("{}: not JSON: {e}", args.latency_json.display())),
+    };
+    let ds = crate::plot_latency::distributions(&doc);
+    if ds.is_empty() {
+        return usage(format!(
+            "{}: no round-trip histogram in it (not a latency document?)",
+            args.latency_json.display()
+        ));
+    }
+    let dir = args.out.clone().unwrap_or_else(|| {
+        args.latency_json
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."))
+            .to_owned()
+    });
+    let title = doc["device"].as_str().unwrap_or("latency");
+    for (name, svg) in [
+        ("latency-histogram.svg", crate::plot_latency::histogram_svg(title, &ds)),
+        ("latency-cdf.svg", crate::plot_latency::cdf_svg(title, &ds)),
+    ] {
+        let path = dir.join(name);
+        if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, svg)) {
+            return usage(format!("{}: {e}", path.display()));
+        }
+        output::out(&format!("{}\n", path.display()));
+    }
+    Exit::Ok
+}

@@ -1,0 +1,544 @@
+//! The regression workflow through the binary: `suite` writes a folder whose summary, KTAP,
+//! JUnit, Markdown and HTML parse back and show every scenario; a fresh sim suite matches the
+//! committed baselines; a regressed metric fails `compare` naming it; missing or malformed
+//! baselines are clear errors; shards merged equal the unsharded suite byte for byte.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use phc_harness::ktap;
+
+mod xml;
+use xml::{parse_xml, El};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn harness(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_phc-harness")).current_dir(root()).args(args).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn suite(out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["suite", "scenarios", "--out", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    harness(&args)
+}
+
+fn scenario_names() -> Vec<String> {
+    let mut v: Vec<String> = phc_harness::scenario::list_dir(&root().join("scenarios"))
+        .unwrap()
+        .iter()
+        .map(|f| phc_harness::scenario::Scenario::load(f).unwrap().name)
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_fresh_sim_suite_matches_the_committed_baselines() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("suite");
+    let o = suite(&out, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let c = harness(&["compare", out.to_str().unwrap()]);
+    assert_eq!(
+        c.status.code(),
+        Some(0),
+        "the sim suite moved from results/baselines/sim; if the change is meant, regenerate them with \
+         `ci/update-baselines.sh` and review the diff\n{}",
+        text(&c)
+    );
+    let md = String::from_utf8_lossy(&c.stdout);
+    let n = scenario_names().len();
+    assert!(md.contains(&format!("{n} runs, ")) && md.contains(" 0 regressions"), "{md}");
+}
+
+#[test]
+fn suite_files_parse_back_and_show_every_scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("suite");
+    let o = suite(&out, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let names = scenario_names();
+    // stdout is the KTAP document, and results.ktap is the same.
+    let ktap_text = std::fs::read_to_string(out.join("results.ktap")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), ktap_text);
+    let tests = ktap::parse(&ktap_text).unwrap();
+    let got: Vec<String> = tests.iter().map(|t| t.name.clone()).collect();
+    let want: Vec<String> = names.iter().map(|n| format!("{n}.sim")).collect();
+    assert_eq!(got, want);
+    assert!(tests.iter().all(|t| t.result == ktap::Result::Ok));
+    // Progress with an ETA on stderr, one line per run.
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("[1/{}] {} [sim] PASS", names.len(), names[0])) && err.contains("ETA"),
+        "{err}"
+    );
+
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["totals"]["pass"], names.len());
+    assert_eq!(summary["verdict"], "pass");
+
+    let junit = parse_xml(&std::fs::read_to_string(out.join("junit.xml")).unwrap());
+    check_junit(&junit);
+    let cases: Vec<&str> = junit.find("testcase").iter().map(|c| c.attr("name").unwrap()).collect();
+    assert_eq!(cases, names.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let html_text = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(html_text.starts_with("<!DOCTYPE html>"));
+    let html = parse_xml(&html_text);
+    assert_eq!(html.name, "html");
+    let rows: Vec<&El> = html.find("tr").into_iter().filter(|r| r.attr("class") == Some("entry")).collect();
+    assert_eq!(rows.len(), names.len());
+    for (row, name) in rows.iter().zip(&names) {
+        assert_eq!(row.children[0].children[0].text, *name, "verdict table row");
+        assert_eq!(row.children[2].text, "PASS");
+    }
+    // Self-contained: every plot inline, no file, script or style from elsewhere.
+    assert_eq!(html.find("svg").len(), names.len(), "one inline plot per run");
+    assert!(html.find("script").is_empty() && html.find("img").is_empty() && html.find("link").is_empty());
+    for a in html.find("a") {
+        assert!(a.attr("href").unwrap().starts_with('#'), "links stay inside the page: {:?}", a.attr("href"));
+    }
+    for s in html.find("section") {
+        assert!(!s.find("table").is_empty(), "every run shows its metrics");
+    }
+    let md = std::fs::read_to_string(out.join("index.md")).unwrap();
+    for n in &names {
+        assert!(md.contains(&format!("| {n} | sim | PASS |")), "{md}");
+    }
+}
+
+/// The JUnit structure CI systems read: `testsuites` > `testsuite` > `testcase`, counts that
+/// add up, at most one of failure / error / skipped per case, every skip with a reason.
+fn check_junit(root: &El) {
+    assert_eq!(root.name, "testsuites");
+    let num = |e: &El, k: &str| -> usize {
+        e.attr(k).unwrap_or_else(|| panic!("{} lacks {k}", e.name)).parse().unwrap()
+    };
+    let mut sums = [0usize; 4];
+    for s in &root.children {
+        assert_eq!(s.name, "testsuite");
+        assert!(s.attr("name").is_some());
+        let cases: Vec<&El> = s.children.iter().collect();
+        assert!(cases
+            .iter()
+            .all(|c| c.name == "testcase" && c.attr("name").is_some() && c.attr("classname").is_some()));
+        let with = |k: &str| cases.iter().filter(|c| c.children.iter().any(|x| x.name == k)).count();
+        assert_eq!(num(s, "tests"), cases.len());
+        assert_eq!(num(s, "failures"), with("failure"));
+        assert_eq!(num(s, "errors"), with("error"));
+        assert_eq!(num(s, "skipped"), with("skipped"));
+        for c in &cases {
+            let verdicts = c
+                .children
+                .iter()
+                .filter(|x| ["failure", "error", "skipped"].contains(&x.name.as_str()))
+                .count();
+            assert!(verdicts <= 1, "{c:?}");
+            for x in c.children.iter().filter(|x| x.name != "system-out") {
+                assert!(!x.attr("message").unwrap_or("").is_empty(), "a {} says why", x.name);
+            }
+        }
+        for (i, k) in ["tests", "failures", "errors", "skipped"].iter().enumerate() {
+            sums[i] += num(s, k);
+        }
+    }
+    for (i, k) in ["tests", "failures", "errors", "skipped"].iter().enumerate() {
+        assert_eq!(num(root, k), sums[i], "testsuites {k}");
+    }
+}
+
+const BARE: &str = "[world.phc]\npersonality = \"kvm\"\n[timeline]\nwarmup_s = 0\nobserve_s = 20\n";
+
+#[test]
+fn failures_and_checkless_scenarios_show_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let sc = dir.path().join("sc");
+    std::fs::create_dir(&sc).unwrap();
+    std::fs::write(
+        sc.join("bad.toml"),
+        format!("description = \"a check that cannot hold\"\n{BARE}[expect]\nsteps = {{ min = 1 }}\n"),
+    )
+    .unwrap();
+    std::fs::write(sc.join("bare.toml"), format!("description = \"no checks\"\n{BARE}")).unwrap();
+    std::fs::write(
+        sc.join("good.toml"),
+        format!("description = \"holds\"\n{BARE}[expect]\nsteps = {{ max = 0 }}\n"),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = harness(&["suite", sc.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let t = ktap::parse(&std::fs::read_to_string(out.join("results.ktap")).unwrap()).unwrap();
+    assert_eq!(t[0].name, "bad.sim");
+    assert_eq!(t[0].result, ktap::Result::NotOk);
+    assert_eq!(t[0].diagnostics, ["phc-harness suite: backends sim", "steps: expected >= 1, got 0.000"]);
+    assert_eq!(t[1].result, ktap::Result::Skip("no checks: the scenario has no [expect] entries".into()));
+    assert_eq!(t[2].result, ktap::Result::Ok);
+    let j = parse_xml(&std::fs::read_to_string(out.join("junit.xml")).unwrap());
+    check_junit(&j);
+    assert_eq!(j.attr("failures"), Some("1"));
+    assert_eq!(j.attr("skipped"), Some("1"));
+    let f = j.find("failure");
+    assert_eq!(f[0].text, "steps: expected >= 1, got 0.000");
+    let html = parse_xml(&std::fs::read_to_string(out.join("index.html")).unwrap());
+    let verdicts: Vec<String> = html
+        .find("tr")
+        .into_iter()
+        .filter(|r| r.attr("class") == Some("entry"))
+        .map(|r| r.children[2].text.clone())
+        .collect();
+    assert_eq!(verdicts, ["FAIL", "NO CHECKS", "PASS"]);
+    // --filter picks by glob; nothing matching is a usage error.
+    let o = harness(&["suite", sc.to_str().unwrap(), "--out", out.to_str().unwrap(), "--filter", "go*,bare"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(ktap::parse(&String::from_utf8_lossy(&o.stdout)).unwrap().len(), 2);
+    let o = harness(&["suite", sc.to_str().unwrap(), "--out", out.to_str().unwrap(), "--filter", "nothing*"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no scenario matches --filter nothing*"));
+    for bad in [&["--shard", "4/3"][..], &["--shard", "x"], &["--backend", "vmware"]] {
+        let mut a = vec!["suite", sc.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        a.extend_from_slice(bad);
+        assert_eq!(harness(&a).status.code(), Some(2), "{bad:?}");
+    }
+    let o = harness(&["suite", dir.path().join("nope").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn compare_names_a_regression_and_refuses_bad_baselines() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("suite");
+    assert_eq!(suite(&out, &[]).status.code(), Some(0));
+    let base = dir.path().join("baselines");
+    let o = harness(&["baseline", out.to_str().unwrap(), "--baseline", base.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let cmp = |extra: &[&str]| {
+        let mut a = vec!["compare", out.to_str().unwrap(), "--baseline", base.to_str().unwrap()];
+        a.extend_from_slice(extra);
+        harness(&a)
+    };
+    // Unchanged: exit 0, nothing moved.
+    let o = cmp(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(" 0 moved, 0 regressions"), "{}", text(&o));
+
+    // The baseline says reboot recovered within 1 ms in 0.01 s with a tight tolerance: today's
+    // run (0.1 s) is a regression, named in the table.
+    let p = base.join("sim/reboot.json");
+    let mut b: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    b["metrics"]["time_to_within_1ms_s"]["value"] = serde_json::json!(0.01);
+    b["metrics"]["time_to_within_1ms_s"]["abs"] = serde_json::json!(0.001);
+    b["metrics"]["time_to_within_1ms_s"]["rel"] = serde_json::json!(0.0);
+    std::fs::write(&p, serde_json::to_string_pretty(&b).unwrap()).unwrap();
+    let o = cmp(&[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let md = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        md.contains("| reboot | sim | time_to_within_1ms_s | 0.01 | 0.1 | ±0.001 | **REGRESSION** |"),
+        "{md}"
+    );
+    assert!(md.contains("1 regressions"), "{md}");
+    // A scenario's own [[tolerance]] overrides the baseline's: tested in the library (compare.rs).
+
+    // An improvement is shown but passes.
+    b["metrics"]["time_to_within_1ms_s"]["value"] = serde_json::json!(5.0);
+    std::fs::write(&p, serde_json::to_string_pretty(&b).unwrap()).unwrap();
+    let o = cmp(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("| improved |"), "{}", text(&o));
+
+    // Malformed: exit 2 naming the file.
+    std::fs::write(&p, "{\"format\": 1, \"kind\": ").unwrap();
+    let o = cmp(&[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("sim/reboot.json: malformed baseline"),
+        "{}",
+        text(&o)
+    );
+    // Missing: exit 2 saying how to make one.
+    std::fs::remove_file(&p).unwrap();
+    let o = cmp(&[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("no baseline for reboot [sim]") && err.contains("phc-harness baseline RUN_DIR"),
+        "{err}"
+    );
+    // No baseline folder at all, or no run: exit 2.
+    let o =
+        harness(&["compare", out.to_str().unwrap(), "--baseline", dir.path().join("none").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no baseline folder"), "{}", text(&o));
+    let o = harness(&["compare", base.to_str().unwrap(), "--baseline", base.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+#[test]
+fn compare_reads_a_run_folder_and_honours_scenario_tolerances() {
+    let dir = tempfile::tempdir().unwrap();
+    let sc = dir.path().join("sc");
+    std::fs::create_dir(&sc).unwrap();
+    let scen = |tol: &str| {
+        format!("description = \"x\"\n{BARE}[world.guest]\nfreq_error_ppm = 1.0\n[expect]\nsteps = {{ max = 0 }}\n{tol}")
+    };
+    std::fs::write(sc.join("t.toml"), scen("")).unwrap();
+    let runs = dir.path().join("runs");
+    let o = harness(&["run", sc.join("t.toml").to_str().unwrap(), "--out", runs.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let base = dir.path().join("base");
+    assert_eq!(
+        harness(&["baseline", runs.to_str().unwrap(), "--baseline", base.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
+    let p = base.join("sim/t.json");
+    let mut b: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    let rms = b["metrics"]["rms_after_recovery_ns"]["value"].as_f64().unwrap();
+    assert!(rms > 1.0, "{rms}");
+    b["metrics"]["rms_after_recovery_ns"]["value"] = serde_json::json!(rms / 100.0);
+    b["metrics"]["rms_after_recovery_ns"]["abs"] = serde_json::json!(0.0);
+    b["metrics"]["rms_after_recovery_ns"]["rel"] = serde_json::json!(0.0);
+    std::fs::write(&p, serde_json::to_string(&b).unwrap()).unwrap();
+    let o = harness(&["compare", runs.to_str().unwrap(), "--baseline", base.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("| t | sim | rms_after_recovery_ns |"),
+        "{}",
+        text(&o)
+    );
+    // The scenario widens the tolerance for that metric: no regression.
+    std::fs::write(
+        sc.join("t.toml"),
+        scen("[[tolerance]]\nmetric = \"rms_after_recovery_ns\"\nabs = 1000000.0\n"),
+    )
+    .unwrap();
+    let suite_out = dir.path().join("suite");
+    let o = harness(&["suite", sc.to_str().unwrap(), "--out", suite_out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = harness(&["compare", suite_out.to_str().unwrap(), "--baseline", base.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // An unknown metric in [[tolerance]] is refused at load, with file and line.
+    std::fs::write(sc.join("t.toml"), scen("[[tolerance]]\nmetric = \"speed\"\nabs = 1.0\n")).unwrap();
+    let o = harness(&["suite", sc.to_str().unwrap(), "--out", suite_out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("t.toml:") && err.contains("unknown metric `speed`"), "{err}");
+}
+
+#[test]
+fn shards_merged_equal_the_unsharded_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole");
+    assert_eq!(suite(&whole, &[]).status.code(), Some(0));
+    let mut shards = Vec::new();
+    let mut names = Vec::new();
+    for i in 1..=3 {
+        let d = dir.path().join(format!("shard{i}"));
+        let o = suite(&d, &["--shard", &format!("{i}/3")]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        for t in ktap::parse(&String::from_utf8_lossy(&o.stdout)).unwrap() {
+            names.push(t.name);
+        }
+        shards.push(d);
+    }
+    names.sort();
+    let mut all: Vec<String> = scenario_names().iter().map(|n| format!("{n}.sim")).collect();
+    all.sort();
+    assert_eq!(names, all, "every scenario in exactly one shard");
+    let merged = dir.path().join("merged");
+    let mut a = vec!["merge", "--out", merged.to_str().unwrap()];
+    // In any order.
+    for d in shards.iter().rev() {
+        a.push(d.to_str().unwrap());
+    }
+    let o = harness(&a);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    for f in ["summary.json", "junit.xml", "results.ktap", "index.md", "index.html"] {
+        let (a, b) = (
+            std::fs::read_to_string(whole.join(f)).unwrap(),
+            std::fs::read_to_string(merged.join(f)).unwrap(),
+        );
+        assert!(a == b, "{f} differs between the merged shards and the whole suite");
+    }
+    for n in scenario_names() {
+        let d = format!("{n}-sim-seed1");
+        for f in ["report.json", "plot.svg"] {
+            let same = std::fs::read(whole.join(&d).join(f)).unwrap()
+                == std::fs::read(merged.join(&d).join(f)).unwrap();
+            assert!(same, "{d}/{f} differs");
+        }
+    }
+    // Two shards of three do not make the suite; a shard twice neither.
+    let o = harness(&[
+        "merge",
+        "--out",
+        merged.to_str().unwrap(),
+        shards[0].to_str().unwrap(),
+        shards[1].to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("shards missing: 3/3"), "{}", text(&o));
+    let o = harness(&[
+        "merge",
+        "--out",
+        merged.to_str().unwrap(),
+        shards[0].to_str().unwrap(),
+        shards[0].to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = harness(&["merge", "--out", merged.to_str().unwrap(), whole.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "a whole suite is not a shard");
+}
+
+/// The points of an SVG path's `d` (M and L commands).
+fn path_points(d: &str) -> Vec<(f64, f64)> {
+    d.split_whitespace()
+        .map(|p| {
+            let (x, y) = p[1..].split_once(',').unwrap();
+            (x.parse().unwrap(), y.parse().unwrap())
+        })
+        .collect()
+}
+
+/// The guest's offset line of a plot.svg (drawn in the guest colour).
+fn guest_path(svg: &El) -> Vec<(f64, f64)> {
+    let paths = svg.find("path");
+    let guest = paths.iter().find(|p| p.attr("stroke") == Some("#1f5fbf")).expect("the guest's line");
+    path_points(guest.attr("d").unwrap())
+}
+
+#[test]
+fn a_simulated_day_stays_small_and_its_plots_hold_the_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let sc = dir.path().join("sc");
+    std::fs::create_dir(&sc).unwrap();
+    let base = std::fs::read_to_string(root().join("scenarios/azure-pause-30s.toml")).unwrap();
+    let day = base.replace("observe_s = 300", "observe_s = 86100");
+    assert_ne!(day, base);
+    std::fs::write(sc.join("day.toml"), day).unwrap();
+    std::fs::write(sc.join("short.toml"), &base).unwrap();
+    let out = dir.path().join("out");
+    let o = harness(&["suite", sc.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    let d = out.join("day-sim-seed1");
+    let json_len = std::fs::metadata(d.join("report.json")).unwrap().len();
+    let svg_text = std::fs::read_to_string(d.join("plot.svg")).unwrap();
+    assert!(json_len < 1_000_000, "report.json of a simulated day: {json_len} bytes");
+    assert!(svg_text.len() < 100_000, "plot.svg of a simulated day: {} bytes", svg_text.len());
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("report.json")).unwrap()).unwrap();
+    assert_eq!(r["series_decimated"]["from"], 172_801);
+    assert_eq!(r["series_decimated"]["to"], r["series"].as_array().unwrap().len());
+    // The whole series drawn as at most two points per pixel column, the 30 s spike included.
+    let svg = parse_xml(&svg_text);
+    assert_eq!(svg.name, "svg");
+    let pts = guest_path(&svg);
+    assert!((810..=2 * 810 + 4).contains(&pts.len()), "{} points", pts.len());
+    let top = pts.iter().map(|p| p.1).fold(f64::MAX, f64::min);
+    assert!(top < 60.0, "the 30 s offset reaches the top decade: y {top}");
+    assert!(!svg
+        .find("rect")
+        .iter()
+        .any(|r| r.attr("opacity").is_none() && r.attr("fill") == Some("#f4c430")));
+    assert_eq!(
+        svg.find("rect").iter().filter(|r| r.attr("fill") == Some("#f4c430")).count(),
+        1,
+        "the pause is shaded"
+    );
+    assert!(svg.find("line").iter().any(|l| l.attr("stroke-dasharray").is_some()), "the step is marked");
+    // --full-series keeps every observation.
+    let full = dir.path().join("full");
+    let o = harness(&[
+        "suite",
+        sc.to_str().unwrap(),
+        "--filter",
+        "day",
+        "--full-series",
+        "--out",
+        full.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(full.join("day-sim-seed1/report.json")).unwrap())
+            .unwrap();
+    assert_eq!(r["series"].as_array().unwrap().len(), 172_801);
+    assert!(r.get("series_decimated").is_none());
+
+    // A short run's plot holds every observation: one point each.
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("short-sim-seed1/report.json")).unwrap())
+            .unwrap();
+    let n = r["series"].as_array().unwrap().iter().filter(|o| !o["guest_offset_ns"].is_null()).count();
+    let svg = parse_xml(&std::fs::read_to_string(out.join("short-sim-seed1/plot.svg")).unwrap());
+    assert_eq!(guest_path(&svg).len(), n);
+}
+
+#[test]
+fn latency_plots_parse_back_with_every_method() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = serde_json::json!({
+        "device": "/dev/ptp0", "driver": "nic", "samples": 20, "n_per_call": 1,
+        "baseline": {"method": "clock_gettime", "clock": "monotonic", "status": "ok",
+            "round_trip_ns": {"count": 20, "p50": 30, "p99": 50, "histogram": [{"le_ns": 20, "count": 4}, {"le_ns": 50, "count": 16}]}},
+        "methods": [
+            {"method": "basic", "clock": null, "status": "ok",
+             "round_trip_ns": {"count": 20, "p50": 4000, "p99": 9000, "histogram": [{"le_ns": 5000, "count": 15}, {"le_ns": 10000, "count": 5}]}},
+            {"method": "precise", "clock": null, "status": "unsupported", "round_trip_ns": null}
+        ]
+    });
+    let f = dir.path().join("latency.json");
+    std::fs::write(&f, doc.to_string()).unwrap();
+    let o = harness(&["plot", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let cdf = parse_xml(&std::fs::read_to_string(dir.path().join("latency-cdf.svg")).unwrap());
+    let labels: Vec<&str> = cdf.find("path").iter().filter_map(|p| p.attr("data-label")).collect();
+    assert_eq!(labels, ["clock_gettime (baseline)", "basic"]);
+    let hist = parse_xml(&std::fs::read_to_string(dir.path().join("latency-histogram.svg")).unwrap());
+    assert_eq!(hist.find("g").len(), 2);
+    let o = harness(&["plot", dir.path().join("nope.json").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn the_local_backend_without_a_phc_is_one_clear_line() {
+    let out = tempfile::tempdir().unwrap();
+    // /dev/null is a character device, but not a PTP clock: refused before anything runs.
+    let o = harness(&[
+        "suite",
+        "--backend",
+        "local",
+        "--device",
+        "/dev/null",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("phc-harness: --backend local: /dev/null: "), "{err}");
+    let have_ptp = !phc::sysfs::discover(&phc::Roots::default()).unwrap_or_default().is_empty()
+        || Path::new("/dev/ptp_hyperv").exists();
+    if have_ptp {
+        println!("skipped the no-PHC case: this machine has a PTP clock");
+        return;
+    }
+    let o = harness(&["suite", "--backend", "local", "--out", out.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "phc-harness: --backend local: no PTP clock on this machine (/sys/class/ptp has none); --backend local needs one, or --device PATH\n"
+    );
+}

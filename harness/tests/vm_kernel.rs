@@ -1,0 +1,186 @@
+//! The user's own kernel in a real QEMU guest: `--kernel-deb` with Debian's package (the one
+//! ci/setup-vm.sh caches, passed explicitly), `--kernel`/`--modules` honoured (a file that is not
+//! a kernel does not boot), and the set-up a report records (kernel release, QEMU version, CPU
+//! model, accel, command line), read in the guest for latency. They need QEMU, the cached
+//! kernel and the static agent (ci/vm-test.sh sets them up and runs them with --ignored); a
+//! missing prerequisite fails loudly instead of skipping.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn cache() -> PathBuf {
+    std::env::var_os("PHC_CACHE")
+        .map_or_else(|| PathBuf::from("/var/cache/phc-harness"), PathBuf::from)
+        .join("kernel")
+}
+
+fn release() -> String {
+    std::fs::read_to_string(cache().join("VERSION"))
+        .unwrap_or_else(|e| panic!("{}: {e} (run ci/setup-vm.sh)", cache().display()))
+        .trim()
+        .to_owned()
+}
+
+fn harness(args: &[&str]) -> Output {
+    phc_harness::backend::qemu::find_agent_bin(None)
+        .unwrap_or_else(|e| panic!("{e} (set PHC_AGENT_BIN; ci/vm-test.sh does)"));
+    Command::new(env!("CARGO_BIN_EXE_phc-harness"))
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Debian's package of the cached kernel: PHC_KERNEL_DEB, apt's archive, or `apt-get download`
+/// of the package ci/setup-vm.sh recorded (into `dir`).
+fn kernel_deb(dir: &Path) -> PathBuf {
+    if let Some(p) = std::env::var_os("PHC_KERNEL_DEB") {
+        return PathBuf::from(p);
+    }
+    let pkg = std::fs::read_to_string(cache().join("PACKAGE"))
+        .expect("PACKAGE in the kernel cache (ci/setup-vm.sh)");
+    let name = pkg.split_whitespace().next().unwrap().to_owned();
+    let archived = std::fs::read_dir("/var/cache/apt/archives")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{name}_"))));
+    if let Some(p) = archived {
+        return p;
+    }
+    // apt-get download drops to user _apt, which must be able to write here.
+    let _ = Command::new("chown").arg("_apt").arg(dir).status();
+    let st = Command::new("apt-get").args(["download", "-qq", &name]).current_dir(dir).status().unwrap();
+    assert!(st.success(), "apt-get download {name} failed");
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .unwrap()
+}
+
+#[test]
+#[ignore = "boots QEMU guests; ci/vm-test.sh runs it"]
+fn a_kernel_deb_boots_and_the_report_names_the_set_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let deb = kernel_deb(dir.path());
+    let out = dir.path().join("suite");
+    let o = harness(&[
+        "suite",
+        "scenarios",
+        "--backend",
+        "qemu",
+        "--filter",
+        "azure-pause-30s",
+        "--kernel-deb",
+        deb.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let env = &s["entries"][0]["environment"];
+    assert_eq!(env["kernel_release"], release(), "{env}");
+    assert!(env["qemu_version"].as_str().unwrap().starts_with("QEMU emulator version"), "{env}");
+    assert!(env["accel"].is_string() && env["cpu_model"].is_string() && env["clock"] == "virtual", "{env}");
+    assert!(env["guest_cmdline"].as_str().unwrap().contains("console=ttyS0"), "{env}");
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("phc-kernel-"))
+        .map(|e| e.path())
+        .collect();
+    assert!(
+        left.iter().all(|p| !p.join("kernel/VERSION").exists()),
+        "unpacked kernels left behind: {left:?}"
+    );
+}
+
+#[test]
+#[ignore = "boots QEMU guests; ci/vm-test.sh runs it"]
+fn kernel_and_modules_are_honoured_and_latency_names_the_guest_set_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mods = cache().join("lib/modules").join(release());
+    // Not a kernel: the guest cannot boot, so the flag really chose what booted.
+    let bogus = dir.path().join("vmlinuz");
+    std::fs::write(&bogus, vec![0u8; 4096]).unwrap();
+    let out = dir.path().join("bogus");
+    let o = harness(&[
+        "suite",
+        "scenarios",
+        "--backend",
+        "qemu",
+        "--filter",
+        "azure-pause-30s",
+        "--kernel",
+        bogus.to_str().unwrap(),
+        "--modules",
+        mods.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--boot-timeout-s",
+        "30",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["entries"][0]["outcome"], "aborted", "{s}");
+    // The cached kernel passed explicitly: latency in the guest names what it measured on.
+    let vmlinuz = cache().join("vmlinuz");
+    let o = harness(&[
+        "latency",
+        "/dev/ptp0",
+        "--backend",
+        "qemu",
+        "--samples",
+        "2000",
+        "--format",
+        "json",
+        "--kernel",
+        vmlinuz.to_str().unwrap(),
+        "--modules",
+        mods.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let b = &v["backend"];
+    assert_eq!(b["kernel_release"], release(), "{b}");
+    assert!(b["guest_cmdline"].as_str().unwrap().contains("console=ttyS0"), "{b}");
+    assert!(!b["cpu_model"].as_str().unwrap().is_empty(), "{b}");
+    // Its baseline is ratios; another CPU model in the baseline is refused unless allowed.
+    let runs = dir.path().join("lat");
+    std::fs::create_dir_all(runs.join("igb")).unwrap();
+    std::fs::write(runs.join("igb/latency.json"), &o.stdout).unwrap();
+    let base = dir.path().join("base");
+    let p = harness(&["baseline", runs.to_str().unwrap(), "--baseline", base.to_str().unwrap()]);
+    assert_eq!(p.status.code(), Some(0), "{}", text(&p));
+    let c = harness(&["compare", runs.to_str().unwrap(), "--baseline", base.to_str().unwrap()]);
+    assert_eq!(c.status.code(), Some(0), "{}", text(&c));
+    let f = base.join("qemu/igb.json");
+    let mut bl: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+    assert!(bl["metrics"]["ratio_p50.basic"]["value"].as_f64().unwrap() > 0.0, "{bl}");
+    bl["environment"]["cpu_model"] = serde_json::json!("another CPU");
+    std::fs::write(&f, bl.to_string()).unwrap();
+    let c = harness(&["compare", runs.to_str().unwrap(), "--baseline", base.to_str().unwrap()]);
+    assert_eq!(c.status.code(), Some(2), "{}", text(&c));
+    assert!(String::from_utf8_lossy(&c.stderr).contains("--allow-different-host"), "{}", text(&c));
+    let c = harness(&[
+        "compare",
+        runs.to_str().unwrap(),
+        "--baseline",
+        base.to_str().unwrap(),
+        "--allow-different-host",
+    ]);
+    assert_eq!(c.status.code(), Some(0), "{}", text(&c));
+}
