@@ -9,6 +9,7 @@ pub mod cpio;
 pub mod error;
 pub mod image;
 pub mod launcher;
+pub mod nested;
 pub mod pvh;
 pub mod qmp;
 pub mod session;

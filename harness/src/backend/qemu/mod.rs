@@ -153,6 +153,7 @@ pub fn boot(opts: &QemuOptions, role: &str, clock: GuestClock) -> Result<(Sessio
         clock,
         role: role.into(),
         timeout: opts.boot_timeout,
+        nested: opts.ptp_kvm,
     })
 }
 
