@@ -5,9 +5,11 @@
 //! emulation), and is the cross-check. This module holds what both share: options, boot, what
 //! the guest cannot run, chronyd's configuration and log.
 
+pub mod nested;
 pub mod real;
 pub mod virt;
 
+pub use nested::NestedBackend;
 pub use real::QemuBackend;
 pub use virt::VirtualBackend;
 
