@@ -49,4 +49,8 @@ pub struct GuestArgs {
     /// QEMU backend: acceleration.
     #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
     pub accel: AccelArg,
+    /// QEMU backend: the guest's PHC. `ptp-kvm` boots a guest with KVM's ptp_kvm (nested inside
+    /// a TCG guest where KVM does not run guests here; DEVICE is then /dev/ptp0).
+    #[arg(long, value_enum, default_value_t = super::run::GuestPhc::Igb)]
+    pub phc: super::run::GuestPhc,
 }

@@ -19,12 +19,13 @@ fn forwarded_args() -> Vec<String> {
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--backend" | "--agent-bin" | "--accel" => {
+            "--backend" | "--agent-bin" | "--accel" | "--phc" => {
                 it.next();
             }
             s if s.starts_with("--backend=")
                 || s.starts_with("--agent-bin=")
-                || s.starts_with("--accel=") => {}
+                || s.starts_with("--accel=")
+                || s.starts_with("--phc=") => {}
             _ => out.push(a),
         }
     }
@@ -36,7 +37,7 @@ fn boot(g: &GuestArgs) -> Result<(Session, BootInfo), phc_qemu::Error> {
         agent_bin: find_agent_bin(g.agent_bin.clone())?,
         accel: g.accel.choice(),
         boot_timeout: Duration::from_secs(120),
-        ptp_kvm: false,
+        ptp_kvm: g.phc == super::run::GuestPhc::PtpKvm,
         clock: qemu::ClockMode::Real,
     };
     qemu::boot(&opts, "device", phc_qemu::GuestClock::Real)
@@ -79,7 +80,8 @@ pub fn run(g: &GuestArgs, device: &str, json_out: bool) -> Exit {
         Ok(v) => v,
         Err(e) => return failed(&e),
     };
-    let accel = info.accel;
+    // A nested guest (ptp_kvm under KVM inside a TCG guest) says so wherever the accel shows.
+    let accel = if info.nested { qemu::nested::ACCEL_NAME } else { info.accel.name() };
     let mut argv = vec!["/bin/phc-harness".to_owned()];
     argv.extend(forwarded_args());
     let r = match exec(&mut s, argv, 900.0) {
@@ -92,8 +94,9 @@ pub fn run(g: &GuestArgs, device: &str, json_out: bool) -> Exit {
     let cmp_ns = parse_phc_ctl_cmp(&cmp_text);
     let backend = json!({
         "kind": "qemu",
-        "accel": accel.name(),
+        "accel": accel,
         "accel_reason": info.accel_reason,
+        "nesting": info.nested.then_some(qemu::nested::NESTING),
         "boot_to_ready_s": (s.boot_to_ready.as_secs_f64() * 1000.0).round() / 1000.0,
         "phc_ctl_cmp": { "output": cmp_text, "realtime_minus_phc_ns": cmp_ns },
     });
@@ -109,10 +112,12 @@ pub fn run(g: &GuestArgs, device: &str, json_out: bool) -> Exit {
     } else {
         output::out(&r.stdout);
         output::out(&format!(
-            "\nbackend: qemu ({}), boot to agent-ready {:.2} s\n",
-            accel.name(),
+            "\nbackend: qemu ({accel}), boot to agent-ready {:.2} s\n",
             s.boot_to_ready.as_secs_f64()
         ));
+        if info.nested {
+            output::out(&format!("nesting: {}\n", qemu::nested::NESTING));
+        }
         output::out(&format!("cross-check, linuxptp `phc_ctl {device} cmp` in the same guest: {cmp_text}\n"));
     }
     match r.code {
