@@ -71,7 +71,10 @@ impl NestedBackend {
             )),
         );
         if s.world.disciplines.iter().any(|d| matches!(d, DisciplineConfig::HvUtils(_))) {
-            info.insert("hv_utils".into(), json!("not run: Hyper-V's, and ptp_kvm has no host samples for it"));
+            info.insert(
+                "hv_utils".into(),
+                json!("not run: Hyper-V's, and ptp_kvm has no host samples for it"),
+            );
         }
         let chrony_conf = s.world.disciplines.iter().find_map(|d| match d {
             DisciplineConfig::Chrony(c) => Some(c.chrony_conf(&dev)),
@@ -121,7 +124,9 @@ impl NestedBackend {
             a.call(
                 Op::Spawn {
                     name: "chronyd".into(),
-                    argv: ["chronyd", "-u", "root", "-d", "-f", "/etc/chrony.conf"].map(String::from).to_vec(),
+                    argv: ["chronyd", "-u", "root", "-d", "-f", "/etc/chrony.conf"]
+                        .map(String::from)
+                        .to_vec(),
                     log: CHRONY_LOG.into(),
                 },
                 Self::deadline(),
@@ -138,7 +143,8 @@ impl NestedBackend {
             .session
             .agent
             .call_value(Op::PhcOffset { device: self.phc_device.clone() }, Self::deadline())?;
-        let get = |k: &str| v[k].as_i64().ok_or_else(|| Error::AgentAnswer { answer: v.to_string(), source: None });
+        let get =
+            |k: &str| v[k].as_i64().ok_or_else(|| Error::AgentAnswer { answer: v.to_string(), source: None });
         Ok((get("phc_minus_realtime_ns")?, get("uncertainty_ns")?))
     }
 
@@ -256,7 +262,12 @@ impl NestedBackend {
             Ok((phc_minus_rt, u)) => {
                 self.uncertainty_ns.push(u);
                 // The PHC is the host clock here: there is no separate PHC error to show.
-                Ok(Observation { t_s, guest_offset_ns: Some(-phc_minus_rt), phc_offset_ns: None, phc_error: None })
+                Ok(Observation {
+                    t_s,
+                    guest_offset_ns: Some(-phc_minus_rt),
+                    phc_offset_ns: None,
+                    phc_error: None,
+                })
             }
             Err(Error::Guest(m)) => {
                 Ok(Observation { t_s, guest_offset_ns: None, phc_offset_ns: None, phc_error: Some(m) })
