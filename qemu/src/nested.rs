@@ -136,13 +136,85 @@ poweroff -f
     )
 }
 
-/// Writes L1's initramfs to `out` (L2's inside it) and returns L1's kernel image.
-pub fn build(l2: &ImageSpec, out: &Path) -> Result<PathBuf, Error> {
+/// Writes L1's initramfs to `out` (L2's inside it) and returns L1's kernel image and whether the
+/// image came from the cache (`cached`).
+pub fn build(l2: &ImageSpec, out: &Path) -> Result<(PathBuf, bool), Error> {
+    let key = cache_key(l2);
+    let cached = cache_path(&key);
+    if let Some(c) = &cached {
+        // A hard link: the 85 MB image costs nothing to "copy", and removing `out` leaves it.
+        let _ = fs::remove_file(out);
+        if fs::hard_link(c, out).is_ok() {
+            let vmlinuz = l2.vmlinuz();
+            return Ok((crate::pvh::vmlinux_for(&vmlinuz).unwrap_or(vmlinuz), true));
+        }
+    }
     let l2_initrd = tmp::file("initrd", "l2", ".cpio")?;
     image::build(l2, &l2_initrd)?;
     let kernel = image::build(&l1_spec(l2), out)?;
     append_l2(l2, &l2_initrd, out)?;
-    Ok(kernel)
+    if let Some(c) = cached {
+        save_to_cache(out, &c);
+    }
+    Ok((kernel, false))
+}
+
+/// How many L1 images the cache keeps (each about 85 MB); the oldest go first.
+const CACHE_KEEP: usize = 3;
+
+/// What an L1 image is made of: every input file's path, size and modification time, the module
+/// lists and both init scripts. A change to any gives a new key (and a new image).
+pub fn cache_key(l2: &ImageSpec) -> String {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::MetadataExt;
+    let l1 = l1_spec(l2);
+    let mut files: Vec<PathBuf> =
+        vec![l2.vmlinuz(), l2.kernel_dir.join("VERSION"), l2.busybox.clone(), l2.agent.clone()];
+    files.extend(l2.programs.iter().chain(&l1.programs).cloned());
+    files.extend(FIRMWARE.iter().map(|f| Path::new(FIRMWARE_DIR).join(f)));
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in &files {
+        f.hash(&mut h);
+        if let Ok(m) = fs::metadata(f) {
+            (m.size(), m.mtime(), m.mtime_nsec()).hash(&mut h);
+        }
+    }
+    (&l2.modules, &l1.modules, env!("CARGO_PKG_VERSION")).hash(&mut h);
+    (image::init_script(&l2.modules), image::init_script(&l1.modules), l1_init_script()).hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+/// The cache file for `key` in `PHC_CACHE/nested` (the setup cache), when that folder can be
+/// made.
+fn cache_path(key: &str) -> Option<PathBuf> {
+    let dir = image::cache_dir().join("nested");
+    fs::create_dir_all(&dir).ok()?;
+    Some(dir.join(format!("l1-{key}.cpio")))
+}
+
+/// Links a fresh image into the cache (by rename of a second link, so a reader never sees half
+/// a file) and drops the oldest beyond `CACHE_KEEP`. Failures only cost the next run a build.
+fn save_to_cache(image: &Path, to: &Path) {
+    let Some(dir) = to.parent() else { return };
+    let staging = dir.join(format!(".l1-{}.tmp", std::process::id()));
+    let _ = fs::remove_file(&staging);
+    if fs::hard_link(image, &staging).is_err() || fs::rename(&staging, to).is_err() {
+        let _ = fs::remove_file(&staging);
+        return;
+    }
+    let mut old: Vec<(std::time::SystemTime, PathBuf)> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("l1-")))
+        .filter_map(|p| Some((fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .collect();
+    old.sort();
+    old.reverse();
+    for (_, p) in old.into_iter().skip(CACHE_KEEP) {
+        let _ = fs::remove_file(p);
+    }
 }
 
 fn read(p: &Path) -> Result<Vec<u8>, Error> {

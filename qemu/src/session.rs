@@ -159,7 +159,7 @@ impl Session {
     ) -> Result<(Self, BootInfo), Error> {
         let t1 = Instant::now();
         let dir = Nested::socket_dir()?;
-        let kernel = nested::build(&o.spec, &initrd)?;
+        let (kernel, _cached) = nested::build(&o.spec, &initrd)?;
         let image_build = t1.elapsed();
         let builder = nested::l1_builder(kernel, &initrd, dir.path()).role(o.role.clone()).clock(o.clock);
         let deadline = Instant::now() + o.timeout;
