@@ -63,10 +63,12 @@ fn ptp_kvm_in_l2_matches_the_kvm_row_and_its_latency_is_measured() {
     println!("{}", serde_json::to_string_pretty(&probe).unwrap());
     assert_eq!(probe["driver"], "kvm", "{probe}");
     assert_eq!(probe["deviations"], 0, "{probe}");
-    assert_eq!(probe["caps"]["cross_timestamping"], 1, "{}", probe["caps"]);
-    assert_eq!(probe["caps"]["max_adj"], 0, "{}", probe["caps"]);
-    assert_eq!(check(&probe, "SYS_OFFSET_EXTENDED")["result"], "EOPNOTSUPP");
+    assert_eq!(probe["caps"]["cross_timestamping"], true, "{}", probe["caps"]);
+    assert_eq!(probe["caps"]["max_adj_ppb"], 0, "{}", probe["caps"]);
+    assert_eq!(check(&probe, "SYS_OFFSET_EXTENDED realtime")["result"], "EOPNOTSUPP");
     assert_eq!(check(&probe, "SYS_OFFSET_PRECISE")["result"], "ok");
+    assert_eq!(check(&probe, "clock_settime (to clock_gettime)")["result"], "EOPNOTSUPP");
+    assert_eq!(check(&probe, "ADJ_FREQUENCY (write back current)")["result"], "EOPNOTSUPP");
     assert_eq!(probe["offset"]["method"], "precise", "{}", probe["offset"]);
 
     let r = exec(&mut s, &["phc-harness", "latency", &dev, "--samples", "500", "--format", "json"], 300.0);
