@@ -38,7 +38,8 @@ pub enum BackendKind {
 pub enum GuestPhc {
     /// QEMU's igb NIC clock, fed with host time by the harness.
     Igb,
-    /// KVM's ptp_kvm, reading host time by hypercall.
+    /// KVM's ptp_kvm, reading host time by hypercall (nested, KVM inside a TCG guest, where KVM
+    /// does not run guests here).
     PtpKvm,
 }
 
@@ -74,8 +75,9 @@ pub struct RunArgs {
     /// QEMU backend: acceleration.
     #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
     pub accel: AccelArg,
-    /// QEMU backend: the guest PHC. `ptp-kvm` (needs KVM) reads host time itself, without the
-    /// harness's provider; `igb` works under TCG too.
+    /// QEMU backend: the guest PHC. `ptp-kvm` reads host time itself, without the harness's
+    /// provider (under KVM, or nested: the guest under KVM inside a TCG guest, whose clock is
+    /// host time; needs `--clock real`); `igb` is fed by the provider.
     #[arg(long, value_enum, default_value_t = GuestPhc::Igb)]
     pub phc: GuestPhc,
     /// QEMU backend: the guest's time. `virtual` (TCG, icount with sleep=off) runs faster than
