@@ -61,16 +61,14 @@ const L2_DIR: &str = "/l2";
 /// What L1 prints on its console just before L2's QEMU starts.
 pub const L2_STARTING_LINE: &str = "phc-init: L1 starting L2";
 
-/// The L1 image spec for an L2 image spec: the same kernel, busybox and agent; KVM's modules;
-/// Debian's QEMU with its libraries.
+/// The L1 image spec for an L2 image spec: the same kernel, busybox and agent (everything but
+/// modules and programs as L2's); KVM's modules; Debian's QEMU with its libraries.
 pub fn l1_spec(l2: &ImageSpec) -> ImageSpec {
     let qemu = find_in_path(DEFAULT_QEMU).unwrap_or_else(|| PathBuf::from("/usr/bin").join(DEFAULT_QEMU));
     ImageSpec {
-        kernel_dir: l2.kernel_dir.clone(),
-        busybox: l2.busybox.clone(),
-        agent: l2.agent.clone(),
         modules: L1_MODULES.iter().map(|s| (*s).to_owned()).collect(),
         programs: vec![qemu],
+        ..l2.clone()
     }
 }
 
