@@ -22,7 +22,8 @@ pub struct NestedBackend {
     chrony_lines_seen: usize,
     chrony: ChronyLog,
     info: BTreeMap<String, Value>,
-    /// Half-widths of the offset measurements (the best reading's delay, halved).
+    /// Uncertainties of the offset measurements (0 for a cross timestamp, else half the best
+    /// PTP_SYS_OFFSET window).
     uncertainty_ns: Vec<i64>,
 }
 
