@@ -100,8 +100,9 @@ pub fn console_tail(guest: &Guest) -> String {
 
 impl Session {
     /// The one way a guest is booted: decides the acceleration (virtual time is TCG's alone),
-    /// builds the image into a fresh temp file (without ptp_kvm under TCG), starts QEMU and waits
-    /// for the agent.
+    /// builds the image into a fresh temp file (without ptp_kvm under TCG; or, with `o.nested`
+    /// under TCG, the image as L2 inside L1's: `start_nested`), starts QEMU and waits for the
+    /// agent.
     pub fn start(o: &BootOptions) -> Result<(Self, BootInfo), Error> {
         let t0 = Instant::now();
         let (accel, accel_reason) = match (o.clock, o.accel) {
@@ -166,7 +167,7 @@ impl Session {
         let mut s = Self::boot_with(builder, initrd, deadline)?;
         let t0 = s.guest.started();
         let mut l2 = AgentClient::connect(&Nested::l2_agent_socket(dir.path()), deadline)?;
-        let qmp = nested::Nested::connect_qmp(dir.path(), deadline);
+        let qmp = Nested::connect_qmp(dir.path(), deadline);
         let qmp = qmp.map_err(|e| s.explain(e))?;
         hello_until_answered(&mut s.guest, &mut l2, deadline)?;
         let l1_agent = std::mem::replace(&mut s.agent, l2);
