@@ -1,12 +1,17 @@
 //! ptp_kvm for real on any machine: the guest runs as L2 under KVM nested inside a TCG guest (L1,
-//! the host, whose CLOCK_REALTIME ptp_kvm reads). ci/vm-test.sh runs these with `--ignored
-//! --test-threads=1`; plain `cargo test` lists them as ignored. Run with --ignored, a missing
+//! the host, whose CLOCK_REALTIME ptp_kvm reads). ci/vm-test.sh runs the VM tests with
+//! `--ignored --test-threads=1`; plain `cargo test` lists them as ignored and runs only the
+//! sim check of `scenarios/nested/`. Run with --ignored, a missing
 //! prerequisite fails loudly instead of skipping. They force TCG (`accel: Some(Tcg)`), so they
 //! test the nesting even where KVM works.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use phc_harness::backend::qemu::{boot, find_agent_bin, find_phc_by_name, ClockMode, QemuOptions};
+use phc_harness::report::Verdict;
+use phc_harness::runner::run_sim;
+use phc_harness::scenario::{self, Scenario};
 use phc_qemu::agent::{ExecResult, Op};
 use phc_qemu::session::Session;
 use phc_qemu::{Accel, GuestClock};
@@ -91,4 +96,18 @@ fn ptp_kvm_in_l2_matches_the_kvm_row_and_its_latency_is_measured() {
     let jump = phc_minus_rt(&mut s) - before;
     println!("ptp_kvm in L2 moved {jump} ns when L1's clock stepped +10 s");
     assert!((jump - 10_000_000_000).abs() < 5_000_000, "ptp_kvm moved {jump} ns");
+}
+
+/// The scenarios written for nested runs load, and their checks hold on the sim's kvm
+/// personality (the QEMU side is vm_kvm's and the CLI's).
+#[test]
+fn nested_scenarios_load_and_hold_on_the_sim() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/nested");
+    let files = scenario::list_dir(&dir).unwrap();
+    assert!(files.len() >= 2, "{} has {} scenarios", dir.display(), files.len());
+    for f in files {
+        let s = Scenario::load(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let r = run_sim(&s).unwrap();
+        assert_eq!(r.verdict, Verdict::Pass, "{}", r.to_text());
+    }
 }
