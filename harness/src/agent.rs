@@ -288,6 +288,13 @@ impl Agent {
             Op::Clocks => Ok(Value::Null),
             Op::PhcOffset { device } => {
                 let phc = self.phc(&device)?;
+                // A cross timestamp (ptp_kvm's PRECISE) is exact: no window to halve.
+                if let Ok(p) = phc.sys_offset_precise() {
+                    let d = p.phc_ns - p.realtime_ns;
+                    return Ok(
+                        json!({ "phc_minus_realtime_ns": d, "uncertainty_ns": 0, "method": "precise" }),
+                    );
+                }
                 let samples = phc.sys_offset(25).map_err(|e| format!("{device}: {e}"))?;
                 let est = phc::estimate::linuxptp(&samples).ok_or("no samples")?;
                 // Sample offsets are system minus PHC; report PHC minus realtime.

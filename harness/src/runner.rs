@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::backend::qemu::{ClockMode, QemuBackend, QemuOptions, VirtualBackend};
+use crate::backend::qemu::{nested, ClockMode, NestedBackend, QemuBackend, QemuOptions, VirtualBackend};
 use crate::backend::sim::Sim;
 use crate::engine;
 use crate::fidelity::Fidelity;
@@ -111,6 +111,10 @@ pub fn run_qemu(s: &Scenario, opts: &QemuOptions, progress: bool) -> Result<Repo
     let (obs, abort, mut info) = match opts.clock {
         ClockMode::Virtual => {
             drive(s, VirtualBackend::start(s, opts)?, &mut tick, VirtualBackend::finish, VirtualBackend::info)
+        }
+        // ptp_kvm where this machine runs TCG: KVM nested inside a TCG guest.
+        ClockMode::Real if nested::wanted(opts)? => {
+            drive(s, NestedBackend::start(s, opts)?, &mut tick, NestedBackend::finish, NestedBackend::info)
         }
         ClockMode::Real => {
             drive(s, QemuBackend::start(s, opts)?, &mut tick, QemuBackend::finish, QemuBackend::info)

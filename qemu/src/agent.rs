@@ -22,7 +22,8 @@ pub enum Op {
     Hello,
     /// Read the guest clocks.
     Clocks,
-    /// Read a PHC against CLOCK_REALTIME: PHC minus realtime, best of `n` basic readings.
+    /// Read a PHC against CLOCK_REALTIME: PHC minus realtime, from a cross timestamp
+    /// (PTP_SYS_OFFSET_PRECISE, exact) where the driver has one, else the best of 25 basic readings.
     PhcOffset {
         /// Device path.
         device: String,

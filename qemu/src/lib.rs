@@ -10,6 +10,7 @@ pub mod error;
 pub mod image;
 pub mod kernel;
 pub mod launcher;
+pub mod nested;
 pub mod pvh;
 pub mod qmp;
 pub mod session;

@@ -9,6 +9,8 @@ use crate::agent::Op;
 use crate::client::AgentClient;
 use crate::image::{self, ImageSpec};
 use crate::launcher::{Accel, Guest, GuestBuilder, GuestClock};
+use crate::nested::{self, Nested};
+use crate::qmp::Qmp;
 use crate::tmp::{self, TempPath};
 use crate::{Error, Waited};
 
@@ -25,6 +27,9 @@ pub struct BootOptions {
     pub role: String,
     /// Longest wait from starting QEMU to the agent's first answer.
     pub timeout: Duration,
+    /// Where this machine runs TCG and the image loads ptp_kvm: boot the image as L2 under KVM
+    /// nested inside a TCG guest (`nested`), so that ptp_kvm really runs.
+    pub nested: bool,
 }
 
 /// How a guest came up.
@@ -40,6 +45,8 @@ pub struct BootInfo {
     pub accel_detect_s: f64,
     /// The guest kernel's release (`uname -r`), from the kernel cache.
     pub kernel_release: String,
+    /// Whether the guest runs as L2 under KVM inside a TCG guest (`nested`).
+    pub nested: bool,
 }
 
 /// A guest whose agent answers.
@@ -52,6 +59,8 @@ pub struct Session {
     pub boot_to_ready: Duration,
     /// The initramfs used (kept for reboots), removed when the session drops.
     pub initrd: TempPath,
+    /// L1's side when the guest is nested (`nested`): then `guest` is L1's QEMU and `agent` L2's.
+    pub nested: Option<Nested>,
     builder: GuestBuilder,
 }
 
@@ -93,8 +102,9 @@ pub fn console_tail(guest: &Guest) -> String {
 
 impl Session {
     /// The one way a guest is booted: decides the acceleration (virtual time is TCG's alone),
-    /// builds the image into a fresh temp file (without ptp_kvm under TCG), starts QEMU and waits
-    /// for the agent.
+    /// builds the image into a fresh temp file (without ptp_kvm under TCG; or, with `o.nested`
+    /// under TCG, the image as L2 inside L1's: `start_nested`), starts QEMU and waits for the
+    /// agent.
     pub fn start(o: &BootOptions) -> Result<(Self, BootInfo), Error> {
         let t0 = Instant::now();
         let (accel, accel_reason) = match (o.clock, o.accel) {
@@ -115,6 +125,9 @@ impl Session {
         };
         let t1 = Instant::now();
         let initrd = tmp::file("initrd", &o.role, ".cpio")?;
+        if o.nested && accel == Accel::Tcg && o.spec.modules.iter().any(|m| m == "ptp_kvm") {
+            return Self::start_nested(o, initrd, accel_reason, t1 - t0);
+        }
         let kernel = if accel == Accel::Tcg && o.spec.modules.iter().any(|m| m == "ptp_kvm") {
             // ptp_kvm needs KVM's paravirtual clock: under TCG its insmod only fails, after
             // 0.2 s of boot time.
@@ -138,8 +151,55 @@ impl Session {
             image_build_s: round3(t2 - t1),
             accel_detect_s: round3(t1 - t0),
             kernel_release,
+            nested: false,
         };
         Ok((session, info))
+    }
+
+    /// `start` for a nested guest: L1's image (L2's inside), L1 booted under TCG until its agent
+    /// answers, then L2's QMP and agent through L1's relays. `boot_to_ready` runs from starting
+    /// L1's QEMU to L2's agent's first answer.
+    fn start_nested(
+        o: &BootOptions,
+        initrd: tmp::TempPath,
+        accel_reason: String,
+        detect: Duration,
+    ) -> Result<(Self, BootInfo), Error> {
+        let t1 = Instant::now();
+        let dir = Nested::socket_dir()?;
+        let (kernel, _cached) = nested::build(&o.spec, &initrd)?;
+        let image_build = t1.elapsed();
+        let builder = nested::l1_builder(kernel, &initrd, dir.path()).role(o.role.clone()).clock(o.clock);
+        let deadline = Instant::now() + o.timeout;
+        let mut s = Self::boot_with(builder, initrd, deadline)?;
+        let t0 = s.guest.started();
+        let mut l2 = AgentClient::connect(&Nested::l2_agent_socket(dir.path()), deadline)?;
+        let qmp = Nested::connect_qmp(dir.path(), deadline);
+        let qmp = qmp.map_err(|e| s.explain(e))?;
+        hello_until_answered(&mut s.guest, &mut l2, deadline)?;
+        let l1_agent = std::mem::replace(&mut s.agent, l2);
+        s.nested = Some(Nested::new(l1_agent, qmp, dir));
+        s.boot_to_ready = t0.elapsed();
+        let round3 = |d: Duration| (d.as_secs_f64() * 1000.0).round() / 1000.0;
+        let info = BootInfo {
+            accel: Accel::Tcg,
+            accel_reason,
+            image_build_s: round3(image_build),
+            accel_detect_s: round3(detect),
+            // L2 runs the same kernel as L1.
+            kernel_release: o.spec.kernel_release()?,
+            nested: true,
+        };
+        Ok((s, info))
+    }
+
+    /// The QMP of the machine the scenario runs on: L2's (relayed by L1) when nested, else the
+    /// guest's.
+    pub fn vm_qmp(&mut self) -> &mut Qmp {
+        match &mut self.nested {
+            Some(n) => &mut n.qmp,
+            None => self.guest.qmp(),
+        }
     }
 
     /// Boots `spec` under `accel` in real time by `Session::start`, for callers that need no
@@ -151,6 +211,7 @@ impl Session {
             clock: GuestClock::Real,
             role: "guest".into(),
             timeout: deadline.saturating_duration_since(Instant::now()),
+            nested: false,
         };
         Self::start(&o).map(|(s, _)| s)
     }
@@ -161,7 +222,7 @@ impl Session {
         let t0 = Instant::now();
         let mut guest = builder.start(deadline)?;
         let agent = wait_ready(&mut guest, deadline)?;
-        Ok(Self { guest, agent, boot_to_ready: t0.elapsed(), initrd, builder })
+        Ok(Self { guest, agent, boot_to_ready: t0.elapsed(), initrd, nested: None, builder })
     }
 
     /// After a `system_reset`: waits for the rebooted guest's agent on the same channel (QEMU

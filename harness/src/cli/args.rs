@@ -53,6 +53,11 @@ pub struct GuestArgs {
     /// QEMU backend: acceleration.
     #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
     pub accel: AccelArg,
+    /// QEMU backend: the guest's PHC. `ptp-kvm` boots a guest with KVM's ptp_kvm (nested inside
+    /// a TCG guest where KVM does not run guests here; DEVICE is then /dev/ptp0); `hyperv`
+    /// starts mock-phc's CUSE device (DEVICE /dev/ptp_hyperv; also implied by that path).
+    #[arg(long, value_enum)]
+    pub phc: Option<crate::backend::qemu::GuestPhc>,
     /// QEMU backend: the guest kernel line, `6.12` or `7.2` (with QEMU's vmclock device, so
     /// /dev/vmclock0 can be probed).
     #[arg(long, default_value_t = phc_qemu::KernelLine::V6_12)]

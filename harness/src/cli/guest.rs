@@ -20,7 +20,7 @@ fn forwarded_args() -> Vec<String> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--backend" | "--agent-bin" | "--accel" | "--kernel-line" | "--kernel" | "--modules"
-            | "--kernel-deb" => {
+            | "--kernel-deb" | "--phc" => {
                 it.next();
             }
             s if [
@@ -31,6 +31,7 @@ fn forwarded_args() -> Vec<String> {
                 "--kernel=",
                 "--modules=",
                 "--kernel-deb=",
+                "--phc=",
             ]
             .iter()
             .any(|p| s.starts_with(p)) => {}
@@ -48,7 +49,7 @@ fn boot(
         agent_bin: find_agent_bin(g.agent_bin.clone())?,
         accel: g.accel.choice(),
         boot_timeout: Duration::from_secs(120),
-        phc: None,
+        phc: g.phc,
         clock: qemu::ClockMode::Real,
         kernel_line: g.kernel_line,
         kernel_dir,
@@ -111,8 +112,9 @@ pub fn run(g: &GuestArgs, device: &str, json_out: bool) -> Exit {
         Ok(v) => v,
         Err(e) => return failed(&e),
     };
-    let accel = info.accel;
-    if device == qemu::MOCK_DEVICE {
+    // A nested guest (ptp_kvm under KVM inside a TCG guest) says so wherever the accel shows.
+    let accel = if info.nested { qemu::nested::ACCEL_NAME } else { info.accel.name() };
+    if device == qemu::MOCK_DEVICE || g.phc == Some(qemu::GuestPhc::Hyperv) {
         if let Err(e) = start_mock(&mut s) {
             return failed(&e);
         }
@@ -151,8 +153,9 @@ pub fn run(g: &GuestArgs, device: &str, json_out: bool) -> Exit {
         "guest_cmdline": guest_cmdline,
         "cpu_model": cpu_model,
         "qemu_version": crate::kernel::qemu_version(),
-        "accel": accel.name(),
+        "accel": accel,
         "accel_reason": info.accel_reason,
+        "nesting": info.nested.then_some(qemu::nested::NESTING),
         "boot_to_ready_s": (s.boot_to_ready.as_secs_f64() * 1000.0).round() / 1000.0,
         "kernel_line": g.kernel_line.name(),
         "kernel_release": info.kernel_release,
@@ -171,10 +174,13 @@ pub fn run(g: &GuestArgs, device: &str, json_out: bool) -> Exit {
         output::out(&r.stdout);
         output::out(&format!(
             "\nbackend: qemu ({}, kernel {}), boot to agent-ready {:.2} s\n",
-            accel.name(),
+            accel,
             info.kernel_release,
             s.boot_to_ready.as_secs_f64()
         ));
+        if info.nested {
+            output::out(&format!("nesting: {}\n", qemu::nested::NESTING));
+        }
         output::out(&format!("cross-check, linuxptp `phc_ctl {device} cmp` in the same guest: {cmp_text}\n"));
     }
     match r.code {

@@ -8,6 +8,7 @@ pub mod agent;
 pub mod args;
 pub mod device;
 mod guest;
+pub mod relay;
 pub mod run;
 pub mod suite;
 
@@ -50,6 +51,9 @@ enum Cmd {
     /// that was decided; `--refresh` runs the trial guest again.
     #[command(hide = true)]
     Accel(accel::AccelCheckArgs),
+    /// Join a virtio-serial port to a Unix socket (inside a nested run's L1 guest).
+    #[command(hide = true)]
+    Relay(relay::RelayArgs),
 }
 
 /// Parses the command line, runs the command, and gives its exit status (worsened to 2 when
@@ -69,6 +73,7 @@ pub fn main() -> std::process::ExitCode {
         Cmd::Plot(a) => suite::plot(a),
         Cmd::Agent(a) => agent::run(a),
         Cmd::Accel(a) => accel::run(a),
+        Cmd::Relay(a) => relay::run(a),
     };
     exit.max(crate::output::status()).into()
 }

@@ -5,10 +5,12 @@
 //! emulation), and is the cross-check. This module holds what both share: options, boot, what
 //! the guest cannot run, chronyd's configuration and log.
 
+pub mod nested;
 pub mod real;
 pub mod restore;
 pub mod virt;
 
+pub use nested::NestedBackend;
 pub use real::QemuBackend;
 pub use virt::VirtualBackend;
 
@@ -213,6 +215,7 @@ pub fn boot(opts: &QemuOptions, role: &str, clock: GuestClock) -> Result<(Sessio
         clock,
         role: role.into(),
         timeout: opts.boot_timeout,
+        nested: opts.phc == Some(GuestPhc::PtpKvm),
     })
 }
 
