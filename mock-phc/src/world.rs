@@ -188,6 +188,8 @@ pub struct World {
     next_tick_ns: i64,
     /// When a pause or a reboot ends.
     resume_at_ns: Option<i64>,
+    /// When the guest stopped for the pause in progress.
+    paused_at_ns: Option<i64>,
     rebooting: bool,
     sync_on_resume: bool,
     samples_stopped: bool,
@@ -231,6 +233,7 @@ impl World {
             tick_ns,
             next_tick_ns: 0,
             resume_at_ns: None,
+            paused_at_ns: None,
             rebooting: false,
             sync_on_resume: true,
             samples_stopped: false,
@@ -244,6 +247,12 @@ impl World {
         world.host_tick(true);
         world.next_tick_ns = tick_ns;
         Ok(world)
+    }
+
+    /// What the daemons see, for unit tests of the models.
+    #[cfg(test)]
+    pub(crate) fn sim_mut(&mut self) -> &mut Sim {
+        &mut self.sim
     }
 
     /// Reference time since the start.
@@ -334,7 +343,8 @@ impl World {
         }
         if self.sim.running {
             for (i, d) in self.disciplines.iter().enumerate() {
-                // A daemon's timer that fell due during a pause fires on resume.
+                // Timers run on the guest's clocks, which stood still during a pause; `resume`
+                // moved them on by the pause, so none is behind now (the max is a guard).
                 if let Some(t) = d.next_due_ns() {
                     let t = t.max(self.sim.t_ns);
                     if t < best.0 {
@@ -404,6 +414,7 @@ impl World {
 
     fn resume(&mut self) {
         self.resume_at_ns = None;
+        let paused_at = self.paused_at_ns.take();
         self.sim.running = true;
         if self.rebooting {
             self.rebooting = false;
@@ -421,6 +432,16 @@ impl World {
             self.sim.note(SOURCE, "booted".to_owned());
             self.sync_at_ns = Some(self.sim.t_ns + SYNC_DELIVERY_NS);
         } else {
+            // The daemons' timers (chrony's SCH_AddTimeoutByDelay, phc2sys's clock_nanosleep on
+            // MONOTONIC, ntpd's interval timer) count guest time, which did not pass while the
+            // guest was stopped: each falls due as long after the resume as it was due after
+            // the stop. None fires for the periods the pause spanned.
+            if let Some(at) = paused_at {
+                let paused_ns = self.sim.t_ns - at;
+                for d in &mut self.disciplines {
+                    d.delay_timers(paused_ns);
+                }
+            }
             self.sim.note(SOURCE, "resumed".to_owned());
             if self.sync_on_resume || !self.sim.phc.is_hyperv() {
                 self.sync_at_ns = Some(self.sim.t_ns + SYNC_DELIVERY_NS);
@@ -435,6 +456,7 @@ impl World {
                 let end = self.sim.t_ns + secs_to_ns(duration_s.max(0.0));
                 if self.sim.running {
                     self.sim.running = false;
+                    self.paused_at_ns = Some(self.sim.t_ns);
                     self.sim.note(SOURCE, "paused".to_owned());
                 }
                 self.sync_on_resume = sync_on_resume;

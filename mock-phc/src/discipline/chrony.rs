@@ -1,7 +1,9 @@
-//! chronyd 4.3 with `refclock PHC`: a PHC reading every 2^dpoll s through chrony's estimator into
-//! the median filter, one filtered sample per 2^poll s into sourcestats' regression, source
-//! selection (maxdistance, maxjitter), and reference.c's update: makestep or a slew limited by
-//! maxslewrate, with the stored history re-expressed after every change of the clock.
+//! chronyd 4.3 (Debian bookworm's 4.3-2+deb12u3, what the guest image runs) with `refclock PHC`:
+//! a PHC reading every 2^dpoll s (refclock_phc.c phc_poll) into the median filter (samplefilt.c),
+//! one filtered sample per 2^poll s into sourcestats' regression, source selection (maxdistance,
+//! maxjitter), and reference.c's REF_SetReference: makestep on the raw offset or a slew limited
+//! by maxslewrate, with the stored history re-expressed after every change of the clock.
+//! Line numbers in comments are chrony-4.3's; mock-phc/CALIBRATION.md lists them all.
 
 use phc::estimate;
 use serde::{Deserialize, Serialize};
@@ -14,9 +16,11 @@ use crate::Error;
 
 pub(crate) const SOURCE: &str = "chrony";
 
-/// Readings per PHC sample in chrony 4.3 (`PHC_READINGS` in sys_linux.c; later versions moved the
-/// reading to refclock_phc.c and ask for 25).
-pub const PHC_READINGS: usize = 10;
+/// Readings per PHC sample: `PHC_READINGS` in chrony 4.3's refclock_phc.c:142 (4.2 and earlier
+/// read 10 in sys_linux.c). 4.3 combines those whose delay lies between two quantiles of the
+/// delays seen so far (hwclock.c:163 HCL_ProcessReadings); the model keeps the ones within the
+/// precision of the shortest, which differs from it by well under a microsecond.
+pub const PHC_READINGS: usize = 25;
 
 /// reference.c starts with a skew meaning "know nothing" (1.0 = 1e6 ppm).
 const INITIAL_SKEW: f64 = 1.0;
@@ -237,6 +241,19 @@ impl Chrony {
         Some(Sample { time_s: sim.mono_s(), offset_s, disp_s })
     }
 
+    /// reference.c:542-550 is_step_limit_reached, on the raw offset.
+    fn step_limit_reached(&mut self, raw_offset_s: f64) -> bool {
+        match self.cfg.makestep_threshold_s {
+            Some(threshold) if self.steps_left != 0 => {
+                if self.steps_left > 0 {
+                    self.steps_left -= 1;
+                }
+                raw_offset_s.abs() > threshold
+            }
+            _ => false,
+        }
+    }
+
     /// sources.c selection with one source, then reference.c's REF_SetReference.
     fn select_and_update(&mut self, sim: &mut Sim) {
         let now_s = sim.mono_s();
@@ -272,28 +289,27 @@ impl Chrony {
         let extra_skew = ((freq).powi(2) * (1.0 - gain) + (self.stats.freq - freq).powi(2) * gain).sqrt();
         self.our_skew = self.our_skew + gain * (skew - self.our_skew) + extra_skew;
 
-        let step = match self.cfg.makestep_threshold_s {
-            Some(threshold) if self.steps_left != 0 => {
-                if self.steps_left > 0 {
-                    self.steps_left -= 1;
-                }
-                offset_s.abs() > threshold
-            }
-            _ => false,
-        };
+        // reference.c:1067 is_step_limit_reached(offset, uncorrected_offset) compares the raw
+        // offset (the cooked one less the correction still pending) with the threshold
+        // (reference.c:549); on a step it cancels that correction and steps the raw offset
+        // (reference.c:1068-1070). In the model's signs the raw offset is the cooked one less
+        // the slew still to come.
+        let raw_offset_s = offset_s - sim.slew_left_s();
+        let step = self.step_limit_reached(raw_offset_s);
         // The local clock's frequency drops by what it gains on the source.
         let dfreq = -freq;
         let new_freq = (sim.freq_adj() + dfreq).clamp(-MAX_FREQ, MAX_FREQ);
         let dfreq = new_freq - sim.freq_adj();
         sim.set_freq(SOURCE, new_freq);
         if step {
-            sim.note(SOURCE, format!("System clock wrong by {:.6} seconds", -offset_s));
-            // Drop the slew in progress: the step corrects the total cooked offset.
+            sim.note(SOURCE, format!("System clock wrong by {:.6} seconds", -raw_offset_s));
             sim.slew(0.0, 0.0);
-            sim.step(SOURCE, -offset_s);
+            sim.step(SOURCE, -raw_offset_s);
         } else {
+            // sys_generic.c:205-219 update_slew: duration = correction_rate / |register|,
+            // clamped to [1, 10000] s, the rate to maxslewrate.
             let correction_rate = self.cfg.corrtimeratio * 0.5 * offset_sd_s * update_interval_s;
-            let register_s = sim.slew_left_s() - offset_s;
+            let register_s = -raw_offset_s;
             let duration_s = if register_s != 0.0 && correction_rate > 0.0 {
                 (correction_rate / register_s.abs()).clamp(MIN_SLEW_DURATION_S, MAX_SLEW_DURATION_S)
             } else {
@@ -306,5 +322,45 @@ impl Chrony {
         self.stats.adjust(now_s, dfreq, -offset_s);
         self.filter.adjust(now_s, dfreq, -offset_s);
         self.last_rt_minus_mono_s = Some(sim.realtime_minus_mono_s());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{PhcConfig, WorldConfig};
+
+    fn chrony_with_makestep(limit: i32) -> Chrony {
+        let cfg =
+            ChronyConfig { makestep_threshold_s: Some(1.0), makestep_limit: limit, ..Default::default() };
+        Chrony::new(cfg, 0)
+    }
+
+    /// reference.c:1067 decides on the offset less the correction still pending, and a step
+    /// corrects exactly that, dropping the slew: the clock ends right whatever was pending. The
+    /// old model decided on (and stepped) the cooked offset, leaving the pending slew as error.
+    #[test]
+    fn makestep_decides_on_and_steps_the_raw_offset() {
+        let mut world = crate::World::new(&WorldConfig {
+            phc: PhcConfig::Kvm { read_latency: crate::LatencyConfig::kvm() },
+            disciplines: vec![],
+            ..Default::default()
+        })
+        .unwrap();
+        let sim = world.sim_mut();
+        // The guest is 0.3 s behind with 1.5 s of slew still to come: cooked 1.2 s ahead, raw
+        // 0.3 s behind. Under a 1 s threshold on the raw offset: no step.
+        sim.step("test", -0.3);
+        sim.slew(1.5, 0.0833);
+        let raw = sim.guest_offset_s() + 0.0;
+        let cooked = raw + sim.slew_left_s();
+        assert!((cooked - 1.2).abs() < 1e-9);
+        let mut c = chrony_with_makestep(-1);
+        assert!(!c.step_limit_reached(cooked - sim.slew_left_s()));
+        assert!(c.step_limit_reached(cooked), "the cooked offset alone would have stepped");
+        // 2.5 s of slew pending against a raw 1.3 s: step the raw 1.3 s.
+        let mut c = chrony_with_makestep(1);
+        assert!(c.step_limit_reached(1.3));
+        assert!(!c.step_limit_reached(1.3), "makestep limit 1: the second update may not step");
     }
 }

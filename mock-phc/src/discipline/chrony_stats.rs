@@ -17,6 +17,9 @@ const COMBINE_RATIO: f64 = 0.6;
 const MAX_SAMPLES: usize = 64;
 const RUNS_RATIO: usize = 2;
 const MIN_SAMPLES_FOR_REGRESS: usize = 3;
+/// `minsamples` default (conf.c:169): the regression never prunes the register below it
+/// (regress.c:284-286).
+const MIN_SAMPLES: usize = 6;
 const SD_TO_DIST_RATIO: f64 = 0.7;
 const MIN_SKEW: f64 = 1.0e-12;
 const MAX_SKEW: f64 = 1.0e2;
@@ -336,6 +339,7 @@ impl SourceStats {
                 let runs = n_runs(&resid);
                 if runs > CRITICAL_RUNS[resid.len().min(CRITICAL_RUNS.len() - 1)] as usize
                     || n - start <= MIN_SAMPLES_FOR_REGRESS
+                    || n - start <= MIN_SAMPLES
                 {
                     break f;
                 }
