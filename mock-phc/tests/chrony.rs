@@ -72,10 +72,13 @@ fn azure_pause_is_corrected_at_once_by_hv_utils() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(12))]
 
-    /// makestep: a step happens iff |offset| > threshold while the limit allows it.
+    /// makestep: no step under the threshold; a step well above it while the limit allows it.
+    /// Just above it (1.5 s against 1 s) the first update may see only part of the jump through
+    /// the median filter and regression and slew it, after which the raw offset (what
+    /// reference.c compares) is under the threshold: the model does not promise a step there.
     #[test]
     fn makestep_steps_iff_above_threshold_and_allowed(
-        offset_ms in prop::sample::select(vec![-5000i64, -1500, -400, 300, 800, 2500, 20000]),
+        offset_ms in prop::sample::select(vec![-5000i64, -3000, -400, 300, 800, 2500, 20000]),
         limit in prop::sample::select(vec![-1i32, 0, 100]),
     ) {
         let mut w = world(kvm(), vec![chrony(Some(1.0), limit)]);

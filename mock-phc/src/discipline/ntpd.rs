@@ -1,5 +1,5 @@
 //! ntpd (NTPsec 1.2.2, Debian bookworm's `ntpsec`, which `ntp` there installs) against an NTP
-//! server on the host: the peer's fitness and popcorn filter (ntp_proto.c), local_clock's state
+//! server on the host: the peer's fitness (ntp_proto.c), local_clock's state
 //! machine with the stepout (ntp_loopfilter.c), and Linux's kernel PLL (kernel/time/ntp.c), which
 //! slews offsets under the step threshold exponentially. Unjudged: ntpd has no PHC refclock, so
 //! no real ntpd runs in the guest. Line numbers are ntpsec-1.2.2's ntpd/ntp_loopfilter.c unless
@@ -17,8 +17,6 @@ pub(crate) const SOURCE: &str = "ntpd";
 /// ntp_proto.c:57-58: an empty filter slot counts as 16 s of dispersion, weighted by halves, so
 /// a fresh peer's distance drops under MAXDISTANCE (1.5 s) only at its 4th sample.
 const SAMPLES_TO_FIT: u32 = 4;
-/// ntp_proto.c:66 popcorn spike gate (times the peer jitter).
-const CLOCK_SGATE: f64 = 3.0;
 /// ntp_loopfilter.c:41 CLOCK_AVG, :45 CLOCK_LIMIT, :46 CLOCK_PGATE: the poll-adjust loop.
 const CLOCK_AVG: f64 = 8.0;
 const CLOCK_LIMIT: i32 = 30;
@@ -33,6 +31,11 @@ const MAXTC: i32 = 10;
 /// adjtime()'s fixed slew (kernel MAX_TICKADJ, 500 us/s), used by ntpd's first update.
 const ADJTIME_RATE: f64 = 500e-6;
 const KERNEL_TICK_NS: i64 = 1_000_000_000;
+/// :40 CLOCK_PLL and :43 CLOCK_FLOOR: during the startup clamp (freq_cnt, :213, the stepout's
+/// 300 s of SYNC seconds) ntpd slews itself, clock_offset / (16 * 2) per second (:928-930),
+/// and an offset under 0.5 ms ends the clamp (:697-698).
+const CLOCK_PLL: f64 = 16.0;
+const CLOCK_FLOOR_S: f64 = 0.0005;
 
 /// ntpd's clock discipline settings.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -151,12 +154,13 @@ pub(crate) struct Ntpd {
     sys_poll: i32,
     min_poll: i32,
     max_poll: i32,
-    /// The peer: samples since it was (re)started, the last accepted offset and its time.
+    /// The peer: samples since it was (re)started.
     samples: u32,
-    peer_offset_s: f64,
-    peer_epoch_s: f64,
-    peer_jitter_s: f64,
     allow_panic: bool,
+    /// freq_cnt: seconds of startup clamp left.
+    freq_cnt: u32,
+    /// clock_offset: what ntpd itself still slews during the clamp.
+    clock_offset_s: f64,
     kernel: KernelPll,
 }
 
@@ -177,11 +181,12 @@ impl Ntpd {
             min_poll,
             max_poll,
             samples: 0,
-            peer_offset_s: 0.0,
-            peer_epoch_s: 0.0,
-            peer_jitter_s: PRECISION_S,
             // Debian runs ntpd with -g: the first offset may be any size.
             allow_panic: true,
+            // :213 freq_cnt = clock_minstep. A float-to-int `as` saturates; stepout_s is
+            // validated to 0..=1e6.
+            freq_cnt: cfg.stepout_s as u32,
+            clock_offset_s: 0.0,
             kernel: KernelPll { time_constant: min_poll.min(MAXTC), ..KernelPll::default() },
             cfg,
         }
@@ -200,8 +205,15 @@ impl Ntpd {
         if self.next_tick_ns <= self.next_poll_ns {
             self.next_tick_ns += KERNEL_TICK_NS;
             // The kernel's second_overflow: this second's share of the phase error, slewed in
-            // over the second.
-            let c = self.kernel.chunk();
+            // over the second; during ntpd's startup clamp, ntpd's own adj_host_clock instead.
+            let c = if self.state == State::Sync && self.freq_cnt > 0 {
+                self.freq_cnt -= 1;
+                let adj = self.clock_offset_s / (CLOCK_PLL * 2.0);
+                self.clock_offset_s -= adj;
+                adj
+            } else {
+                self.kernel.chunk()
+            };
             if c != 0.0 {
                 sim.slew(c, c.abs() / (KERNEL_TICK_NS as f64 * 1e-9));
             }
@@ -210,33 +222,17 @@ impl Ntpd {
         self.next_poll_ns += secs_to_ns(2f64.powi(self.sys_poll));
         // ntpd's offset: host minus guest.
         let fp_offset_s = -(sim.guest_offset_s() + sim.read_noise_s());
-        if let Some(offset_s) = self.clock_filter(sim.mono_s(), fp_offset_s) {
+        if let Some(offset_s) = self.clock_filter(fp_offset_s) {
             self.local_clock(sim, offset_s);
         }
     }
 
-    /// ntp_proto.c clock_filter: a new sample reaches local_clock once the peer is fit and the
-    /// sample is no popcorn spike (ntp_proto.c:1472-1480).
-    fn clock_filter(&mut self, now_s: f64, offset_s: f64) -> Option<f64> {
+    /// ntp_proto.c clock_filter: a new sample reaches local_clock once the peer is fit. Its
+    /// popcorn suppressor (ntp_proto.c:1472-1480) never fires here: with no network delay the
+    /// newest sample sorts first, so a jump is in the jitter it is compared with.
+    fn clock_filter(&mut self, offset_s: f64) -> Option<f64> {
         self.samples = self.samples.saturating_add(1);
-        if self.samples < SAMPLES_TO_FIT {
-            self.peer_offset_s = offset_s;
-            self.peer_epoch_s = now_s;
-            return None;
-        }
-        let hpoll_s = 2f64.powi(self.sys_poll);
-        if (offset_s - self.peer_offset_s).abs() > CLOCK_SGATE * self.peer_jitter_s
-            && now_s - self.peer_epoch_s < 2.0 * hpoll_s
-        {
-            return None;
-        }
-        let d = offset_s - self.peer_offset_s;
-        self.peer_jitter_s = (self.peer_jitter_s.powi(2) + (d * d - self.peer_jitter_s.powi(2)) / CLOCK_AVG)
-            .sqrt()
-            .max(PRECISION_S);
-        self.peer_offset_s = offset_s;
-        self.peer_epoch_s = now_s;
-        Some(offset_s)
+        (self.samples >= SAMPLES_TO_FIT).then_some(offset_s)
     }
 
     /// ntp_loopfilter.c local_clock (:460-890), offsets host minus guest.
@@ -300,6 +296,13 @@ impl Ntpd {
         }
         self.allow_panic = false;
         self.rstclock(State::Sync, now_s, fp_offset_s);
+        if fp_offset_s.abs() < CLOCK_FLOOR_S {
+            self.freq_cnt = 0;
+        }
+        if self.freq_cnt > 0 {
+            self.clock_offset_s = fp_offset_s;
+            return;
+        }
         // :719-760: the kernel takes the offset with time constant sys_poll (STA_NANO).
         self.kernel.time_constant = self.sys_poll.clamp(0, MAXTC);
         let realtime_s = sim.mono_s() + sim.realtime_minus_mono_s();
