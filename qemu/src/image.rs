@@ -38,7 +38,7 @@ pub struct ImageSpec {
 
 impl ImageSpec {
     /// The defaults: kernel from the setup cache (or `PHC_CACHE`), Debian's busybox-static,
-    /// chronyd, chronyc and phc_ctl.
+    /// chronyd, chronyc, phc_ctl and phc2sys.
     pub fn with_agent(agent: impl Into<PathBuf>) -> Self {
         let cache = cache_dir();
         Self {
@@ -46,7 +46,7 @@ impl ImageSpec {
             busybox: "/bin/busybox".into(),
             agent: agent.into(),
             modules: DEFAULT_MODULES.iter().map(|s| (*s).to_owned()).collect(),
-            programs: ["/usr/sbin/chronyd", "/usr/bin/chronyc", "/usr/sbin/phc_ctl"]
+            programs: ["/usr/sbin/chronyd", "/usr/bin/chronyc", "/usr/sbin/phc_ctl", "/usr/sbin/phc2sys"]
                 .map(PathBuf::from)
                 .to_vec(),
         }

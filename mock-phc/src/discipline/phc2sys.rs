@@ -13,9 +13,10 @@ use crate::Error;
 
 pub(crate) const SOURCE: &str = "phc2sys";
 
-/// clockadj_max_freq for CLOCK_REALTIME: the adjtimex tolerance (500 ppm) plus the 10% that tick
-/// adjustment adds (linuxptp's clockadj.c).
-const MAX_FREQ_PPB: f64 = 100_500_000.0;
+/// clockadj_max_freq for CLOCK_REALTIME (clockadj.c:118-139): with USER_HZ 100 and a nominal
+/// tick of 10000 us, nominal_tick / 10 * 1000 * hz = 10% (the real phc2sys in the guest printed
+/// `freq -100000000` while slewing 30 s away).
+const MAX_FREQ_PPB: f64 = 100_000_000.0;
 /// pi.c:33-34: with constants given (phc2sys always gives them) kp <= 1/interval and
 /// ki <= 2/interval.
 const KP_NORM_MAX: f64 = 1.0;
