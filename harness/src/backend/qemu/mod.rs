@@ -5,6 +5,7 @@
 //! emulation), and is the cross-check. This module holds what both share: options, boot, what
 //! the guest cannot run, chronyd's configuration and log.
 
+pub mod calibrate;
 pub mod phc2sys;
 pub mod real;
 pub mod virt;

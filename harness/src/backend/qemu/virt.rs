@@ -210,11 +210,7 @@ impl VirtualBackend {
             self.deliver(due.sync)?;
         }
         if let Some(conf) = self.chrony_conf.clone() {
-            let conf = if std::env::var_os("DBG_CHRONY_LOGS").is_some() {
-                format!("{conf}logdir /tmp\nlog statistics refclocks tracking\n")
-            } else {
-                conf
-            };
+            let conf = calibrate::chrony_conf(conf);
             self.call::<Value>(Op::WriteFile { path: "/etc/chrony.conf".into(), contents: conf })?;
             self.call::<Value>(Op::Spawn {
                 name: "chronyd".into(),
@@ -264,13 +260,7 @@ impl VirtualBackend {
         if self.chrony_conf.is_some() {
             let mut info = std::mem::take(&mut self.info);
             chronyc_views(|op| self.call(op), &mut info);
-            if std::env::var_os("DBG_CHRONY_LOGS").is_some() {
-                for f in ["statistics", "refclocks", "tracking"] {
-                    if let Ok(v) = self.call::<Value>(Op::ReadFile { path: format!("/tmp/{f}.log") }) {
-                        info.insert(format!("dbg_{f}"), v);
-                    }
-                }
-            }
+            calibrate::collect(|op| self.call(op), &mut info);
             self.info = info;
             self.info.insert("chronyd_log".into(), json!(self.chrony.text.clone()));
         }
