@@ -60,6 +60,13 @@ pub struct ChronyConfig {
     pub corrtimeratio: f64,
     /// The system clock's precision chrony measures at start.
     pub precision_s: f64,
+    /// From the daemon's start to its first PHC reading. Measured: the real chronyd in the
+    /// QEMU guest read the PHC first 1.02 s after the harness started it (its refclocks log).
+    pub start_delay_s: f64,
+    /// What one PHC poll takes before refclock.c:741 re-arms the 2^dpoll timer from its end
+    /// (SCH_AddTimeoutByDelay), so readings come every 2^dpoll s plus this. Measured in the
+    /// QEMU guest under TCG: readings every 0.250314 s at dpoll -2.
+    pub poll_overhead_s: f64,
 }
 
 impl Default for ChronyConfig {
@@ -77,6 +84,8 @@ impl Default for ChronyConfig {
             maxupdateskew_ppm: 1000.0,
             corrtimeratio: 3.0,
             precision_s: 2e-8,
+            start_delay_s: 1.02,
+            poll_overhead_s: 0.000_314,
         }
     }
 }
@@ -132,6 +141,8 @@ impl ChronyConfig {
             check_positive(&format!("{key}.{name}"), v, hi)?;
         }
         check_range(&format!("{key}.offset_s"), self.offset_s, -1e3, 1e3)?;
+        check_range(&format!("{key}.start_delay_s"), self.start_delay_s, 0.0, 3600.0)?;
+        check_range(&format!("{key}.poll_overhead_s"), self.poll_overhead_s, 0.0, 1.0)?;
         Ok(())
     }
 }
@@ -159,11 +170,11 @@ pub(crate) struct Chrony {
 
 impl Chrony {
     pub(crate) fn new(cfg: ChronyConfig, t_ns: i64) -> Self {
-        let dpoll_s = 2f64.powi(cfg.dpoll.into());
+        let dpoll_s = 2f64.powi(cfg.dpoll.into()) + cfg.poll_overhead_s;
         let polls_per_update = 1u32 << (cfg.poll - cfg.dpoll);
         let filter_len = (cfg.filter as usize).min(polls_per_update as usize);
         Self {
-            next_due_ns: t_ns,
+            next_due_ns: t_ns + secs_to_ns(cfg.start_delay_s),
             dpoll_ns: secs_to_ns(dpoll_s),
             polls_per_update,
             polled: 0,

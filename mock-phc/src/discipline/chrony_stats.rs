@@ -175,7 +175,12 @@ impl MedianFilter {
         if idx.len() < 4 {
             idx = (0..n_all).collect();
         }
-        idx.sort_by(|&a, &b| self.samples[a].offset_s.total_cmp(&self.samples[b].offset_s));
+        // samplefilt.c:199-215 sorts by chrony's offset, reference minus local: ours with the sign
+        // turned, so descending here. glibc's qsort is a stable merge sort for arrays this small,
+        // and equal offsets (a noise-free PHC, a jump) stay in time order: which of them the
+        // 60% keeps depends on the direction, and with it the filtered sample's time and
+        // dispersion (a real chronyd kept the readings on either side of a jump).
+        idx.sort_by(|&a, &b| self.samples[b].offset_s.total_cmp(&self.samples[a].offset_s));
         let j = idx.len();
         let from =
             if j > 2 { ((j as f64 * (1.0 - COMBINE_RATIO) / 2.0) as usize).clamp(1, (j - 1) / 2) } else { 0 };
