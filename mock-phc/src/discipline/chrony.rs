@@ -63,7 +63,7 @@ pub struct ChronyConfig {
     /// From the daemon's start to its first PHC reading. Measured: the real chronyd in the
     /// QEMU guest read the PHC first 1.02 s after the harness started it (its refclocks log).
     pub start_delay_s: f64,
-    /// What one PHC poll takes before refclock.c:741 re-arms the 2^dpoll timer from its end
+    /// What one PHC poll takes before refclock.c:808 re-arms the 2^dpoll timer from its end
     /// (SCH_AddTimeoutByDelay), so readings come every 2^dpoll s plus this. Measured in the
     /// QEMU guest under TCG: readings every 0.250314 s at dpoll -2.
     pub poll_overhead_s: f64,
@@ -248,7 +248,8 @@ impl Chrony {
         let est = estimate::chrony(&self.readings, tolerance_ns).ok()?;
         // chrony works on "cooked" time: the offset once the slew in progress is done.
         let offset_s = est.offset_ns as f64 * 1e-9 + sim.slew_left_s() - self.cfg.offset_s;
-        let disp_s = self.cfg.precision_s + est.uncertainty_ns as f64 * 1e-9;
+        // hwclock.c:226 err = max(delay / 2, precision), refclock.c:451 adds the precision again.
+        let disp_s = self.cfg.precision_s + (est.uncertainty_ns as f64 * 1e-9).max(self.cfg.precision_s);
         Some(Sample { time_s: sim.mono_s(), offset_s, disp_s })
     }
 
