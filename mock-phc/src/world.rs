@@ -118,15 +118,22 @@ impl Sim {
         Ok(out)
     }
 
-    /// Like `read`, but returns only the readings whose window is within `keep_within_ns` of the
-    /// shortest: all chrony's estimator looks at. The windows of the others are still drawn, so
-    /// the batch's timing and the random stream are those of a full read; skipping their
-    /// timestamps is what lets a day of 4 Hz reads run in a fraction of a second.
+    /// The `q` quantile (0..=1) of this PHC's read windows, ns: what chrony's delay quantiles
+    /// (hwclock.c) converge to over many reads.
+    pub(crate) fn window_quantile_ns(&self, q: f64) -> i64 {
+        self.latency.quantile_ns(q)
+    }
+
+    /// Like `read`, but returns only the readings whose window lies within `keep_ns` (low,
+    /// high), or the shortest when none does: the readings chrony 4.3 combines
+    /// (hwclock.c:207-236). The windows of the others are still drawn, so the batch's timing and
+    /// the random stream are those of a full read; skipping their timestamps is what lets a day
+    /// of 4 Hz reads run in a fraction of a second.
     pub(crate) fn read_kept(
         &mut self,
         method: ReadMethod,
         n: usize,
-        keep_within_ns: Option<i64>,
+        keep_ns: Option<(i64, i64)>,
         out: &mut Vec<Sample>,
     ) -> Result<(), phc::Error> {
         out.clear();
@@ -157,14 +164,17 @@ impl Sim {
         if method != ReadMethod::Precise {
             let extra = if method == ReadMethod::Gettime { 2 * SYSCALL_NS } else { 0 };
             self.latency.fill(&mut self.read_rng, &mut windows[..n]);
-            for w in &mut windows[..n] {
-                *w += extra;
+            if extra != 0 {
+                for w in &mut windows[..n] {
+                    *w += extra;
+                }
             }
         }
-        let limit_ns = keep_within_ns.map_or(i64::MAX, |tol| windows[..n].iter().min().unwrap_or(&0) + tol);
+        let (lo_ns, hi_ns) = keep_ns.unwrap_or((i64::MIN, i64::MAX));
+        let step = if method == ReadMethod::Basic { 0 } else { SYSCALL_NS };
         let mut tau_ns = 0i64;
         for &window in &windows[..n] {
-            if window <= limit_ns {
+            if window >= lo_ns && window <= hi_ns {
                 out.push(Sample {
                     sys_before_ns: sys_at(tau_ns),
                     phc_ns: phc_at(tau_ns + window / 2),
@@ -173,7 +183,23 @@ impl Sim {
             }
             // Basic readings share a timestamp between neighbours; the others do not, and
             // successive cross timestamps are distinct instants.
-            tau_ns += window + if method == ReadMethod::Basic { 0 } else { SYSCALL_NS };
+            tau_ns += window + step;
+        }
+        if out.is_empty() {
+            // None in range (rare): the shortest.
+            let (mut tau_ns, mut best) = (0i64, (i64::MAX, 0i64));
+            for &window in &windows[..n] {
+                if window < best.0 {
+                    best = (window, tau_ns);
+                }
+                tau_ns += window + step;
+            }
+            let (window, tau_ns) = best;
+            out.push(Sample {
+                sys_before_ns: sys_at(tau_ns),
+                phc_ns: phc_at(tau_ns + window / 2),
+                sys_after_ns: sys_at(tau_ns + window),
+            });
         }
         Ok(())
     }

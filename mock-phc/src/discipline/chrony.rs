@@ -17,9 +17,7 @@ use crate::Error;
 pub(crate) const SOURCE: &str = "chrony";
 
 /// Readings per PHC sample: `PHC_READINGS` in chrony 4.3's refclock_phc.c:142 (4.2 and earlier
-/// read 10 in sys_linux.c). 4.3 combines those whose delay lies between two quantiles of the
-/// delays seen so far (hwclock.c:163 HCL_ProcessReadings); the model keeps the ones within the
-/// precision of the shortest, which differs from it by well under a microsecond.
+/// read 10 in sys_linux.c).
 pub const PHC_READINGS: usize = 25;
 
 /// reference.c starts with a skew meaning "know nothing" (1.0 = 1e6 ppm).
@@ -225,12 +223,17 @@ impl Chrony {
         self.select_and_update(sim);
     }
 
-    /// One refclock_phc poll: PRECISE, else EXTENDED, else basic, `PHC_READINGS` readings.
+    /// One refclock_phc poll: PRECISE, else EXTENDED, else basic, `PHC_READINGS` readings,
+    /// combined as hwclock.c:163-236 HCL_ProcessReadings does: those whose delay lies between the
+    /// first and second deciles of the delays seen (DELAY_QUANT_MIN_K/MAX_K/Q, hwclock.c:48-50,
+    /// at least the precision apart), else the shortest.
     fn read_sample(&mut self, sim: &mut Sim) -> Option<Sample> {
-        let tolerance_ns = secs_to_ns(self.cfg.precision_s);
+        let precision_ns = secs_to_ns(self.cfg.precision_s);
+        let lo_ns = sim.window_quantile_ns(0.1);
+        let hi_ns = sim.window_quantile_ns(0.2).max(lo_ns.saturating_add(precision_ns));
         loop {
             let &method = self.methods.first()?;
-            match sim.read_kept(method, PHC_READINGS, Some(tolerance_ns), &mut self.readings) {
+            match sim.read_kept(method, PHC_READINGS, Some((lo_ns, hi_ns)), &mut self.readings) {
                 Ok(()) => break,
                 Err(phc::Error::NotSupported) if self.methods.len() > 1 => {
                     self.methods.remove(0);
@@ -245,11 +248,15 @@ impl Chrony {
             }
         }
         self.read_failing = false;
-        let est = estimate::chrony(&self.readings, tolerance_ns).ok()?;
+        // Every reading kept is combined: their delays differ by at most hi - lo.
+        let spread_ns = hi_ns.saturating_sub(lo_ns).saturating_add(1);
+        let est = estimate::chrony(&self.readings, spread_ns).ok()?;
         // chrony works on "cooked" time: the offset once the slew in progress is done.
         let offset_s = est.offset_ns as f64 * 1e-9 + sim.slew_left_s() - self.cfg.offset_s;
-        // hwclock.c:226 err = max(delay / 2, precision), refclock.c:451 adds the precision again.
-        let disp_s = self.cfg.precision_s + (est.uncertainty_ns as f64 * 1e-9).max(self.cfg.precision_s);
+        // hwclock.c:226 err = max(mean delay / 2, precision); refclock.c:451 adds the precision.
+        let n = self.readings.len().max(1) as f64;
+        let mean_delay_s = self.readings.iter().map(|r| r.delay_ns() as f64).sum::<f64>() / n * 1e-9;
+        let disp_s = self.cfg.precision_s + (mean_delay_s / 2.0).max(self.cfg.precision_s);
         Some(Sample { time_s: sim.mono_s(), offset_s, disp_s })
     }
 
