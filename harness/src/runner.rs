@@ -172,6 +172,8 @@ pub fn poll_interval_s(s: &Scenario) -> f64 {
         .iter()
         .find_map(|d| match d {
             mock_phc::DisciplineConfig::Chrony(c) => Some(2f64.powi(i32::from(c.poll))),
+            mock_phc::DisciplineConfig::Phc2sys(c) => Some(1.0 / c.rate_hz),
+            mock_phc::DisciplineConfig::Ntpd(c) => Some(c.poll_s),
             _ => None,
         })
         .unwrap_or(1.0)

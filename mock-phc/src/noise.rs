@@ -47,16 +47,27 @@ pub(crate) fn normal(rng: &mut ChaCha8Rng) -> f64 {
 /// of chrony's life, and a table lookup keeps 24 h of that well under a tenth of a second.
 #[derive(Debug, Clone)]
 pub(crate) struct LatencyTable {
-    quantiles_ns: Vec<i64>,
+    /// A fixed-size table: indices masked to its size need no bounds checks.
+    quantiles_ns: Box<[i64; 1 << LATENCY_TABLE_BITS]>,
 }
 
 const LATENCY_TABLE_BITS: u32 = 12;
 
 impl LatencyTable {
     pub(crate) fn new(cfg: &LatencyConfig, rng: &mut ChaCha8Rng) -> Self {
-        let mut quantiles_ns: Vec<i64> = (0..1 << LATENCY_TABLE_BITS).map(|_| latency_ns(cfg, rng)).collect();
+        let mut quantiles_ns = Box::new([0i64; 1 << LATENCY_TABLE_BITS]);
+        for q in quantiles_ns.iter_mut() {
+            *q = latency_ns(cfg, rng);
+        }
         quantiles_ns.sort_unstable();
         Self { quantiles_ns }
+    }
+
+    /// The `q` quantile (0..=1) of the windows.
+    pub(crate) fn quantile_ns(&self, q: f64) -> i64 {
+        let last = self.quantiles_ns.len() - 1;
+        // q is clamped to 0..=1, so the index stays within the table.
+        self.quantiles_ns[((q.clamp(0.0, 1.0) * last as f64).round() as usize).min(last)]
     }
 
     /// Fills `out` with windows; one 64-bit draw yields five table indices.

@@ -118,15 +118,22 @@ impl Sim {
         Ok(out)
     }
 
-    /// Like `read`, but returns only the readings whose window is within `keep_within_ns` of the
-    /// shortest: all chrony's estimator looks at. The windows of the others are still drawn, so
-    /// the batch's timing and the random stream are those of a full read; skipping their
-    /// timestamps is what lets a day of 4 Hz reads run in a fraction of a second.
+    /// The `q` quantile (0..=1) of this PHC's read windows, ns: what chrony's delay quantiles
+    /// (hwclock.c) converge to over many reads.
+    pub(crate) fn window_quantile_ns(&self, q: f64) -> i64 {
+        self.latency.quantile_ns(q)
+    }
+
+    /// Like `read`, but returns only the readings whose window lies within `keep_ns` (low,
+    /// high), or the shortest when none does: the readings chrony 4.3 combines
+    /// (hwclock.c:207-236). The windows of the others are still drawn, so the batch's timing and
+    /// the random stream are those of a full read; skipping their timestamps is what lets a day
+    /// of 4 Hz reads run in a fraction of a second.
     pub(crate) fn read_kept(
         &mut self,
         method: ReadMethod,
         n: usize,
-        keep_within_ns: Option<i64>,
+        keep_ns: Option<(i64, i64)>,
         out: &mut Vec<Sample>,
     ) -> Result<(), phc::Error> {
         out.clear();
@@ -157,14 +164,17 @@ impl Sim {
         if method != ReadMethod::Precise {
             let extra = if method == ReadMethod::Gettime { 2 * SYSCALL_NS } else { 0 };
             self.latency.fill(&mut self.read_rng, &mut windows[..n]);
-            for w in &mut windows[..n] {
-                *w += extra;
+            if extra != 0 {
+                for w in &mut windows[..n] {
+                    *w += extra;
+                }
             }
         }
-        let limit_ns = keep_within_ns.map_or(i64::MAX, |tol| windows[..n].iter().min().unwrap_or(&0) + tol);
+        let (lo_ns, hi_ns) = keep_ns.unwrap_or((i64::MIN, i64::MAX));
+        let step = if method == ReadMethod::Basic { 0 } else { SYSCALL_NS };
         let mut tau_ns = 0i64;
         for &window in &windows[..n] {
-            if window <= limit_ns {
+            if window >= lo_ns && window <= hi_ns {
                 out.push(Sample {
                     sys_before_ns: sys_at(tau_ns),
                     phc_ns: phc_at(tau_ns + window / 2),
@@ -173,7 +183,23 @@ impl Sim {
             }
             // Basic readings share a timestamp between neighbours; the others do not, and
             // successive cross timestamps are distinct instants.
-            tau_ns += window + if method == ReadMethod::Basic { 0 } else { SYSCALL_NS };
+            tau_ns += window + step;
+        }
+        if out.is_empty() {
+            // None in range (rare): the shortest.
+            let (mut tau_ns, mut best) = (0i64, (i64::MAX, 0i64));
+            for &window in &windows[..n] {
+                if window < best.0 {
+                    best = (window, tau_ns);
+                }
+                tau_ns += window + step;
+            }
+            let (window, tau_ns) = best;
+            out.push(Sample {
+                sys_before_ns: sys_at(tau_ns),
+                phc_ns: phc_at(tau_ns + window / 2),
+                sys_after_ns: sys_at(tau_ns + window),
+            });
         }
         Ok(())
     }
@@ -188,6 +214,8 @@ pub struct World {
     next_tick_ns: i64,
     /// When a pause or a reboot ends.
     resume_at_ns: Option<i64>,
+    /// When the guest stopped for the pause in progress.
+    paused_at_ns: Option<i64>,
     rebooting: bool,
     sync_on_resume: bool,
     samples_stopped: bool,
@@ -231,6 +259,7 @@ impl World {
             tick_ns,
             next_tick_ns: 0,
             resume_at_ns: None,
+            paused_at_ns: None,
             rebooting: false,
             sync_on_resume: true,
             samples_stopped: false,
@@ -244,6 +273,12 @@ impl World {
         world.host_tick(true);
         world.next_tick_ns = tick_ns;
         Ok(world)
+    }
+
+    /// What the daemons see, for unit tests of the models.
+    #[cfg(test)]
+    pub(crate) fn sim_mut(&mut self) -> &mut Sim {
+        &mut self.sim
     }
 
     /// Reference time since the start.
@@ -334,7 +369,8 @@ impl World {
         }
         if self.sim.running {
             for (i, d) in self.disciplines.iter().enumerate() {
-                // A daemon's timer that fell due during a pause fires on resume.
+                // Timers run on the guest's clocks, which stood still during a pause; `resume`
+                // moved them on by the pause, so none is behind now (the max is a guard).
                 if let Some(t) = d.next_due_ns() {
                     let t = t.max(self.sim.t_ns);
                     if t < best.0 {
@@ -404,6 +440,7 @@ impl World {
 
     fn resume(&mut self) {
         self.resume_at_ns = None;
+        let paused_at = self.paused_at_ns.take();
         self.sim.running = true;
         if self.rebooting {
             self.rebooting = false;
@@ -421,6 +458,16 @@ impl World {
             self.sim.note(SOURCE, "booted".to_owned());
             self.sync_at_ns = Some(self.sim.t_ns + SYNC_DELIVERY_NS);
         } else {
+            // The daemons' timers (chrony's SCH_AddTimeoutByDelay, phc2sys's clock_nanosleep on
+            // MONOTONIC, ntpd's interval timer) count guest time, which did not pass while the
+            // guest was stopped: each falls due as long after the resume as it was due after
+            // the stop. None fires for the periods the pause spanned.
+            if let Some(at) = paused_at {
+                let paused_ns = self.sim.t_ns - at;
+                for d in &mut self.disciplines {
+                    d.delay_timers(paused_ns);
+                }
+            }
             self.sim.note(SOURCE, "resumed".to_owned());
             if self.sync_on_resume || !self.sim.phc.is_hyperv() {
                 self.sync_at_ns = Some(self.sim.t_ns + SYNC_DELIVERY_NS);
@@ -435,6 +482,7 @@ impl World {
                 let end = self.sim.t_ns + secs_to_ns(duration_s.max(0.0));
                 if self.sim.running {
                     self.sim.running = false;
+                    self.paused_at_ns = Some(self.sim.t_ns);
                     self.sim.note(SOURCE, "paused".to_owned());
                 }
                 self.sync_on_resume = sync_on_resume;

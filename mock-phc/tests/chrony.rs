@@ -5,27 +5,37 @@ use common::*;
 use mock_phc::*;
 use proptest::prelude::*;
 
-/// Real chronyd 4.3 in a QEMU guest, `refclock PHC /dev/ptp0 poll 3 dpoll -2 offset 0 stratum 2`,
-/// `makestep 1.0 -1`, PHC jumping +10 s: no correction for ~50 s, a step of +13.48 s (overshoot
-/// from the regression's slope), a step of -3.06 s, settled ~85 s after the jump.
+/// Real chronyd 4.3 in a QEMU guest (virtual time, igb PHC), `refclock PHC /dev/ptp0 poll 3
+/// dpoll -2 offset 0 stratum 2`, `makestep 1.0 -1`, the PHC jumping +10 s 84 s after chronyd
+/// started (scenarios/phc-jump-10s.toml; five runs alike): "Can't synchronise" at +37 s (the
+/// first regression across the jump is beyond maxdistance), then a step of +10.780873 s at
+/// +45 s, the 0.78 s overshoot slewed, within 1 ms at +63.5 s.
 #[test]
 fn host_step_of_ten_seconds_has_the_real_shape() {
-    let mut w = world(kvm(), vec![chrony(Some(1.0), -1)]);
-    w.run_until(300 * S);
+    let cfg = WorldConfig {
+        phc: kvm(),
+        guest: OscillatorConfig { freq_error_ppm: 0.0, wander_ppb_per_sqrt_s: 0.0, phase_noise_ns: 0.0 },
+        disciplines: vec![chrony(Some(1.0), -1)],
+        ..Default::default()
+    };
+    let mut w = World::new(&cfg).unwrap();
+    w.run_until(84 * S);
     w.drain_events();
     w.apply(&Disturbance::HostStep { delta_s: 10.0 });
     let t0 = w.now_ns();
-    let settled = settle_time_s(&mut w, t0, 200, 0.05).expect("settles");
-    let st = steps(&w.drain_events());
-    assert_eq!(st.len(), 2, "{st:?}");
+    let settled = settle_time_s(&mut w, t0, 200, 0.001).expect("settles");
+    let ev = w.drain_events();
+    let st = steps(&ev);
+    assert_eq!(st.len(), 1, "{st:?}");
     let first_s = (st[0].0 - t0) as f64 * 1e-9;
-    let overshoot_s = st[0].1 as f64 * 1e-9;
-    let back_s = st[1].1 as f64 * 1e-9;
-    // Tolerances: the phase of the jump within the 8 s poll moves every number a little.
-    assert!((20.0..=60.0).contains(&first_s), "first correction after {first_s} s");
-    assert!((12.0..=15.0).contains(&overshoot_s), "first step {overshoot_s}");
-    assert!((-4.5..=-2.0).contains(&back_s), "second step {back_s}");
-    assert!((50.0..=120.0).contains(&settled), "settled after {settled} s");
+    let step_s = st[0].1 as f64 * 1e-9;
+    assert!((43.0..=47.0).contains(&first_s), "step after {first_s} s");
+    assert!((10.7..=10.85).contains(&step_s), "step {step_s}");
+    assert!((58.0..=68.0).contains(&settled), "within 1 ms after {settled} s");
+    assert!(
+        ev.iter().any(|e| matches!(&e.kind, EventKind::Note(n) if n.starts_with("Can't synchronise"))),
+        "{ev:?}"
+    );
 }
 
 #[test]
@@ -72,10 +82,13 @@ fn azure_pause_is_corrected_at_once_by_hv_utils() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(12))]
 
-    /// makestep: a step happens iff |offset| > threshold while the limit allows it.
+    /// makestep: no step under the threshold; a step well above it while the limit allows it.
+    /// Just above it (1.5 s against 1 s) the first update may see only part of the jump through
+    /// the median filter and regression and slew it, after which the raw offset (what
+    /// reference.c compares) is under the threshold: the model does not promise a step there.
     #[test]
     fn makestep_steps_iff_above_threshold_and_allowed(
-        offset_ms in prop::sample::select(vec![-5000i64, -1500, -400, 300, 800, 2500, 20000]),
+        offset_ms in prop::sample::select(vec![-5000i64, -3000, -400, 300, 800, 2500, 20000]),
         limit in prop::sample::select(vec![-1i32, 0, 100]),
     ) {
         let mut w = world(kvm(), vec![chrony(Some(1.0), limit)]);

@@ -150,31 +150,56 @@ fn no_disturbance_no_steps_after_convergence() {
             w.run_until(6 * 3600 * S);
             let st = steps(&w.drain_events());
             assert!(st.is_empty(), "{d:?}: {st:?}");
-            assert!(w.guest_offset_ns().abs() < 100_000, "{d:?}: offset {}", w.guest_offset_ns());
+            // ntpd's poll climbs to 1024 s, where the kernel PLL's time constant is 4096 s: it
+            // follows 2 ppb/sqrt(s) of wander only to a few hundred microseconds.
+            let tol_ns = if matches!(d[0], DisciplineConfig::Ntpd(_)) { 1_000_000 } else { 100_000 };
+            assert!(w.guest_offset_ns().abs() < tol_ns, "{d:?}: offset {}", w.guest_offset_ns());
         }
     }
 }
 
+/// ntp_loopfilter.c: the first offset above 128 ms is ignored, later ones until the stepout
+/// (300 s since the last update) has passed, then the clock is stepped; above the panic
+/// threshold ntpd exits once it has synchronised; under 128 ms the kernel PLL slews the offset
+/// away exponentially with a time constant of 2^(2 + poll) s.
 #[test]
-fn ntpd_steps_above_128ms_refuses_above_panic_and_slews_at_500ppm() {
+fn ntpd_ignores_outliers_until_the_stepout_then_steps() {
     for (offset_s, expect_step) in [(0.1, false), (0.2, true), (-5.0, true), (2000.0, false)] {
         let mut w = world(kvm(), vec![DisciplineConfig::Ntpd(NtpdConfig::default())]);
-        w.run_until(100 * S);
+        w.run_until(1200 * S);
         w.drain_events();
         w.apply(&Disturbance::GuestStep { delta_s: offset_s });
-        w.run_until(200 * S);
-        let ev = w.drain_events();
-        let ntpd_steps =
-            ev.iter().filter(|e| e.source == "ntpd" && matches!(e.kind, EventKind::Step { .. })).count();
-        assert_eq!(ntpd_steps > 0, expect_step, "{offset_s}: {ev:?}");
+        // Nothing for the first 250 s: the stepout has not passed.
+        w.run_until(1450 * S);
+        let early = w.drain_events();
+        assert!(
+            !early.iter().any(|e| e.source == "ntpd" && matches!(e.kind, EventKind::Step { .. })),
+            "{early:?}"
+        );
+        w.run_until(2400 * S);
+        let ev: Vec<_> = early.into_iter().chain(w.drain_events()).collect();
+        let ntpd_steps: Vec<_> =
+            ev.iter().filter(|e| e.source == "ntpd" && matches!(e.kind, EventKind::Step { .. })).collect();
+        assert_eq!(ntpd_steps.len(), usize::from(expect_step), "{offset_s}: {ev:?}");
+        if offset_s > 1000.0 {
+            assert!(
+                ev.iter().any(|e| matches!(&e.kind, EventKind::Note(n) if n.contains("sanity limit"))),
+                "{ev:?}"
+            );
+        }
     }
-    // Slew-only: 1 s at 500 ppm takes 2000 s.
-    let cfg = NtpdConfig { step_threshold_s: 100.0, ..Default::default() };
+    // 0.1 s through the kernel PLL at poll 64 s: the phase decays with a time constant of
+    // 2^(2+6) = 256 s, the frequency the PLL integrates on the way overshoots, and that decays
+    // with 2^(2*(4+6))/2^6 = 16384/4 s. A linear 500 ppm slew (the old model) took 200 s.
+    let cfg = NtpdConfig { maxpoll_s: 64.0, ..Default::default() };
     let mut w = world(kvm(), vec![DisciplineConfig::Ntpd(cfg)]);
-    w.run_until(100 * S);
-    w.apply(&Disturbance::GuestStep { delta_s: 1.0 });
-    let settled = settle_time_s(&mut w, 100 * S, 3000, 0.001).expect("settles");
-    assert!((settled - 2000.0).abs() < 2000.0 * 0.1, "settled after {settled} s");
+    w.run_until(1200 * S);
+    w.apply(&Disturbance::GuestStep { delta_s: 0.1 });
+    w.run_until(1400 * S);
+    let left_ns = w.guest_offset_ns();
+    assert!((40_000_000..90_000_000).contains(&left_ns), "after 200 s: {left_ns} ns");
+    let settled = settle_time_s(&mut w, 1400 * S, 20_000, 0.001).expect("settles");
+    assert!(settled > 1000.0, "settled {settled} s after 200 s");
 }
 
 #[test]
@@ -241,4 +266,33 @@ proptest! {
             }
         }
     }
+}
+
+/// A daemon's timers count guest time, which stands still during a pause: after a resume each
+/// timer falls due as long after it as it was due after the stop, and no timer fires once per
+/// period the pause spanned (the old world fired phc2sys 30 times at the resume instant).
+#[test]
+fn timers_after_a_pause_fire_once_and_keep_their_phase() {
+    let cfg = WorldConfig {
+        phc: kvm(),
+        disciplines: vec![DisciplineConfig::Phc2sys(Phc2sysConfig::default())],
+        ..Default::default()
+    };
+    let mut w = World::new(&cfg).unwrap();
+    // phc2sys wakes at whole seconds; stop the guest 0.25 s before one.
+    w.run_until(100_750_000_000);
+    w.drain_events();
+    w.apply(&Disturbance::Pause { duration_s: 30.0, sync_on_resume: true });
+    w.run_until(135 * S);
+    let ev = w.drain_events();
+    let resumed =
+        ev.iter().find(|e| matches!(&e.kind, EventKind::Note(n) if n == "resumed")).expect("resumed");
+    assert_eq!(resumed.t_ns, 130_750_000_000);
+    let times: Vec<i64> = ev.iter().filter(|e| e.source == "phc2sys").map(|e| e.t_ns).collect();
+    assert!(!times.is_empty(), "{ev:?}");
+    // The first wake-up is the one due 0.25 s after the stop, 0.25 s after the resume.
+    assert_eq!(times[0], 131 * S, "{ev:?}");
+    let mut distinct = times.clone();
+    distinct.dedup();
+    assert_eq!(distinct.len(), times.len(), "one wake-up per instant: {times:?}");
 }

@@ -42,7 +42,7 @@ pub struct ImageSpec {
 
 impl ImageSpec {
     /// The defaults: kernel from the setup cache (or `PHC_CACHE`), Debian's busybox-static,
-    /// chronyd, chronyc and phc_ctl, and the mock PHC server from [`default_mock`].
+    /// chronyd, chronyc, phc_ctl and phc2sys, and the mock PHC server from [`default_mock`].
     pub fn with_agent(agent: impl Into<PathBuf>) -> Self {
         let cache = cache_dir();
         let agent = agent.into();
@@ -52,7 +52,7 @@ impl ImageSpec {
             mock: default_mock(&agent),
             agent,
             modules: DEFAULT_MODULES.iter().map(|s| (*s).to_owned()).collect(),
-            programs: ["/usr/sbin/chronyd", "/usr/bin/chronyc", "/usr/sbin/phc_ctl"]
+            programs: ["/usr/sbin/chronyd", "/usr/bin/chronyc", "/usr/sbin/phc_ctl", "/usr/sbin/phc2sys"]
                 .map(PathBuf::from)
                 .to_vec(),
             vmclock: false,

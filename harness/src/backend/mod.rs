@@ -2,6 +2,7 @@
 //! QEMU backend needs (the host time-sync provider, chronyd log reading).
 
 pub mod chronylog;
+pub mod phc2syslog;
 pub mod provider;
 pub mod qemu;
 pub mod sim;

@@ -1,7 +1,9 @@
-//! chronyd 4.3 with `refclock PHC`: a PHC reading every 2^dpoll s through chrony's estimator into
-//! the median filter, one filtered sample per 2^poll s into sourcestats' regression, source
-//! selection (maxdistance, maxjitter), and reference.c's update: makestep or a slew limited by
-//! maxslewrate, with the stored history re-expressed after every change of the clock.
+//! chronyd 4.3 (Debian bookworm's 4.3-2+deb12u3, what the guest image runs) with `refclock PHC`:
+//! a PHC reading every 2^dpoll s (refclock_phc.c phc_poll) into the median filter (samplefilt.c),
+//! one filtered sample per 2^poll s into sourcestats' regression, source selection (maxdistance,
+//! maxjitter), and reference.c's REF_SetReference: makestep on the raw offset or a slew limited
+//! by maxslewrate, with the stored history re-expressed after every change of the clock.
+//! Line numbers in comments are chrony-4.3's; mock-phc/CALIBRATION.md lists them all.
 
 use phc::estimate;
 use serde::{Deserialize, Serialize};
@@ -14,9 +16,9 @@ use crate::Error;
 
 pub(crate) const SOURCE: &str = "chrony";
 
-/// Readings per PHC sample in chrony 4.3 (`PHC_READINGS` in sys_linux.c; later versions moved the
-/// reading to refclock_phc.c and ask for 25).
-pub const PHC_READINGS: usize = 10;
+/// Readings per PHC sample: `PHC_READINGS` in chrony 4.3's refclock_phc.c:142 (4.2 and earlier
+/// read 10 in sys_linux.c).
+pub const PHC_READINGS: usize = 25;
 
 /// reference.c starts with a skew meaning "know nothing" (1.0 = 1e6 ppm).
 const INITIAL_SKEW: f64 = 1.0;
@@ -56,6 +58,13 @@ pub struct ChronyConfig {
     pub corrtimeratio: f64,
     /// The system clock's precision chrony measures at start.
     pub precision_s: f64,
+    /// From the daemon's start to its first PHC reading. Measured: the real chronyd in the
+    /// QEMU guest read the PHC first 1.02 s after the harness started it (its refclocks log).
+    pub start_delay_s: f64,
+    /// What one PHC poll takes before refclock.c:808 re-arms the 2^dpoll timer from its end
+    /// (SCH_AddTimeoutByDelay), so readings come every 2^dpoll s plus this. Measured in the
+    /// QEMU guest under TCG: readings every 0.250314 s at dpoll -2.
+    pub poll_overhead_s: f64,
 }
 
 impl Default for ChronyConfig {
@@ -73,6 +82,8 @@ impl Default for ChronyConfig {
             maxupdateskew_ppm: 1000.0,
             corrtimeratio: 3.0,
             precision_s: 2e-8,
+            start_delay_s: 1.02,
+            poll_overhead_s: 0.000_314,
         }
     }
 }
@@ -128,6 +139,8 @@ impl ChronyConfig {
             check_positive(&format!("{key}.{name}"), v, hi)?;
         }
         check_range(&format!("{key}.offset_s"), self.offset_s, -1e3, 1e3)?;
+        check_range(&format!("{key}.start_delay_s"), self.start_delay_s, 0.0, 3600.0)?;
+        check_range(&format!("{key}.poll_overhead_s"), self.poll_overhead_s, 0.0, 1.0)?;
         Ok(())
     }
 }
@@ -155,11 +168,11 @@ pub(crate) struct Chrony {
 
 impl Chrony {
     pub(crate) fn new(cfg: ChronyConfig, t_ns: i64) -> Self {
-        let dpoll_s = 2f64.powi(cfg.dpoll.into());
+        let dpoll_s = 2f64.powi(cfg.dpoll.into()) + cfg.poll_overhead_s;
         let polls_per_update = 1u32 << (cfg.poll - cfg.dpoll);
         let filter_len = (cfg.filter as usize).min(polls_per_update as usize);
         Self {
-            next_due_ns: t_ns,
+            next_due_ns: t_ns + secs_to_ns(cfg.start_delay_s),
             dpoll_ns: secs_to_ns(dpoll_s),
             polls_per_update,
             polled: 0,
@@ -210,12 +223,17 @@ impl Chrony {
         self.select_and_update(sim);
     }
 
-    /// One refclock_phc poll: PRECISE, else EXTENDED, else basic, `PHC_READINGS` readings.
+    /// One refclock_phc poll: PRECISE, else EXTENDED, else basic, `PHC_READINGS` readings,
+    /// combined as hwclock.c:163-236 HCL_ProcessReadings does: those whose delay lies between the
+    /// first and second deciles of the delays seen (DELAY_QUANT_MIN_K/MAX_K/Q, hwclock.c:48-50,
+    /// at least the precision apart), else the shortest.
     fn read_sample(&mut self, sim: &mut Sim) -> Option<Sample> {
-        let tolerance_ns = secs_to_ns(self.cfg.precision_s);
+        let precision_ns = secs_to_ns(self.cfg.precision_s);
+        let lo_ns = sim.window_quantile_ns(0.1);
+        let hi_ns = sim.window_quantile_ns(0.2).max(lo_ns.saturating_add(precision_ns));
         loop {
             let &method = self.methods.first()?;
-            match sim.read_kept(method, PHC_READINGS, Some(tolerance_ns), &mut self.readings) {
+            match sim.read_kept(method, PHC_READINGS, Some((lo_ns, hi_ns)), &mut self.readings) {
                 Ok(()) => break,
                 Err(phc::Error::NotSupported) if self.methods.len() > 1 => {
                     self.methods.remove(0);
@@ -230,11 +248,29 @@ impl Chrony {
             }
         }
         self.read_failing = false;
-        let est = estimate::chrony(&self.readings, tolerance_ns).ok()?;
+        // Every reading kept is combined: their delays differ by at most hi - lo.
+        let spread_ns = hi_ns.saturating_sub(lo_ns).saturating_add(1);
+        let est = estimate::chrony(&self.readings, spread_ns).ok()?;
         // chrony works on "cooked" time: the offset once the slew in progress is done.
         let offset_s = est.offset_ns as f64 * 1e-9 + sim.slew_left_s() - self.cfg.offset_s;
-        let disp_s = self.cfg.precision_s + est.uncertainty_ns as f64 * 1e-9;
+        // hwclock.c:226 err = max(mean delay / 2, precision); refclock.c:451 adds the precision.
+        let n = self.readings.len().max(1) as f64;
+        let mean_delay_s = self.readings.iter().map(|r| r.delay_ns() as f64).sum::<f64>() / n * 1e-9;
+        let disp_s = self.cfg.precision_s + (mean_delay_s / 2.0).max(self.cfg.precision_s);
         Some(Sample { time_s: sim.mono_s(), offset_s, disp_s })
+    }
+
+    /// reference.c:542-550 is_step_limit_reached, on the raw offset.
+    fn step_limit_reached(&mut self, raw_offset_s: f64) -> bool {
+        match self.cfg.makestep_threshold_s {
+            Some(threshold) if self.steps_left != 0 => {
+                if self.steps_left > 0 {
+                    self.steps_left -= 1;
+                }
+                raw_offset_s.abs() > threshold
+            }
+            _ => false,
+        }
     }
 
     /// sources.c selection with one source, then reference.c's REF_SetReference.
@@ -272,28 +308,27 @@ impl Chrony {
         let extra_skew = ((freq).powi(2) * (1.0 - gain) + (self.stats.freq - freq).powi(2) * gain).sqrt();
         self.our_skew = self.our_skew + gain * (skew - self.our_skew) + extra_skew;
 
-        let step = match self.cfg.makestep_threshold_s {
-            Some(threshold) if self.steps_left != 0 => {
-                if self.steps_left > 0 {
-                    self.steps_left -= 1;
-                }
-                offset_s.abs() > threshold
-            }
-            _ => false,
-        };
+        // reference.c:1067 is_step_limit_reached(offset, uncorrected_offset) compares the raw
+        // offset (the cooked one less the correction still pending) with the threshold
+        // (reference.c:549); on a step it cancels that correction and steps the raw offset
+        // (reference.c:1068-1070). In the model's signs the raw offset is the cooked one less
+        // the slew still to come.
+        let raw_offset_s = offset_s - sim.slew_left_s();
+        let step = self.step_limit_reached(raw_offset_s);
         // The local clock's frequency drops by what it gains on the source.
         let dfreq = -freq;
         let new_freq = (sim.freq_adj() + dfreq).clamp(-MAX_FREQ, MAX_FREQ);
         let dfreq = new_freq - sim.freq_adj();
         sim.set_freq(SOURCE, new_freq);
         if step {
-            sim.note(SOURCE, format!("System clock wrong by {:.6} seconds", -offset_s));
-            // Drop the slew in progress: the step corrects the total cooked offset.
+            sim.note(SOURCE, format!("System clock wrong by {:.6} seconds", -raw_offset_s));
             sim.slew(0.0, 0.0);
-            sim.step(SOURCE, -offset_s);
+            sim.step(SOURCE, -raw_offset_s);
         } else {
+            // sys_generic.c:205-219 update_slew: duration = correction_rate / |register|,
+            // clamped to [1, 10000] s, the rate to maxslewrate.
             let correction_rate = self.cfg.corrtimeratio * 0.5 * offset_sd_s * update_interval_s;
-            let register_s = sim.slew_left_s() - offset_s;
+            let register_s = -raw_offset_s;
             let duration_s = if register_s != 0.0 && correction_rate > 0.0 {
                 (correction_rate / register_s.abs()).clamp(MIN_SLEW_DURATION_S, MAX_SLEW_DURATION_S)
             } else {
@@ -306,5 +341,45 @@ impl Chrony {
         self.stats.adjust(now_s, dfreq, -offset_s);
         self.filter.adjust(now_s, dfreq, -offset_s);
         self.last_rt_minus_mono_s = Some(sim.realtime_minus_mono_s());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{PhcConfig, WorldConfig};
+
+    fn chrony_with_makestep(limit: i32) -> Chrony {
+        let cfg =
+            ChronyConfig { makestep_threshold_s: Some(1.0), makestep_limit: limit, ..Default::default() };
+        Chrony::new(cfg, 0)
+    }
+
+    /// reference.c:1067 decides on the offset less the correction still pending, and a step
+    /// corrects exactly that, dropping the slew: the clock ends right whatever was pending. The
+    /// old model decided on (and stepped) the cooked offset, leaving the pending slew as error.
+    #[test]
+    fn makestep_decides_on_and_steps_the_raw_offset() {
+        let mut world = crate::World::new(&WorldConfig {
+            phc: PhcConfig::Kvm { read_latency: crate::LatencyConfig::kvm() },
+            disciplines: vec![],
+            ..Default::default()
+        })
+        .unwrap();
+        let sim = world.sim_mut();
+        // The guest is 0.3 s behind with 1.5 s of slew still to come: cooked 1.2 s ahead, raw
+        // 0.3 s behind. Under a 1 s threshold on the raw offset: no step.
+        sim.step("test", -0.3);
+        sim.slew(1.5, 0.0833);
+        let raw = sim.guest_offset_s() + 0.0;
+        let cooked = raw + sim.slew_left_s();
+        assert!((cooked - 1.2).abs() < 1e-9);
+        let mut c = chrony_with_makestep(-1);
+        assert!(!c.step_limit_reached(cooked - sim.slew_left_s()));
+        assert!(c.step_limit_reached(cooked), "the cooked offset alone would have stepped");
+        // 2.5 s of slew pending against a raw 1.3 s: step the raw 1.3 s.
+        let mut c = chrony_with_makestep(1);
+        assert!(c.step_limit_reached(1.3));
+        assert!(!c.step_limit_reached(1.3), "makestep limit 1: the second update may not step");
     }
 }

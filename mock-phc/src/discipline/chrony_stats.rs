@@ -17,6 +17,9 @@ const COMBINE_RATIO: f64 = 0.6;
 const MAX_SAMPLES: usize = 64;
 const RUNS_RATIO: usize = 2;
 const MIN_SAMPLES_FOR_REGRESS: usize = 3;
+/// `minsamples` default (conf.c:169): the regression never prunes the register below it
+/// (regress.c:284-286).
+const MIN_SAMPLES: usize = 6;
 const SD_TO_DIST_RATIO: f64 = 0.7;
 const MIN_SKEW: f64 = 1.0e-12;
 const MAX_SKEW: f64 = 1.0e2;
@@ -78,11 +81,12 @@ struct Fit {
     w_sum: f64,
 }
 
-fn fit(x: &[f64], y: &[f64], w: &[f64]) -> Fit {
+/// Fits `pts` (x, y) with variances `w`.
+fn fit(pts: &[(f64, f64)], w: &[f64]) -> Fit {
     let w_sum: f64 = w.iter().map(|w| 1.0 / w).sum();
-    let u = x.iter().zip(w).map(|(x, w)| x / w).sum::<f64>() / w_sum;
+    let u = pts.iter().zip(w).map(|((x, _), w)| x / w).sum::<f64>() / w_sum;
     let (mut p, mut q, mut v) = (0.0, 0.0, 0.0);
-    for ((x, y), w) in x.iter().zip(y).zip(w) {
+    for ((x, y), w) in pts.iter().zip(w) {
         let ui = x - u;
         p += y / w;
         q += y * ui / w;
@@ -90,8 +94,8 @@ fn fit(x: &[f64], y: &[f64], w: &[f64]) -> Fit {
     }
     let b1 = if v > 0.0 { q / v } else { 0.0 };
     let b0 = p / w_sum - b1 * u;
-    let n = x.len();
-    let ss = x.iter().zip(y).zip(w).map(|((x, y), w)| (y - b0 - b1 * x).powi(2) / w).sum::<f64>()
+    let n = pts.len();
+    let ss = pts.iter().zip(w).map(|((x, y), w)| (y - b0 - b1 * x).powi(2) / w).sum::<f64>()
         / (n.saturating_sub(2).max(1)) as f64;
     Fit { b0, b1, ss, u, v, w_sum }
 }
@@ -110,8 +114,27 @@ impl Fit {
     }
 }
 
-fn n_runs(resid: &[f64]) -> usize {
-    1 + resid.windows(2).filter(|p| !((p[0] < 0.0 && p[1] < 0.0) || (p[0] > 0.0 && p[1] > 0.0))).count()
+/// An integer whose order is f64::total_cmp's (the sign bit flips the rest for negatives).
+fn total_order_key(x: f64) -> i64 {
+    let bits = x.to_bits() as i64;
+    bits ^ (((bits >> 63) as u64) >> 1) as i64
+}
+
+/// Runs of residuals of `f` over `pts` (regress.c n_runs_from_residuals): a new run starts
+/// unless two neighbours are both negative or both positive.
+fn n_runs(pts: &[(f64, f64)], f: &Fit) -> usize {
+    let mut runs = 1;
+    let mut prev: Option<f64> = None;
+    for &(x, y) in pts {
+        let r = y - f.b0 - f.b1 * x;
+        if let Some(p) = prev {
+            if !((p < 0.0 && r < 0.0) || (p > 0.0 && r > 0.0)) {
+                runs += 1;
+            }
+        }
+        prev = Some(r);
+    }
+    runs
 }
 
 /// samplefilt.c: collects a poll's worth of samples and turns them into one.
@@ -122,6 +145,11 @@ pub(crate) struct MedianFilter {
     samples: Vec<Sample>,
     avg_var: f64,
     avg_var_n: usize,
+    /// Scratch for `take`, kept to spare the hot path its allocations.
+    idx: Vec<usize>,
+    keyed: Vec<(i64, usize)>,
+    pts: Vec<(f64, f64)>,
+    w: Vec<f64>,
 }
 
 impl MedianFilter {
@@ -133,6 +161,10 @@ impl MedianFilter {
             samples: Vec::with_capacity(max_samples),
             avg_var: precision_s * precision_s,
             avg_var_n: 0,
+            idx: Vec::with_capacity(max_samples),
+            keyed: Vec::with_capacity(max_samples),
+            pts: Vec::with_capacity(max_samples),
+            w: Vec::with_capacity(max_samples),
         }
     }
 
@@ -164,39 +196,65 @@ impl MedianFilter {
         if n_all < self.min_samples {
             return None;
         }
-        let mut idx: Vec<usize> = Vec::with_capacity(n_all);
+        let mut idx = std::mem::take(&mut self.idx);
+        idx.clear();
         if n_all > 4 {
             let min_disp = self.samples.iter().map(|s| s.disp_s).fold(f64::INFINITY, f64::min);
             idx.extend((0..n_all).filter(|&i| self.samples[i].disp_s <= 1.5 * min_disp));
         }
         if idx.len() < 4 {
-            idx = (0..n_all).collect();
+            idx.clear();
+            idx.extend(0..n_all);
         }
-        idx.sort_by(|&a, &b| self.samples[a].offset_s.total_cmp(&self.samples[b].offset_s));
+        // samplefilt.c:199-215 sorts by chrony's offset, reference minus local: ours with the sign
+        // turned, so descending here. glibc's qsort is a stable merge sort for arrays this small,
+        // and equal offsets (a noise-free PHC, a jump) stay in time order: which of them the
+        // 60% keeps depends on the direction, and with it the filtered sample's time and
+        // dispersion (a real chronyd kept the readings on either side of a jump). The index
+        // breaks ties, which makes the unstable sort a stable one.
+        let mut keyed = std::mem::take(&mut self.keyed);
+        keyed.clear();
+        keyed.extend(idx.iter().map(|&i| (!total_order_key(self.samples[i].offset_s), i)));
+        keyed.sort_unstable();
+        idx.clear();
+        idx.extend(keyed.iter().map(|&(_, i)| i));
+        self.keyed = keyed;
         let j = idx.len();
         let from =
             if j > 2 { ((j as f64 * (1.0 - COMBINE_RATIO) / 2.0) as usize).clamp(1, (j - 1) / 2) } else { 0 };
-        let mut kept: Vec<usize> = idx[from..j - from].to_vec();
-        kept.sort_unstable();
-        let sel: Vec<Sample> = kept.iter().map(|&i| self.samples[i]).collect();
+        idx.truncate(j - from);
+        idx.drain(..from);
+        idx.sort_unstable();
+        let out = self.combine(&idx);
+        self.idx = idx;
         self.samples.clear();
-        self.combine(&sel)
+        out
     }
 
-    fn combine(&mut self, sel: &[Sample]) -> Option<Sample> {
+    /// Combines the samples at `sel` (indices in time order).
+    fn combine(&mut self, sel: &[usize]) -> Option<Sample> {
         let n = sel.len();
-        let last = sel[n - 1];
-        let x: Vec<f64> = sel.iter().map(|s| s.time_s - last.time_s).collect();
-        let y: Vec<f64> = sel.iter().map(|s| s.offset_s).collect();
-        let mean_x = x.iter().sum::<f64>() / n as f64;
-        let mean_y = y.iter().sum::<f64>() / n as f64;
+        let last = self.samples[sel[n - 1]];
+        let (mut sum_x, mut sum_y) = (0.0, 0.0);
+        for &i in sel {
+            sum_x += self.samples[i].time_s - last.time_s;
+            sum_y += self.samples[i].offset_s;
+        }
+        let mean_x = sum_x / n as f64;
+        let mean_y = sum_y / n as f64;
         let (mut var, mut disp, dof) = if n >= 4 {
-            let xc: Vec<f64> = x.iter().map(|x| x - mean_x).collect();
-            let w: Vec<f64> = sel.iter().map(|s| s.disp_s.max(1e-12)).collect();
-            let f = fit(&xc, &y, &w);
+            self.pts.clear();
+            self.w.clear();
+            for &i in sel {
+                let s = self.samples[i];
+                self.pts.push((s.time_s - last.time_s - mean_x, s.offset_s));
+                self.w.push(s.disp_s.max(1e-12));
+            }
+            let f = fit(&self.pts, &self.w);
             (f.ss * n as f64 / f.w_sum, f.sb0(), n - 2)
         } else if n >= 2 {
-            let var = y.iter().map(|y| (y - mean_y).powi(2)).sum::<f64>() / (n - 1) as f64;
+            let var = sel.iter().map(|&i| (self.samples[i].offset_s - mean_y).powi(2)).sum::<f64>()
+                / (n - 1) as f64;
             (var, var.sqrt(), n - 1)
         } else {
             (self.avg_var, self.avg_var.sqrt(), 1)
@@ -222,7 +280,7 @@ impl MedianFilter {
         if var * dof as f64 / chi2_coef(dof) < prev_avg_var {
             disp = self.avg_var.sqrt() * disp / var.sqrt();
         }
-        let mean_disp = sel.iter().map(|s| s.disp_s).sum::<f64>() / n as f64;
+        let mean_disp = sel.iter().map(|&i| self.samples[i].disp_s).sum::<f64>() / n as f64;
         Some(Sample { time_s: last.time_s + mean_x, offset_s: mean_y, disp_s: disp.max(mean_disp) })
     }
 }
@@ -243,6 +301,10 @@ pub(crate) struct SourceStats {
     pub(crate) offset_sd_s: f64,
     pub(crate) std_dev_s: f64,
     best: usize,
+    /// Scratch for `regress`, kept to spare the hot path its allocations.
+    pts: Vec<(f64, f64)>,
+    w: Vec<f64>,
+    sorted: Vec<f64>,
 }
 
 /// What source selection looks at.
@@ -268,6 +330,9 @@ impl SourceStats {
             offset_sd_s: 0.0,
             std_dev_s: 4.0,
             best: 0,
+            pts: Vec::with_capacity(MAX_SAMPLES * RUNS_RATIO),
+            w: Vec::with_capacity(MAX_SAMPLES),
+            sorted: Vec::with_capacity(MAX_SAMPLES),
         }
     }
 
@@ -311,31 +376,43 @@ impl SourceStats {
             return;
         }
         let last_t = self.samples[n - 1].time_s;
-        let dist: Vec<f64> = self.samples.iter().map(|s| s.disp_s).collect();
-        let min_d = dist.iter().copied().fold(f64::INFINITY, f64::min);
-        let mut sorted = dist.clone();
-        sorted.sort_by(f64::total_cmp);
-        let median = if n % 2 == 1 { sorted[n / 2] } else { 0.5 * (sorted[n / 2] + sorted[n / 2 - 1]) };
+        let min_d = self.samples.iter().map(|s| s.disp_s).fold(f64::INFINITY, f64::min);
+        self.sorted.clear();
+        self.sorted.extend(self.samples.iter().map(|s| s.disp_s));
+        // The median (RGR_FindMedian): the middle one, or the mean of the middle two.
+        let (below, &mut upper, _) = self.sorted.select_nth_unstable_by(n / 2, f64::total_cmp);
+        let median = if n % 2 == 1 {
+            upper
+        } else {
+            0.5 * (upper + below.iter().copied().fold(f64::NEG_INFINITY, f64::max))
+        };
         let sd = ((median - min_d) / SD_TO_DIST_RATIO).max(self.precision_s).min(min_d.max(self.precision_s));
         let min_d = min_d + self.precision_s;
-        let w: Vec<f64> =
-            dist.iter().map(|&d| if d > min_d { (1.0 + (d - min_d) / sd).powi(2) } else { 1.0 }).collect();
+        self.w.clear();
+        self.w.extend(self.samples.iter().map(|s| {
+            let d = s.disp_s;
+            if d > min_d {
+                (1.0 + (d - min_d) / sd).powi(2)
+            } else {
+                1.0
+            }
+        }));
 
         if n >= MIN_SAMPLES_FOR_REGRESS {
             // All samples, the runs extension first, as x (time back from the last) and y.
-            let all: Vec<(f64, f64)> =
-                self.runs.iter().chain(&self.samples).map(|s| (s.time_s - last_t, s.offset_s)).collect();
+            self.pts.clear();
+            self.pts.extend(self.runs.iter().chain(&self.samples).map(|s| (s.time_s - last_t, s.offset_s)));
+            let (all, w) = (&self.pts, &self.w);
             let m = self.runs.len();
             let mut start = 0;
             let f = loop {
-                let xs: Vec<f64> = all[m + start..].iter().map(|p| p.0).collect();
-                let ys: Vec<f64> = all[m + start..].iter().map(|p| p.1).collect();
-                let f = fit(&xs, &ys, &w[start..]);
+                let f = fit(&all[m + start..], &w[start..]);
                 let resid_start = (m + start).saturating_sub((n - start) * (RUNS_RATIO - 1));
-                let resid: Vec<f64> = all[resid_start..].iter().map(|(x, y)| y - f.b0 - f.b1 * x).collect();
-                let runs = n_runs(&resid);
+                let resid = &all[resid_start..];
+                let runs = n_runs(resid, &f);
                 if runs > CRITICAL_RUNS[resid.len().min(CRITICAL_RUNS.len() - 1)] as usize
                     || n - start <= MIN_SAMPLES_FOR_REGRESS
+                    || n - start <= MIN_SAMPLES
                 {
                     break f;
                 }

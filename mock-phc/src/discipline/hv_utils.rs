@@ -1,6 +1,8 @@
-//! hv_utils' time sync (drivers/hv/hv_util.c): a SYNC-flagged host sample sets the guest clock to
-//! host time at once (do_settimeofday64); with `timesync_implicit=1` a plain sample does too when
-//! the guest is at least 5 s behind.
+//! hv_utils' time sync (drivers/hv/hv_util.c as of Linux 6.12, the guest image's kernel): a
+//! SYNC-flagged host sample sets the guest clock to host time at once (do_settimeofday64); with
+//! `timesync_implicit=1` a plain sample does too when the guest is at least 5 s behind. The QEMU
+//! backend emulates it from the harness (no Hyper-V channel under QEMU), so it is judged only
+//! through the scenarios that combine it with chronyd.
 
 use serde::{Deserialize, Serialize};
 

@@ -77,6 +77,16 @@ impl Discipline {
         }
     }
 
+    /// Moves the daemon's timers `delta_ns` later (the guest stood still that long).
+    pub(crate) fn delay_timers(&mut self, delta_ns: i64) {
+        match self {
+            Self::Chrony(d) => d.next_due_ns += delta_ns,
+            Self::Ntpd(d) => d.delay_timers(delta_ns),
+            Self::Phc2sys(d) => d.next_due_ns += delta_ns,
+            Self::HvUtils(_) | Self::None => {}
+        }
+    }
+
     pub(crate) fn on_timer(&mut self, sim: &mut Sim) {
         match self {
             Self::Chrony(d) => d.on_timer(sim),

@@ -1,5 +1,7 @@
-//! linuxptp's phc2sys from the PHC to CLOCK_REALTIME: reads with the shortest-window rule and
-//! feeds the PI servo of pi.c, stepping only on the first update (or above step_threshold).
+//! linuxptp 3.1.1's phc2sys (Debian bookworm's 3.1.1-4, what the guest image runs) from the PHC
+//! to CLOCK_REALTIME: reads with the shortest-window rule and feeds the PI servo of pi.c,
+//! stepping only on the first update (or above step_threshold). Line numbers in comments are
+//! linuxptp-3.1.1's; mock-phc/CALIBRATION.md lists them all.
 
 use phc::estimate;
 use serde::{Deserialize, Serialize};
@@ -11,15 +13,17 @@ use crate::Error;
 
 pub(crate) const SOURCE: &str = "phc2sys";
 
-/// clockadj_max_freq for CLOCK_REALTIME: the adjtimex tolerance (500 ppm) plus the 10% that tick
-/// adjustment adds (linuxptp's clockadj.c).
-const MAX_FREQ_PPB: f64 = 100_500_000.0;
-/// pi.c's limits on the scaled constants.
+/// clockadj_max_freq for CLOCK_REALTIME (clockadj.c:118-139): with USER_HZ 100 and a nominal
+/// tick of 10000 us, nominal_tick / 10 * 1000 * hz = 10% (the real phc2sys in the guest printed
+/// `freq -100000000` while slewing 30 s away).
+const MAX_FREQ_PPB: f64 = 100_000_000.0;
+/// pi.c:33-34: with constants given (phc2sys always gives them) kp <= 1/interval and
+/// ki <= 2/interval.
 const KP_NORM_MAX: f64 = 1.0;
 const KI_NORM_MAX: f64 = 2.0;
-/// pi.c's exponents for scaling by the sync interval.
-const KP_EXPONENT: f64 = -0.3;
-const KI_EXPONENT: f64 = 0.4;
+/// pi.c:36 FREQ_EST_MARGIN: the second sample must be this much more than 0.016/ki s after the
+/// first before the frequency is estimated (pi.c:92-100).
+const FREQ_EST_MARGIN: f64 = 0.001;
 
 /// phc2sys settings.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -33,9 +37,10 @@ pub struct Phc2sysConfig {
     pub first_step_threshold_s: f64,
     /// Step above this after the first update; 0 never (`-S`).
     pub step_threshold_s: f64,
-    /// Proportional constant scale (`pi_proportional_scale`).
+    /// Proportional constant (`-P`, pi_proportional_const; phc2sys.c:60 KP = 0.7). phc2sys sets
+    /// the constant, not the scale, so it does not change with `-R` (pi.c:210-219).
     pub kp: f64,
-    /// Integral constant scale (`pi_integral_scale`).
+    /// Integral constant (`-I`, pi_integral_const; phc2sys.c:61 KI = 0.3).
     pub ki: f64,
 }
 
@@ -86,6 +91,8 @@ struct Pi {
     kp: f64,
     ki: f64,
     drift_ppb: f64,
+    /// pi.c's last_freq: what an unlocked sample returns.
+    last_freq_ppb: f64,
     count: u8,
     first: (f64, f64),
     first_update: bool,
@@ -99,34 +106,42 @@ impl Pi {
             0 => {
                 self.first = (offset_ns, local_ns);
                 self.count = 1;
-                (self.drift_ppb, ServoState::Unlocked)
+                (self.last_freq_ppb, ServoState::Unlocked)
             }
             1 => {
                 let (off0, local0) = self.first;
                 if local0 >= local_ns {
                     self.count = 0;
-                    return (self.drift_ppb, ServoState::Unlocked);
+                    return (self.last_freq_ppb, ServoState::Unlocked);
                 }
-                self.drift_ppb += (offset_ns - off0) * 1e9 / (local_ns - local0);
+                // pi.c:92-100: wait until 0.016/ki s separate the two samples.
+                let localdiff_s = (local_ns - local0) * 1e-9 * (1.0 + FREQ_EST_MARGIN);
+                if localdiff_s < (0.016 / self.ki).min(1000.0) {
+                    return (self.last_freq_ppb, ServoState::Unlocked);
+                }
+                // pi.c:103-104.
+                self.drift_ppb += (1e9 - self.drift_ppb) * (offset_ns - off0) / (local_ns - local0);
                 self.drift_ppb = self.drift_ppb.clamp(-MAX_FREQ_PPB, MAX_FREQ_PPB);
                 let jump = (self.first_update
                     && self.first_step_threshold_ns > 0.0
                     && self.first_step_threshold_ns < offset_ns.abs())
                     || (self.step_threshold_ns > 0.0 && self.step_threshold_ns < offset_ns.abs());
                 self.count = 2;
+                self.last_freq_ppb = self.drift_ppb;
                 (self.drift_ppb, if jump { ServoState::Jump } else { ServoState::Locked })
             }
             _ => {
                 if self.step_threshold_ns > 0.0 && self.step_threshold_ns < offset_ns.abs() {
                     self.count = 0;
-                    return (self.drift_ppb, ServoState::Unlocked);
+                    return (self.last_freq_ppb, ServoState::Unlocked);
                 }
                 let ki_term = self.ki * offset_ns;
                 let ppb = self.kp * offset_ns + self.drift_ppb + ki_term;
-                if ppb.abs() < MAX_FREQ_PPB {
+                if ppb.abs() <= MAX_FREQ_PPB {
                     self.drift_ppb += ki_term;
                 }
-                (ppb.clamp(-MAX_FREQ_PPB, MAX_FREQ_PPB), ServoState::Locked)
+                self.last_freq_ppb = ppb.clamp(-MAX_FREQ_PPB, MAX_FREQ_PPB);
+                (self.last_freq_ppb, ServoState::Locked)
             }
         }
     }
@@ -145,11 +160,13 @@ pub(crate) struct Phc2sys {
 impl Phc2sys {
     pub(crate) fn new(cfg: Phc2sysConfig, t_ns: i64) -> Self {
         let interval_s = 1.0 / cfg.rate_hz;
-        // pi.c: kp = min(kp_scale * interval^-0.3, 1/interval), ki = min(ki_scale * interval^0.4, 2/interval).
+        // phc2sys.c:1384-1385 sets pi_proportional_const/pi_integral_const, so pi.c:210-219 uses
+        // them with exponent 0: kp = min(kp, 1/interval), ki = min(ki, 2/interval) (pi.c:161-167).
         let servo = Pi {
-            kp: (cfg.kp * interval_s.powf(KP_EXPONENT)).min(KP_NORM_MAX / interval_s),
-            ki: (cfg.ki * interval_s.powf(KI_EXPONENT)).min(KI_NORM_MAX / interval_s),
+            kp: cfg.kp.min(KP_NORM_MAX / interval_s),
+            ki: cfg.ki.min(KI_NORM_MAX / interval_s),
             drift_ppb: 0.0,
+            last_freq_ppb: 0.0,
             count: 0,
             first: (0.0, 0.0),
             first_update: true,
@@ -206,5 +223,42 @@ impl Phc2sys {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// phc2sys.c:1384-1385 gives pi.c constants, not scales: 0.7 and 0.3 at any -R, capped only
+    /// at 1/interval and 2/interval (pi.c:161-167). The old model scaled them with the
+    /// interval (kp 1.06, ki 0.17 at -R 4).
+    #[test]
+    fn pi_constants_do_not_scale_with_the_rate() {
+        for (rate_hz, kp, ki) in
+            [(1.0, 0.7, 0.3), (4.0, 0.7, 0.3), (16.0, 0.7, 0.3), (0.5, 0.5, 0.3), (0.1, 0.1, 0.2)]
+        {
+            let p = Phc2sys::new(Phc2sysConfig { rate_hz, ..Default::default() }, 0);
+            assert!((p.servo.kp - kp).abs() < 1e-12, "-R {rate_hz}: kp {}", p.servo.kp);
+            assert!((p.servo.ki - ki).abs() < 1e-12, "-R {rate_hz}: ki {}", p.servo.ki);
+        }
+    }
+
+    /// pi.c:92-104: the first frequency estimate waits until 0.016/ki s separate the samples and
+    /// scales the measured drift by (1e9 - drift)/1e9.
+    #[test]
+    fn first_frequency_estimate_follows_pi_c() {
+        let mut pi = Phc2sys::new(Phc2sysConfig::default(), 0).servo;
+        assert_eq!(pi.sample(0.0, 0.0).1, ServoState::Unlocked);
+        // 0.05 s later is under 0.016/0.3 = 0.0533 s: still unlocked.
+        assert_eq!(pi.sample(500.0, 0.05e9).1, ServoState::Unlocked);
+        // 1000 ns gained in 1 s: a drift of 1000 ppb; 1 us is under the 20 us first step.
+        let (ppb, state) = pi.sample(1000.0, 1e9);
+        assert_eq!(state, ServoState::Locked);
+        assert!((ppb - 1000.0).abs() < 1e-9, "{ppb}");
+        // A 30 us offset on the first update is stepped.
+        let mut pi = Phc2sys::new(Phc2sysConfig::default(), 0).servo;
+        pi.sample(0.0, 0.0);
+        assert_eq!(pi.sample(30_000.0, 1e9).1, ServoState::Jump);
     }
 }

@@ -5,7 +5,9 @@
 //! emulation), and is the cross-check. This module holds what both share: options, boot, what
 //! the guest cannot run, chronyd's configuration and log.
 
+pub mod calibrate;
 pub mod nested;
+pub mod phc2sys;
 pub mod real;
 pub mod restore;
 pub mod virt;
@@ -156,11 +158,17 @@ pub fn unsupported(s: &Scenario, clock: ClockMode, phc: GuestPhc) -> Option<Stri
     for d in &s.world.disciplines {
         match d {
             DisciplineConfig::Chrony(_) | DisciplineConfig::HvUtils(_) | DisciplineConfig::None => {}
-            other => {
-                return Some(format!(
-                "discipline {:?} has no real daemon in the guest image (chronyd and hv_utils emulation only)",
-                kind_name(other)
-            ))
+            // The real phc2sys runs in virtual time (backend::qemu::phc2sys).
+            DisciplineConfig::Phc2sys(_) if clock == ClockMode::Virtual => {}
+            DisciplineConfig::Phc2sys(_) => {
+                return Some("phc2sys: the real phc2sys runs with --clock virtual only".into())
+            }
+            DisciplineConfig::Ntpd(_) => {
+                return Some(
+                    "ntpd has no PHC refclock, so no real ntpd runs in the guest: the sim's ntpd model \
+                     (NTPsec 1.2.2's loop filter and Linux's kernel PLL) is unjudged"
+                        .into(),
+                )
             }
         }
     }
@@ -188,16 +196,6 @@ pub fn unsupported(s: &Scenario, clock: ClockMode, phc: GuestPhc) -> Option<Stri
         }
     }
     None
-}
-
-fn kind_name(d: &DisciplineConfig) -> &'static str {
-    match d {
-        DisciplineConfig::Chrony(_) => "chrony",
-        DisciplineConfig::Ntpd(_) => "ntpd",
-        DisciplineConfig::Phc2sys(_) => "phc2sys",
-        DisciplineConfig::HvUtils(_) => "hv_utils",
-        DisciplineConfig::None => "none",
-    }
 }
 
 pub use phc_qemu::session::BootInfo;

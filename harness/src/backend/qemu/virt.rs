@@ -30,6 +30,9 @@ pub struct VirtualBackend {
     mock_up: bool,
     chrony_conf: Option<String>,
     chrony: ChronyLog,
+    /// The real phc2sys's command line and output, when the scenario runs phc2sys.
+    phc2sys_argv: Option<Vec<String>>,
+    phc2sys: phc2sys::Phc2sysLog,
     /// PHC time at scenario time 0.
     phc_origin_ns: i64,
     /// Host steps so far: they moved the PHC, not scenario time.
@@ -107,6 +110,13 @@ impl VirtualBackend {
         if let Some(c) = &chrony_conf {
             info.insert("chrony_conf".into(), json!(c));
         }
+        let phc2sys_argv = s.world.disciplines.iter().find_map(|d| match d {
+            DisciplineConfig::Phc2sys(c) => Some(phc2sys::argv(c, GUEST_PHC)),
+            _ => None,
+        });
+        if let Some(a) = &phc2sys_argv {
+            info.insert("phc2sys_argv".into(), json!(a.join(" ")));
+        }
         let tl = &s.timeline;
         let disturb_at =
             tl.events.iter().filter_map(|e| mock_phc::time::secs_to_ns(tl.warmup_s + e.at_s).ok()).collect();
@@ -118,6 +128,8 @@ impl VirtualBackend {
             mock_up: false,
             chrony_conf,
             chrony: ChronyLog::default(),
+            phc2sys_argv,
+            phc2sys: phc2sys::Phc2sysLog::default(),
             phc_origin_ns: 0,
             host_steps_ns: 0,
             rtc_map: RtcMapping { rtc_s: 0, host_ns: 0, ppb: 0.0 },
@@ -175,7 +187,11 @@ impl VirtualBackend {
 
     /// The agent's observation once the PHC reads `until_ns`, without bookkeeping.
     fn observe_raw(&mut self, until_ns: i64, spin_s: f64) -> Result<Observed, Error> {
-        let tail = self.chrony_conf.as_ref().map(|_| CHRONY_LOG.to_owned());
+        let tail = match (&self.chrony_conf, &self.phc2sys_argv) {
+            (Some(_), _) => Some(CHRONY_LOG.to_owned()),
+            (None, Some(_)) => Some(phc2sys::PHC2SYS_LOG.to_owned()),
+            (None, None) => None,
+        };
         let also = self.mock_up.then(|| MOCK_DEVICE.to_owned());
         self.call(Op::Observe { device: GUEST_PHC.into(), until_ns, spin_s, tail, also })
     }
@@ -191,7 +207,11 @@ impl VirtualBackend {
         let o = self.observe_raw(until, spin_s)?;
         self.now_ns = self.scenario_ns(o.phc_ns);
         let lines: Vec<&str> = o.lines.iter().map(String::as_str).collect();
-        self.chrony.take(self.now_ns, &lines, &mut self.events);
+        if self.chrony_conf.is_some() {
+            self.chrony.take(self.now_ns, &lines, &mut self.events);
+        } else if self.phc2sys_argv.is_some() {
+            self.phc2sys.take(self.now_ns, &lines, &mut self.events);
+        }
         self.last = Some(o);
         Ok(())
     }
@@ -212,6 +232,7 @@ impl VirtualBackend {
             self.deliver(due.sync)?;
         }
         if let Some(conf) = self.chrony_conf.clone() {
+            let conf = calibrate::chrony_conf(conf);
             self.call::<Value>(Op::WriteFile { path: "/etc/chrony.conf".into(), contents: conf })?;
             self.call::<Value>(Op::Spawn {
                 name: "chronyd".into(),
@@ -219,6 +240,10 @@ impl VirtualBackend {
                 log: CHRONY_LOG.into(),
             })?;
             self.note("chronyd started");
+        }
+        if let Some(argv) = self.phc2sys_argv.clone() {
+            self.call::<Value>(Op::Spawn { name: "phc2sys".into(), argv, log: phc2sys::PHC2SYS_LOG.into() })?;
+            self.note("phc2sys started");
         }
         Ok(())
     }
@@ -267,8 +292,12 @@ impl VirtualBackend {
         if self.chrony_conf.is_some() {
             let mut info = std::mem::take(&mut self.info);
             chronyc_views(|op| self.call(op), &mut info);
+            calibrate::collect(|op| self.call(op), &mut info);
             self.info = info;
             self.info.insert("chronyd_log".into(), json!(self.chrony.text.clone()));
+        }
+        if self.phc2sys_argv.is_some() {
+            self.info.insert("phc2sys_log".into(), json!(self.phc2sys.text.clone()));
         }
         self.info()
     }
