@@ -240,7 +240,8 @@ pub fn judge_outcome(base: &Value, current: &Value) -> Status {
     }
 }
 
-fn tolerance_text(m: &Metric, abs: f64, rel: f64) -> String {
+/// A tolerance as the tables print it.
+pub fn tolerance_text(m: &Metric, abs: f64, rel: f64) -> String {
     match m.better {
         Better::Exact => "equal".into(),
         _ if rel == 0.0 => format!("±{abs}"),
@@ -345,7 +346,8 @@ fn error_line(e: &BaselineError) -> String {
     }
 }
 
-fn show(v: &Value) -> String {
+/// A metric value as the tables print it (null: `never`).
+pub fn show(v: &Value) -> String {
     match v {
         Value::Null => "never".into(),
         Value::String(s) => s.clone(),

@@ -2,7 +2,8 @@
 //! `<testsuite>` per backend with one `<testcase>` per scenario verdict, failed checks in the
 //! `<failure>`, aborted runs as `<error>`, skips and scenarios without checks as `<skipped>`
 //! with their reason; sim-against-QEMU comparisons in a `fidelity` suite. No timings, so a sim
-//! suite's file is byte-identical for the same seeds.
+//! suite's file is byte-identical for the same seeds. A `probe` report is one `<testsuite>` with
+//! one `<testcase>` per check ([`probe`]).
 #![forbid(unsafe_code)]
 
 use std::fmt::Write as _;
@@ -117,4 +118,85 @@ pub fn render(s: &Summary) -> String {
     }
     x.push_str("</testsuites>\n");
     x
+}
+
+/// A `probe` report as JUnit XML: one `<testsuite>` named after the driver, one `<testcase>` per
+/// check (classname `phc-harness.probe.GROUP`). A deviation is a `<failure>` with the expected and
+/// actual answers; a check not issued and an informational row (reported, not judged: the same
+/// choice as the KTAP output, see `crate::ktap::probe`) are `<skipped>` with the reason.
+pub fn probe(r: &crate::device::probe::Report) -> String {
+    use crate::device::probe::Verdict;
+    let count = |v: &[Verdict]| r.checks.iter().filter(|c| v.contains(&c.verdict)).count();
+    let (fail, skip) = (count(&[Verdict::Deviation]), count(&[Verdict::Skipped, Verdict::Info]));
+    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let n = r.checks.len();
+    let _ = writeln!(
+        x,
+        "<testsuites name=\"phc-harness\" tests=\"{n}\" failures=\"{fail}\" errors=\"0\" skipped=\"{skip}\">"
+    );
+    let _ = writeln!(
+        x,
+        "  <testsuite name=\"phc-harness.probe.{}\" tests=\"{n}\" failures=\"{fail}\" errors=\"0\" skipped=\"{skip}\">",
+        esc(r.driver)
+    );
+    let _ = writeln!(x, "    <properties>");
+    let _ = writeln!(x, "      <property name=\"device\" value=\"{}\"/>", esc(&r.device));
+    let _ = writeln!(x, "      <property name=\"driver\" value=\"{}\"/>", esc(r.driver));
+    if let Some(n) = &r.clock_name {
+        let _ = writeln!(x, "      <property name=\"clock_name\" value=\"{}\"/>", esc(n));
+    }
+    let _ = writeln!(x, "    </properties>");
+    for c in &r.checks {
+        let _ = write!(
+            x,
+            "    <testcase classname=\"phc-harness.probe.{}\" name=\"{}\"",
+            esc(c.group),
+            esc(&c.name)
+        );
+        let note = c.note.as_deref();
+        match c.verdict {
+            Verdict::Pass => x.push_str("/>\n"),
+            Verdict::Deviation => {
+                let _ = writeln!(
+                    x,
+                    ">\n      <failure type=\"deviation\" message=\"{}\">{}</failure>\n    </testcase>",
+                    esc(&format!("expected {}, got {}", c.expected, c.result)),
+                    esc(note.unwrap_or(""))
+                );
+            }
+            Verdict::Skipped => {
+                let _ = writeln!(
+                    x,
+                    ">\n      <skipped message=\"{}\"/>\n    </testcase>",
+                    esc(note.unwrap_or("not issued"))
+                );
+            }
+            Verdict::Info => {
+                let _ = writeln!(
+                    x,
+                    ">\n      <skipped message=\"{}\"/>\n    </testcase>",
+                    esc(&format!("info: got {}, {}", c.result, note.unwrap_or("not judged")))
+                );
+            }
+        }
+    }
+    x.push_str("  </testsuite>\n</testsuites>\n");
+    x
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_probe_has_one_testcase_per_check() {
+        let r = crate::ktap::tests::probe_report();
+        let x = super::probe(&r);
+        let n = r.checks.len();
+        assert!(x.contains(&format!("tests=\"{n}\" failures=\"1\" errors=\"0\" skipped=\"4\"")), "{x}");
+        assert_eq!(x.matches("<testcase ").count(), n);
+        assert!(x.contains(
+            "<testcase classname=\"phc-harness.probe.read\" name=\"SYS_OFFSET\">\n      <failure type=\"deviation\" message=\"expected ok, got EINVAL #2\">"
+        ));
+        assert!(x.contains("<skipped message=\"info: got ok, kernel lacks the *2 ioctls\"/>"));
+        assert_eq!(x.matches("<skipped message=\"needs --allow-clock-writes\"/>").count(), 3);
+    }
 }

@@ -1,7 +1,7 @@
 //! KTAP v1, as kselftest prints it (`KTAP version 1`, `1..N`, `ok N name`, `not ok N name`,
 //! `ok N name # SKIP reason`, `# ` diagnostic lines before a result): one test per scenario
-//! and backend and per sim-against-QEMU comparison. And a parser for it, so that tests (and a
-//! lab that wants to) can read results back.
+//! and backend and per sim-against-QEMU comparison, or one per `probe` check. And a parser for
+//! it, so that tests (and a lab that wants to) can read results back.
 #![forbid(unsafe_code)]
 
 use std::fmt::Write as _;
@@ -97,6 +97,65 @@ pub fn render(s: &Summary) -> String {
     k
 }
 
+/// A check's name as a KTAP test name: `group.check`, spaces as `_` (kselftest's names have none).
+pub fn probe_name(c: &crate::device::probe::Check) -> String {
+    clean(&format!("{}.{}", c.group, c.name)).replace(' ', "_")
+}
+
+/// A `probe` report as KTAP: one test per check. A pass is `ok`, a deviation `not ok` with the
+/// expected and actual answers as a diagnostic, a check not issued `ok ... # SKIP why`. An
+/// informational row (a kernel-age or device-kind limitation, reported but not judged) is a
+/// `# SKIP` too, as kselftest reports a feature the running kernel lacks (`KSFT_SKIP`): KTAP has
+/// no informational result, and `ok` would claim a pass the probe did not judge.
+pub fn probe(r: &crate::device::probe::Report) -> String {
+    use crate::device::probe::Verdict;
+    let mut k = String::new();
+    let _ = writeln!(k, "KTAP version 1\n1..{}", r.checks.len());
+    let name = r.clock_name.as_deref().map_or("no sysfs entry".to_owned(), |n| format!("clock_name {n}"));
+    let _ = writeln!(k, "# phc-harness probe: {} ({}), driver {}", clean(&r.device), clean(&name), r.driver);
+    for (i, c) in r.checks.iter().enumerate() {
+        let i = i + 1;
+        let name = probe_name(c);
+        let note = c.note.as_deref().map(clean);
+        let line = match c.verdict {
+            Verdict::Pass => format!("ok {i} {name}"),
+            Verdict::Deviation => {
+                let _ = writeln!(k, "# {name}: expected {}, got {}", clean(&c.expected), clean(&c.result));
+                if let Some(n) = &note {
+                    let _ = writeln!(k, "# {name}: {n}");
+                }
+                format!("not ok {i} {name}")
+            }
+            Verdict::Skipped => format!("ok {i} {name} # SKIP {}", note.as_deref().unwrap_or("not issued")),
+            Verdict::Info => format!(
+                "ok {i} {name} # SKIP info: got {}, {}",
+                clean(&c.result),
+                note.as_deref().unwrap_or("not judged")
+            ),
+        };
+        let _ = writeln!(k, "{line}");
+    }
+    match &r.offset {
+        Some(o) => {
+            let _ = writeln!(
+                k,
+                "# offset to CLOCK_REALTIME (realtime - phc): {:+} ns +/- {} ns ({})",
+                o.offset_ns, o.uncertainty_ns, o.method
+            );
+        }
+        None => k.push_str("# offset to CLOCK_REALTIME: unavailable\n"),
+    }
+    let count = |v: Verdict| r.checks.iter().filter(|c| c.verdict == v).count();
+    let _ = writeln!(
+        k,
+        "# Totals: pass:{} fail:{} xfail:0 xpass:0 skip:{} error:0",
+        count(Verdict::Pass),
+        count(Verdict::Deviation),
+        count(Verdict::Skipped) + count(Verdict::Info)
+    );
+    k
+}
+
 /// Parses a flat KTAP v1 document: the version line, the plan, one result line per planned
 /// test numbered from 1, `# ` diagnostics anywhere.
 pub fn parse(text: &str) -> std::result::Result<Vec<Test>, ParseError> {
@@ -155,7 +214,7 @@ pub fn parse(text: &str) -> std::result::Result<Vec<Test>, ParseError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -179,6 +238,54 @@ mod tests {
         ] {
             let e = parse(bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad:?}: {e}");
+        }
+    }
+
+    /// A simulated hyperv probe with one row of each verdict: a deviation (with a `#` in its
+    /// answer) and an informational row besides the passes and the skipped writes.
+    pub(crate) fn probe_report() -> crate::device::probe::Report {
+        use crate::device::probe::{run, Setup, Verdict};
+        let d = phc::Driver::Hyperv;
+        let dev = mock_phc::answer::simulated(d, false);
+        let setup = Setup {
+            device: "sim:hyperv".into(),
+            driver: d,
+            clock_name: Some("hyperv".into()),
+            allow_writes: false,
+        };
+        let mut r = run(&dev, &dev, &setup).unwrap();
+        r.checks[1].verdict = Verdict::Deviation;
+        r.checks[1].result = "EINVAL #2".into();
+        r.checks[2].verdict = Verdict::Info;
+        r.checks[2].note = Some("kernel lacks the *2 ioctls".into());
+        r.deviations = 1;
+        r
+    }
+
+    #[test]
+    fn a_probe_reads_back_one_test_per_check() {
+        let r = probe_report();
+        let t = parse(&probe(&r)).unwrap();
+        assert_eq!(t.len(), r.checks.len());
+        assert_eq!(
+            t[0],
+            Test {
+                number: 1,
+                name: "caps.cross_timestamping".into(),
+                result: Result::Ok,
+                diagnostics: vec!["phc-harness probe: sim:hyperv (clock_name hyperv), driver hyperv".into()]
+            }
+        );
+        assert_eq!(t[1].name, "read.SYS_OFFSET");
+        assert_eq!(t[1].result, Result::NotOk);
+        assert_eq!(t[1].diagnostics, ["read.SYS_OFFSET: expected ok, got EINVAL _2"]);
+        assert_eq!(t[2].result, Result::Skip("info: got ok, kernel lacks the *2 ioctls".into()));
+        let writes: Vec<_> = t.iter().filter(|t| t.name.starts_with("write.")).collect();
+        assert_eq!(writes.len(), 3);
+        assert!(writes.iter().all(|t| t.result == Result::Skip("needs --allow-clock-writes".into())));
+        for (t, c) in t.iter().zip(&r.checks) {
+            assert_eq!(t.name, probe_name(c));
+            assert!(!t.name.contains(' '), "{}", t.name);
         }
     }
 

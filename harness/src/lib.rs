@@ -11,6 +11,7 @@ pub mod backend;
 pub mod baseline;
 pub mod cli;
 pub mod compare;
+pub mod compare_pair;
 pub mod decimate;
 pub mod device;
 pub mod engine;

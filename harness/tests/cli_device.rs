@@ -324,3 +324,46 @@ fn probe_and_latency_run_against_a_simulated_personality() {
     assert_eq!(status("precise"), "unsupported");
     assert_eq!(r["driver"], "hyperv");
 }
+
+mod xml;
+
+/// `probe --format ktap|junit` on a simulated personality: one test per check, read back by the
+/// KTAP parser and an XML parser, with the exit code of the other formats.
+#[test]
+fn probe_ci_formats_parse_back_with_one_test_per_check() {
+    use phc_harness::ktap;
+    let json = harness(&["probe", "--backend", "sim", "--driver", "hyperv", "--format", "json"]);
+    assert_eq!(json.status.code(), Some(0), "{}", stderr(&json));
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let checks = report["checks"].as_array().unwrap();
+    let o = harness(&["probe", "--backend", "sim", "--driver", "hyperv", "--format", "ktap"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let tests = ktap::parse(&String::from_utf8_lossy(&o.stdout)).unwrap();
+    assert_eq!(tests.len(), checks.len());
+    for (t, c) in tests.iter().zip(checks) {
+        let want =
+            format!("{}.{}", c["group"].as_str().unwrap(), c["name"].as_str().unwrap()).replace(' ', "_");
+        assert_eq!(t.name, want);
+        match c["verdict"].as_str().unwrap() {
+            "pass" => assert_eq!(t.result, ktap::Result::Ok),
+            "skipped" => assert_eq!(t.result, ktap::Result::Skip(c["note"].as_str().unwrap().into())),
+            v => panic!("a simulated hyperv has no {v} row"),
+        }
+    }
+    let o = harness(&["probe", "--backend", "sim", "--driver", "hyperv", "--format", "junit"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let root = xml::parse_xml(&String::from_utf8_lossy(&o.stdout));
+    assert_eq!(root.name, "testsuites");
+    let cases = root.find("testcase");
+    assert_eq!(cases.len(), checks.len());
+    let skipped = root.find("skipped").len();
+    assert_eq!(root.attr("skipped"), Some(skipped.to_string().as_str()));
+    assert_eq!(skipped, checks.iter().filter(|c| c["verdict"] == "skipped").count());
+    for (case, c) in cases.iter().zip(checks) {
+        assert_eq!(case.attr("name"), c["name"].as_str());
+        assert_eq!(
+            case.attr("classname").unwrap(),
+            format!("phc-harness.probe.{}", c["group"].as_str().unwrap())
+        );
+    }
+}

@@ -542,3 +542,66 @@ fn the_local_backend_without_a_phc_is_one_clear_line() {
         "phc-harness: --backend local: no PTP clock on this machine (/sys/class/ptp has none); --backend local needs one, or --device PATH\n"
     );
 }
+
+/// `compare A --against B`: two suites (a modified scenario and another seed on B, and a kernel
+/// recorded for B) side by side in one table; a move is shown, exit 0 unless --fail-on-change.
+#[test]
+fn compare_against_puts_two_runs_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sa, sb) = (dir.path().join("sa"), dir.path().join("sb"));
+    std::fs::create_dir(&sa).unwrap();
+    std::fs::create_dir(&sb).unwrap();
+    let jump = std::fs::read_to_string(root().join("scenarios/phc-jump-10s.toml")).unwrap();
+    std::fs::write(sa.join("phc-jump-10s.toml"), &jump).unwrap();
+    std::fs::copy(root().join("scenarios/reboot.toml"), sa.join("reboot.toml")).unwrap();
+    let smaller = jump.replace("delta_s = 10.0", "delta_s = 4.0");
+    assert_ne!(smaller, jump);
+    std::fs::write(sb.join("phc-jump-10s.toml"), smaller).unwrap();
+    std::fs::copy(root().join("scenarios/reboot.toml"), sb.join("reboot.toml")).unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for (sc, out, seed) in [(&sa, &a, "1"), (&sb, &b, "7")] {
+        let o = harness(&["suite", sc.to_str().unwrap(), "--out", out.to_str().unwrap(), "--seed", seed]);
+        assert!(o.status.code().is_some_and(|c| c <= 1), "{}", text(&o));
+    }
+    // B as a QEMU run on another kernel line records it (the sim records none).
+    let p = b.join("summary.json");
+    let mut s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    for e in s["entries"].as_array_mut().unwrap() {
+        e["environment"] = serde_json::json!({"kernel_release": "7.2.0-1-amd64", "kernel_line": "7.2"});
+    }
+    std::fs::write(&p, serde_json::to_string_pretty(&s).unwrap()).unwrap();
+
+    let cmp = |extra: &[&str]| {
+        let mut args = vec!["compare", a.to_str().unwrap(), "--against", b.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        harness(&args)
+    };
+    let o = cmp(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let md = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        md.contains("| scenario | backend | metric | A | B: 7.2.0-1-amd64 (line 7.2) | tolerance | |"),
+        "{md}"
+    );
+    assert!(md.contains("- B: ") && md.contains("(7.2.0-1-amd64 (line 7.2))"), "{md}");
+    // Both values of the changed jump, judged with the baseline tolerance (±(0.001 + 1%)).
+    assert!(
+        md.contains("| phc-jump-10s | sim | offset_after_disturbance_s | -10 | -4 | ±(0.001 + 1%) | moved |"),
+        "{md}"
+    );
+    // Every metric of both runs is a row, moved or not; the seeds are noted, not refused.
+    let rows =
+        md.lines().filter(|l| l.starts_with("| phc-jump-10s |") || l.starts_with("| reboot |")).count();
+    assert_eq!(rows, 22, "{md}");
+    assert!(md.contains("| reboot | sim | outcome | pass | pass | equal |  |"), "{md}");
+    assert!(md.contains("seeds differ (1 vs 7)"), "{md}");
+    assert!(!md.contains("REGRESSION"), "{md}");
+    assert_eq!(cmp(&["--fail-on-change"]).status.code(), Some(1));
+    // The same run against itself: nothing moved, even with --fail-on-change.
+    let o = harness(&["compare", a.to_str().unwrap(), "--against", a.to_str().unwrap(), "--fail-on-change"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("22 metrics side by side: 0 moved."), "{}", text(&o));
+    // Nothing in common, or not a run: exit 2.
+    let o = harness(&["compare", a.to_str().unwrap(), "--against", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}

@@ -3,7 +3,7 @@
 
 use super::args::DeviceBackend;
 use super::guest;
-use crate::device::{self, Format, LatencyArgs, ListArgs, ProbeArgs};
+use crate::device::{self, Format, LatencyArgs, ListArgs, ProbeArgs, ProbeFormat};
 use crate::exit::Exit;
 
 /// `phc-harness list`.
@@ -15,7 +15,13 @@ pub fn list(args: ListArgs) -> Exit {
 pub fn probe(args: ProbeArgs) -> Exit {
     match args.guest.backend {
         DeviceBackend::Qemu => {
-            guest::run(&args.guest, &args.device().display().to_string(), args.format == Format::Json)
+            let out = match args.format {
+                ProbeFormat::Text => guest::Output::Text,
+                ProbeFormat::Json => guest::Output::Json,
+                ProbeFormat::Ktap => guest::Output::Ktap,
+                ProbeFormat::Junit => guest::Output::AsIs,
+            };
+            guest::run(&args.guest, &args.device().display().to_string(), out)
         }
         DeviceBackend::Sim => device::probe_sim(&args),
         DeviceBackend::Local => device::probe_cmd(&args),
@@ -26,7 +32,8 @@ pub fn probe(args: ProbeArgs) -> Exit {
 pub fn latency(args: LatencyArgs) -> Exit {
     match args.guest.backend {
         DeviceBackend::Qemu => {
-            guest::run(&args.guest, &args.device().display().to_string(), args.format == Format::Json)
+            let out = if args.format == Format::Json { guest::Output::Json } else { guest::Output::Text };
+            guest::run(&args.guest, &args.device().display().to_string(), out)
         }
         DeviceBackend::Sim => device::latency::run_sim(&args),
         DeviceBackend::Local => device::latency::run_cmd(&args),

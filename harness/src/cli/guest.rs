@@ -95,8 +95,27 @@ pub fn parse_phc_ctl_cmp(out: &str) -> Option<i64> {
     num.parse().ok()
 }
 
+/// How the guest's report comes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// The guest's text, then the backend's facts and the cross-check as text.
+    Text,
+    /// The guest's JSON document with the backend's facts under `backend`.
+    Json,
+    /// The guest's KTAP, then the backend's facts and the cross-check as `# ` diagnostic lines
+    /// (KTAP allows them anywhere), so that a KTAP reader still reads the document.
+    Ktap,
+    /// The guest's output and nothing after it (JUnit XML, which must end at its root element).
+    AsIs,
+}
+
+/// The lines of `text` as KTAP diagnostics.
+fn ktap_diagnostics(text: &str) -> String {
+    text.lines().filter(|l| !l.trim().is_empty()).map(|l| format!("# {}\n", l.replace('#', "_"))).collect()
+}
+
 /// Runs the current device command in a guest. `device` is the guest path, for the cross-check.
-pub fn run(g: &GuestArgs, device: &str, json_out: bool) -> Exit {
+pub fn run(g: &GuestArgs, device: &str, out: Output) -> Exit {
     say!("phc-harness: booting a QEMU guest ...");
     // From here on a Ctrl-C ends the guest command through the normal path (QEMU killed, temp
     // files removed); every wait below checks for it.
@@ -162,26 +181,36 @@ pub fn run(g: &GuestArgs, device: &str, json_out: bool) -> Exit {
         "phc_ctl_cmp": { "output": cmp_text, "realtime_minus_phc_ns": cmp_ns },
     });
     say!("{}", r.stderr.trim_end());
-    if json_out {
-        match serde_json::from_str::<Value>(&r.stdout) {
+    let mut tail = format!(
+        "backend: qemu ({}, kernel {}), boot to agent-ready {:.2} s\n",
+        accel,
+        info.kernel_release,
+        s.boot_to_ready.as_secs_f64()
+    );
+    if info.nested {
+        tail.push_str(&format!("nesting: {}\n", qemu::nested::NESTING));
+    }
+    tail.push_str(&format!("cross-check, linuxptp `phc_ctl {device} cmp` in the same guest: {cmp_text}\n"));
+    match out {
+        Output::Json => match serde_json::from_str::<Value>(&r.stdout) {
             Ok(mut v) if v.is_object() => {
                 v["backend"] = backend;
                 output::out(&format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default()));
             }
             _ => output::out(&r.stdout),
+        },
+        Output::Text => {
+            output::out(&r.stdout);
+            output::out(&format!("\n{tail}"));
         }
-    } else {
-        output::out(&r.stdout);
-        output::out(&format!(
-            "\nbackend: qemu ({}, kernel {}), boot to agent-ready {:.2} s\n",
-            accel,
-            info.kernel_release,
-            s.boot_to_ready.as_secs_f64()
-        ));
-        if info.nested {
-            output::out(&format!("nesting: {}\n", qemu::nested::NESTING));
+        Output::Ktap => {
+            output::out(&r.stdout);
+            // Only after a KTAP document: an error message from the guest stays as it was.
+            if r.stdout.starts_with("KTAP version 1") {
+                output::out(&ktap_diagnostics(&tail));
+            }
         }
-        output::out(&format!("cross-check, linuxptp `phc_ctl {device} cmp` in the same guest: {cmp_text}\n"));
+        Output::AsIs => output::out(&r.stdout),
     }
     match r.code {
         0 => Exit::Ok,
@@ -206,5 +235,13 @@ mod tests {
         );
         assert_eq!(parse_phc_ctl_cmp("offset from CLOCK_REALTIME is approximately 36911ns"), Some(36_911));
         assert_eq!(parse_phc_ctl_cmp("phc_ctl: failed"), None);
+    }
+
+    #[test]
+    fn backend_facts_become_ktap_diagnostics() {
+        let d = ktap_diagnostics("backend: qemu (tcg)\n\ncross-check: offset # 3\n");
+        assert_eq!(d, "# backend: qemu (tcg)\n# cross-check: offset _ 3\n");
+        let doc = format!("KTAP version 1\n1..1\nok 1 a\n{d}");
+        assert_eq!(crate::ktap::parse(&doc).unwrap().len(), 1);
     }
 }

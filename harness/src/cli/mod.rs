@@ -37,6 +37,8 @@ enum Cmd {
     /// Run every scenario of a folder: reports, summary.json, index.md/html, junit.xml, results.ktap.
     Suite(suite::SuiteArgs),
     /// Compare a run with the baselines: a Markdown table of what moved; exit 1 on a regression.
+    /// With `--against OTHER`: two runs side by side (two kernel lines), exit 0 unless
+    /// `--fail-on-change`.
     Compare(suite::CompareArgs),
     /// Promote a run to the baselines.
     Baseline(suite::BaselineArgs),

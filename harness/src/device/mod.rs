@@ -31,6 +31,31 @@ pub enum Format {
     Json,
 }
 
+/// Output format of `probe`: the device formats, plus the CI ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ProbeFormat {
+    /// Human-readable table.
+    #[default]
+    Text,
+    /// One JSON document on stdout (keys in harness/JSON.md).
+    Json,
+    /// KTAP v1 as kselftest prints it: one test per check.
+    Ktap,
+    /// JUnit XML: one testcase per check.
+    Junit,
+}
+
+impl ProbeFormat {
+    /// The device format this is, or `None` for a CI format.
+    pub fn device(self) -> Option<Format> {
+        match self {
+            Self::Text => Some(Format::Text),
+            Self::Json => Some(Format::Json),
+            Self::Ktap | Self::Junit => None,
+        }
+    }
+}
+
 /// `phc-harness list`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ListArgs {
@@ -54,9 +79,9 @@ pub struct ProbeArgs {
     /// be opened.
     #[arg(long, value_parser = parse_driver)]
     pub driver: Option<Driver>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
+    /// Output format: `ktap` and `junit` give one test per check, for CI and test labs.
+    #[arg(long, value_enum, default_value_t = ProbeFormat::Text)]
+    pub format: ProbeFormat,
     /// Where to run.
     #[command(flatten)]
     pub guest: crate::cli::args::GuestArgs,
@@ -221,7 +246,14 @@ pub fn probe_cmd(args: &ProbeArgs) -> Exit {
     }
     // A vmclock page is no PHC: it has its own report (device/vmclock.rs).
     if phc::vmclock::is_vmclock_path(args.device()) {
-        return vmclock::probe_cmd(args.device(), args.format);
+        let Some(format) = args.format.device() else {
+            say!(
+                "phc-harness: {}: a vmclock page has no conformance checks: --format text or json",
+                args.device().display()
+            );
+            return Exit::Usage;
+        };
+        return vmclock::probe_cmd(args.device(), format);
     }
     let info = phc::sysfs::info_for_path(&phc::Roots::default(), args.device());
     let access = probe::access_for(args.allow_clock_writes);
@@ -264,8 +296,10 @@ fn finish_probe(report: Result<probe::Report, phc::Error>, args: &ProbeArgs) -> 
         Err(error) => return DeviceError { device: args.device().to_owned(), context: None, error }.report(),
     };
     match args.format {
-        Format::Text => emit(&probe::render_text(&report)),
-        Format::Json => emit(&to_json(&report)),
+        ProbeFormat::Text => emit(&probe::render_text(&report)),
+        ProbeFormat::Json => emit(&to_json(&report)),
+        ProbeFormat::Ktap => emit(&crate::ktap::probe(&report)),
+        ProbeFormat::Junit => emit(&crate::junit::probe(&report)),
     }
     if report.deviations == 0 {
         Exit::Ok
