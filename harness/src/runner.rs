@@ -137,9 +137,13 @@ type BackendInfo = std::collections::BTreeMap<String, serde_json::Value>;
 /// default `qemu64` under TCG) and the guest's kernel command line. `compare` refuses latency
 /// across different ones.
 fn record_setup(info: &mut BackendInfo, opts: &QemuOptions) {
-    let kdir = opts.kernel_dir.clone().unwrap_or_else(|| phc_qemu::image::cache_dir().join("kernel"));
+    // The kernel the guest booted: the user's, else the cached one of the chosen line. A release
+    // the backend read itself is kept.
+    let kdir = opts.kernel_dir.clone().unwrap_or_else(|| {
+        phc_qemu::image::ImageSpec::for_line(&opts.agent_bin, opts.kernel_line).kernel_dir
+    });
     if let Some(r) = crate::kernel::release_of(&kdir) {
-        info.insert("kernel_release".into(), serde_json::json!(r));
+        info.entry("kernel_release".into()).or_insert_with(|| serde_json::json!(r));
     }
     if let Some(v) = crate::kernel::qemu_version() {
         info.insert("qemu_version".into(), serde_json::json!(v));
