@@ -357,6 +357,19 @@ impl Agent {
                 };
                 let m = self.mock.as_mut().ok_or("mock_sample: no mock-phc running (start_mock first)")?;
                 m.sample(host_ns, raw_ns, rate_ppb)?;
+                // The server applies its stdin lines on its own thread: a stale clock (no sample
+                // yet, or samples just resumed) is read until the sample has reached it, so that
+                // nothing observed after this answer sees the clock from before it.
+                let device = m.device.clone();
+                let phc = self.phc(&device)?;
+                let deadline = Instant::now() + Duration::from_secs(2);
+                let mut req = phc::uapi::PtpSysOffset { n_samples: 1, ..Default::default() };
+                while let Err(phc::Error::Stale) = phc.sys_offset_raw(phc::Form::Legacy, &mut req) {
+                    if Instant::now() > deadline {
+                        return Err(format!("{device}: still stale 2 s after a sample"));
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
                 Ok(json!({ "host_ns": host_ns, "raw_ns": raw_ns }))
             }
             Op::Kill { name } => {
