@@ -254,11 +254,10 @@ fn cuse_hyperv_mock_serves_probe_chronyd_and_goes_away() {
         &["sh", "-c", "mock-phc serve --personality hyperv --name ptp_hyperv </dev/null"],
         20.0,
     );
+    // The end of input may come before the node is ready (it is read at once): the server
+    // stops either way, with exit 0, and leaves no node behind.
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(
-        r.stdout.contains("ready /dev/ptp_hyperv") && r.stderr.contains("stopping (end of input)"),
-        "{r:?}"
-    );
+    assert!(r.stderr.contains("stopping (end of input)"), "{r:?}");
     assert!(!node_exists(&mut s), "{NODE} left behind after end of input");
 
     start_server(&mut s, "");
