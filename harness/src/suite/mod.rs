@@ -198,18 +198,7 @@ pub fn run(
                 Backend::Local => {
                     let Some((device, writes)) = &opts.local else { continue };
                     if let Some(why) = crate::local::unsupported(s, *writes) {
-                        let e = Entry {
-                            scenario: s.name.clone(),
-                            backend: "local".into(),
-                            seed: s.world.seed,
-                            outcome: Outcome::Skipped,
-                            reason: Some(why),
-                            dir: None,
-                            checks: Vec::new(),
-                            recovery: None,
-                            environment: Default::default(),
-                            tolerance: s.tolerance.clone(),
-                        };
+                        let e = skipped(s, "local", why);
                         progress(Progress::Done(&e, done_s, total_s));
                         entries.push(e);
                         continue;
@@ -223,18 +212,7 @@ pub fn run(
                         Some(o) => qemu::unsupported(s, clock, qemu::GuestPhc::for_scenario(o.phc, s)),
                     };
                     if let Some(why) = why {
-                        let e = Entry {
-                            scenario: s.name.clone(),
-                            backend: "qemu".into(),
-                            seed: s.world.seed,
-                            outcome: Outcome::Skipped,
-                            reason: Some(why),
-                            dir: None,
-                            checks: Vec::new(),
-                            recovery: None,
-                            environment: Default::default(),
-                            tolerance: s.tolerance.clone(),
-                        };
+                        let e = skipped(s, "qemu", why);
                         progress(Progress::Done(&e, done_s, total_s));
                         entries.push(e);
                         continue;
@@ -407,6 +385,22 @@ fn copy_folder(from: &Path, to: &Path) -> Result<(), SuiteError> {
     }
     let refs: Vec<(&str, String)> = files.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
     runner::write_dir(to, &refs).map_err(io(to))
+}
+
+/// The entry of a run the backend cannot do, with why.
+fn skipped(s: &Scenario, backend: &str, why: String) -> Entry {
+    Entry {
+        scenario: s.name.clone(),
+        backend: backend.into(),
+        seed: s.world.seed,
+        outcome: Outcome::Skipped,
+        reason: Some(why),
+        dir: None,
+        checks: Vec::new(),
+        recovery: None,
+        environment: Default::default(),
+        tolerance: s.tolerance.clone(),
+    }
 }
 
 #[cfg(test)]
