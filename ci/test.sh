@@ -9,6 +9,16 @@ stage() { printf '\n== %s ==\n' "$*"; }
 
 stage "toolchain"
 cargo --version
+# No incremental caches: a one-shot build gains nothing from them and they double target/.
+export CARGO_INCREMENTAL=0
+# The build, the guest images and the sim suite need about PHC_MIN_FREE_MB of disk; say so up
+# front rather than fail in the linker with "No space left on device".
+free_mb=$(df -Pm . | awk 'NR == 2 { print $4 }')
+echo "disk: ${free_mb} MB free in $(pwd)"
+if [ "$free_mb" -lt "${PHC_MIN_FREE_MB:-3000}" ]; then
+  echo "ci/test.sh: only ${free_mb} MB free here; the tests need about ${PHC_MIN_FREE_MB:-3000} MB (set PHC_MIN_FREE_MB to override)" >&2
+  exit 1
+fi
 rustup component list --installed 2>/dev/null | grep -E '^(clippy|rustfmt)' || true
 
 stage "setup (system packages, guest kernel; a no-op when present)"
