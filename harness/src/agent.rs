@@ -344,7 +344,7 @@ impl Agent {
                 self.mock = Some(m);
                 Ok(json!({ "device": device }))
             }
-            Op::MockSample { host_ns, reference, rate_ppb } => {
+            Op::MockSample { host_ns, reference, rate_ppb, rate_since } => {
                 let (host_ns, raw_ns) = match (host_ns, reference) {
                     (Some(h), None) => {
                         (h, clock_now_ns(libc::CLOCK_MONOTONIC_RAW).map_err(|e| e.to_string())?)
@@ -356,6 +356,9 @@ impl Agent {
                     _ => return Err("mock_sample: give exactly one of host_ns and reference".into()),
                 };
                 let m = self.mock.as_mut().ok_or("mock_sample: no mock-phc running (start_mock first)")?;
+                let rate_ppb = rate_since
+                    .and_then(|since| phc_qemu::agent::measured_rate_ppb(since, host_ns, raw_ns))
+                    .unwrap_or(rate_ppb);
                 m.sample(host_ns, raw_ns, rate_ppb)?;
                 // The server applies its stdin lines on its own thread: a stale clock (no sample
                 // yet, or samples just resumed) is read until the sample has reached it, so that
@@ -370,7 +373,7 @@ impl Agent {
                     }
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                Ok(json!({ "host_ns": host_ns, "raw_ns": raw_ns }))
+                Ok(json!({ "host_ns": host_ns, "raw_ns": raw_ns, "rate_ppb": rate_ppb }))
             }
             Op::Kill { name } => {
                 let mut c = self.spawned.remove(&name).ok_or_else(|| format!("{name}: not running"))?;

@@ -152,7 +152,10 @@ fn latency_of_the_mock_and_of_the_igb_phc_in_one_guest() {
         .unwrap();
     let host_ns = phc_qemu::client::host_realtime_ns();
     s.agent
-        .call(Op::MockSample { host_ns: Some(host_ns), reference: None, rate_ppb: 0 }, deadline())
+        .call(
+            Op::MockSample { host_ns: Some(host_ns), reference: None, rate_ppb: 0, rate_since: None },
+            deadline(),
+        )
         .unwrap();
     let mut p50 = Vec::new();
     for dev in ["/dev/ptp_hyperv", "/dev/ptp0", "/dev/ptp_hyperv", "/dev/ptp0"] {

@@ -25,4 +25,5 @@ pub use discipline::{ChronyConfig, DisciplineConfig, HvUtilsConfig, NtpdConfig, 
 pub use disturbance::Disturbance;
 pub use error::Error;
 pub use event::{Event, EventKind};
+pub use noise::WanderPath;
 pub use world::{ReadMethod, World, SYNC_DELIVERY_NS};

@@ -136,3 +136,36 @@ impl Oscillator {
         self.base += delta;
     }
 }
+
+/// The guest oscillator's frequency wander along the very path a sim world draws (same seed,
+/// stream and tick), for a backend whose guest oscillator cannot wander: QEMU's virtual clock is
+/// a perfect one, so the QEMU backend moves the host clock by the wander instead, the other way
+/// round. Built by `World::wander_path`.
+#[derive(Debug, Clone)]
+pub struct WanderPath {
+    osc: Oscillator,
+    tick_ns: i64,
+}
+
+impl WanderPath {
+    pub(crate) fn new(cfg: &OscillatorConfig, seed: u64, tick_ns: i64) -> Self {
+        Self { osc: Oscillator::new(cfg, rng(seed, STREAM_GUEST)), tick_ns }
+    }
+
+    /// The world's tick: the wander changes once per tick, from t = 0 on.
+    pub fn tick_ns(&self) -> i64 {
+        self.tick_ns
+    }
+
+    /// Whether the oscillator wanders at all.
+    pub fn wanders(&self) -> bool {
+        self.osc.wander_per_sqrt_s > 0.0
+    }
+
+    /// The wander (a fraction; 1e-9 = 1 ppb fast) over the next tick: the world draws it at
+    /// every tick, the first at t = 0, whether the guest runs or not.
+    pub fn draw(&mut self) -> f64 {
+        self.osc.tick(self.tick_ns as f64 * 1e-9);
+        self.osc.wander
+    }
+}

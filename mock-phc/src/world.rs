@@ -275,6 +275,13 @@ impl World {
         Ok(world)
     }
 
+    /// The guest oscillator's wander as this world draws it (`noise::WanderPath`).
+    pub fn wander_path(cfg: &WorldConfig) -> crate::noise::WanderPath {
+        let phc = PhcState::new(&cfg.phc, cfg.seed);
+        let tick_ns = secs_to_ns(if phc.is_hyperv() { phc.sample_interval_s() } else { DEFAULT_TICK_S });
+        crate::noise::WanderPath::new(&cfg.guest, cfg.seed, tick_ns)
+    }
+
     /// What the daemons see, for unit tests of the models.
     #[cfg(test)]
     pub(crate) fn sim_mut(&mut self) -> &mut Sim {
@@ -531,4 +538,45 @@ enum Due {
     Resume,
     Sync,
     Daemon(usize),
+}
+
+#[cfg(test)]
+mod wander_path_tests {
+    use super::*;
+    use crate::{OscillatorConfig, PhcConfig};
+
+    /// The path a backend replays is the world's own: the same draw at every tick, paused or not.
+    #[test]
+    fn wander_path_replays_the_worlds_oscillator() {
+        let hyperv_3s = PhcConfig::Hyperv {
+            sample_interval_s: 3.0,
+            stale_after_s: 600.0,
+            read_latency: crate::LatencyConfig::hyperv(),
+        };
+        let kvm = PhcConfig::Kvm { read_latency: crate::LatencyConfig::kvm() };
+        for phc in [hyperv_3s, kvm] {
+            let cfg = WorldConfig {
+                seed: 11,
+                phc,
+                guest: OscillatorConfig {
+                    freq_error_ppm: 3.0,
+                    wander_ppb_per_sqrt_s: 2.0,
+                    phase_noise_ns: 0.0,
+                },
+                disciplines: vec![],
+                ..Default::default()
+            };
+            let mut world = World::new(&cfg).unwrap();
+            let mut path = World::wander_path(&cfg);
+            for k in 1..=40 {
+                let w = path.draw();
+                let got = world.sim_mut().osc.freq() - 3e-6;
+                assert!((got - w).abs() < 1e-15, "tick {k}: world {got:e}, path {w:e}");
+                if k == 10 {
+                    world.apply(&crate::Disturbance::Pause { duration_s: 30.0, sync_on_resume: true });
+                }
+                world.run_until(k * path.tick_ns());
+            }
+        }
+    }
 }

@@ -5,6 +5,23 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The shortest span `Op::MockSample`'s `rate_since` measures a rate over (5 s: one host sample
+/// interval; in virtual time a reading is good to a few ns, so the rate to about 1 ppb).
+pub const RATE_SPAN_MIN_NS: i64 = 4_000_000_000;
+
+/// The rate of `host` against `raw` since an earlier pair, ppb, once the span is at least
+/// `RATE_SPAN_MIN_NS`.
+pub fn measured_rate_ppb(since: [i64; 2], host_ns: i64, raw_ns: i64) -> Option<i64> {
+    let span = raw_ns.checked_sub(since[1])?;
+    if span < RATE_SPAN_MIN_NS {
+        return None;
+    }
+    let gained = host_ns.checked_sub(since[0])?.checked_sub(span)?;
+    let ppb = (gained as f64 / span as f64 * 1e9).round();
+    // Beyond 10% it is no rate but a step nobody said about.
+    (ppb.abs() <= 1e8).then_some(ppb as i64)
+}
+
 /// Guest clocks read back to back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuestClocks {
@@ -132,8 +149,8 @@ pub enum Op {
     /// Hand the mock a host time sample, as the Hyper-V host's VMICTimeSync does: either the
     /// host time given (real time: the host's clock plus the transfer), or, with `reference`,
     /// the reference PHC's time read now (virtual time: the igb PHC is the host clock). Answers
-    /// `{"host_ns": ..., "raw_ns": ...}`: the sample and the guest's CLOCK_MONOTONIC_RAW it
-    /// applies at.
+    /// `{"host_ns": ..., "raw_ns": ..., "rate_ppb": ...}`: the sample, the guest's
+    /// CLOCK_MONOTONIC_RAW it applies at, and the rate handed over.
     MockSample {
         /// Host CLOCK_REALTIME when the sample was taken.
         #[serde(default)]
@@ -145,6 +162,14 @@ pub enum Op {
         /// CLOCK_MONOTONIC_RAW, ppb (virtual time, where the guest's oscillator is made to err).
         #[serde(default)]
         rate_ppb: i64,
+        /// An earlier sample of the same reference, `[host_ns, raw_ns]`, with the reference
+        /// neither stepped nor re-tuned since: the rate is then measured over that span (once it
+        /// is at least `RATE_SPAN_MIN_NS` long) instead of taken from `rate_ppb`. A PHC's
+        /// frequency is quantised (igb's 82576 in steps of 2^-23, 119 ppb) and the guest's
+        /// CLOCK_MONOTONIC_RAW carries its TSC calibration error: a nominal rate leaves the mock
+        /// drifting off its reference between samples.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rate_since: Option<[i64; 2]>,
     },
     /// Wait for the RTC's next second boundary and read the PHC there; with `set`, set the PHC
     /// at that boundary to where the mapping says host time is. Answers `RtcTick`.
@@ -248,6 +273,21 @@ pub struct ExecResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// igb at -12000 ppb lands on 2^-23 steps: -11920.9 ppb. Over 5 s that is 0.4 us the
+    /// nominal rate would leave between samples; measured, it is the true one.
+    #[test]
+    fn measured_rate_is_the_reference_s_own() {
+        let raw0 = 1_000_000_000_000;
+        let host0 = 5_000_000_000_000;
+        let span = 5_000_000_000;
+        let gained = -(span as f64 * 11_920.929e-9).round() as i64;
+        assert_eq!(measured_rate_ppb([host0, raw0], host0 + span + gained, raw0 + span), Some(-11921));
+        // Too short a span, a step (beyond 10%) or a reversed clock: no measurement.
+        assert_eq!(measured_rate_ppb([host0, raw0], host0 + 1_000_000, raw0 + 1_000_000), None);
+        assert_eq!(measured_rate_ppb([host0, raw0], host0 + 30 * span, raw0 + span), None);
+        assert_eq!(measured_rate_ppb([host0, raw0], host0, raw0 - span), None);
+    }
 
     #[test]
     fn wire_format_is_one_flat_object() {

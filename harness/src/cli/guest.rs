@@ -78,7 +78,10 @@ fn start_mock(s: &mut Session) -> Result<(), phc_qemu::Error> {
     let deadline = || Instant::now() + Duration::from_secs(30);
     s.agent.call(Op::StartMock { personality: "hyperv".into(), name: "ptp_hyperv".into() }, deadline())?;
     let host_ns = phc_qemu::client::host_realtime_ns();
-    s.agent.call(Op::MockSample { host_ns: Some(host_ns), reference: None, rate_ppb: 0 }, deadline())?;
+    s.agent.call(
+        Op::MockSample { host_ns: Some(host_ns), reference: None, rate_ppb: 0, rate_since: None },
+        deadline(),
+    )?;
     Ok(())
 }
 

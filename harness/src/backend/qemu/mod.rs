@@ -11,6 +11,7 @@ pub mod phc2sys;
 pub mod real;
 pub mod restore;
 pub mod virt;
+pub mod wander;
 
 pub use nested::NestedBackend;
 pub use real::QemuBackend;

@@ -189,7 +189,7 @@ impl QemuBackend {
             // hv_utils keeps every sample, not only those of a clock gone off.
             let host_ns = self.reference_ns() + self.half_rtt_ns;
             self.session.agent.call(
-                Op::MockSample { host_ns: Some(host_ns), reference: None, rate_ppb: 0 },
+                Op::MockSample { host_ns: Some(host_ns), reference: None, rate_ppb: 0, rate_since: None },
                 Self::deadline(),
             )?;
         }

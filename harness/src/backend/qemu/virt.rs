@@ -58,6 +58,13 @@ pub struct VirtualBackend {
     undone_steps_ns: Vec<i64>,
     /// Observations made on the way (the guest's offset right before a SYNC step).
     taken: Vec<Observation>,
+    /// The first reference sample handed to the mock since the igb PHC was last stepped or
+    /// re-tuned: later samples measure the PHC's true rate from it.
+    rate_anchor: Option<[i64; 2]>,
+    /// The rate last handed to the mock, ppb.
+    mock_rate_ppb: Option<i64>,
+    /// The guest oscillator's wander, moved onto the host clock (`wander`).
+    wander: Option<super::wander::HostWander>,
 }
 
 impl VirtualBackend {
@@ -143,6 +150,9 @@ impl VirtualBackend {
             last_raw_ns: None,
             undone_steps_ns: Vec::new(),
             taken: Vec::new(),
+            rate_anchor: None,
+            mock_rate_ppb: None,
+            wander: super::wander::HostWander::new(&s.world),
         };
         // Host time is the RTC's at the start: the PHC runs at the host's rate against the guest's
         // oscillator, then a second boundary sets it to the RTC's time exactly, and the guest's
@@ -167,6 +177,7 @@ impl VirtualBackend {
     }
 
     fn set_phc_frequency(&mut self) -> Result<(), Error> {
+        self.rate_anchor = None;
         let v: Value = self.call(Op::PhcFrequency { device: GUEST_PHC.into(), ppb: self.phc_ppb })?;
         if let Some(ns) = v["undone_step_ns"].as_i64() {
             self.undone_steps_ns.push(ns);
@@ -182,6 +193,9 @@ impl VirtualBackend {
     }
 
     fn rtc_tick(&mut self, set: Option<RtcMapping>) -> Result<RtcTickResult, Error> {
+        if set.is_some() {
+            self.rate_anchor = None;
+        }
         self.call(Op::RtcTick { device: GUEST_PHC.into(), set })
     }
 
@@ -254,13 +268,7 @@ impl VirtualBackend {
     /// feeding: it is host time.
     fn deliver(&mut self, sync: bool) -> Result<(), Error> {
         if self.mock {
-            self.call::<Value>(Op::MockSample {
-                host_ns: None,
-                reference: Some(GUEST_PHC.into()),
-                // The host clock (igb) runs this much off the guest's oscillator (at most
-                // 1e8 ppb by the scenario bounds: the cast cannot saturate).
-                rate_ppb: self.phc_ppb.round() as i64,
-            })?;
+            self.sample_mock()?;
         }
         let Some(hv) = self.hv_utils.clone() else { return Ok(()) };
         let behind = self.last.as_ref().is_some_and(|o| o.realtime_minus_phc_ns <= -5_000_000_000);
@@ -287,6 +295,27 @@ impl VirtualBackend {
         Ok(())
     }
 
+    /// Hands the mock a sample of the host clock (igb) read now. The host clock runs this much
+    /// off the guest's oscillator (at most 1e8 ppb by the scenario bounds: the cast cannot
+    /// saturate): nominally. The first sample after a step or re-tune anchors, and later ones
+    /// hand over the rate measured since, which is what igb really runs at: hv_utils extrapolates
+    /// with a reference counter at the host's own rate, with no sawtooth between samples.
+    fn sample_mock(&mut self) -> Result<(), Error> {
+        let v: Value = self.call(Op::MockSample {
+            host_ns: None,
+            reference: Some(GUEST_PHC.into()),
+            rate_ppb: self.phc_ppb.round() as i64,
+            rate_since: self.rate_anchor,
+        })?;
+        if self.rate_anchor.is_none() {
+            if let (Some(h), Some(r)) = (v["host_ns"].as_i64(), v["raw_ns"].as_i64()) {
+                self.rate_anchor = Some([h, r]);
+            }
+        }
+        self.mock_rate_ppb = v["rate_ppb"].as_i64();
+        Ok(())
+    }
+
     /// Facts for the report: chronyd's own view and log, timing, speed-up.
     pub fn finish(mut self) -> BTreeMap<String, Value> {
         if self.chrony_conf.is_some() {
@@ -306,6 +335,14 @@ impl VirtualBackend {
     pub fn info(&self) -> BTreeMap<String, Value> {
         let mut info = self.info.clone();
         info.insert("phc_adjfine_steps_undone_ns".into(), json!(self.undone_steps_ns));
+        if let Some(w) = &self.wander {
+            info.insert("host_wander_stepped_ns".into(), json!(w.stepped_ns));
+            info.insert("host_wander_steps".into(), json!(w.steps));
+        }
+        if let Some(r) = self.mock_rate_ppb {
+            info.insert("mock_rate_ppb".into(), json!(r));
+            info.insert("phc_nominal_ppb".into(), json!(self.phc_ppb));
+        }
         if !self.pause_step_gaps_ns.is_empty() {
             info.insert("pause_step_gap_ns".into(), json!(self.pause_step_gaps_ns));
         }
@@ -324,6 +361,7 @@ impl VirtualBackend {
                 0.0
             };
             self.observe_at(target, spin)?;
+            self.step_wander(true)?;
             if let Some(due) = self.provider.poll(self.now_ns) {
                 self.deliver(due.sync)?;
             }
@@ -331,6 +369,19 @@ impl VirtualBackend {
                 return Ok(());
             }
         }
+    }
+
+    /// Steps the host clock by the wander owed up to now (`wander`); across a pause the guest
+    /// stood still and nothing is owed.
+    fn step_wander(&mut self, running: bool) -> Result<(), Error> {
+        let Some(w) = self.wander.as_mut() else { return Ok(()) };
+        let step = w.advance(self.now_ns, running);
+        if step != 0 {
+            self.call::<Value>(Op::StepPhc { device: GUEST_PHC.into(), delta_ns: step })?;
+            // Host time after a reboot carries it too.
+            self.rtc_map.host_ns += step;
+        }
+        Ok(())
     }
 
     fn disturb_now(&mut self, d: &Disturbance) -> Result<Option<f64>, Error> {
@@ -344,6 +395,7 @@ impl VirtualBackend {
                 let before = self.last_raw_ns;
                 self.session.guest.qmp().stop(Instant::now() + CALL_SLACK)?;
                 self.provider.pause();
+                self.rate_anchor = None;
                 // Queued while the guest stands still: the first thing it does when it runs again.
                 let (id, sent) =
                     self.session.agent.send(Op::StepPhc { device: GUEST_PHC.into(), delta_ns: d_ns })?;
@@ -356,6 +408,7 @@ impl VirtualBackend {
                 let phc_ns = ex.response.ok.as_ref().and_then(|v| v["phc_ns"].as_i64()).unwrap_or(0);
                 self.now_ns = self.scenario_ns(phc_ns);
                 self.last = None;
+                self.step_wander(false)?;
                 self.note(format!("paused (QMP stop, PHC stepped {duration_s:+} s, QMP cont)"));
                 // The host's SYNC reaches hv_utils shortly after the guest runs again.
                 self.provider.resume(self.now_ns + mock_phc::SYNC_DELIVERY_NS, *sync_on_resume);
@@ -378,6 +431,7 @@ impl VirtualBackend {
             }
             Disturbance::HostStep { delta_s } => {
                 let d_ns = ns(*delta_s)?;
+                self.rate_anchor = None;
                 self.call::<Value>(Op::StepPhc { device: GUEST_PHC.into(), delta_ns: d_ns })?;
                 self.host_steps_ns += d_ns;
                 self.rtc_map.host_ns += d_ns;
@@ -396,6 +450,13 @@ impl VirtualBackend {
                 // The guest's oscillator gains delta: the host clock, against it, loses as much.
                 self.phc_ppb -= delta_ppm * 1000.0;
                 self.set_phc_frequency()?;
+                if self.mock_up {
+                    // Hyper-V's reference counter runs at the host's rate and never sees the
+                    // guest's oscillator change; the mock extrapolates with the guest's
+                    // CLOCK_MONOTONIC_RAW, so it starts again from here at the new rate (else up
+                    // to 5 s at the old one: 250 us at 50 ppm).
+                    self.sample_mock()?;
+                }
                 // Host time runs at the new rate against the RTC from here.
                 self.rebase_rtc_map()?;
                 self.note(format!("guest oscillator frequency changed by {delta_ppm:+} ppm (PHC adjfine)"));
