@@ -86,7 +86,7 @@ pub enum GuestClock {
     /// The host's: wall-clock time (QEMU's default).
     #[default]
     Real,
-    /// QEMU's virtual clock under TCG with `-icount shift=auto,sleep=off,align=off`: an idle
+    /// QEMU's virtual clock under TCG with `-icount shift=N,sleep=off,align=off` (`ICOUNT_SHIFT`): an idle
     /// guest's time jumps to its next timer, so it runs faster than real time, and every guest
     /// clock (TSC, HPET, the igb PHC, the RTC with `clock=vm`) follows it. The RTC starts at
     /// `rtc_base_s` (seconds since the epoch).

@@ -121,6 +121,7 @@ impl NestedBackend {
     fn start_daemon(&mut self) -> Result<(), Error> {
         if let Some(conf) = self.chrony_conf.clone() {
             let a = &mut self.session.agent;
+            let conf = super::calibrate::chrony_conf(conf);
             a.call(Op::WriteFile { path: "/etc/chrony.conf".into(), contents: conf }, Self::deadline())?;
             a.call(
                 Op::Spawn {
@@ -166,6 +167,9 @@ impl NestedBackend {
     pub fn finish(mut self) -> BTreeMap<String, Value> {
         if self.chrony_conf.is_some() && self.paused_until.is_none() {
             chronyc_views(|op| self.session.agent.call_value(op, Self::deadline()), &mut self.info);
+            let mut info = std::mem::take(&mut self.info);
+            super::calibrate::collect(|op| self.session.agent.call_value(op, Self::deadline()), &mut info);
+            self.info = info;
             let _ = self.poll_chrony_log();
             self.info.insert("chronyd_log".into(), json!(self.chrony.text.clone()));
         }

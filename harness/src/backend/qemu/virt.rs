@@ -1,4 +1,4 @@
-//! The QEMU backend in virtual time. QEMU runs TCG with `-icount shift=auto,sleep=off`: an idle
+//! The QEMU backend in virtual time. QEMU runs TCG with `-icount shift=0,sleep=off`: an idle
 //! guest's time jumps to its next timer, so a scenario runs many times faster than real time, and
 //! every guest clock follows QEMU's virtual clock. The igb PHC is then the host clock itself: set
 //! once from the RTC (`clock=vm`, which starts at the scenario's start time), run at the host's
@@ -6,6 +6,12 @@
 //! only by what the scenario injects (a pause of D is QMP `stop`, a PHC step of +D queued to the
 //! agent, `cont`; a host step steps it). Scenario time is PHC time less the host steps; every
 //! offset is CLOCK_REALTIME against the PHC, read in the guest with PTP_SYS_OFFSET_EXTENDED.
+//!
+//! Two things make the guest's world the sim's: the guest oscillator's wander (the sim's own
+//! random path, `wander`) moves the host clock the other way in nanosecond steps, since QEMU's
+//! virtual clock cannot wander; and the hyperv mock extrapolates between host samples at the rate
+//! igb really runs at, measured from its samples (igb's frequency comes in 2^-23 steps: -12000
+//! ppb asked is -11920.9 ppb got, a 0.4 us sawtooth every 5 s at the nominal rate).
 
 use phc_qemu::agent::{Observed, RtcMapping, RtcTickResult};
 use serde::de::DeserializeOwned;
