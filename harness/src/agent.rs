@@ -197,6 +197,43 @@ fn wait_for_phc(phc: &Phc, until_ns: i64) -> Result<i64, String> {
 }
 
 impl Agent {
+    /// Hands the mock a host sample: `host_ns` as given, or read off `reference` now.
+    fn mock_sample(
+        &mut self,
+        host_ns: Option<i64>,
+        reference: Option<String>,
+        rate: phc_qemu::agent::MockRate,
+    ) -> Result<phc_qemu::agent::MockSampled, String> {
+        let phc_qemu::agent::MockRate { rate_ppb, rate_since } = rate;
+        let (host_ns, raw_ns) = match (host_ns, reference) {
+            (Some(h), None) => (h, clock_now_ns(libc::CLOCK_MONOTONIC_RAW).map_err(|e| e.to_string())?),
+            (None, Some(dev)) => {
+                let phc = self.phc(&dev)?;
+                crate::agent_mock::reference_sample(phc).map_err(|e| format!("{dev}: {e}"))?
+            }
+            _ => return Err("mock_sample: give exactly one of host_ns and reference".into()),
+        };
+        let m = self.mock.as_mut().ok_or("mock_sample: no mock-phc running (start_mock first)")?;
+        let rate_ppb = rate_since
+            .and_then(|since| phc_qemu::agent::measured_rate_ppb(since, host_ns, raw_ns))
+            .unwrap_or(rate_ppb);
+        m.sample(host_ns, raw_ns, rate_ppb)?;
+        // The server applies its stdin lines on its own thread: a stale clock (no sample
+        // yet, or samples just resumed) is read until the sample has reached it, so that
+        // nothing observed after this answer sees the clock from before it.
+        let device = m.device.clone();
+        let phc = self.phc(&device)?;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut req = phc::uapi::PtpSysOffset { n_samples: 1, ..Default::default() };
+        while let Err(phc::Error::Stale) = phc.sys_offset_raw(phc::Form::Legacy, &mut req) {
+            if Instant::now() > deadline {
+                return Err(format!("{device}: still stale 2 s after a sample"));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(phc_qemu::agent::MockSampled { host_ns, raw_ns, rate_ppb })
+    }
+
     fn phc(&mut self, device: &str) -> Result<&Phc, String> {
         if !self.phcs.contains_key(device) {
             // The host names the devices; a CUSE mock (class cuse) is one of them.
@@ -345,35 +382,8 @@ impl Agent {
                 Ok(json!({ "device": device }))
             }
             Op::MockSample { host_ns, reference, rate_ppb, rate_since } => {
-                let (host_ns, raw_ns) = match (host_ns, reference) {
-                    (Some(h), None) => {
-                        (h, clock_now_ns(libc::CLOCK_MONOTONIC_RAW).map_err(|e| e.to_string())?)
-                    }
-                    (None, Some(dev)) => {
-                        let phc = self.phc(&dev)?;
-                        crate::agent_mock::reference_sample(phc).map_err(|e| format!("{dev}: {e}"))?
-                    }
-                    _ => return Err("mock_sample: give exactly one of host_ns and reference".into()),
-                };
-                let m = self.mock.as_mut().ok_or("mock_sample: no mock-phc running (start_mock first)")?;
-                let rate_ppb = rate_since
-                    .and_then(|since| phc_qemu::agent::measured_rate_ppb(since, host_ns, raw_ns))
-                    .unwrap_or(rate_ppb);
-                m.sample(host_ns, raw_ns, rate_ppb)?;
-                // The server applies its stdin lines on its own thread: a stale clock (no sample
-                // yet, or samples just resumed) is read until the sample has reached it, so that
-                // nothing observed after this answer sees the clock from before it.
-                let device = m.device.clone();
-                let phc = self.phc(&device)?;
-                let deadline = Instant::now() + Duration::from_secs(2);
-                let mut req = phc::uapi::PtpSysOffset { n_samples: 1, ..Default::default() };
-                while let Err(phc::Error::Stale) = phc.sys_offset_raw(phc::Form::Legacy, &mut req) {
-                    if Instant::now() > deadline {
-                        return Err(format!("{device}: still stale 2 s after a sample"));
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Ok(json!({ "host_ns": host_ns, "raw_ns": raw_ns, "rate_ppb": rate_ppb }))
+                let rate = phc_qemu::agent::MockRate { rate_ppb, rate_since };
+                Ok(json!(self.mock_sample(host_ns, reference, rate)?))
             }
             Op::Kill { name } => {
                 let mut c = self.spawned.remove(&name).ok_or_else(|| format!("{name}: not running"))?;

@@ -84,12 +84,24 @@ fn a_resume_without_sync_is_left_to_the_real_chronyd_on_the_mock() {
             s.timeline.warmup_s = w;
         }
         let (_sim, real, f) = both(&s, None);
-        // The host clock carries the sim's wander, and the mock extrapolates at igb's true rate:
-        // -12000 ppb asked of igb's 2^-23 steps is -11920.9 ppb (plus the wander's mean).
+        // The host clock carries the sim's wander, and the mock extrapolates at igb's true rate
+        // against the guest's CLOCK_MONOTONIC_RAW (igb's 2^-23 steps and the guest's TSC
+        // calibration: -11921 and -12879 ppb measured in two boots for -12000 asked), right
+        // after the pause too: outside the stretch it shows the pause (-30 s until the next
+        // sample), the mock reads igb to its read noise. At the nominal rate it drifted 4.3 us
+        // in the 5 s after the resume.
         let steps = real.backend_info["host_wander_steps"].as_u64().expect("wander applied");
         assert!(steps > 100, "{name}: {steps} wander steps");
-        let rate = real.backend_info["mock_rate_ppb"].as_i64().expect("mock rate recorded");
-        assert!((rate + 11_921).abs() <= 30, "{name}: the mock ran at {rate} ppb, igb at -11921");
+        let worst = real
+            .series
+            .iter()
+            .filter(|o| o.t_s > 10.0)
+            .filter_map(|o| o.phc_offset_ns)
+            .filter(|d| d.abs() < 1_000_000_000)
+            .map(i64::abs)
+            .max()
+            .expect("the mock observed");
+        assert!(worst < 1_000, "{name}: the mock strayed {worst} ns from igb between samples");
         assert_chronyd_selected_the_mock(&real);
         let after = real.recovery.offset_after_disturbance_ns.expect("observed at resume") as f64 / 1e9;
         assert!((after + 30.0).abs() < 0.01, "{name}: guest came back {after} s off, expected -30 s");

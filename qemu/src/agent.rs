@@ -222,6 +222,28 @@ pub struct Observed {
     pub also_error: Option<String>,
 }
 
+/// How a mock sample's rate is chosen (`MockSample`'s `rate_ppb` and `rate_since`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MockRate {
+    /// The nominal rate, ppb.
+    pub rate_ppb: i64,
+    /// An earlier sample to measure the rate from.
+    #[serde(default)]
+    pub rate_since: Option<[i64; 2]>,
+}
+
+/// Answer of a mock sample: the sample, the guest's CLOCK_MONOTONIC_RAW it applies at, and the
+/// rate handed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MockSampled {
+    /// Host time of the sample.
+    pub host_ns: i64,
+    /// The guest's CLOCK_MONOTONIC_RAW it applies at.
+    pub raw_ns: i64,
+    /// The rate handed over, ppb.
+    pub rate_ppb: i64,
+}
+
 /// Answer of `RtcTick`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RtcTickResult {

@@ -13,7 +13,7 @@
 //! igb really runs at, measured from its samples (igb's frequency comes in 2^-23 steps: -12000
 //! ppb asked is -11920.9 ppb got, a 0.4 us sawtooth every 5 s at the nominal rate).
 
-use phc_qemu::agent::{Observed, RtcMapping, RtcTickResult};
+use phc_qemu::agent::{MockRate, MockSampled, Observed, RtcMapping, RtcTickResult};
 use serde::de::DeserializeOwned;
 
 use super::*;
@@ -24,6 +24,10 @@ const SPIN_BEFORE_DISTURBANCE_S: f64 = 0.5;
 /// Wall time allowed per call on top of the virtual time it waits for (which runs faster than
 /// wall time, but a busy guest can slow it to about real time).
 const CALL_SLACK: Duration = Duration::from_secs(30);
+
+/// How far back the mock's rate is measured: long enough for a reading's few ns to matter little
+/// (0.1 ppb), short enough to follow the wander.
+const RATE_SPAN_NS: i64 = 60_000_000_000;
 
 /// A scenario's guest in virtual time.
 pub struct VirtualBackend {
@@ -64,11 +68,16 @@ pub struct VirtualBackend {
     undone_steps_ns: Vec<i64>,
     /// Observations made on the way (the guest's offset right before a SYNC step).
     taken: Vec<Observation>,
-    /// The first reference sample handed to the mock since the igb PHC was last stepped or
-    /// re-tuned: later samples measure the PHC's true rate from it.
-    rate_anchor: Option<[i64; 2]>,
+    /// The reference samples handed to the mock (host ns, raw ns) since igb was last re-tuned
+    /// or reset, the last `RATE_SPAN_NS` of them: later samples measure igb's true rate from the
+    /// oldest, which follows the wander.
+    rate_samples: std::collections::VecDeque<[i64; 2]>,
     /// The rate last handed to the mock, ppb.
     mock_rate_ppb: Option<i64>,
+    /// The rate last measured less `phc_ppb` then: igb's quantization and the guest's TSC
+    /// calibration (seen at 0 and at -958 ppb in two boots), for a sample with no span to measure
+    /// over (after a re-tune or reboot).
+    rate_offset_ppb: f64,
     /// The guest oscillator's wander, moved onto the host clock (`wander`).
     wander: Option<super::wander::HostWander>,
 }
@@ -156,8 +165,9 @@ impl VirtualBackend {
             last_raw_ns: None,
             undone_steps_ns: Vec::new(),
             taken: Vec::new(),
-            rate_anchor: None,
+            rate_samples: std::collections::VecDeque::new(),
             mock_rate_ppb: None,
+            rate_offset_ppb: 0.0,
             wander: super::wander::HostWander::new(&s.world),
         };
         // Host time is the RTC's at the start: the PHC runs at the host's rate against the guest's
@@ -183,7 +193,7 @@ impl VirtualBackend {
     }
 
     fn set_phc_frequency(&mut self) -> Result<(), Error> {
-        self.rate_anchor = None;
+        self.rate_samples.clear();
         let v: Value = self.call(Op::PhcFrequency { device: GUEST_PHC.into(), ppb: self.phc_ppb })?;
         if let Some(ns) = v["undone_step_ns"].as_i64() {
             self.undone_steps_ns.push(ns);
@@ -200,7 +210,7 @@ impl VirtualBackend {
 
     fn rtc_tick(&mut self, set: Option<RtcMapping>) -> Result<RtcTickResult, Error> {
         if set.is_some() {
-            self.rate_anchor = None;
+            self.rate_samples.clear();
         }
         self.call(Op::RtcTick { device: GUEST_PHC.into(), set })
     }
@@ -301,25 +311,50 @@ impl VirtualBackend {
         Ok(())
     }
 
-    /// Hands the mock a sample of the host clock (igb) read now. The host clock runs this much
-    /// off the guest's oscillator (at most 1e8 ppb by the scenario bounds: the cast cannot
-    /// saturate): nominally. The first sample after a step or re-tune anchors, and later ones
-    /// hand over the rate measured since, which is what igb really runs at: hv_utils extrapolates
-    /// with a reference counter at the host's own rate, with no sawtooth between samples.
+    /// Hands the mock a sample of the host clock (igb) read now, with the rate to extrapolate it
+    /// at until the next: what igb really runs at against the guest's CLOCK_MONOTONIC_RAW,
+    /// measured over the samples of up to the last minute (steps of igb taken out), since
+    /// hv_utils extrapolates with a reference counter at the host's own rate and shows no
+    /// sawtooth between samples. With nothing to measure over yet (the start, a re-tune, a
+    /// reboot), the nominal rate plus the last measured offset from it.
     fn sample_mock(&mut self) -> Result<(), Error> {
-        let v: Value = self.call(Op::MockSample {
+        let MockRate { rate_ppb, rate_since } = self.mock_rate();
+        let m: MockSampled = self.call(Op::MockSample {
             host_ns: None,
             reference: Some(GUEST_PHC.into()),
-            rate_ppb: self.phc_ppb.round() as i64,
-            rate_since: self.rate_anchor,
+            rate_ppb,
+            rate_since,
         })?;
-        if self.rate_anchor.is_none() {
-            if let (Some(h), Some(r)) = (v["host_ns"].as_i64(), v["raw_ns"].as_i64()) {
-                self.rate_anchor = Some([h, r]);
-            }
-        }
-        self.mock_rate_ppb = v["rate_ppb"].as_i64();
+        self.took_mock_sample(m);
         Ok(())
+    }
+
+    fn mock_rate(&self) -> MockRate {
+        MockRate {
+            rate_ppb: (self.phc_ppb + self.rate_offset_ppb).round() as i64,
+            rate_since: self.rate_samples.front().copied(),
+        }
+    }
+
+    fn took_mock_sample(&mut self, m: MockSampled) {
+        if !self.rate_samples.is_empty() {
+            // Measured once the span allows; else the guess handed over, the offset unchanged.
+            self.rate_offset_ppb = m.rate_ppb as f64 - self.phc_ppb;
+        }
+        self.rate_samples.push_back([m.host_ns, m.raw_ns]);
+        while self.rate_samples.len() > 2
+            && self.rate_samples.get(1).is_some_and(|s| m.raw_ns - s[1] >= RATE_SPAN_NS)
+        {
+            self.rate_samples.pop_front();
+        }
+        self.mock_rate_ppb = Some(m.rate_ppb);
+    }
+
+    /// The host clock (igb) was stepped by `d_ns`: the rate's anchor moves with it.
+    fn anchor_stepped(&mut self, d_ns: i64) {
+        for a in &mut self.rate_samples {
+            a[0] += d_ns;
+        }
     }
 
     /// Facts for the report: chronyd's own view and log, timing, speed-up.
@@ -401,7 +436,8 @@ impl VirtualBackend {
                 let before = self.last_raw_ns;
                 self.session.guest.qmp().stop(Instant::now() + CALL_SLACK)?;
                 self.provider.pause();
-                self.rate_anchor = None;
+                // The guest's clocks stand still while stopped, and the step after is exact.
+                self.anchor_stepped(d_ns);
                 // Queued while the guest stands still: the first thing it does when it runs again.
                 let (id, sent) =
                     self.session.agent.send(Op::StepPhc { device: GUEST_PHC.into(), delta_ns: d_ns })?;
@@ -437,7 +473,7 @@ impl VirtualBackend {
             }
             Disturbance::HostStep { delta_s } => {
                 let d_ns = ns(*delta_s)?;
-                self.rate_anchor = None;
+                self.anchor_stepped(d_ns);
                 self.call::<Value>(Op::StepPhc { device: GUEST_PHC.into(), delta_ns: d_ns })?;
                 self.host_steps_ns += d_ns;
                 self.rtc_map.host_ns += d_ns;
