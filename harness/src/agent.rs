@@ -202,9 +202,9 @@ impl Agent {
         &mut self,
         host_ns: Option<i64>,
         reference: Option<String>,
-        rate: phc_qemu::agent::MockRate,
+        rate_ppb: i64,
+        rate_since: Option<[i64; 2]>,
     ) -> Result<phc_qemu::agent::MockSampled, String> {
-        let phc_qemu::agent::MockRate { rate_ppb, rate_since } = rate;
         let (host_ns, raw_ns) = match (host_ns, reference) {
             (Some(h), None) => (h, clock_now_ns(libc::CLOCK_MONOTONIC_RAW).map_err(|e| e.to_string())?),
             (None, Some(dev)) => {
@@ -382,8 +382,7 @@ impl Agent {
                 Ok(json!({ "device": device }))
             }
             Op::MockSample { host_ns, reference, rate_ppb, rate_since } => {
-                let rate = phc_qemu::agent::MockRate { rate_ppb, rate_since };
-                Ok(json!(self.mock_sample(host_ns, reference, rate)?))
+                Ok(json!(self.mock_sample(host_ns, reference, rate_ppb, rate_since)?))
             }
             Op::Kill { name } => {
                 let mut c = self.spawned.remove(&name).ok_or_else(|| format!("{name}: not running"))?;

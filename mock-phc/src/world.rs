@@ -223,6 +223,11 @@ pub struct World {
     sync_at_ns: Option<i64>,
 }
 
+/// The world's fixed tick for a PHC: hyperv's sample interval, else `DEFAULT_TICK_S`.
+fn tick_ns(phc: &PhcState) -> i64 {
+    secs_to_ns(if phc.is_hyperv() { phc.sample_interval_s() } else { DEFAULT_TICK_S })
+}
+
 /// Time from resume (or boot) to the host's SYNC sample reaching hv_utils: the host sends it
 /// when the VM runs again and the guest handles it in a work item, so the guest is seen, briefly,
 /// with the error the pause left.
@@ -234,7 +239,7 @@ impl World {
         cfg.validate()?;
         let osc = Oscillator::new(&cfg.guest, noise::rng(cfg.seed, noise::STREAM_GUEST));
         let phc = PhcState::new(&cfg.phc, cfg.seed);
-        let tick_ns = secs_to_ns(if phc.is_hyperv() { phc.sample_interval_s() } else { DEFAULT_TICK_S });
+        let tick_ns = tick_ns(&phc);
         let mut read_rng = noise::rng(cfg.seed, noise::STREAM_READS);
         let sim = Sim {
             t_ns: 0,
@@ -277,9 +282,7 @@ impl World {
 
     /// The guest oscillator's wander as this world draws it (`noise::WanderPath`).
     pub fn wander_path(cfg: &WorldConfig) -> crate::noise::WanderPath {
-        let phc = PhcState::new(&cfg.phc, cfg.seed);
-        let tick_ns = secs_to_ns(if phc.is_hyperv() { phc.sample_interval_s() } else { DEFAULT_TICK_S });
-        crate::noise::WanderPath::new(&cfg.guest, cfg.seed, tick_ns)
+        crate::noise::WanderPath::new(&cfg.guest, cfg.seed, tick_ns(&PhcState::new(&cfg.phc, cfg.seed)))
     }
 
     /// What the daemons see, for unit tests of the models.

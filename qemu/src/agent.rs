@@ -222,16 +222,6 @@ pub struct Observed {
     pub also_error: Option<String>,
 }
 
-/// How a mock sample's rate is chosen (`MockSample`'s `rate_ppb` and `rate_since`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MockRate {
-    /// The nominal rate, ppb.
-    pub rate_ppb: i64,
-    /// An earlier sample to measure the rate from.
-    #[serde(default)]
-    pub rate_since: Option<[i64; 2]>,
-}
-
 /// Answer of a mock sample: the sample, the guest's CLOCK_MONOTONIC_RAW it applies at, and the
 /// rate handed over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,7 +13,7 @@
 //! igb really runs at, measured from its samples (igb's frequency comes in 2^-23 steps: -12000
 //! ppb asked is -11920.9 ppb got, a 0.4 us sawtooth every 5 s at the nominal rate).
 
-use phc_qemu::agent::{MockRate, MockSampled, Observed, RtcMapping, RtcTickResult};
+use phc_qemu::agent::{MockSampled, Observed, RtcMapping, RtcTickResult};
 use serde::de::DeserializeOwned;
 
 use super::*;
@@ -318,25 +318,13 @@ impl VirtualBackend {
     /// sawtooth between samples. With nothing to measure over yet (the start, a re-tune, a
     /// reboot), the nominal rate plus the last measured offset from it.
     fn sample_mock(&mut self) -> Result<(), Error> {
-        let MockRate { rate_ppb, rate_since } = self.mock_rate();
         let m: MockSampled = self.call(Op::MockSample {
             host_ns: None,
             reference: Some(GUEST_PHC.into()),
-            rate_ppb,
-            rate_since,
-        })?;
-        self.took_mock_sample(m);
-        Ok(())
-    }
-
-    fn mock_rate(&self) -> MockRate {
-        MockRate {
+            // Within 1e8 ppb by the scenario bounds (and 10% at most measured): no saturation.
             rate_ppb: (self.phc_ppb + self.rate_offset_ppb).round() as i64,
             rate_since: self.rate_samples.front().copied(),
-        }
-    }
-
-    fn took_mock_sample(&mut self, m: MockSampled) {
+        })?;
         if !self.rate_samples.is_empty() {
             // Measured once the span allows; else the guess handed over, the offset unchanged.
             self.rate_offset_ppb = m.rate_ppb as f64 - self.phc_ppb;
@@ -348,6 +336,7 @@ impl VirtualBackend {
             self.rate_samples.pop_front();
         }
         self.mock_rate_ppb = Some(m.rate_ppb);
+        Ok(())
     }
 
     /// The host clock (igb) was stepped by `d_ns`: the rate's anchor moves with it.
