@@ -83,6 +83,10 @@ pub struct Fidelity {
     pub rows: Vec<Row>,
     /// Every judged row agrees.
     pub agrees: bool,
+    /// The sim runs at the guest's read noise the real run was also judged against
+    /// (`ensemble::fidelity`); null where only the scenario's own sim run was compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble: Option<crate::ensemble::Ensemble>,
 }
 
 /// Seconds until |offset| would reach `limit_ns`, extrapolated from the last `window_s` seconds
@@ -218,7 +222,7 @@ pub fn compare(sim: &Report, qemu: &Report, poll_interval_s: f64) -> Fidelity {
         .info("the disturbance's size, judged as offset_after_disturbance_s"),
     );
     let agrees = rows.iter().all(|r| r.agrees);
-    Fidelity { scenario: sim.scenario.clone(), poll_interval_s, rows, agrees }
+    Fidelity { scenario: sim.scenario.clone(), poll_interval_s, rows, agrees, ensemble: None }
 }
 
 impl Fidelity {
@@ -251,6 +255,9 @@ impl Fidelity {
         s.push_str("\nRules:\n\n");
         for r in &self.rows {
             s.push_str(&format!("- {}: {}\n", r.metric, r.rule));
+        }
+        if let Some(e) = &self.ensemble {
+            s.push_str(&e.to_markdown());
         }
         s.push_str(&format!("\nOverall: {}\n", if self.agrees { "agrees" } else { "DISAGREES" }));
         s

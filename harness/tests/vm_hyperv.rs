@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use phc_harness::backend::qemu::{find_agent_bin, ClockMode, GuestPhc, QemuOptions};
 use phc_harness::fidelity;
 use phc_harness::report::{Report, Verdict};
-use phc_harness::runner::{poll_interval_s, run_qemu, run_sim, BUILTIN};
+use phc_harness::runner::{run_qemu, run_sim, BUILTIN};
 use phc_harness::scenario::Scenario;
 
 fn agent() -> PathBuf {
@@ -34,7 +34,7 @@ fn both(s: &Scenario, phc: Option<GuestPhc>) -> (Report, Report, fidelity::Fidel
     phc_harness::runner::write_all(&real, &out.join(format!("{}-hyperv", s.name))).unwrap();
     print!("{}", real.to_text());
     assert_ne!(real.verdict, Verdict::Aborted, "{}", real.to_text());
-    let f = fidelity::compare(&sim, &real, poll_interval_s(s));
+    let f = phc_harness::ensemble::fidelity(s, &sim, &real);
     print!("{}", f.to_markdown());
     (sim, real, f)
 }
@@ -84,6 +84,16 @@ fn a_resume_without_sync_is_left_to_the_real_chronyd_on_the_mock() {
             s.timeline.warmup_s = w;
         }
         let (_sim, real, f) = both(&s, None);
+        // Which poll the real chronyd first corrects at turns on its runs test, so on the scatter
+        // of its samples: 57.5 s after the resume in four runs on an idle host, 65.5 s on a
+        // loaded one, 81.5 s in a CI run. The sim is judged as an ensemble at the scatter
+        // measured in this guest (harness/src/ensemble.rs).
+        let e = f.ensemble.as_ref().expect("judged against the ensemble");
+        assert!(
+            e.regression_sd_ns_guest.is_some_and(|v| v > 0.0)
+                && e.sample_noise_ns_guest.is_some_and(|v| v > 0.0),
+            "{name}: chronyd's noise not measured in the guest: {e:?}"
+        );
         // The host clock carries the sim's wander, and the mock extrapolates at igb's true rate
         // against the guest's CLOCK_MONOTONIC_RAW (igb's 2^-23 steps and the guest's TSC
         // calibration: -11921 and -12879 ppb measured in two boots for -12000 asked), right

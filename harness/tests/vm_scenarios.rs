@@ -69,7 +69,7 @@ fn both_on(name: &str, warmup_s: Option<f64>, phc: Option<GuestPhc>) -> (Report,
     let sim = run_sim(&s).unwrap();
     let opts = QemuOptions { phc, ..opts(ClockMode::Virtual) };
     let real = on_qemu_with(&s, &opts, "virtual");
-    let f = fidelity::compare(&sim, &real, poll_interval_s(&s));
+    let f = phc_harness::ensemble::fidelity(&s, &sim, &real);
     print!("{}", f.to_markdown());
     (sim, real, f)
 }

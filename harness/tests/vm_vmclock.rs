@@ -8,9 +8,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use phc_harness::backend::qemu::{find_agent_bin, ClockMode, QemuOptions};
-use phc_harness::fidelity;
 use phc_harness::report::Verdict;
-use phc_harness::runner::{poll_interval_s, run_qemu, run_sim, BUILTIN};
+use phc_harness::runner::{run_qemu, run_sim, BUILTIN};
 use phc_harness::scenario::Scenario;
 use phc_qemu::KernelLine;
 
@@ -51,6 +50,6 @@ fn snapshot_restore_on_7_2_bumps_the_vmclock_marker_and_chronyd_steps_back() {
     assert_eq!(r.verdict, Verdict::Pass, "{}", r.to_text());
 
     let sim = run_sim(&s).unwrap();
-    let f = fidelity::compare(&sim, &r, poll_interval_s(&s));
+    let f = phc_harness::ensemble::fidelity(&s, &sim, &r);
     print!("{}", f.to_markdown());
 }

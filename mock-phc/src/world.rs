@@ -291,6 +291,12 @@ impl World {
         &mut self.sim
     }
 
+    /// The noise of chronyd's samples and of its regression so far, estimated as from the real
+    /// chronyd's logs (`discipline::sample_noise`); None without chrony.
+    pub fn chrony_noise(&self) -> Option<crate::discipline::sample_noise::Noise> {
+        self.disciplines.iter().find_map(|d| d.chrony_noise())
+    }
+
     /// Reference time since the start.
     pub fn now_ns(&self) -> i64 {
         self.sim.t_ns

@@ -55,6 +55,34 @@ pub fn parse(line: &str) -> Line {
     Line::Other
 }
 
+/// Column `col` of the dated lines of a chronyd log with at least `min_fields` fields, where it
+/// is a number, in order; headers, rule lines and `-` fields are skipped.
+fn log_column(log: &str, col: usize, min_fields: usize) -> Vec<f64> {
+    log.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let dated = f.first().is_some_and(|d| d.len() == 10 && d.as_bytes().get(4) == Some(&b'-'));
+            if !dated || f.len() < min_fields {
+                return None;
+            }
+            f[col].parse::<f64>().ok().filter(|v| v.is_finite())
+        })
+        .collect()
+}
+
+/// The raw offsets (reference minus sample time, seconds) of the PHC readings in chronyd's
+/// `refclocks` log, in order: the column after the DP, L and P fields (refclock.c `log_sample`).
+/// Filtered samples (raw offset `-`) are skipped.
+pub fn refclock_raw_offsets(log: &str) -> Vec<f64> {
+    log_column(log, 6, 9)
+}
+
+/// The regressions' standard deviations (`Std dev'n`, seconds) in chronyd's `statistics` log, in
+/// order (sourcestats.c `SST_DoNewRegression`).
+pub fn statistics_std_devs(log: &str) -> Vec<f64> {
+    log_column(log, 3, 13)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,5 +107,23 @@ mod tests {
         );
         assert_eq!(parse("2026-11-27T12:00:00Z Frequency 1.234 +/- 0.1 ppm read"), Line::Other);
         assert_eq!(parse(""), Line::Other);
+    }
+
+    #[test]
+    fn refclock_raw_offsets_skip_headers_and_filtered_samples() {
+        let log =
+            "====\n   Date (UTC) Time         Refid  DP L P  Raw offset   Cooked offset      Disp.\n====\n\
+                   2026-01-01 00:05:26.497034 PHC0   12 N 0 -1.900000e-08 -5.778987e-10  8.100e-08\n\
+                   2026-01-01 00:05:27.248136 PHC0   15 N 0  3.000000e+01  3.000000e+01  8.100e-08\n\
+                   2026-01-01 00:05:31.000000 PHC0    - N -       -       3.000000e+01  2.000e-07\n";
+        assert_eq!(refclock_raw_offsets(log), vec![-1.9e-8, 30.0]);
+    }
+
+    #[test]
+    fn statistics_std_devs_from_real_lines() {
+        let log = "   Date (UTC) Time     IP Address    Std dev'n Est offset  Offset sd  Diff freq   Est skew  Stress  Ns  Bs  Nr  Asym\n\
+                   2026-01-01 00:04:23 PHC0             5.357e-08 -5.656e-08  3.866e-08 -4.155e-09  1.369e-08 1.4e-01   7   1   3  0.00\n\
+                   2026-01-01 00:06:07 PHC0             2.111e+00 -3.040e+01  1.242e+00 -5.522e-02  6.511e-01 7.6e-01   7   1   3  0.00\n";
+        assert_eq!(statistics_std_devs(log), vec![5.357e-8, 2.111]);
     }
 }

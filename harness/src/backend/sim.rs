@@ -18,6 +18,11 @@ impl Sim {
     pub fn new(cfg: &mock_phc::WorldConfig) -> Result<Self, mock_phc::Error> {
         Ok(Self { world: World::new(cfg)?, rebooting: false })
     }
+
+    /// The world, as the run left it.
+    pub fn world(&self) -> &World {
+        &self.world
+    }
 }
 
 impl Backend for Sim {

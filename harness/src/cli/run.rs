@@ -267,7 +267,7 @@ pub fn run(args: RunArgs) -> Exit {
         let mut fid = None;
         if let [sim, q] = &reports[..] {
             if sim.backend == "sim" && q.backend == "qemu" {
-                let f = fidelity::compare(sim, q, runner::poll_interval_s(&s));
+                let f = crate::ensemble::fidelity(&s, sim, q);
                 let dir = runner::fidelity_dir(&args.out, &s.name);
                 if let Err(e) = runner::write_fidelity(&f, &dir) {
                     return usage(format!("{}: {e}", dir.display()));

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::backend::qemu::{self, QemuOptions};
 use crate::report::Report;
 use crate::scenario::{Scenario, ScenarioError};
-use crate::{engine, fidelity, runner};
+use crate::{engine, runner};
 use summary::{Entry, FidelityEntry, Outcome, Shard, Summary};
 
 /// A suite that could not run, be read or be written.
@@ -241,7 +241,7 @@ pub fn run(
         }
         if let [sim, q] = &reports[..] {
             if sim.backend == "sim" && q.backend == "qemu" {
-                let f = fidelity::compare(sim, q, runner::poll_interval_s(s));
+                let f = crate::ensemble::fidelity(s, sim, q);
                 let dir = runner::fidelity_dir(&opts.out, &s.name);
                 runner::write_fidelity(&f, &dir)
                     .map_err(|source| SuiteError::Io { path: dir.clone(), source })?;

@@ -9,6 +9,7 @@ use phc::estimate;
 use serde::{Deserialize, Serialize};
 
 use super::chrony_stats::{MedianFilter, Sample, SourceStats};
+use super::sample_noise;
 use crate::discipline::secs_to_ns;
 use crate::time::{check_positive, check_range, MAX_ABS_S};
 use crate::world::{ReadMethod, Sim};
@@ -164,6 +165,10 @@ pub(crate) struct Chrony {
     steps_left: i32,
     /// CLOCK_REALTIME minus MONOTONIC at the last reading, to notice external steps.
     last_rt_minus_mono_s: Option<f64>,
+    /// The first `sample_noise::SAMPLES` raw offsets (PHC minus system), as the refclocks log.
+    raw_offsets_s: Vec<f64>,
+    /// The first `sample_noise::REGRESSIONS` regressions' standard deviations, as the statistics log.
+    regression_sds_s: Vec<f64>,
 }
 
 impl Chrony {
@@ -190,6 +195,8 @@ impl Chrony {
             last_update_s: None,
             steps_left: cfg.makestep_limit,
             last_rt_minus_mono_s: None,
+            raw_offsets_s: Vec::new(),
+            regression_sds_s: Vec::new(),
             cfg,
         }
     }
@@ -220,6 +227,9 @@ impl Chrony {
         let Some(filtered) = self.filter.take() else { return };
         self.stats.accumulate(filtered);
         self.stats.regress();
+        if self.stats.regression_ok && self.regression_sds_s.len() < sample_noise::REGRESSIONS {
+            self.regression_sds_s.push(self.stats.std_dev_s);
+        }
         self.select_and_update(sim);
     }
 
@@ -252,12 +262,20 @@ impl Chrony {
         let spread_ns = hi_ns.saturating_sub(lo_ns).saturating_add(1);
         let est = estimate::chrony(&self.readings, spread_ns).ok()?;
         // chrony works on "cooked" time: the offset once the slew in progress is done.
+        if self.raw_offsets_s.len() < sample_noise::SAMPLES {
+            self.raw_offsets_s.push(est.offset_ns as f64 * 1e-9);
+        }
         let offset_s = est.offset_ns as f64 * 1e-9 + sim.slew_left_s() - self.cfg.offset_s;
         // hwclock.c:226 err = max(mean delay / 2, precision); refclock.c:451 adds the precision.
         let n = self.readings.len().max(1) as f64;
         let mean_delay_s = self.readings.iter().map(|r| r.delay_ns() as f64).sum::<f64>() / n * 1e-9;
         let disp_s = self.cfg.precision_s + (mean_delay_s / 2.0).max(self.cfg.precision_s);
         Some(Sample { time_s: sim.mono_s(), offset_s, disp_s })
+    }
+
+    /// The noise of chronyd's samples and of its regression, ns (`sample_noise`).
+    pub(crate) fn noise(&self) -> sample_noise::Noise {
+        sample_noise::Noise::new(&self.raw_offsets_s, &self.regression_sds_s)
     }
 
     /// reference.c:542-550 is_step_limit_reached, on the raw offset.

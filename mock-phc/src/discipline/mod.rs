@@ -7,6 +7,7 @@ mod chrony_stats;
 mod hv_utils;
 mod ntpd;
 mod phc2sys;
+pub mod sample_noise;
 
 use serde::{Deserialize, Serialize};
 
@@ -109,6 +110,14 @@ impl Discipline {
             Self::Chrony(d) => d.on_external_step(sim, delta_s),
             Self::Phc2sys(d) => d.on_external_step(),
             Self::Ntpd(_) | Self::HvUtils(_) | Self::None => {}
+        }
+    }
+
+    /// chronyd's noise so far (`sample_noise`); None for the other daemons.
+    pub(crate) fn chrony_noise(&self) -> Option<sample_noise::Noise> {
+        match self {
+            Self::Chrony(d) => Some(d.noise()),
+            _ => None,
         }
     }
 
