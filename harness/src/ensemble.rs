@@ -27,6 +27,8 @@ use crate::scenario::Scenario;
 pub const RUNS: u64 = 12;
 /// Bounds on the factor the scenario's read noise is scaled by.
 const SCALE: (f64, f64) = (0.1, 100.0);
+/// The read noise the fit starts from where the scenario has none, ns.
+const REFERENCE_NS: f64 = 50.0;
 
 /// One sim run of the ensemble.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,22 +95,24 @@ fn mean_regression_sd_ns(s: &Scenario, noise_ns: f64) -> Option<f64> {
 
 /// The read noise at which the sim's chronyd regression scatters as the guest's (`guest_ns`).
 /// The scatter is the read noise's share and a floor (the oscillator's wander) in quadrature,
-/// sd^2 = a^2 + (k noise)^2, fitted at the scenario's noise and twice it. The scenario's noise
-/// where the guest has no figure, or the scenario none to scale.
+/// sd^2 = a^2 + (k noise)^2, fitted at the scenario's noise and twice it (at `REFERENCE_NS` and
+/// twice it where the scenario has none: the guest always has some). The scenario's noise where
+/// the guest has no figure.
 fn scaled_noise(s: &Scenario, guest_ns: Option<f64>) -> f64 {
     let base = s.world.guest.phase_noise_ns;
-    let (Some(g), true) = (guest_ns, base > 0.0) else { return base };
-    let (Some(s0), Some(s1)) = (mean_regression_sd_ns(s, base), mean_regression_sd_ns(s, 2.0 * base)) else {
+    let Some(g) = guest_ns else { return base };
+    let p = if base > 0.0 { base } else { REFERENCE_NS };
+    let (Some(s0), Some(s1)) = (mean_regression_sd_ns(s, p), mean_regression_sd_ns(s, 2.0 * p)) else {
         return base;
     };
-    let k2 = (s1 * s1 - s0 * s0) / (3.0 * base * base);
+    let k2 = (s1 * s1 - s0 * s0) / (3.0 * p * p);
     let noise = if k2 > 0.0 {
-        let a2 = s0 * s0 - k2 * base * base;
+        let a2 = s0 * s0 - k2 * p * p;
         ((g * g - a2).max(0.0) / k2).sqrt()
     } else {
-        base * g / s0
+        p * g / s0
     };
-    noise.clamp(SCALE.0 * base, SCALE.1 * base)
+    noise.clamp(SCALE.0 * base, SCALE.1 * p)
 }
 
 fn info_f64(r: &Report, key: &str) -> Option<f64> {
@@ -168,14 +172,20 @@ impl Ensemble {
     /// A Markdown paragraph and table for the fidelity report.
     pub fn to_markdown(&self) -> String {
         let n = |v: Option<f64>| v.map_or_else(|| "not measured".to_owned(), |v| format!("{v:.1} ns"));
+        let how = if self.regression_sd_ns_guest.is_some() {
+            format!(
+                "{:.1} ns, the scenario's {:.1} ns scaled so that the sim's chronyd regression scatters as the \
+                 guest's",
+                self.phase_noise_ns, self.scenario_phase_noise_ns
+            )
+        } else {
+            format!("the scenario's {:.1} ns (no figure from the guest to match)", self.phase_noise_ns)
+        };
         let mut s = format!(
-            "\nEnsemble: {} sim runs at read noise {:.1} ns, the scenario's {:.1} ns scaled so that the sim's \
-             chronyd regression scatters as the guest's. Its standard deviation (median of the first {} \
-             regressions): guest {}, the scenario's own sim run {}, the ensemble {} on average. Sample noise: \
+            "\nEnsemble: {} sim runs at read noise {how}. The regression's standard deviation (median of the first \
+             {} regressions): guest {}, the scenario's own sim run {}, the ensemble {} on average. Sample noise: \
              guest {}, sim {} (robust: the median absolute deviation of second differences). ",
             self.members.len(),
-            self.phase_noise_ns,
-            self.scenario_phase_noise_ns,
             mock_phc::discipline::sample_noise::REGRESSIONS,
             n(self.regression_sd_ns_guest),
             n(self.regression_sd_ns_sim),
@@ -243,7 +253,12 @@ mod tests {
         }
         assert_eq!(scaled_noise(&s, None), 50.0);
         assert_eq!(scaled_noise(&s, Some(1e9)), 5000.0, "bounded");
-        assert_eq!(scaled_noise(&scenario(0.0), Some(40.0)), 0.0, "no noise to scale");
+        // A scenario without read noise is fitted from REFERENCE_NS: the guest always has some.
+        let quiet = scenario(0.0);
+        let g = mean_regression_sd_ns(&quiet, 200.0).unwrap();
+        let found = scaled_noise(&quiet, Some(g));
+        assert!((found / 200.0 - 1.0).abs() < 0.25, "200 ns (sd {g:.1} ns) found as {found:.1} from none");
+        assert_eq!(scaled_noise(&quiet, None), 0.0);
     }
 
     #[test]
