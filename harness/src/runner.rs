@@ -6,6 +6,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use mock_phc::discipline::sample_noise::Noise;
+
 use crate::backend::qemu::{nested, ClockMode, NestedBackend, QemuBackend, QemuOptions, VirtualBackend};
 use crate::backend::sim::Sim;
 use crate::engine;
@@ -84,12 +86,18 @@ pub fn resolve(names: &[String]) -> Result<Vec<Scenario>, ScenarioError> {
 
 /// Runs one scenario on the simulator and builds its report.
 pub fn run_sim(s: &Scenario) -> Result<Report, mock_phc::Error> {
+    run_sim_noise(s).map(|(r, _)| r)
+}
+
+/// `run_sim`, and the noise of chronyd's samples and regression in the run
+/// (`mock_phc::discipline::sample_noise`; None without chrony).
+pub fn run_sim_noise(s: &Scenario) -> Result<(Report, Option<Noise>), mock_phc::Error> {
     let mut sim = Sim::new(&s.world)?;
     let (obs, r) = engine::run(s, &mut sim, |_, _| {});
     if let Err(never) = r {
         match never {}
     }
-    Ok(Report::new(s, "sim", obs, None))
+    Ok((Report::new(s, "sim", obs, None), sim.world().chrony_noise()))
 }
 
 /// Runs one scenario in a QEMU guest, in virtual or real time (`opts.clock`). Failures after boot
