@@ -430,50 +430,8 @@ pub const MAX_EVENTS: usize = 1000;
 /// Reads a scenario file: only a regular file (after symlinks), at most `MAX_FILE_BYTES`. The
 /// open does not block on a FIFO, and nothing is read from a device.
 fn read_scenario_file(path: &Path) -> Result<String, ScenarioError> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |source: std::io::Error| ScenarioError::Io { path: path.to_owned(), source };
-    let invalid = |msg: String| io(std::io::Error::new(std::io::ErrorKind::InvalidInput, msg));
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(io)?;
-    let meta = f.metadata().map_err(io)?;
-    if !meta.is_file() {
-        return Err(invalid(format!("not a regular file ({})", file_kind(&meta))));
-    }
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(invalid(format!(
-            "{} bytes; a scenario file may have at most {MAX_FILE_BYTES}",
-            meta.len()
-        )));
-    }
-    let mut buf = Vec::new();
-    // The size can change under us: read at most one byte past the cap to notice.
-    f.take(MAX_FILE_BYTES + 1).read_to_end(&mut buf).map_err(io)?;
-    if buf.len() as u64 > MAX_FILE_BYTES {
-        return Err(invalid(format!("more than {MAX_FILE_BYTES} bytes")));
-    }
-    String::from_utf8(buf).map_err(|_| invalid("not UTF-8 text".to_owned()))
-}
-
-fn file_kind(meta: &std::fs::Metadata) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    let t = meta.file_type();
-    if t.is_dir() {
-        "a directory"
-    } else if t.is_char_device() {
-        "a character device"
-    } else if t.is_block_device() {
-        "a block device"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_socket() {
-        "a socket"
-    } else {
-        "not a file"
-    }
+    phc::input::read_text(path, MAX_FILE_BYTES, phc::input::Links::Follow)
+        .map_err(|source| ScenarioError::Io { path: path.to_owned(), source })
 }
 
 /// The scenario files in a folder, sorted by name.
@@ -629,7 +587,7 @@ steps = { min = 1 }
             (link.as_path(), "not a regular file (a character device)"),
             (Path::new("/dev/urandom"), "not a regular file (a character device)"),
             (dir.path(), "not a regular file (a directory)"),
-            (big.as_path(), "a scenario file may have at most"),
+            (big.as_path(), "over the limit of"),
         ] {
             let e = Scenario::load(p).unwrap_err().to_string();
             assert!(e.contains(want), "{}: {e}", p.display());

@@ -6,6 +6,7 @@ pub mod device;
 pub mod driver;
 pub mod error;
 pub mod estimate;
+pub mod input;
 pub mod node;
 pub mod rtc;
 pub mod sysfs;
