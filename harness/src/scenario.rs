@@ -129,6 +129,60 @@ pub struct Expect {
     pub read_errors: Vec<String>,
 }
 
+impl Range {
+    /// A range that can hold: finite bounds, at least one of them, not below zero (every expected
+    /// quantity is a magnitude, a time or a count), and min not above max.
+    fn validate(&self) -> Result<(), String> {
+        if self.min.is_none() && self.max.is_none() {
+            return Err("has neither min nor max, so it checks nothing".into());
+        }
+        for (name, v) in [("min", self.min), ("max", self.max)] {
+            if let Some(v) = v {
+                if !(v.is_finite() && v >= 0.0) {
+                    return Err(format!("{name} must be a finite number >= 0, got {v}"));
+                }
+            }
+        }
+        if let (Some(lo), Some(hi)) = (self.min, self.max) {
+            if lo > hi {
+                return Err(format!("min {lo} is above max {hi}, so it can never hold"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Expect {
+    /// Checks every range and errno name; the error's key is relative to `expect`.
+    fn validate(&self) -> Result<(), (String, String)> {
+        for (key, r) in [
+            ("offset_after_disturbance_s", &self.offset_after_disturbance_s),
+            ("time_to_first_correction_s", &self.time_to_first_correction_s),
+            ("within_1ms_s", &self.within_1ms_s),
+            ("within_100us_s", &self.within_100us_s),
+            ("steps", &self.steps),
+            ("max_abs_offset_s", &self.max_abs_offset_s),
+        ] {
+            if let Some(r) = r {
+                r.validate().map_err(|m| (key.to_owned(), m))?;
+            }
+        }
+        for (i, name) in self.read_errors.iter().enumerate() {
+            if !phc::error::errno_names().any(|n| n == name) {
+                let known: Vec<&str> = phc::error::errno_names().collect();
+                return Err((
+                    format!("read_errors[{i}]"),
+                    format!("{name:?} is not an errno a PHC read reports; one of {}", known.join(", ")),
+                ));
+            }
+            if self.read_errors[..i].contains(name) {
+                return Err((format!("read_errors[{i}]"), format!("{name:?} is named twice")));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A scenario that could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -289,6 +343,17 @@ impl Scenario {
             }
         }
         mock_phc::World::new(&self.world).map_err(world_error("world."))?;
+        let wakeups = self.duration_s() * (self.world.wakeups_per_s() + 1.0 / t.interval_s);
+        if wakeups > MAX_WAKEUPS as f64 {
+            return err(
+                "world.disciplines",
+                format!(
+                    "the daemons, host samples and observations wake the simulation {wakeups:.0} times; \
+                     at most {MAX_WAKEUPS} are allowed (poll less often or make the scenario shorter)"
+                ),
+            );
+        }
+        self.expect.validate().map_err(|(k, m)| (format!("expect.{k}"), m))?;
         for (i, t) in self.tolerance.iter().enumerate() {
             crate::baseline::check_override(t).map_err(|m| (format!("tolerance[{i}]"), m))?;
         }
@@ -426,6 +491,9 @@ pub const MIN_INTERVAL_S: f64 = 0.01;
 pub const MAX_OBSERVATIONS: usize = 200_000;
 /// Most disturbances in one timeline.
 pub const MAX_EVENTS: usize = 1000;
+/// Most times the simulation may wake in one run (daemon timers, host samples, observations):
+/// the shipped scenarios need a few thousand; this bounds a run to seconds, not hours.
+pub const MAX_WAKEUPS: u64 = 4_000_000;
 
 /// Reads a scenario file: only a regular file (after symlinks), at most `MAX_FILE_BYTES`. The
 /// open does not block on a FIFO, and nothing is read from a device.
@@ -510,6 +578,46 @@ steps = { min = 1 }
         let e = Scenario::parse(&text, Path::new("x.toml")).unwrap_err().to_string();
         let line = text.lines().position(|l| l == "duration_s = -3").unwrap() + 1;
         assert!(e.starts_with(&format!("x.toml:{line}: timeline.events[1].duration_s: must be > 0")), "{e}");
+    }
+
+    #[test]
+    fn expectations_that_cannot_hold_or_check_nothing_are_refused() {
+        for (line, want) in [
+            ("steps = {}", "expect.steps: has neither min nor max"),
+            ("steps = { min = 3, max = 1 }", "expect.steps: min 3 is above max 1"),
+            ("steps = { min = nan }", "expect.steps: min must be a finite number"),
+            ("within_1ms_s = { max = inf }", "expect.within_1ms_s: max must be a finite number"),
+            ("max_abs_offset_s = { max = -1 }", "expect.max_abs_offset_s: max must be"),
+            ("read_errors = [\"ESTAEL\"]", "expect.read_errors[0]: \"ESTAEL\" is not an errno"),
+            ("read_errors = [\"ESTALE\", \"ESTALE\"]", "expect.read_errors[1]: \"ESTALE\" is named twice"),
+            ("read_errors = [\"\\u000b\"]", "expect.read_errors[0]"),
+        ] {
+            let text = GOOD.replace("steps = { min = 1 }", line);
+            let e = Scenario::parse(&text, Path::new("x.toml")).unwrap_err().to_string();
+            assert!(e.starts_with("x.toml:13: ") && e.contains(want), "{line}: {e}");
+        }
+        let text = GOOD.replace("steps = { min = 1 }", "steps = { max = 0 }\nread_errors = [\"ESTALE\"]");
+        assert!(Scenario::parse(&text, Path::new("x.toml")).is_ok());
+    }
+
+    #[test]
+    fn runs_that_would_take_hours_are_refused_at_load() {
+        // A week of chronyd at dpoll -6: tens of millions of wake-ups, within every other cap.
+        let daemon =
+            "[[world.disciplines]]\nkind = \"chrony\"\npoll = -6\ndpoll = -6\n[timeline]\ninterval_s = 100";
+        let text = GOOD.replace("[timeline]", daemon).replace("observe_s = 100", "observe_s = 600000");
+        let e = Scenario::parse(&text, Path::new("x.toml")).unwrap_err().to_string();
+        assert!(e.starts_with("x.toml:5: world.disciplines: ") && e.contains("at most 4000000"), "{e}");
+        // Too many daemons on one clock.
+        let many = "[[world.disciplines]]\nkind = \"none\"\n".repeat(9) + "[timeline]";
+        let text = GOOD.replace("[timeline]", &many);
+        let e = Scenario::parse(&text, Path::new("x.toml")).unwrap_err().to_string();
+        assert!(e.contains("world.disciplines: has 9; at most 8"), "{e}");
+        // The same daemon for a day at its default poll is fine.
+        let daemon = "[[world.disciplines]]\nkind = \"chrony\"\n[timeline]";
+        let text = GOOD.replace("[timeline]", daemon).replace("observe_s = 100", "observe_s = 86400");
+        let text = text.replace("[timeline]", "[timeline]\ninterval_s = 1");
+        Scenario::parse(&text, Path::new("x.toml")).unwrap();
     }
 
     #[test]

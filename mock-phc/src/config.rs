@@ -49,12 +49,34 @@ impl WorldConfig {
         }
         self.phc.validate()?;
         self.guest.validate("guest")?;
+        if self.disciplines.len() > MAX_DISCIPLINES {
+            return Err(Error::invalid(
+                "disciplines",
+                format!(
+                    "has {}; at most {MAX_DISCIPLINES} daemons may act on one clock",
+                    self.disciplines.len()
+                ),
+            ));
+        }
         for (i, d) in self.disciplines.iter().enumerate() {
             d.validate(&format!("disciplines[{i}]"))?;
         }
         Ok(())
     }
+
+    /// How often the world wakes on its own, per second: every daemon's timer and the host's
+    /// time samples. A run's cost is this times its length.
+    pub fn wakeups_per_s(&self) -> f64 {
+        let host = match &self.phc {
+            PhcConfig::Hyperv { sample_interval_s, .. } => 1.0 / sample_interval_s,
+            _ => 0.0,
+        };
+        host + self.disciplines.iter().map(DisciplineConfig::wakeups_per_s).sum::<f64>()
+    }
 }
+
+/// Most daemons in one world: a real guest runs one or two on a clock.
+pub const MAX_DISCIPLINES: usize = 8;
 
 /// A free-running oscillator: constant frequency error, random-walk wander, white phase noise.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]

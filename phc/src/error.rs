@@ -132,30 +132,36 @@ impl Error {
     }
 }
 
+/// The errnos reports name, with their symbolic names; any other errno reads as `errno`.
+const NAMED_ERRNOS: [(Errno, &str); 18] = [
+    (Errno::ENOENT, "ENOENT"),
+    (Errno::EISDIR, "EISDIR"),
+    (Errno::ENOTTY, "ENOTTY"),
+    (Errno::EOPNOTSUPP, "EOPNOTSUPP"),
+    (Errno::ESTALE, "ESTALE"),
+    (Errno::EACCES, "EACCES"),
+    (Errno::EPERM, "EPERM"),
+    (Errno::EINVAL, "EINVAL"),
+    (Errno::EBUSY, "EBUSY"),
+    (Errno::ETIMEDOUT, "ETIMEDOUT"),
+    (Errno::ENODEV, "ENODEV"),
+    (Errno::ENXIO, "ENXIO"),
+    (Errno::EFAULT, "EFAULT"),
+    (Errno::EIO, "EIO"),
+    (Errno::EINTR, "EINTR"),
+    (Errno::EAGAIN, "EAGAIN"),
+    (Errno::ENOMEM, "ENOMEM"),
+    (Errno::ERANGE, "ERANGE"),
+];
+
 /// The symbolic name of an errno (`EOPNOTSUPP`), as reports and expectations write it.
 pub fn errno_name(errno: Errno) -> &'static str {
-    // nix's Debug output is the bare symbolic name; UnknownErrno stays readable as such.
-    match errno {
-        Errno::ENOENT => "ENOENT",
-        Errno::EISDIR => "EISDIR",
-        Errno::ENOTTY => "ENOTTY",
-        Errno::EOPNOTSUPP => "EOPNOTSUPP",
-        Errno::ESTALE => "ESTALE",
-        Errno::EACCES => "EACCES",
-        Errno::EPERM => "EPERM",
-        Errno::EINVAL => "EINVAL",
-        Errno::EBUSY => "EBUSY",
-        Errno::ETIMEDOUT => "ETIMEDOUT",
-        Errno::ENODEV => "ENODEV",
-        Errno::ENXIO => "ENXIO",
-        Errno::EFAULT => "EFAULT",
-        Errno::EIO => "EIO",
-        Errno::EINTR => "EINTR",
-        Errno::EAGAIN => "EAGAIN",
-        Errno::ENOMEM => "ENOMEM",
-        Errno::ERANGE => "ERANGE",
-        _ => "errno",
-    }
+    NAMED_ERRNOS.iter().find(|(e, _)| *e == errno).map_or("errno", |(_, n)| n)
+}
+
+/// Every name [`errno_name`] can give for a real errno (what an expectation may name).
+pub fn errno_names() -> impl Iterator<Item = &'static str> {
+    NAMED_ERRNOS.iter().map(|(_, n)| *n)
 }
 
 /// Result with this crate's error.
