@@ -64,6 +64,15 @@ pub fn resolve(names: &[String]) -> Result<Vec<Scenario>, ScenarioError> {
         if p.is_dir() {
             let files =
                 scenario::list_dir(p).map_err(|source| ScenarioError::Io { path: p.to_owned(), source })?;
+            if files.is_empty() {
+                return Err(ScenarioError::Io {
+                    path: p.to_owned(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "a folder with no scenario files (*.toml) in it",
+                    ),
+                });
+            }
             for f in files {
                 push(Scenario::load(&f)?, f)?;
             }
@@ -144,6 +153,22 @@ type BackendInfo = std::collections::BTreeMap<String, serde_json::Value>;
 /// (the booted folder's `VERSION`), QEMU's version, the CPU model (`host` under KVM, QEMU's
 /// default `qemu64` under TCG) and the guest's kernel command line. `compare` refuses latency
 /// across different ones.
+/// `run_qemu`, and for a guest that never became ready an aborted report whose reason and
+/// `backend_info` (`console_tail`, the set-up) say why, rather than an error.
+pub fn run_qemu_or_abort(s: &Scenario, opts: &QemuOptions, progress: bool) -> Report {
+    run_qemu(s, opts, progress).unwrap_or_else(|e| {
+        let mut report = Report::new(s, "qemu", engine::Observations::default(), Some(phc_qemu::chain(&e)));
+        let mut info = BackendInfo::new();
+        if let Some(tail) = e.console_tail() {
+            info.insert("console_tail".into(), serde_json::json!(tail));
+        }
+        info.insert("clock".into(), serde_json::json!(opts.clock.name()));
+        record_setup(&mut info, opts);
+        report.backend_info = info;
+        report
+    })
+}
+
 fn record_setup(info: &mut BackendInfo, opts: &QemuOptions) {
     // The kernel the guest booted: the user's, else the cached one of the chosen line. A release
     // the backend read itself is kept.

@@ -154,6 +154,16 @@ pub enum Error {
     /// The agent socket reached end of file.
     #[error("the agent channel closed (QEMU exited or closed the socket)")]
     AgentClosed,
+    /// The agent's channel broke while QEMU ran on: the agent in the guest died or never opened
+    /// its port. The console says why.
+    #[error(
+        "the guest agent stopped answering while QEMU ran on{}",
+        suffix("; console tail: ", console_tail)
+    )]
+    AgentLost {
+        /// The last lines of the guest console.
+        console_tail: String,
+    },
     /// A line from the agent that is not a response.
     #[error("garbage from the guest agent: {shown:?}")]
     AgentGarbage {
@@ -270,6 +280,16 @@ impl Error {
     /// confused agent.
     pub fn is_channel_lost(&self) -> bool {
         matches!(self, Self::AgentIo(_) | Self::AgentClosed | Self::AgentConnect { .. })
+    }
+
+    /// The guest console's last lines this error carries, when it looked at them.
+    pub fn console_tail(&self) -> Option<&str> {
+        match self {
+            Self::QemuExited { console_tail, .. }
+            | Self::Timeout { console_tail, .. }
+            | Self::AgentLost { console_tail } => Some(console_tail.as_str()).filter(|c| !c.is_empty()),
+            _ => None,
+        }
     }
 }
 

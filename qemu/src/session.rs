@@ -66,7 +66,7 @@ pub struct Session {
 
 /// Waits for the agent to answer `Hello`, retrying the connection while the guest boots.
 fn wait_ready(guest: &mut Guest, deadline: Instant) -> Result<AgentClient, Error> {
-    let mut agent = AgentClient::connect(&guest.agent_socket(), deadline)?;
+    let mut agent = AgentClient::connect(&guest.agent_socket(), deadline).map_err(|e| explain(guest, e))?;
     hello_until_answered(guest, &mut agent, deadline)?;
     Ok(agent)
 }
@@ -84,8 +84,26 @@ fn hello_until_answered(guest: &mut Guest, agent: &mut AgentClient, deadline: In
             Err(Error::Timeout { .. }) => {
                 return Err(Error::Timeout { what: Waited::Agent, console_tail: console_tail(guest) })
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(explain(guest, e)),
         }
+    }
+}
+
+/// `e`, or what it is a symptom of, with the console's last lines: a channel (agent or QMP)
+/// that broke because QEMU died says less than `QEMU exited (signal: 9 (SIGKILL))`, and an agent
+/// channel that broke while QEMU runs on means the agent died in the guest, which its console
+/// tells. The socket breaks a moment before QEMU can be reaped, so this waits up to a second
+/// for the exit.
+fn explain(guest: &mut Guest, e: Error) -> Error {
+    if !(e.is_channel_lost() || matches!(e, Error::QmpIo(_) | Error::QmpClosed)) {
+        return e;
+    }
+    match guest.exit_within(Duration::from_secs(1)) {
+        Some(Error::QemuExited { status, stderr_tail, .. }) => {
+            Error::QemuExited { status, stderr_tail, console_tail: console_tail(guest) }
+        }
+        _ if e.is_channel_lost() => Error::AgentLost { console_tail: console_tail(guest) },
+        _ => e,
     }
 }
 
@@ -233,20 +251,9 @@ impl Session {
         Ok(t0.elapsed())
     }
 
-    /// `e`, or QEMU's exit when `e` is only its symptom: a channel (agent or QMP) that broke
-    /// because QEMU died says less than `QEMU exited (signal: 9 (SIGKILL))` with the console's
-    /// last lines. The socket breaks a moment before QEMU can be reaped, so this waits up to a
-    /// second for the exit.
+    /// `e`, or what it is a symptom of, with the console's last lines (see `explain`).
     pub fn explain(&mut self, e: Error) -> Error {
-        if !(e.is_channel_lost() || matches!(e, Error::QmpIo(_) | Error::QmpClosed)) {
-            return e;
-        }
-        match self.guest.exit_within(Duration::from_secs(1)) {
-            Some(Error::QemuExited { status, stderr_tail, .. }) => {
-                Error::QemuExited { status, stderr_tail, console_tail: console_tail(&self.guest) }
-            }
-            _ => e,
-        }
+        explain(&mut self.guest, e)
     }
 
     /// The builder this session was started with.

@@ -95,3 +95,15 @@ impl KernelArgs {
         }
     }
 }
+
+/// Refuses a value given twice in a comma-separated flag: `--backend sim,sim` would run and
+/// report everything twice under one name.
+pub fn no_repeats<T: clap::ValueEnum + PartialEq>(flag: &str, values: &[T]) -> Result<(), String> {
+    for (i, v) in values.iter().enumerate() {
+        if values[..i].contains(v) {
+            let name = v.to_possible_value().map_or_else(String::new, |p| p.get_name().to_owned());
+            return Err(format!("{flag}: {name} is given twice"));
+        }
+    }
+    Ok(())
+}

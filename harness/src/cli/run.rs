@@ -11,7 +11,7 @@ use crate::backend::qemu::{self, find_agent_bin, ClockMode, GuestPhc, QemuOption
 use crate::exit::Exit;
 use crate::report::{Report, Verdict};
 use crate::scenario::{self, Scenario, ScenarioError};
-use crate::{engine, fidelity, output, runner};
+use crate::{fidelity, output, runner};
 
 /// Output formats of `run`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -152,6 +152,9 @@ fn usage(msg: impl std::fmt::Display) -> Exit {
 /// a run aborted or sim and qemu disagree; 2: bad input, a backend that could not start, or an
 /// output that could not be written.
 pub fn run(args: RunArgs) -> Exit {
+    if let Err(e) = super::args::no_repeats("--backend", &args.backend) {
+        return usage(e);
+    }
     let mut scenarios = match runner::resolve(&args.scenarios) {
         Ok(s) => s,
         Err(e) => return usage(e),
@@ -205,6 +208,7 @@ pub fn run(args: RunArgs) -> Exit {
     let tty = std::io::stderr().is_terminal();
     let mut printer = Printer { format: args.format, items: 0 };
     let mut exit = Exit::Ok;
+    let mut not_run = 0;
     for s in scenarios {
         let mut reports = Vec::new();
         for kind in &args.backend {
@@ -222,13 +226,12 @@ pub fn run(args: RunArgs) -> Exit {
                     }
                     if let Some(why) = qemu::unsupported(&q, args.clock, GuestPhc::for_scenario(args.phc, &q))
                     {
-                        say!("phc-harness: {}: skipped on qemu: {why}", s.name);
+                        say!("phc-harness: {}: not run on qemu: {why}", s.name);
+                        not_run += 1;
                         continue;
                     }
                     // A guest that never became ready still gets a report, marked aborted.
-                    runner::run_qemu(&q, opts, true).unwrap_or_else(|e| {
-                        Report::new(&q, "qemu", engine::Observations::default(), Some(phc_qemu::chain(&e)))
-                    })
+                    runner::run_qemu_or_abort(&q, opts, true)
                 }
             };
             let dir = runner::report_dir(&args.out, &report);
@@ -248,7 +251,14 @@ pub fn run(args: RunArgs) -> Exit {
             }
             printer.report(&report);
             let took = started.elapsed().as_secs_f64();
-            if tty || took > 2.0 {
+            if report.abort_reason.is_some() {
+                // How far it got, not a speed: an aborted run did not play the scenario.
+                let reached = report.series.last().map_or(0.0, |o| o.t_s);
+                say!(
+                    "  aborted at {reached:.1} s of scenario after {took:.1} s; reports in {}",
+                    dir.display()
+                );
+            } else if tty || took > 2.0 {
                 let scenario_s = report.series.last().map_or(s.duration_s(), |o| o.t_s);
                 say!(
                     "  {scenario_s:.1} s of scenario in {took:.3} s ({:.1}x real time); reports in {}",
@@ -282,6 +292,12 @@ pub fn run(args: RunArgs) -> Exit {
         printer.scenario_done(&s.name, &reports, fid.as_ref());
     }
     printer.finish();
+    if not_run > 0 {
+        // Every run of `run` was asked for by name: one that could not be done is an error,
+        // not a quiet success (`suite` is the command that skips what a backend cannot run).
+        say!("phc-harness: {not_run} requested run(s) could not be done (see above)");
+        exit = exit.max(Exit::Usage);
+    }
     exit
 }
 

@@ -124,6 +124,9 @@ pub fn suite(args: SuiteArgs) -> Exit {
             s.world.seed = seed;
         }
     }
+    if let Err(e) = super::args::no_repeats("--backend", &args.backend) {
+        return usage(e);
+    }
     let backends: Vec<Backend> = args
         .backend
         .iter()

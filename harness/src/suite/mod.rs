@@ -218,9 +218,7 @@ pub fn run(
                         continue;
                     }
                     let q = opts.qemu.as_ref().expect("checked above");
-                    runner::run_qemu(s, q, false).unwrap_or_else(|e| {
-                        Report::new(s, "qemu", engine::Observations::default(), Some(phc_qemu::chain(&e)))
-                    })
+                    runner::run_qemu_or_abort(s, q, false)
                 }
             };
             let dir = runner::report_dir(&opts.out, &report);
