@@ -198,7 +198,7 @@ fn endless_and_blocking_inputs_are_refused() {
         (vec!["run", "/dev/urandom"], "not a regular file (a character device)"),
         (vec!["run", &format!("{d}/zero.toml")], "not a regular file (a character device)"),
         (vec!["run", &format!("{d}/fifo.toml")], "not a regular file (a FIFO)"),
-        (vec!["run", &format!("{d}/big.toml")], "may have at most 1048576"),
+        (vec!["run", &format!("{d}/big.toml")], "over the limit of 1048576"),
         (vec!["run", d], "big.toml: 2097152 bytes"),
         (vec!["scenarios", "--dir", d], "big.toml: 2097152 bytes"),
     ] {
@@ -278,4 +278,64 @@ fn the_agent_refuses_to_run_outside_the_guest() {
         assert_usage(&o, "agent", port);
         assert!(o.stderr.contains("only inside the harness's QEMU guest"), "{}", o.stderr);
     }
+}
+
+#[test]
+fn requests_that_cannot_be_done_are_errors_not_quiet_successes() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let o = harness_in(dir.path(), &["run", "empty", "--out", "out"], Duration::from_secs(20));
+    assert_usage(&o, "empty: a folder with no scenario files", "a folder without scenarios");
+    for cmd in ["run", "suite"] {
+        let first = if cmd == "run" { "reboot" } else { "empty" };
+        let o = harness_in(
+            dir.path(),
+            &[cmd, first, "--backend", "sim,sim", "--out", "out"],
+            Duration::from_secs(20),
+        );
+        assert_usage(&o, "--backend: sim is given twice", cmd);
+    }
+    // A run the chosen backend cannot do (a restore needs real time) is refused before any QEMU
+    // starts: exit 2, never 0 with nothing run.
+    let o = harness_in(
+        dir.path(),
+        &[
+            "run",
+            "snapshot-restore",
+            "--backend",
+            "qemu",
+            "--clock",
+            "virtual",
+            "--agent-bin",
+            BIN,
+            "--out",
+            "out",
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(o.code, Some(2), "{}", o.stderr);
+    assert!(o.stderr.contains("snapshot-restore: not run on qemu: "), "{}", o.stderr);
+    assert!(o.stderr.contains("1 requested run(s) could not be done"), "{}", o.stderr);
+    assert!(!dir.path().join("out").exists(), "nothing was run, so nothing is written");
+}
+
+#[test]
+fn expectations_and_runs_of_hours_are_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let week = GOOD
+        .replace("kind = \"hv_utils\"", "kind = \"chrony\"\npoll = -6\ndpoll = -6")
+        .replace("observe_s = 60", "observe_s = 600000\ninterval_s = 100");
+    for (text, key) in [
+        (GOOD.replace("steps = { min = 1 }", "steps = { min = 2, max = 1 }"), ": expect.steps: "),
+        (GOOD.replace("steps = { min = 1 }", "read_errors = [\"ESTAEL\"]"), ": expect.read_errors[0]: "),
+        (week, ": world.disciplines: "),
+    ] {
+        std::fs::write(dir.path().join("s.toml"), &text).unwrap();
+        let t = Instant::now();
+        let o = harness_in(dir.path(), &["run", "s.toml", "--out", "out"], Duration::from_secs(15));
+        assert_usage(&o, key, key);
+        assert!(t.elapsed() < Duration::from_secs(15));
+    }
+    assert!(!dir.path().join("out").exists());
 }

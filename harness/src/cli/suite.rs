@@ -104,6 +104,9 @@ fn eta(elapsed: f64, done: f64, total: f64) -> String {
 /// `phc-harness suite`. Exit 0: every run passed, had no checks or was skipped; 1: a verdict
 /// failed, a run aborted or sim and QEMU disagree; 2: bad input or an output not written.
 pub fn suite(args: SuiteArgs) -> Exit {
+    if let Err(e) = super::args::no_repeats("--backend", &args.backend) {
+        return usage(e);
+    }
     if !args.dir.is_dir() {
         return usage(format!("{}: not a folder of scenario files", args.dir.display()));
     }
@@ -123,9 +126,6 @@ pub fn suite(args: SuiteArgs) -> Exit {
         for s in &mut scenarios {
             s.world.seed = seed;
         }
-    }
-    if let Err(e) = super::args::no_repeats("--backend", &args.backend) {
-        return usage(e);
     }
     let backends: Vec<Backend> = args
         .backend
