@@ -184,3 +184,40 @@ fn kernel_and_modules_are_honoured_and_latency_names_the_guest_set_up() {
     ]);
     assert_eq!(c.status.code(), Some(0), "{}", text(&c));
 }
+
+#[test]
+#[ignore = "boots QEMU guests; ci/vm-test.sh runs it"]
+fn a_guest_whose_agent_dies_says_why() {
+    // An agent that cannot run in the guest (a dynamic binary in a static initramfs): init says
+    // so on the console and powers off before the agent ever answers.
+    let dir = tempfile::tempdir().unwrap();
+    let agent = dir.path().join("agent");
+    std::fs::copy("/bin/false", &agent).unwrap();
+    let out = dir.path().join("out");
+    let o = harness(&[
+        "run",
+        "reboot",
+        "--backend",
+        "qemu",
+        "--agent-bin",
+        agent.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--boot-timeout-s",
+        "60",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("aborted: QEMU exited") && err.contains("phc-init: agent exited with"),
+        "{}",
+        text(&o)
+    );
+    assert!(!err.contains("x real time"), "an aborted run has no speed: {}", text(&o));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("reboot-qemu-seed1/report.json")).unwrap())
+            .unwrap();
+    let tail = r["backend_info"]["console_tail"].as_str().unwrap_or_default();
+    assert!(tail.contains("phc-init: agent exited with"), "{r}");
+    assert_eq!(r["backend_info"]["kernel_release"], release(), "{r}");
+}
