@@ -127,7 +127,7 @@ fn endless_and_blocking_inputs_are_refused() {
         (vec!["run", "/dev/urandom"], "not a regular file (a character device)"),
         (vec!["run", &format!("{d}/zero.toml")], "not a regular file (a character device)"),
         (vec!["run", &format!("{d}/fifo.toml")], "not a regular file (a FIFO)"),
-        (vec!["run", &format!("{d}/big.toml")], "may have at most 1048576"),
+        (vec!["run", &format!("{d}/big.toml")], "over the limit of 1048576"),
         (vec!["run", d], "big.toml: 2097152 bytes"),
         (vec!["scenarios", "--dir", d], "big.toml: 2097152 bytes"),
     ] {
