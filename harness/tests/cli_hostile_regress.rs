@@ -595,6 +595,9 @@ fn plot_reads_only_a_regular_file_and_writes_only_into_a_real_folder() {
     // The good cases: beside the file, and into --out.
     ok(&harness_in(t, &["plot", l], LIMIT), "plot");
     assert!(t.join("latency-cdf.svg").is_file() && t.join("latency-histogram.svg").is_file());
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&t.join("latency-cdf.svg").metadata().unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o644, "plots are readable by all");
     let o = harness_in(t, &["plot", l, "--out", t.join("plots").to_str().unwrap()], LIMIT);
     ok(&o, "plot --out");
     assert!(t.join("plots/latency-cdf.svg").is_file());

@@ -552,6 +552,10 @@ pub fn plot(args: PlotArgs) -> Exit {
         let path = dir.join(name);
         let written = tempfile::NamedTempFile::new_in(&dir).and_then(|mut tmp| {
             std::io::Write::write_all(&mut tmp, svg.as_bytes())?;
+            // A plot is for anyone to read, as `std::fs::write` made it before (not the temp
+            // file's 0600).
+            let mode = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644);
+            tmp.as_file().set_permissions(mode)?;
             tmp.persist(&path).map(|_| ()).map_err(|e| e.error)
         });
         if let Err(e) = written {
