@@ -17,6 +17,10 @@ use crate::suite::summary::Entry;
 /// Version of the baseline format.
 pub const FORMAT: u32 = 1;
 
+/// Largest baseline file read: one holds a dozen metrics (a scenario, ~2 KiB) or a few per
+/// latency method (a few KiB); 1 MiB is far above any real one.
+pub const MAX_BASELINE_BYTES: u64 = 1 << 20;
+
 /// Which way a metric gets worse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -112,8 +116,20 @@ pub enum BaselineError {
         /// What is wrong.
         message: String,
     },
+    /// A scenario or backend name that cannot be part of a baseline's path.
+    #[error("{}: no baseline path for {name:?} [{backend:?}]: {message}", dir.display())]
+    Path {
+        /// The baselines folder.
+        dir: PathBuf,
+        /// Scenario or latency run.
+        name: String,
+        /// Backend.
+        backend: String,
+        /// Why.
+        message: String,
+    },
     /// Reading or writing failed.
-    #[error("{path}")]
+    #[error("{}: {source}", path.display())]
     Io {
         /// The file or folder.
         path: PathBuf,
@@ -223,14 +239,33 @@ pub fn entry_values(e: &Entry) -> BTreeMap<&'static str, Value> {
     m
 }
 
-/// The path of a scenario's baseline: `DIR/<backend>/<scenario>.json`.
-pub fn path_for(dir: &Path, backend: &str, name: &str) -> PathBuf {
-    dir.join(backend).join(format!("{name}.json"))
+/// The path of a scenario's baseline: `DIR/<backend>/<scenario>.json`. Both names come from
+/// run files, so each must be a plain name ([`phc::input::check_name`]) and nothing on the way
+/// below `dir` may be a symlink ([`phc::input::join_inside`]): the path stays inside `dir`.
+pub fn path_for(dir: &Path, backend: &str, name: &str) -> Result<PathBuf, BaselineError> {
+    let err = |message: String| BaselineError::Path {
+        dir: dir.to_owned(),
+        name: name.to_owned(),
+        backend: backend.to_owned(),
+        message,
+    };
+    phc::input::check_name(backend).map_err(|why| err(format!("backend: {why}")))?;
+    phc::input::check_name(name).map_err(|why| err(format!("name: {why}")))?;
+    phc::input::join_inside(dir, &format!("{backend}/{name}.json")).map_err(|e| err(e.to_string()))
 }
 
-/// Reads a baseline file; `Missing` when there is none.
+/// Whether `file_name` is one a baseline of some scenario could have (`<plain name>.json`):
+/// what `baseline --prune` may remove.
+pub fn is_baseline_name(file_name: &str) -> bool {
+    file_name
+        .strip_suffix(".json")
+        .is_some_and(|stem| phc::input::check_name(stem).is_ok() && phc::input::check_name(file_name).is_ok())
+}
+
+/// Reads a baseline file (a regular file, not a symlink, at most [`MAX_BASELINE_BYTES`]);
+/// `Missing` when there is none.
 pub fn load(path: &Path, name: &str, backend: &str) -> Result<Baseline, BaselineError> {
-    let text = match std::fs::read_to_string(path) {
+    let text = match phc::input::read_text(path, MAX_BASELINE_BYTES, phc::input::Links::Refuse) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(BaselineError::Missing {
@@ -324,9 +359,53 @@ mod tests {
     }
 
     #[test]
+    fn baseline_paths_stay_inside_their_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(path_for(dir.path(), "sim", "reboot").unwrap(), dir.path().join("sim/reboot.json"));
+        for (b, n) in
+            [("..", "x"), ("sim", "../../x"), ("/etc", "passwd"), ("sim", ""), ("", "x"), ("sim", "a/b")]
+        {
+            assert!(path_for(dir.path(), b, n).is_err(), "{b:?} {n:?} accepted");
+        }
+        std::os::unix::fs::symlink("/tmp", dir.path().join("qemu")).unwrap();
+        assert!(path_for(dir.path(), "qemu", "x").unwrap_err().to_string().contains("symlink"));
+        assert!(is_baseline_name("reboot.json"));
+        for bad in ["reboot.toml", ".json", ".x.json", "-x.json", "a b.json", "x.json.bak"] {
+            assert!(!is_baseline_name(bad), "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the names, a baseline path is under the folder, two levels down, or refused.
+        #[test]
+        fn any_names_give_a_path_inside_or_none(b in proptest::prelude::any::<String>(), n in proptest::prelude::any::<String>()) {
+            let dir = Path::new("/nonexistent-phc-baselines");
+            if let Ok(p) = path_for(dir, &b, &n) {
+                let rest = p.strip_prefix(dir).unwrap();
+                proptest::prop_assert_eq!(rest.components().count(), 2);
+                proptest::prop_assert!(rest.components().all(|c| matches!(c, std::path::Component::Normal(_))));
+            }
+        }
+    }
+
+    #[test]
+    fn symlinked_and_endless_baselines_are_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sim")).unwrap();
+        let p = dir.path().join("sim/reboot.json");
+        std::os::unix::fs::symlink("/dev/zero", &p).unwrap();
+        let e = load(&p, "reboot", "sim").unwrap_err().to_string();
+        assert!(e.contains("symlink"), "{e}");
+        std::fs::remove_file(&p).unwrap();
+        std::fs::write(&p, vec![b' '; MAX_BASELINE_BYTES as usize + 1]).unwrap();
+        let e = load(&p, "reboot", "sim").unwrap_err();
+        assert!(matches!(e, BaselineError::Io { .. }), "{e}");
+    }
+
+    #[test]
     fn malformed_and_missing_baselines_say_what_and_where() {
         let dir = tempfile::tempdir().unwrap();
-        let p = path_for(dir.path(), "sim", "reboot");
+        let p = path_for(dir.path(), "sim", "reboot").unwrap();
         let e = load(&p, "reboot", "sim").unwrap_err().to_string();
         assert!(e.contains("reboot.json") && e.contains("no baseline for reboot [sim]"), "{e}");
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();

@@ -66,41 +66,97 @@ pub enum Run {
     Latency(String, Value),
 }
 
-/// The runs in a folder: `summary.json`'s entries, else each `*/report.json`, and each
-/// `latency.json` (in the folder or one level down).
+/// Largest `report.json` read. `run` thins the series to `decimate::MAX_JSON_SERIES` points
+/// (a few hundred KiB), but `--full-series` keeps every sample: a long scenario at a short
+/// interval is up to about a million observations at ~150 bytes of pretty JSON each.
+pub const MAX_REPORT_BYTES: u64 = 256 << 20;
+
+/// Largest `latency.json` read. A latency document holds per method its percentiles and a
+/// 1-2-5 histogram (a few KiB); 64 MiB leaves room for raw samples a future version may add.
+pub const MAX_LATENCY_BYTES: u64 = 64 << 20;
+
+/// A scenario or backend name read from a file, checked before it becomes part of a baseline's
+/// path.
+fn check_names(what: &Path, names: &[(&str, &str)]) -> Result<(), String> {
+    for (key, name) in names {
+        phc::input::check_name(name).map_err(|why| format!("{}: {key}: {why}", what.display()))?;
+    }
+    Ok(())
+}
+
+/// Whether something is at `path` (a dangling symlink or a FIFO counts), without following it.
+fn present(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
+}
+
+/// Reads a latency document through the bounded reader (a regular file, not a symlink).
+pub fn read_latency(path: &Path) -> Result<Value, String> {
+    let text = phc::input::read_text(path, MAX_LATENCY_BYTES, phc::input::Links::Refuse)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: not a latency document: {e}", path.display()))?;
+    if !v["methods"].is_array() || !v["baseline"].is_object() {
+        return Err(format!("{}: not a latency document (no methods or baseline)", path.display()));
+    }
+    Ok(v)
+}
+
+/// Reads a `report.json` through the bounded reader (a regular file, not a symlink).
+pub fn read_report(path: &Path) -> Result<crate::report::Report, String> {
+    let text = phc::input::read_text(path, MAX_REPORT_BYTES, phc::input::Links::Refuse)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let r: crate::report::Report =
+        serde_json::from_str(&text).map_err(|e| format!("{}: not a report: {e}", path.display()))?;
+    check_names(path, &[("scenario", &r.scenario), ("backend", &r.backend)])?;
+    Ok(r)
+}
+
+/// The runs in a folder. A suite folder (one with `summary.json`) is its summary's entries and
+/// nothing else: report folders it does not list (an older suite's, say) are not read.
+/// Otherwise each `*/report.json` (a `run --out` folder), and each `latency.json` in the
+/// folder or one level down. Every file goes through `phc::input` with a cap per kind, and a
+/// folder or file that is a symlink is refused, as is a name that could not be a baseline's.
 pub fn load_runs(dir: &Path) -> Result<Vec<Run>, String> {
     if !dir.is_dir() {
         return Err(format!("{}: not a folder", dir.display()));
     }
-    let mut runs = Vec::new();
-    if dir.join("summary.json").exists() {
+    if present(&dir.join("summary.json")) {
         let s = crate::suite::summary::Summary::load(dir).map_err(|e| e.to_string())?;
-        runs.extend(s.entries.into_iter().map(|e| Run::Scenario(Box::new(e))));
+        if s.entries.is_empty() {
+            return Err(format!("{}: no runs in its summary.json", dir.display()));
+        }
+        return Ok(s.entries.into_iter().map(|e| Run::Scenario(Box::new(e))).collect());
     }
-    let mut subdirs: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
-        .collect();
+    let mut runs = Vec::new();
+    let mut subdirs: Vec<PathBuf> = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        let e = e.map_err(|e| format!("{}: {e}", dir.display()))?;
+        if e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let t = e.file_type().map_err(|err| format!("{}: {err}", e.path().display()))?;
+        let p = e.path();
+        if t.is_symlink() {
+            if present(&p.join("report.json")) || present(&p.join("latency.json")) {
+                return Err(format!("{}: a symlink, which is not followed here", p.display()));
+            }
+        } else if t.is_dir() {
+            subdirs.push(p);
+        }
+    }
     subdirs.sort();
-    let from_summary = !runs.is_empty();
     for d in std::iter::once(dir.to_owned()).chain(subdirs) {
         let lat = d.join("latency.json");
-        if lat.is_file() {
-            let text = std::fs::read_to_string(&lat).map_err(|e| format!("{}: {e}", lat.display()))?;
-            let v: Value = serde_json::from_str(&text)
-                .map_err(|e| format!("{}: not a latency document: {e}", lat.display()))?;
-            if !v["methods"].is_array() || !v["baseline"].is_object() {
-                return Err(format!("{}: not a latency document (no methods or baseline)", lat.display()));
-            }
+        if present(&lat) {
+            let v = read_latency(&lat)?;
             let name = d.file_name().map_or("latency".into(), |n| n.to_string_lossy().into_owned());
+            let kind = latency_environment(&v)["kind"].as_str().unwrap_or("local").to_owned();
+            check_names(&lat, &[("folder name", &name), ("backend kind", &kind)])?;
             runs.push(Run::Latency(name, v));
         }
         let rep = d.join("report.json");
-        if !from_summary && d != dir && rep.is_file() {
-            let text = std::fs::read_to_string(&rep).map_err(|e| format!("{}: {e}", rep.display()))?;
-            let r: crate::report::Report =
-                serde_json::from_str(&text).map_err(|e| format!("{}: not a report: {e}", rep.display()))?;
+        if d != dir && present(&rep) {
+            let r = read_report(&rep)?;
             runs.push(Run::Scenario(Box::new(crate::suite::entry_from_report(&r, &d, dir, Vec::new()))));
         }
     }
@@ -273,12 +329,14 @@ pub fn compare(runs: &[Run], dir: &Path, allow_different_host: bool) -> Comparis
                 (name.clone(), backend, latency_values(v), env, Vec::new(), None)
             }
         };
-        let path = baseline::path_for(dir, &backend, &name);
-        let base = match baseline::load(&path, &name, &backend) {
+        let base = match baseline::path_for(dir, &backend, &name)
+            .and_then(|path| baseline::load(&path, &name, &backend))
+        {
             Ok(b) => b,
             Err(
                 e @ (BaselineError::Missing { .. }
                 | BaselineError::Malformed { .. }
+                | BaselineError::Path { .. }
                 | BaselineError::Io { .. }),
             ) => {
                 c.errors.push(error_line(&e));
@@ -340,10 +398,7 @@ pub fn compare(runs: &[Run], dir: &Path, allow_different_host: bool) -> Comparis
 }
 
 fn error_line(e: &BaselineError) -> String {
-    match e {
-        BaselineError::Io { path, source } => format!("{}: {source}", path.display()),
-        other => other.to_string(),
-    }
+    e.to_string()
 }
 
 /// A metric value as the tables print it (null: `never`).
@@ -472,7 +527,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut b = latency_baseline("lat", &v, None);
         b.environment.insert("cpu_model".into(), Value::from("max"));
-        baseline::save(&baseline::path_for(dir.path(), "qemu", "lat"), &b).unwrap();
+        baseline::save(&baseline::path_for(dir.path(), "qemu", "lat").unwrap(), &b).unwrap();
         let runs = [Run::Latency("lat".into(), v)];
         let c = compare(&runs, dir.path(), false);
         assert!(c.errors[0].contains("cpu_model \"max\" -> (none)") && c.rows.is_empty(), "{:?}", c.errors);

@@ -72,7 +72,10 @@ fn flatten(run: &Run, tolerances: &Path) -> ((String, String), Flat) {
             (n.clone(), compare::latency_environment(v)["kind"].as_str().unwrap_or("local").to_owned())
         }
     };
-    let keep = baseline::load(&baseline::path_for(tolerances, &backend, &name), &name, &backend).ok();
+    // Only the tolerances: where there is no usable baseline the defaults apply.
+    let keep = baseline::path_for(tolerances, &backend, &name)
+        .and_then(|p| baseline::load(&p, &name, &backend))
+        .ok();
     let flat = match run {
         Run::Scenario(e) => Flat {
             values: baseline::entry_values(e).into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),

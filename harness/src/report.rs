@@ -36,10 +36,11 @@ pub struct EventLine {
     /// `step`, `frequency`, `read_error` or `note`.
     pub kind: String,
     /// The step in ns, the frequency in ppb, or absent.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<f64>,
-    /// Text: the errno name or the log line.
-    #[serde(skip_serializing_if = "String::is_empty")]
+    /// Text: the errno name or the log line. Left out of the JSON when empty (steps, frequency
+    /// changes), so it must default when read back.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub text: String,
 }
 

@@ -269,16 +269,25 @@ pub fn write_fidelity(f: &Fidelity, dir: &Path) -> std::io::Result<()> {
 /// removed). A reader sees the old set or the new one, and two runs writing the same folder
 /// leave one run's files, never a mix. Nothing is written outside `dir`'s parent.
 pub fn write_dir(dir: &Path, files: &[(&str, String)]) -> std::io::Result<()> {
+    replace_dir(dir, |staging| {
+        for (name, text) in files {
+            let mut f = std::fs::File::create_new(staging.join(name))?;
+            f.write_all(text.as_bytes())?;
+            f.sync_data()?;
+        }
+        Ok(())
+    })
+}
+
+/// [`write_dir`] with the files written by `fill` into the fresh staging folder it is given
+/// (`merge` streams copies into it). When `fill` fails nothing replaces `dir`.
+pub fn replace_dir(dir: &Path, fill: impl FnOnce(&Path) -> std::io::Result<()>) -> std::io::Result<()> {
     let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let leaf = dir.file_name().ok_or_else(|| std::io::Error::other("the report folder has no name"))?;
     std::fs::create_dir_all(parent)?;
     let tmp =
         tempfile::Builder::new().prefix(&format!(".{}.new-", leaf.to_string_lossy())).tempdir_in(parent)?;
-    for (name, text) in files {
-        let mut f = std::fs::File::create_new(tmp.path().join(name))?;
-        f.write_all(text.as_bytes())?;
-        f.sync_data()?;
-    }
+    fill(tmp.path())?;
     let staged = tmp.keep();
     let old = parent.join(format!(".{}.old-{}", leaf.to_string_lossy(), unique_suffix()));
     let moved_old = match std::fs::rename(dir, &old) {

@@ -4,64 +4,10 @@
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_phc-harness");
-/// Address-space cap for every run: far above what a bounded run needs, far below a blowup.
-const MEM_LIMIT_KIB: u64 = 2 * 1024 * 1024;
-
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs the binary under a memory cap in `cwd`; a run past `limit` is killed and fails the test.
-fn harness_in(cwd: &Path, args: &[&str], limit: Duration) -> Out {
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(format!("ulimit -v {MEM_LIMIT_KIB}; exec \"$0\" \"$@\""))
-        .arg(BIN)
-        .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (mut so, mut se) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let t_out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = so.read_to_string(&mut s);
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = se.read_to_string(&mut s);
-        s
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("phc-harness {args:?} ran past {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Out { code: status.code(), stdout: t_out.join().unwrap(), stderr: t_err.join().unwrap() }
-}
-
-/// Asserts a clean usage error: exit 2, one stderr line holding `want`, no panic.
-fn assert_usage(o: &Out, want: &str, what: &str) {
-    assert_eq!(o.code, Some(2), "{what}: exit {:?}, stderr: {}", o.code, o.stderr);
-    assert!(!o.stderr.contains("panicked"), "{what}: {}", o.stderr);
-    assert_eq!(o.stderr.lines().count(), 1, "{what}: not one line: {}", o.stderr);
-    assert!(o.stderr.contains(want), "{what}: wanted {want:?} in {}", o.stderr);
-}
+mod common;
+use common::{assert_usage, harness_in, tree, BIN};
 
 const GOOD: &str = r#"
 description = "a pause"
@@ -79,23 +25,6 @@ duration_s = 30
 [expect]
 steps = { min = 1 }
 "#;
-
-/// Every file under `dir`, relative.
-fn tree(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            out.push(p.strip_prefix(dir).unwrap().display().to_string());
-            if p.is_dir() && !p.is_symlink() {
-                stack.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
 
 #[test]
 fn scenario_names_cannot_leave_out_and_must_be_unique() {

@@ -339,6 +339,10 @@ pub fn promote(args: BaselineArgs) -> Exit {
     if !aborted.is_empty() {
         return usage(format!("not promoting a run with aborted scenarios: {}", aborted.join(", ")));
     }
+    // Every path and every older baseline checked before anything is written: a name that is
+    // not plain, a symlink on the way, or a baseline file that does not parse (its hand-set
+    // tolerances would be lost) refuses the whole promotion.
+    let mut planned = Vec::new();
     for r in &runs {
         let (name, backend) = match r {
             compare::Run::Scenario(e) => (e.scenario.clone(), e.backend.clone()),
@@ -347,13 +351,28 @@ pub fn promote(args: BaselineArgs) -> Exit {
                 (n.clone(), env["kind"].as_str().unwrap_or("local").to_owned())
             }
         };
-        let path = baseline::path_for(&args.baseline, &backend, &name);
-        let keep = baseline::load(&path, &name, &backend).ok();
+        let path = match baseline::path_for(&args.baseline, &backend, &name) {
+            Ok(p) => p,
+            Err(e) => return usage(e),
+        };
+        let keep = match baseline::load(&path, &name, &backend) {
+            Ok(b) => Some(b),
+            Err(baseline::BaselineError::Missing { .. }) => None,
+            Err(e) => return usage(format!("{e}; not replaced (fix or remove it to regenerate)")),
+        };
         let b = match r {
             compare::Run::Scenario(e) => baseline::from_entry(e, keep.as_ref()),
             compare::Run::Latency(n, v) => compare::latency_baseline(n, v, keep.as_ref()),
         };
-        if let Err(e) = baseline::save(&path, &b) {
+        planned.push((path, b));
+    }
+    if args.prune {
+        if let Err(e) = prunable(&args, &runs) {
+            return usage(e);
+        }
+    }
+    for (path, b) in &planned {
+        if let Err(e) = baseline::save(path, b) {
             return usage(e);
         }
         output::out(&format!("{}\n", path.display()));
@@ -364,11 +383,24 @@ pub fn promote(args: BaselineArgs) -> Exit {
     Exit::Ok
 }
 
-fn prune(args: &BaselineArgs, runs: &[compare::Run]) -> Exit {
+/// Checks that `--prune` may run: a whole suite folder (no filter, no shard).
+fn prunable(args: &BaselineArgs, runs: &[compare::Run]) -> Result<(), String> {
     match suite::summary::Summary::load(&args.run_dir) {
         Ok(s) if s.filter.is_none() && s.shard.is_none() => {}
-        _ => return usage("--prune needs a whole suite folder (summary.json without --filter or --shard)"),
+        _ => {
+            return Err("--prune needs a whole suite folder (summary.json without --filter or --shard)".into())
+        }
     }
+    if runs.iter().any(|r| matches!(r, compare::Run::Latency(..))) {
+        return Err("--prune is for suite folders, not latency runs".into());
+    }
+    Ok(())
+}
+
+/// Removes the baselines of the run's backends that name no scenario of the run. Only regular
+/// files directly in `<baselines>/<backend>/` (a real folder, not a symlink) whose names a
+/// baseline could have (`<plain name>.json`) are removed; nothing else is touched.
+fn prune(args: &BaselineArgs, runs: &[compare::Run]) -> Exit {
     let mut by_backend: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
     for r in runs {
         if let compare::Run::Scenario(e) = r {
@@ -376,16 +408,32 @@ fn prune(args: &BaselineArgs, runs: &[compare::Run]) -> Exit {
         }
     }
     for (backend, names) in by_backend {
-        let dir = args.baseline.join(backend);
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        let dir = match phc::input::join_inside(&args.baseline, backend) {
+            Ok(d) => d,
+            Err(e) => return usage(format!("{}: {e}", args.baseline.display())),
+        };
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            _ => continue,
+        }
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) => return usage(format!("{}: {e}", dir.display())),
+        };
         for f in rd.filter_map(Result::ok) {
-            let name = f.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".json") && !names.contains(&name) {
-                if let Err(e) = std::fs::remove_file(f.path()) {
-                    return usage(format!("{}: {e}", f.path().display()));
-                }
-                say!("removed {} (no such scenario in the run)", f.path().display());
+            let Some(name) = f.file_name().to_str().map(str::to_owned) else { continue };
+            if !baseline::is_baseline_name(&name) || names.contains(&name) {
+                continue;
             }
+            // DirEntry::file_type does not follow a symlink: only a regular file is removed.
+            if !f.file_type().is_ok_and(|t| t.is_file()) {
+                say!("not removed {} (not a regular file)", f.path().display());
+                continue;
+            }
+            if let Err(e) = std::fs::remove_file(f.path()) {
+                return usage(format!("{}: {e}", f.path().display()));
+            }
+            say!("removed {} (no such scenario in the run)", f.path().display());
         }
     }
     Exit::Ok
@@ -428,37 +476,92 @@ pub struct PlotArgs {
     pub out: Option<PathBuf>,
 }
 
-/// `phc-harness plot`: a latency run's histogram per method and its CDFs, as SVG.
+/// `phc-harness plot`: a latency run's histogram per method and its CDFs, as SVG. The input is
+/// a regular file (a FIFO, a device or `/dev/stdin` on a pipe is refused) of at most
+/// `compare::MAX_LATENCY_BYTES`. The plots go into `--out` (a folder, made if missing) or else
+/// beside the input, only when the input path is itself a regular file (not a symlink, so
+/// `/dev/stdin` never puts them into `/dev`). A symlink or anything but a regular file where a
+/// plot goes is refused, and each plot replaces its file atomically.
 pub fn plot(args: PlotArgs) -> Exit {
-    let text = match std::fs::read_to_string(&args.latency_json) {
-        Ok(t) => t,
-        Err(e) => return usage(format!("{}: {e}", args.latency_json.display())),
-    };
+    let input = &args.latency_json;
+    let text =
+        match phc::input::read_text(input, crate::compare::MAX_LATENCY_BYTES, phc::input::Links::Follow) {
+            Ok(t) => t,
+            Err(e) => return usage(format!("{}: {e}", input.display())),
+        };
     let doc: serde_json::Value = match serde_json::from_str(&text) {
         Ok(v) => v,
-        Err(e) => return usage(format!("{}: not JSON: {e}", args.latency_json.display())),
+        Err(e) => return usage(format!("{}: not JSON: {e}", input.display())),
     };
     let ds = crate::plot_latency::distributions(&doc);
     if ds.is_empty() {
         return usage(format!(
             "{}: no round-trip histogram in it (not a latency document?)",
-            args.latency_json.display()
+            input.display()
         ));
     }
-    let dir = args.out.clone().unwrap_or_else(|| {
-        args.latency_json
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(std::path::Path::new("."))
-            .to_owned()
-    });
+    let dir = match &args.out {
+        Some(d) => {
+            match std::fs::metadata(d) {
+                Ok(m) if m.is_dir() => {}
+                Ok(m) => {
+                    return usage(format!("{}: not a folder ({})", d.display(), phc::input::file_kind(&m)))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if let Err(e) = std::fs::create_dir_all(d) {
+                        return usage(format!("{}: {e}", d.display()));
+                    }
+                }
+                Err(e) => return usage(format!("{}: {e}", d.display())),
+            }
+            d.clone()
+        }
+        None => {
+            match std::fs::symlink_metadata(input) {
+                Ok(m) if m.is_file() => {}
+                _ => {
+                    return usage(format!(
+                        "{}: not a regular file itself (a symlink?): give --out for the plots",
+                        input.display()
+                    ))
+                }
+            }
+            input
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."))
+                .to_owned()
+        }
+    };
     let title = doc["device"].as_str().unwrap_or("latency");
-    for (name, svg) in [
+    let plots = [
         ("latency-histogram.svg", crate::plot_latency::histogram_svg(title, &ds)),
         ("latency-cdf.svg", crate::plot_latency::cdf_svg(title, &ds)),
-    ] {
+    ];
+    for (name, _) in &plots {
         let path = dir.join(name);
-        if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, svg)) {
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if !m.is_file() => {
+                return usage(format!(
+                    "{}: {}, not replaced by a plot",
+                    path.display(),
+                    phc::input::file_kind(&m)
+                ))
+            }
+            _ => {}
+        }
+    }
+    for (name, svg) in plots {
+        let path = dir.join(name);
+        let written = tempfile::NamedTempFile::new_in(&dir).and_then(|mut tmp| {
+            std::io::Write::write_all(&mut tmp, svg.as_bytes())?;
+            // A plot is for anyone to read, as `std::fs::write` made it before (not the temp
+            // file's 0600).
+            let mode = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644);
+            tmp.as_file().set_permissions(mode)?;
+            tmp.persist(&path).map(|_| ()).map_err(|e| e.error)
+        });
+        if let Err(e) = written {
             return usage(format!("{}: {e}", path.display()));
         }
         output::out(&format!("{}\n", path.display()));

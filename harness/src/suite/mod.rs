@@ -50,6 +50,86 @@ pub enum SuiteError {
     /// Shard folders that do not make one suite.
     #[error("cannot merge: {0}")]
     Merge(String),
+    /// Another suite or merge holds the output folder.
+    #[error("{}: another suite or merge is writing into this folder (it holds {LOCK_FILE})", path.display())]
+    Busy {
+        /// The output folder.
+        path: PathBuf,
+    },
+}
+
+/// The lock file a suite or merge holds (`flock`, exclusive) in its output folder while it
+/// writes there, so that two never mix their files in one folder.
+pub const LOCK_FILE: &str = ".phc-harness.lock";
+
+/// Largest file `merge` copies from a shard's report folder: a report.json with `--full-series`
+/// is the largest thing a suite writes (see `compare::MAX_REPORT_BYTES`).
+pub const MAX_COPY_BYTES: u64 = crate::compare::MAX_REPORT_BYTES;
+
+/// Most files `merge` copies from one report folder (a suite writes four, a fidelity folder two).
+pub const MAX_FILES_PER_FOLDER: usize = 64;
+
+/// An exclusive hold on an output folder, released when dropped (or when the process ends).
+#[derive(Debug)]
+pub struct OutLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
+
+/// Creates `dir` if needed and takes its lock without waiting: a second suite or merge into
+/// the same folder is refused at once ([`SuiteError::Busy`]).
+pub fn lock_out(dir: &Path) -> Result<OutLock, SuiteError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| SuiteError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let path = dir.join(LOCK_FILE);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(io(&path))?;
+    let meta = f.metadata().map_err(io(&path))?;
+    if !meta.is_file() {
+        return Err(SuiteError::Malformed {
+            path,
+            message: format!("not a regular file ({})", phc::input::file_kind(&meta)),
+        });
+    }
+    match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(l) => Ok(OutLock(l)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(SuiteError::Busy { path: dir.to_owned() }),
+        Err((_, e)) => Err(SuiteError::Io { path, source: e.into() }),
+    }
+}
+
+/// The report folders of the suite an output folder held before (those its `summary.json`
+/// lists; none when it has no summary). A summary that is there but cannot be read is refused:
+/// it is the only record of which folders are the old suite's.
+fn older_folders(out: &Path) -> Result<Vec<String>, SuiteError> {
+    match std::fs::symlink_metadata(out.join("summary.json")) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        _ => {}
+    }
+    let old = Summary::load(out)?;
+    Ok(old.folders().into_iter().map(str::to_owned).collect())
+}
+
+/// Removes the older suite's report folders that the new one did not write again: each a plain
+/// name inside `out` (no symlink on the way, [`phc::input::join_inside`]) that is a real
+/// folder; anything else is left alone.
+fn remove_older(out: &Path, older: &[String], keep: &[&str]) -> Result<(), SuiteError> {
+    for d in older.iter().filter(|d| !keep.contains(&d.as_str())) {
+        let Ok(path) = phc::input::join_inside(out, d) else { continue };
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path)
+                .map_err(|source| SuiteError::Io { path: path.clone(), source })?,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A backend a suite runs on.
@@ -180,6 +260,8 @@ pub fn run(
     opts: &Options,
     mut progress: impl FnMut(Progress<'_>),
 ) -> Result<(Summary, Option<nix::sys::signal::Signal>), SuiteError> {
+    let _lock = lock_out(&opts.out)?;
+    let older = older_folders(&opts.out)?;
     let mut entries = Vec::new();
     let mut fid = Vec::new();
     let total_runs = scenarios.len() * opts.backends.len();
@@ -259,6 +341,7 @@ pub fn run(
         entries,
         fid,
     );
+    remove_older(&opts.out, &older, &summary.folders())?;
     write_suite_files(&opts.out, &summary)?;
     Ok((summary, stopped))
 }
@@ -309,7 +392,10 @@ pub fn write_suite_files(dir: &Path, s: &Summary) -> Result<(), SuiteError> {
 
 /// Joins the folders of a suite's shards into `out`: their report folders copied, one summary
 /// (as the unsharded suite would have written it) and the suite's files. The shards must be of
-/// one suite (backends, filter, shard count) and each shard there once.
+/// one suite (backends, filter, shard count) and each shard there once. Everything read is
+/// checked before anything is written: each report folder a summary lists is a plain name, a
+/// real folder (not a symlink) inside its shard holding only regular files of at most
+/// [`MAX_COPY_BYTES`], and lands on a plain name inside `out`.
 pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Summary, SuiteError> {
     let sums: Vec<Summary> = dirs.iter().map(|d| Summary::load(d)).collect::<Result<_, _>>()?;
     let first = sums.first().ok_or_else(|| SuiteError::Merge("no folders given".into()))?;
@@ -338,20 +424,62 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Summary, SuiteError> {
             }
         }
     }
+    // Summary::load checked 1 <= index <= count <= MAX_SHARDS, so this loop is bounded.
     let count = first.shard.map_or(0, |s| s.count);
     if seen.len() != count {
         let missing: Vec<String> =
             (1..=count).filter(|i| !seen.contains(i)).map(|i| format!("{i}/{count}")).collect();
-        return Err(SuiteError::Merge(format!("shards missing: {}", missing.join(", "))));
+        let shown = missing.len().min(20);
+        let more = if missing.len() > shown {
+            format!(" and {} more", missing.len() - shown)
+        } else {
+            String::new()
+        };
+        return Err(SuiteError::Merge(format!("shards missing: {}{more}", missing[..shown].join(", "))));
+    }
+    if let Ok(o) = out.canonicalize() {
+        if let Some(d) = dirs.iter().find(|d| d.canonicalize().is_ok_and(|d| d == o)) {
+            return Err(SuiteError::Merge(format!("--out {} is one of the shard folders", d.display())));
+        }
+    }
+    // Every folder, its files and its place in `out`, checked before anything is written.
+    let mut plan: Vec<(PathBuf, Vec<String>, String)> = Vec::new();
+    let mut names = std::collections::BTreeSet::new();
+    for (s, d) in sums.iter().zip(dirs) {
+        for f in s.folders() {
+            if !names.insert(f.to_owned()) {
+                return Err(SuiteError::Merge(format!("{f}: listed by two shards")));
+            }
+            let from =
+                phc::input::join_inside(d, f).map_err(|source| SuiteError::Io { path: d.clone(), source })?;
+            let files = list_report_folder(&from)?;
+            plan.push((from, files, f.to_owned()));
+        }
+    }
+    let _lock = lock_out(out)?;
+    let older = older_folders(out)?;
+    for (_, _, f) in &plan {
+        let to = phc::input::join_inside(out, f)
+            .map_err(|source| SuiteError::Io { path: out.to_owned(), source })?;
+        match std::fs::symlink_metadata(&to) {
+            Ok(m) if !m.is_dir() => {
+                return Err(SuiteError::Malformed {
+                    path: to,
+                    message: format!(
+                        "{} where a report folder goes; not replaced",
+                        phc::input::file_kind(&m)
+                    ),
+                })
+            }
+            _ => {}
+        }
     }
     let mut entries = Vec::new();
     let mut fid = Vec::new();
-    for (s, d) in sums.iter().zip(dirs) {
-        let folders =
-            s.entries.iter().filter_map(|e| e.dir.clone()).chain(s.fidelity.iter().map(|f| f.dir.clone()));
-        for f in folders {
-            copy_folder(&d.join(&f), &out.join(&f))?;
-        }
+    for (from, files, f) in &plan {
+        copy_folder(from, files, &out.join(f))?;
+    }
+    for s in &sums {
         entries.extend(s.entries.iter().cloned());
         fid.extend(s.fidelity.iter().cloned());
     }
@@ -363,26 +491,73 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Summary, SuiteError> {
     fid.sort_by(|a, b| a.scenario.cmp(&b.scenario));
     let merged =
         Summary::new(first.backends.clone(), first.filter.clone(), None, first.selected, entries, fid);
+    remove_older(out, &older, &merged.folders())?;
     write_suite_files(out, &merged)?;
     Ok(merged)
 }
 
-fn copy_folder(from: &Path, to: &Path) -> Result<(), SuiteError> {
+/// The files of a shard's report folder, by name: `from` must be a real folder (not a symlink)
+/// holding at most [`MAX_FILES_PER_FOLDER`] regular files, each a plain name of at most
+/// [`MAX_COPY_BYTES`]. Anything else in it (a symlink, a FIFO, a folder) is refused.
+fn list_report_folder(from: &Path) -> Result<Vec<String>, SuiteError> {
+    let bad = |path: &Path, message: String| SuiteError::Malformed { path: path.to_owned(), message };
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| SuiteError::Io { path, source }
     };
+    let meta = std::fs::symlink_metadata(from).map_err(io(from))?;
+    if !meta.is_dir() {
+        return Err(bad(from, format!("not a report folder ({})", phc::input::file_kind(&meta))));
+    }
     let mut files = Vec::new();
     for e in std::fs::read_dir(from).map_err(io(from))? {
         let e = e.map_err(io(from))?;
-        if e.file_type().map_err(io(from))?.is_file() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let text = std::fs::read_to_string(e.path()).map_err(io(&e.path()))?;
-            files.push((name, text));
+        let path = e.path();
+        let name =
+            e.file_name().to_str().map(str::to_owned).ok_or_else(|| bad(&path, "not a UTF-8 name".into()))?;
+        phc::input::check_name(&name).map_err(|why| bad(&path, format!("not copied: {why}")))?;
+        let m = std::fs::symlink_metadata(&path).map_err(io(&path))?;
+        if !m.is_file() {
+            return Err(bad(
+                &path,
+                format!("{} in a report folder, which is not copied", phc::input::file_kind(&m)),
+            ));
+        }
+        if m.len() > MAX_COPY_BYTES {
+            return Err(bad(&path, format!("{} bytes, over the limit of {MAX_COPY_BYTES}", m.len())));
+        }
+        files.push(name);
+        if files.len() > MAX_FILES_PER_FOLDER {
+            return Err(bad(from, format!("more than {MAX_FILES_PER_FOLDER} files in a report folder")));
         }
     }
-    let refs: Vec<(&str, String)> = files.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
-    runner::write_dir(to, &refs).map_err(io(to))
+    files.sort();
+    Ok(files)
+}
+
+/// Copies the checked `files` of `from` into a fresh `to` (replacing it whole, see
+/// `runner::replace_dir`), each streamed from a bounded, non-following open.
+fn copy_folder(from: &Path, files: &[String], to: &Path) -> Result<(), SuiteError> {
+    let mut failed: Option<PathBuf> = None;
+    let r = runner::replace_dir(to, |staging| {
+        for name in files {
+            let src = from.join(name);
+            failed = Some(src.clone());
+            let (f, _) = phc::input::open_regular(&src, MAX_COPY_BYTES, phc::input::Links::Refuse)?;
+            let mut dst = std::fs::File::create_new(staging.join(name))?;
+            let n = std::io::copy(&mut std::io::Read::take(f, MAX_COPY_BYTES + 1), &mut dst)?;
+            if n > MAX_COPY_BYTES {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("grew past the limit of {MAX_COPY_BYTES} bytes while copied"),
+                ));
+            }
+            dst.sync_data()?;
+        }
+        failed = None;
+        Ok(())
+    });
+    r.map_err(|source| SuiteError::Io { path: failed.unwrap_or_else(|| to.to_owned()), source })
 }
 
 /// The entry of a run the backend cannot do, with why.

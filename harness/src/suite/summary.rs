@@ -14,6 +14,15 @@ use crate::scenario::ToleranceOverride;
 /// Version of the summary format; bumped only on incompatible changes.
 pub const FORMAT: u32 = 1;
 
+/// Largest `summary.json` read. A sim suite of the built-in scenarios writes about 40 KiB (a
+/// few KiB per entry: checks, recovery, environment); 64 MiB is room for suites of thousands of
+/// scenarios on several backends, and bounds what a forged file can make the reader hold.
+pub const MAX_SUMMARY_BYTES: u64 = 64 << 20;
+
+/// Most shards a suite may be split into (`--shard I/N`, and what a summary may claim): far
+/// more than there are scenarios, and small enough that nothing sized by it can grow unbounded.
+pub const MAX_SHARDS: usize = 4096;
+
 /// The outcome of one scenario on one backend, as a suite counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -128,14 +137,24 @@ impl std::str::FromStr for Shard {
         let (i, n) = s.split_once('/').ok_or_else(|| format!("`{s}`: expected I/N, e.g. 1/3"))?;
         let index: usize = i.trim().parse().map_err(|_| format!("`{s}`: I is not a number"))?;
         let count: usize = n.trim().parse().map_err(|_| format!("`{s}`: N is not a number"))?;
-        if count == 0 || index == 0 || index > count {
-            return Err(format!("`{s}`: needs 1 <= I <= N"));
-        }
-        Ok(Self { index, count })
+        let shard = Self { index, count };
+        shard.check().map_err(|why| format!("`{s}`: {why}"))?;
+        Ok(shard)
     }
 }
 
 impl Shard {
+    /// Checks `1 <= index <= count <= MAX_SHARDS`.
+    pub fn check(self) -> Result<(), String> {
+        if self.count == 0 || self.index == 0 || self.index > self.count {
+            return Err("needs 1 <= I <= N".into());
+        }
+        if self.count > MAX_SHARDS {
+            return Err(format!("at most {MAX_SHARDS} shards"));
+        }
+        Ok(())
+    }
+
     /// Whether the `k`-th scenario (0-based, in name order) belongs to this shard.
     pub fn holds(self, k: usize) -> bool {
         k % self.count == self.index - 1
@@ -212,20 +231,69 @@ impl Summary {
         s
     }
 
-    /// Reads `DIR/summary.json`.
+    /// Reads `DIR/summary.json` (a regular file, not a symlink, at most [`MAX_SUMMARY_BYTES`])
+    /// and checks what later becomes a path or a loop bound: every scenario, backend and report
+    /// folder is a plain name ([`phc::input::check_name`]), no folder is listed twice, and the
+    /// shard is `1 <= I <= N <= MAX_SHARDS`. A summary that fails is refused whole, before
+    /// anything is read through it, written or removed.
     pub fn load(dir: &Path) -> Result<Self, super::SuiteError> {
         let path = dir.join("summary.json");
-        let text = std::fs::read_to_string(&path)
+        let text = phc::input::read_text(&path, MAX_SUMMARY_BYTES, phc::input::Links::Refuse)
             .map_err(|source| super::SuiteError::Io { path: path.clone(), source })?;
         let s: Self = serde_json::from_str(&text)
             .map_err(|e| super::SuiteError::Malformed { path: path.clone(), message: e.to_string() })?;
+        let bad = |message: String| Err(super::SuiteError::Malformed { path: path.clone(), message });
         if s.format != FORMAT {
-            return Err(super::SuiteError::Malformed {
-                path,
-                message: format!("format {} (this phc-harness reads format {FORMAT})", s.format),
-            });
+            return bad(format!("format {} (this phc-harness reads format {FORMAT})", s.format));
+        }
+        if let Some(sh) = s.shard {
+            if let Err(why) = sh.check() {
+                return bad(format!("shard {}/{}: {why}", sh.index, sh.count));
+            }
+        }
+        for b in &s.backends {
+            if let Err(why) = phc::input::check_name(b) {
+                return bad(format!("backend: {why}"));
+            }
+        }
+        let mut dirs = std::collections::BTreeSet::new();
+        for (k, e) in s.entries.iter().enumerate() {
+            for (what, name) in [("scenario", &e.scenario), ("backend", &e.backend)] {
+                if let Err(why) = phc::input::check_name(name) {
+                    return bad(format!("entries[{k}].{what}: {why}"));
+                }
+            }
+            if let Some(d) = &e.dir {
+                if let Err(why) = phc::input::check_name(d) {
+                    return bad(format!("entries[{k}].dir: {why}"));
+                }
+                if !dirs.insert(d.as_str()) {
+                    return bad(format!("entries[{k}].dir: {d:?} is listed twice"));
+                }
+            }
+        }
+        for (k, f) in s.fidelity.iter().enumerate() {
+            if let Err(why) = phc::input::check_name(&f.scenario) {
+                return bad(format!("fidelity[{k}].scenario: {why}"));
+            }
+            if let Err(why) = phc::input::check_name(&f.dir) {
+                return bad(format!("fidelity[{k}].dir: {why}"));
+            }
+            if !dirs.insert(f.dir.as_str()) {
+                return bad(format!("fidelity[{k}].dir: {:?} is listed twice", f.dir));
+            }
         }
         Ok(s)
+    }
+
+    /// The report and fidelity folders the summary lists, relative to its suite folder (each a
+    /// plain name once [`Summary::load`] accepted it).
+    pub fn folders(&self) -> Vec<&str> {
+        self.entries
+            .iter()
+            .filter_map(|e| e.dir.as_deref())
+            .chain(self.fidelity.iter().map(|f| f.dir.as_str()))
+            .collect()
     }
 }
 
@@ -238,7 +306,7 @@ mod tests {
         let s: Shard = "2/3".parse().unwrap();
         assert_eq!(s, Shard { index: 2, count: 3 });
         assert_eq!((0..7).filter(|&k| s.holds(k)).collect::<Vec<_>>(), [1, 4]);
-        for bad in ["0/3", "4/3", "1/0", "x/2", "3", "1/y"] {
+        for bad in ["0/3", "4/3", "1/0", "x/2", "3", "1/y", "1/18446744073709551615", "1/4097"] {
             assert!(bad.parse::<Shard>().is_err(), "{bad}");
         }
         // Every index lands in exactly one shard.
