@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use nix::errno::Errno;
 use phc::uapi::{PtpClockTime, PtpPinDesc, PtpSysOffset, PtpSysOffsetExtended, PtpSysOffsetPrecise};
-use phc::{Caps, Driver, Error, Form, Implements, PtpClock, Result, SysClock};
+use phc::{Caps, Driver, Error, Form, Implements, PtpClock, ReadRequest, Result, SysClock};
 
 /// Where PHC time comes from, and the system clocks it is read against.
 pub trait TimeSource: Send + Sync {
@@ -181,11 +181,8 @@ impl<S: TimeSource> PtpClock for Answerer<S> {
     }
 
     fn sys_offset_raw(&self, _form: Form, req: &mut PtpSysOffset) -> Result<()> {
-        // ptp_chardev.c: only the upper bound is checked; 0 samples give one system timestamp.
         let n = req.n_samples as usize;
-        if n > phc::uapi::PTP_MAX_SAMPLES {
-            return Err(Error::InvalidArgument);
-        }
+        self.implements.check_read(ReadRequest::Basic { n_samples: n })?;
         for i in 0..n {
             req.ts[2 * i] = to_clock_time(self.source.sys_ns(SysClock::Realtime));
             req.ts[2 * i + 1] = to_clock_time(self.read()?);
@@ -195,14 +192,13 @@ impl<S: TimeSource> PtpClock for Answerer<S> {
     }
 
     fn sys_offset_extended_raw(&self, _form: Form, req: &mut PtpSysOffsetExtended) -> Result<()> {
-        if !self.implements.gettimex {
-            return Err(Error::NotSupported);
-        }
         let clock = sys_clock(req.clockid);
         let n = req.n_samples as usize;
-        if n > phc::uapi::PTP_MAX_SAMPLES || req.rsv != [0, 0] {
-            return Err(Error::InvalidArgument);
-        }
+        self.implements.check_read(ReadRequest::Extended {
+            n_samples: n,
+            clock_ok: clock.is_some(),
+            rsv_zero: req.rsv == [0, 0],
+        })?;
         let clock = clock.ok_or(Error::InvalidArgument)?;
         for sample in req.ts.iter_mut().take(n) {
             let before = self.source.sys_ns(clock);
@@ -214,9 +210,7 @@ impl<S: TimeSource> PtpClock for Answerer<S> {
     }
 
     fn sys_offset_precise_raw(&self, _form: Form, req: &mut PtpSysOffsetPrecise) -> Result<()> {
-        if !self.implements.crosststamp {
-            return Err(Error::NotSupported);
-        }
+        self.implements.check_read(ReadRequest::Precise)?;
         let phc = self.read()?;
         *req = PtpSysOffsetPrecise {
             device: to_clock_time(phc),

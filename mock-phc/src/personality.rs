@@ -1,7 +1,7 @@
 //! The PHC drivers the guest may have, as the kernel implements them: where each gets its time,
 //! which ioctls it answers and with which errno, and when hyperv's clock goes stale.
 
-use phc::{Error as PhcError, SysClock};
+use phc::{Error as PhcError, ReadRequest, SysClock};
 
 use crate::noise::{self, Oscillator};
 use crate::PhcConfig;
@@ -64,20 +64,16 @@ impl PhcState {
         }
     }
 
-    /// Whether the driver answers this kind of read at all: what it implements, from the one
-    /// table (`phc::Driver::implements`) that `probe` judges real devices by.
-    pub(crate) fn check_method(&self, method: ReadMethod) -> Result<(), PhcError> {
-        let implements = self.driver().implements();
-        let ok = match method {
-            ReadMethod::Basic | ReadMethod::Gettime => true,
-            ReadMethod::Extended(_) => implements.gettimex,
-            ReadMethod::Precise => implements.crosststamp,
+    /// The kernel's checks of a read of `n` samples, in its order, from the one table
+    /// (`phc::Driver::implements`) that `probe` judges real devices by and the answerer uses.
+    pub(crate) fn check_read(&self, method: ReadMethod, n: usize) -> Result<(), PhcError> {
+        let req = match method {
+            ReadMethod::Basic => ReadRequest::Basic { n_samples: n },
+            ReadMethod::Extended(_) => ReadRequest::Extended { n_samples: n, clock_ok: true, rsv_zero: true },
+            ReadMethod::Precise => ReadRequest::Precise,
+            ReadMethod::Gettime => ReadRequest::Gettime,
         };
-        if ok {
-            Ok(())
-        } else {
-            Err(PhcError::NotSupported)
-        }
+        self.driver().implements().check_read(req)
     }
 
     /// PHC time minus ideal time at reference time `t_s`, or ESTALE.

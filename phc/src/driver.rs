@@ -91,6 +91,55 @@ pub struct Implements {
     pub settime: bool,
 }
 
+/// A read request as ptp_chardev.c sees it before the driver does: what every personality
+/// (the simulated world's PHC, the answerer behind `--backend sim` and the CUSE device) checks
+/// through [`Implements::check_read`], so they cannot disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadRequest {
+    /// `PTP_SYS_OFFSET` with `n_samples`.
+    Basic {
+        /// The requested count.
+        n_samples: usize,
+    },
+    /// `PTP_SYS_OFFSET_EXTENDED` with `n_samples`.
+    Extended {
+        /// The requested count.
+        n_samples: usize,
+        /// The clock id is CLOCK_REALTIME, CLOCK_MONOTONIC or CLOCK_MONOTONIC_RAW.
+        clock_ok: bool,
+        /// The reserved words are zero.
+        rsv_zero: bool,
+    },
+    /// `PTP_SYS_OFFSET_PRECISE`.
+    Precise,
+    /// `clock_gettime` on the dynamic POSIX clock.
+    Gettime,
+}
+
+impl Implements {
+    /// ptp_chardev.c's checks of a read, in its order: the driver must implement the method
+    /// (`EOPNOTSUPP`, before user memory is touched), then the request must be well formed
+    /// (`EINVAL`: more than `PTP_MAX_SAMPLES`, nonzero reserved words, another clock id). Only
+    /// the upper bound of the count is checked: `n_samples` 0 is a valid request (a basic read
+    /// then returns one system timestamp, an extended one nothing).
+    pub fn check_read(&self, req: ReadRequest) -> Result<(), crate::Error> {
+        use crate::uapi::PTP_MAX_SAMPLES;
+        match req {
+            ReadRequest::Basic { n_samples } if n_samples > PTP_MAX_SAMPLES => {
+                Err(crate::Error::InvalidArgument)
+            }
+            ReadRequest::Extended { .. } if !self.gettimex => Err(crate::Error::NotSupported),
+            ReadRequest::Extended { n_samples, clock_ok, rsv_zero }
+                if n_samples > PTP_MAX_SAMPLES || !clock_ok || !rsv_zero =>
+            {
+                Err(crate::Error::InvalidArgument)
+            }
+            ReadRequest::Precise if !self.crosststamp => Err(crate::Error::NotSupported),
+            _ => Ok(()),
+        }
+    }
+}
+
 fn caps(max_adj_ppb: i32, cross_timestamping: bool) -> Caps {
     Caps {
         max_adj_ppb,

@@ -15,7 +15,7 @@ pub mod vmclock;
 
 pub use clock::PtpClock;
 pub use device::{Access, Caps, Form, Phc, Pin, PreciseSample, SysClock};
-pub use driver::{Driver, Expected, Implements, Support};
+pub use driver::{Driver, Expected, Implements, ReadRequest, Support};
 pub use error::{Error, Result};
 pub use estimate::{Estimate, Sample};
 pub use node::{Expect, NodeKind, SysfsClass};
