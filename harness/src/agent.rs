@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use phc::device::{clock_now_ns, clock_step_ns};
 use phc::{Access, Phc};
-use phc_qemu::agent::{ExecResult, GuestClocks, Op, Request, Response};
+use phc_qemu::agent::{self, ExecResult, GuestClocks, Op, Request, Response};
 use serde_json::{json, Value};
 
 /// Most bytes of program output or file contents sent back.
@@ -291,19 +291,19 @@ impl Agent {
                 let phc = self.phc(&device)?;
                 phc.step(delta_ns).map_err(|e| format!("{device}: step: {e}"))?;
                 let phc_ns = phc.gettime().map_err(|e| format!("{device}: {e}"))?;
-                Ok(json!({ "phc_ns": phc_ns }))
+                Ok(json!(agent::PhcStepped { phc_ns }))
             }
             Op::PhcFrequency { device, ppb } => {
                 let phc = self.phc(&device)?;
                 let jump_ns =
                     adjfine_without_step(phc, ppb).map_err(|e| format!("{device}: adjfine: {e}"))?;
-                Ok(json!({ "undone_step_ns": jump_ns }))
+                Ok(json!(agent::FrequencySet { undone_step_ns: jump_ns }))
             }
             Op::RealtimeToPhc { device } => {
                 let phc = self.phc(&device)?;
                 let (_, rt_minus_phc, _) = realtime_vs_phc(phc).map_err(|e| format!("{device}: {e}"))?;
                 clock_step_ns(libc::CLOCK_REALTIME, -rt_minus_phc).map_err(|e| format!("step: {e}"))?;
-                Ok(json!({ "stepped_ns": -rt_minus_phc }))
+                Ok(json!(agent::RealtimeStepped { stepped_ns: -rt_minus_phc }))
             }
             Op::RtcTick { device, set } => {
                 let rtc = phc::rtc::Rtc::open(RTC).map_err(|e| format!("{RTC}: {e}"))?;
@@ -321,21 +321,27 @@ impl Agent {
                 };
                 Ok(json!(phc_qemu::agent::RtcTickResult { rtc_s, phc_ns, set_ns }))
             }
-            Op::Hello => Ok(json!({ "version": env!("CARGO_PKG_VERSION") })),
+            Op::Hello => Ok(json!(agent::Hello { version: env!("CARGO_PKG_VERSION").to_owned() })),
             Op::Clocks => Ok(Value::Null),
             Op::PhcOffset { device } => {
                 let phc = self.phc(&device)?;
                 // A cross timestamp (ptp_kvm's PRECISE) is exact: no window to halve.
                 if let Ok(p) = phc.sys_offset_precise() {
                     let d = p.phc_ns - p.realtime_ns;
-                    return Ok(
-                        json!({ "phc_minus_realtime_ns": d, "uncertainty_ns": 0, "method": "precise" }),
-                    );
+                    return Ok(json!(agent::PhcOffsetRead {
+                        phc_minus_realtime_ns: d,
+                        uncertainty_ns: 0,
+                        method: Some("precise".to_owned()),
+                    }));
                 }
                 let samples = phc.sys_offset(25).map_err(|e| format!("{device}: {e}"))?;
                 let est = phc::estimate::linuxptp(&samples).ok_or("no samples")?;
                 // Sample offsets are system minus PHC; report PHC minus realtime.
-                Ok(json!({ "phc_minus_realtime_ns": -est.offset_ns, "uncertainty_ns": est.uncertainty_ns }))
+                Ok(json!(agent::PhcOffsetRead {
+                    phc_minus_realtime_ns: -est.offset_ns,
+                    uncertainty_ns: est.uncertainty_ns,
+                    method: None,
+                }))
             }
             Op::SetPhc { device, host_ns } => {
                 let phc = self.phc(&device)?;
@@ -349,7 +355,7 @@ impl Agent {
             Op::SetRealtime { host_ns } => {
                 let now = clock_now_ns(libc::CLOCK_REALTIME).map_err(|e| e.to_string())?;
                 clock_step_ns(libc::CLOCK_REALTIME, host_ns - now).map_err(|e| format!("step: {e}"))?;
-                Ok(json!({ "stepped_ns": host_ns - now }))
+                Ok(json!(agent::RealtimeStepped { stepped_ns: host_ns - now }))
             }
             Op::Exec { argv, timeout_s } => {
                 exec(&argv, timeout_s).map(|r| serde_json::to_value(r).expect("plain"))
@@ -370,7 +376,7 @@ impl Agent {
                     let _ = old.kill();
                     let _ = old.wait();
                 }
-                Ok(json!({ "pid": pid }))
+                Ok(json!(agent::Spawned { pid }))
             }
             Op::StartMock { personality, name } => {
                 // The old server goes first: its node has the same name.
@@ -379,7 +385,7 @@ impl Agent {
                 let m = crate::agent_mock::MockServer::start(&personality, &name)?;
                 let device = m.device.clone();
                 self.mock = Some(m);
-                Ok(json!({ "device": device }))
+                Ok(json!(agent::MockStarted { device }))
             }
             Op::MockSample { host_ns, reference, rate_ppb, rate_since } => {
                 Ok(json!(self.mock_sample(host_ns, reference, rate_ppb, rate_since)?))
@@ -388,7 +394,7 @@ impl Agent {
                 let mut c = self.spawned.remove(&name).ok_or_else(|| format!("{name}: not running"))?;
                 let _ = c.kill();
                 let status = c.wait().map_err(|e| e.to_string())?;
-                Ok(json!({ "status": status.to_string() }))
+                Ok(json!(agent::Killed { status: status.to_string() }))
             }
             Op::WriteFile { path, contents } => {
                 create_nofollow(&path)

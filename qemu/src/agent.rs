@@ -202,6 +202,93 @@ impl RtcMapping {
     }
 }
 
+impl Op {
+    /// The request's name on the wire (`phc_offset`), for errors about its answer.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Hello => "hello",
+            Self::Clocks => "clocks",
+            Self::PhcOffset { .. } => "phc_offset",
+            Self::SetPhc { .. } => "set_phc",
+            Self::StepRealtime { .. } => "step_realtime",
+            Self::SetRealtime { .. } => "set_realtime",
+            Self::Exec { .. } => "exec",
+            Self::Spawn { .. } => "spawn",
+            Self::Kill { .. } => "kill",
+            Self::WriteFile { .. } => "write_file",
+            Self::ReadFile { .. } => "read_file",
+            Self::Observe { .. } => "observe",
+            Self::StepPhc { .. } => "step_phc",
+            Self::PhcFrequency { .. } => "phc_frequency",
+            Self::RealtimeToPhc { .. } => "realtime_to_phc",
+            Self::StartMock { .. } => "start_mock",
+            Self::MockSample { .. } => "mock_sample",
+            Self::RtcTick { .. } => "rtc_tick",
+        }
+    }
+}
+
+/// Answer of `Hello`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The agent's version (the harness's).
+    pub version: String,
+}
+
+/// Answer of `PhcOffset`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhcOffsetRead {
+    /// The PHC minus CLOCK_REALTIME.
+    pub phc_minus_realtime_ns: i64,
+    /// Half the reading's window (0 for a cross timestamp).
+    pub uncertainty_ns: i64,
+    /// `precise` for a cross timestamp, absent for the best of 25 basic readings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+}
+
+/// Answer of `StepPhc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhcStepped {
+    /// The PHC's time right after the step.
+    pub phc_ns: i64,
+}
+
+/// Answer of `PhcFrequency`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrequencySet {
+    /// The step QEMU's igb made with the frequency change, undone.
+    pub undone_step_ns: i64,
+}
+
+/// Answer of `SetRealtime` and `RealtimeToPhc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RealtimeStepped {
+    /// How far CLOCK_REALTIME was stepped.
+    pub stepped_ns: i64,
+}
+
+/// Answer of `Spawn`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spawned {
+    /// The program's pid in the guest.
+    pub pid: u32,
+}
+
+/// Answer of `StartMock`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MockStarted {
+    /// The node it serves.
+    pub device: String,
+}
+
+/// Answer of `Kill`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Killed {
+    /// How the program ended.
+    pub status: String,
+}
+
 /// Answer of `Observe`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Observed {

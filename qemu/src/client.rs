@@ -32,6 +32,17 @@ impl Exchange {
         let mid = self.host_sent_ns + self.rtt_ns() / 2;
         self.response.clocks.realtime_ns - mid
     }
+
+    /// The `ok` value as the answer type of `request` (`Op::name`): a missing or malformed field
+    /// is an error naming the request, never a default.
+    pub fn answer<T: serde::de::DeserializeOwned>(&self, request: &'static str) -> Result<T, Error> {
+        let ok = self.response.ok.clone().unwrap_or(serde_json::Value::Null);
+        T::deserialize(&ok).map_err(|source| Error::AgentAnswer {
+            request,
+            answer: ok.to_string(),
+            source: Some(source),
+        })
+    }
 }
 
 /// An offset estimate from several exchanges.
@@ -141,10 +152,8 @@ impl AgentClient {
         op: Op,
         deadline: Instant,
     ) -> Result<T, Error> {
-        let ex = self.call(op, deadline)?;
-        let ok = ex.response.ok.unwrap_or(serde_json::Value::Null);
-        T::deserialize(&ok)
-            .map_err(|source| Error::AgentAnswer { answer: ok.to_string(), source: Some(source) })
+        let request = op.name();
+        self.call(op, deadline)?.answer(request)
     }
 
     /// Guest minus host realtime: the exchange with the shortest round trip of `n` wins.
@@ -234,7 +243,7 @@ mod tests {
         let (p, _d) = serve(vec![ok.into()]);
         let mut c = AgentClient::connect(&p, soon()).unwrap();
         let e = c.call_value::<u64>(Op::Hello, soon()).unwrap_err();
-        assert_eq!(e.to_string(), "unexpected answer from the guest agent: \"text\"");
+        assert_eq!(e.to_string(), "unexpected answer from the guest agent to hello: \"text\"");
         assert!(crate::chain(&e).contains("invalid type: string"), "{}", crate::chain(&e));
     }
 }

@@ -182,8 +182,10 @@ pub enum Error {
         want: u64,
     },
     /// The agent's `ok` value does not have the shape the request implies.
-    #[error("unexpected answer from the guest agent: {answer}")]
+    #[error("unexpected answer from the guest agent to {request}: {answer}")]
     AgentAnswer {
+        /// The request's name (`Op::name`).
+        request: &'static str,
         /// The answer, as JSON.
         answer: String,
         /// Why it does not fit, where serde said.

@@ -40,18 +40,17 @@ pub fn chrony_conf(conf: String) -> String {
 
 /// Reads the logs from the guest and puts the noise figures (and with `ENV`, the logs) into
 /// `info`; `call` asks the agent.
-pub fn collect(mut call: impl FnMut(Op) -> Result<Value, Error>, info: &mut BTreeMap<String, Value>) {
+pub fn collect(mut read_file: impl FnMut(Op) -> Result<String, Error>, info: &mut BTreeMap<String, Value>) {
     let (mut raw, mut sds) = (Vec::new(), Vec::new());
     for f in logs() {
-        let Ok(v) = call(Op::ReadFile { path: format!("/tmp/{f}.log") }) else { continue };
-        let text = v.as_str().unwrap_or_default();
+        let Ok(text) = read_file(Op::ReadFile { path: format!("/tmp/{f}.log") }) else { continue };
         match *f {
-            "refclocks" => raw = chronylog::refclock_raw_offsets(text),
-            "statistics" => sds = chronylog::statistics_std_devs(text),
+            "refclocks" => raw = chronylog::refclock_raw_offsets(&text),
+            "statistics" => sds = chronylog::statistics_std_devs(&text),
             _ => {}
         }
         if enabled() {
-            info.insert(format!("chrony_{f}_log"), v);
+            info.insert(format!("chrony_{f}_log"), Value::String(text));
         }
     }
     let noise = Noise::new(&raw, &sds);

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mock_phc::{DisciplineConfig, Disturbance, Event, EventKind};
-use phc_qemu::agent::{ExecResult, Op};
+use phc_qemu::agent::{ExecResult, FrequencySet, Op, PhcOffsetRead, PhcStepped, RealtimeStepped};
 use phc_qemu::client::host_realtime_ns;
 use phc_qemu::image::ImageSpec;
 use phc_qemu::session::{BootOptions, Session};

@@ -141,13 +141,11 @@ impl NestedBackend {
 
     /// ptp_kvm minus L2's CLOCK_REALTIME, and its uncertainty.
     fn phc_minus_realtime(&mut self) -> Result<(i64, i64), Error> {
-        let v: Value = self
+        let r: PhcOffsetRead = self
             .session
             .agent
             .call_value(Op::PhcOffset { device: self.phc_device.clone() }, Self::deadline())?;
-        let get =
-            |k: &str| v[k].as_i64().ok_or_else(|| Error::AgentAnswer { answer: v.to_string(), source: None });
-        Ok((get("phc_minus_realtime_ns")?, get("uncertainty_ns")?))
+        Ok((r.phc_minus_realtime_ns, r.uncertainty_ns))
     }
 
     fn poll_chrony_log(&mut self) -> Result<(), Error> {

@@ -202,8 +202,8 @@ impl QemuBackend {
             // the guest is at least 5 s behind.
             if sync || (hv.timesync_implicit && guest_minus_ref <= -5_000_000_000) {
                 let host_ns = self.reference_ns() + self.half_rtt_ns;
-                let ex = self.session.agent.call(Op::SetRealtime { host_ns }, Self::deadline())?;
-                let delta = ex.response.ok.as_ref().and_then(|v| v["stepped_ns"].as_i64()).unwrap_or(0);
+                let RealtimeStepped { stepped_ns: delta } =
+                    self.session.agent.call_value(Op::SetRealtime { host_ns }, Self::deadline())?;
                 self.events.push(Event {
                     t_ns: self.now_ns(),
                     source: "hv_utils",
@@ -225,11 +225,9 @@ impl QemuBackend {
     }
 
     fn phc_minus_realtime(&mut self) -> Result<i64, Error> {
-        let v: Value =
+        let r: PhcOffsetRead =
             self.session.agent.call_value(Op::PhcOffset { device: self.fed_device() }, Self::deadline())?;
-        v["phc_minus_realtime_ns"]
-            .as_i64()
-            .ok_or_else(|| Error::AgentAnswer { answer: v.to_string(), source: None })
+        Ok(r.phc_minus_realtime_ns)
     }
 
     /// Facts for the report: acceleration, boot time, chronyd's own view and log.

@@ -177,7 +177,7 @@ impl VirtualBackend {
         let tick = b.rtc_tick(Some(RtcMapping { rtc_s: 0, host_ns: 0, ppb: 0.0 }))?;
         b.rtc_map =
             RtcMapping { rtc_s: tick.rtc_s, host_ns: tick.set_ns.unwrap_or(tick.phc_ns), ppb: b.phc_ppb };
-        b.call::<Value>(Op::RealtimeToPhc { device: GUEST_PHC.into() })?;
+        b.call::<RealtimeStepped>(Op::RealtimeToPhc { device: GUEST_PHC.into() })?;
         let o = b.observe_raw(0, 0.0)?;
         b.phc_origin_ns = o.phc_ns;
         b.prepare_guest()?;
@@ -185,19 +185,16 @@ impl VirtualBackend {
     }
 
     fn call<T: DeserializeOwned>(&mut self, op: Op) -> Result<T, Error> {
+        let request = op.name();
         let ex = self.session.agent.call(op, Instant::now() + CALL_SLACK)?;
         self.last_raw_ns = Some(ex.response.clocks.monotonic_raw_ns);
-        let ok = ex.response.ok.unwrap_or(Value::Null);
-        T::deserialize(&ok)
-            .map_err(|source| Error::AgentAnswer { answer: ok.to_string(), source: Some(source) })
+        ex.answer(request)
     }
 
     fn set_phc_frequency(&mut self) -> Result<(), Error> {
         self.rate_samples.clear();
-        let v: Value = self.call(Op::PhcFrequency { device: GUEST_PHC.into(), ppb: self.phc_ppb })?;
-        if let Some(ns) = v["undone_step_ns"].as_i64() {
-            self.undone_steps_ns.push(ns);
-        }
+        let f: FrequencySet = self.call(Op::PhcFrequency { device: GUEST_PHC.into(), ppb: self.phc_ppb })?;
+        self.undone_steps_ns.push(f.undone_step_ns);
         Ok(())
     }
 
@@ -298,8 +295,8 @@ impl VirtualBackend {
                     phc_error: None,
                 });
             }
-            let v: Value = self.call(Op::RealtimeToPhc { device: GUEST_PHC.into() })?;
-            let delta_ns = v["stepped_ns"].as_i64().unwrap_or(0);
+            let RealtimeStepped { stepped_ns: delta_ns } =
+                self.call(Op::RealtimeToPhc { device: GUEST_PHC.into() })?;
             self.events.push(Event {
                 t_ns: self.now_ns,
                 source: "hv_utils",
@@ -436,7 +433,7 @@ impl VirtualBackend {
                     self.pause_step_gaps_ns.push(ex.response.clocks.monotonic_raw_ns - b);
                 }
                 self.rtc_map.host_ns += d_ns;
-                let phc_ns = ex.response.ok.as_ref().and_then(|v| v["phc_ns"].as_i64()).unwrap_or(0);
+                let PhcStepped { phc_ns } = ex.answer("step_phc")?;
                 self.now_ns = self.scenario_ns(phc_ns);
                 self.last = None;
                 self.step_wander(false)?;
