@@ -84,8 +84,8 @@ fn extract(bzimage: &Path) -> Result<Vec<u8>, Error> {
     Err(Error::NoPvhKernel { path: bzimage.to_owned() })
 }
 
-/// The PVH-bootable `vmlinux` for `bzimage`, extracted once and cached next to it (or in the temp
-/// folder when that is read-only). The cache is keyed by the bzImage's size and mtime, and written
+/// The PVH-bootable `vmlinux` for `bzimage`, extracted once and cached next to it (or in the
+/// private temp folder, `tmp::base`, when that is read-only). The cache is keyed by the bzImage's size and mtime, and written
 /// by rename from a temp file beside it (removed on drop if the rename never happens), so
 /// concurrent builders never see half a file.
 pub fn vmlinux_for(bzimage: &Path) -> Result<PathBuf, Error> {
@@ -95,7 +95,7 @@ pub fn vmlinux_for(bzimage: &Path) -> Result<PathBuf, Error> {
         meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).unwrap_or_default();
     let name = format!("vmlinux-pvh-{}-{}", meta.len(), mtime.as_secs());
     let beside = bzimage.parent().map(|d| d.join(&name));
-    let in_tmp = std::env::temp_dir().join(format!("phc-{name}"));
+    let in_tmp = tmp::base()?.join(format!("phc-{name}"));
     for cached in beside.iter().chain([&in_tmp]) {
         if cached.is_file() {
             return Ok(cached.clone());
