@@ -149,3 +149,36 @@ fn a_vmclock_file_shrinking_under_probe_never_kills_it() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     flipper.join().unwrap();
 }
+
+#[test]
+fn duration_flags_refuse_nan_infinities_negatives_and_absurd_values() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let tmp = d.join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let bad = ["nan", "NaN", "inf", "-inf", "infinity", "1e300", "-1", "-0.5", "0x10", "", "3601"];
+    let cases: &[(&[&str], &str, &[&str])] = &[
+        (&["run", "pause"], "--boot-timeout-s", &bad),
+        (&["suite"], "--boot-timeout-s", &bad),
+        (&["run", "pause"], "--warmup-s", &["nan", "inf", "-1", "1e300", "604801"]),
+        (&["run", "pause"], "--observe-s", &["nan", "-inf", "0", "-1", "1e300", "604801"]),
+    ];
+    for (cmd, flag, values) in cases {
+        for v in *values {
+            let arg = format!("{flag}={v}");
+            let mut args = cmd.to_vec();
+            args.push(&arg);
+            let o = harness(d, &tmp, &args);
+            assert_usage(&o, "error:", &format!("{args:?}"));
+            assert!(o.stderr.contains(flag) || o.stderr.contains("unexpected"), "{args:?}: {}", o.stderr);
+        }
+    }
+    // In range: parsed (the run then fails or not for other reasons, never on the flag).
+    let o = harness(
+        d,
+        &tmp,
+        &["run", "--boot-timeout-s=0.5", "--warmup-s=0", "--observe-s=1", "no-such-scenario"],
+    );
+    assert!(!o.stderr.contains("--boot-timeout-s") && !o.stderr.contains("panicked"), "{}", o.stderr);
+    assert_eq!(tree(&tmp), Vec::<String>::new(), "wrote into the temp dir");
+}
