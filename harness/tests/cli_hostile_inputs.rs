@@ -158,10 +158,10 @@ fn duration_flags_refuse_nan_infinities_negatives_and_absurd_values() {
     std::fs::create_dir(&tmp).unwrap();
     let bad = ["nan", "NaN", "inf", "-inf", "infinity", "1e300", "-1", "-0.5", "0x10", "", "3601"];
     let cases: &[(&[&str], &str, &[&str])] = &[
-        (&["run", "pause"], "--boot-timeout-s", &bad),
+        (&["run", "azure-pause-30s"], "--boot-timeout-s", &bad),
         (&["suite"], "--boot-timeout-s", &bad),
-        (&["run", "pause"], "--warmup-s", &["nan", "inf", "-1", "1e300", "604801"]),
-        (&["run", "pause"], "--observe-s", &["nan", "-inf", "0", "-1", "1e300", "604801"]),
+        (&["run", "azure-pause-30s"], "--warmup-s", &["nan", "inf", "-1", "1e300", "604801"]),
+        (&["run", "azure-pause-30s"], "--observe-s", &["nan", "-inf", "0", "-1", "1e300", "604801"]),
     ];
     for (cmd, flag, values) in cases {
         for v in *values {
@@ -181,4 +181,56 @@ fn duration_flags_refuse_nan_infinities_negatives_and_absurd_values() {
     );
     assert!(!o.stderr.contains("--boot-timeout-s") && !o.stderr.contains("panicked"), "{}", o.stderr);
     assert_eq!(tree(&tmp), Vec::<String>::new(), "wrote into the temp dir");
+}
+
+/// The smallest file the bzImage check accepts.
+fn bzimage() -> Vec<u8> {
+    let mut b = vec![0u8; 0x400];
+    b[..2].copy_from_slice(b"MZ");
+    b[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
+    b[0x202..0x206].copy_from_slice(b"HdrS");
+    b[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+    b
+}
+
+#[test]
+fn user_kernels_that_are_no_kernel_are_refused_in_bounded_time_and_memory() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let tmp = d.join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let mods = d.join("lib/modules/6.99.0-test");
+    std::fs::create_dir_all(mods.join("kernel")).unwrap();
+    std::fs::write(mods.join("modules.dep"), "").unwrap();
+    std::fs::write(d.join("mz"), b"MZ\x1f\x8b\x08").unwrap();
+    nix::unistd::mkfifo(&d.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", d.join("zero")).unwrap();
+    std::fs::File::create(d.join("huge")).unwrap().set_len(5 << 29).unwrap();
+    let opt = d.join("lib/modules/-x");
+    std::fs::create_dir_all(opt.join("kernel")).unwrap();
+    std::fs::write(d.join("bzImage"), bzimage()).unwrap();
+    let before = tree(d);
+    let m = mods.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--kernel", "mz", "--modules", m], "not an x86 bzImage"),
+        (&["--kernel", "fifo", "--modules", m], "a FIFO"),
+        (&["--kernel", "zero", "--modules", m], "character device"),
+        (&["--kernel", "huge", "--modules", m], "over the limit"),
+        (&["--kernel", "bzImage", "--modules", opt.to_str().unwrap()], "starts with"),
+        (&["--kernel-deb", "fifo"], "a FIFO"),
+        (&["--kernel-deb", "zero"], "character device"),
+        (&["--kernel-deb", "huge"], "over the limit"),
+        (&["--kernel-deb", "mz"], "dpkg-deb"),
+    ];
+    for (flags, want) in cases {
+        let mut args = vec!["run", "azure-pause-30s", "--backend", "qemu"];
+        args.extend_from_slice(flags);
+        let o = harness(d, &tmp, &args);
+        assert_usage(&o, want, &format!("{flags:?}"));
+    }
+    assert_eq!(tree(d), before, "a refusal wrote or removed something outside TMPDIR");
+    // Nothing left in the temp dir but (at most) the empty private folder.
+    for p in tree(&tmp) {
+        assert!(p.starts_with("phc-harness-") && !p.contains('/'), "left in TMPDIR: {p}");
+    }
 }
