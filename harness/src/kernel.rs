@@ -3,8 +3,21 @@
 //! `VERSION`, `lib/modules/<release>/` with `modules.dep`), in a temp folder that lives as long
 //! as the returned value. And the set-up facts a report records: kernel release, QEMU version.
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use phc::input::{self, Links};
+
+/// Largest kernel image accepted (`--kernel`): Debian's bzImage is about 10 MB.
+pub const MAX_KERNEL_BYTES: u64 = 128 << 20;
+/// Largest kernel package accepted (`--kernel-deb`): Debian's linux-image is about 100 MB.
+pub const MAX_DEB_BYTES: u64 = 512 << 20;
+/// Most bytes a package may unpack to (its data.tar's declared sizes, summed).
+pub const MAX_UNPACKED_BYTES: u64 = 2 << 30;
+/// Most bytes of `dpkg-deb -c` listing read (a package of endless tiny entries).
+const MAX_LISTING_BYTES: u64 = 64 << 20;
 
 /// A kernel that could not be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +39,9 @@ pub enum KernelError {
         /// What is wrong.
         message: String,
     },
+    /// SIGINT or SIGTERM arrived while the kernel was prepared; the temp folder is gone.
+    #[error("interrupted by {0}")]
+    Interrupted(nix::sys::signal::Signal),
     /// A tool (dpkg-deb, depmod) failed.
     #[error("{tool} failed: {message}")]
     Tool {
@@ -50,29 +66,115 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KernelError + '_ {
     move |source| KernelError::Io { path: path.to_owned(), source }
 }
 
+/// Waits for `child`, killing it when SIGINT or SIGTERM arrives (the handler of
+/// `phc_qemu::signals` records them), so the caller's temp folder is removed on that path too.
+fn wait(tool: &'static str, child: &mut Child) -> Result<std::process::ExitStatus, KernelError> {
+    loop {
+        if let Some(sig) = phc_qemu::signals::pending() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(KernelError::Interrupted(sig));
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(KernelError::Tool { tool, message: e.to_string() }),
+        }
+    }
+}
+
+/// Runs a tool to its end (interruptible), its stderr kept to 4 KiB for the message.
 fn run(tool: &'static str, cmd: &mut Command) -> Result<(), KernelError> {
-    let out = cmd.output().map_err(|e| KernelError::Tool { tool, message: e.to_string() })?;
-    if out.status.success() {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| KernelError::Tool { tool, message: e.to_string() })?;
+    let mut err = child.stderr.take();
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(e) = err.as_mut() {
+            let _ = e.take(4096).read_to_end(&mut buf);
+            let _ = std::io::copy(e, &mut std::io::sink());
+        }
+        buf
+    });
+    let status = wait(tool, &mut child)?;
+    let stderr = reader.join().unwrap_or_default();
+    if status.success() {
         Ok(())
     } else {
-        Err(KernelError::Tool { tool, message: String::from_utf8_lossy(&out.stderr).trim().to_owned() })
+        let msg = String::from_utf8_lossy(&stderr);
+        let line = msg.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+        Err(KernelError::Tool { tool, message: format!("{status}: {line}") })
     }
 }
 
 fn depmod(root: &Path, release: &str) -> Result<(), KernelError> {
-    run("depmod", Command::new("depmod").arg("-b").arg(root).arg(release))
+    // The release passed check_name (no leading '-'); `--` ends the options all the same.
+    run("depmod", Command::new("depmod").arg("-b").arg(root).arg("--").arg(release))
+}
+
+/// Checks a release name that becomes a path component and a depmod argument.
+fn check_release(path: &Path, release: &str) -> Result<(), KernelError> {
+    input::check_name(release).map_err(|why| KernelError::Invalid {
+        path: path.to_owned(),
+        message: format!("kernel release {why}"),
+    })
+}
+
+/// Checks that `kernel` is an x86 bzImage before anything else reads it: a regular file (never a
+/// FIFO or a device) of at most [`MAX_KERNEL_BYTES`], with the boot sector signature 0xAA55 at
+/// 0x1FE, `HdrS` at 0x202 and a boot protocol of 2.00 or later. Reads 0x208 bytes.
+pub fn check_bzimage(kernel: &Path) -> Result<(), KernelError> {
+    let invalid = |message: String| KernelError::Invalid { path: kernel.to_owned(), message };
+    let (f, _len) =
+        input::open_regular(kernel, MAX_KERNEL_BYTES, Links::Follow).map_err(|e| invalid(e.to_string()))?;
+    let mut head = Vec::with_capacity(0x208);
+    f.take(0x208).read_to_end(&mut head).map_err(io(kernel))?;
+    let u16_at = |at: usize| head.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    if u16_at(0x1fe) != Some(0xaa55) || head.get(0x202..0x206) != Some(b"HdrS".as_slice()) {
+        return Err(invalid("not an x86 bzImage (no 0xAA55 at 0x1FE and \"HdrS\" at 0x202)".into()));
+    }
+    match u16_at(0x206) {
+        Some(v) if v >= 0x0200 => Ok(()),
+        v => Err(invalid(format!("boot protocol {:#06x} is older than 2.00", v.unwrap_or(0)))),
+    }
+}
+
+/// Refuses a symlink or anything but a folder (`dir: true`) or a regular file at `path`.
+fn plain(path: &Path, dir: bool, whose: &Path) -> Result<(), KernelError> {
+    let meta = std::fs::symlink_metadata(path).map_err(io(path))?;
+    let ok = if dir { meta.is_dir() } else { meta.is_file() };
+    if ok {
+        Ok(())
+    } else {
+        Err(KernelError::Invalid {
+            path: whose.to_owned(),
+            message: format!("{} is {}", path.display(), input::file_kind(&meta)),
+        })
+    }
+}
+
+/// A fresh temp folder in this user's private one (phc_qemu::tmp), removed on drop.
+fn temp() -> Result<tempfile::TempDir, KernelError> {
+    phc_qemu::tmp::dir("kernel", "")
+        .map_err(|e| KernelError::Tool { tool: "mkdir", message: phc_qemu::error::chain(&e) })
+}
+
+/// Installs the SIGINT/SIGTERM handler, so an interrupted unpack ends through `wait` and its
+/// temp folder is removed.
+fn handle_signals() {
+    if let Err(e) = phc_qemu::signals::install() {
+        eprintln!("phc-harness: cannot handle SIGINT/SIGTERM: {e}");
+    }
 }
 
 /// A kernel image with its modules folder (`.../lib/modules/<release>`, whose name is the
 /// release). The modules are linked, not copied; `modules.dep` is made when missing.
 pub fn from_parts(kernel: &Path, modules: &Path) -> Result<KernelDir, KernelError> {
-    let meta = std::fs::metadata(kernel).map_err(io(kernel))?;
-    if !meta.is_file() {
-        return Err(KernelError::Invalid {
-            path: kernel.to_owned(),
-            message: "not a kernel image file".into(),
-        });
-    }
+    check_bzimage(kernel)?;
     let modules = std::fs::canonicalize(modules).map_err(io(modules))?;
     if !modules.join("kernel").is_dir() && !modules.join("modules.dep").is_file() {
         return Err(KernelError::Invalid {
@@ -81,7 +183,9 @@ pub fn from_parts(kernel: &Path, modules: &Path) -> Result<KernelDir, KernelErro
         });
     }
     let release = modules.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = tempfile::Builder::new().prefix("phc-kernel-").tempdir().map_err(io(Path::new("/tmp")))?;
+    check_release(&modules, &release)?;
+    handle_signals();
+    let tmp = temp()?;
     let root = tmp.path().to_owned();
     std::fs::create_dir_all(root.join("lib/modules")).map_err(io(&root))?;
     let kernel = std::fs::canonicalize(kernel).map_err(io(kernel))?;
@@ -91,35 +195,147 @@ pub fn from_parts(kernel: &Path, modules: &Path) -> Result<KernelDir, KernelErro
         std::os::unix::fs::symlink(&modules, &dest).map_err(io(&dest))?;
     } else {
         // depmod writes into the folder it indexes: index a linked copy of the tree instead.
-        run("cp", Command::new("cp").arg("-rs").arg(&modules).arg(&dest))?;
+        run("cp", Command::new("cp").arg("-rs").arg("--").arg(&modules).arg(&dest))?;
+        plain(&dest, true, &modules)?;
         depmod(&root, &release)?;
     }
     std::fs::write(root.join("VERSION"), format!("{release}\n")).map_err(io(&root))?;
     Ok(KernelDir { path: root, release, _tmp: Some(tmp) })
 }
 
+/// One entry of a `dpkg-deb -c` listing (`perms owner size date time ./name[ -> target]`): its
+/// type letter (`-`, `d`, `l`, `h`, ...), declared size and path (without `./` and a final `/`).
+fn listing_entry(line: &str) -> Option<(char, u64, String)> {
+    let mut rest = line;
+    let mut fields = Vec::with_capacity(5);
+    for _ in 0..5 {
+        rest = rest.trim_start();
+        let end = rest.find(char::is_whitespace)?;
+        fields.push(&rest[..end]);
+        rest = &rest[end..];
+    }
+    let size = fields[2].parse().ok()?;
+    let name = rest.trim_start();
+    let name = name.split(" -> ").next().unwrap_or(name);
+    let name = name.split(" link to ").next().unwrap_or(name);
+    Some((fields[0].chars().next()?, size, name.trim_start_matches("./").trim_end_matches('/').to_owned()))
+}
+
+/// Reads the package's listing (bounded, interruptible) and checks it before anything is
+/// unpacked: the declared sizes sum to at most [`MAX_UNPACKED_BYTES`], and nothing on the paths
+/// used (`boot/vmlinuz-*`, `lib/modules/...`) is other than a folder or a regular file.
+fn check_listing(deb: &Path) -> Result<(), KernelError> {
+    check_listing_capped(deb, MAX_UNPACKED_BYTES)
+}
+
+/// [`check_listing`] with the unpacked size capped at `cap`.
+fn check_listing_capped(deb: &Path, cap: u64) -> Result<(), KernelError> {
+    let invalid = |message: String| KernelError::Invalid { path: deb.to_owned(), message };
+    let mut child = Command::new("dpkg-deb")
+        .arg("-c")
+        .arg("--")
+        .arg(deb)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| KernelError::Tool { tool: "dpkg-deb", message: e.to_string() })?;
+    let out = child.stdout.take().ok_or_else(|| invalid("no listing".into()))?;
+    let mut lines = BufReader::new(out.take(MAX_LISTING_BYTES));
+    let mut total: u64 = 0;
+    let mut read: u64 = 0;
+    let mut line = String::new();
+    let verdict = loop {
+        if let Some(sig) = phc_qemu::signals::pending() {
+            break Err(KernelError::Interrupted(sig));
+        }
+        line.clear();
+        match lines.read_line(&mut line) {
+            Ok(0) => break Ok(()),
+            Ok(n) => read += n as u64,
+            Err(e) => break Err(invalid(format!("listing: {e}"))),
+        }
+        if read >= MAX_LISTING_BYTES {
+            break Err(invalid(format!("a listing of over {MAX_LISTING_BYTES} bytes")));
+        }
+        let Some((kind, size, name)) = listing_entry(line.trim_end_matches('\n')) else {
+            break Err(invalid(format!("unreadable listing line {:?}", line.trim_end())));
+        };
+        total = total.saturating_add(size);
+        if total > cap {
+            break Err(invalid(format!("unpacks to over {cap} bytes")));
+        }
+        let used = name == "boot"
+            || name.starts_with("boot/vmlinuz")
+            || name == "lib"
+            || name == "lib/modules"
+            || name.starts_with("lib/modules/");
+        if used && !matches!(kind, '-' | 'd') {
+            let what = match kind {
+                'l' => "a symlink",
+                'h' => "a hard link",
+                _ => "not a file or folder",
+            };
+            break Err(invalid(format!("{name} is {what} in the package")));
+        }
+    };
+    if verdict.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+        return verdict;
+    }
+    let status = wait("dpkg-deb", &mut child)?;
+    if !status.success() {
+        return Err(KernelError::Tool {
+            tool: "dpkg-deb",
+            message: format!("{status}: cannot list {}", deb.display()),
+        });
+    }
+    Ok(())
+}
+
 /// A Debian kernel package (`linux-image-*.deb`), unpacked with `dpkg-deb -x` and indexed with
 /// `depmod` (the package ships no `modules.dep`), as ci/setup-vm.sh does for the cached one.
+/// The package is checked first (a regular file of at most [`MAX_DEB_BYTES`], a listing whose
+/// sizes sum to at most [`MAX_UNPACKED_BYTES`] and with no link on the paths used); after the
+/// unpack, the paths used are checked again (no symlink) and the release must pass
+/// `check_name`. SIGINT/SIGTERM end it with the temp folder removed.
 pub fn from_deb(deb: &Path) -> Result<KernelDir, KernelError> {
-    std::fs::metadata(deb).map_err(io(deb))?;
-    let tmp = tempfile::Builder::new().prefix("phc-kernel-").tempdir().map_err(io(Path::new("/tmp")))?;
+    input::open_regular(deb, MAX_DEB_BYTES, Links::Follow)
+        .map_err(|e| KernelError::Invalid { path: deb.to_owned(), message: e.to_string() })?;
+    handle_signals();
+    check_listing(deb)?;
+    let tmp = temp()?;
     let x = tmp.path().join("x");
-    run("dpkg-deb", Command::new("dpkg-deb").arg("-x").arg(deb).arg(&x))?;
+    run("dpkg-deb", Command::new("dpkg-deb").arg("-x").arg("--").arg(deb).arg(&x))?;
     let mods = x.join("lib/modules");
-    let release = std::fs::read_dir(&mods)
-        .ok()
-        .and_then(|rd| rd.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).next())
-        .ok_or_else(|| KernelError::Invalid {
-            path: deb.to_owned(),
-            message: "no lib/modules/<release> in the package".into(),
-        })?;
+    plain(&x.join("lib"), true, deb)?;
+    plain(&mods, true, deb)?;
+    let mut releases: Vec<String> = std::fs::read_dir(&mods)
+        .map_err(io(&mods))?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    releases.sort();
+    let release = releases.into_iter().next().ok_or_else(|| KernelError::Invalid {
+        path: deb.to_owned(),
+        message: "no lib/modules/<release> in the package".into(),
+    })?;
+    check_release(deb, &release)?;
+    plain(&mods.join(&release), true, deb)?;
+    plain(&x.join("boot"), true, deb).map_err(|_| KernelError::Invalid {
+        path: deb.to_owned(),
+        message: format!("no boot/vmlinuz-{release} in the package (not a linux-image package?)"),
+    })?;
     let image = x.join("boot").join(format!("vmlinuz-{release}"));
-    if !image.is_file() {
+    if std::fs::symlink_metadata(&image).is_err() {
         return Err(KernelError::Invalid {
             path: deb.to_owned(),
             message: format!("no boot/vmlinuz-{release} in the package (not a linux-image package?)"),
         });
     }
+    plain(&image, false, deb)?;
+    check_bzimage(&image)?;
     let root = tmp.path().join("kernel");
     std::fs::create_dir_all(root.join("lib")).map_err(io(&root))?;
     std::fs::rename(&image, root.join("vmlinuz")).map_err(io(&image))?;
@@ -155,7 +371,7 @@ mod tests {
         let e = from_parts(&dir.path().join("vmlinuz"), dir.path()).unwrap_err().to_string();
         assert!(e.contains("vmlinuz"), "{e}");
         let k = dir.path().join("vmlinuz");
-        std::fs::write(&k, "x").unwrap();
+        std::fs::write(&k, bzimage()).unwrap();
         let e = from_parts(&k, dir.path()).unwrap_err().to_string();
         assert!(e.contains("not a modules folder"), "{e}");
         let e = from_deb(&dir.path().join("none.deb")).unwrap_err().to_string();
@@ -165,6 +381,136 @@ mod tests {
         assert!(from_deb(&fake).is_err());
     }
 
+    /// The smallest file the bzImage check accepts: boot protocol 2.15.
+    fn bzimage() -> Vec<u8> {
+        let mut b = vec![0u8; 0x400];
+        b[..2].copy_from_slice(b"MZ");
+        b[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
+        b[0x202..0x206].copy_from_slice(b"HdrS");
+        b[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn kernel_files_that_are_no_bzimage_are_refused_before_they_are_read() {
+        let d = tempfile::tempdir().unwrap();
+        let mods = d.path().join("lib/modules/6.99.0-test");
+        std::fs::create_dir_all(mods.join("kernel")).unwrap();
+        std::fs::write(mods.join("modules.dep"), "").unwrap();
+        let refused = |k: &Path| from_parts(k, &mods).unwrap_err().to_string();
+        let mz = d.path().join("mz");
+        std::fs::write(&mz, b"MZ\x1f\x8b\x08 a gzip stream follows").unwrap();
+        assert!(refused(&mz).contains("not an x86 bzImage"), "{}", refused(&mz));
+        let mut old = bzimage();
+        old[0x206..0x208].copy_from_slice(&0x0105u16.to_le_bytes());
+        let oldf = d.path().join("old");
+        std::fs::write(&oldf, old).unwrap();
+        assert!(refused(&oldf).contains("boot protocol 0x0105"), "{}", refused(&oldf));
+        let fifo = d.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(refused(&fifo).contains("a FIFO"), "{}", refused(&fifo));
+        assert!(refused(Path::new("/dev/zero")).contains("character device"));
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        assert!(refused(&link).contains("character device"));
+        let big = d.path().join("big");
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(MAX_KERNEL_BYTES + 1).unwrap();
+        assert!(refused(&big).contains("over the limit"), "{}", refused(&big));
+        // A release that reads as an option is refused before depmod sees it.
+        let opt = d.path().join("lib/modules/-x");
+        std::fs::create_dir_all(opt.join("kernel")).unwrap();
+        let k = d.path().join("bzImage");
+        std::fs::write(&k, bzimage()).unwrap();
+        let e = from_parts(&k, &opt).unwrap_err().to_string();
+        assert!(e.contains("kernel release") && e.contains("starts with"), "{e}");
+    }
+
+    /// Builds a .deb from `tree` (a folder) with dpkg-deb, gzip at level 1.
+    fn deb(tree: &Path, out: &Path) {
+        std::fs::create_dir_all(tree.join("DEBIAN")).unwrap();
+        std::fs::write(
+            tree.join("DEBIAN/control"),
+            "Package: linux-image-test\nVersion: 1\nArchitecture: all\nMaintainer: t <t@t>\nDescription: t\n",
+        )
+        .unwrap();
+        let st = Command::new("dpkg-deb")
+            .args(["--root-owner-group", "-Zgzip", "-z1", "-b"])
+            .arg(tree)
+            .arg(out)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    #[test]
+    fn hostile_packages_are_refused_and_nothing_is_written_outside() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = d.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        // lib/modules/REL a symlink out of the temp folder: depmod would write modules.dep there.
+        let t1 = d.path().join("t1");
+        std::fs::create_dir_all(t1.join("lib/modules")).unwrap();
+        std::fs::create_dir_all(t1.join("boot")).unwrap();
+        std::fs::write(t1.join("boot/vmlinuz-6.99"), bzimage()).unwrap();
+        std::os::unix::fs::symlink(&outside, t1.join("lib/modules/6.99")).unwrap();
+        let p1 = d.path().join("link.deb");
+        deb(&t1, &p1);
+        let e = from_deb(&p1).unwrap_err().to_string();
+        assert!(e.contains("lib/modules/6.99 is a symlink"), "{e}");
+        // A release named like an option.
+        let t2 = d.path().join("t2");
+        std::fs::create_dir_all(t2.join("lib/modules/-x/kernel")).unwrap();
+        std::fs::create_dir_all(t2.join("boot")).unwrap();
+        std::fs::write(t2.join("boot/vmlinuz--x"), bzimage()).unwrap();
+        let p2 = d.path().join("opt.deb");
+        deb(&t2, &p2);
+        let e = from_deb(&p2).unwrap_err().to_string();
+        assert!(e.contains("kernel release") && e.contains("starts with"), "{e}");
+        // The image is no bzImage.
+        let t3 = d.path().join("t3");
+        std::fs::create_dir_all(t3.join("lib/modules/6.99/kernel")).unwrap();
+        std::fs::create_dir_all(t3.join("boot")).unwrap();
+        std::fs::write(t3.join("boot/vmlinuz-6.99"), b"MZ not a kernel").unwrap();
+        let p3 = d.path().join("notk.deb");
+        deb(&t3, &p3);
+        let e = from_deb(&p3).unwrap_err().to_string();
+        assert!(e.contains("not an x86 bzImage"), "{e}");
+        // Declared sizes over the cap: refused from the listing, before anything is unpacked.
+        let t4 = d.path().join("t4");
+        std::fs::create_dir_all(t4.join("lib/modules/6.99/kernel")).unwrap();
+        let f = std::fs::File::create(t4.join("lib/modules/6.99/kernel/big.ko")).unwrap();
+        f.set_len(MAX_UNPACKED_BYTES / 64).unwrap();
+        drop(f);
+        let p4 = d.path().join("big.deb");
+        deb(&t4, &p4);
+        let e = check_listing_capped(&p4, MAX_UNPACKED_BYTES / 128).unwrap_err().to_string();
+        assert!(e.contains("unpacks to over"), "{e}");
+        // FIFO, device, oversize package files.
+        let fifo = d.path().join("fifo.deb");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(from_deb(&fifo).unwrap_err().to_string().contains("a FIFO"));
+        assert!(from_deb(Path::new("/dev/zero")).unwrap_err().to_string().contains("character device"));
+        let big = d.path().join("huge.deb");
+        std::fs::File::create(&big).unwrap().set_len(MAX_DEB_BYTES + 1).unwrap();
+        assert!(from_deb(&big).unwrap_err().to_string().contains("over the limit"));
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "written outside the temp folder");
+    }
+
+    #[test]
+    fn listing_lines_parse() {
+        assert_eq!(
+            listing_entry("lrwxrwxrwx root/root         0 2024-01-01 00:00 ./lib/modules/6.1 -> /tmp"),
+            Some(('l', 0, "lib/modules/6.1".into()))
+        );
+        assert_eq!(
+            listing_entry("-rw-r--r-- 1000/1000      1234 2024-01-01 00:00 ./boot/vmlinuz 6.1"),
+            Some(('-', 1234, "boot/vmlinuz 6.1".into()))
+        );
+        assert_eq!(listing_entry("garbage"), None);
+    }
+
     #[test]
     fn parts_with_an_index_are_linked_as_they_are() {
         let dir = tempfile::tempdir().unwrap();
@@ -172,12 +518,12 @@ mod tests {
         std::fs::create_dir_all(mods.join("kernel")).unwrap();
         std::fs::write(mods.join("modules.dep"), "").unwrap();
         let k = dir.path().join("bzImage");
-        std::fs::write(&k, "x").unwrap();
+        std::fs::write(&k, bzimage()).unwrap();
         let kd = from_parts(&k, &mods).unwrap();
         assert_eq!(kd.release, "6.99.0-test");
         assert_eq!(release_of(&kd.path).as_deref(), Some("6.99.0-test"));
         assert!(kd.path.join("lib/modules/6.99.0-test/modules.dep").is_file());
-        assert_eq!(std::fs::read(kd.path.join("vmlinuz")).unwrap(), b"x");
+        assert_eq!(std::fs::read(kd.path.join("vmlinuz")).unwrap(), bzimage());
         let p = kd.path.clone();
         drop(kd);
         assert!(!p.exists(), "the temp folder goes with the value");

@@ -109,7 +109,7 @@ fn unbounded_work_and_bad_disturbances_are_refused_at_load() {
         &["run", "s.toml", "--warmup-s", "1e12", "--out", "out"],
         Duration::from_secs(20),
     );
-    assert_usage(&o, "timeline.warmup_s", "--warmup-s 1e12");
+    assert_usage(&o, "--warmup-s", "--warmup-s 1e12");
     assert!(!dir.path().join("out").exists());
 }
 

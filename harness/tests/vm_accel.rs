@@ -64,9 +64,10 @@ fn accel(cache: &Path, path_first: Option<&Path>, args: &[&str]) -> Out {
     out
 }
 
-/// No file or folder of the process `pid` in the temp dir (phc_qemu::tmp names carry the pid).
+/// No file or folder of the process `pid` in the private temp folder (phc_qemu::tmp names carry
+/// the pid).
 fn assert_nothing_left(pid: u32) {
-    let left: Vec<String> = std::fs::read_dir(std::env::temp_dir())
+    let left: Vec<String> = std::fs::read_dir(phc_qemu::tmp::base().unwrap())
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())

@@ -21,6 +21,13 @@ pub enum Error {
     /// or one whose sysfs class is not `ptp`.
     #[error("not a PTP device ({0})")]
     NotPtpNode(NodeKind),
+    /// The path names no vmclock device, found before it was opened or mapped: not a character
+    /// device, or not the misc device `vmclockN` that sysfs lists.
+    #[error("not a vmclock device ({0})")]
+    NotVmclockNode(NodeKind),
+    /// A vmclock page file (a test's fixture) that cannot be read: why, in a short phrase.
+    #[error("vmclock page file: {0}")]
+    VmclockFile(String),
     /// The driver does not implement this operation (EOPNOTSUPP).
     #[error("operation not supported by the driver")]
     NotSupported,
@@ -108,7 +115,7 @@ impl Error {
             Self::IsDirectory => Errno::EISDIR,
             Self::NotPtpDevice => Errno::ENOTTY,
             // What the first PTP ioctl would have answered, had it been sent.
-            Self::NotPtpNode(_) => Errno::ENOTTY,
+            Self::NotPtpNode(_) | Self::NotVmclockNode(_) => Errno::ENOTTY,
             Self::NotSupported => Errno::EOPNOTSUPP,
             Self::Stale => Errno::ESTALE,
             Self::ReadOnly => Errno::EACCES,
@@ -119,7 +126,10 @@ impl Error {
             Self::NoDevice => Errno::ENODEV,
             Self::ClockIdRejected(_) => Errno::EINVAL,
             Self::Other(e) => *e,
-            Self::Sysfs { .. } | Self::VmclockShort { .. } | Self::VmclockUnsettled { .. } => return None,
+            Self::Sysfs { .. }
+            | Self::VmclockFile(_)
+            | Self::VmclockShort { .. }
+            | Self::VmclockUnsettled { .. } => return None,
         })
     }
 

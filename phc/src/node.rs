@@ -142,6 +142,63 @@ pub fn check(meta: &Metadata, expect: &Expect) -> Result<()> {
     }
 }
 
+/// Checks that the node `meta` describes is a vmclock device: a character device that the kernel's
+/// `ptp_vmclock` registered as the misc device `vmclockN` (`/sys/class/misc/vmclockN/dev` holds
+/// its numbers, or `/sys/dev/char/MAJ:MIN` is of class `misc` and named `vmclockN`). Where sysfs
+/// cannot tell, it is refused: the page is mapped, and a mapping of anything else (a file that
+/// shrinks) can kill the reader. `roots` locate sysfs as for [`check`]. Reads sysfs only.
+pub fn check_vmclock(meta: &Metadata, roots: &Roots) -> Result<()> {
+    let t = meta.file_type();
+    let (major, minor) = (major(meta.rdev()), minor(meta.rdev()));
+    let not = |kind| Err(Error::NotVmclockNode(kind));
+    if t.is_dir() {
+        return not(NodeKind::Directory);
+    }
+    if t.is_fifo() {
+        return not(NodeKind::Fifo);
+    }
+    if t.is_socket() {
+        return not(NodeKind::Socket);
+    }
+    if t.is_block_device() {
+        return not(NodeKind::BlockDevice { major, minor });
+    }
+    if !t.is_char_device() {
+        return not(NodeKind::RegularFile);
+    }
+    let want = format!("{major}:{minor}");
+    if let Some(misc) = sysfs_root(roots).map(|s| s.join("class").join("misc")) {
+        let registered = fs::read_dir(&misc).into_iter().flatten().flatten().any(|e| {
+            e.file_name().to_str().is_some_and(is_vmclock_name)
+                && read_small(&e.path().join("dev")).is_ok_and(|d| d.trim() == want)
+        });
+        if registered {
+            return Ok(());
+        }
+    }
+    let class = char_class(roots, major, minor);
+    if class == SysfsClass::Named("misc".into()) {
+        let named = sys_dev_char(roots)
+            .and_then(|d| fs::read_link(d.join(&want)).ok())
+            .and_then(|target| target.file_name().and_then(|n| n.to_str()).map(is_vmclock_name));
+        if named == Some(true) {
+            return Ok(());
+        }
+    }
+    not(NodeKind::CharDevice { major, minor, class })
+}
+
+/// `vmclockN`: the name `ptp_vmclock` gives its misc device.
+pub fn is_vmclock_name(name: &str) -> bool {
+    name.strip_prefix("vmclock")
+        .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The sysfs root (`/sys`) when the class folder is `SYSFS/class/ptp`.
+fn sysfs_root(roots: &Roots) -> Option<PathBuf> {
+    sys_dev_char(roots).and_then(|d| d.parent()?.parent().map(PathBuf::from))
+}
+
 /// Whether some `ptpN/dev` under the class folder holds these numbers.
 fn registered_as_ptp(roots: &Roots, major: u64, minor: u64) -> bool {
     let want = format!("{major}:{minor}");

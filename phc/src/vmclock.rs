@@ -7,13 +7,17 @@
 //! brackets them. A reader loads the seq (acquire), the words (relaxed), fences (acquire) and
 //! loads the seq again; an odd seq (update in progress) or a changed one means retry.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 use serde::Serialize;
 
 use crate::error::{Context, Error, Result};
+use crate::input::{self, Links};
+use crate::node;
+use crate::sysfs::Roots;
 
 /// `VMCLOCK_MAGIC`: "VCLK" read as a little-endian u32.
 pub const MAGIC: u32 = 0x4b4c_4356;
@@ -207,12 +211,20 @@ pub fn read_consistent(page: &(impl Page + ?Sized), max_attempts: u32) -> Result
     Err(Error::VmclockUnsettled { attempts: max_attempts.max(1) })
 }
 
-/// The vmclock page of a device, mapped read-only.
+/// The vmclock page of a device, mapped read-only, or a page file read into memory (a test's
+/// fixture: a regular file is never mapped, so one that shrinks cannot raise SIGBUS).
 #[derive(Debug)]
 pub struct Vmclock {
-    map: memmap2::Mmap,
-    file: File,
+    backing: Backing,
     path: PathBuf,
+}
+
+#[derive(Debug)]
+enum Backing {
+    /// The device's page, mapped; the descriptor answers `poll`.
+    Device { map: memmap2::Mmap, file: File },
+    /// A copy of a page file's first [`ABI_LEN`] bytes, as words.
+    Memory(Box<[AtomicU64]>),
 }
 
 /// What `poll()` on the device answers at once (no waiting).
@@ -231,22 +243,65 @@ pub enum PollAnswer {
 }
 
 impl Vmclock {
-    /// Maps `path` read-only: one page for a character device (`/dev/vmclock0`: the kernel allows
-    /// exactly one page at offset 0, read-only), the whole file for a regular one (a test page).
+    /// Maps the vmclock device at `path` (`/dev/vmclock0`), after checking from `stat` and the
+    /// real `/sys` that it is one: see [`Vmclock::open_expecting`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_expecting(path, &Roots::default())
+    }
+
+    /// Maps one page, read-only, of the vmclock device at `path` (the kernel allows exactly one
+    /// page at offset 0, read-only). Before anything is opened, the node must be the misc device
+    /// `vmclockN` that sysfs under `roots` lists ([`node::check_vmclock`]); anything else is
+    /// `NotVmclockNode` saying what it is. The open never blocks or takes a controlling terminal,
+    /// and the opened descriptor is checked again (same device numbers) before it is mapped.
+    pub fn open_expecting(path: impl AsRef<Path>, roots: &Roots) -> Result<Self> {
         let path = path.as_ref();
-        let file = File::open(path).map_err(|e| io_error(&e))?;
-        let meta = file.metadata().map_err(|e| io_error(&e))?;
-        let len = if meta.is_file() { usize::try_from(meta.len()).unwrap_or(usize::MAX) } else { PAGE_LEN };
-        if len < ABI_LEN {
-            return Err(Error::VmclockShort { len });
-        }
-        // SAFETY: a shared read-only mapping. The bytes change under us (the hypervisor updates
-        // the page, or a test writes the file): they are only read through the atomic loads of
-        // `words()`, never through a `&[u8]` whose contents are assumed to stay put.
-        let map = unsafe { memmap2::MmapOptions::new().len(len.min(PAGE_LEN)).map(&file) }
+        let meta = std::fs::metadata(path).map_err(|e| io_error(&e))?;
+        node::check_vmclock(&meta, roots)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+            .open(path)
             .map_err(|e| io_error(&e))?;
-        Ok(Self { map, file, path: path.to_owned() })
+        let opened = file.metadata().map_err(|e| io_error(&e))?;
+        node::check_vmclock(&opened, roots)?;
+        if opened.rdev() != meta.rdev() {
+            return Err(Error::NotVmclockNode(node::NodeKind::CharDevice {
+                major: nix::sys::stat::major(opened.rdev()),
+                minor: nix::sys::stat::minor(opened.rdev()),
+                class: node::SysfsClass::Unknown,
+            }));
+        }
+        // SAFETY: a shared read-only mapping of a character device checked above to be the
+        // vmclock misc device, whose mmap hands out its one page (no file behind it that could
+        // shrink). The bytes change under us (the hypervisor updates the page): they are only
+        // read through the atomic loads of `words()`, never through a `&[u8]` whose contents
+        // are assumed to stay put.
+        let map =
+            unsafe { memmap2::MmapOptions::new().len(PAGE_LEN).map(&file) }.map_err(|e| io_error(&e))?;
+        Ok(Self { backing: Backing::Device { map, file }, path: path.to_owned() })
+    }
+
+    /// Reads a page saved to a regular file (a test's fixture, a copy of a guest's page) into
+    /// memory: at most [`PAGE_LEN`] bytes, by `phc::input` (never a FIFO or a device, never
+    /// mapped). `poll_now` on it answers `NotSupported`, as a plain file would.
+    pub fn from_page_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = input::read_bytes(path, PAGE_LEN as u64, Links::Follow).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::NotFound
+            } else {
+                Error::VmclockFile(e.to_string())
+            }
+        })?;
+        if bytes.len() < ABI_LEN {
+            return Err(Error::VmclockShort { len: bytes.len() });
+        }
+        let words: Box<[AtomicU64]> = bytes[..ABI_LEN]
+            .chunks_exact(8)
+            .map(|c| AtomicU64::new(u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))))
+            .collect();
+        Ok(Self { backing: Backing::Memory(words), path: path.to_owned() })
     }
 
     /// The path it was mapped from.
@@ -255,10 +310,14 @@ impl Vmclock {
     }
 
     fn words(&self) -> &[AtomicU64] {
-        let ptr = self.map.as_ptr();
-        debug_assert!(ptr.align_offset(8) == 0 && self.map.len() >= ABI_LEN);
-        // SAFETY: the mapping is page-aligned (so 8-aligned, AtomicU64's alignment), at least
-        // ABI_LEN bytes long (checked in `open`) and lives as long as `self`. AtomicU64 has
+        let map = match &self.backing {
+            Backing::Device { map, .. } => map,
+            Backing::Memory(words) => return words,
+        };
+        let ptr = map.as_ptr();
+        debug_assert!(ptr.align_offset(8) == 0 && map.len() >= ABI_LEN);
+        // SAFETY: the mapping is page-aligned (so 8-aligned, AtomicU64's alignment), a page
+        // (PAGE_LEN >= ABI_LEN) long and lives as long as `self`. AtomicU64 has
         // u64's size and layout. Memory that another party changes concurrently may be read
         // through atomics; atomic *loads* of 8 bytes are permitted on read-only memory on
         // targets with native 64-bit atomics (std::sync::atomic, "Atomic accesses to read-only
@@ -270,9 +329,9 @@ impl Vmclock {
     /// hypervisor's next update.
     pub fn poll_now(&self) -> Result<PollAnswer> {
         use std::os::fd::AsRawFd;
+        let Backing::Device { file, .. } = &self.backing else { return Ok(PollAnswer::NotSupported) };
         // POLLOUT too: the driver never answers it, a file without a poll method always does.
-        let mut p =
-            libc::pollfd { fd: self.file.as_raw_fd(), events: libc::POLLIN | libc::POLLOUT, revents: 0 };
+        let mut p = libc::pollfd { fd: file.as_raw_fd(), events: libc::POLLIN | libc::POLLOUT, revents: 0 };
         // SAFETY: one valid pollfd that outlives the call, count 1, zero timeout; the fd is open
         // for as long as `self`.
         let n = unsafe { libc::poll(&mut p, 1, 0) };
@@ -301,15 +360,11 @@ fn io_error(e: &std::io::Error) -> Error {
     }
 }
 
-/// Whether `path` is a vmclock device by sysfs: a misc character device named `vmclockN`
-/// (`/sys/class/misc/vmclockN`), or a path whose file name is `vmclockN`.
+/// Whether `path` (symlinks resolved) is named `vmclockN`: which report a command gives. Says
+/// nothing about what the node is; [`Vmclock::open`] checks that before opening it.
 pub fn is_vmclock_path(path: &Path) -> bool {
     let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
-    resolved
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.strip_prefix("vmclock"))
-        .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()))
+    resolved.file_name().and_then(|n| n.to_str()).is_some_and(node::is_vmclock_name)
 }
 
 /// The vmclock devices the kernel lists (`/sys/class/misc/vmclock*`), as `/dev` paths, sorted.

@@ -93,11 +93,13 @@ fn decodes_every_field_at_its_abi_offset() {
 }
 
 #[test]
-fn maps_a_page_file_and_reads_it() {
+fn reads_a_page_file_into_memory() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("vmclock0");
     std::fs::write(&p, sample_page()).unwrap();
-    let v = Vmclock::open(&p).unwrap();
+    let v = Vmclock::from_page_file(&p).unwrap();
+    // The file may change or shrink now: the page was copied, nothing is mapped.
+    std::fs::write(&p, b"").unwrap();
     let r = v.read().unwrap();
     assert_eq!(r.attempts, 1);
     assert_eq!(r.snapshot, Snapshot::decode(&words_of(&sample_page())));
@@ -108,12 +110,97 @@ fn maps_a_page_file_and_reads_it() {
 }
 
 #[test]
-fn short_and_missing_pages_are_errors() {
+fn short_missing_and_hostile_page_files_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("short");
     std::fs::write(&p, [0u8; 64]).unwrap();
-    assert!(matches!(Vmclock::open(&p), Err(Error::VmclockShort { len: 64 })));
-    assert!(matches!(Vmclock::open(dir.path().join("none")), Err(Error::NotFound)));
+    assert!(matches!(Vmclock::from_page_file(&p), Err(Error::VmclockShort { len: 64 })));
+    assert!(matches!(Vmclock::from_page_file(dir.path().join("none")), Err(Error::NotFound)));
+    let big = dir.path().join("big");
+    std::fs::write(&big, vec![0u8; PAGE_LEN + 1]).unwrap();
+    let e = Vmclock::from_page_file(&big).unwrap_err().to_string();
+    assert!(e.contains("over the limit"), "{e}");
+    let fifo = dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let e = Vmclock::from_page_file(&fifo).unwrap_err().to_string();
+    assert!(e.contains("FIFO"), "{e}");
+    let e = Vmclock::from_page_file("/dev/zero").unwrap_err().to_string();
+    assert!(e.contains("character device"), "{e}");
+}
+
+/// A fake sysfs: `sys/class/ptp`, `sys/class/misc/NAME/dev`, `sys/dev/char/MAJ:MIN`.
+fn fake_sys() -> (tempfile::TempDir, Roots) {
+    let t = tempfile::tempdir().unwrap();
+    for d in ["sys/class/ptp", "sys/class/misc", "sys/dev/char"] {
+        std::fs::create_dir_all(t.path().join(d)).unwrap();
+    }
+    let roots = Roots { sys_class: t.path().join("sys/class/ptp"), dev: t.path().join("dev") };
+    (t, roots)
+}
+
+#[test]
+fn only_the_misc_device_vmclock_n_is_opened() {
+    let (t, roots) = fake_sys();
+    let not = |p: &Path, roots: &Roots| match Vmclock::open_expecting(p, roots) {
+        Err(e @ Error::NotVmclockNode(_)) => e.to_string(),
+        other => panic!("{}: {other:?}", p.display()),
+    };
+    // Regular files, whatever their name: never opened, never mapped.
+    let file = t.path().join("vmclock0");
+    std::fs::write(&file, sample_page()).unwrap();
+    assert_eq!(not(&file, &roots), "not a vmclock device (a regular file)");
+    assert_eq!(not(t.path(), &roots), "not a vmclock device (a directory)");
+    let fifo = t.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    assert_eq!(not(&fifo, &roots), "not a vmclock device (a FIFO)");
+    let link = t.path().join("vmclock1");
+    std::os::unix::fs::symlink(&file, &link).unwrap();
+    assert_eq!(not(&link, &roots), "not a vmclock device (a regular file)");
+    // A character device sysfs does not list: refused, even named vmclock.
+    assert_eq!(
+        not(Path::new("/dev/zero"), &roots),
+        "not a vmclock device (character device 1:5, no sysfs entry)"
+    );
+    // A misc device of another name (here /dev/zero's numbers, as /dev/fuse would be).
+    let fuse = t.path().join("sys/dev/char/1:5");
+    std::fs::create_dir_all(t.path().join("sys/devices/virtual/misc/fuse")).unwrap();
+    std::fs::create_dir_all(t.path().join("sys/class")).unwrap();
+    std::os::unix::fs::symlink("../../devices/virtual/misc/fuse", &fuse).unwrap();
+    std::os::unix::fs::symlink(
+        "../../../class/misc",
+        t.path().join("sys/devices/virtual/misc/fuse/subsystem"),
+    )
+    .unwrap();
+    assert_eq!(
+        not(Path::new("/dev/zero"), &roots),
+        "not a vmclock device (character device 1:5, class misc)"
+    );
+    // No sysfs at all: refused (a mapping needs sysfs's word).
+    let bare = Roots { sys_class: t.path().join("none/class/ptp"), dev: t.path().into() };
+    assert_eq!(not(Path::new("/dev/zero"), &bare), "not a vmclock device (character device 1:5)");
+}
+
+#[test]
+fn the_misc_device_vmclock_n_passes_the_check() {
+    let (t, roots) = fake_sys();
+    let m = |p: &str| std::fs::metadata(p).unwrap();
+    // Listed as /sys/class/misc/vmclock0 with /dev/zero's numbers.
+    std::fs::create_dir_all(t.path().join("sys/class/misc/vmclock0")).unwrap();
+    std::fs::write(t.path().join("sys/class/misc/vmclock0/dev"), "1:5\n").unwrap();
+    node::check_vmclock(&m("/dev/zero"), &roots).unwrap();
+    assert!(node::check_vmclock(&m("/dev/null"), &roots).is_err());
+    // Or found by /sys/dev/char/1:3 -> .../misc/vmclock3 of class misc.
+    let dev = t.path().join("sys/devices/platform/VMCLOCK:00/misc/vmclock3");
+    std::fs::create_dir_all(&dev).unwrap();
+    std::os::unix::fs::symlink("../../../../../class/misc", dev.join("subsystem")).unwrap();
+    std::os::unix::fs::symlink(
+        "../../devices/platform/VMCLOCK:00/misc/vmclock3",
+        t.path().join("sys/dev/char/1:3"),
+    )
+    .unwrap();
+    node::check_vmclock(&m("/dev/null"), &roots).unwrap();
+    // /dev/null passes the check and is then mapped: its mmap fails (ENODEV), named, no crash.
+    assert!(Vmclock::open_expecting("/dev/null", &roots).is_err());
 }
 
 #[test]

@@ -59,11 +59,42 @@ fn has_pvh_note_inner(elf: &[u8]) -> Option<bool> {
     Some(false)
 }
 
+/// Largest bzImage read (Debian's is about 10 MB).
+pub const MAX_BZIMAGE_BYTES: u64 = 128 << 20;
+/// Largest kernel a payload may decompress to (Debian's vmlinux is about 57 MB): the decompressor
+/// is killed past it, so a bomb costs this much memory at most.
+pub const MAX_VMLINUX_BYTES: u64 = 512 << 20;
+
+/// Runs `tool -dcq payload` and keeps at most [`MAX_VMLINUX_BYTES`] of its output, streamed;
+/// `None` when it would give more (the tool is killed then) or cannot run.
+fn decompress(tool: &str, payload: &Path) -> Result<Option<Vec<u8>>, Error> {
+    use std::io::Read;
+    let mut child = Command::new(tool)
+        .arg("-dcq")
+        .arg("--")
+        .arg(payload)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|source| Error::Spawn { program: tool.into(), source })?;
+    let mut out = Vec::new();
+    let read = child.stdout.take().map(|so| so.take(MAX_VMLINUX_BYTES + 1).read_to_end(&mut out));
+    let _ = child.kill();
+    let _ = child.wait();
+    if read.is_none() || out.len() as u64 > MAX_VMLINUX_BYTES {
+        return Ok(None);
+    }
+    Ok(Some(out))
+}
+
 /// Decompresses the kernel inside a bzImage. The decompressors stop at the end of the stream
-/// and complain about the trailing bytes of the image; the output is checked instead.
+/// and complain about the trailing bytes of the image; the output is checked instead. The image
+/// is read by `phc::input` (a regular file of at most [`MAX_BZIMAGE_BYTES`]) and the output is
+/// capped at [`MAX_VMLINUX_BYTES`].
 fn extract(bzimage: &Path) -> Result<Vec<u8>, Error> {
-    let img =
-        fs::read(bzimage).map_err(|source| Error::Io { op: "read", path: bzimage.to_owned(), source })?;
+    let img = phc::input::read_bytes(bzimage, MAX_BZIMAGE_BYTES, phc::input::Links::Follow)
+        .map_err(|source| Error::Io { op: "read", path: bzimage.to_owned(), source })?;
     for (magic, tool) in PAYLOADS {
         let Some(start) = img.windows(magic.len()).position(|w| w == *magic) else { continue };
         let payload = tmp::file("payload", "", "")?;
@@ -72,20 +103,17 @@ fn extract(bzimage: &Path) -> Result<Vec<u8>, Error> {
             path: payload.to_path_buf(),
             source,
         })?;
-        let out = Command::new(tool)
-            .args(["-dcq"])
-            .arg(&payload)
-            .output()
-            .map_err(|source| Error::Spawn { program: (*tool).into(), source })?;
-        if has_pvh_note(&out.stdout) {
-            return Ok(out.stdout);
+        if let Some(elf) = decompress(tool, &payload)? {
+            if has_pvh_note(&elf) {
+                return Ok(elf);
+            }
         }
     }
     Err(Error::NoPvhKernel { path: bzimage.to_owned() })
 }
 
-/// The PVH-bootable `vmlinux` for `bzimage`, extracted once and cached next to it (or in the temp
-/// folder when that is read-only). The cache is keyed by the bzImage's size and mtime, and written
+/// The PVH-bootable `vmlinux` for `bzimage`, extracted once and cached next to it (or in the
+/// private temp folder, `tmp::base`, when that is read-only). The cache is keyed by the bzImage's size and mtime, and written
 /// by rename from a temp file beside it (removed on drop if the rename never happens), so
 /// concurrent builders never see half a file.
 pub fn vmlinux_for(bzimage: &Path) -> Result<PathBuf, Error> {
@@ -95,7 +123,7 @@ pub fn vmlinux_for(bzimage: &Path) -> Result<PathBuf, Error> {
         meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).unwrap_or_default();
     let name = format!("vmlinux-pvh-{}-{}", meta.len(), mtime.as_secs());
     let beside = bzimage.parent().map(|d| d.join(&name));
-    let in_tmp = std::env::temp_dir().join(format!("phc-{name}"));
+    let in_tmp = tmp::base()?.join(format!("phc-{name}"));
     for cached in beside.iter().chain([&in_tmp]) {
         if cached.is_file() {
             return Ok(cached.clone());
@@ -162,6 +190,36 @@ mod tests {
         e[ph + 32..ph + 40].copy_from_slice(&(note.len() as u64).to_le_bytes());
         e.extend(note);
         e
+    }
+
+    #[test]
+    fn a_gzip_bomb_in_an_image_is_cut_off_not_held() {
+        use std::io::Write as _;
+        // 1 GiB of zeros, gzip'd (about 1 MB), behind an "MZ" header: refused with bounded memory.
+        let t = tempfile::tempdir().unwrap();
+        let img = t.path().join("bzImage");
+        let mut f = fs::File::create(&img).unwrap();
+        f.write_all(b"MZ").unwrap();
+        f.write_all(&[0u8; 0x200]).unwrap();
+        let mut gz =
+            Command::new("gzip").arg("-c").stdin(std::process::Stdio::piped()).stdout(f).spawn().unwrap();
+        let mut stdin = gz.stdin.take().unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..(MAX_VMLINUX_BYTES >> 20) + 8 {
+            stdin.write_all(&zeros).unwrap();
+        }
+        drop(stdin);
+        assert!(gz.wait().unwrap().success());
+        let e = extract(&img).unwrap_err();
+        assert!(matches!(e, Error::NoPvhKernel { .. }), "{e:?}");
+        // Oversize, FIFO and device images are refused before they are read.
+        let big = t.path().join("big");
+        fs::File::create(&big).unwrap().set_len(MAX_BZIMAGE_BYTES + 1).unwrap();
+        assert!(matches!(extract(&big), Err(Error::Io { op: "read", .. })));
+        assert!(matches!(extract(Path::new("/dev/zero")), Err(Error::Io { op: "read", .. })));
+        let fifo = t.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(matches!(extract(&fifo), Err(Error::Io { op: "read", .. })));
     }
 
     #[test]

@@ -1,10 +1,15 @@
-//! Temporary files and folders, under one naming scheme: `phc-<kind>-<pid>-[<label>-]<random>`.
-//! Each is removed when its handle drops; what a killed process left behind (SIGKILL runs no
-//! destructors) is removed by `sweep` once the pid in its name is no longer alive.
+//! Temporary files and folders, all inside one private folder per user, `$TMPDIR/phc-harness-<uid>`
+//! (made 0700, and used only while it is a real folder owned by this user that nobody else may
+//! write: a symlink or a stranger's folder planted there is refused), under one naming scheme:
+//! `phc-<kind>-<pid>-[<label>-]<random>`. Each is removed when its handle drops; what a killed
+//! process left behind (SIGKILL runs no destructors) is removed by `sweep` once the pid in its
+//! name is no longer alive. The sweep looks inside the private folder only: nothing else in the
+//! temp dir is ever removed, whatever its name.
 #![forbid(unsafe_code)]
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -25,10 +30,61 @@ pub(crate) fn prefix(kind: &str, label: &str) -> String {
     }
 }
 
-/// A fresh folder in the temp dir, removed (with its contents) on drop. `kind` is lowercase
-/// letters; `label` (may be empty) says whose it is, so that tools can tell guests apart by name.
+/// The private folder's name in a temp dir: `phc-harness-<uid>` (the effective uid).
+pub fn private_name() -> String {
+    format!("phc-harness-{}", nix::unistd::geteuid().as_raw())
+}
+
+/// This user's private folder in the temp dir (`$TMPDIR/phc-harness-<uid>`), made when missing;
+/// see [`private_in`].
+pub fn base() -> Result<PathBuf, Error> {
+    private_in(&std::env::temp_dir())
+}
+
+/// This user's private folder in `tmpdir`, made 0700 when missing. An existing one is used only
+/// when it is a folder (not a symlink) owned by this user that no one else can write or enter
+/// (mode `0o077` clear): anything else is refused, never followed, changed or removed.
+pub fn private_in(tmpdir: &Path) -> Result<PathBuf, Error> {
+    let path = tmpdir.join(private_name());
+    let refuse = |why: String| Error::Io {
+        op: "use the private temp folder",
+        path: path.clone(),
+        source: io::Error::new(io::ErrorKind::InvalidInput, why),
+    };
+    match fs::DirBuilder::new().mode(0o700).create(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(source) => return Err(Error::Io { op: "create", path: path.clone(), source }),
+    }
+    let meta = fs::symlink_metadata(&path).map_err(|source| Error::Io {
+        op: "use the private temp folder",
+        path: path.clone(),
+        source,
+    })?;
+    let uid = nix::unistd::geteuid().as_raw();
+    if meta.file_type().is_symlink() {
+        return Err(refuse("a symlink, not this user's private folder".into()));
+    }
+    if !meta.is_dir() {
+        return Err(refuse("not a folder".into()));
+    }
+    if meta.uid() != uid {
+        return Err(refuse(format!("owned by uid {}, not by this user ({uid})", meta.uid())));
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(refuse(format!(
+            "mode {:o}: others may use it (want 700)",
+            meta.permissions().mode() & 0o777
+        )));
+    }
+    Ok(path)
+}
+
+/// A fresh folder in the private temp folder, removed (with its contents) on drop. `kind` is
+/// lowercase letters; `label` (may be empty) says whose it is, so that tools can tell guests
+/// apart by name.
 pub fn dir(kind: &str, label: &str) -> Result<TempDir, Error> {
-    let base = std::env::temp_dir();
+    let base = base()?;
     tempfile::Builder::new().prefix(&prefix(kind, label)).tempdir_in(&base).map_err(|source| Error::Io {
         op: "create a folder in",
         path: base,
@@ -36,9 +92,9 @@ pub fn dir(kind: &str, label: &str) -> Result<TempDir, Error> {
     })
 }
 
-/// A fresh empty file in the temp dir ending in `suffix`, removed on drop.
+/// A fresh empty file in the private temp folder ending in `suffix`, removed on drop.
 pub fn file(kind: &str, label: &str, suffix: &str) -> Result<TempPath, Error> {
-    let base = std::env::temp_dir();
+    let base = base()?;
     tempfile::Builder::new()
         .prefix(&prefix(kind, label))
         .suffix(suffix)
@@ -72,12 +128,19 @@ pub fn alive(pid: u32) -> bool {
     !matches!(nix::sys::signal::kill(Pid::from_raw(raw), None), Err(Errno::ESRCH))
 }
 
-/// Removes from `dir` what processes of this scheme left behind: entries whose name carries the
-/// pid of a process that is gone, owned by this user. Live owners' files (a concurrent run's) and
-/// this process's own are kept. A pid reused since by an unrelated process keeps its leftover
-/// until that process ends too: erring that way never deletes a live run's files. Returns what it
-/// removed.
-pub fn sweep(dir: &Path) -> Vec<PathBuf> {
+/// Removes from this user's private temp folder (never from the temp dir itself) what processes
+/// of this scheme left behind; see [`sweep_in`]. Refuses, removing nothing, when the private
+/// folder is not what [`private_in`] accepts.
+pub fn sweep() -> Result<Vec<PathBuf>, Error> {
+    Ok(sweep_in(&base()?))
+}
+
+/// Removes from `dir` (a private temp folder) what processes of this scheme left behind: entries
+/// whose name carries the pid of a process that is gone, owned by this user. Live owners' files
+/// (a concurrent run's) and this process's own are kept. A pid reused since by an unrelated
+/// process keeps its leftover until that process ends too: erring that way never deletes a live
+/// run's files. Returns what it removed.
+pub(crate) fn sweep_in(dir: &Path) -> Vec<PathBuf> {
     let me = std::process::id();
     let uid = nix::unistd::geteuid().as_raw();
     let mut removed = Vec::new();
@@ -114,8 +177,63 @@ mod tests {
     }
 
     #[test]
+    fn the_sweep_keeps_the_users_files_and_removes_leftovers_in_the_private_folder_only() {
+        let t = tempfile::tempdir().unwrap();
+        let dead = dead_pid();
+        // The user's own files in the temp dir, named like this scheme (old or new): never swept.
+        let users = [
+            t.path().join(format!("phc-notes-{dead}-plan.txt")),
+            t.path().join(format!("phc-qemu-{dead}-scenario-x1")),
+            t.path().join(format!("phc-vmlinux-pvh-{dead}-5")),
+        ];
+        for u in &users {
+            fs::write(u, b"mine").unwrap();
+        }
+        let private = private_in(t.path()).unwrap();
+        assert_eq!(private, t.path().join(private_name()));
+        let meta = fs::symlink_metadata(&private).unwrap();
+        assert!(meta.is_dir() && meta.permissions().mode() & 0o777 == 0o700);
+        let left = private.join(format!("phc-qemu-{dead}-scenario-x1"));
+        fs::create_dir(&left).unwrap();
+        fs::write(left.join("console.log"), b"x").unwrap();
+        assert_eq!(sweep_in(&private_in(t.path()).unwrap()), vec![left.clone()]);
+        assert!(!left.exists());
+        for u in &users {
+            assert_eq!(fs::read(u).unwrap(), b"mine", "{} was touched", u.display());
+        }
+    }
+
+    #[test]
+    fn a_planted_private_folder_is_refused_never_followed() {
+        let t = tempfile::tempdir().unwrap();
+        let elsewhere = t.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        fs::set_permissions(&elsewhere, fs::Permissions::from_mode(0o700)).unwrap();
+        let dead = dead_pid();
+        let bait = elsewhere.join(format!("phc-qemu-{dead}-x"));
+        fs::write(&bait, b"x").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, t.path().join(private_name())).unwrap();
+        let e = private_in(t.path()).unwrap_err();
+        assert!(crate::error::chain(&e).contains("a symlink"), "{}", crate::error::chain(&e));
+        assert!(bait.exists());
+        // A folder others may write: refused too, and left as it was.
+        let t2 = tempfile::tempdir().unwrap();
+        let open = t2.path().join(private_name());
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = crate::error::chain(&private_in(t2.path()).unwrap_err());
+        assert!(e.contains("mode 777"), "{e}");
+        assert_eq!(fs::symlink_metadata(&open).unwrap().permissions().mode() & 0o777, 0o777);
+        // A file planted there.
+        let t3 = tempfile::tempdir().unwrap();
+        fs::write(t3.path().join(private_name()), b"x").unwrap();
+        assert!(crate::error::chain(&private_in(t3.path()).unwrap_err()).contains("not a folder"));
+    }
+
+    #[test]
     fn names_carry_kind_pid_and_label_and_go_on_drop() {
         let d = dir("qemu", "scenario").unwrap();
+        assert_eq!(d.path().parent(), Some(base().unwrap().as_path()), "outside the private folder");
         let name = d.path().file_name().unwrap().to_str().unwrap().to_owned();
         assert!(name.starts_with(&format!("phc-qemu-{}-scenario-", std::process::id())), "{name}");
         assert_eq!(owner_pid(&name), Some(std::process::id()));
@@ -177,7 +295,7 @@ mod tests {
         for k in &keep {
             fs::create_dir(k).unwrap();
         }
-        let mut removed = sweep(t.path());
+        let mut removed = sweep_in(t.path());
         removed.sort();
         let mut want = vec![dead_dir.clone(), dead_file.clone(), legacy.clone()];
         want.sort();

@@ -107,3 +107,30 @@ pub fn no_repeats<T: clap::ValueEnum + PartialEq>(flag: &str, values: &[T]) -> R
     }
     Ok(())
 }
+
+/// A duration flag in seconds: a finite number, above 0 (or at least 0 where `zero_ok`) and at
+/// most `max`. NaN, infinities, negatives and absurd values are a usage error (clap, exit 2).
+fn seconds(s: &str, zero_ok: bool, max: f64) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    let low_ok = if zero_ok { v >= 0.0 } else { v > 0.0 };
+    if !v.is_finite() || !low_ok || v > max {
+        let low = if zero_ok { "0 <=" } else { "0 <" };
+        return Err(format!("{s:?} s: must be a finite number of seconds, {low} s <= {max}"));
+    }
+    Ok(v)
+}
+
+/// `--boot-timeout-s`: above 0, at most an hour.
+pub fn boot_timeout_s(s: &str) -> Result<f64, String> {
+    seconds(s, false, 3600.0)
+}
+
+/// `--warmup-s`: 0 or more, at most a scenario's longest (7 days).
+pub fn warmup_s(s: &str) -> Result<f64, String> {
+    seconds(s, true, mock_phc::time::MAX_SCENARIO_S)
+}
+
+/// `--observe-s`: above 0, at most a scenario's longest (7 days).
+pub fn observe_s(s: &str) -> Result<f64, String> {
+    seconds(s, false, mock_phc::time::MAX_SCENARIO_S)
+}

@@ -61,7 +61,17 @@ enum Cmd {
 /// Parses the command line, runs the command, and gives its exit status (worsened to 2 when
 /// stdout could not be written).
 pub fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // A usage error is its one first line (`error: invalid value ...`) and exit 2; help and
+        // --version print as clap prints them.
+        Err(e) if e.use_stderr() => {
+            let text = e.to_string();
+            eprintln!("{}", text.lines().next().unwrap_or("error: invalid command line"));
+            return std::process::ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     let exit = match cli.cmd {
         Cmd::List(a) => device::list(a),
         Cmd::Probe(a) => device::probe(a),

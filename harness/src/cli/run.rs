@@ -46,11 +46,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Override the scenario's warm-up (seconds), e.g. to shorten real-time runs.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::args::warmup_s)]
     pub warmup_s: Option<f64>,
     /// Override the observation window (seconds) of real-time backends (qemu); the sim always
     /// observes the scenario's full window, so a shortened guest run can be compared with it.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::args::observe_s)]
     pub observe_s: Option<f64>,
     /// Output folder; each run writes report.{json,md,txt} and plot.svg in a subfolder.
     #[arg(long, default_value = "results/runs")]
@@ -85,7 +85,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = phc_qemu::KernelLine::V6_12)]
     pub kernel_line: phc_qemu::KernelLine,
     /// QEMU backend: longest wait from starting QEMU to the guest agent's first answer.
-    #[arg(long, default_value_t = 120.0)]
+    #[arg(long, default_value_t = 120.0, value_parser = crate::cli::args::boot_timeout_s)]
     pub boot_timeout_s: f64,
     /// QEMU backend: the guest kernel.
     #[command(flatten)]

@@ -75,7 +75,7 @@ pub struct SuiteArgs {
     #[arg(long, value_enum, default_value_t = ClockMode::Virtual)]
     pub clock: ClockMode,
     /// QEMU backend: longest wait from starting QEMU to the guest agent's first answer.
-    #[arg(long, default_value_t = 120.0)]
+    #[arg(long, default_value_t = 120.0, value_parser = crate::cli::args::boot_timeout_s)]
     pub boot_timeout_s: f64,
     /// QEMU backend: the guest kernel.
     #[command(flatten)]

@@ -55,9 +55,14 @@ fn ptp_named(sys_class_ptp: &Path, name: &str) -> Option<String> {
     })
 }
 
-/// Reads the page at `path` into a report; `sys_class_ptp` is where to look for its PHC.
+/// Reads the page of the vmclock device at `path` into a report; `sys_class_ptp` is where to look
+/// for its PHC. Anything but the misc device `vmclockN` is refused before it is opened.
 pub fn report(path: &Path, sys_class_ptp: &Path) -> Result<Report, phc::Error> {
-    let v = Vmclock::open(path)?;
+    report_of(&Vmclock::open(path)?, path, sys_class_ptp)
+}
+
+/// The report of a page already opened (a device, or a test's page file read into memory).
+pub fn report_of(v: &Vmclock, path: &Path, sys_class_ptp: &Path) -> Result<Report, phc::Error> {
     let r = v.read()?;
     let poll = v.poll_now()?;
     let s = r.snapshot;
@@ -208,6 +213,20 @@ pub fn render_list_text(rows: &[ListRow]) -> String {
 mod tests {
     use super::*;
 
+    /// The report of a page file, read into memory as `report` would read the device.
+    fn report_file(p: &Path, sys_class_ptp: &Path) -> Report {
+        report_of(&Vmclock::from_page_file(p).unwrap(), p, sys_class_ptp).unwrap()
+    }
+
+    #[test]
+    fn a_file_named_like_the_device_is_refused_before_it_is_opened() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("vmclock0");
+        std::fs::write(&p, qemu_page()).unwrap();
+        let e = report(&p, &t.path().join("no-ptp")).unwrap_err().to_string();
+        assert_eq!(e, "not a vmclock device (a regular file)");
+    }
+
     /// A page as QEMU 10's `-device vmclock` lays it out after one restore (hw/acpi/vmclock.c).
     fn qemu_page() -> Vec<u8> {
         let mut b = vec![0u8; 4096];
@@ -225,7 +244,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("vmclock0");
         std::fs::write(&p, qemu_page()).unwrap();
-        let r = report(&p, &t.path().join("no-ptp")).unwrap();
+        let r = report_file(&p, &t.path().join("no-ptp"));
         assert_eq!((r.magic_text.as_str(), r.counter, r.clock_status), ("VCLK", "invalid", "unknown"));
         assert_eq!((r.page.disruption_marker, r.page.seq_count, r.deviations), (2, 4, 0));
         assert!(r.ptp_device.is_none() && !r.generation_counter_present);
@@ -243,7 +262,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("vmclock0");
         std::fs::write(&p, qemu_page()).unwrap();
-        let mut r = report(&p, &t.path().join("no-ptp")).unwrap();
+        let mut r = report_file(&p, &t.path().join("no-ptp"));
         // The temp path varies; a file page answers poll as a plain file does.
         r.device = "/dev/vmclock0".into();
         insta::assert_snapshot!("vmclock_probe_text", render_text(&r));
@@ -259,7 +278,7 @@ mod tests {
         std::fs::write(&p, b).unwrap();
         std::fs::create_dir_all(t.path().join("ptp/ptp1")).unwrap();
         std::fs::write(t.path().join("ptp/ptp1/clock_name"), "vmclock0\n").unwrap();
-        let r = report(&p, &t.path().join("ptp")).unwrap();
+        let r = report_file(&p, &t.path().join("ptp"));
         assert_eq!(r.deviations, 1);
         assert_eq!(r.ptp_device.as_deref(), Some("/dev/ptp1"));
     }

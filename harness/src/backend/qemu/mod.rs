@@ -144,13 +144,19 @@ const GUEST_REL: &str = "x86_64-unknown-linux-gnu/release/phc-harness-guest";
 /// Prepares this process for guests, once, before the first: SIGINT and SIGTERM end the run
 /// through its normal path from now on (phc_qemu::signals: QEMU killed, temp files removed,
 /// an aborted report), and what runs killed outright (SIGKILL, a crash: no destructors) left in
-/// the temp dir is removed, by the dead pid in its name, never a live run's.
+/// this user's private temp folder is removed, by the dead pid in its name, never a live run's
+/// (and nothing outside that folder).
 pub fn prepare_process() {
     if let Err(e) = signals::install() {
         eprintln!("phc-harness: cannot handle SIGINT/SIGTERM: {e}");
     }
-    for p in tmp::sweep(&std::env::temp_dir()) {
-        eprintln!("phc-harness: removed {} (left by a run that died)", p.display());
+    match tmp::sweep() {
+        Ok(removed) => {
+            for p in removed {
+                eprintln!("phc-harness: removed {} (left by a run that died)", p.display());
+            }
+        }
+        Err(e) => eprintln!("phc-harness: {}", phc_qemu::error::chain(&e)),
     }
 }
 
