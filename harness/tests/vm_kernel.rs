@@ -95,7 +95,7 @@ fn a_kernel_deb_boots_and_the_report_names_the_set_up() {
     assert!(env["qemu_version"].as_str().unwrap().starts_with("QEMU emulator version"), "{env}");
     assert!(env["accel"].is_string() && env["cpu_model"].is_string() && env["clock"] == "virtual", "{env}");
     assert!(env["guest_cmdline"].as_str().unwrap().contains("console=ttyS0"), "{env}");
-    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+    let left: Vec<_> = std::fs::read_dir(phc_qemu::tmp::base().unwrap())
         .unwrap()
         .filter_map(Result::ok)
         .filter(|e| e.file_name().to_string_lossy().starts_with("phc-kernel-"))
@@ -112,9 +112,30 @@ fn a_kernel_deb_boots_and_the_report_names_the_set_up() {
 fn kernel_and_modules_are_honoured_and_latency_names_the_guest_set_up() {
     let dir = tempfile::tempdir().unwrap();
     let mods = cache().join("lib/modules").join(release());
-    // Not a kernel: the guest cannot boot, so the flag really chose what booted.
+    // No bzImage at all: refused before anything boots.
+    let zeros = dir.path().join("zeros");
+    std::fs::write(&zeros, vec![0u8; 4096]).unwrap();
+    let o = harness(&[
+        "run",
+        "azure-pause-30s",
+        "--backend",
+        "qemu",
+        "--kernel",
+        zeros.to_str().unwrap(),
+        "--modules",
+        mods.to_str().unwrap(),
+        "--out",
+        dir.path().join("zeros-out").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not an x86 bzImage"), "{}", text(&o));
+    // A bzImage header and nothing behind it: the guest cannot boot, so the flag really chose
+    // what booted.
     let bogus = dir.path().join("vmlinuz");
-    std::fs::write(&bogus, vec![0u8; 4096]).unwrap();
+    let mut head = std::fs::read(cache().join("vmlinuz")).unwrap();
+    head.truncate(0x400);
+    head.resize(0x400 + 4096, 0);
+    std::fs::write(&bogus, head).unwrap();
     let out = dir.path().join("bogus");
     let o = harness(&[
         "suite",

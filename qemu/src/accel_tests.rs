@@ -192,7 +192,7 @@ fn a_trial_whose_qemu_fails_at_once_decides_tcg_at_once_and_leaves_no_files() {
     assert_eq!(accel, Accel::Tcg);
     assert!(why.starts_with("a KVM guest did not start: QEMU exited (exit status: 1)"), "{why}");
     assert!(why.contains("failed to set MSR 0x10a"), "{why}");
-    let left: Vec<String> = std::fs::read_dir(std::env::temp_dir())
+    let left: Vec<String> = std::fs::read_dir(crate::tmp::base().unwrap())
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())

@@ -65,7 +65,7 @@ fn assert_no_stray_qemu() {
     let left = our_qemus();
     assert!(left.is_empty(), "QEMU processes left behind: {left:?}");
     let pid = std::process::id();
-    let files: Vec<String> = std::fs::read_dir(std::env::temp_dir())
+    let files: Vec<String> = std::fs::read_dir(phc_qemu::tmp::base().expect("private temp folder"))
         .expect("temp dir")
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -73,7 +73,7 @@ fn assert_no_stray_qemu() {
             n.starts_with(&format!("phc-qemu-{pid}-")) || n.starts_with(&format!("phc-initrd-{pid}-"))
         })
         .collect();
-    assert!(files.is_empty(), "guest files left in the temp dir: {files:?}");
+    assert!(files.is_empty(), "guest files left in the private temp folder: {files:?}");
 }
 
 fn exec(s: &mut Session, argv: &[&str]) -> ExecResult {
