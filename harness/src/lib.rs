@@ -15,6 +15,7 @@ pub mod compare_pair;
 pub mod decimate;
 pub mod device;
 pub mod engine;
+pub mod escape;
 pub mod ensemble;
 pub mod exit;
 pub mod fidelity;
