@@ -123,6 +123,48 @@ pub fn markdown_line(s: &str) -> String {
     o
 }
 
+/// An inline code span holding `s` as it reads (HTML and Markdown inside a code span are not
+/// acted on), with control characters and line breaks as visible `\u{..}` text and delimiters
+/// longer than any run of backticks in it. Not for a table cell (a `|` there still splits it).
+pub fn markdown_code(s: &str) -> String {
+    let body = terminal_line(s);
+    if body.is_empty() {
+        return "` `".to_owned();
+    }
+    let fence = "`".repeat(longest_backtick_run(&body) + 1);
+    let all_spaces = body.chars().all(|c| c == ' ');
+    let pad = body.starts_with('`')
+        || body.ends_with('`')
+        || (body.starts_with(' ') && body.ends_with(' ') && !all_spaces);
+    let sp = if pad { " " } else { "" };
+    format!("{fence}{sp}{body}{sp}{fence}")
+}
+
+fn longest_backtick_run(s: &str) -> usize {
+    let mut longest = 0;
+    let mut run = 0;
+    for c in s.chars() {
+        run = if c == '`' { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    longest
+}
+
+/// A relative link target for Markdown or HTML: every byte but ASCII letters, digits and
+/// `-._~/` percent-encoded, and a leading `/` too, so the target stays a path below the page
+/// (never `javascript:`, never `//host`) and nothing in it ends the link.
+pub fn url_path(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for (i, b) in s.bytes().enumerate() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') || (b == b'/' && i > 0) {
+            o.push(char::from(b));
+        } else {
+            let _ = write!(o, "%{b:02X}");
+        }
+    }
+    o
+}
+
 /// A paragraph of text: each line as [`markdown_line`], line ends kept (LF, CR LF) so that the
 /// text wraps as its author wrote it; a blank line still separates paragraphs.
 pub fn markdown_paragraph(s: &str) -> String {
@@ -134,13 +176,7 @@ pub fn markdown_paragraph(s: &str) -> String {
 /// the block.
 pub fn markdown_code_block(s: &str) -> String {
     let body = terminal(s);
-    let mut longest = 0;
-    let mut run = 0;
-    for c in body.chars() {
-        run = if c == '`' { run + 1 } else { 0 };
-        longest = longest.max(run);
-    }
-    let fence = "`".repeat(longest.max(2) + 1);
+    let fence = "`".repeat(longest_backtick_run(&body).max(2) + 1);
     format!("{fence}\n{}\n{fence}", body.trim_end_matches('\n'))
 }
 
@@ -215,7 +251,11 @@ pub(crate) mod read {
                 }
                 attrs.push((String::from_utf8_lossy(a.key.as_ref()).into_owned(), v.into_owned()));
             }
-            Ok(El { name: String::from_utf8_lossy(e.name().as_ref()).into_owned(), attrs, text: String::new() })
+            Ok(El {
+                name: String::from_utf8_lossy(e.name().as_ref()).into_owned(),
+                attrs,
+                text: String::new(),
+            })
         };
         loop {
             let ev = r.read_event().map_err(|e| format!("at {}: {e}", r.buffer_position()))?;
@@ -286,8 +326,8 @@ pub(crate) mod fixtures {
             any::<char>(),
             prop::sample::select(vec![
                 '\0', '\t', '\n', '\u{b}', '\u{c}', '\r', '\u{1b}', '\u{7f}', '\u{85}', '\u{9b}', '\u{2028}',
-                '\u{2029}', '\u{202e}', '\u{fffe}', '\u{ffff}', '&', '<', '>', '"', '\'', '#', '|', '\\', '`',
-                '*', '[', ']', '-', '=', ' ', '1', '.'
+                '\u{2029}', '\u{202e}', '\u{fffe}', '\u{ffff}', '&', '<', '>', '"', '\'', '#', '|', '\\',
+                '`', '*', '[', ']', '-', '=', ' ', '1', '.'
             ]),
         ];
         prop::collection::vec(pick, 0..40).prop_map(|v| v.into_iter().collect())
@@ -295,7 +335,17 @@ pub(crate) mod fixtures {
 
     /// What a reader gets back from escaped XML: the text, with what XML forbids shown.
     pub(crate) fn xml_expected(s: &str) -> String {
-        s.chars().map(|c| if super::xml_forbidden(c) { format!("\\u{{{:x}}}", u32::from(c)) } else { c.to_string() }).collect()
+        s.chars()
+            .map(
+                |c| {
+                    if super::xml_forbidden(c) {
+                        format!("\\u{{{:x}}}", u32::from(c))
+                    } else {
+                        c.to_string()
+                    }
+                },
+            )
+            .collect()
     }
 
     /// Whether `t` is fit for a terminal: no control byte but LF and tab, no C1 control, no
@@ -308,6 +358,21 @@ pub(crate) mod fixtures {
             return Err(format!("{c:?} in {t:?}"));
         }
         Ok(())
+    }
+
+    /// The characters of a Markdown line that are not backslash-escaped (GFM's rule for a pipe
+    /// in a table row, CommonMark's for the rest).
+    pub(crate) fn unescaped(row: &str) -> String {
+        let mut o = String::new();
+        let mut chars = row.chars();
+        while let Some(c) = chars.next() {
+            if c == '\\' {
+                chars.next();
+            } else {
+                o.push(c);
+            }
+        }
+        o
     }
 
     /// A suite whose every piece of text is one of `w` (cycled): one entry per outcome, each with
@@ -364,24 +429,9 @@ pub(crate) mod fixtures {
 
 #[cfg(test)]
 mod tests {
+    use super::fixtures::{nasty, terminal_safe, unescaped, xml_expected};
     use super::*;
-    use super::fixtures::{nasty, terminal_safe, xml_expected};
     use proptest::prelude::*;
-
-    /// The characters of a Markdown line that are not backslash-escaped (GFM's rule for a pipe
-    /// in a table row, CommonMark's for the rest).
-    fn unescaped(row: &str) -> String {
-        let mut o = String::new();
-        let mut chars = row.chars();
-        while let Some(c) = chars.next() {
-            if c == '\\' {
-                chars.next();
-            } else {
-                o.push(c);
-            }
-        }
-        o
-    }
 
     #[test]
     fn each_format_escapes_what_it_must() {
@@ -396,6 +446,12 @@ mod tests {
         assert_eq!(markdown_line("-30.000 s"), "\\-30.000 s");
         assert_eq!(markdown_paragraph("one\n---\r\ntwo"), "one\n\\---\ntwo");
         assert_eq!(markdown_code_block("a\n```\nb\n"), "````\na\n```\nb\n````");
+        assert_eq!(markdown_code("a`b"), "``a`b``");
+        assert_eq!(markdown_code("`a"), "`` `a ``");
+        assert_eq!(markdown_code("<b>\n"), "`<b>\\u{a}`");
+        assert_eq!(url_path("a-b/report.md"), "a-b/report.md");
+        assert_eq!(url_path("//evil.example/x y)"), "%2F/evil.example/x%20y%29");
+        assert_eq!(url_path("javascript:alert(1)"), "javascript%3Aalert%281%29");
         assert_eq!(terminal("\u{1b}]0;title\u{7}x\n\ty\u{9b}"), "\\u{1b}]0;title\\u{7}x\n\ty\\u{9b}");
         assert_eq!(terminal_line("a\nb\u{202e}"), "a\\u{a}b\\u{202e}");
     }
@@ -455,6 +511,42 @@ mod tests {
                 terminal_safe(&l).map_err(TestCaseError::fail)?;
                 prop_assert!(!l.contains(['\n', '\t']));
                 terminal_safe(&markdown_code_block(s)).map_err(TestCaseError::fail)?;
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// `compare`'s tables, either kind, keep their columns whatever the runs are called,
+        /// and carry no HTML from them.
+        #[test]
+        fn compare_tables_keep_their_columns(w in prop::collection::vec(nasty(), 1..5)) {
+            use crate::compare::{Comparison, Row, Status};
+            use crate::compare_pair::{Pair, Row as PairRow, Side};
+            let t = |i: usize| w[i % w.len()].clone();
+            let v = |i: usize| serde_json::Value::String(t(i));
+            let c = Comparison {
+                rows: vec![Row { name: t(0), backend: t(1), metric: t(2), baseline: v(3), current: v(4), tolerance: t(5), status: Status::Regressed }],
+                errors: vec![t(6)],
+                notes: vec![t(7)],
+                runs: 1,
+            };
+            let side = |i: usize| Side { dir: t(i), kernels: vec![t(i + 1)] };
+            let p = Pair {
+                left: side(0),
+                right: side(2),
+                rows: vec![PairRow { name: t(0), backend: t(1), metric: t(2), left: v(3), right: v(4), tolerance: t(5), status: Status::Improved }],
+                notes: vec![t(6)],
+            };
+            for md in [c.to_markdown(), p.to_markdown()] {
+                terminal_safe(&md).map_err(TestCaseError::fail)?;
+                let widths: Vec<usize> =
+                    md.lines().filter(|l| l.starts_with('|')).map(|l| unescaped(l).matches('|').count()).collect();
+                prop_assert_eq!(&widths, &[8, 8, 8], "{}", md);
+                prop_assert!(!unescaped(&md).contains(['<', '>', '`']), "{}", md);
+                // One line per row, note and error: nothing from the data starts a line.
+                prop_assert!(md.lines().all(|l| l.is_empty() || l.starts_with(['|', '-', 'A']) || l.chars().next().is_some_and(|c| c.is_ascii_digit())), "{}", md);
             }
         }
     }

@@ -233,7 +233,8 @@ impl Fidelity {
              two; never against a time disagrees; step counts must be equal; the first step is judged net of the \
              offset each run came back with, within max(1 ms, 10%), and in the same direction.\n\n\
              | metric | sim | qemu | qemu - sim | tolerance | agrees |\n|---|---|---|---|---|---|\n",
-            self.scenario, self.poll_interval_s
+            crate::escape::markdown_cell(&self.scenario),
+            self.poll_interval_s
         );
         for r in &self.rows {
             let absent = if r.metric.starts_with("time_to") { "never" } else { "-" };
@@ -250,11 +251,14 @@ impl Fidelity {
             };
             let diff = r.difference.map_or_else(|| "-".to_owned(), |v| format!("{v:.places$}"));
             let tol = r.tolerance.map_or_else(|| "-".to_owned(), |v| format!("{v:.places$}"));
-            s.push_str(&format!("| {} | {} | {q} | {diff} | {tol} | {judged} |\n", r.metric, f(r.sim)));
+            let metric = crate::escape::markdown_cell(&r.metric);
+            s.push_str(&format!("| {metric} | {} | {q} | {diff} | {tol} | {judged} |\n", f(r.sim)));
         }
         s.push_str("\nRules:\n\n");
         for r in &self.rows {
-            s.push_str(&format!("- {}: {}\n", r.metric, r.rule));
+            let (metric, rule) =
+                (crate::escape::markdown_line(&r.metric), crate::escape::markdown_cell(&r.rule));
+            s.push_str(&format!("- {metric}: {rule}\n"));
         }
         if let Some(e) = &self.ensemble {
             s.push_str(&e.to_markdown());

@@ -54,8 +54,11 @@ fn case(x: &mut String, suite: &str, e: &Entry) {
             x.push_str("      <skipped message=\"no checks: the scenario has no [expect] entries\"/>\n");
         }
         Outcome::Skipped => {
-            let _ =
-                writeln!(x, "      <skipped message=\"{}\"/>", xml_attr(e.reason.as_deref().unwrap_or("skipped")));
+            let _ = writeln!(
+                x,
+                "      <skipped message=\"{}\"/>",
+                xml_attr(e.reason.as_deref().unwrap_or("skipped"))
+            );
         }
     }
     if !all.is_empty() {
@@ -102,8 +105,11 @@ pub fn render(s: &Summary) -> String {
             s.fidelity.len()
         );
         for f in &s.fidelity {
-            let _ =
-                write!(x, "    <testcase classname=\"phc-harness.fidelity\" name=\"{}\"", xml_attr(&f.scenario));
+            let _ = write!(
+                x,
+                "    <testcase classname=\"phc-harness.fidelity\" name=\"{}\"",
+                xml_attr(&f.scenario)
+            );
             if f.agrees {
                 x.push_str("/>\n");
             } else {
