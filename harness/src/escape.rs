@@ -108,16 +108,25 @@ pub fn markdown_cell(s: &str) -> String {
     o
 }
 
-/// [`markdown_cell`] for the start of a line (a heading's or a list item's text): also what
-/// would make the line a heading, list, quote, rule or setext underline (`#`, `-`, `+`, `=`,
-/// `~`, `1.`) is escaped.
+/// [`markdown_cell`] for the start of a line (a heading's or a list item's text, a line of a
+/// paragraph): also what would make the line a heading (`#`), a list item (`-`, `+` or `1.`
+/// before a space), a thematic break or setext underline (a line of `-`, `=` or `_`) or a code
+/// fence (`~~~`) is escaped. (`>`, `*`, backtick and `|` are escaped everywhere.)
 pub fn markdown_line(s: &str) -> String {
     let t = s.trim_start_matches([' ', '\t']);
     let mut o = markdown_cell(t);
+    let spaced = |rest: &str| rest.is_empty() || rest.starts_with([' ', '\t']);
+    let only = |c: char| o.chars().all(|x| x == c || x == ' ');
     let digits = o.bytes().take_while(u8::is_ascii_digit).count();
-    if o.starts_with(['#', '-', '+', '=', '~']) {
+    if o.starts_with('#')
+        || o.starts_with("~~~")
+        || (o.starts_with(['-', '+']) && spaced(&o[1..]))
+        || (o.starts_with('-') && only('-'))
+        || (o.starts_with('=') && only('='))
+        || (o.starts_with('_') && only('_'))
+    {
         o.insert(0, '\\');
-    } else if digits > 0 && o[digits..].starts_with(['.', ')']) {
+    } else if digits > 0 && o[digits..].starts_with(['.', ')']) && spaced(&o[digits + 1..]) {
         o.insert(digits, '\\');
     }
     o
@@ -443,7 +452,11 @@ mod tests {
         assert_eq!(markdown_cell("<script>a\\|`*[x](y)"), "&lt;script&gt;a\\\\\\|\\`\\*\\[x\\](y)");
         assert_eq!(markdown_line("# h"), "\\# h");
         assert_eq!(markdown_line("12. x"), "12\\. x");
-        assert_eq!(markdown_line("-30.000 s"), "\\-30.000 s");
+        assert_eq!(markdown_line("-30.000 s"), "-30.000 s");
+        assert_eq!(markdown_line("- x"), "\\- x");
+        assert_eq!(markdown_line("+10 s"), "+10 s");
+        assert_eq!(markdown_line("= ="), "\\= =");
+        assert_eq!(markdown_line("1.5 s"), "1.5 s");
         assert_eq!(markdown_paragraph("one\n---\r\ntwo"), "one\n\\---\ntwo");
         assert_eq!(markdown_code_block("a\n```\nb\n"), "````\na\n```\nb\n````");
         assert_eq!(markdown_code("a`b"), "``a`b``");
@@ -496,6 +509,15 @@ mod tests {
                 let p = markdown_paragraph(s);
                 prop_assert!(!p.contains(['<', '>', '\r']), "{}", p);
                 prop_assert_eq!(p.split('\n').count(), s.split('\n').count());
+                for l in p.split('\n') {
+                    let digits = l.bytes().take_while(u8::is_ascii_digit).count();
+                    let block = l.starts_with(['#', '>', '<', ' ', '\t'])
+                        || ["- ", "+ ", "* ", "~~~", "```"].iter().any(|m| l.starts_with(m))
+                        || ["-", "+", "*"].contains(&l)
+                        || (!l.is_empty() && ['-', '=', '_', '*'].iter().any(|&c| l.chars().all(|x| x == c || x == ' ')))
+                        || (digits > 0 && [". ", ") "].iter().any(|m| l[digits..].starts_with(m)));
+                    prop_assert!(!block, "{:?} starts a block", l);
+                }
                 // Only the two fences are lines of backticks as long as the fence.
                 let b = markdown_code_block(s);
                 let fence = b.lines().next().unwrap_or_default();
