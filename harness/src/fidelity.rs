@@ -546,4 +546,33 @@ mod tests {
         let f = compare(&short, &short, 8.0);
         assert_eq!(disagreeing(&f), ["time_to_within_1ms_s"], "{}", f.to_markdown());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+
+        /// fidelity.md keeps its table's columns and carries no HTML, whatever the scenario and
+        /// the rows are called.
+        #[test]
+        fn fidelity_md_from_any_text_keeps_its_table(w in proptest::collection::vec(crate::escape::fixtures::nasty(), 1..4)) {
+            use crate::escape::fixtures::{terminal_safe, unescaped};
+            let r = slewing_report();
+            let mut f = compare(&r, &r, 2.0);
+            f.scenario = w[0].clone();
+            for (i, row) in f.rows.iter_mut().enumerate() {
+                row.metric = w[i % w.len()].clone();
+                row.rule = w[(i + 1) % w.len()].clone();
+            }
+            let md = f.to_markdown();
+            terminal_safe(&md).map_err(proptest::test_runner::TestCaseError::fail)?;
+            let first_table: Vec<usize> = md
+                .lines()
+                .skip_while(|l| !l.starts_with('|'))
+                .take_while(|l| l.starts_with('|'))
+                .map(|l| unescaped(l).matches('|').count())
+                .collect();
+            proptest::prop_assert_eq!(first_table.len(), 2 + f.rows.len());
+            proptest::prop_assert!(first_table.iter().all(|&n| n == 7), "{:?}\n{}", first_table, md);
+            proptest::prop_assert!(!unescaped(&md).contains(['<', '>', '`']), "{}", md);
+        }
+    }
 }
