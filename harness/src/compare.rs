@@ -422,6 +422,7 @@ impl Comparison {
 
     /// The Markdown table of what moved, with a closing line of counts.
     pub fn to_markdown(&self) -> String {
+        use crate::escape::markdown_cell as md;
         let mut s = String::new();
         let moved: Vec<&Row> = self.rows.iter().filter(|r| r.status != Status::Same).collect();
         if !moved.is_empty() {
@@ -435,21 +436,21 @@ impl Comparison {
                 let _ = writeln!(
                     s,
                     "| {} | {} | {} | {} | {} | {} | {word} |",
-                    r.name,
-                    r.backend,
-                    r.metric,
-                    show(&r.baseline),
-                    show(&r.current),
-                    r.tolerance
+                    md(&r.name),
+                    md(&r.backend),
+                    md(&r.metric),
+                    md(&show(&r.baseline)),
+                    md(&show(&r.current)),
+                    md(&r.tolerance)
                 );
             }
             s.push('\n');
         }
         for n in &self.notes {
-            let _ = writeln!(s, "- note: {n}");
+            let _ = writeln!(s, "- note: {}", md(n));
         }
         for e in &self.errors {
-            let _ = writeln!(s, "- error: {e}");
+            let _ = writeln!(s, "- error: {}", md(e));
         }
         if !self.notes.is_empty() || !self.errors.is_empty() {
             s.push('\n');

@@ -177,9 +177,10 @@ impl Pair {
 
     /// One Markdown table, both values per metric, each side's kernel in the header.
     pub fn to_markdown(&self) -> String {
+        use crate::escape::markdown_cell as md;
         let head = |s: &Side| {
             let k = if s.kernels.is_empty() { "no kernel recorded".to_owned() } else { s.kernels.join(", ") };
-            format!("{} ({k})", s.dir)
+            md(&format!("{} ({k})", s.dir))
         };
         let mut s = String::new();
         let _ = writeln!(s, "- A: {}\n- B: {}\n", head(&self.left), head(&self.right));
@@ -187,7 +188,7 @@ impl Pair {
             if s.kernels.is_empty() {
                 c.to_owned()
             } else {
-                format!("{c}: {}", s.kernels.join(", "))
+                format!("{c}: {}", md(&s.kernels.join(", ")))
             }
         };
         let _ = writeln!(
@@ -205,17 +206,17 @@ impl Pair {
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} | {} | {} | {word} |",
-                r.name,
-                r.backend,
-                r.metric,
-                compare::show(&r.left),
-                compare::show(&r.right),
-                r.tolerance
+                md(&r.name),
+                md(&r.backend),
+                md(&r.metric),
+                md(&compare::show(&r.left)),
+                md(&compare::show(&r.right)),
+                md(&r.tolerance)
             );
         }
         s.push('\n');
         for n in &self.notes {
-            let _ = writeln!(s, "- note: {n}");
+            let _ = writeln!(s, "- note: {}", md(n));
         }
         if !self.notes.is_empty() {
             s.push('\n');

@@ -233,7 +233,8 @@ impl Fidelity {
              two; never against a time disagrees; step counts must be equal; the first step is judged net of the \
              offset each run came back with, within max(1 ms, 10%), and in the same direction.\n\n\
              | metric | sim | qemu | qemu - sim | tolerance | agrees |\n|---|---|---|---|---|---|\n",
-            self.scenario, self.poll_interval_s
+            crate::escape::markdown_cell(&self.scenario),
+            self.poll_interval_s
         );
         for r in &self.rows {
             let absent = if r.metric.starts_with("time_to") { "never" } else { "-" };
@@ -250,11 +251,14 @@ impl Fidelity {
             };
             let diff = r.difference.map_or_else(|| "-".to_owned(), |v| format!("{v:.places$}"));
             let tol = r.tolerance.map_or_else(|| "-".to_owned(), |v| format!("{v:.places$}"));
-            s.push_str(&format!("| {} | {} | {q} | {diff} | {tol} | {judged} |\n", r.metric, f(r.sim)));
+            let metric = crate::escape::markdown_cell(&r.metric);
+            s.push_str(&format!("| {metric} | {} | {q} | {diff} | {tol} | {judged} |\n", f(r.sim)));
         }
         s.push_str("\nRules:\n\n");
         for r in &self.rows {
-            s.push_str(&format!("- {}: {}\n", r.metric, r.rule));
+            let (metric, rule) =
+                (crate::escape::markdown_line(&r.metric), crate::escape::markdown_cell(&r.rule));
+            s.push_str(&format!("- {metric}: {rule}\n"));
         }
         if let Some(e) = &self.ensemble {
             s.push_str(&e.to_markdown());
@@ -541,5 +545,34 @@ mod tests {
         // A sim that never got there does not agree with a guest projected to.
         let f = compare(&short, &short, 8.0);
         assert_eq!(disagreeing(&f), ["time_to_within_1ms_s"], "{}", f.to_markdown());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+
+        /// fidelity.md keeps its table's columns and carries no HTML, whatever the scenario and
+        /// the rows are called.
+        #[test]
+        fn fidelity_md_from_any_text_keeps_its_table(w in proptest::collection::vec(crate::escape::fixtures::nasty(), 1..4)) {
+            use crate::escape::fixtures::{terminal_safe, unescaped};
+            let r = slewing_report();
+            let mut f = compare(&r, &r, 2.0);
+            f.scenario = w[0].clone();
+            for (i, row) in f.rows.iter_mut().enumerate() {
+                row.metric = w[i % w.len()].clone();
+                row.rule = w[(i + 1) % w.len()].clone();
+            }
+            let md = f.to_markdown();
+            terminal_safe(&md).map_err(proptest::test_runner::TestCaseError::fail)?;
+            let first_table: Vec<usize> = md
+                .lines()
+                .skip_while(|l| !l.starts_with('|'))
+                .take_while(|l| l.starts_with('|'))
+                .map(|l| unescaped(l).matches('|').count())
+                .collect();
+            proptest::prop_assert_eq!(first_table.len(), 2 + f.rows.len());
+            proptest::prop_assert!(first_table.iter().all(|&n| n == 7), "{:?}\n{}", first_table, md);
+            proptest::prop_assert!(!unescaped(&md).contains(['<', '>', '`']), "{}", md);
+        }
     }
 }

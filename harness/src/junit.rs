@@ -8,11 +8,11 @@
 
 use std::fmt::Write as _;
 
-use crate::suite::render::esc;
+use crate::escape::{xml_attr, xml_text};
 use crate::suite::summary::{Entry, Outcome, Summary};
 
 fn case(x: &mut String, suite: &str, e: &Entry) {
-    let _ = write!(x, "    <testcase classname=\"{}\" name=\"{}\"", esc(suite), esc(&e.scenario));
+    let _ = write!(x, "    <testcase classname=\"{}\" name=\"{}\"", xml_attr(suite), xml_attr(&e.scenario));
     let failed: Vec<String> = e
         .checks
         .iter()
@@ -39,27 +39,30 @@ fn case(x: &mut String, suite: &str, e: &Entry) {
             let _ = writeln!(
                 x,
                 "      <failure type=\"verdict\" message=\"{}\">{}</failure>",
-                esc(&format!("{} of {} checks failed", failed.len(), e.checks.len())),
-                esc(&failed.join("\n"))
+                xml_attr(&format!("{} of {} checks failed", failed.len(), e.checks.len())),
+                xml_text(&failed.join("\n"))
             );
         }
         Outcome::Aborted => {
             let _ = writeln!(
                 x,
                 "      <error type=\"aborted\" message=\"{}\"/>",
-                esc(e.reason.as_deref().unwrap_or("aborted"))
+                xml_attr(e.reason.as_deref().unwrap_or("aborted"))
             );
         }
         Outcome::NoChecks => {
             x.push_str("      <skipped message=\"no checks: the scenario has no [expect] entries\"/>\n");
         }
         Outcome::Skipped => {
-            let _ =
-                writeln!(x, "      <skipped message=\"{}\"/>", esc(e.reason.as_deref().unwrap_or("skipped")));
+            let _ = writeln!(
+                x,
+                "      <skipped message=\"{}\"/>",
+                xml_attr(e.reason.as_deref().unwrap_or("skipped"))
+            );
         }
     }
     if !all.is_empty() {
-        let _ = writeln!(x, "      <system-out>{}</system-out>", esc(&all.join("\n")));
+        let _ = writeln!(x, "      <system-out>{}</system-out>", xml_text(&all.join("\n")));
     }
     x.push_str("    </testcase>\n");
 }
@@ -84,7 +87,7 @@ pub fn render(s: &Summary) -> String {
         let _ = writeln!(
             x,
             "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\">",
-            esc(&name),
+            xml_attr(&name),
             es.len(),
             count(&es, &[Outcome::Fail]),
             count(&es, &[Outcome::Aborted]),
@@ -102,15 +105,18 @@ pub fn render(s: &Summary) -> String {
             s.fidelity.len()
         );
         for f in &s.fidelity {
-            let _ =
-                write!(x, "    <testcase classname=\"phc-harness.fidelity\" name=\"{}\"", esc(&f.scenario));
+            let _ = write!(
+                x,
+                "    <testcase classname=\"phc-harness.fidelity\" name=\"{}\"",
+                xml_attr(&f.scenario)
+            );
             if f.agrees {
                 x.push_str("/>\n");
             } else {
                 let _ = writeln!(
                     x,
                     ">\n      <failure type=\"fidelity\" message=\"sim and QEMU disagree (see {}/fidelity.md)\"/>\n    </testcase>",
-                    esc(&f.dir)
+                    xml_attr(&f.dir)
                 );
             }
         }
@@ -137,21 +143,21 @@ pub fn probe(r: &crate::device::probe::Report) -> String {
     let _ = writeln!(
         x,
         "  <testsuite name=\"phc-harness.probe.{}\" tests=\"{n}\" failures=\"{fail}\" errors=\"0\" skipped=\"{skip}\">",
-        esc(r.driver)
+        xml_attr(r.driver)
     );
     let _ = writeln!(x, "    <properties>");
-    let _ = writeln!(x, "      <property name=\"device\" value=\"{}\"/>", esc(&r.device));
-    let _ = writeln!(x, "      <property name=\"driver\" value=\"{}\"/>", esc(r.driver));
+    let _ = writeln!(x, "      <property name=\"device\" value=\"{}\"/>", xml_attr(&r.device));
+    let _ = writeln!(x, "      <property name=\"driver\" value=\"{}\"/>", xml_attr(r.driver));
     if let Some(n) = &r.clock_name {
-        let _ = writeln!(x, "      <property name=\"clock_name\" value=\"{}\"/>", esc(n));
+        let _ = writeln!(x, "      <property name=\"clock_name\" value=\"{}\"/>", xml_attr(n));
     }
     let _ = writeln!(x, "    </properties>");
     for c in &r.checks {
         let _ = write!(
             x,
             "    <testcase classname=\"phc-harness.probe.{}\" name=\"{}\"",
-            esc(c.group),
-            esc(&c.name)
+            xml_attr(c.group),
+            xml_attr(&c.name)
         );
         let note = c.note.as_deref();
         match c.verdict {
@@ -160,22 +166,22 @@ pub fn probe(r: &crate::device::probe::Report) -> String {
                 let _ = writeln!(
                     x,
                     ">\n      <failure type=\"deviation\" message=\"{}\">{}</failure>\n    </testcase>",
-                    esc(&format!("expected {}, got {}", c.expected, c.result)),
-                    esc(note.unwrap_or(""))
+                    xml_attr(&format!("expected {}, got {}", c.expected, c.result)),
+                    xml_text(note.unwrap_or(""))
                 );
             }
             Verdict::Skipped => {
                 let _ = writeln!(
                     x,
                     ">\n      <skipped message=\"{}\"/>\n    </testcase>",
-                    esc(note.unwrap_or("not issued"))
+                    xml_attr(note.unwrap_or("not issued"))
                 );
             }
             Verdict::Info => {
                 let _ = writeln!(
                     x,
                     ">\n      <skipped message=\"{}\"/>\n    </testcase>",
-                    esc(&format!("info: got {}, {}", c.result, note.unwrap_or("not judged")))
+                    xml_attr(&format!("info: got {}, {}", c.result, note.unwrap_or("not judged")))
                 );
             }
         }
@@ -198,5 +204,45 @@ mod tests {
         ));
         assert!(x.contains("<skipped message=\"info: got ok, kernel lacks the *2 ioctls\"/>"));
         assert_eq!(x.matches("<skipped message=\"needs --allow-clock-writes\"/>").count(), 3);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+        /// Any text in a scenario's name, reasons or checks gives a well-formed document with one
+        /// `<testcase>` per entry, named as the scenario (what XML cannot carry shown visibly).
+        #[test]
+        fn junit_from_any_text_parses_back(w in proptest::collection::vec(crate::escape::fixtures::nasty(), 1..6)) {
+            use crate::escape::fixtures::xml_expected;
+            let s = crate::escape::fixtures::summary(&w);
+            let x = super::render(&s);
+            let els = crate::escape::read::elements(&x).map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{e}\n{x}")))?;
+            let cases: Vec<&str> =
+                els.iter().filter(|e| e.name == "testcase").filter_map(|e| e.attr("name")).collect();
+            let by_backend = s.backends.iter().flat_map(|b| s.entries.iter().filter(move |e| &e.backend == b));
+            let want: Vec<String> = by_backend
+                .map(|e| &e.scenario)
+                .chain(s.fidelity.iter().map(|f| &f.scenario))
+                .map(|n| xml_expected(n))
+                .collect();
+            proptest::prop_assert_eq!(cases, want);
+            let failure = els.iter().find(|e| e.name == "failure").map(|e| e.text.clone());
+            let c = &s.entries[1].checks[1];
+            proptest::prop_assert_eq!(failure, Some(xml_expected(&format!("{}: expected {}, got {}", c.name, c.expected, c.actual))));
+
+            let mut r = crate::ktap::tests::probe_report();
+            r.device = w[0].clone();
+            r.clock_name = Some(w[w.len() - 1].clone());
+            for (i, c) in r.checks.iter_mut().enumerate() {
+                c.name = w[i % w.len()].clone();
+                c.note = Some(w[(i + 1) % w.len()].clone());
+            }
+            let x = super::probe(&r);
+            let els = crate::escape::read::elements(&x).map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{e}\n{x}")))?;
+            proptest::prop_assert_eq!(els.iter().filter(|e| e.name == "testcase").count(), r.checks.len());
+            let dev = els.iter().find(|e| e.attr("name") == Some("device")).and_then(|e| e.attr("value"));
+            let want = xml_expected(&r.device);
+            proptest::prop_assert_eq!(dev, Some(want.as_str()));
+        }
     }
 }

@@ -6,6 +6,7 @@
 
 use std::fmt::Write as _;
 
+use crate::escape::ktap as clean;
 use crate::suite::summary::{Outcome, Summary};
 
 /// The result of one test line.
@@ -42,17 +43,12 @@ pub struct ParseError {
     pub message: String,
 }
 
-/// A name as KTAP allows it: no `#` (it starts a directive), no line breaks.
-fn clean(name: &str) -> String {
-    name.replace(['#', '\n', '\r'], "_")
-}
-
 /// The suite as KTAP.
 pub fn render(s: &Summary) -> String {
     let mut k = String::new();
     let n = s.entries.len() + s.fidelity.len();
     let _ = writeln!(k, "KTAP version 1\n1..{n}");
-    let _ = writeln!(k, "# phc-harness suite: backends {}", s.backends.join(","));
+    let _ = writeln!(k, "# phc-harness suite: backends {}", clean(&s.backends.join(",")));
     let mut i = 0;
     for e in &s.entries {
         i += 1;
@@ -294,6 +290,57 @@ pub(crate) mod tests {
         #[test]
         fn the_parser_never_panics(text in "(KTAP version 1\n1[.][.][0-9]\n)?((not )?ok [0-9] [a-z# ]{0,12}\n|# [a-z]{0,8}\n|\\PC{0,20}\n){0,6}") {
             let _ = parse(&text);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+        /// Whatever the scenarios' names, reasons and checks say, the document has the lines it
+        /// should (no line of data reads as a test or ends one early) and reads back test by test.
+        #[test]
+        fn ktap_from_any_text_has_one_line_per_result(w in proptest::collection::vec(crate::escape::fixtures::nasty(), 1..6)) {
+            let s = crate::escape::fixtures::summary(&w);
+            let k = render(&s);
+            let diags: usize = s
+                .entries
+                .iter()
+                .map(|e| e.checks.iter().filter(|c| !c.pass).count() + usize::from(e.outcome == Outcome::Aborted))
+                .sum();
+            let n = s.entries.len() + s.fidelity.len();
+            // Version, plan, header, diagnostics, results, totals: in every reader's sense of a line.
+            let lines = 4 + diags + n;
+            proptest::prop_assert_eq!(k.lines().count(), lines);
+            proptest::prop_assert_eq!(k.split(['\n', '\r', '\u{b}', '\u{c}', '\u{85}', '\u{2028}', '\u{2029}']).count(), lines + 1);
+            let t = parse(&k).map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{e}\n{k}")))?;
+            proptest::prop_assert_eq!(t.len(), n);
+            for (t, e) in t.iter().zip(&s.entries) {
+                let name = clean(&format!("{}.{}", e.scenario, e.backend));
+                proptest::prop_assert_eq!(t.name.as_str(), name.trim());
+                let want = match e.outcome {
+                    Outcome::Pass => Result::Ok,
+                    Outcome::Fail | Outcome::Aborted => Result::NotOk,
+                    Outcome::NoChecks => Result::Skip("no checks: the scenario has no [expect] entries".into()),
+                    Outcome::Skipped => Result::Skip(clean(e.reason.as_deref().unwrap_or("")).trim().to_owned()),
+                };
+                proptest::prop_assert_eq!(&t.result, &want);
+            }
+
+            let mut r = probe_report();
+            r.device = w[0].clone();
+            r.clock_name = Some(w[w.len() - 1].clone());
+            for (i, c) in r.checks.iter_mut().enumerate() {
+                c.name = w[i % w.len()].clone();
+                c.note = Some(w[(i + 1) % w.len()].clone());
+                c.result = w[(i + 2) % w.len()].clone();
+            }
+            let k = probe(&r);
+            let t = parse(&k).map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{e}\n{k}")))?;
+            proptest::prop_assert_eq!(t.len(), r.checks.len());
+            for (t, c) in t.iter().zip(&r.checks) {
+                let name = probe_name(c);
+                proptest::prop_assert_eq!(t.name.as_str(), name.trim());
+            }
         }
     }
 }

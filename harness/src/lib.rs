@@ -16,6 +16,7 @@ pub mod decimate;
 pub mod device;
 pub mod engine;
 pub mod ensemble;
+pub mod escape;
 pub mod exit;
 pub mod fidelity;
 pub mod junit;

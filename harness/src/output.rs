@@ -2,8 +2,15 @@
 //! the command goes on with its work (reports are still written to `--out`); any other write
 //! error (a full disk, `> /dev/full`) is said once, in one line, and makes the exit status 2.
 //! Nothing here panics, unlike `print!`, which does on both.
+//!
+//! Neither lets a terminal act on what it shows: on a terminal, stdout's control characters
+//! but LF and tab, and every one in a stderr line, are written as visible `\u{..}` text
+//! ([`crate::escape::terminal`]), so an escape sequence in a scenario name, a reason or a guest's
+//! output cannot retitle, clear or rewrite the screen. Output to a file or pipe is as written
+//! (every format the commands write escapes its own data).
 
-use std::io::Write;
+use std::borrow::Cow;
+use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::exit::Exit;
@@ -19,6 +26,7 @@ pub fn out(s: &str) {
         return;
     }
     let mut o = std::io::stdout().lock();
+    let s = if o.is_terminal() { Cow::Owned(crate::escape::terminal(s)) } else { Cow::Borrowed(s) };
     if let Err(e) = o.write_all(s.as_bytes()).and_then(|()| o.flush()) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             STDOUT.store(CLOSED, Ordering::Relaxed);
@@ -44,10 +52,11 @@ pub fn stdout_open() -> bool {
 }
 
 /// Writes one line to stderr, ignoring failure: a closed stderr is no reason to stop or panic.
+/// Control characters from the message (all but LF and tab) are shown, never sent as they are.
 #[macro_export]
 macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+        let _ = writeln!(std::io::stderr().lock(), "{}", $crate::escape::terminal(&format!($($arg)*)));
     }};
 }

@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 
+use crate::escape::xml_text;
 use crate::report::Report;
 
 const W: f64 = 900.0;
@@ -41,8 +42,8 @@ pub fn svg(report: &Report) -> String {
     let _ = writeln!(
         s,
         r#"<text x="{LEFT}" y="20" font-size="14">{} [{}]: |offset| to host time</text>"#,
-        esc(&report.scenario),
-        esc(&report.backend)
+        xml_text(&report.scenario),
+        xml_text(&report.backend)
     );
     for m in &report.disturbances {
         let (a, b) = (x(m.start_s), x(m.end_s.max(m.start_s + t_max / 500.0)));
@@ -51,7 +52,7 @@ pub fn svg(report: &Report) -> String {
             r##"<rect x="{a:.1}" y="{TOP}" width="{:.1}" height="{:.1}" fill="#f4c430" opacity="0.35"><title>{}</title></rect>"##,
             b - a,
             H - TOP - BOTTOM,
-            esc(&crate::report::describe(&m.disturbance))
+            xml_text(&crate::report::describe(&m.disturbance))
         );
     }
     for d in 0..=(top_decade as i32) {
@@ -125,7 +126,7 @@ pub fn svg(report: &Report) -> String {
             s,
             r##"<line x1="{xx:.1}" x2="{xx:.1}" y1="{TOP}" y2="{:.1}" stroke="#2a2" stroke-dasharray="3,3"><title>{} step {}</title></line>"##,
             H - BOTTOM,
-            esc(&e.source),
+            xml_text(&e.source),
             crate::report::fmt_ns(e.value.unwrap_or(0.0))
         );
     }
@@ -144,8 +145,4 @@ fn decade_label(d: i32) -> String {
     let units = [("ns", 0), ("us", 3), ("ms", 6), ("s", 9)];
     let (u, e) = units.iter().rev().find(|(_, e)| d >= *e).copied().unwrap_or(("ns", 0));
     format!("{} {u}", 10i64.pow((d - e) as u32))
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use crate::suite::render::esc;
+use crate::escape::{xml_attr, xml_text};
 
 const W: f64 = 900.0;
 const LEFT: f64 = 70.0;
@@ -67,7 +67,7 @@ fn x_axis(s: &mut String, lo: f64, hi: f64, bottom: f64) {
             r##"<line x1="{0:.1}" x2="{0:.1}" y1="{TOP}" y2="{bottom:.1}" stroke="#ddd"/><text x="{0:.1}" y="{1:.1}" text-anchor="middle">{2}</text>"##,
             x(d),
             bottom + 16.0,
-            esc(&label)
+            xml_text(&label)
         );
         d += 1.0;
     }
@@ -89,20 +89,20 @@ pub fn histogram_svg(title: &str, ds: &[Dist]) -> String {
     let _ = writeln!(
         s,
         r#"<text x="{LEFT}" y="20" font-size="14">{}: round trip, histogram per method</text>"#,
-        esc(title)
+        xml_text(title)
     );
     x_axis(&mut s, lo, hi, h - BOTTOM);
     for (i, d) in ds.iter().enumerate() {
         let base = TOP + panel * (i as f64 + 1.0) - 10.0;
         let total: u64 = d.buckets.iter().map(|b| b.1).sum::<u64>().max(1);
         let color = COLORS[i % COLORS.len()];
-        let _ = writeln!(s, r#"<g class="histogram" data-label="{}">"#, esc(&d.label));
+        let _ = writeln!(s, r#"<g class="histogram" data-label="{}">"#, xml_attr(&d.label));
         let _ = writeln!(
             s,
             r#"<text x="{:.1}" y="{:.1}">{}</text>"#,
             LEFT + 4.0,
             base - panel + 24.0,
-            esc(&d.label)
+            xml_text(&d.label)
         );
         let mut prev = 0.0f64;
         for &(le, n) in &d.buckets {
@@ -113,7 +113,7 @@ pub fn histogram_svg(title: &str, ds: &[Dist]) -> String {
                 r#"<rect x="{a:.1}" y="{:.1}" width="{:.1}" height="{bh:.1}" fill="{color}"><title>&lt;= {} : {n}</title></rect>"#,
                 base - bh,
                 (b - a).max(0.5),
-                esc(&crate::report::fmt_ns(le))
+                xml_text(&crate::report::fmt_ns(le))
             );
             prev = le;
         }
@@ -149,7 +149,7 @@ pub fn cdf_svg(title: &str, ds: &[Dist]) -> String {
     let _ = writeln!(
         s,
         r#"<text x="{LEFT}" y="20" font-size="14">{}: round trip, cumulative distribution</text>"#,
-        esc(title)
+        xml_text(title)
     );
     x_axis(&mut s, lo, hi, h - BOTTOM);
     for q in [0.0, 0.5, 0.9, 0.99, 1.0] {
@@ -179,7 +179,7 @@ pub fn cdf_svg(title: &str, ds: &[Dist]) -> String {
         let _ = writeln!(
             s,
             r#"<path class="cdf" data-label="{}" d="{}" fill="none" stroke="{color}" stroke-width="1.5"/>"#,
-            esc(&d.label),
+            xml_attr(&d.label),
             path.trim_end()
         );
         let ly = TOP + 14.0 * (i as f64 + 1.0);
@@ -189,7 +189,7 @@ pub fn cdf_svg(title: &str, ds: &[Dist]) -> String {
             LEFT + 35.0,
             LEFT + 40.0,
             ly + 4.0,
-            esc(&d.label),
+            xml_text(&d.label),
             LEFT_L = LEFT + 15.0
         );
     }

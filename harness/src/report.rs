@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::{self, Check, Recovery};
 use crate::engine::{Marker, Observation, Observations};
+use crate::escape::{
+    markdown_cell, markdown_code, markdown_code_block, markdown_line, markdown_paragraph, terminal_line,
+};
 use crate::scenario::Scenario;
 
 /// Overall outcome.
@@ -135,19 +138,20 @@ impl Report {
         s
     }
 
-    /// The Markdown report.
+    /// The Markdown report. Every text from the scenario or the run is escaped
+    /// ([`crate::escape`]): it shows as written and never becomes markup or breaks a table.
     pub fn to_markdown(&self) -> String {
         let mut s = String::new();
         let r = &self.recovery;
-        let _ = writeln!(s, "# {}: {}\n", self.scenario, verdict_word(self.verdict));
-        let _ = writeln!(s, "{}\n", self.description.trim());
-        let _ = writeln!(s, "Backend `{}`, seed {}.\n", self.backend, self.seed);
+        let _ = writeln!(s, "# {}: {}\n", markdown_line(&self.scenario), verdict_word(self.verdict));
+        let _ = writeln!(s, "{}\n", markdown_paragraph(self.description.trim()));
+        let _ = writeln!(s, "Backend {}, seed {}.\n", markdown_code(&self.backend), self.seed);
         if let Some(why) = &self.abort_reason {
-            let _ = writeln!(s, "**Aborted:** {why}\n");
+            let _ = writeln!(s, "**Aborted:** {}\n", markdown_cell(why));
         }
         for (k, v) in &self.backend_info {
             if !v.is_string() || v.as_str().is_some_and(|t| !t.contains('\n')) {
-                let _ = writeln!(s, "- {k}: {v}");
+                let _ = writeln!(s, "- {}: {}", markdown_line(k), markdown_cell(&v.to_string()));
             }
         }
         if !self.backend_info.is_empty() {
@@ -155,7 +159,7 @@ impl Report {
         }
         let _ = writeln!(s, "## Recovery\n\n| metric | value |\n|---|---|");
         for (k, v) in metric_rows(r) {
-            let _ = writeln!(s, "| {k} | {v} |");
+            let _ = writeln!(s, "| {} | {} |", markdown_cell(&k), markdown_cell(&v));
         }
         if self.checks.is_empty() {
             let _ = writeln!(
@@ -166,7 +170,13 @@ impl Report {
             let _ = writeln!(s, "\n## Checks\n\n| check | expected | actual | result |\n|---|---|---|---|");
             for c in &self.checks {
                 let res = if c.pass { "pass" } else { "**FAIL**" };
-                let _ = writeln!(s, "| {} | {} | {} | {res} |", c.name, c.expected, c.actual);
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {res} |",
+                    markdown_cell(&c.name),
+                    markdown_cell(&c.expected),
+                    markdown_cell(&c.actual)
+                );
             }
         }
         let _ = writeln!(s, "\n## Disturbances\n");
@@ -174,12 +184,24 @@ impl Report {
             let _ = writeln!(s, "None.");
         }
         for m in &self.disturbances {
-            let _ = writeln!(s, "- {:.1} s .. {:.1} s: {}", m.start_s, m.end_s, describe(&m.disturbance));
+            let _ = writeln!(
+                s,
+                "- {:.1} s .. {:.1} s: {}",
+                m.start_s,
+                m.end_s,
+                markdown_cell(&describe(&m.disturbance))
+            );
         }
         let _ = writeln!(s, "\n## Events\n");
         let shown: Vec<&EventLine> = self.events.iter().filter(|e| e.kind != "frequency").collect();
         for e in shown.iter().take(60) {
-            let _ = writeln!(s, "- {:9.3} s  {:<8} {}", e.t_s, e.source, event_text(e));
+            let _ = writeln!(
+                s,
+                "- {:9.3} s  {:<8} {}",
+                e.t_s,
+                markdown_cell(&e.source),
+                markdown_cell(&event_text(e))
+            );
         }
         if shown.len() > 60 {
             let _ = writeln!(s, "- ... {} more in report.json", shown.len() - 60);
@@ -189,29 +211,37 @@ impl Report {
         }
         for (k, v) in &self.backend_info {
             if let Some(t) = v.as_str().filter(|t| t.contains('\n')) {
-                let _ = writeln!(s, "\n## {k}\n\n```\n{}\n```", t.trim_end());
+                let _ = writeln!(s, "\n## {}\n\n{}", markdown_line(k), markdown_code_block(t.trim_end()));
             }
         }
         let _ = writeln!(s, "\n![|offset| over time](plot.svg)");
         s
     }
 
-    /// A compact summary for the terminal.
+    /// A compact summary for the terminal: text from the scenario or the run with its control
+    /// characters (escape sequences, line breaks) shown, never acted on.
     pub fn to_text(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "{} [{}] {}", self.scenario, self.backend, verdict_word(self.verdict));
+        let (name, backend) = (terminal_line(&self.scenario), terminal_line(&self.backend));
+        let _ = writeln!(s, "{name} [{backend}] {}", verdict_word(self.verdict));
         if let Some(why) = &self.abort_reason {
-            let _ = writeln!(s, "  aborted: {why}");
+            let _ = writeln!(s, "  aborted: {}", terminal_line(why));
         }
         for (k, v) in metric_rows(&self.recovery) {
-            let _ = writeln!(s, "  {k:<34} {v}");
+            let _ = writeln!(s, "  {:<34} {}", terminal_line(&k), terminal_line(&v));
         }
         if self.checks.is_empty() {
             let _ = writeln!(s, "  no checks: the scenario has no [expect] entries, nothing was judged");
         }
         for c in &self.checks {
             let mark = if c.pass { "ok  " } else { "FAIL" };
-            let _ = writeln!(s, "  {mark} {:<30} expected {:<14} got {}", c.name, c.expected, c.actual);
+            let _ = writeln!(
+                s,
+                "  {mark} {:<30} expected {:<14} got {}",
+                terminal_line(&c.name),
+                terminal_line(&c.expected),
+                terminal_line(&c.actual)
+            );
         }
         s
     }
@@ -356,5 +386,74 @@ mod tests {
         let r = report("", Some("QEMU died".into()));
         assert_eq!(r.verdict, Verdict::Aborted);
         assert_eq!(serde_json::to_value(Verdict::Aborted).unwrap(), "aborted");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever text the scenario and the run carry: report.md's tables keep their columns
+        /// and no HTML or code span comes from it, and the terminal summary has one line per
+        /// metric and check and no control character but LF.
+        #[test]
+        fn reports_from_any_text_keep_their_shape(w in proptest::collection::vec(crate::escape::fixtures::nasty(), 1..6)) {
+            use crate::escape::fixtures::{terminal_safe, unescaped};
+            let mut r = report("[expect]\nsteps = { min = 1 }\nmax_abs_offset_s = { max = 0.001 }\n", None);
+            let mut k = 0;
+            let mut next = || {
+                k += 1;
+                w[k % w.len()].clone()
+            };
+            r.scenario = next();
+            r.description = next();
+            r.backend = next();
+            r.abort_reason = Some(next());
+            for c in &mut r.checks {
+                (c.name, c.expected, c.actual) = (next(), next(), next());
+            }
+            r.recovery.read_errors.insert(next(), 2);
+            r.recovery.steps.push(crate::analysis::Step { t_s: 1.0, delta_ns: 5, source: next() });
+            r.events.push(EventLine { t_s: 1.0, source: next(), kind: "note".into(), value: None, text: next() });
+            r.backend_info.insert(next(), serde_json::Value::String(next()));
+            r.backend_info.insert(next(), serde_json::Value::String(format!("{}\n```\n{}", next(), next())));
+
+            let md = r.to_markdown();
+            terminal_safe(&md).map_err(proptest::test_runner::TestCaseError::fail)?;
+            let backend = crate::escape::markdown_code(&r.backend);
+            // The fence that opened the code block we are in: a closing fence is a line of at
+            // least as many backticks and nothing else (CommonMark).
+            let mut fence: Option<usize> = None;
+            let mut widths = Vec::new();
+            for line in md.lines() {
+                let ticks = line.chars().take_while(|&c| c == '`').count();
+                let only_ticks = ticks == line.trim_end().chars().count();
+                match fence {
+                    Some(n) => {
+                        if ticks >= n && only_ticks {
+                            fence = None;
+                        }
+                        continue;
+                    }
+                    None if ticks >= 3 => {
+                        fence = Some(ticks);
+                        continue;
+                    }
+                    None => {}
+                }
+                let bare = unescaped(&line.replacen(&backend, "", 1));
+                proptest::prop_assert!(!bare.contains(['<', '>', '`']), "{}", line);
+                if line.starts_with('|') {
+                    widths.push(bare.matches('|').count());
+                }
+            }
+            proptest::prop_assert_eq!(fence, None, "{}", md);
+            let rows = metric_rows(&r.recovery).len();
+            proptest::prop_assert_eq!(widths.len(), 2 + rows + 2 + r.checks.len());
+            proptest::prop_assert!(widths[..2 + rows].iter().all(|&n| n == 3), "{:?}\n{}", widths, md);
+            proptest::prop_assert!(widths[2 + rows..].iter().all(|&n| n == 5), "{:?}\n{}", widths, md);
+
+            let text = r.to_text();
+            terminal_safe(&text).map_err(proptest::test_runner::TestCaseError::fail)?;
+            proptest::prop_assert_eq!(text.lines().count(), 2 + rows + r.checks.len());
+        }
     }
 }

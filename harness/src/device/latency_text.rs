@@ -72,5 +72,5 @@ pub fn render(r: &Report) -> String {
             let _ = writeln!(s, "  <= {:>10} ns |{bar:<40}| {}", b.le_ns, b.count);
         }
     }
-    s
+    crate::escape::terminal(&s)
 }

@@ -452,7 +452,7 @@ pub fn render_text(r: &Report) -> String {
     } else {
         let _ = writeln!(s, "result: {} deviation(s) from the {} row", r.deviations, r.driver);
     }
-    s
+    crate::escape::terminal(&s)
 }
 
 #[cfg(test)]

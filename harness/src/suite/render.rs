@@ -1,6 +1,11 @@
 //! The suite's human-facing files: `index.md` and one self-contained `index.html` (verdict
 //! table, recovery metrics, checks, fidelity tables and every plot inline; no external file,
 //! script or style), which is also well-formed XML so that tests can parse it back.
+//!
+//! Everything in them is built from data (the summary, each run's `report.json`, each
+//! comparison's `fidelity.json`) and escaped as it is written ([`crate::escape`]); no file of a
+//! report folder is ever pasted in, since a merged suite's folders come from whoever uploaded
+//! the shards.
 #![forbid(unsafe_code)]
 
 use std::fmt::Write as _;
@@ -8,6 +13,7 @@ use std::path::Path;
 
 use super::summary::{Entry, Outcome, Summary};
 use crate::analysis::Recovery;
+use crate::escape::{markdown_cell, markdown_code, markdown_line, url_path, xml_attr, xml_text};
 use crate::report::fmt_ns;
 
 fn secs(v: Option<f64>) -> String {
@@ -28,10 +34,11 @@ fn cells(e: &Entry) -> [String; 5] {
 
 const HEAD: [&str; 5] = ["correction", "first correction", "within 1 ms", "steps", "max abs offset"];
 
-fn totals_line(s: &Summary) -> String {
+/// The counts line, with `text` escaping the backends and `code` the filter for the format.
+fn totals_line(s: &Summary, text: fn(&str) -> String, code: fn(&str) -> String) -> String {
     let mut parts = vec![format!("{} scenarios selected", s.selected)];
     if let Some(f) = &s.filter {
-        parts.push(format!("filter `{f}`"));
+        parts.push(format!("filter {}", code(f)));
     }
     if let Some(sh) = s.shard {
         parts.push(format!("shard {}/{}", sh.index, sh.count));
@@ -41,7 +48,7 @@ fn totals_line(s: &Summary) -> String {
             .iter()
             .map(|o| format!("{} {}", o.word().to_lowercase(), s.totals.get(o.key()).copied().unwrap_or(0)))
             .collect();
-    format!("Backends: {}; {}. {}.", s.backends.join(", "), parts.join(", "), counts.join(", "))
+    format!("Backends: {}; {}. {}.", text(&s.backends.join(", ")), parts.join(", "), counts.join(", "))
 }
 
 fn verdict(s: &Summary) -> &'static str {
@@ -55,18 +62,24 @@ fn verdict(s: &Summary) -> &'static str {
 /// `index.md`: the verdict table, failed checks, skips with their reasons, fidelity.
 pub fn markdown(s: &Summary) -> String {
     let mut m = String::new();
-    let _ = writeln!(m, "# phc-harness suite: {}\n\n{}\n", verdict(s), totals_line(s));
+    let _ = writeln!(
+        m,
+        "# phc-harness suite: {}\n\n{}\n",
+        verdict(s),
+        totals_line(s, markdown_cell, markdown_code)
+    );
     let _ = writeln!(m, "| scenario | backend | verdict | {} | report |", HEAD.join(" | "));
     let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|");
     for e in &s.entries {
-        let link = e.dir.as_ref().map_or("-".into(), |d| format!("[report]({d}/report.md)"));
+        let link = e.dir.as_ref().map_or("-".into(), |d| format!("[report]({}/report.md)", url_path(d)));
+        let cells: Vec<String> = cells(e).iter().map(|c| markdown_cell(c)).collect();
         let _ = writeln!(
             m,
             "| {} | {} | {} | {} | {link} |",
-            e.scenario,
-            e.backend,
+            markdown_cell(&e.scenario),
+            markdown_cell(&e.backend),
             e.outcome.word(),
-            cells(e).join(" | ")
+            cells.join(" | ")
         );
     }
     let failed: Vec<String> = s
@@ -75,8 +88,12 @@ pub fn markdown(s: &Summary) -> String {
         .flat_map(|e| {
             e.checks.iter().filter(|c| !c.pass).map(move |c| {
                 format!(
-                    "- {} [{}]: {}: expected {}, got {}",
-                    e.scenario, e.backend, c.name, c.expected, c.actual
+                    "- {} \\[{}\\]: {}: expected {}, got {}",
+                    markdown_line(&e.scenario),
+                    markdown_cell(&e.backend),
+                    markdown_cell(&c.name),
+                    markdown_cell(&c.expected),
+                    markdown_cell(&c.actual)
                 )
             })
         })
@@ -88,7 +105,15 @@ pub fn markdown(s: &Summary) -> String {
         .entries
         .iter()
         .filter_map(|e| {
-            e.reason.as_ref().map(|r| format!("- {} [{}] {}: {r}", e.scenario, e.backend, e.outcome.word()))
+            e.reason.as_ref().map(|r| {
+                format!(
+                    "- {} \\[{}\\] {}: {}",
+                    markdown_line(&e.scenario),
+                    markdown_cell(&e.backend),
+                    e.outcome.word(),
+                    markdown_cell(r)
+                )
+            })
         })
         .collect();
     if !why.is_empty() {
@@ -100,18 +125,13 @@ pub fn markdown(s: &Summary) -> String {
             let _ = writeln!(
                 m,
                 "| {} | {} | [fidelity]({}/fidelity.md) |",
-                f.scenario,
+                markdown_cell(&f.scenario),
                 if f.agrees { "yes" } else { "**no**" },
-                f.dir
+                url_path(&f.dir)
             );
         }
     }
     m
-}
-
-/// Escapes text for XML content and attribute values.
-pub fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:1100px}\
@@ -142,14 +162,21 @@ fn recovery_rows(r: &Recovery) -> Vec<(String, String)> {
     rows
 }
 
-/// An inline copy of an SVG file: its `<svg>` element, or a note when it cannot be read.
-fn inline_svg(path: &Path) -> String {
-    match std::fs::read_to_string(path) {
-        Ok(t) => match t.find("<svg") {
-            Some(i) => t[i..].to_owned(),
-            None => format!("<p>{}: not an SVG</p>\n", esc(&path.display().to_string())),
-        },
-        Err(e) => format!("<p>{}: {}</p>\n", esc(&path.display().to_string()), esc(&e.to_string())),
+/// Largest `report.json` read to draw a run's plot (a simulated day with `--full-series` is
+/// about 20 MB).
+pub const MAX_REPORT_BYTES: u64 = 64 << 20;
+
+/// A run's plot, drawn afresh from its `report.json` by [`crate::plot::svg`] (which escapes
+/// every text it takes from the report), or a note when that cannot be read. The folder's
+/// `plot.svg` is never pasted in: in a merged suite it is whatever a shard's uploader put
+/// there, `<script>` included.
+fn plot(path: &Path) -> String {
+    let report = phc::input::read_text(path, MAX_REPORT_BYTES, phc::input::Links::Refuse)
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str::<crate::report::Report>(&t).map_err(|e| e.to_string()));
+    match report {
+        Ok(r) => crate::plot::svg(&r),
+        Err(e) => format!("<p>{}: no plot: {}</p>\n", xml_text(&path.display().to_string()), xml_text(&e)),
     }
 }
 
@@ -170,25 +197,25 @@ pub fn html(s: &Summary, dir: &Path) -> String {
         h,
         "<h1>phc-harness suite: <span class=\"{}\">{v}</span></h1>\n<p>{}</p>",
         v.to_lowercase(),
-        esc(&totals_line(s))
+        totals_line(s, xml_text, |f| xml_text(&format!("`{f}`")))
     );
     let _ = writeln!(h, "<table id=\"verdicts\">\n<tr><th>scenario</th><th>backend</th><th>verdict</th>");
     for c in HEAD {
-        let _ = write!(h, "<th>{}</th>", esc(c));
+        let _ = write!(h, "<th>{}</th>", xml_text(c));
     }
     h.push_str("</tr>\n");
     for e in &s.entries {
         let _ = write!(
             h,
             "<tr class=\"entry\"><td><a href=\"#{}\">{}</a></td><td>{}</td><td class=\"{}\">{}</td>",
-            esc(&anchor(e)),
-            esc(&e.scenario),
-            esc(&e.backend),
+            xml_attr(&anchor(e)),
+            xml_text(&e.scenario),
+            xml_text(&e.backend),
             e.outcome.key(),
             e.outcome.word()
         );
         for c in cells(e) {
-            let _ = write!(h, "<td>{}</td>", esc(&c));
+            let _ = write!(h, "<td>{}</td>", xml_text(&c));
         }
         h.push_str("</tr>\n");
     }
@@ -197,23 +224,23 @@ pub fn html(s: &Summary, dir: &Path) -> String {
         let _ = writeln!(
             h,
             "<section id=\"{}\">\n<h2>{} [{}]: <span class=\"{}\">{}</span></h2>",
-            esc(&anchor(e)),
-            esc(&e.scenario),
-            esc(&e.backend),
+            xml_attr(&anchor(e)),
+            xml_text(&e.scenario),
+            xml_text(&e.backend),
             e.outcome.key(),
             e.outcome.word()
         );
         if let Some(r) = &e.reason {
-            let _ = writeln!(h, "<p><b>{}:</b> {}</p>", e.outcome.word(), esc(r));
+            let _ = writeln!(h, "<p><b>{}:</b> {}</p>", e.outcome.word(), xml_text(r));
         }
         if !e.environment.is_empty() {
             let env: Vec<String> = e.environment.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-            let _ = writeln!(h, "<p>{}</p>", esc(&env.join("; ")));
+            let _ = writeln!(h, "<p>{}</p>", xml_text(&env.join("; ")));
         }
         if let Some(r) = &e.recovery {
             h.push_str("<table class=\"recovery\"><tr><th>metric</th><th>value</th></tr>\n");
             for (k, v) in recovery_rows(r) {
-                let _ = writeln!(h, "<tr><td>{}</td><td>{}</td></tr>", esc(&k), esc(&v));
+                let _ = writeln!(h, "<tr><td>{}</td><td>{}</td></tr>", xml_text(&k), xml_text(&v));
             }
             h.push_str("</table>\n");
         }
@@ -224,15 +251,15 @@ pub fn html(s: &Summary, dir: &Path) -> String {
                 let _ = writeln!(
                     h,
                     "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{cls}\">{w}</td></tr>",
-                    esc(&c.name),
-                    esc(&c.expected),
-                    esc(&c.actual)
+                    xml_text(&c.name),
+                    xml_text(&c.expected),
+                    xml_text(&c.actual)
                 );
             }
             h.push_str("</table>\n");
         }
         if let Some(d) = &e.dir {
-            h.push_str(&inline_svg(&dir.join(d).join("plot.svg")));
+            h.push_str(&plot(&dir.join(d).join("report.json")));
         }
         h.push_str("</section>\n");
     }
@@ -240,8 +267,8 @@ pub fn html(s: &Summary, dir: &Path) -> String {
         let _ = writeln!(
             h,
             "<section id=\"{}-fidelity\">\n<h2>{}: sim against QEMU: {}</h2>",
-            esc(&f.scenario),
-            esc(&f.scenario),
+            xml_attr(&f.scenario),
+            xml_text(&f.scenario),
             if f.agrees { "agree" } else { "DISAGREE" }
         );
         let path = dir.join(&f.dir).join("fidelity.json");
@@ -255,14 +282,14 @@ pub fn html(s: &Summary, dir: &Path) -> String {
                     let _ = writeln!(
                         h,
                         "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
-                        esc(&r.metric),
+                        xml_text(&r.metric),
                         n(r.sim),
                         n(r.qemu),
                         n(r.difference),
                         n(r.tolerance),
                         if r.agrees { "pass" } else { "fail" },
                         if r.agrees { "yes" } else { "no" },
-                        esc(&r.rule)
+                        xml_text(&r.rule)
                     );
                 }
                 h.push_str("</table>\n");
@@ -271,7 +298,7 @@ pub fn html(s: &Summary, dir: &Path) -> String {
                 let _ = writeln!(
                     h,
                     "<p>{}: missing or not a fidelity document</p>",
-                    esc(&path.display().to_string())
+                    xml_text(&path.display().to_string())
                 );
             }
         }
@@ -313,5 +340,111 @@ mod tests {
         assert_eq!(k.last().unwrap().result, crate::ktap::Result::NotOk);
         let j = crate::junit::render(&sum);
         assert!(j.contains("<testsuite name=\"phc-harness.fidelity\" tests=\"1\" failures=\"1\""), "{j}");
+    }
+
+    /// No element or attribute that runs script, in any case (HTML's names are
+    /// case-insensitive): what `index.html` must never hold, whatever its folders hold.
+    fn assert_inert(html: &str) -> Vec<crate::escape::read::El> {
+        let els = crate::escape::read::elements(html).unwrap_or_else(|e| panic!("{e}\n{html}"));
+        for e in &els {
+            let name = e.name.to_ascii_lowercase();
+            assert!(
+                !matches!(name.as_str(), "script" | "iframe" | "object" | "embed" | "foreignobject"),
+                "{name}"
+            );
+            for (k, v) in &e.attrs {
+                let k = k.to_ascii_lowercase();
+                assert!(!k.starts_with("on"), "attribute {k}={v:?} on <{name}>");
+                assert!(!v.to_ascii_lowercase().contains("javascript:"), "{k}={v:?}");
+            }
+        }
+        let lower = html.to_ascii_lowercase();
+        assert!(!lower.contains("<script") && !lower.contains("<foreignobject"), "{html}");
+        els
+    }
+
+    #[test]
+    fn a_report_folder_s_plot_svg_never_reaches_index_html() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = crate::runner::builtin("reboot").unwrap().unwrap();
+        let mut r = crate::runner::run_sim(&s).unwrap();
+        // Text from the run that ends up in the plot, hostile too.
+        r.scenario = "<script>alert(3)</script>\u{1b}[2J".into();
+        r.backend = "sim\" onload=\"alert(4)".into();
+        let run = dir.path().join("reboot-sim");
+        crate::runner::write_all_full(&r, &run).unwrap();
+        // What an uploader put in a shard's folder.
+        let evil = "<svg xmlns=\"http://www.w3.org/2000/svg\" onload=\"alert(1)\"><script>alert(2)</script>\
+                    <foreignObject><iframe src=\"javascript:alert(5)\"/></foreignObject></svg>";
+        std::fs::write(run.join("plot.svg"), evil).unwrap();
+        let e = crate::suite::entry_from_report(&r, &run, dir.path(), Vec::new());
+        let sum = Summary::new(vec!["sim".into()], None, None, 1, vec![e], Vec::new());
+        let h = html(&sum, dir.path());
+        let els = assert_inert(&h);
+        for bad in ["alert(1)", "alert(2)", "alert(5)"] {
+            assert!(!h.contains(bad), "the folder's plot.svg is in index.html: {bad}");
+        }
+        // The plot is there, drawn from report.json, with the hostile name as text.
+        let svgs: Vec<_> = els.iter().filter(|e| e.name == "svg").collect();
+        assert_eq!(svgs.len(), 1, "{h}");
+        let title =
+            els.iter().find(|e| e.name == "text" && e.text.contains("alert(3)")).expect("the plot's title");
+        assert!(
+            title.text.starts_with("<script>alert(3)</script>\\u{1b}[2J [sim\" onload="),
+            "{}",
+            title.text
+        );
+        assert!(!h.contains('\u{1b}'));
+        // Without report.json there is a note and no plot.
+        std::fs::remove_file(run.join("report.json")).unwrap();
+        let h = html(&sum, dir.path());
+        let els = assert_inert(&h);
+        assert!(!els.iter().any(|e| e.name == "svg"));
+        assert!(els.iter().any(|e| e.name == "p" && e.text.contains("report.json: no plot")), "{h}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Any text in the summary: index.html parses with no live markup from it and a verdict
+        /// row per entry; every row of index.md keeps its table's columns.
+        #[test]
+        fn index_files_from_any_text_keep_their_shape(w in proptest::collection::vec(crate::escape::fixtures::nasty(), 1..6)) {
+            let dir = tempfile::tempdir().unwrap();
+            let s = crate::escape::fixtures::summary(&w);
+            let h = html(&s, dir.path());
+            let els = assert_inert(&h);
+            let rows = els.iter().filter(|e| e.name == "tr" && e.attr("class") == Some("entry")).count();
+            proptest::prop_assert_eq!(rows, s.entries.len());
+            proptest::prop_assert_eq!(els.iter().filter(|e| e.name == "section").count(), s.entries.len() + s.fidelity.len());
+            let md = markdown(&s);
+            crate::escape::fixtures::terminal_safe(&md).map_err(proptest::test_runner::TestCaseError::fail)?;
+            let mut tables = 0;
+            let mut width = None;
+            // The filter is a code span (its text shown as it is); the rest is escaped.
+            let filter = crate::escape::markdown_code(s.filter.as_deref().unwrap_or_default());
+            proptest::prop_assert!(md.contains(&format!(", filter {filter}. ")), "{}", md);
+            for line in md.lines() {
+                let bare = crate::escape::fixtures::unescaped(&line.replacen(&filter, "", 1));
+                proptest::prop_assert!(!bare.contains(['<', '>', '`']), "{}", line);
+                if line.starts_with('|') {
+                    let cols = bare.matches('|').count();
+                    match width {
+                        None => {
+                            tables += 1;
+                            width = Some(cols);
+                        }
+                        Some(w) => proptest::prop_assert_eq!(cols, w, "{}", line),
+                    }
+                } else {
+                    width = None;
+                    // Outside a table nothing reads as a table row, a heading or a list item
+                    // but the lines written as such.
+                    proptest::prop_assert!(!line.starts_with("##") || line.starts_with("## "), "{}", line);
+                }
+            }
+            proptest::prop_assert_eq!(tables, 2);
+            proptest::prop_assert_eq!(md.lines().filter(|l| l.starts_with("| ") && l.ends_with(" |")).count(), 2 + s.entries.len() + s.fidelity.len());
+        }
     }
 }
