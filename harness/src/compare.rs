@@ -66,11 +66,6 @@ pub enum Run {
     Latency(String, Value),
 }
 
-/// Largest `report.json` read. `run` thins the series to `decimate::MAX_JSON_SERIES` points
-/// (a few hundred KiB), but `--full-series` keeps every sample: a long scenario at a short
-/// interval is up to about a million observations at ~150 bytes of pretty JSON each.
-pub const MAX_REPORT_BYTES: u64 = 256 << 20;
-
 /// Largest `latency.json` read. A latency document holds per method its percentiles and a
 /// 1-2-5 histogram (a few KiB); 64 MiB leaves room for raw samples a future version may add.
 pub const MAX_LATENCY_BYTES: u64 = 64 << 20;
@@ -99,16 +94,6 @@ pub fn read_latency(path: &Path) -> Result<Value, String> {
         return Err(format!("{}: not a latency document (no methods or baseline)", path.display()));
     }
     Ok(v)
-}
-
-/// Reads a `report.json` through the bounded reader (a regular file, not a symlink).
-pub fn read_report(path: &Path) -> Result<crate::report::Report, String> {
-    let text = phc::input::read_text(path, MAX_REPORT_BYTES, phc::input::Links::Refuse)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let r: crate::report::Report =
-        serde_json::from_str(&text).map_err(|e| format!("{}: not a report: {e}", path.display()))?;
-    check_names(path, &[("scenario", &r.scenario), ("backend", &r.backend)])?;
-    Ok(r)
 }
 
 /// The runs in a folder. A suite folder (one with `summary.json`) is its summary's entries and
@@ -156,7 +141,7 @@ pub fn load_runs(dir: &Path) -> Result<Vec<Run>, String> {
         }
         let rep = d.join("report.json");
         if d != dir && present(&rep) {
-            let r = read_report(&rep)?;
+            let r = crate::report::Report::load(&rep)?;
             runs.push(Run::Scenario(Box::new(crate::suite::entry_from_report(&r, &d, dir, Vec::new()))));
         }
     }

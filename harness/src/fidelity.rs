@@ -225,7 +225,17 @@ pub fn compare(sim: &Report, qemu: &Report, poll_interval_s: f64) -> Fidelity {
     Fidelity { scenario: sim.scenario.clone(), poll_interval_s, rows, agrees, ensemble: None }
 }
 
+/// Largest `fidelity.json` read: a table of a dozen rows and an ensemble's runs, a few KiB.
+pub const MAX_FIDELITY_BYTES: u64 = 16 << 20;
+
 impl Fidelity {
+    /// Reads a `fidelity.json` through the bounded reader (a regular file, not a symlink).
+    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+        let text = phc::input::read_text(path, MAX_FIDELITY_BYTES, phc::input::Links::Refuse)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: not a fidelity document: {e}", path.display()))
+    }
+
     /// A table for the terminal and Markdown, with the rule of every row under it.
     pub fn to_markdown(&self) -> String {
         let mut s = format!(

@@ -81,7 +81,25 @@ pub struct Report {
     pub backend_info: BTreeMap<String, serde_json::Value>,
 }
 
+/// Largest `report.json` read. `run` thins the series to `decimate::MAX_JSON_SERIES` points
+/// (a few hundred KiB), but `--full-series` keeps every sample: a long scenario at a short
+/// interval is up to about a million observations at ~150 bytes of pretty JSON each.
+pub const MAX_REPORT_BYTES: u64 = 256 << 20;
+
 impl Report {
+    /// Reads a `report.json` through the bounded reader (a regular file, not a symlink), and
+    /// checks that its scenario and backend are plain names (they become parts of paths).
+    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+        let text = phc::input::read_text(path, MAX_REPORT_BYTES, phc::input::Links::Refuse)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let r: Self =
+            serde_json::from_str(&text).map_err(|e| format!("{}: not a report: {e}", path.display()))?;
+        for (key, name) in [("scenario", &r.scenario), ("backend", &r.backend)] {
+            phc::input::check_name(name).map_err(|why| format!("{}: {key}: {why}", path.display()))?;
+        }
+        Ok(r)
+    }
+
     /// Builds the report of a finished (or aborted, with `abort_reason`) run.
     pub fn new(scenario: &Scenario, backend: &str, obs: Observations, abort_reason: Option<String>) -> Self {
         let recovery = analysis::recovery(scenario, &obs);

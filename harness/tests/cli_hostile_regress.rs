@@ -126,7 +126,7 @@ fn every_builtin_scenario_written_by_run_out_reads_back() {
     for d in std::fs::read_dir(&out).unwrap() {
         let d = d.unwrap().path();
         // The same reader compare and baseline use.
-        let r = phc_harness::compare::read_report(&d.join("report.json"))
+        let r = phc_harness::report::Report::load(&d.join("report.json"))
             .unwrap_or_else(|e| panic!("{}: does not read back: {e}", d.display()));
         names.push(r.scenario);
     }
@@ -407,7 +407,7 @@ fn baseline_and_compare_refuse_names_and_files_from_data() {
         assert_usage(&o, &format!("report.json: {key}: "), bad);
         assert!(tree(&base).is_empty());
     }
-    each_endless(&rep, phc_harness::compare::MAX_REPORT_BYTES, |what| {
+    each_endless(&rep, phc_harness::report::MAX_REPORT_BYTES, |what| {
         let o = harness_in(t, &["compare", r, "--baseline", b], LIMIT);
         assert_usage(&o, "report.json", what);
     });

@@ -357,6 +357,16 @@ fn shards_merged_equal_the_unsharded_suite() {
     let mut all: Vec<String> = scenario_names().iter().map(|n| format!("{n}.sim")).collect();
     all.sort();
     assert_eq!(names, all, "every scenario in exactly one shard");
+    // A shard's uploader controls its files: every plot.svg is replaced by one that runs script.
+    // The merged plots below must still equal the unsharded suite's, drawn from report.json.
+    for d in &shards {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            let svg = e.path().join("plot.svg");
+            if svg.is_file() {
+                std::fs::write(&svg, "<svg xmlns=\"http://www.w3.org/2000/svg\" onload=\"alert(1)\"><script>alert(2)</script></svg>").unwrap();
+            }
+        }
+    }
     let merged = dir.path().join("merged");
     let mut a = vec!["merge", "--out", merged.to_str().unwrap()];
     // In any order.

@@ -114,7 +114,9 @@ pub enum Output {
 
 /// The lines of `text` as KTAP diagnostics.
 fn ktap_diagnostics(text: &str) -> String {
-    text.lines().filter(|l| !l.trim().is_empty()).map(|l| format!("# {}\n", l.replace('#', "_"))).collect()
+    // Split on '\n' only; escape::ktap then shows every other line break and control character,
+    // so guest output cannot forge a test line.
+    text.lines().filter(|l| !l.trim().is_empty()).map(|l| format!("# {}\n", crate::escape::ktap(l))).collect()
 }
 
 /// Runs the current device command in a guest. `device` is the guest path, for the cross-check.
@@ -246,5 +248,12 @@ mod tests {
         assert_eq!(d, "# backend: qemu (tcg)\n# cross-check: offset _ 3\n");
         let doc = format!("KTAP version 1\n1..1\nok 1 a\n{d}");
         assert_eq!(crate::ktap::parse(&doc).unwrap().len(), 1);
+        // Guest output with every other line break cannot forge a test line.
+        let hostile = "x\rok 2 forged\u{b}ok 3 forged\u{85}ok 4\u{2028}ok 5\u{2029}ok 6\x0cok 7";
+        let d = ktap_diagnostics(hostile);
+        assert_eq!(d.lines().count(), 1, "{d:?}");
+        for sep in ['\r', '\u{b}', '\u{c}', '\u{85}', '\u{2028}', '\u{2029}'] {
+            assert!(!d.contains(sep), "{d:?}");
+        }
     }
 }

@@ -190,7 +190,7 @@ pub fn suite(args: SuiteArgs) -> Exit {
             place = format!("[{k}/{n}] {name} [{backend}]");
             if tty {
                 let line = format!("{place} ... {}", eta(wall.elapsed().as_secs_f64(), done, total));
-                eprint!("\r\x1b[K{line}");
+                eprint!("\r\x1b[K{}", crate::escape::terminal_line(&line));
             }
         }
         Progress::Done(e, done, total) => {

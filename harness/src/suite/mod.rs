@@ -63,8 +63,8 @@ pub enum SuiteError {
 pub const LOCK_FILE: &str = ".phc-harness.lock";
 
 /// Largest file `merge` copies from a shard's report folder: a report.json with `--full-series`
-/// is the largest thing a suite writes (see `compare::MAX_REPORT_BYTES`).
-pub const MAX_COPY_BYTES: u64 = crate::compare::MAX_REPORT_BYTES;
+/// is the largest thing a suite writes (see `report::MAX_REPORT_BYTES`).
+pub const MAX_COPY_BYTES: u64 = crate::report::MAX_REPORT_BYTES;
 
 /// Most files `merge` copies from one report folder (a suite writes four, a fidelity folder two).
 pub const MAX_FILES_PER_FOLDER: usize = 64;
@@ -536,11 +536,13 @@ fn list_report_folder(from: &Path) -> Result<Vec<String>, SuiteError> {
 }
 
 /// Copies the checked `files` of `from` into a fresh `to` (replacing it whole, see
-/// `runner::replace_dir`), each streamed from a bounded, non-following open.
+/// `runner::replace_dir`), each streamed from a bounded, non-following open. A shard's
+/// `plot.svg` is not copied but drawn again from the copied `report.json`: an SVG opened on its
+/// own runs whatever script a shard's uploader put in it.
 fn copy_folder(from: &Path, files: &[String], to: &Path) -> Result<(), SuiteError> {
     let mut failed: Option<PathBuf> = None;
     let r = runner::replace_dir(to, |staging| {
-        for name in files {
+        for name in files.iter().filter(|n| *n != "plot.svg") {
             let src = from.join(name);
             failed = Some(src.clone());
             let (f, _) = phc::input::open_regular(&src, MAX_COPY_BYTES, phc::input::Links::Refuse)?;
@@ -553,6 +555,13 @@ fn copy_folder(from: &Path, files: &[String], to: &Path) -> Result<(), SuiteErro
                 ));
             }
             dst.sync_data()?;
+        }
+        if files.iter().any(|n| n == "report.json") {
+            let report = staging.join("report.json");
+            failed = Some(from.join("report.json"));
+            let r = crate::report::Report::load(&report)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            std::fs::write(staging.join("plot.svg"), crate::plot::svg(&r))?;
         }
         failed = None;
         Ok(())

@@ -162,19 +162,12 @@ fn recovery_rows(r: &Recovery) -> Vec<(String, String)> {
     rows
 }
 
-/// Largest `report.json` read to draw a run's plot (a simulated day with `--full-series` is
-/// about 20 MB).
-pub const MAX_REPORT_BYTES: u64 = 64 << 20;
-
 /// A run's plot, drawn afresh from its `report.json` by [`crate::plot::svg`] (which escapes
 /// every text it takes from the report), or a note when that cannot be read. The folder's
 /// `plot.svg` is never pasted in: in a merged suite it is whatever a shard's uploader put
 /// there, `<script>` included.
 fn plot(path: &Path) -> String {
-    let report = phc::input::read_text(path, MAX_REPORT_BYTES, phc::input::Links::Refuse)
-        .map_err(|e| e.to_string())
-        .and_then(|t| serde_json::from_str::<crate::report::Report>(&t).map_err(|e| e.to_string()));
-    match report {
+    match crate::report::Report::load(path) {
         Ok(r) => crate::plot::svg(&r),
         Err(e) => format!("<p>{}: no plot: {}</p>\n", xml_text(&path.display().to_string()), xml_text(&e)),
     }
@@ -259,7 +252,12 @@ pub fn html(s: &Summary, dir: &Path) -> String {
             h.push_str("</table>\n");
         }
         if let Some(d) = &e.dir {
-            h.push_str(&plot(&dir.join(d).join("report.json")));
+            match phc::input::join_inside(dir, d) {
+                Ok(folder) => h.push_str(&plot(&folder.join("report.json"))),
+                Err(err) => {
+                    let _ = writeln!(h, "<p>{}: no plot: {}</p>", xml_text(d), xml_text(&err.to_string()));
+                }
+            }
         }
         h.push_str("</section>\n");
     }
@@ -271,9 +269,9 @@ pub fn html(s: &Summary, dir: &Path) -> String {
             xml_text(&f.scenario),
             if f.agrees { "agree" } else { "DISAGREE" }
         );
-        let path = dir.join(&f.dir).join("fidelity.json");
-        let parsed: Option<crate::fidelity::Fidelity> =
-            std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok());
+        let path = phc::input::join_inside(dir, &f.dir).map(|p| p.join("fidelity.json"));
+        let parsed = path.as_ref().ok().and_then(|p| crate::fidelity::Fidelity::load(p).ok());
+        let path = path.unwrap_or_else(|_| Path::new(&f.dir).join("fidelity.json"));
         match parsed {
             Some(fd) => {
                 h.push_str("<table class=\"fidelity\"><tr><th>metric</th><th>sim</th><th>qemu</th><th>difference</th><th>tolerance</th><th>agrees</th><th>rule</th></tr>\n");

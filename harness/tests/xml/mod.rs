@@ -62,14 +62,18 @@ pub fn parse_xml(doc: &str) -> El {
             }
             Event::Text(t) => stack.last_mut().unwrap().text.push_str(&t.decode().unwrap()),
             Event::GeneralRef(g) => {
-                let name = String::from_utf8(g.to_vec()).unwrap();
-                let c = match name.as_str() {
-                    "amp" => '&',
-                    "lt" => '<',
-                    "gt" => '>',
-                    "quot" => '"',
-                    "apos" => '\'',
-                    other => panic!("unknown entity &{other};"),
+                // Character references (&#13;, &#x85;) as the writers emit for characters that
+                // must not stand raw, then the five predefined entities.
+                let c = match g.resolve_char_ref().unwrap_or_else(|e| panic!("bad reference: {e}")) {
+                    Some(c) => c,
+                    None => match String::from_utf8(g.to_vec()).unwrap().as_str() {
+                        "amp" => '&',
+                        "lt" => '<',
+                        "gt" => '>',
+                        "quot" => '"',
+                        "apos" => '\'',
+                        other => panic!("unknown entity &{other};"),
+                    },
                 };
                 stack.last_mut().unwrap().text.push(c);
             }
