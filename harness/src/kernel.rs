@@ -347,7 +347,7 @@ pub fn from_deb(deb: &Path) -> Result<KernelDir, KernelError> {
 
 /// The release of the kernel in an image-builder folder (its `VERSION`).
 pub fn release_of(dir: &Path) -> Option<String> {
-    std::fs::read_to_string(dir.join("VERSION")).ok().map(|v| v.trim().to_owned())
+    phc_qemu::kernel::release(dir).ok()
 }
 
 /// QEMU's version (`qemu-system-x86_64 --version`, first line), once per process.

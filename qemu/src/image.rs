@@ -80,10 +80,7 @@ impl ImageSpec {
     }
 
     fn modules_root(&self) -> Result<PathBuf, Error> {
-        let path = self.kernel_dir.join("VERSION");
-        let v = fs::read_to_string(&path)
-            .map_err(|source| Error::KernelMissing { path: path.clone(), source: Some(source) })?;
-        Ok(self.kernel_dir.join("lib/modules").join(v.trim()))
+        Ok(self.kernel_dir.join("lib/modules").join(crate::kernel::release(&self.kernel_dir)?))
     }
 }
 
@@ -102,8 +99,18 @@ pub fn cache_dir() -> PathBuf {
     std::env::var_os("PHC_CACHE").map_or_else(|| PathBuf::from(DEFAULT_CACHE), PathBuf::from)
 }
 
+/// Largest file put into the image (busybox, the agent, chrony's binaries and libraries, one
+/// module decompressed): the static agent is the largest, tens of MB.
+const MAX_IMAGE_FILE_BYTES: u64 = 256 << 20;
+
+/// Reads a file for the image: a regular file (symlinks followed: /usr/lib is full of them) of
+/// at most `MAX_IMAGE_FILE_BYTES`, never blocking on a FIFO or reading a device.
 fn read(p: &Path) -> Result<Vec<u8>, Error> {
-    fs::read(p).map_err(|source| Error::Io { op: "read", path: p.to_owned(), source })
+    phc::input::read_bytes(p, MAX_IMAGE_FILE_BYTES, phc::input::Links::Follow).map_err(|source| Error::Io {
+        op: "read",
+        path: p.to_owned(),
+        source,
+    })
 }
 
 fn find_module(root: &Path, name: &str) -> Option<PathBuf> {
@@ -112,7 +119,9 @@ fn find_module(root: &Path, name: &str) -> Option<PathBuf> {
     while let Some(d) = stack.pop() {
         for e in fs::read_dir(&d).ok()?.flatten() {
             let p = e.path();
-            if p.is_dir() {
+            // The entry's own type: a symlinked folder (a loop, or a way out of the tree) is
+            // not walked into.
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
                 stack.push(p);
             } else if let Some(f) = p.file_name().and_then(|f| f.to_str()) {
                 let stem = f.split(".ko").next().unwrap_or("");
@@ -137,20 +146,25 @@ fn module_bytes(path: &Path) -> Result<Vec<u8>, Error> {
     } else {
         return read(path);
     };
-    let out = Command::new(tool)
-        .arg("-dc")
-        .arg(path)
-        .output()
-        .map_err(|source| Error::Spawn { program: tool.into(), source })?;
-    if !out.status.success() {
-        return Err(Error::Tool {
-            tool,
+    // The compressed file is checked as any other input first (regular, bounded).
+    phc::input::open_regular(path, MAX_IMAGE_FILE_BYTES, phc::input::Links::Follow)
+        .map_err(|source| Error::Io { op: "read", path: path.to_owned(), source })?;
+    match crate::pvh::decompress_capped(tool, path, MAX_IMAGE_FILE_BYTES)? {
+        Some((out, true)) => Ok(out),
+        Some((_, false)) => Err(Error::Io {
+            op: "decompress",
             path: path.to_owned(),
-            status: out.status,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        });
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{tool} -d failed")),
+        }),
+        None => Err(Error::Io {
+            op: "decompress",
+            path: path.to_owned(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("more than {MAX_IMAGE_FILE_BYTES} bytes decompressed"),
+            ),
+        }),
     }
-    Ok(out.stdout)
 }
 
 /// The shared libraries (and loader) a dynamic program needs, by ldd.
@@ -311,6 +325,36 @@ pub fn build_trial(busybox: &Path, out: &Path) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_modules_tree_with_a_symlink_loop_or_a_bomb_ends_with_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let k = d.path().join("kernel/drivers");
+        fs::create_dir_all(&k).unwrap();
+        // A loop back up the tree and a way out of it: neither is walked into.
+        std::os::unix::fs::symlink("..", k.join("loop")).ok();
+        std::os::unix::fs::symlink("/usr/lib/modules", k.join("out")).unwrap();
+        let t = std::time::Instant::now();
+        assert_eq!(find_module(d.path(), "igb"), None);
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+        fs::write(k.join("igb.ko"), b"\x7fELF").unwrap();
+        assert_eq!(find_module(d.path(), "igb"), Some(k.join("igb.ko")));
+        // A compressed module that decompresses past the cap is cut off, never held whole.
+        let bomb = k.join("zeros.ko.gz");
+        let st = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("head -c 1048576 /dev/zero | gzip -c > {}", bomb.display()))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        assert!(crate::pvh::decompress_capped("gzip", &bomb, 1000).unwrap().is_none());
+        let (out, ok) = crate::pvh::decompress_capped("gzip", &bomb, 2 << 20).unwrap().unwrap();
+        assert!(ok && out.len() == 1 << 20);
+        // Not a gzip stream: an error naming the file, not a module.
+        fs::write(k.join("bad.ko.gz"), b"not gzip").unwrap();
+        let e = module_bytes(&k.join("bad.ko.gz")).unwrap_err().to_string();
+        assert!(e.contains("bad.ko.gz"), "{e}");
+    }
 
     #[test]
     fn init_loads_modules_in_order_and_starts_the_agent() {

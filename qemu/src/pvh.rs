@@ -65,27 +65,35 @@ pub const MAX_BZIMAGE_BYTES: u64 = 128 << 20;
 /// is killed past it, so a bomb costs this much memory at most.
 pub const MAX_VMLINUX_BYTES: u64 = 512 << 20;
 
-/// Runs `tool -dcq payload` and keeps at most [`MAX_VMLINUX_BYTES`] of its output, streamed;
-/// `None` when it would give more (the tool is killed then) or cannot run.
-fn decompress(tool: &str, payload: &Path) -> Result<Option<Vec<u8>>, Error> {
+/// Runs `tool -dcq -- file` and keeps at most `cap` bytes of its output, streamed, so a bomb
+/// costs `cap` of memory at most: `None` (the tool killed) when it would give more or its
+/// output cannot be read, else the output and whether the tool succeeded.
+pub(crate) fn decompress_capped(tool: &str, file: &Path, cap: u64) -> Result<Option<(Vec<u8>, bool)>, Error> {
     use std::io::Read;
     let mut child = Command::new(tool)
         .arg("-dcq")
         .arg("--")
-        .arg(payload)
+        .arg(file)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .map_err(|source| Error::Spawn { program: tool.into(), source })?;
     let mut out = Vec::new();
-    let read = child.stdout.take().map(|so| so.take(MAX_VMLINUX_BYTES + 1).read_to_end(&mut out));
-    let _ = child.kill();
-    let _ = child.wait();
-    if read.is_none() || out.len() as u64 > MAX_VMLINUX_BYTES {
+    let read = child.stdout.take().map(|so| so.take(cap + 1).read_to_end(&mut out));
+    if read.is_none() || out.len() as u64 > cap {
+        let _ = child.kill();
+        let _ = child.wait();
         return Ok(None);
     }
-    Ok(Some(out))
+    let ok = child.wait().is_ok_and(|st| st.success());
+    Ok(Some((out, ok)))
+}
+
+/// [`decompress_capped`] at [`MAX_VMLINUX_BYTES`] for a bzImage's payload: the decompressors
+/// complain about the image's trailing bytes, so their status is not looked at.
+fn decompress(tool: &str, payload: &Path) -> Result<Option<Vec<u8>>, Error> {
+    Ok(decompress_capped(tool, payload, MAX_VMLINUX_BYTES)?.map(|(out, _)| out))
 }
 
 /// Decompresses the kernel inside a bzImage. The decompressors stop at the end of the stream
