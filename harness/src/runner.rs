@@ -264,6 +264,16 @@ pub fn write_fidelity(f: &Fidelity, dir: &Path) -> std::io::Result<()> {
     write_dir(dir, &[("fidelity.md", f.to_markdown()), ("fidelity.json", crate::fidelity_json(f))])
 }
 
+/// Writes `path` whole or not at all: a temp file beside it, renamed into place, readable by
+/// everyone as `std::fs::write` makes it (not the temp file's 0600).
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    tmp.persist(path).map(|_| ()).map_err(|e| e.error)
+}
+
 /// Replaces `dir` with a folder holding exactly `files`: they are written into a fresh hidden
 /// folder beside it, which is then renamed into place (an older `dir` is renamed away first and
 /// removed). A reader sees the old set or the new one, and two runs writing the same folder
@@ -287,6 +297,8 @@ pub fn replace_dir(dir: &Path, fill: impl FnOnce(&Path) -> std::io::Result<()>) 
     std::fs::create_dir_all(parent)?;
     let tmp =
         tempfile::Builder::new().prefix(&format!(".{}.new-", leaf.to_string_lossy())).tempdir_in(parent)?;
+    // A report folder is for anyone to read, as create_dir made it (not the temp folder's 0700).
+    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     fill(tmp.path())?;
     let staged = tmp.keep();
     let old = parent.join(format!(".{}.old-{}", leaf.to_string_lossy(), unique_suffix()));

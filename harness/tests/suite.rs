@@ -77,6 +77,13 @@ fn suite_files_parse_back_and_show_every_scenario() {
     let want: Vec<String> = names.iter().map(|n| format!("{n}.sim")).collect();
     assert_eq!(got, want);
     assert!(tests.iter().all(|t| t.result == ktap::Result::Ok));
+    // Written atomically, yet as readable as plain writes: files 0644, report folders 0755.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    for f in ["summary.json", "index.html", "junit.xml", "results.ktap", "index.md"] {
+        assert_eq!(mode(&out.join(f)), 0o644, "{f}");
+    }
+    assert_eq!(mode(&out.join(format!("{}-sim-seed1", names[0]))), 0o755);
     // Progress with an ETA on stderr, one line per run.
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(

@@ -553,15 +553,7 @@ pub fn plot(args: PlotArgs) -> Exit {
     }
     for (name, svg) in plots {
         let path = dir.join(name);
-        let written = tempfile::NamedTempFile::new_in(&dir).and_then(|mut tmp| {
-            std::io::Write::write_all(&mut tmp, svg.as_bytes())?;
-            // A plot is for anyone to read, as `std::fs::write` made it before (not the temp
-            // file's 0600).
-            let mode = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644);
-            tmp.as_file().set_permissions(mode)?;
-            tmp.persist(&path).map(|_| ()).map_err(|e| e.error)
-        });
-        if let Err(e) = written {
+        if let Err(e) = crate::runner::write_file_atomic(&path, svg.as_bytes()) {
             return usage(format!("{}: {e}", path.display()));
         }
         output::out(&format!("{}\n", path.display()));

@@ -6,7 +6,6 @@
 pub mod render;
 pub mod summary;
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::backend::qemu::{self, QemuOptions};
@@ -382,10 +381,8 @@ pub fn write_suite_files(dir: &Path, s: &Summary) -> Result<(), SuiteError> {
     std::fs::create_dir_all(dir).map_err(|source| SuiteError::Io { path: dir.to_owned(), source })?;
     for (name, text) in files {
         let path = dir.join(name);
-        let io = |source| SuiteError::Io { path: path.clone(), source };
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-        tmp.write_all(text.as_bytes()).map_err(io)?;
-        tmp.persist(&path).map_err(|e| io(e.error))?;
+        runner::write_file_atomic(&path, text.as_bytes())
+            .map_err(|source| SuiteError::Io { path, source })?;
     }
     Ok(())
 }
