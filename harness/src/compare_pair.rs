@@ -65,17 +65,23 @@ struct Flat {
     baseline: Baseline,
 }
 
-fn flatten(run: &Run, tolerances: &Path) -> ((String, String), Flat) {
+/// A run's values and its tolerances, and a note when its baseline exists but cannot be used.
+fn flatten(run: &Run, tolerances: &Path) -> ((String, String), Flat, Option<String>) {
     let (name, backend) = match run {
         Run::Scenario(e) => (e.scenario.clone(), e.backend.clone()),
         Run::Latency(n, v) => {
             (n.clone(), compare::latency_environment(v)["kind"].as_str().unwrap_or("local").to_owned())
         }
     };
-    // Only the tolerances: where there is no usable baseline the defaults apply.
-    let keep = baseline::path_for(tolerances, &backend, &name)
+    // Only the tolerances: where there is no baseline the defaults apply, and where there is
+    // one that cannot be read the defaults apply too, said in a note (never silently).
+    let (keep, note) = match baseline::path_for(tolerances, &backend, &name)
         .and_then(|p| baseline::load(&p, &name, &backend))
-        .ok();
+    {
+        Ok(b) => (Some(b), None),
+        Err(baseline::BaselineError::Missing { .. }) => (None, None),
+        Err(e) => (None, Some(format!("{name} [{backend}]: default tolerances, since {e}"))),
+    };
     let flat = match run {
         Run::Scenario(e) => Flat {
             values: baseline::entry_values(e).into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
@@ -92,7 +98,7 @@ fn flatten(run: &Run, tolerances: &Path) -> ((String, String), Flat) {
             baseline: compare::latency_baseline(n, v, keep.as_ref()),
         },
     };
-    ((name, backend), flat)
+    ((name, backend), flat, note)
 }
 
 fn kernel_of(env: &BTreeMap<String, Value>) -> Option<String> {
@@ -113,9 +119,20 @@ fn side(dir: &Path, runs: &BTreeMap<(String, String), Flat>) -> Side {
 /// Compares the runs of `left` with those of `right` by name and backend. `tolerances` is the
 /// baselines folder whose tolerances apply where it holds the run (else the defaults).
 pub fn pair(left_dir: &Path, left: &[Run], right_dir: &Path, right: &[Run], tolerances: &Path) -> Pair {
-    let l: BTreeMap<_, _> = left.iter().map(|r| flatten(r, tolerances)).collect();
-    let r: BTreeMap<_, _> = right.iter().map(|r| flatten(r, tolerances)).collect();
-    let mut p = Pair { left: side(left_dir, &l), right: side(right_dir, &r), ..Default::default() };
+    let mut notes = Vec::new();
+    let mut flat = |runs: &[Run]| -> BTreeMap<_, _> {
+        runs.iter()
+            .map(|r| {
+                let (key, f, note) = flatten(r, tolerances);
+                if let Some(n) = note.filter(|n| !notes.contains(n)) {
+                    notes.push(n);
+                }
+                (key, f)
+            })
+            .collect()
+    };
+    let (l, r) = (flat(left), flat(right));
+    let mut p = Pair { left: side(left_dir, &l), right: side(right_dir, &r), notes, ..Default::default() };
     for ((name, backend), a) in &l {
         let Some(b) = r.get(&(name.clone(), backend.clone())) else {
             p.notes.push(format!("{name} [{backend}]: only in {}", p.left.dir));

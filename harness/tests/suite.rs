@@ -618,6 +618,16 @@ fn compare_against_puts_two_runs_side_by_side() {
     let o = harness(&["compare", a.to_str().unwrap(), "--against", a.to_str().unwrap(), "--fail-on-change"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("22 metrics side by side: 0 moved."), "{}", text(&o));
+    // A baseline that cannot be read is no reason to stop, but its defaults are said, not silent.
+    let base = dir.path().join("base");
+    std::fs::create_dir_all(base.join("sim")).unwrap();
+    std::fs::write(base.join("sim/reboot.json"), "{ not a baseline").unwrap();
+    let o = cmp(&["--baseline", base.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let md = String::from_utf8_lossy(&o.stdout);
+    let notes: Vec<&str> = md.lines().filter(|l| l.contains("default tolerances, since ")).collect();
+    assert_eq!(notes.len(), 1, "{md}");
+    assert!(notes[0].contains("reboot") && notes[0].contains("malformed baseline"), "{md}");
     // Nothing in common, or not a run: exit 2.
     let o = harness(&["compare", a.to_str().unwrap(), "--against", dir.path().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
