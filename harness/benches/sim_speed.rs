@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use phc_harness::runner::{run_sim, BUILTIN};
-use phc_harness::scenario::Scenario;
+use phc_harness::model::scenario::Scenario;
+use phc_harness::run::runner::{run_sim, BUILTIN};
 
 fn day_long_pause() -> Scenario {
     let text = BUILTIN.iter().find(|(n, _)| *n == "azure-pause-30s").expect("built in").1;

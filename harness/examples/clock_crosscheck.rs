@@ -8,13 +8,13 @@
 
 use std::time::Duration;
 
-use phc_harness::backend::qemu::{find_agent_bin, ClockMode, QemuOptions};
-use phc_harness::runner::{builtin, poll_interval_s, run_qemu};
-use phc_harness::{fidelity, report::Report};
+use phc_harness::judge::{fidelity, report::Report};
+use phc_harness::run::backend::qemu::{find_agent_bin, ClockMode, QemuOptions};
+use phc_harness::run::runner::{builtin, poll_interval_s, run_qemu};
 
 fn main() {
     let agent_bin = find_agent_bin(None).unwrap_or_else(|e| panic!("{e}"));
-    phc_harness::backend::qemu::prepare_process();
+    phc_harness::run::backend::qemu::prepare_process();
     for arg in std::env::args().skip(1) {
         let parts: Vec<&str> = arg.split(':').collect();
         let mut s = builtin(parts[0]).expect("a built-in scenario").expect("valid");
@@ -25,7 +25,7 @@ fn main() {
         if let Some(o) = parts.get(2) {
             short.timeline.observe_s = o.parse().expect("observation seconds");
         }
-        let run = |s: &phc_harness::scenario::Scenario, clock| -> Report {
+        let run = |s: &phc_harness::model::scenario::Scenario, clock| -> Report {
             let opts = QemuOptions {
                 agent_bin: agent_bin.clone(),
                 accel: None,

@@ -331,7 +331,7 @@ mod xml;
 /// KTAP parser and an XML parser, with the exit code of the other formats.
 #[test]
 fn probe_ci_formats_parse_back_with_one_test_per_check() {
-    use phc_harness::ktap;
+    use phc_harness::format::ktap;
     let json = harness(&["probe", "--backend", "sim", "--driver", "hyperv", "--format", "json"]);
     assert_eq!(json.status.code(), Some(0), "{}", stderr(&json));
     let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();

@@ -118,7 +118,7 @@ fn every_builtin_scenario_written_by_run_out_reads_back() {
     let top = tempfile::tempdir().unwrap();
     let out = top.path().join("runs");
     let mut args = vec!["run"];
-    args.extend(phc_harness::runner::BUILTIN.iter().map(|(n, _)| *n));
+    args.extend(phc_harness::run::runner::BUILTIN.iter().map(|(n, _)| *n));
     args.extend(["--out", out.to_str().unwrap()]);
     let o = harness_in(top.path(), &args, Duration::from_secs(600));
     assert!(matches!(o.code, Some(0 | 1)), "run: {:?} {}", o.code, o.stderr);
@@ -126,15 +126,16 @@ fn every_builtin_scenario_written_by_run_out_reads_back() {
     for d in std::fs::read_dir(&out).unwrap() {
         let d = d.unwrap().path();
         // The same reader compare and baseline use.
-        let r = phc_harness::report::Report::load(&d.join("report.json"))
+        let r = phc_harness::judge::report::Report::load(&d.join("report.json"))
             .unwrap_or_else(|e| panic!("{}: does not read back: {e}", d.display()));
         names.push(r.scenario);
     }
     names.sort();
-    let mut want: Vec<String> = phc_harness::runner::BUILTIN.iter().map(|(n, _)| (*n).to_owned()).collect();
+    let mut want: Vec<String> =
+        phc_harness::run::runner::BUILTIN.iter().map(|(n, _)| (*n).to_owned()).collect();
     want.sort();
     assert_eq!(names, want, "one report folder per built-in scenario");
-    let runs = phc_harness::compare::load_runs(&out).unwrap();
+    let runs = phc_harness::regress::compare::load_runs(&out).unwrap();
     assert_eq!(runs.len(), want.len());
     // And through the binary: promoted, then compared with itself, nothing moves.
     let base = top.path().join("base");
@@ -206,12 +207,12 @@ fn merge_never_follows_a_path_from_a_summary_out_of_its_folders() {
     fifo(&md);
     merge("FIFO in a report folder", "a FIFO in a report folder");
     std::fs::remove_file(&md).unwrap();
-    sparse(&md, phc_harness::suite::MAX_COPY_BYTES + 1);
+    sparse(&md, phc_harness::regress::merge::MAX_COPY_BYTES + 1);
     merge("oversize file", "over the limit");
     std::fs::write(&md, &md_text).unwrap();
 
     // The summary itself: endless or oversize.
-    each_endless(&sum, phc_harness::suite::summary::MAX_SUMMARY_BYTES, |what| merge(what, "summary.json"));
+    each_endless(&sum, phc_harness::regress::summary::MAX_SUMMARY_BYTES, |what| merge(what, "summary.json"));
     write_json(&sum, &good);
 
     // Shard counts: huge, zero, an index out of range.
@@ -287,7 +288,7 @@ proptest! {
         write_json(&sum, &v);
         let before = tree(t);
         let out = t.join("out");
-        let _ = phc_harness::suite::merge(&[t.join("shard1"), t.join("shard2")], &out);
+        let _ = phc_harness::regress::merge::merge(&[t.join("shard1"), t.join("shard2")], &out);
         let new: Vec<String> = tree(t).into_iter().filter(|p| !before.contains(p)).collect();
         prop_assert!(new.iter().all(|p| p == "out" || p.starts_with("out/")), "{:?}", new);
         let gone: Vec<&String> = before.iter().filter(|p| t.join(p).symlink_metadata().is_err()).collect();
@@ -307,10 +308,10 @@ proptest! {
         v["entries"][0]["backend"] = Value::from(backend.as_str());
         write_json(&sum, &v);
         let base = t.join("base");
-        if let Ok(runs) = phc_harness::compare::load_runs(&t.join("shard1")) {
+        if let Ok(runs) = phc_harness::regress::compare::load_runs(&t.join("shard1")) {
             for r in &runs {
-                if let phc_harness::compare::Run::Scenario(e) = r {
-                    if let Ok(p) = phc_harness::baseline::path_for(&base, &e.backend, &e.scenario) {
+                if let phc_harness::regress::compare::Run::Scenario(e) = r {
+                    if let Ok(p) = phc_harness::regress::baseline::path_for(&base, &e.backend, &e.scenario) {
                         prop_assert!(p.starts_with(&base) && p.strip_prefix(&base).unwrap().components().count() == 2);
                     }
                 }
@@ -384,7 +385,7 @@ fn baseline_and_compare_refuse_names_and_files_from_data() {
             assert_sentinel(&victim, bad);
         }
     }
-    each_endless(&sum, phc_harness::suite::summary::MAX_SUMMARY_BYTES, |what| {
+    each_endless(&sum, phc_harness::regress::summary::MAX_SUMMARY_BYTES, |what| {
         for cmd in ["baseline", "compare"] {
             let o = harness_in(t, &[cmd, s, "--baseline", b], LIMIT);
             assert_usage(&o, "summary.json", what);
@@ -407,7 +408,7 @@ fn baseline_and_compare_refuse_names_and_files_from_data() {
         assert_usage(&o, &format!("report.json: {key}: "), bad);
         assert!(tree(&base).is_empty());
     }
-    each_endless(&rep, phc_harness::report::MAX_REPORT_BYTES, |what| {
+    each_endless(&rep, phc_harness::judge::report::MAX_REPORT_BYTES, |what| {
         let o = harness_in(t, &["compare", r, "--baseline", b], LIMIT);
         assert_usage(&o, "report.json", what);
     });
@@ -432,7 +433,7 @@ fn baseline_and_compare_refuse_names_and_files_from_data() {
     let l = lat_dir.to_str().unwrap();
     let o = harness_in(t, &["baseline", l, "--baseline", b], LIMIT);
     assert_usage(&o, "backend kind", "latency kind");
-    each_endless(&lat, phc_harness::compare::MAX_LATENCY_BYTES, |what| {
+    each_endless(&lat, phc_harness::regress::compare::MAX_LATENCY_BYTES, |what| {
         let o = harness_in(t, &["compare", l, "--baseline", b], LIMIT);
         assert_usage(&o, "latency.json", what);
     });
@@ -444,7 +445,7 @@ fn baseline_and_compare_refuse_names_and_files_from_data() {
     ok(&run(t, &["baseline", s, "--baseline", b]), "baseline");
     let bf = base.join("sim/a.json");
     let good_b = std::fs::read(&bf).unwrap();
-    each_endless(&bf, phc_harness::baseline::MAX_BASELINE_BYTES, |what| {
+    each_endless(&bf, phc_harness::regress::baseline::MAX_BASELINE_BYTES, |what| {
         let o = harness_in(t, &["compare", s, "--baseline", b], LIMIT);
         assert_eq!(o.code, Some(2), "{what}: {}", o.stderr);
         assert!(o.stderr.contains("sim/a.json"), "{what}: {}", o.stderr);
@@ -525,7 +526,7 @@ fn a_suite_folder_is_locked_and_holds_only_its_own_reports() {
     std::fs::write(out.join("mine/report.json"), "not a suite's").unwrap();
 
     // While another suite holds the folder, a second one is refused at once.
-    let f = std::fs::File::open(out.join(phc_harness::suite::LOCK_FILE)).unwrap();
+    let f = std::fs::File::open(out.join(phc_harness::regress::suite::LOCK_FILE)).unwrap();
     let held = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
     let o = harness_in(t, &["suite", s, "--out", o_], LIMIT);
     assert_usage(&o, "another suite or merge is writing into this folder", "locked");
@@ -537,7 +538,7 @@ fn a_suite_folder_is_locked_and_holds_only_its_own_reports() {
     assert!(!out.join("b-sim-seed1").exists(), "the older suite's folder stayed");
     assert!(out.join("a-sim-seed1/report.json").is_file());
     assert_eq!(std::fs::read_to_string(out.join("mine/report.json")).unwrap(), "not a suite's");
-    let runs = phc_harness::compare::load_runs(&out).unwrap();
+    let runs = phc_harness::regress::compare::load_runs(&out).unwrap();
     assert_eq!(runs.len(), 1);
 
     // An older summary that lists a folder outside, or a symlink, removes nothing through it.
@@ -569,7 +570,7 @@ fn plot_reads_only_a_regular_file_and_writes_only_into_a_real_folder() {
     let lat = t.join("latency.json");
     write_json(&lat, &doc);
     let l = lat.to_str().unwrap();
-    each_endless(&t.join("endless.json"), phc_harness::compare::MAX_LATENCY_BYTES, |what| {
+    each_endless(&t.join("endless.json"), phc_harness::regress::compare::MAX_LATENCY_BYTES, |what| {
         let o = harness_in(t, &["plot", t.join("endless.json").to_str().unwrap()], LIMIT);
         assert_usage(&o, "endless.json", what);
     });

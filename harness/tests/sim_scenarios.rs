@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use phc_harness::report::Verdict;
-use phc_harness::runner::{run_sim, BUILTIN};
-use phc_harness::scenario::{self, Scenario};
+use phc_harness::judge::report::Verdict;
+use phc_harness::model::scenario::{self, Scenario};
+use phc_harness::run::runner::{run_sim, BUILTIN};
 
 fn scenario_files() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");

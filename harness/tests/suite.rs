@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use phc_harness::ktap;
+use phc_harness::format::ktap;
 
 mod xml;
 use xml::{parse_xml, El};
@@ -34,10 +34,10 @@ fn suite(out: &Path, extra: &[&str]) -> Output {
 }
 
 fn scenario_names() -> Vec<String> {
-    let mut v: Vec<String> = phc_harness::scenario::list_dir(&root().join("scenarios"))
+    let mut v: Vec<String> = phc_harness::model::scenario::list_dir(&root().join("scenarios"))
         .unwrap()
         .iter()
-        .map(|f| phc_harness::scenario::Scenario::load(f).unwrap().name)
+        .map(|f| phc_harness::model::scenario::Scenario::load(f).unwrap().name)
         .collect();
     v.sort();
     v

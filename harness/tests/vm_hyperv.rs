@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use phc_harness::backend::qemu::{find_agent_bin, ClockMode, GuestPhc, QemuOptions};
-use phc_harness::fidelity;
-use phc_harness::report::{Report, Verdict};
-use phc_harness::runner::{run_qemu, run_sim, BUILTIN};
-use phc_harness::scenario::Scenario;
+use phc_harness::judge::fidelity;
+use phc_harness::judge::report::{Report, Verdict};
+use phc_harness::model::scenario::Scenario;
+use phc_harness::run::backend::qemu::{find_agent_bin, ClockMode, GuestPhc, QemuOptions};
+use phc_harness::run::runner::{run_qemu, run_sim, BUILTIN};
 
 fn agent() -> PathBuf {
     find_agent_bin(None).unwrap_or_else(|e| panic!("{e} (set PHC_AGENT_BIN; ci/vm-test.sh does)"))
@@ -31,10 +31,10 @@ fn both(s: &Scenario, phc: Option<GuestPhc>) -> (Report, Report, fidelity::Fidel
     let real = run_qemu(s, &opts, true).unwrap_or_else(|e| panic!("{} on qemu: {e}", s.name));
     println!("{}: {:.0} s of scenario in {:.1} s wall", s.name, s.duration_s(), t0.elapsed().as_secs_f64());
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("vm-reports");
-    phc_harness::runner::write_all(&real, &out.join(format!("{}-hyperv", s.name))).unwrap();
+    phc_harness::run::runner::write_all(&real, &out.join(format!("{}-hyperv", s.name))).unwrap();
     print!("{}", real.to_text());
     assert_ne!(real.verdict, Verdict::Aborted, "{}", real.to_text());
-    let f = phc_harness::ensemble::fidelity(s, &sim, &real);
+    let f = phc_harness::run::ensemble::fidelity(s, &sim, &real);
     print!("{}", f.to_markdown());
     (sim, real, f)
 }
@@ -178,7 +178,8 @@ fn probe_of_the_cuse_hyperv_clock_in_the_guest_shows_the_hyperv_row() {
 fn latency_of_the_mock_and_of_the_igb_phc_in_one_guest() {
     use phc_qemu::agent::Op;
     let opts = QemuOptions { clock: ClockMode::Real, ..QemuOptions::new(agent()) };
-    let (mut s, _bi) = phc_harness::backend::qemu::boot(&opts, "device", phc_qemu::GuestClock::Real).unwrap();
+    let (mut s, _bi) =
+        phc_harness::run::backend::qemu::boot(&opts, "device", phc_qemu::GuestClock::Real).unwrap();
     let deadline = || Instant::now() + Duration::from_secs(120);
     s.agent
         .call(Op::StartMock { personality: "hyperv".into(), name: "ptp_hyperv".into() }, deadline())

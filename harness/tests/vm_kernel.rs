@@ -22,7 +22,7 @@ fn release() -> String {
 }
 
 fn harness(args: &[&str]) -> Output {
-    phc_harness::backend::qemu::find_agent_bin(None)
+    phc_harness::run::backend::qemu::find_agent_bin(None)
         .unwrap_or_else(|e| panic!("{e} (set PHC_AGENT_BIN; ci/vm-test.sh does)"));
     Command::new(env!("CARGO_BIN_EXE_phc-harness"))
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))

@@ -7,10 +7,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use phc_harness::backend::qemu::{find_agent_bin, ClockMode, QemuOptions};
-use phc_harness::report::Verdict;
-use phc_harness::runner::run_qemu;
-use phc_harness::scenario::Scenario;
+use phc_harness::judge::report::Verdict;
+use phc_harness::model::scenario::Scenario;
+use phc_harness::run::backend::qemu::{find_agent_bin, ClockMode, QemuOptions};
+use phc_harness::run::runner::run_qemu;
 
 fn kvm_opts() -> QemuOptions {
     QemuOptions {
@@ -18,7 +18,7 @@ fn kvm_opts() -> QemuOptions {
         // This machine's decision: KVM where it runs guests, else nested under TCG.
         accel: None,
         boot_timeout: Duration::from_secs(240),
-        phc: Some(phc_harness::backend::qemu::GuestPhc::PtpKvm),
+        phc: Some(phc_harness::run::backend::qemu::GuestPhc::PtpKvm),
         clock: ClockMode::Real,
         kernel_line: Default::default(),
         kernel_dir: None,
@@ -35,7 +35,7 @@ fn a_pause_is_recovered_through_ptp_kvm_without_the_provider() {
     println!("{}: {:.0} s of scenario in {:.1} s wall", s.name, s.duration_s(), t0.elapsed().as_secs_f64());
     print!("{}", r.to_text());
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("vm-reports/kvm-pause-30s-ptp-kvm");
-    phc_harness::runner::write_all(&r, &out).unwrap();
+    phc_harness::run::runner::write_all(&r, &out).unwrap();
     assert_ne!(r.verdict, Verdict::Aborted, "{:?}", r.abort_reason);
     let accel = r.backend_info["accel"].as_str().unwrap();
     assert!(accel == "kvm" || accel == "tcg-nested", "accel {accel}");

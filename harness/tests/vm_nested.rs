@@ -8,10 +8,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use phc_harness::backend::qemu::{boot, find_agent_bin, find_phc_by_name, ClockMode, QemuOptions};
-use phc_harness::report::Verdict;
-use phc_harness::runner::run_sim;
-use phc_harness::scenario::{self, Scenario};
+use phc_harness::judge::report::Verdict;
+use phc_harness::model::scenario::{self, Scenario};
+use phc_harness::run::backend::qemu::{boot, find_agent_bin, find_phc_by_name, ClockMode, QemuOptions};
+use phc_harness::run::runner::run_sim;
 use phc_qemu::agent::{ExecResult, Op};
 use phc_qemu::session::Session;
 use phc_qemu::{Accel, GuestClock};
@@ -22,7 +22,7 @@ fn opts() -> QemuOptions {
         accel: Some(Accel::Tcg),
         // Two cores shared with other work: the nested boot took 12-24 s here, 240 s is slack.
         boot_timeout: Duration::from_secs(240),
-        phc: Some(phc_harness::backend::qemu::GuestPhc::PtpKvm),
+        phc: Some(phc_harness::run::backend::qemu::GuestPhc::PtpKvm),
         clock: ClockMode::Real,
         ..QemuOptions::new(
             find_agent_bin(None).unwrap_or_else(|e| panic!("{e} (set PHC_AGENT_BIN; ci/vm-test.sh does)")),

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use phc_harness::backend::qemu::{find_agent_bin, ClockMode, GuestPhc, QemuOptions};
-use phc_harness::fidelity;
-use phc_harness::report::{Report, Verdict};
-use phc_harness::runner::{poll_interval_s, run_qemu, run_sim, BUILTIN};
-use phc_harness::scenario::Scenario;
+use phc_harness::judge::fidelity;
+use phc_harness::judge::report::{Report, Verdict};
+use phc_harness::model::scenario::Scenario;
+use phc_harness::run::backend::qemu::{find_agent_bin, ClockMode, GuestPhc, QemuOptions};
+use phc_harness::run::runner::{poll_interval_s, run_qemu, run_sim, BUILTIN};
 
 fn agent() -> PathBuf {
     find_agent_bin(None).unwrap_or_else(|e| panic!("{e} (set PHC_AGENT_BIN; ci/test.sh does)"))
@@ -49,7 +49,7 @@ fn on_qemu_with(s: &Scenario, opts: &QemuOptions, tag: &str) -> Report {
         s.duration_s() / wall
     );
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("vm-reports");
-    phc_harness::runner::write_all(&r, &out.join(format!("{}-{tag}", s.name))).unwrap();
+    phc_harness::run::runner::write_all(&r, &out.join(format!("{}-{tag}", s.name))).unwrap();
     print!("{}", r.to_text());
     assert_ne!(r.verdict, Verdict::Aborted, "{}", r.to_text());
     r
@@ -69,7 +69,7 @@ fn both_on(name: &str, warmup_s: Option<f64>, phc: Option<GuestPhc>) -> (Report,
     let sim = run_sim(&s).unwrap();
     let opts = QemuOptions { phc, ..opts(ClockMode::Virtual) };
     let real = on_qemu_with(&s, &opts, "virtual");
-    let f = phc_harness::ensemble::fidelity(&s, &sim, &real);
+    let f = phc_harness::run::ensemble::fidelity(&s, &sim, &real);
     print!("{}", f.to_markdown());
     (sim, real, f)
 }

@@ -7,10 +7,10 @@
 use std::path::Path;
 use std::time::Instant;
 
-use phc_harness::backend::qemu::{find_agent_bin, ClockMode, QemuOptions};
-use phc_harness::report::Verdict;
-use phc_harness::runner::{run_qemu, run_sim, BUILTIN};
-use phc_harness::scenario::Scenario;
+use phc_harness::judge::report::Verdict;
+use phc_harness::model::scenario::Scenario;
+use phc_harness::run::backend::qemu::{find_agent_bin, ClockMode, QemuOptions};
+use phc_harness::run::runner::{run_qemu, run_sim, BUILTIN};
 use phc_qemu::KernelLine;
 
 #[test]
@@ -31,7 +31,7 @@ fn snapshot_restore_on_7_2_bumps_the_vmclock_marker_and_chronyd_steps_back() {
     let r = run_qemu(&s, &opts, true).unwrap_or_else(|e| panic!("snapshot-restore on qemu: {e}"));
     println!("snapshot-restore [qemu, real time, 7.2]: {:.1} s wall", t0.elapsed().as_secs_f64());
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("vm-reports/snapshot-restore-7.2");
-    phc_harness::runner::write_all(&r, &out).unwrap();
+    phc_harness::run::runner::write_all(&r, &out).unwrap();
     print!("{}", r.to_text());
     let facts = &r.backend_info["snapshot_restore"];
     println!("backend_info.snapshot_restore: {facts}");
@@ -50,6 +50,6 @@ fn snapshot_restore_on_7_2_bumps_the_vmclock_marker_and_chronyd_steps_back() {
     assert_eq!(r.verdict, Verdict::Pass, "{}", r.to_text());
 
     let sim = run_sim(&s).unwrap();
-    let f = phc_harness::ensemble::fidelity(&s, &sim, &r);
+    let f = phc_harness::run::ensemble::fidelity(&s, &sim, &r);
     print!("{}", f.to_markdown());
 }

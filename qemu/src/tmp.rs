@@ -129,7 +129,7 @@ pub fn alive(pid: u32) -> bool {
 }
 
 /// Removes from this user's private temp folder (never from the temp dir itself) what processes
-/// of this scheme left behind; see [`sweep_in`]. Refuses, removing nothing, when the private
+/// of this scheme left behind; see `sweep_in`. Refuses, removing nothing, when the private
 /// folder is not what [`private_in`] accepts.
 pub fn sweep() -> Result<Vec<PathBuf>, Error> {
     Ok(sweep_in(&base()?))

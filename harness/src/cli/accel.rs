@@ -3,9 +3,9 @@
 
 use phc_qemu::Accel;
 
-use crate::backend::qemu;
-use crate::exit::Exit;
-use crate::output;
+use crate::format::exit::Exit;
+use crate::format::output;
+use crate::run::backend::qemu;
 
 /// Arguments of the hidden `accel` command.
 #[derive(Debug, clap::Args)]

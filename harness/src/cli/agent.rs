@@ -1,5 +1,5 @@
 //! The hidden `agent` command (`phc-harness agent --port /dev/vportNpM`): runs inside the
-//! harness's QEMU guest as a child of init and serves the host's requests (crate::agent). It
+//! harness's QEMU guest as a child of init and serves the host's requests (crate::guest::agent). It
 //! refuses to run anywhere else: the port must be the virtio-serial port the harness's QEMU
 //! names `phc.agent`, since the requests it serves run programs and write files.
 
@@ -9,7 +9,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::exit::Exit;
+use crate::format::exit::Exit;
 
 /// The name the harness's QEMU gives the agent's virtio-serial port.
 pub const PORT_NAME: &str = "phc.agent";
@@ -93,7 +93,7 @@ pub fn run(args: AgentArgs) -> Exit {
             std::hint::spin_loop();
         }
     };
-    let r = crate::agent::serve(
+    let r = crate::guest::agent::serve(
         BufReader::new(port),
         out,
         || {

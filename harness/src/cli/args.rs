@@ -57,7 +57,7 @@ pub struct GuestArgs {
     /// a TCG guest where KVM does not run guests here; DEVICE is then /dev/ptp0); `hyperv`
     /// starts mock-phc's CUSE device (DEVICE /dev/ptp_hyperv; also implied by that path).
     #[arg(long, value_enum)]
-    pub phc: Option<crate::backend::qemu::GuestPhc>,
+    pub phc: Option<crate::run::backend::qemu::GuestPhc>,
     /// QEMU backend: the guest kernel line, `6.12` or `7.2` (with QEMU's vmclock device, so
     /// /dev/vmclock0 can be probed).
     #[arg(long, default_value_t = phc_qemu::KernelLine::V6_12)]
@@ -87,10 +87,10 @@ pub struct KernelArgs {
 impl KernelArgs {
     /// The kernel folder to boot, or `None` for the cached one. Keep the value alive while the
     /// guest runs: a prepared folder is temporary.
-    pub fn prepare(&self) -> Result<Option<crate::kernel::KernelDir>, crate::kernel::KernelError> {
+    pub fn prepare(&self) -> Result<Option<crate::run::kernel::KernelDir>, crate::run::kernel::KernelError> {
         match (&self.kernel, &self.modules, &self.kernel_deb) {
-            (Some(k), Some(m), None) => crate::kernel::from_parts(k, m).map(Some),
-            (None, None, Some(d)) => crate::kernel::from_deb(d).map(Some),
+            (Some(k), Some(m), None) => crate::run::kernel::from_parts(k, m).map(Some),
+            (None, None, Some(d)) => crate::run::kernel::from_deb(d).map(Some),
             _ => Ok(None),
         }
     }

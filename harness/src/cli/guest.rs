@@ -9,9 +9,9 @@ use phc_qemu::session::Session;
 use serde_json::{json, Value};
 
 use super::args::GuestArgs;
-use crate::backend::qemu::{self, find_agent_bin, BootInfo, QemuOptions};
-use crate::exit::Exit;
-use crate::output;
+use crate::format::exit::Exit;
+use crate::format::output;
+use crate::run::backend::qemu::{self, find_agent_bin, BootInfo, QemuOptions};
 
 /// This process's arguments without the ones that pick the backend.
 fn forwarded_args() -> Vec<String> {
@@ -116,7 +116,10 @@ pub enum Output {
 fn ktap_diagnostics(text: &str) -> String {
     // Split on '\n' only; escape::ktap then shows every other line break and control character,
     // so guest output cannot forge a test line.
-    text.lines().filter(|l| !l.trim().is_empty()).map(|l| format!("# {}\n", crate::escape::ktap(l))).collect()
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| format!("# {}\n", crate::format::escape::ktap(l)))
+        .collect()
 }
 
 /// Runs the current device command in a guest. `device` is the guest path, for the cross-check.
@@ -176,7 +179,7 @@ pub fn run(g: &GuestArgs, device: &str, out: Output) -> Exit {
         "kernel_release": kernel_release,
         "guest_cmdline": guest_cmdline,
         "cpu_model": cpu_model,
-        "qemu_version": crate::kernel::qemu_version(),
+        "qemu_version": crate::run::kernel::qemu_version(),
         "accel": accel,
         "accel_reason": info.accel_reason,
         "nesting": info.nested.then_some(qemu::nested::NESTING),
@@ -247,7 +250,7 @@ mod tests {
         let d = ktap_diagnostics("backend: qemu (tcg)\n\ncross-check: offset # 3\n");
         assert_eq!(d, "# backend: qemu (tcg)\n# cross-check: offset _ 3\n");
         let doc = format!("KTAP version 1\n1..1\nok 1 a\n{d}");
-        assert_eq!(crate::ktap::parse(&doc).unwrap().len(), 1);
+        assert_eq!(crate::format::ktap::parse(&doc).unwrap().len(), 1);
         // Guest output with every other line break cannot forge a test line.
         let hostile = "x\rok 2 forged\u{b}ok 3 forged\u{85}ok 4\u{2028}ok 5\u{2029}ok 6\x0cok 7";
         let d = ktap_diagnostics(hostile);

@@ -1,6 +1,6 @@
 //! The `phc-harness` command line, on top of the library: one module per command, each calling
 //! library modules and never another command; `args` holds the arguments several share. Exit
-//! codes come from one type, `crate::exit::Exit`: 0 success, 1 a check failed (deviation, failed
+//! codes come from one type, `crate::format::exit::Exit`: 0 success, 1 a check failed (deviation, failed
 //! verdict, aborted run, disagreement), 2 usage or access error.
 
 pub mod accel;
@@ -25,11 +25,11 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// List every PHC on this machine with its driver and capabilities.
-    List(crate::device::ListArgs),
+    List(device::ListArgs),
     /// Check one PHC against what its kernel driver should do.
-    Probe(crate::device::ProbeArgs),
+    Probe(device::ProbeArgs),
     /// Measure the latency of every way to read a PHC, as distributions.
-    Latency(crate::device::LatencyArgs),
+    Latency(device::LatencyArgs),
     /// Run scenarios and write reports (text, Markdown, JSON, SVG).
     Run(run::RunArgs),
     /// List the built-in scenarios (or those of a folder).
@@ -87,5 +87,5 @@ pub fn main() -> std::process::ExitCode {
         Cmd::Accel(a) => accel::run(a),
         Cmd::Relay(a) => relay::run(a),
     };
-    exit.max(crate::output::status()).into()
+    exit.max(crate::format::output::status()).into()
 }

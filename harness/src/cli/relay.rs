@@ -14,7 +14,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::exit::Exit;
+use crate::format::exit::Exit;
 
 /// Arguments of `relay`.
 #[derive(Debug, clap::Args)]

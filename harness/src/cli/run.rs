@@ -7,11 +7,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::args::AccelArg;
-use crate::backend::qemu::{self, find_agent_bin, ClockMode, GuestPhc, QemuOptions};
-use crate::exit::Exit;
-use crate::report::{Report, Verdict};
-use crate::scenario::{self, Scenario, ScenarioError};
-use crate::{fidelity, output, runner};
+use crate::format::exit::Exit;
+use crate::format::output;
+use crate::judge::fidelity;
+use crate::judge::report::{Report, Verdict};
+use crate::model::scenario::{self, Scenario, ScenarioError};
+use crate::run::backend::qemu::{self, find_agent_bin, ClockMode, GuestPhc, QemuOptions};
+use crate::run::runner;
 
 /// Output formats of `run`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -277,7 +279,7 @@ pub fn run(args: RunArgs) -> Exit {
         let mut fid = None;
         if let [sim, q] = &reports[..] {
             if sim.backend == "sim" && q.backend == "qemu" {
-                let f = crate::ensemble::fidelity(&s, sim, q);
+                let f = crate::run::ensemble::fidelity(&s, sim, q);
                 let dir = runner::fidelity_dir(&args.out, &s.name);
                 if let Err(e) = runner::write_fidelity(&f, &dir) {
                     return usage(format!("{}: {e}", dir.display()));

@@ -7,12 +7,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::args::AccelArg;
-use crate::backend::qemu::{self, find_agent_bin, ClockMode, QemuOptions};
-use crate::baseline;
-use crate::compare;
-use crate::exit::Exit;
-use crate::output;
-use crate::suite::{self, summary::Outcome, summary::Shard, Backend, Progress};
+use crate::format::exit::Exit;
+use crate::format::output;
+use crate::regress::baseline;
+use crate::regress::compare;
+use crate::regress::suite::{self, Backend, Progress};
+use crate::regress::summary::{Outcome, Shard};
+use crate::run::backend::qemu::{self, find_agent_bin, ClockMode, QemuOptions};
 
 /// Backends a suite runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -110,7 +111,7 @@ pub fn suite(args: SuiteArgs) -> Exit {
     if !args.dir.is_dir() {
         return usage(format!("{}: not a folder of scenario files", args.dir.display()));
     }
-    let all = match crate::runner::resolve(&[args.dir.to_string_lossy().into_owned()]) {
+    let all = match crate::run::runner::resolve(&[args.dir.to_string_lossy().into_owned()]) {
         Ok(s) => s,
         Err(e) => return usage(e),
     };
@@ -141,9 +142,9 @@ pub fn suite(args: SuiteArgs) -> Exit {
             say!("phc-harness: cannot handle SIGINT/SIGTERM: {e}");
         }
         // Checked once here, so a wrong device is one line and exit 2, not a suite of aborts.
-        match crate::local::find_device(args.device.as_deref())
-            .and_then(|d| crate::local::LocalBackend::open(&d, args.allow_clock_writes).map(|_| d))
-        {
+        match crate::run::backend::local::find_device(args.device.as_deref()).and_then(|d| {
+            crate::run::backend::local::LocalBackend::open(&d, args.allow_clock_writes).map(|_| d)
+        }) {
             Ok(d) => Some((d, args.allow_clock_writes)),
             Err(e) => return usage(format!("--backend local: {e}")),
         }
@@ -190,7 +191,7 @@ pub fn suite(args: SuiteArgs) -> Exit {
             place = format!("[{k}/{n}] {name} [{backend}]");
             if tty {
                 let line = format!("{place} ... {}", eta(wall.elapsed().as_secs_f64(), done, total));
-                eprint!("\r\x1b[K{}", crate::escape::terminal_line(&line));
+                eprint!("\r\x1b[K{}", crate::format::escape::terminal_line(&line));
             }
         }
         Progress::Done(e, done, total) => {
@@ -215,9 +216,9 @@ pub fn suite(args: SuiteArgs) -> Exit {
         args.out.display()
     );
     output::out(&match args.format {
-        SuiteFormat::Ktap => crate::ktap::render(&summary),
+        SuiteFormat::Ktap => crate::regress::results::ktap(&summary),
         SuiteFormat::Json => summary.to_json(),
-        SuiteFormat::Md => suite::render::markdown(&summary),
+        SuiteFormat::Md => crate::regress::render::markdown(&summary),
     });
     if let Some(sig) = stopped {
         say!("phc-harness: {sig}: stopped; the summary covers the runs that ended");
@@ -289,7 +290,7 @@ fn side_by_side(args: &CompareArgs, other: &std::path::Path) -> Exit {
         (Ok(l), Ok(r)) => (l, r),
         (Err(e), _) | (_, Err(e)) => return usage(e),
     };
-    let p = crate::compare_pair::pair(&args.run_dir, &left, other, &right, &args.baseline);
+    let p = crate::regress::compare_pair::pair(&args.run_dir, &left, other, &right, &args.baseline);
     if p.rows.is_empty() {
         output::out(&p.to_markdown());
         return usage(format!(
@@ -385,7 +386,7 @@ pub fn promote(args: BaselineArgs) -> Exit {
 
 /// Checks that `--prune` may run: a whole suite folder (no filter, no shard).
 fn prunable(args: &BaselineArgs, runs: &[compare::Run]) -> Result<(), String> {
-    match suite::summary::Summary::load(&args.run_dir) {
+    match crate::regress::summary::Summary::load(&args.run_dir) {
         Ok(s) if s.filter.is_none() && s.shard.is_none() => {}
         _ => {
             return Err("--prune needs a whole suite folder (summary.json without --filter or --shard)".into())
@@ -453,9 +454,9 @@ pub struct MergeArgs {
 /// `phc-harness merge`: one suite folder from its shards. Exit 0/1 as the merged suite's
 /// verdict; 2 when the folders do not make one suite.
 pub fn merge(args: MergeArgs) -> Exit {
-    match suite::merge(&args.dirs, &args.out) {
+    match crate::regress::merge::merge(&args.dirs, &args.out) {
         Ok(s) => {
-            output::out(&crate::ktap::render(&s));
+            output::out(&crate::regress::results::ktap(&s));
             if s.failed() {
                 Exit::CheckFailed
             } else {
@@ -484,16 +485,19 @@ pub struct PlotArgs {
 /// plot goes is refused, and each plot replaces its file atomically.
 pub fn plot(args: PlotArgs) -> Exit {
     let input = &args.latency_json;
-    let text =
-        match phc::input::read_text(input, crate::compare::MAX_LATENCY_BYTES, phc::input::Links::Follow) {
-            Ok(t) => t,
-            Err(e) => return usage(format!("{}: {e}", input.display())),
-        };
+    let text = match phc::input::read_text(
+        input,
+        crate::regress::compare::MAX_LATENCY_BYTES,
+        phc::input::Links::Follow,
+    ) {
+        Ok(t) => t,
+        Err(e) => return usage(format!("{}: {e}", input.display())),
+    };
     let doc: serde_json::Value = match serde_json::from_str(&text) {
         Ok(v) => v,
         Err(e) => return usage(format!("{}: not JSON: {e}", input.display())),
     };
-    let ds = crate::plot_latency::distributions(&doc);
+    let ds = crate::judge::plot_latency::distributions(&doc);
     if ds.is_empty() {
         return usage(format!(
             "{}: no round-trip histogram in it (not a latency document?)",
@@ -535,8 +539,8 @@ pub fn plot(args: PlotArgs) -> Exit {
     };
     let title = doc["device"].as_str().unwrap_or("latency");
     let plots = [
-        ("latency-histogram.svg", crate::plot_latency::histogram_svg(title, &ds)),
-        ("latency-cdf.svg", crate::plot_latency::cdf_svg(title, &ds)),
+        ("latency-histogram.svg", crate::judge::plot_latency::histogram_svg(title, &ds)),
+        ("latency-cdf.svg", crate::judge::plot_latency::cdf_svg(title, &ds)),
     ];
     for (name, _) in &plots {
         let path = dir.join(name);
@@ -553,7 +557,7 @@ pub fn plot(args: PlotArgs) -> Exit {
     }
     for (name, svg) in plots {
         let path = dir.join(name);
-        if let Err(e) = crate::runner::write_file_atomic(&path, svg.as_bytes()) {
+        if let Err(e) = crate::format::files::write_file_atomic(&path, svg.as_bytes()) {
             return usage(format!("{}: {e}", path.display()));
         }
         output::out(&format!("{}\n", path.display()));

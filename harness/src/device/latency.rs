@@ -10,15 +10,15 @@ use phc::{Access, Form, PtpClock, SysClock};
 use serde::Serialize;
 
 use super::sampler::{sample_measured, Failure, FnCall, Measured, Series};
-use super::{emit, to_json, DeviceError, Exit, Format, LatencyArgs};
-use crate::stats::{summarize, Summary};
+use super::{emit, to_json, DeviceError, Exit, Format, LatencyOptions};
+use crate::model::stats::{summarize, Summary};
 
 /// The most samples `--samples` takes per method: 24 MB of samples held at a time (see
 /// [`measure`]), and at most 7 million calls in a run of every method.
 pub const MAX_SAMPLES: u32 = 1_000_000;
 
 /// `--method`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MethodArg {
     /// PTP_SYS_OFFSET.
     Basic,
@@ -33,14 +33,13 @@ pub enum MethodArg {
 }
 
 /// `--clock`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClockArg {
     /// CLOCK_REALTIME.
     Realtime,
     /// CLOCK_MONOTONIC.
     Monotonic,
     /// CLOCK_MONOTONIC_RAW.
-    #[value(name = "monotonic_raw", alias = "monotonic-raw")]
     MonotonicRaw,
     /// All three.
     All,
@@ -331,7 +330,7 @@ fn pick_form(probe: impl Fn(Form) -> phc::Result<()>) -> Form {
 /// dropped once summarised.
 pub fn measure<C: PtpClock + ?Sized>(
     phc: &C,
-    args: &LatencyArgs,
+    args: &LatencyOptions,
     driver: Option<&'static str>,
 ) -> Result<Report, Fatal> {
     let n = args.samples as usize;
@@ -400,7 +399,7 @@ pub fn measure<C: PtpClock + ?Sized>(
 /// `latency --backend sim --driver D`: times mock-phc's personality of D answering in this
 /// process (the cost of the personality's logic and the system clock reads it makes, no syscall
 /// into a driver).
-pub fn run_sim(args: &LatencyArgs) -> Exit {
+pub fn run_sim(args: &LatencyOptions) -> Exit {
     let driver = match super::sim_driver(args.driver, args.device.as_deref()) {
         Ok(d) => d,
         Err(e) => return e,
@@ -410,7 +409,7 @@ pub fn run_sim(args: &LatencyArgs) -> Exit {
 }
 
 /// The `latency` command.
-pub fn run_cmd(args: &LatencyArgs) -> Exit {
+pub fn run_cmd(args: &LatencyOptions) -> Exit {
     if let Err(e) = super::require_device(args.device.as_deref()) {
         return e;
     }
@@ -424,7 +423,7 @@ pub fn run_cmd(args: &LatencyArgs) -> Exit {
     finish(measure(&phc, args, driver), args)
 }
 
-fn finish(report: Result<Report, Fatal>, args: &LatencyArgs) -> Exit {
+fn finish(report: Result<Report, Fatal>, args: &LatencyOptions) -> Exit {
     let report = match report {
         Ok(r) => r,
         Err(Fatal(e)) => return e.report(),

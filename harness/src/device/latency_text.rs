@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::latency::{MethodResult, Report};
-use crate::stats::Summary;
+use crate::model::stats::Summary;
 
 const BAR_WIDTH: u64 = 40;
 
@@ -72,5 +72,5 @@ pub fn render(r: &Report) -> String {
             let _ = writeln!(s, "  <= {:>10} ns |{bar:<40}| {}", b.le_ns, b.count);
         }
     }
-    crate::escape::terminal(&s)
+    crate::format::escape::terminal(&s)
 }

@@ -72,7 +72,7 @@ pub fn render_text(entries: &[Entry], sys_class: &std::path::Path) -> String {
     if entries.is_empty() {
         let why = if sys_class.is_dir() { "is empty" } else { "does not exist" };
         let _ = writeln!(s, "no PTP hardware clocks found ({} {why})", sys_class.display());
-        return crate::escape::terminal(&s);
+        return crate::format::escape::terminal(&s);
     }
     for e in entries {
         let i = &e.info;
@@ -95,7 +95,7 @@ pub fn render_text(entries: &[Entry], sys_class: &std::path::Path) -> String {
             }
         }
     }
-    crate::escape::terminal(&s)
+    crate::format::escape::terminal(&s)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The device commands (`list`, `probe`, `latency`) on any `/dev/ptpN` or CUSE PHC, as a library
-//! the CLI (`crate::cli::device`) calls: their options, exit codes and the one-line error every
-//! access failure becomes.
+//! the CLI calls: their plain options, exit codes and the one-line error every access failure
+//! becomes.
 //!
 //! Exit codes: 0 success; 1 the check found deviations; 2 usage or access error (missing path,
 //! not a PTP device, no permission, device gone mid-run), reported as one line on stderr:
@@ -13,6 +13,7 @@ pub mod latency;
 pub mod latency_text;
 pub mod list;
 pub mod probe;
+pub mod probe_out;
 pub mod sampler;
 pub mod vmclock;
 
@@ -22,7 +23,7 @@ use std::path::{Path, PathBuf};
 use phc::{Access, Driver, Expect, Phc};
 
 /// Output format of a device command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {
     /// Human-readable tables.
     #[default]
@@ -32,7 +33,7 @@ pub enum Format {
 }
 
 /// Output format of `probe`: the device formats, plus the CI ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ProbeFormat {
     /// Human-readable table.
     #[default]
@@ -56,76 +57,47 @@ impl ProbeFormat {
     }
 }
 
-/// `phc-harness list`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ListArgs {
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
-}
-
-/// `phc-harness probe`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ProbeArgs {
-    /// The PHC to probe (/dev/ptpN, a udev symlink such as /dev/ptp_hyperv, or a CUSE device).
-    /// Not needed with `--backend sim`, which probes the simulated `--driver` personality.
+/// What `probe` is asked: the options of the command, without where it runs.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeOptions {
+    /// The PHC to probe; `None` for the simulated personality of `driver`.
     pub device: Option<PathBuf>,
-    /// Also issue the write methods (settime to the current time, adjfine to the current
-    /// frequency, a 0 ns step). Opens the device read-write.
-    #[arg(long)]
+    /// Also issue the write methods (opens the device read-write).
     pub allow_clock_writes: bool,
-    /// Judge against this driver's row instead of the one sysfs `clock_name` names. Needed for a
-    /// CUSE mock, which has no ptp sysfs entry: passing it lets a character device of class cuse
-    /// be opened.
-    #[arg(long, value_parser = parse_driver)]
+    /// Judge against this driver's row instead of the one sysfs `clock_name` names (and accept a
+    /// CUSE mock, which has no ptp sysfs entry).
     pub driver: Option<Driver>,
-    /// Output format: `ktap` and `junit` give one test per check, for CI and test labs.
-    #[arg(long, value_enum, default_value_t = ProbeFormat::Text)]
+    /// Output format.
     pub format: ProbeFormat,
-    /// Where to run.
-    #[command(flatten)]
-    pub guest: crate::cli::args::GuestArgs,
 }
 
-/// `phc-harness latency`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct LatencyArgs {
-    /// The PHC to measure. Not needed with `--backend sim`, which times the simulated `--driver`
-    /// personality.
+/// What `latency` is asked.
+#[derive(Debug, Clone)]
+pub struct LatencyOptions {
+    /// The PHC to measure; `None` for the simulated personality of `driver`.
     pub device: Option<PathBuf>,
-    /// Samples per method (and for the baseline), at most 1000000. A method's samples are held
-    /// while it runs, 24 bytes each (round trip, window, a sorted copy): at most 24 MB.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=i64::from(latency::MAX_SAMPLES)))]
+    /// Samples per method (and for the baseline), at most `latency::MAX_SAMPLES`.
     pub samples: u32,
     /// Which read method to time.
-    #[arg(long, value_enum, default_value_t = latency::MethodArg::All)]
     pub method: latency::MethodArg,
-    /// The system clock EXTENDED pairs the PHC with; `all` times EXTENDED once per clock.
-    #[arg(long, value_enum, default_value_t = latency::ClockArg::All)]
+    /// The system clock EXTENDED pairs the PHC with.
     pub clock: latency::ClockArg,
     /// Readings per SYS_OFFSET / EXTENDED call (1..=25).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=25))]
     pub n_per_call: u32,
-    /// The driver of a CUSE mock, which has no ptp sysfs entry: passing it lets a character device
-    /// of class cuse be opened, and names the driver in the report.
-    #[arg(long, value_parser = parse_driver)]
+    /// The driver of a CUSE mock (names it in the report, and accepts class cuse).
     pub driver: Option<Driver>,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
-    /// Where to run.
-    #[command(flatten)]
-    pub guest: crate::cli::args::GuestArgs,
 }
 
-impl ProbeArgs {
+impl ProbeOptions {
     /// The device as given, or `sim` for the simulated backend.
     pub fn device(&self) -> &Path {
         device_or_sim(self.device.as_deref())
     }
 }
 
-impl LatencyArgs {
+impl LatencyOptions {
     /// The device as given, or `sim` for the simulated backend.
     pub fn device(&self) -> &Path {
         device_or_sim(self.device.as_deref())
@@ -136,11 +108,7 @@ fn device_or_sim(p: Option<&Path>) -> &Path {
     p.unwrap_or(Path::new("sim"))
 }
 
-fn parse_driver(s: &str) -> Result<Driver, String> {
-    s.parse()
-}
-
-pub use crate::exit::Exit;
+pub use crate::format::exit::Exit;
 
 /// An access error on a device: printed as the one line `phc-harness: DEVICE: CAUSE`.
 #[derive(Debug)]
@@ -189,9 +157,9 @@ pub fn open(path: &Path, access: Access, expect: &Expect) -> Result<Phc, DeviceE
     })
 }
 
-/// Writes a report to stdout (see `crate::output`).
+/// Writes a report to stdout (see `crate::format::output`).
 fn emit(s: &str) {
-    crate::output::out(s);
+    crate::format::output::out(s);
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> String {
@@ -223,7 +191,7 @@ pub fn sim_driver(driver: Option<Driver>, device: Option<&Path>) -> Result<Drive
 
 /// `phc-harness probe --backend sim --driver D`: the probe against mock-phc's personality of D,
 /// answering in this process.
-pub fn probe_sim(args: &ProbeArgs) -> Exit {
+pub fn probe_sim(args: &ProbeOptions) -> Exit {
     let driver = match sim_driver(args.driver, args.device.as_deref()) {
         Ok(d) => d,
         Err(e) => return e,
@@ -240,7 +208,7 @@ pub fn probe_sim(args: &ProbeArgs) -> Exit {
 }
 
 /// `phc-harness probe` on this machine.
-pub fn probe_cmd(args: &ProbeArgs) -> Exit {
+pub fn probe_cmd(args: &ProbeOptions) -> Exit {
     if let Err(e) = require_device(args.device.as_deref()) {
         return e;
     }
@@ -290,7 +258,7 @@ pub fn probe_cmd(args: &ProbeArgs) -> Exit {
     finish_probe(probe::run(&dev, read_only.as_ref().unwrap_or(&dev), &setup), args)
 }
 
-fn finish_probe(report: Result<probe::Report, phc::Error>, args: &ProbeArgs) -> Exit {
+fn finish_probe(report: Result<probe::Report, phc::Error>, args: &ProbeOptions) -> Exit {
     let report = match report {
         Ok(r) => r,
         Err(error) => return DeviceError { device: args.device().to_owned(), context: None, error }.report(),
@@ -298,8 +266,8 @@ fn finish_probe(report: Result<probe::Report, phc::Error>, args: &ProbeArgs) -> 
     match args.format {
         ProbeFormat::Text => emit(&probe::render_text(&report)),
         ProbeFormat::Json => emit(&to_json(&report)),
-        ProbeFormat::Ktap => emit(&crate::ktap::probe(&report)),
-        ProbeFormat::Junit => emit(&crate::junit::probe(&report)),
+        ProbeFormat::Ktap => emit(&crate::device::probe_out::ktap(&report)),
+        ProbeFormat::Junit => emit(&crate::device::probe_out::junit(&report)),
     }
     if report.deviations == 0 {
         Exit::Ok

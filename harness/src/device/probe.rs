@@ -452,7 +452,7 @@ pub fn render_text(r: &Report) -> String {
     } else {
         let _ = writeln!(s, "result: {} deviation(s) from the {} row", r.deviations, r.driver);
     }
-    crate::escape::terminal(&s)
+    crate::format::escape::terminal(&s)
 }
 
 #[cfg(test)]

@@ -393,8 +393,8 @@ proptest::proptest! {
     /// Whatever the device, its sysfs name and the answers say, the text report holds no control
     /// character a terminal would act on.
     #[test]
-    fn the_text_report_shows_control_characters(w in proptest::collection::vec(crate::escape::fixtures::nasty(), 1..5)) {
-        let mut r = crate::ktap::tests::probe_report();
+    fn the_text_report_shows_control_characters(w in proptest::collection::vec(crate::format::escape::fixtures::nasty(), 1..5)) {
+        let mut r = crate::format::ktap::tests::probe_report();
         r.device = w[0].clone();
         r.clock_name = Some(w[w.len() - 1].clone());
         for (i, c) in r.checks.iter_mut().enumerate() {
@@ -403,7 +403,7 @@ proptest::proptest! {
             c.note = Some(w[(i + 2) % w.len()].clone());
         }
         let text = render_text(&r);
-        crate::escape::fixtures::terminal_safe(&text).map_err(proptest::test_runner::TestCaseError::fail)?;
-        proptest::prop_assert!(text.contains(&crate::escape::terminal(&r.device)));
+        crate::format::escape::fixtures::terminal_safe(&text).map_err(proptest::test_runner::TestCaseError::fail)?;
+        proptest::prop_assert!(text.contains(&crate::format::escape::terminal(&r.device)));
     }
 }

@@ -136,7 +136,7 @@ pub fn render_text(r: &Report) -> String {
     for n in &r.notes {
         let _ = writeln!(s, "  note: {n}");
     }
-    crate::escape::terminal(&s)
+    crate::format::escape::terminal(&s)
 }
 
 /// `phc-harness probe /dev/vmclockN`.
@@ -206,7 +206,7 @@ pub fn render_list_text(rows: &[ListRow]) -> String {
             }
         }
     }
-    crate::escape::terminal(&s)
+    crate::format::escape::terminal(&s)
 }
 
 #[cfg(test)]

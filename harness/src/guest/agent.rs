@@ -1,0 +1,520 @@
+//! The guest agent's library: the request handler and the bounded line reader the `agent`
+//! command (`crate::cli::agent`) serves over the guest's virtio-serial port, one JSON line per
+//! request (phc_qemu::agent), one per answer.
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::io::{BufRead, Read, Seek, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use phc::device::{clock_now_ns, clock_step_ns};
+use phc::{Access, Phc};
+use phc_qemu::agent::{self, ExecResult, GuestClocks, Op, Request, Response};
+use serde_json::{json, Value};
+
+/// Most bytes of program output or file contents sent back.
+const MAX_OUTPUT: usize = 256 * 1024;
+/// Longest request line read: the largest real one (a chrony.conf to write) is a few kB.
+pub const MAX_LINE: usize = 1 << 20;
+
+fn clocks() -> GuestClocks {
+    GuestClocks {
+        realtime_ns: clock_now_ns(libc::CLOCK_REALTIME).unwrap_or(0),
+        monotonic_raw_ns: clock_now_ns(libc::CLOCK_MONOTONIC_RAW).unwrap_or(0),
+    }
+}
+
+/// One request line, decoded; the error is what goes back to the host.
+pub fn decode(line: &[u8]) -> Result<Request, String> {
+    let text = std::str::from_utf8(line).map_err(|_| "bad request: not UTF-8".to_owned())?;
+    serde_json::from_str::<Request>(text.trim()).map_err(|e| format!("bad request: {e}"))
+}
+
+/// Reads one line of at most `MAX_LINE` bytes into `buf` (without the newline). `Ok(None)` at
+/// EOF; a longer line is read to its end in bounded pieces, dropped, and reported as an error.
+pub fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<Option<Result<(), String>>> {
+    buf.clear();
+    let n = r.by_ref().take(MAX_LINE as u64 + 1).read_until(b'\n', buf)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        return Ok(Some(Ok(())));
+    }
+    if buf.len() <= MAX_LINE {
+        // The last line of the input, without a newline.
+        return Ok(Some(Ok(())));
+    }
+    // Too long: skip to the end of the line without keeping it.
+    loop {
+        buf.clear();
+        let n = r.by_ref().take(64 * 1024).read_until(b'\n', buf)?;
+        if n == 0 || buf.last() == Some(&b'\n') {
+            break;
+        }
+    }
+    buf.clear();
+    Ok(Some(Err(format!("bad request: longer than {MAX_LINE} bytes"))))
+}
+
+/// Serves requests from `input`, one answer line per request line, until `input` ends and
+/// `at_eof` says not to wait for more (it sleeps and returns true to keep waiting). After an
+/// answer that asks for it, `spin` is called with a wall deadline to wait for input busily.
+pub fn serve<R: Read>(
+    mut input: std::io::BufReader<R>,
+    mut out: impl Write,
+    mut at_eof: impl FnMut() -> bool,
+    mut spin: impl FnMut(Instant),
+) -> std::io::Result<()> {
+    let mut agent = Agent::default();
+    let mut line = Vec::new();
+    loop {
+        let decoded = match read_line(&mut input, &mut line)? {
+            None if at_eof() => continue,
+            None => return Ok(()),
+            Some(Err(e)) => Err(e),
+            Some(Ok(())) if line.iter().all(u8::is_ascii_whitespace) => continue,
+            Some(Ok(())) => decode(&line),
+        };
+        let reply = match decoded {
+            Ok(req) => {
+                let (ok, err) = match agent.handle(req.op) {
+                    Ok(v) => (Some(v), None),
+                    Err(e) => (None, Some(e)),
+                };
+                Response { id: req.id, ok, err, clocks: clocks() }
+            }
+            Err(e) => Response { id: 0, ok: None, err: Some(e), clocks: clocks() },
+        };
+        let mut text = serde_json::to_string(&reply).unwrap_or_default();
+        text.push('\n');
+        out.write_all(text.as_bytes())?;
+        out.flush()?;
+        if let Some(deadline) = agent.take_spin() {
+            if input.buffer().is_empty() {
+                spin(deadline);
+            }
+        }
+    }
+}
+
+/// Opens `path` for writing without following a symlink at its end, truncating it.
+fn create_nofollow(path: &str) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)
+}
+
+#[derive(Default)]
+struct Agent {
+    spawned: HashMap<String, Child>,
+    phcs: HashMap<String, Phc>,
+    /// After the current answer, poll the port busily until this wall instant (see `Op::Observe`).
+    spin_until: Option<Instant>,
+    /// How far each tailed file has been read.
+    tails: HashMap<String, u64>,
+    /// mock-phc's CUSE server, once started.
+    mock: Option<crate::guest::mock::MockServer>,
+}
+
+/// Most bytes of a tailed file returned at once.
+const MAX_TAIL: u64 = 64 * 1024;
+
+/// The whole lines of `path` after byte `*from`, advancing `*from` past them. A file that
+/// shrank (a new daemon's log) is read from its start.
+fn tail_lines(path: &str, from: &mut u64) -> Vec<String> {
+    let Ok(mut f) = std::fs::File::open(path) else { return Vec::new() };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if len < *from {
+        *from = 0;
+    }
+    let mut buf = Vec::new();
+    if f.seek(std::io::SeekFrom::Start(*from)).and_then(|_| f.take(MAX_TAIL).read_to_end(&mut buf)).is_err() {
+        return Vec::new();
+    }
+    let Some(end) = buf.iter().rposition(|&b| b == b'\n') else { return Vec::new() };
+    *from += end as u64 + 1;
+    String::from_utf8_lossy(&buf[..end]).lines().map(str::to_owned).collect()
+}
+
+/// The guest's RTC, whose second boundaries follow QEMU's virtual clock (`-rtc clock=vm`).
+const RTC: &str = "/dev/rtc0";
+
+/// CLOCK_REALTIME against a PHC with EXTENDED: (PHC time at the reading, realtime minus PHC,
+/// window), from the shortest of 5 windows.
+fn realtime_vs_phc(phc: &Phc) -> Result<(i64, i64, i64), String> {
+    let samples = phc.sys_offset_extended(5, phc::SysClock::Realtime).map_err(|e| e.to_string())?;
+    let best = samples.iter().min_by_key(|s| s.delay_ns()).ok_or("no samples")?;
+    Ok((best.phc_ns, best.offset_ns(), best.delay_ns()))
+}
+
+/// PHC minus CLOCK_MONOTONIC_RAW, from the shortest of 5 EXTENDED windows.
+fn phc_minus_raw(phc: &Phc) -> phc::Result<i64> {
+    let samples = phc.sys_offset_extended(5, phc::SysClock::MonotonicRaw)?;
+    let best = samples.iter().min_by_key(|s| s.delay_ns()).ok_or(phc::Error::InvalidArgument)?;
+    Ok(-best.offset_ns())
+}
+
+/// Sets the PHC's frequency and undoes the step that comes with it on QEMU's igb. QEMU computes
+/// SYSTIM as the whole virtual clock times TIMINCA's increment, so a new increment moves SYSTIM
+/// by (virtual time since QEMU's start) x (the change): a lower one moves it backwards, and the
+/// igb driver's timecounter, at its next `timecounter_read` (a gettime), takes the backward
+/// step for a wrap of its 2^60-cycle range and jumps 2^41 ns (2199 s) ahead. EXTENDED
+/// (`timecounter_cyc2time`) reads a backward step as one. So: PHC against CLOCK_MONOTONIC_RAW
+/// before, the new frequency, a gettime to let the timecounter take whatever it takes, PHC
+/// against CLOCK_MONOTONIC_RAW again, and the difference stepped back (the readings are
+/// microseconds apart: the new rate adds well under a nanosecond). Returns the step undone.
+fn adjfine_without_step(phc: &Phc, ppb: f64) -> phc::Result<i64> {
+    let before = phc_minus_raw(phc)?;
+    phc.adjfine(ppb)?;
+    phc.gettime()?;
+    let jump = phc_minus_raw(phc)? - before;
+    // Below a microsecond it is the measurement's own noise, not a step.
+    if jump.abs() > 1_000 {
+        phc.step(-jump)?;
+    }
+    Ok(jump)
+}
+
+/// Sleeps until `phc` reads at least `until_ns`. The sleep runs on CLOCK_MONOTONIC, which a
+/// daemon may slew by up to 8% against the PHC: sleep 90% of what is left, then look again.
+fn wait_for_phc(phc: &Phc, until_ns: i64) -> Result<i64, String> {
+    loop {
+        let now = phc.gettime().map_err(|e| e.to_string())?;
+        let left = until_ns.saturating_sub(now);
+        if left <= 0 {
+            return Ok(now);
+        }
+        let nap = if left > 1_000_000 { left / 10 * 9 } else { left };
+        std::thread::sleep(Duration::from_nanos(nap.unsigned_abs()));
+    }
+}
+
+impl Agent {
+    /// Hands the mock a host sample: `host_ns` as given, or read off `reference` now.
+    fn mock_sample(
+        &mut self,
+        host_ns: Option<i64>,
+        reference: Option<String>,
+        rate_ppb: i64,
+        rate_since: Option<[i64; 2]>,
+    ) -> Result<phc_qemu::agent::MockSampled, String> {
+        let (host_ns, raw_ns) = match (host_ns, reference) {
+            (Some(h), None) => (h, clock_now_ns(libc::CLOCK_MONOTONIC_RAW).map_err(|e| e.to_string())?),
+            (None, Some(dev)) => {
+                let phc = self.phc(&dev)?;
+                crate::guest::mock::reference_sample(phc).map_err(|e| format!("{dev}: {e}"))?
+            }
+            _ => return Err("mock_sample: give exactly one of host_ns and reference".into()),
+        };
+        let m = self.mock.as_mut().ok_or("mock_sample: no mock-phc running (start_mock first)")?;
+        let rate_ppb = rate_since
+            .and_then(|since| phc_qemu::agent::measured_rate_ppb(since, host_ns, raw_ns))
+            .unwrap_or(rate_ppb);
+        m.sample(host_ns, raw_ns, rate_ppb)?;
+        // The server applies its stdin lines on its own thread: a stale clock (no sample
+        // yet, or samples just resumed) is read until the sample has reached it, so that
+        // nothing observed after this answer sees the clock from before it.
+        let device = m.device.clone();
+        let phc = self.phc(&device)?;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut req = phc::uapi::PtpSysOffset { n_samples: 1, ..Default::default() };
+        while let Err(phc::Error::Stale) = phc.sys_offset_raw(phc::Form::Legacy, &mut req) {
+            if Instant::now() > deadline {
+                return Err(format!("{device}: still stale 2 s after a sample"));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(phc_qemu::agent::MockSampled { host_ns, raw_ns, rate_ppb })
+    }
+
+    fn phc(&mut self, device: &str) -> Result<&Phc, String> {
+        if !self.phcs.contains_key(device) {
+            // The host names the devices; a CUSE mock (class cuse) is one of them.
+            let p = Phc::open_expecting(device, Access::ReadWrite, &phc::Expect::cuse())
+                .map_err(|e| format!("{device}: {e}"))?;
+            self.phcs.insert(device.to_owned(), p);
+        }
+        Ok(&self.phcs[device])
+    }
+
+    /// The wall instant to spin until after this answer, once.
+    fn take_spin(&mut self) -> Option<Instant> {
+        self.spin_until.take()
+    }
+
+    fn handle(&mut self, op: Op) -> Result<Value, String> {
+        match op {
+            Op::Observe { device, until_ns, spin_s, tail, also } => {
+                let phc = self.phc(&device)?;
+                wait_for_phc(phc, until_ns).map_err(|e| format!("{device}: {e}"))?;
+                let (phc_ns, realtime_minus_phc_ns, window_ns) =
+                    realtime_vs_phc(phc).map_err(|e| format!("{device}: {e}"))?;
+                let (mut also_minus_phc_ns, mut also_error) = (None, None);
+                if let Some(dev) = also {
+                    match self.phc(&dev).map(|p| p.sys_offset(5)) {
+                        Ok(Ok(samples)) => {
+                            let est = phc::estimate::linuxptp(&samples).ok_or("no samples")?;
+                            // Sample offsets are realtime minus the PHC.
+                            also_minus_phc_ns = Some(realtime_minus_phc_ns - est.offset_ns);
+                        }
+                        Ok(Err(e)) => also_error = Some(e.code().to_owned()),
+                        Err(e) => return Err(e),
+                    }
+                }
+                if spin_s > 0.0 {
+                    self.spin_until = Some(Instant::now() + Duration::from_secs_f64(spin_s.min(10.0)));
+                }
+                let lines = match tail {
+                    Some(path) => {
+                        let from = self.tails.entry(path.clone()).or_insert(0);
+                        tail_lines(&path, from)
+                    }
+                    None => Vec::new(),
+                };
+                Ok(json!(phc_qemu::agent::Observed {
+                    phc_ns,
+                    realtime_minus_phc_ns,
+                    window_ns,
+                    lines,
+                    also_minus_phc_ns,
+                    also_error,
+                }))
+            }
+            Op::StepPhc { device, delta_ns } => {
+                let phc = self.phc(&device)?;
+                phc.step(delta_ns).map_err(|e| format!("{device}: step: {e}"))?;
+                let phc_ns = phc.gettime().map_err(|e| format!("{device}: {e}"))?;
+                Ok(json!(agent::PhcStepped { phc_ns }))
+            }
+            Op::PhcFrequency { device, ppb } => {
+                let phc = self.phc(&device)?;
+                let jump_ns =
+                    adjfine_without_step(phc, ppb).map_err(|e| format!("{device}: adjfine: {e}"))?;
+                Ok(json!(agent::FrequencySet { undone_step_ns: jump_ns }))
+            }
+            Op::RealtimeToPhc { device } => {
+                let phc = self.phc(&device)?;
+                let (_, rt_minus_phc, _) = realtime_vs_phc(phc).map_err(|e| format!("{device}: {e}"))?;
+                clock_step_ns(libc::CLOCK_REALTIME, -rt_minus_phc).map_err(|e| format!("step: {e}"))?;
+                Ok(json!(agent::RealtimeStepped { stepped_ns: -rt_minus_phc }))
+            }
+            Op::RtcTick { device, set } => {
+                let rtc = phc::rtc::Rtc::open(RTC).map_err(|e| format!("{RTC}: {e}"))?;
+                let phc = self.phc(&device)?;
+                let (rtc_s, phc_ns) = rtc.next_second(|| phc.gettime()).map_err(|e| format!("{RTC}: {e}"))?;
+                let phc_ns = phc_ns.map_err(|e| format!("{device}: {e}"))?;
+                let set_ns = match set {
+                    Some(m) => {
+                        // Step by the difference, so the time spent since the boundary stays in.
+                        let target = m.host_at(rtc_s);
+                        phc.step(target - phc_ns).map_err(|e| format!("{device}: step: {e}"))?;
+                        Some(target)
+                    }
+                    None => None,
+                };
+                Ok(json!(phc_qemu::agent::RtcTickResult { rtc_s, phc_ns, set_ns }))
+            }
+            Op::Hello => Ok(json!(agent::Hello { version: env!("CARGO_PKG_VERSION").to_owned() })),
+            Op::Clocks => Ok(Value::Null),
+            Op::PhcOffset { device } => {
+                let phc = self.phc(&device)?;
+                // A cross timestamp (ptp_kvm's PRECISE) is exact: no window to halve.
+                if let Ok(p) = phc.sys_offset_precise() {
+                    let d = p.phc_ns - p.realtime_ns;
+                    return Ok(json!(agent::PhcOffsetRead {
+                        phc_minus_realtime_ns: d,
+                        uncertainty_ns: 0,
+                        method: Some("precise".to_owned()),
+                    }));
+                }
+                let samples = phc.sys_offset(25).map_err(|e| format!("{device}: {e}"))?;
+                let est = phc::estimate::linuxptp(&samples).ok_or("no samples")?;
+                // Sample offsets are system minus PHC; report PHC minus realtime.
+                Ok(json!(agent::PhcOffsetRead {
+                    phc_minus_realtime_ns: -est.offset_ns,
+                    uncertainty_ns: est.uncertainty_ns,
+                    method: None,
+                }))
+            }
+            Op::SetPhc { device, host_ns } => {
+                let phc = self.phc(&device)?;
+                phc.settime(host_ns).map_err(|e| format!("{device}: settime: {e}"))?;
+                Ok(Value::Null)
+            }
+            Op::StepRealtime { delta_ns } => {
+                clock_step_ns(libc::CLOCK_REALTIME, delta_ns).map_err(|e| format!("step: {e}"))?;
+                Ok(Value::Null)
+            }
+            Op::SetRealtime { host_ns } => {
+                let now = clock_now_ns(libc::CLOCK_REALTIME).map_err(|e| e.to_string())?;
+                clock_step_ns(libc::CLOCK_REALTIME, host_ns - now).map_err(|e| format!("step: {e}"))?;
+                Ok(json!(agent::RealtimeStepped { stepped_ns: host_ns - now }))
+            }
+            Op::Exec { argv, timeout_s } => {
+                exec(&argv, timeout_s).map(|r| serde_json::to_value(r).expect("plain"))
+            }
+            Op::Spawn { name, argv, log } => {
+                let (prog, rest) = argv.split_first().ok_or("empty argv")?;
+                let f = create_nofollow(&log).map_err(|e| format!("{log}: {e}"))?;
+                let f2 = f.try_clone().map_err(|e| e.to_string())?;
+                let child = Command::new(prog)
+                    .args(rest)
+                    .stdin(Stdio::null())
+                    .stdout(f)
+                    .stderr(f2)
+                    .spawn()
+                    .map_err(|e| format!("{prog}: {e}"))?;
+                let pid = child.id();
+                if let Some(mut old) = self.spawned.insert(name, child) {
+                    let _ = old.kill();
+                    let _ = old.wait();
+                }
+                Ok(json!(agent::Spawned { pid }))
+            }
+            Op::StartMock { personality, name } => {
+                // The old server goes first: its node has the same name.
+                self.phcs.retain(|k, _| !k.ends_with(&format!("/{name}")));
+                self.mock = None;
+                let m = crate::guest::mock::MockServer::start(&personality, &name)?;
+                let device = m.device.clone();
+                self.mock = Some(m);
+                Ok(json!(agent::MockStarted { device }))
+            }
+            Op::MockSample { host_ns, reference, rate_ppb, rate_since } => {
+                Ok(json!(self.mock_sample(host_ns, reference, rate_ppb, rate_since)?))
+            }
+            Op::Kill { name } => {
+                let mut c = self.spawned.remove(&name).ok_or_else(|| format!("{name}: not running"))?;
+                let _ = c.kill();
+                let status = c.wait().map_err(|e| e.to_string())?;
+                Ok(json!(agent::Killed { status: status.to_string() }))
+            }
+            Op::WriteFile { path, contents } => {
+                create_nofollow(&path)
+                    .and_then(|mut f| f.write_all(contents.as_bytes()))
+                    .map_err(|e| format!("{path}: {e}"))?;
+                Ok(Value::Null)
+            }
+            Op::ReadFile { path } => {
+                let mut f = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+                let mut buf = Vec::new();
+                Read::by_ref(&mut f)
+                    .take(MAX_OUTPUT as u64)
+                    .read_to_end(&mut buf)
+                    .map_err(|e| format!("{path}: {e}"))?;
+                Ok(Value::String(String::from_utf8_lossy(&buf).into_owned()))
+            }
+        }
+    }
+}
+
+fn exec(argv: &[String], timeout_s: f64) -> Result<ExecResult, String> {
+    let (prog, rest) = argv.split_first().ok_or("empty argv")?;
+    // Unnamed temp files (O_TMPFILE where the file system has it): no path to race or follow.
+    let so = tempfile::tempfile().map_err(|x| x.to_string())?;
+    let se = tempfile::tempfile().map_err(|x| x.to_string())?;
+    let (so2, se2) = (so.try_clone().map_err(|x| x.to_string())?, se.try_clone().map_err(|x| x.to_string())?);
+    let mut child = Command::new(prog)
+        .args(rest)
+        .stdin(Stdio::null())
+        .stdout(so2)
+        .stderr(se2)
+        .spawn()
+        .map_err(|x| format!("{prog}: {x}"))?;
+    let deadline = Instant::now() + Duration::from_secs_f64(timeout_s.clamp(0.1, 3600.0));
+    let code = loop {
+        match child.try_wait().map_err(|x| x.to_string())? {
+            Some(s) => break s.code().unwrap_or(-1),
+            None if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break -1;
+            }
+            None => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    let read = |mut f: std::fs::File| {
+        let mut s = Vec::new();
+        let _ =
+            f.seek(std::io::SeekFrom::Start(0)).and_then(|_| f.take(MAX_OUTPUT as u64).read_to_end(&mut s));
+        String::from_utf8_lossy(&s).into_owned()
+    };
+    Ok(ExecResult { code, stdout: read(so), stderr: read(se) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn answers(input: &[u8]) -> Vec<Response> {
+        let mut out = Vec::new();
+        serve(std::io::BufReader::new(std::io::Cursor::new(input.to_vec())), &mut out, || false, |_| {})
+            .unwrap();
+        String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    #[test]
+    fn tails_return_whole_new_lines_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log");
+        let path = p.to_str().unwrap();
+        std::fs::write(&p, "one\ntwo\npart").unwrap();
+        let mut at = 0;
+        assert_eq!(tail_lines(path, &mut at), ["one", "two"]);
+        assert!(tail_lines(path, &mut at).is_empty());
+        std::fs::write(&p, "one\ntwo\npartial done\n").unwrap();
+        assert_eq!(tail_lines(path, &mut at), ["partial done"]);
+        std::fs::write(&p, "new\n").unwrap();
+        assert_eq!(tail_lines(path, &mut at), ["new"], "a shorter file is a new log");
+    }
+
+    #[test]
+    fn garbage_gets_an_error_answer_and_eof_ends_the_loop() {
+        let mut input = Vec::new();
+        input.extend_from_slice(b"not json\n");
+        input.extend_from_slice(b"\xff\xfe\n");
+        input.extend(std::iter::repeat_n(b'x', MAX_LINE + 10));
+        input.extend_from_slice(b"\n\n   \n{\"id\":7,\"op\":\"hello\"}\n{\"id\":8,\"op\":\"hello\"}");
+        let a = answers(&input);
+        assert_eq!(a.len(), 5, "{a:?}");
+        assert!(a[0].err.as_deref().unwrap().starts_with("bad request:"));
+        assert_eq!(a[1].err.as_deref(), Some("bad request: not UTF-8"));
+        assert_eq!(a[2].err.as_deref(), Some(&*format!("bad request: longer than {MAX_LINE} bytes")));
+        assert_eq!((a[3].id, a[3].err.is_none()), (7, true));
+        assert_eq!((a[4].id, a[4].err.is_none()), (8, true), "a last line without newline is served");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        /// Whatever the bytes, lines come back bounded and decoding never panics.
+        #[test]
+        fn the_line_decoder_never_panics(chunks in proptest::collection::vec(
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..200),
+                Just(b"\n".to_vec()),
+                Just(b"{\"id\":1,\"op\":".to_vec()),
+                (0usize..3).prop_map(|k| vec![b'a'; MAX_LINE - 1 + k]),
+            ], 0..8)) {
+            let input: Vec<u8> = chunks.concat();
+            let mut r = std::io::BufReader::with_capacity(4096, std::io::Cursor::new(&input));
+            let mut buf = Vec::new();
+            let mut lines = 0;
+            while let Some(line) = read_line(&mut r, &mut buf).unwrap() {
+                prop_assert!(buf.len() <= MAX_LINE);
+                if line.is_ok() {
+                    let _ = decode(&buf);
+                }
+                lines += 1;
+                prop_assert!(lines <= input.len() + 1);
+            }
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! What runs inside the QEMU guest: the agent that answers the host over virtio-serial, and its
+//! handle on mock-phc's CUSE server.
+
+pub mod agent;
+pub mod mock;

@@ -1,0 +1,93 @@
+//! The data of a fidelity judged against an ensemble of sim runs (`run::ensemble` runs them):
+//! how the sim was given the guest's noise, what each run gave, and its Markdown.
+#![forbid(unsafe_code)]
+
+use serde::{Deserialize, Serialize};
+
+/// One sim run of the ensemble.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    /// Seed.
+    pub seed: u64,
+    /// First correction after the disturbance, s; null: never.
+    pub time_to_first_correction_s: Option<f64>,
+    /// Steps.
+    pub steps: usize,
+    /// The regression's standard deviation (`sample_noise`), ns.
+    pub regression_sd_ns: Option<f64>,
+    /// Whether the real run agrees with this one on every judged row.
+    pub agrees: bool,
+}
+
+/// How the sim was given the guest's noise, and what each run gave.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ensemble {
+    /// The regression's standard deviation in the scenario's own sim run, ns.
+    pub regression_sd_ns_sim: Option<f64>,
+    /// The regression's standard deviation in the guest (chronyd's statistics log), ns.
+    pub regression_sd_ns_guest: Option<f64>,
+    /// chronyd's sample noise in the scenario's own sim run, ns (shown, not used).
+    pub sample_noise_ns_sim: Option<f64>,
+    /// chronyd's sample noise in the guest (its refclocks log), ns (shown, not used).
+    pub sample_noise_ns_guest: Option<f64>,
+    /// The scenario's read noise (`world.guest.phase_noise_ns`).
+    pub scenario_phase_noise_ns: f64,
+    /// The read noise the ensemble ran at.
+    pub phase_noise_ns: f64,
+    /// Every run.
+    pub members: Vec<Member>,
+    /// Which run the rows are from; null: the scenario's own sim run (it agreed).
+    pub shown: Option<u64>,
+}
+
+impl Ensemble {
+    /// The members' mean regression standard deviation, ns.
+    pub fn mean_regression_sd_ns(&self) -> Option<f64> {
+        crate::model::stats::mean(self.members.iter().filter_map(|m| m.regression_sd_ns))
+    }
+
+    /// A Markdown paragraph and table for the fidelity report.
+    pub fn to_markdown(&self) -> String {
+        let n = |v: Option<f64>| v.map_or_else(|| "not measured".to_owned(), |v| format!("{v:.1} ns"));
+        let how = if self.regression_sd_ns_guest.is_some() {
+            format!(
+                "{:.1} ns, the scenario's {:.1} ns scaled so that the sim's chronyd regression scatters as the \
+                 guest's",
+                self.phase_noise_ns, self.scenario_phase_noise_ns
+            )
+        } else {
+            format!("the scenario's {:.1} ns (no figure from the guest to match)", self.phase_noise_ns)
+        };
+        let mut s = format!(
+            "\nEnsemble: {} sim runs at read noise {how}. The regression's standard deviation (median of the first \
+             {} regressions): guest {}, the scenario's own sim run {}, the ensemble {} on average. Sample noise: \
+             guest {}, sim {} (robust: the median absolute deviation of second differences). ",
+            self.members.len(),
+            mock_phc::discipline::sample_noise::REGRESSIONS,
+            n(self.regression_sd_ns_guest),
+            n(self.regression_sd_ns_sim),
+            n(self.mean_regression_sd_ns()),
+            n(self.sample_noise_ns_guest),
+            n(self.sample_noise_ns_sim),
+        );
+        match self.shown {
+            None => s.push_str("The rows above are the scenario's own sim run.\n\n"),
+            Some(seed) => s.push_str(&format!(
+                "The scenario's own sim run disagreed; the rows above are the ensemble's run at seed {seed}, the \
+                 first the real run agrees with.\n\n"
+            )),
+        }
+        s.push_str("| seed | first correction s | steps | regression sd | real run agrees |\n|---|---|---|---|---|\n");
+        for m in &self.members {
+            let t = m.time_to_first_correction_s.map_or_else(|| "never".to_owned(), |t| format!("{t:.2}"));
+            s.push_str(&format!(
+                "| {} | {t} | {} | {} | {} |\n",
+                m.seed,
+                m.steps,
+                n(m.regression_sd_ns),
+                if m.agrees { "yes" } else { "no" }
+            ));
+        }
+        s
+    }
+}

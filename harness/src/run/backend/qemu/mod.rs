@@ -1,0 +1,292 @@
+//! The QEMU backend: the scenario runs against a real Linux guest with the real chronyd. Two
+//! clocks: `virt` (the default for scenarios) runs the guest in QEMU's virtual time, where the igb
+//! PHC is the host clock and every offset is measured inside the guest; `real` runs in wall-clock
+//! time with the host's time fed to the igb PHC by the harness's provider (VMICTimeSync
+//! emulation), and is the cross-check. This module holds what both share: options, boot, what
+//! the guest cannot run, chronyd's configuration and log.
+
+pub mod calibrate;
+pub mod nested;
+pub mod phc2sys;
+pub mod real;
+pub mod restore;
+pub mod virt;
+pub mod wander;
+
+pub use nested::NestedBackend;
+pub use real::QemuBackend;
+pub use virt::VirtualBackend;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use mock_phc::{DisciplineConfig, Disturbance, Event, EventKind};
+use phc_qemu::agent::{ExecResult, FrequencySet, Op, PhcOffsetRead, PhcStepped, RealtimeStepped};
+use phc_qemu::client::host_realtime_ns;
+use phc_qemu::image::ImageSpec;
+use phc_qemu::session::{BootOptions, Session};
+use phc_qemu::{signals, tmp, Accel, Error, GuestClock};
+use serde_json::{json, Value};
+
+use super::chronylog::{self, Line};
+use super::provider::Provider;
+use crate::model::observation::Observation;
+use crate::model::scenario::Scenario;
+use crate::run::engine::Backend;
+
+/// The guest's PHC: the igb NIC clock.
+pub const GUEST_PHC: &str = "/dev/ptp0";
+const CHRONY_LOG: &str = "/tmp/chronyd.log";
+/// A regular sample re-sets the PHC only when it is off by more than this: QEMU's igb clock
+/// keeps host time between pauses, and re-setting it every 5 s would only add transfer noise.
+const RESET_THRESHOLD_NS: i64 = 1_000_000;
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How to start the guest.
+#[derive(Debug, Clone)]
+pub struct QemuOptions {
+    /// The static harness binary to install as the guest agent.
+    pub agent_bin: PathBuf,
+    /// Acceleration; `None` takes this machine's decision (phc_qemu::accel: cached, or found by
+    /// a trial guest).
+    pub accel: Option<Accel>,
+    /// Longest wait for boot to agent-ready.
+    pub boot_timeout: Duration,
+    /// The PHC the daemon reads; `None` takes the scenario's personality (hyperv: the CUSE
+    /// mock, anything else: igb).
+    pub phc: Option<GuestPhc>,
+    /// Virtual or real time for scenarios (device commands always run in real time).
+    pub clock: ClockMode,
+    /// The guest kernel (`--kernel-line`): its cache folder, modules and devices.
+    pub kernel_line: phc_qemu::KernelLine,
+    /// The kernel to boot, in the image builder's layout (`crate::run::kernel`); `None` boots the
+    /// cached Debian kernel.
+    pub kernel_dir: Option<PathBuf>,
+}
+
+impl QemuOptions {
+    /// The defaults with `agent_bin`: this machine's acceleration, 120 s to boot, the scenario's
+    /// PHC, virtual time, the default kernel line.
+    pub fn new(agent_bin: PathBuf) -> Self {
+        Self {
+            agent_bin,
+            accel: None,
+            boot_timeout: Duration::from_secs(120),
+            phc: None,
+            clock: ClockMode::Virtual,
+            kernel_line: Default::default(),
+            kernel_dir: None,
+        }
+    }
+}
+
+/// The PHC the guest's daemon reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GuestPhc {
+    /// QEMU's igb NIC clock (/dev/ptp0): a real kernel PHC driver.
+    Igb,
+    /// mock-phc's CUSE device with the hyperv personality (/dev/ptp_hyperv), fed host samples
+    /// every 5 s the way hv_utils is: Azure's clock, with its staleness and missing-SYNC paths.
+    Hyperv,
+    /// KVM's ptp_kvm, reading host time by hypercall (needs KVM).
+    PtpKvm,
+}
+
+impl GuestPhc {
+    /// The PHC for a scenario: as asked, else the mock for a hyperv personality, else igb.
+    pub fn for_scenario(asked: Option<GuestPhc>, s: &Scenario) -> GuestPhc {
+        asked.unwrap_or(match s.world.phc {
+            mock_phc::PhcConfig::Hyperv { .. } => GuestPhc::Hyperv,
+            _ => GuestPhc::Igb,
+        })
+    }
+}
+
+/// The CUSE mock's node in the guest.
+pub const MOCK_DEVICE: &str = "/dev/ptp_hyperv";
+pub(crate) const MOCK_NAME: &str = "ptp_hyperv";
+
+/// The time a scenario's guest runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ClockMode {
+    /// QEMU's virtual clock (TCG, icount, sleep=off): faster than real time, offsets measured in
+    /// the guest against the igb PHC, which is the host clock.
+    #[default]
+    Virtual,
+    /// Wall-clock time, host time fed to the guest by the harness's provider (the cross-check).
+    Real,
+}
+
+impl ClockMode {
+    /// The name reports use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Virtual => "virtual",
+            Self::Real => "real",
+        }
+    }
+}
+
+/// The guest agent binary: `--agent-bin`, else `PHC_AGENT_BIN`, else what ci/build-agent.sh builds.
+pub fn find_agent_bin(explicit: Option<PathBuf>) -> Result<PathBuf, Error> {
+    let candidates: Vec<PathBuf> = explicit
+        .into_iter()
+        .chain(std::env::var_os("PHC_AGENT_BIN").map(PathBuf::from))
+        .chain(std::env::var_os("CARGO_TARGET_DIR").map(|d| PathBuf::from(d).join(GUEST_REL)))
+        .chain(std::iter::once(PathBuf::from("target").join(GUEST_REL)))
+        .collect();
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or(Error::AgentBinMissing { looked_at: candidates })
+}
+
+/// The stripped static copy ci/build-agent.sh leaves for guest images.
+const GUEST_REL: &str = "x86_64-unknown-linux-gnu/release/phc-harness-guest";
+
+/// Prepares this process for guests, once, before the first: SIGINT and SIGTERM end the run
+/// through its normal path from now on (phc_qemu::signals: QEMU killed, temp files removed,
+/// an aborted report), and what runs killed outright (SIGKILL, a crash: no destructors) left in
+/// this user's private temp folder is removed, by the dead pid in its name, never a live run's
+/// (and nothing outside that folder).
+pub fn prepare_process() {
+    if let Err(e) = signals::install() {
+        eprintln!("phc-harness: cannot handle SIGINT/SIGTERM: {e}");
+    }
+    match tmp::sweep() {
+        Ok(removed) => {
+            for p in removed {
+                eprintln!("phc-harness: removed {} (left by a run that died)", p.display());
+            }
+        }
+        Err(e) => eprintln!("phc-harness: {}", phc_qemu::error::chain(&e)),
+    }
+}
+
+/// Why a scenario cannot run on QEMU with this PHC, or `None` when it can.
+pub fn unsupported(s: &Scenario, clock: ClockMode, phc: GuestPhc) -> Option<String> {
+    for d in &s.world.disciplines {
+        match d {
+            DisciplineConfig::Chrony(_) | DisciplineConfig::HvUtils(_) | DisciplineConfig::None => {}
+            // The real phc2sys runs in virtual time (backend::qemu::phc2sys).
+            DisciplineConfig::Phc2sys(_) if clock == ClockMode::Virtual => {}
+            DisciplineConfig::Phc2sys(_) => {
+                return Some("phc2sys: the real phc2sys runs with --clock virtual only".into())
+            }
+            DisciplineConfig::Ntpd(_) => {
+                return Some(
+                    "ntpd has no PHC refclock, so no real ntpd runs in the guest: the sim's ntpd model \
+                     (NTPsec 1.2.2's loop filter and Linux's kernel PLL) is unjudged"
+                        .into(),
+                )
+            }
+        }
+    }
+    for e in &s.timeline.events {
+        match e.disturbance {
+            // In virtual time the PHC is the host clock: a frequency jump of the guest is one
+            // of the PHC, the other way round, which adjfine makes.
+            Disturbance::FrequencyJump { .. } if clock == ClockMode::Real => {
+                return Some("frequency_jump: QEMU cannot change a running guest's oscillator in real time (use --clock virtual)".into())
+            }
+            Disturbance::SnapshotRestore { .. } if clock == ClockMode::Virtual => {
+                return Some(
+                    "snapshot_restore: the restore starts a second QEMU, whose virtual clock the run \
+                     cannot follow (use --clock real)"
+                        .into(),
+                )
+            }
+            Disturbance::SamplesStop | Disturbance::SamplesResume if phc != GuestPhc::Hyperv => {
+                return Some(
+                    "samples_stop/resume: only the hyperv mock (--phc hyperv) goes stale without host samples"
+                        .into(),
+                )
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+pub use phc_qemu::session::BootInfo;
+
+/// Boots the guest for `opts` (phc_qemu's one boot path): `role` names it (`scenario`,
+/// `device`); `clock` is QEMU's, with the RTC starting at `rtc_base_s` in virtual time.
+pub fn boot(opts: &QemuOptions, role: &str, clock: GuestClock) -> Result<(Session, BootInfo), Error> {
+    let mut spec = ImageSpec::for_line(&opts.agent_bin, opts.kernel_line);
+    if let Some(k) = &opts.kernel_dir {
+        spec.kernel_dir = k.clone();
+    }
+    Session::start(&BootOptions {
+        spec,
+        accel: opts.accel,
+        clock,
+        role: role.into(),
+        timeout: opts.boot_timeout,
+        nested: opts.phc == Some(GuestPhc::PtpKvm),
+    })
+}
+
+/// The guest's PHC whose sysfs clock_name is `name`, as a device path.
+pub fn find_phc_by_name(session: &mut Session, name: &str) -> Result<String, Error> {
+    let script = "for d in /sys/class/ptp/*; do echo \"$(basename $d) $(cat $d/clock_name)\"; done";
+    let r: ExecResult = session.agent.call_value(
+        Op::Exec { argv: vec!["sh".into(), "-c".into(), script.into()], timeout_s: 10.0 },
+        Instant::now() + CALL_TIMEOUT,
+    )?;
+    r.stdout
+        .lines()
+        .find_map(|l| {
+            l.split_once(' ').filter(|(_, n)| n.trim() == name).map(|(dev, _)| format!("/dev/{dev}"))
+        })
+        .ok_or_else(|| Error::NoSuchPhc { name: name.to_owned(), have: r.stdout.trim().to_owned() })
+}
+
+fn personality(s: &Scenario) -> &'static str {
+    match s.world.phc {
+        mock_phc::PhcConfig::Hyperv { .. } => "hyperv",
+        mock_phc::PhcConfig::Kvm { .. } => "kvm",
+        mock_phc::PhcConfig::Vmclock { .. } => "vmclock",
+        mock_phc::PhcConfig::Nic { .. } => "nic",
+    }
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+/// chronyd's own view at the end of a run, `chronyc -n tracking` and `sources`, for the report;
+/// `exec` runs a command in the guest.
+pub(crate) fn chronyc_views(
+    mut exec: impl FnMut(Op) -> Result<ExecResult, Error>,
+    info: &mut BTreeMap<String, Value>,
+) {
+    for (key, what) in [("chronyc_tracking", "tracking"), ("chronyc_sources", "sources")] {
+        let op = Op::Exec { argv: vec!["chronyc".into(), "-n".into(), what.into()], timeout_s: 10.0 };
+        if let Ok(r) = exec(op) {
+            info.insert(key.into(), json!(format!("{}{}", r.stdout, r.stderr)));
+        }
+    }
+}
+
+/// chronyd's log as events: lines are stamped with the scenario time they were first seen at.
+#[derive(Debug, Default)]
+pub(crate) struct ChronyLog {
+    /// Every line seen, for the report.
+    pub text: String,
+}
+
+impl ChronyLog {
+    /// Records `lines` seen at scenario time `t_ns`, turning steps and notable lines into events.
+    pub fn take(&mut self, t_ns: i64, lines: &[&str], events: &mut Vec<Event>) {
+        for l in lines {
+            self.text.push_str(l);
+            self.text.push('\n');
+            match chronylog::parse(l) {
+                Line::Stepped { delta_ns } => {
+                    events.push(Event { t_ns, source: "chrony", kind: EventKind::Step { delta_ns } })
+                }
+                Line::Note(n) => events.push(Event { t_ns, source: "chrony", kind: EventKind::Note(n) }),
+                Line::Other => {}
+            }
+        }
+    }
+}
