@@ -28,6 +28,9 @@ bash ci/setup-vm.sh
 stage "format"
 cargo fmt --all --check
 
+stage "layers: imports in harness/src only run down"
+bash ci/check-layers.sh
+
 stage "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

@@ -71,7 +71,7 @@ impl ImageSpec {
 
     /// The kernel release the image boots (the cache's `VERSION`).
     pub fn kernel_release(&self) -> Result<String, Error> {
-        crate::kernel::release(&self.kernel_dir)
+        release(&self.kernel_dir)
     }
 
     /// The kernel image.
@@ -80,8 +80,21 @@ impl ImageSpec {
     }
 
     fn modules_root(&self) -> Result<PathBuf, Error> {
-        Ok(self.kernel_dir.join("lib/modules").join(crate::kernel::release(&self.kernel_dir)?))
+        Ok(self.kernel_dir.join("lib/modules").join(release(&self.kernel_dir)?))
     }
+}
+
+/// The kernel release cached in `kernel_dir` (its `VERSION`, `uname -r` in the guest): a small
+/// regular file holding a plain name, since the release names the `lib/modules` folder.
+pub fn release(kernel_dir: &Path) -> Result<String, Error> {
+    let path = kernel_dir.join("VERSION");
+    let missing = |source| Error::KernelMissing { path: path.clone(), source: Some(source) };
+    let v = phc::input::read_text(&path, 4096, phc::input::Links::Follow).map_err(missing)?;
+    let v = v.trim().to_owned();
+    phc::input::check_name(&v).map_err(|why| {
+        missing(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("release {why}")))
+    })?;
+    Ok(v)
 }
 
 /// The mock-phc binary for the guest: `PHC_MOCK_BIN` when set, else `mock-phc-guest` or
@@ -325,6 +338,21 @@ pub fn build_trial(busybox: &Path, out: &Path) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_release_is_a_small_file_holding_a_plain_name() {
+        let d = tempfile::tempdir().unwrap();
+        let v = d.path().join("VERSION");
+        std::fs::write(&v, "6.12.118+deb12-amd64\n").unwrap();
+        assert_eq!(release(d.path()).unwrap(), "6.12.118+deb12-amd64");
+        for bad in ["../../etc", "-rf", "a/b", ""] {
+            std::fs::write(&v, bad).unwrap();
+            assert!(release(d.path()).is_err(), "{bad:?} accepted");
+        }
+        std::fs::remove_file(&v).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &v).unwrap();
+        assert!(release(d.path()).is_err());
+    }
 
     #[test]
     fn a_modules_tree_with_a_symlink_loop_or_a_bomb_ends_with_an_error() {

@@ -5,8 +5,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use crate::Error;
-
 /// A Debian kernel line the harness can boot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub enum KernelLine {
@@ -80,37 +78,9 @@ impl FromStr for KernelLine {
     }
 }
 
-/// The kernel release cached in `kernel_dir` (its `VERSION`, `uname -r` in the guest): a small
-/// regular file holding a plain name, since the release names the `lib/modules` folder.
-pub fn release(kernel_dir: &Path) -> Result<String, Error> {
-    let path = kernel_dir.join("VERSION");
-    let missing = |source| Error::KernelMissing { path: path.clone(), source: Some(source) };
-    let v = phc::input::read_text(&path, 4096, phc::input::Links::Follow).map_err(missing)?;
-    let v = v.trim().to_owned();
-    phc::input::check_name(&v).map_err(|why| {
-        missing(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("release {why}")))
-    })?;
-    Ok(v)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_release_is_a_small_file_holding_a_plain_name() {
-        let d = tempfile::tempdir().unwrap();
-        let v = d.path().join("VERSION");
-        std::fs::write(&v, "6.12.118+deb12-amd64\n").unwrap();
-        assert_eq!(release(d.path()).unwrap(), "6.12.118+deb12-amd64");
-        for bad in ["../../etc", "-rf", "a/b", ""] {
-            std::fs::write(&v, bad).unwrap();
-            assert!(release(d.path()).is_err(), "{bad:?} accepted");
-        }
-        std::fs::remove_file(&v).unwrap();
-        std::os::unix::fs::symlink("/dev/zero", &v).unwrap();
-        assert!(release(d.path()).is_err());
-    }
 
     #[test]
     fn names_round_trip_and_unknown_ones_are_refused() {

@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::model::tolerance::{Better, METRICS};
 use crate::regress::baseline::{self, Baseline, BaselineError, Metric};
 use crate::regress::summary::Entry;
+use crate::regress::summary::HOST_KEYS;
 
 /// How one metric compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +145,7 @@ pub fn load_runs(dir: &Path) -> Result<Vec<Run>, String> {
         if d != dir && present(&rep) {
             let r = crate::judge::report::Report::load(&rep)?;
             check_names(&rep, &[("scenario", &r.scenario), ("backend", &r.backend)])?;
-            runs.push(Run::Scenario(Box::new(crate::regress::suite::entry_from_report(
+            runs.push(Run::Scenario(Box::new(crate::regress::summary::entry_from_report(
                 &r,
                 &d,
                 dir,
@@ -160,19 +161,6 @@ pub fn load_runs(dir: &Path) -> Result<Vec<Run>, String> {
     }
     Ok(runs)
 }
-
-/// Environment keys that say what a run ran on, for the same-host rule.
-pub const HOST_KEYS: &[&str] = &[
-    "kind",
-    "accel",
-    "clock",
-    "kernel_release",
-    "qemu_version",
-    "cpu_model",
-    "guest_cmdline",
-    "driver",
-    "device",
-];
 
 /// A latency document's metrics: per method (and clock) the p50 and p99 round trip as ratios to
 /// the same run's `clock_gettime` baseline, and whether the method worked.

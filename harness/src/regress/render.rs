@@ -323,7 +323,7 @@ mod tests {
         let entries: Vec<_> = [&a, &b]
             .iter()
             .map(|r| {
-                crate::regress::suite::entry_from_report(r, &dir.path().join("x"), dir.path(), Vec::new())
+                crate::regress::summary::entry_from_report(r, &dir.path().join("x"), dir.path(), Vec::new())
             })
             .collect();
         let fe = FidelityEntry { scenario: "reboot".into(), agrees: false, dir: "reboot-fidelity".into() };
@@ -377,7 +377,7 @@ mod tests {
         let evil = "<svg xmlns=\"http://www.w3.org/2000/svg\" onload=\"alert(1)\"><script>alert(2)</script>\
                     <foreignObject><iframe src=\"javascript:alert(5)\"/></foreignObject></svg>";
         std::fs::write(run.join("plot.svg"), evil).unwrap();
-        let e = crate::regress::suite::entry_from_report(&r, &run, dir.path(), Vec::new());
+        let e = crate::regress::summary::entry_from_report(&r, &run, dir.path(), Vec::new());
         let sum = Summary::new(vec!["sim".into()], None, None, 1, vec![e], Vec::new());
         let h = html(&sum, dir.path());
         let els = assert_inert(&h);

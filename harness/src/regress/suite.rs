@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use super::render;
-use super::summary::{Entry, FidelityEntry, Outcome, Shard, Summary};
+use super::summary::{entry_from_report, Entry, FidelityEntry, Outcome, Shard, Summary};
 use super::SuiteError;
 use crate::judge::report::Report;
 use crate::model::scenario::Scenario;
@@ -171,35 +171,6 @@ pub fn select(mut all: Vec<Scenario>, filter: Option<&str>, shard: Option<Shard>
 }
 
 /// Environment facts of a report: the set-up keys of its backend info.
-fn environment(r: &Report) -> std::collections::BTreeMap<String, serde_json::Value> {
-    r.backend_info
-        .iter()
-        .filter(|(k, _)| crate::regress::compare::HOST_KEYS.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
-}
-
-/// The summary entry of a report written to `dir` (inside the suite folder `root`).
-pub fn entry_from_report(
-    r: &Report,
-    dir: &Path,
-    root: &Path,
-    tolerance: Vec<crate::model::tolerance::ToleranceOverride>,
-) -> Entry {
-    Entry {
-        scenario: r.scenario.clone(),
-        backend: r.backend.clone(),
-        seed: r.seed,
-        outcome: r.verdict.into(),
-        reason: r.abort_reason.clone(),
-        dir: Some(dir.strip_prefix(root).unwrap_or(dir).to_string_lossy().into_owned()),
-        checks: r.checks.clone(),
-        recovery: Some(r.recovery.clone()),
-        environment: environment(r),
-        tolerance,
-    }
-}
-
 /// Runs a suite: each scenario on each backend, its reports written into the suite folder as
 /// it ends, then the suite's files. Gives the summary, and the signal that stopped it early.
 pub fn run(

@@ -9,6 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::judge::analysis::{Check, Recovery};
+use crate::judge::report::Report;
 use crate::model::tolerance::ToleranceOverride;
 
 /// Version of the summary format; bumped only on incompatible changes.
@@ -294,6 +295,48 @@ impl Summary {
             .filter_map(|e| e.dir.as_deref())
             .chain(self.fidelity.iter().map(|f| f.dir.as_str()))
             .collect()
+    }
+}
+
+/// Environment keys that say what a run ran on, for the same-host rule.
+pub const HOST_KEYS: &[&str] = &[
+    "kind",
+    "accel",
+    "clock",
+    "kernel_release",
+    "qemu_version",
+    "cpu_model",
+    "guest_cmdline",
+    "driver",
+    "device",
+];
+
+fn environment(r: &Report) -> std::collections::BTreeMap<String, serde_json::Value> {
+    r.backend_info
+        .iter()
+        .filter(|(k, _)| HOST_KEYS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// The summary entry of a report written to `dir` (inside the suite folder `root`).
+pub fn entry_from_report(
+    r: &Report,
+    dir: &Path,
+    root: &Path,
+    tolerance: Vec<crate::model::tolerance::ToleranceOverride>,
+) -> Entry {
+    Entry {
+        scenario: r.scenario.clone(),
+        backend: r.backend.clone(),
+        seed: r.seed,
+        outcome: r.verdict.into(),
+        reason: r.abort_reason.clone(),
+        dir: Some(dir.strip_prefix(root).unwrap_or(dir).to_string_lossy().into_owned()),
+        checks: r.checks.clone(),
+        recovery: Some(r.recovery.clone()),
+        environment: environment(r),
+        tolerance,
     }
 }
 

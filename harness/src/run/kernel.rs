@@ -347,7 +347,7 @@ pub fn from_deb(deb: &Path) -> Result<KernelDir, KernelError> {
 
 /// The release of the kernel in an image-builder folder (its `VERSION`).
 pub fn release_of(dir: &Path) -> Option<String> {
-    phc_qemu::kernel::release(dir).ok()
+    phc_qemu::image::release(dir).ok()
 }
 
 /// QEMU's version (`qemu-system-x86_64 --version`, first line), once per process.
