@@ -2,7 +2,14 @@
 
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use phc_qemu::Accel;
+
+use crate::run::backend::local;
+use crate::run::backend::qemu::{find_agent_bin, ClockMode, GuestPhc, QemuOptions};
+use crate::run::batch::Backend;
+use crate::run::kernel::KernelDir;
 
 /// Acceleration choices for the QEMU backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -46,6 +53,15 @@ pub struct GuestArgs {
     /// against a simulated personality (`sim`, needs `--driver`, no DEVICE).
     #[arg(long, value_enum, default_value_t = DeviceBackend::Local)]
     pub backend: DeviceBackend,
+    /// The QEMU backend's options.
+    #[command(flatten)]
+    pub qemu: QemuArgs,
+}
+
+/// The QEMU backend's options: one set for `run`, `suite`, `probe` and `latency` (the scenario
+/// commands add `--clock`; device commands run in real time).
+#[derive(Debug, Clone, clap::Args)]
+pub struct QemuArgs {
     /// QEMU backend: the static harness binary for the guest (default: PHC_AGENT_BIN, or what
     /// ci/build-agent.sh builds).
     #[arg(long)]
@@ -53,19 +69,73 @@ pub struct GuestArgs {
     /// QEMU backend: acceleration.
     #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
     pub accel: AccelArg,
-    /// QEMU backend: the guest's PHC. `ptp-kvm` boots a guest with KVM's ptp_kvm (nested inside
-    /// a TCG guest where KVM does not run guests here; DEVICE is then /dev/ptp0); `hyperv`
-    /// starts mock-phc's CUSE device (DEVICE /dev/ptp_hyperv; also implied by that path).
+    /// QEMU backend: the guest's PHC, the one the daemon reads (default: `hyperv` for a scenario
+    /// whose `world.phc.personality` is hyperv, else `igb`). `hyperv` is mock-phc's CUSE device
+    /// fed host samples like hv_utils (DEVICE /dev/ptp_hyperv; also implied by that path);
+    /// `ptp-kvm` reads host time itself (KVM, nested inside a TCG guest where KVM does not run
+    /// guests here; DEVICE /dev/ptp0).
     #[arg(long, value_enum)]
-    pub phc: Option<crate::run::backend::qemu::GuestPhc>,
-    /// QEMU backend: the guest kernel line, `6.12` or `7.2` (with QEMU's vmclock device, so
+    pub phc: Option<GuestPhc>,
+    /// QEMU backend: the guest kernel line (ci/setup-vm.sh caches both): `6.12` (Debian
+    /// bookworm) or `7.2` (trixie-backports, with QEMU's vmclock device and ptp_vmclock, so
     /// /dev/vmclock0 can be probed).
     #[arg(long, default_value_t = phc_qemu::KernelLine::V6_12)]
     pub kernel_line: phc_qemu::KernelLine,
+    /// QEMU backend: longest wait from starting QEMU to the guest agent's first answer.
+    #[arg(long, default_value_t = 120.0, value_parser = boot_timeout_s)]
+    pub boot_timeout_s: f64,
     /// QEMU backend: the guest kernel.
     #[command(flatten)]
     pub kernel: KernelArgs,
 }
+
+impl QemuArgs {
+    /// The QEMU backend's options for a guest in `clock`, and the user's kernel unpacked for it
+    /// (keep it alive while the guest runs). Every error is one line for the user.
+    pub fn options(&self, clock: ClockMode) -> Result<(QemuOptions, Option<KernelDir>), String> {
+        let kernel = self.kernel.prepare().map_err(|e| e.to_string())?;
+        let agent_bin = find_agent_bin(self.agent_bin.clone()).map_err(|e| e.to_string())?;
+        let opts = QemuOptions {
+            agent_bin,
+            accel: self.accel.choice(),
+            boot_timeout: Duration::from_secs_f64(self.boot_timeout_s),
+            phc: self.phc,
+            clock,
+            kernel_line: self.kernel_line,
+            kernel_dir: kernel.as_ref().map(|k| k.path.clone()),
+        };
+        Ok((opts, kernel))
+    }
+}
+
+/// clap's `ValueEnum` for a plain enum of the library (which has no clap): its variants, and
+/// for each its name, aliases and help.
+macro_rules! value_enum {
+    ($t:ty { $($v:expr => $name:literal $([$($alias:literal),*])? : $help:literal),* $(,)? }) => {
+        impl clap::ValueEnum for $t {
+            fn value_variants<'a>() -> &'a [Self] {
+                &[$($v),*]
+            }
+            fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+                $(if *self == $v {
+                    return Some(clap::builder::PossibleValue::new($name)$($(.alias($alias))*)?.help($help));
+                })*
+                None
+            }
+        }
+    };
+}
+pub(crate) use value_enum;
+
+value_enum!(GuestPhc {
+    GuestPhc::Igb => "igb": "QEMU's igb NIC clock (/dev/ptp0): a real kernel PHC driver",
+    GuestPhc::Hyperv => "hyperv": "mock-phc's CUSE device with the hyperv personality (/dev/ptp_hyperv), fed host samples the way hv_utils is",
+    GuestPhc::PtpKvm => "ptp-kvm": "KVM's ptp_kvm, reading host time by hypercall (needs KVM)",
+});
+value_enum!(ClockMode {
+    ClockMode::Virtual => "virtual": "QEMU's virtual clock (TCG, icount, sleep=off): faster than real time, offsets measured in the guest against the igb PHC, which is the host clock",
+    ClockMode::Real => "real": "Wall-clock time, host time fed to the guest by the harness's provider (the cross-check)",
+});
 
 /// The guest kernel of the QEMU backend: the user's own instead of the cached Debian one.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -133,4 +203,83 @@ pub fn warmup_s(s: &str) -> Result<f64, String> {
 /// `--observe-s`: above 0, at most a scenario's longest (7 days).
 pub fn observe_s(s: &str) -> Result<f64, String> {
     seconds(s, false, mock_phc::time::MAX_SCENARIO_S)
+}
+
+/// A backend named on the command line (`--backend sim,qemu`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendArg {
+    /// mock-phc's world in virtual time.
+    Sim,
+    /// A real Linux guest under QEMU with the real daemons.
+    Qemu,
+    /// This machine's own PHC (/dev/ptp_hyperv, /dev/ptpN) and daemon, in wall-clock time.
+    Local,
+}
+
+/// The local backend's options (`run` and `suite`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct LocalArgs {
+    /// Local backend: the PHC to observe (default /dev/ptp_hyperv, else the first in sysfs).
+    #[arg(long)]
+    pub device: Option<PathBuf>,
+    /// Local backend: let `guest_step` scenarios step this machine's clock (it is stepped back
+    /// onto the PHC afterwards if the daemon has not done so).
+    #[arg(long)]
+    pub allow_clock_writes: bool,
+}
+
+/// Every scenario backend's options, as `run` and `suite` take them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackendArgs {
+    /// Backends to run on, in order; `sim,qemu` runs both and compares them (fidelity).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "sim")]
+    pub backend: Vec<BackendArg>,
+    /// QEMU backend: the guest's time. `virtual` (TCG, icount with sleep=off) runs faster than
+    /// real time and measures offsets inside the guest against the igb PHC, which is the host
+    /// clock; `real` runs in wall-clock time with the harness feeding host time (the cross-check,
+    /// and the only choice with KVM or `--phc ptp-kvm`).
+    #[arg(long, value_enum, default_value_t = ClockMode::Virtual)]
+    pub clock: ClockMode,
+    /// The QEMU backend's options.
+    #[command(flatten)]
+    pub qemu: QemuArgs,
+    /// The local backend's options.
+    #[command(flatten)]
+    pub local: LocalArgs,
+}
+
+impl BackendArgs {
+    /// The backends asked for, each with what it needs, checked now: a repeated backend, a
+    /// missing agent binary, a kernel that is no kernel or a device that cannot be opened is
+    /// one line before anything runs, not a batch of aborted runs. `observe_s` shortens the
+    /// guest's window. Keep the returned kernel folder alive while the backends run.
+    pub fn backends(&self, observe_s: Option<f64>) -> Result<(Vec<Backend>, Option<KernelDir>), String> {
+        no_repeats("--backend", &self.backend)?;
+        let mut kernel = None;
+        let mut out = Vec::new();
+        for b in &self.backend {
+            out.push(match b {
+                BackendArg::Sim => Backend::Sim,
+                BackendArg::Qemu => {
+                    let (opts, k) = self.qemu.options(self.clock)?;
+                    kernel = k;
+                    // A Ctrl-C (or `timeout`'s SIGTERM) then ends a guest's run through the
+                    // normal path: an aborted report, QEMU killed, temp files removed.
+                    crate::run::backend::qemu::prepare_process();
+                    Backend::Qemu { opts, observe_s }
+                }
+                BackendArg::Local => {
+                    if let Err(e) = phc_qemu::signals::install() {
+                        say!("phc-harness: cannot handle SIGINT/SIGTERM: {e}");
+                    }
+                    let writes = self.local.allow_clock_writes;
+                    let device = local::find_device(self.local.device.as_deref())
+                        .and_then(|d| local::LocalBackend::open(&d, writes).map(|_| d))
+                        .map_err(|e| format!("--backend local: {e}"))?;
+                    Backend::Local { device, allow_clock_writes: writes }
+                }
+            });
+        }
+        Ok((out, kernel))
+    }
 }

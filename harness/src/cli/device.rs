@@ -3,33 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::builder::PossibleValue;
-use clap::ValueEnum;
 use phc::Driver;
 
-use super::args::{DeviceBackend, GuestArgs};
+use super::args::{value_enum, DeviceBackend, GuestArgs};
 use super::guest;
 use crate::device::latency::{ClockArg, MethodArg};
 use crate::device::{self, Format, LatencyOptions, ProbeFormat, ProbeOptions};
 use crate::format::exit::Exit;
-
-/// clap's `ValueEnum` for a plain enum of the device library (which has no clap): its
-/// variants, and for each its name, aliases and help.
-macro_rules! value_enum {
-    ($t:ty { $($v:expr => $name:literal $([$($alias:literal),*])? : $help:literal),* $(,)? }) => {
-        impl ValueEnum for $t {
-            fn value_variants<'a>() -> &'a [Self] {
-                &[$($v),*]
-            }
-            fn to_possible_value(&self) -> Option<PossibleValue> {
-                $(if *self == $v {
-                    return Some(PossibleValue::new($name)$($(.alias($alias))*)?.help($help));
-                })*
-                None
-            }
-        }
-    };
-}
 
 value_enum!(Format {
     Format::Text => "text": "Human-readable tables",

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::args::GuestArgs;
 use crate::format::exit::Exit;
 use crate::format::output;
-use crate::run::backend::qemu::{self, find_agent_bin, BootInfo, QemuOptions};
+use crate::run::backend::qemu;
 
 /// This process's arguments without the ones that pick the backend.
 fn forwarded_args() -> Vec<String> {
@@ -39,22 +39,6 @@ fn forwarded_args() -> Vec<String> {
         }
     }
     out
-}
-
-fn boot(
-    g: &GuestArgs,
-    kernel_dir: Option<std::path::PathBuf>,
-) -> Result<(Session, BootInfo), phc_qemu::Error> {
-    let opts = QemuOptions {
-        agent_bin: find_agent_bin(g.agent_bin.clone())?,
-        accel: g.accel.choice(),
-        boot_timeout: Duration::from_secs(120),
-        phc: g.phc,
-        clock: qemu::ClockMode::Real,
-        kernel_line: g.kernel_line,
-        kernel_dir,
-    };
-    qemu::boot(&opts, "device", phc_qemu::GuestClock::Real)
 }
 
 /// Exit status for a guest command that failed: 128 + the signal when one interrupted it, else 2.
@@ -128,20 +112,21 @@ pub fn run(g: &GuestArgs, device: &str, out: Output) -> Exit {
     // From here on a Ctrl-C ends the guest command through the normal path (QEMU killed, temp
     // files removed); every wait below checks for it.
     qemu::prepare_process();
-    let kernel = match g.kernel.prepare() {
-        Ok(k) => k,
+    // Device commands run in real time: icount would distort every latency.
+    let (opts, _kernel) = match g.qemu.options(qemu::ClockMode::Real) {
+        Ok(v) => v,
         Err(e) => {
             say!("phc-harness: {e}");
             return Exit::Usage;
         }
     };
-    let (mut s, info) = match boot(g, kernel.as_ref().map(|k| k.path.clone())) {
+    let (mut s, info) = match qemu::boot(&opts, "device", phc_qemu::GuestClock::Real) {
         Ok(v) => v,
         Err(e) => return failed(&e),
     };
     // A nested guest (ptp_kvm under KVM inside a TCG guest) says so wherever the accel shows.
     let accel = if info.nested { qemu::nested::ACCEL_NAME } else { info.accel.name() };
-    if device == qemu::MOCK_DEVICE || g.phc == Some(qemu::GuestPhc::Hyperv) {
+    if device == qemu::MOCK_DEVICE || g.qemu.phc == Some(qemu::GuestPhc::Hyperv) {
         if let Err(e) = start_mock(&mut s) {
             return failed(&e);
         }
@@ -184,7 +169,7 @@ pub fn run(g: &GuestArgs, device: &str, out: Output) -> Exit {
         "accel_reason": info.accel_reason,
         "nesting": info.nested.then_some(qemu::nested::NESTING),
         "boot_to_ready_s": (s.boot_to_ready.as_secs_f64() * 1000.0).round() / 1000.0,
-        "kernel_line": g.kernel_line.name(),
+        "kernel_line": g.qemu.kernel_line.name(),
         "kernel_release": info.kernel_release,
         "phc_ctl_cmp": { "output": cmp_text, "realtime_minus_phc_ns": cmp_ns },
     });

@@ -6,8 +6,12 @@
 pub mod accel;
 pub mod agent;
 pub mod args;
+pub mod baseline;
+pub mod compare;
 pub mod device;
 mod guest;
+pub mod merge;
+pub mod plot;
 pub mod relay;
 pub mod run;
 pub mod suite;
@@ -39,13 +43,13 @@ enum Cmd {
     /// Compare a run with the baselines: a Markdown table of what moved; exit 1 on a regression.
     /// With `--against OTHER`: two runs side by side (two kernel lines), exit 0 unless
     /// `--fail-on-change`.
-    Compare(suite::CompareArgs),
+    Compare(compare::CompareArgs),
     /// Promote a run to the baselines.
-    Baseline(suite::BaselineArgs),
+    Baseline(baseline::BaselineArgs),
     /// Join the folders of suite shards (`suite --shard I/N`) into one suite folder.
-    Merge(suite::MergeArgs),
+    Merge(merge::MergeArgs),
     /// Plot a latency run (latency --format json): a histogram per method and the CDFs, as SVG.
-    Plot(suite::PlotArgs),
+    Plot(plot::PlotArgs),
     /// Serve the host inside the harness's QEMU guest (started by the guest's init).
     #[command(hide = true)]
     Agent(agent::AgentArgs),
@@ -79,10 +83,10 @@ pub fn main() -> std::process::ExitCode {
         Cmd::Run(a) => run::run(a),
         Cmd::Scenarios(a) => run::list(a),
         Cmd::Suite(a) => suite::suite(a),
-        Cmd::Compare(a) => suite::compare(a),
-        Cmd::Baseline(a) => suite::promote(a),
-        Cmd::Merge(a) => suite::merge(a),
-        Cmd::Plot(a) => suite::plot(a),
+        Cmd::Compare(a) => compare::compare(a),
+        Cmd::Baseline(a) => baseline::promote(a),
+        Cmd::Merge(a) => merge::merge(a),
+        Cmd::Plot(a) => plot::plot(a),
         Cmd::Agent(a) => agent::run(a),
         Cmd::Accel(a) => accel::run(a),
         Cmd::Relay(a) => relay::run(a),

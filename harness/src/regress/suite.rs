@@ -8,10 +8,9 @@ use std::path::{Path, PathBuf};
 use super::render;
 use super::summary::{entry_from_report, Entry, FidelityEntry, Outcome, Shard, Summary};
 use super::SuiteError;
-use crate::judge::report::Report;
 use crate::model::scenario::Scenario;
-use crate::run::backend::qemu::{self, QemuOptions};
-use crate::run::{engine, runner};
+pub use crate::run::batch::Backend;
+use crate::run::batch::{self, Step};
 
 /// The lock file a suite or merge holds (`flock`, exclusive) in its output folder while it
 /// writes there, so that two never mix their files in one folder.
@@ -80,35 +79,11 @@ pub(crate) fn remove_older(out: &Path, older: &[String], keep: &[&str]) -> Resul
     Ok(())
 }
 
-/// A backend a suite runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// mock-phc's world in virtual time.
-    Sim,
-    /// A QEMU guest with the real chronyd.
-    Qemu,
-    /// This machine's own PHC and daemon, in wall-clock time.
-    Local,
-}
-
-impl Backend {
-    /// `sim` or `qemu`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Sim => "sim",
-            Self::Qemu => "qemu",
-            Self::Local => "local",
-        }
-    }
-}
-
 /// How to run a suite.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Backends, in order.
+    /// Backends, in order, with what each needs.
     pub backends: Vec<Backend>,
-    /// QEMU options (needed when `backends` has `Qemu`).
-    pub qemu: Option<QemuOptions>,
     /// Name patterns (`*`, `?`), comma-separated; a scenario matching any runs.
     pub filter: Option<String>,
     /// Only this part of the selection.
@@ -117,8 +92,6 @@ pub struct Options {
     pub full_series: bool,
     /// The suite folder.
     pub out: PathBuf,
-    /// The local backend: the PHC to observe, and whether the clock may be stepped.
-    pub local: Option<(PathBuf, bool)>,
 }
 
 /// What a suite run tells its caller as it goes.
@@ -171,8 +144,9 @@ pub fn select(mut all: Vec<Scenario>, filter: Option<&str>, shard: Option<Shard>
 }
 
 /// Environment facts of a report: the set-up keys of its backend info.
-/// Runs a suite: each scenario on each backend, its reports written into the suite folder as
-/// it ends, then the suite's files. Gives the summary, and the signal that stopped it early.
+/// Runs a suite: each scenario on each backend (the one loop, `run::batch`), its reports written
+/// into the suite folder as it ends, then the suite's files. Gives the summary, and the signal
+/// that stopped it early.
 pub fn run(
     scenarios: &[Scenario],
     selected: usize,
@@ -183,75 +157,34 @@ pub fn run(
     let older = older_folders(&opts.out)?;
     let mut entries = Vec::new();
     let mut fid = Vec::new();
-    let total_runs = scenarios.len() * opts.backends.len();
-    let total_s: f64 = scenarios.iter().map(|s| s.duration_s()).sum::<f64>() * opts.backends.len() as f64;
-    let (mut done_s, mut k) = (0.0, 0);
-    let mut stopped = None;
-    'outer: for s in scenarios {
-        let mut reports: Vec<Report> = Vec::new();
-        for b in &opts.backends {
-            k += 1;
-            progress(Progress::Start(k, total_runs, &s.name, b.name(), done_s, total_s));
-            done_s += s.duration_s();
-            let report = match b {
-                Backend::Sim => runner::run_sim(s)
-                    .map_err(|source| SuiteError::Sim { scenario: s.name.clone(), source })?,
-                Backend::Local => {
-                    let Some((device, writes)) = &opts.local else { continue };
-                    if let Some(why) = crate::run::backend::local::unsupported(s, *writes) {
-                        let e = skipped(s, "local", why);
-                        progress(Progress::Done(&e, done_s, total_s));
-                        entries.push(e);
-                        continue;
-                    }
-                    run_local(s, device, *writes)
-                }
-                Backend::Qemu => {
-                    let clock = opts.qemu.as_ref().map_or(Default::default(), |o| o.clock);
-                    let why = match &opts.qemu {
-                        None => Some("no QEMU options (agent binary) given".to_owned()),
-                        Some(o) => qemu::unsupported(s, clock, qemu::GuestPhc::for_scenario(o.phc, s)),
-                    };
-                    if let Some(why) = why {
-                        let e = skipped(s, "qemu", why);
-                        progress(Progress::Done(&e, done_s, total_s));
-                        entries.push(e);
-                        continue;
-                    }
-                    let q = opts.qemu.as_ref().expect("checked above");
-                    runner::run_qemu_or_abort(s, q, false)
-                }
-            };
-            let dir = runner::report_dir(&opts.out, &report);
-            let written = if opts.full_series {
-                runner::write_all_full(&report, &dir)
-            } else {
-                runner::write_all(&report, &dir)
-            };
-            written.map_err(|source| SuiteError::Io { path: dir.clone(), source })?;
-            let e = entry_from_report(&report, &dir, &opts.out, s.tolerance.clone());
+    let (mut done_s, mut total_s) = (0.0, 0.0);
+    let batch = batch::Options { out: opts.out.clone(), full_series: opts.full_series, progress: false };
+    let stopped = batch::run(scenarios, &opts.backends, &batch, |step| match step {
+        Step::Start { scenario, backend, k, n, done_s: d, total_s: t } => {
+            (done_s, total_s) = (d + scenario.duration_s(), t);
+            progress(Progress::Start(k, n, &scenario.name, backend, d, t));
+        }
+        Step::Skipped { scenario, backend, why } => {
+            let e = skipped(scenario, backend, why);
             progress(Progress::Done(&e, done_s, total_s));
             entries.push(e);
-            reports.push(report);
-            if let Some(sig) = phc_qemu::signals::pending() {
-                stopped = Some(sig);
-                break 'outer;
-            }
         }
-        if let [sim, q] = &reports[..] {
-            if sim.backend == "sim" && q.backend == "qemu" {
-                let f = crate::run::ensemble::fidelity(s, sim, q);
-                let dir = runner::fidelity_dir(&opts.out, &s.name);
-                runner::write_fidelity(&f, &dir)
-                    .map_err(|source| SuiteError::Io { path: dir.clone(), source })?;
-                fid.push(FidelityEntry {
-                    scenario: s.name.clone(),
-                    agrees: f.agrees,
-                    dir: dir.strip_prefix(&opts.out).unwrap_or(&dir).to_string_lossy().into_owned(),
-                });
-            }
+        Step::Ran { scenario, report, dir, .. } => {
+            let e = entry_from_report(report, dir, &opts.out, scenario.tolerance.clone());
+            progress(Progress::Done(&e, done_s, total_s));
+            entries.push(e);
         }
-    }
+        Step::Compared { scenario, fidelity, dir } => fid.push(FidelityEntry {
+            scenario: scenario.name.clone(),
+            agrees: fidelity.agrees,
+            dir: dir.strip_prefix(&opts.out).unwrap_or(dir).to_string_lossy().into_owned(),
+        }),
+        Step::Done { .. } => {}
+    })
+    .map_err(|e| match e {
+        batch::BatchError::Sim { scenario, source } => SuiteError::Sim { scenario, source },
+        batch::BatchError::Write { path, source } => SuiteError::Io { path, source },
+    })?;
     let summary = Summary::new(
         opts.backends.iter().map(|b| b.name().to_owned()).collect(),
         opts.filter.clone(),
@@ -266,34 +199,6 @@ pub fn run(
 }
 
 /// One scenario on this machine's PHC; a failure after the start gives an aborted report.
-fn run_local(s: &Scenario, device: &Path, writes: bool) -> Report {
-    let mut b = match crate::run::backend::local::LocalBackend::open(device, writes) {
-        Ok(b) => b,
-        Err(e) => {
-            return Report::new(
-                s,
-                "local",
-                crate::model::observation::Observations::default(),
-                Some(e.to_string()),
-            )
-        }
-    };
-    let (obs, r) = engine::run(s, &mut b, |_, _| {});
-    let restored = b.restore();
-    let mut abort = r.err().map(|e| e.to_string());
-    let mut info = std::collections::BTreeMap::new();
-    info.insert("device".to_owned(), serde_json::json!(device.display().to_string()));
-    match restored {
-        Ok(Some(ns)) => {
-            info.insert("clock_restored_step_ns".to_owned(), serde_json::json!(ns));
-        }
-        Ok(None) => {}
-        Err(e) => abort = Some(abort.map_or_else(|| e.to_string(), |a| format!("{a}; {e}"))),
-    }
-    let mut report = Report::new(s, "local", obs, abort);
-    report.backend_info = info;
-    report
-}
 
 /// Writes `summary.json`, `index.md`, `index.html`, `junit.xml` and `results.ktap` into the
 /// suite folder, each atomically (written beside, then renamed into place).

@@ -2,6 +2,7 @@
 //! runner that writes their reports, the sim ensemble for fidelity, and the user's kernels.
 
 pub mod backend;
+pub mod batch;
 pub mod engine;
 pub mod ensemble;
 pub mod kernel;

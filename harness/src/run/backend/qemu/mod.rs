@@ -82,7 +82,7 @@ impl QemuOptions {
 }
 
 /// The PHC the guest's daemon reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GuestPhc {
     /// QEMU's igb NIC clock (/dev/ptp0): a real kernel PHC driver.
     Igb,
@@ -108,7 +108,7 @@ pub const MOCK_DEVICE: &str = "/dev/ptp_hyperv";
 pub(crate) const MOCK_NAME: &str = "ptp_hyperv";
 
 /// The time a scenario's guest runs in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ClockMode {
     /// QEMU's virtual clock (TCG, icount, sleep=off): faster than real time, offsets measured in
     /// the guest against the igb PHC, which is the host clock.

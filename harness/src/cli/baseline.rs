@@ -1,0 +1,147 @@
+//! `baseline`: promotes a run to the baselines, keeping hand-set tolerances; `--prune` drops
+//! the baselines of scenarios a whole suite no longer has.
+
+use std::path::PathBuf;
+
+use crate::format::exit::Exit;
+use crate::format::output;
+use crate::regress::summary::Outcome;
+use crate::regress::{baseline, compare};
+
+fn usage(msg: impl std::fmt::Display) -> Exit {
+    say!("phc-harness: {msg}");
+    Exit::Usage
+}
+
+/// Arguments of `baseline`.
+#[derive(Debug, clap::Args)]
+pub struct BaselineArgs {
+    /// The run to promote: a suite folder, a `run --out` folder, or latency.json folders.
+    pub run_dir: PathBuf,
+    /// The baselines folder to write into (`<backend>/<name>.json`).
+    #[arg(long, default_value = "results/baselines")]
+    pub baseline: PathBuf,
+    /// Also remove the baselines of the run's backends that the run has no scenario for (a
+    /// scenario removed or renamed). Only for a whole suite (no --filter, no --shard).
+    #[arg(long)]
+    pub prune: bool,
+}
+
+/// `phc-harness baseline`: writes one baseline per run, keeping the tolerances of the baseline
+/// it replaces. Aborted runs are refused (nothing is written then).
+pub fn promote(args: BaselineArgs) -> Exit {
+    let runs = match compare::load_runs(&args.run_dir) {
+        Ok(r) => r,
+        Err(e) => return usage(e),
+    };
+    let aborted: Vec<String> = runs
+        .iter()
+        .filter_map(|r| match r {
+            compare::Run::Scenario(e) if e.outcome == Outcome::Aborted => {
+                Some(format!("{} [{}]", e.scenario, e.backend))
+            }
+            _ => None,
+        })
+        .collect();
+    if !aborted.is_empty() {
+        return usage(format!("not promoting a run with aborted scenarios: {}", aborted.join(", ")));
+    }
+    // Every path and every older baseline checked before anything is written: a name that is
+    // not plain, a symlink on the way, or a baseline file that does not parse (its hand-set
+    // tolerances would be lost) refuses the whole promotion.
+    let mut planned = Vec::new();
+    for r in &runs {
+        let (name, backend) = match r {
+            compare::Run::Scenario(e) => (e.scenario.clone(), e.backend.clone()),
+            compare::Run::Latency(n, v) => {
+                let env = compare::latency_environment(v);
+                (n.clone(), env["kind"].as_str().unwrap_or("local").to_owned())
+            }
+        };
+        let path = match baseline::path_for(&args.baseline, &backend, &name) {
+            Ok(p) => p,
+            Err(e) => return usage(e),
+        };
+        let keep = match baseline::load(&path, &name, &backend) {
+            Ok(b) => Some(b),
+            Err(baseline::BaselineError::Missing { .. }) => None,
+            Err(e) => return usage(format!("{e}; not replaced (fix or remove it to regenerate)")),
+        };
+        let b = match r {
+            compare::Run::Scenario(e) => baseline::from_entry(e, keep.as_ref()),
+            compare::Run::Latency(n, v) => compare::latency_baseline(n, v, keep.as_ref()),
+        };
+        planned.push((path, b));
+    }
+    if args.prune {
+        if let Err(e) = prunable(&args, &runs) {
+            return usage(e);
+        }
+    }
+    for (path, b) in &planned {
+        if let Err(e) = baseline::save(path, b) {
+            return usage(e);
+        }
+        output::out(&format!("{}\n", path.display()));
+    }
+    if args.prune {
+        return prune(&args, &runs);
+    }
+    Exit::Ok
+}
+
+/// Checks that `--prune` may run: a whole suite folder (no filter, no shard).
+fn prunable(args: &BaselineArgs, runs: &[compare::Run]) -> Result<(), String> {
+    match crate::regress::summary::Summary::load(&args.run_dir) {
+        Ok(s) if s.filter.is_none() && s.shard.is_none() => {}
+        _ => {
+            return Err("--prune needs a whole suite folder (summary.json without --filter or --shard)".into())
+        }
+    }
+    if runs.iter().any(|r| matches!(r, compare::Run::Latency(..))) {
+        return Err("--prune is for suite folders, not latency runs".into());
+    }
+    Ok(())
+}
+
+/// Removes the baselines of the run's backends that name no scenario of the run. Only regular
+/// files directly in `<baselines>/<backend>/` (a real folder, not a symlink) whose names a
+/// baseline could have (`<plain name>.json`) are removed; nothing else is touched.
+fn prune(args: &BaselineArgs, runs: &[compare::Run]) -> Exit {
+    let mut by_backend: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    for r in runs {
+        if let compare::Run::Scenario(e) = r {
+            by_backend.entry(e.backend.as_str()).or_default().push(format!("{}.json", e.scenario));
+        }
+    }
+    for (backend, names) in by_backend {
+        let dir = match phc::input::join_inside(&args.baseline, backend) {
+            Ok(d) => d,
+            Err(e) => return usage(format!("{}: {e}", args.baseline.display())),
+        };
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            _ => continue,
+        }
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) => return usage(format!("{}: {e}", dir.display())),
+        };
+        for f in rd.filter_map(Result::ok) {
+            let Some(name) = f.file_name().to_str().map(str::to_owned) else { continue };
+            if !baseline::is_baseline_name(&name) || names.contains(&name) {
+                continue;
+            }
+            // DirEntry::file_type does not follow a symlink: only a regular file is removed.
+            if !f.file_type().is_ok_and(|t| t.is_file()) {
+                say!("not removed {} (not a regular file)", f.path().display());
+                continue;
+            }
+            if let Err(e) = std::fs::remove_file(f.path()) {
+                return usage(format!("{}: {e}", f.path().display()));
+            }
+            say!("removed {} (no such scenario in the run)", f.path().display());
+        }
+    }
+    Exit::Ok
+}

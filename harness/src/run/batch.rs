@@ -1,0 +1,261 @@
+//! The one scenario x backend loop that `run` and `suite` both call, and the one type that says
+//! whether a backend can run a scenario and with what. Each run's report is written under the
+//! output folder as it ends, sim and QEMU are compared wherever both ran a scenario, and the
+//! caller hears of every step (to print, or to build a suite's summary).
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use super::backend::local::{self, LocalBackend};
+use super::backend::qemu::{self, GuestPhc, QemuOptions};
+use super::{engine, runner};
+use crate::judge::fidelity::Fidelity;
+use crate::judge::report::Report;
+use crate::model::observation::Observations;
+use crate::model::scenario::Scenario;
+
+/// A backend a scenario can run on, with everything it needs.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// mock-phc's world in virtual time.
+    Sim,
+    /// A QEMU guest with the real daemons.
+    Qemu {
+        /// How to start and run the guest.
+        opts: QemuOptions,
+        /// A shorter observation window for the guest than the scenario's (real time is slow);
+        /// the sim always observes the scenario's whole window, so the two stay comparable.
+        observe_s: Option<f64>,
+    },
+    /// This machine's own PHC and daemon, in wall-clock time.
+    Local {
+        /// The PHC to observe.
+        device: PathBuf,
+        /// Whether `guest_step` scenarios may step this machine's clock.
+        allow_clock_writes: bool,
+    },
+}
+
+impl Backend {
+    /// `sim`, `qemu` or `local`: the name reports and folders carry.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Sim => "sim",
+            Self::Qemu { .. } => "qemu",
+            Self::Local { .. } => "local",
+        }
+    }
+
+    /// The scenario as this backend runs it (the guest's shorter window, where one is set).
+    fn scenario(&self, s: &Scenario) -> Scenario {
+        let mut s = s.clone();
+        if let Self::Qemu { observe_s: Some(o), .. } = self {
+            s.timeline.observe_s = *o;
+        }
+        s
+    }
+
+    /// Why this backend cannot run `s`, or `None` when it can: the one place that decides.
+    pub fn unsupported(&self, s: &Scenario) -> Option<String> {
+        match self {
+            Self::Sim => None,
+            Self::Qemu { opts, .. } => {
+                let s = self.scenario(s);
+                qemu::unsupported(&s, opts.clock, GuestPhc::for_scenario(opts.phc, &s))
+            }
+            Self::Local { allow_clock_writes, .. } => local::unsupported(s, *allow_clock_writes),
+        }
+    }
+
+    /// Runs `s` (which it can run, see `unsupported`). A guest or device that failed after the
+    /// run began still gives a report, marked aborted; only the sim's refusal of a world is an
+    /// error.
+    fn run(&self, s: &Scenario, progress: bool) -> Result<Report, mock_phc::Error> {
+        Ok(match self {
+            Self::Sim => runner::run_sim(s)?,
+            Self::Qemu { opts, .. } => runner::run_qemu_or_abort(&self.scenario(s), opts, progress),
+            Self::Local { device, allow_clock_writes } => run_local(s, device, *allow_clock_writes),
+        })
+    }
+}
+
+/// Runs a scenario on this machine's PHC, and steps the clock back where the run moved it.
+fn run_local(s: &Scenario, device: &Path, writes: bool) -> Report {
+    let mut b = match LocalBackend::open(device, writes) {
+        Ok(b) => b,
+        Err(e) => return Report::new(s, "local", Observations::default(), Some(e.to_string())),
+    };
+    let (obs, r) = engine::run(s, &mut b, |_, _| {});
+    let restored = b.restore();
+    let mut abort = r.err().map(|e| e.to_string());
+    let mut info = std::collections::BTreeMap::new();
+    info.insert("device".to_owned(), serde_json::json!(device.display().to_string()));
+    match restored {
+        Ok(Some(ns)) => {
+            info.insert("clock_restored_step_ns".to_owned(), serde_json::json!(ns));
+        }
+        Ok(None) => {}
+        Err(e) => abort = Some(abort.map_or_else(|| e.to_string(), |a| format!("{a}; {e}"))),
+    }
+    let mut report = Report::new(s, "local", obs, abort);
+    report.backend_info = info;
+    report
+}
+
+/// Where and how a batch writes.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The output folder: one report folder per run, one fidelity folder per comparison.
+    pub out: PathBuf,
+    /// Keep whole offset series in report.json (long ones are thinned otherwise).
+    pub full_series: bool,
+    /// Say on stderr how a QEMU run goes (boot, scenario seconds done).
+    pub progress: bool,
+}
+
+/// What the loop tells its caller, in order.
+#[derive(Debug)]
+pub enum Step<'a> {
+    /// A run starts: its position (1-based) of all runs, and the scenario seconds of the runs
+    /// before it and of all runs, for an ETA.
+    Start {
+        /// The scenario.
+        scenario: &'a Scenario,
+        /// The backend.
+        backend: &'static str,
+        /// Position, 1-based.
+        k: usize,
+        /// Runs in all.
+        n: usize,
+        /// Scenario seconds of the runs before this one.
+        done_s: f64,
+        /// Scenario seconds of all runs.
+        total_s: f64,
+    },
+    /// The backend cannot run the scenario.
+    Skipped {
+        /// The scenario.
+        scenario: &'a Scenario,
+        /// The backend.
+        backend: &'static str,
+        /// Why.
+        why: String,
+    },
+    /// A run ended; its report is written in `dir`.
+    Ran {
+        /// The scenario.
+        scenario: &'a Scenario,
+        /// Its report.
+        report: &'a Report,
+        /// Its folder.
+        dir: &'a Path,
+        /// Wall time it took.
+        took: Duration,
+    },
+    /// Sim and QEMU compared on the scenario; written in `dir`.
+    Compared {
+        /// The scenario.
+        scenario: &'a Scenario,
+        /// The comparison.
+        fidelity: &'a Fidelity,
+        /// Its folder.
+        dir: &'a Path,
+    },
+    /// Every backend had the scenario: its reports, and the comparison where there was one.
+    Done {
+        /// The scenario.
+        scenario: &'a Scenario,
+        /// The reports, in backend order.
+        reports: &'a [Report],
+        /// The comparison.
+        fidelity: Option<&'a Fidelity>,
+    },
+}
+
+/// Why a batch stopped before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// The simulator refused a scenario's world.
+    #[error("{scenario}: {source}")]
+    Sim {
+        /// The scenario.
+        scenario: String,
+        /// Why.
+        #[source]
+        source: mock_phc::Error,
+    },
+    /// A report could not be written.
+    #[error("{}: {source}", path.display())]
+    Write {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs every scenario on every backend, in order, writing each report under `opts.out` as it
+/// ends and comparing sim with QEMU wherever both ran a scenario. Stops after the report in
+/// flight when SIGINT or SIGTERM arrived (and gives that signal).
+pub fn run(
+    scenarios: &[Scenario],
+    backends: &[Backend],
+    opts: &Options,
+    mut step: impl FnMut(Step<'_>),
+) -> Result<Option<Signal>, BatchError> {
+    let n = scenarios.len() * backends.len();
+    let total_s: f64 = scenarios.iter().map(Scenario::duration_s).sum::<f64>() * backends.len() as f64;
+    let (mut k, mut done_s) = (0, 0.0);
+    for s in scenarios {
+        let mut reports: Vec<Report> = Vec::new();
+        let mut stopped = None;
+        for b in backends {
+            k += 1;
+            step(Step::Start { scenario: s, backend: b.name(), k, n, done_s, total_s });
+            done_s += s.duration_s();
+            if let Some(why) = b.unsupported(s) {
+                step(Step::Skipped { scenario: s, backend: b.name(), why });
+                continue;
+            }
+            let started = Instant::now();
+            let report = b
+                .run(s, opts.progress)
+                .map_err(|source| BatchError::Sim { scenario: s.name.clone(), source })?;
+            let dir = runner::report_dir(&opts.out, &report);
+            let written = if opts.full_series {
+                runner::write_all_full(&report, &dir)
+            } else {
+                runner::write_all(&report, &dir)
+            };
+            written.map_err(|source| BatchError::Write { path: dir.clone(), source })?;
+            step(Step::Ran { scenario: s, report: &report, dir: &dir, took: started.elapsed() });
+            reports.push(report);
+            if let Some(sig) = phc_qemu::signals::pending() {
+                stopped = Some(sig);
+                break;
+            }
+        }
+        let sim = reports.iter().find(|r| r.backend == "sim");
+        let real = reports.iter().find(|r| r.backend == "qemu");
+        let fidelity = match (sim, real) {
+            (Some(sim), Some(q)) if stopped.is_none() => {
+                let f = super::ensemble::fidelity(s, sim, q);
+                let dir = runner::fidelity_dir(&opts.out, &s.name);
+                runner::write_fidelity(&f, &dir)
+                    .map_err(|source| BatchError::Write { path: dir.clone(), source })?;
+                step(Step::Compared { scenario: s, fidelity: &f, dir: &dir });
+                Some(f)
+            }
+            _ => None,
+        };
+        step(Step::Done { scenario: s, reports: &reports, fidelity: fidelity.as_ref() });
+        if stopped.is_some() {
+            return Ok(stopped);
+        }
+    }
+    Ok(None)
+}
