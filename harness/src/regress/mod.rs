@@ -21,15 +21,9 @@ pub enum SuiteError {
     /// A scenario did not load.
     #[error(transparent)]
     Scenario(#[from] ScenarioError),
-    /// The simulator refused a world.
-    #[error("{scenario}: {source}")]
-    Sim {
-        /// The scenario.
-        scenario: String,
-        /// Why.
-        #[source]
-        source: mock_phc::Error,
-    },
+    /// The runs stopped: the simulator refused a world, or a report was not written.
+    #[error(transparent)]
+    Run(#[from] crate::run::batch::BatchError),
     /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]
     Io {

@@ -180,10 +180,6 @@ pub fn run(
             dir: dir.strip_prefix(&opts.out).unwrap_or(dir).to_string_lossy().into_owned(),
         }),
         Step::Done { .. } => {}
-    })
-    .map_err(|e| match e {
-        batch::BatchError::Sim { scenario, source } => SuiteError::Sim { scenario, source },
-        batch::BatchError::Write { path, source } => SuiteError::Io { path, source },
     })?;
     let summary = Summary::new(
         opts.backends.iter().map(|b| b.name().to_owned()).collect(),
