@@ -2,17 +2,16 @@
 //! kernel reports inside it, next to a plain `clock_gettime(CLOCK_MONOTONIC)` measured in the same
 //! run as the baseline, so that results compare across machines as ratios.
 
-use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
 use std::time::{Duration, Instant};
 
 use phc::uapi::{PtpSysOffset, PtpSysOffsetExtended, PtpSysOffsetPrecise};
 use phc::{Access, Form, PtpClock, SysClock};
-use serde::Serialize;
 
 use super::sampler::{sample_measured, Failure, FnCall, Measured, Series};
+pub use super::latency_report::{MethodResult, Report};
 use super::{emit, to_json, DeviceError, Exit, Format, LatencyOptions};
-use crate::model::stats::{summarize, Summary};
+use crate::model::stats::summarize;
 
 /// The most samples `--samples` takes per method: 24 MB of samples held at a time (see
 /// [`measure`]), and at most 7 million calls in a run of every method.
@@ -99,46 +98,6 @@ pub fn methods(method: MethodArg, clock: ClockArg) -> Vec<Method> {
         out.push(Method::Gettime);
     }
     out
-}
-
-/// The result for one method (JSON keys in JSON.md).
-#[derive(Debug, Clone, Serialize)]
-pub struct MethodResult {
-    /// `basic`, `extended`, `precise`, `gettime`, or `clock_gettime` for the baseline.
-    pub method: &'static str,
-    /// The system clock of an EXTENDED method (or the baseline's `monotonic`); null otherwise.
-    pub clock: Option<&'static str>,
-    /// `ok`, `unsupported` or `error`.
-    pub status: &'static str,
-    /// The errno name when not ok.
-    pub error: Option<&'static str>,
-    /// Why, where the errno alone would mislead.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-    /// Round trip of the call, CLOCK_MONOTONIC_RAW before to after.
-    pub round_trip_ns: Option<Summary>,
-    /// The kernel-reported window (t2 - t1; the shortest of the call's readings); null for
-    /// methods without one (precise, gettime, the baseline).
-    pub window_ns: Option<Summary>,
-    /// Round-trip p50 over the baseline's round-trip p50.
-    pub ratio_p50_to_baseline: Option<f64>,
-}
-
-/// The `latency` report.
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    /// The path measured.
-    pub device: String,
-    /// The driver sysfs names; null for a device without a sysfs entry.
-    pub driver: Option<&'static str>,
-    /// Samples per method.
-    pub samples: usize,
-    /// Readings per SYS_OFFSET / EXTENDED call.
-    pub n_per_call: u32,
-    /// `clock_gettime(CLOCK_MONOTONIC)`, timed the same way.
-    pub baseline: MethodResult,
-    /// Every selected method.
-    pub methods: Vec<MethodResult>,
 }
 
 struct Basic<'a, C: ?Sized> {
@@ -430,7 +389,7 @@ fn finish(report: Result<Report, Fatal>, args: &LatencyOptions) -> Exit {
         Err(Fatal(e)) => return e.report(),
     };
     match args.format {
-        Format::Text => emit(&render(&report)),
+        Format::Text => emit(&super::latency_text::render(&report)),
         Format::Json => emit(&to_json(&report)),
     }
     if report.methods.iter().any(|m| m.status == "error") {
@@ -438,78 +397,6 @@ fn finish(report: Result<Report, Fatal>, args: &LatencyOptions) -> Exit {
     } else {
         Exit::Ok
     }
-}
-
-// The text rendering: a table of round trips, one of kernel windows, and a small bar chart of
-// each method's round-trip histogram.
-
-const BAR_WIDTH: u64 = 40;
-
-fn label(m: &MethodResult) -> String {
-    match m.clock {
-        Some(c) if m.method != "clock_gettime" => format!("{} {c}", m.method),
-        _ if m.method == "clock_gettime" => "clock_gettime monotonic (baseline)".into(),
-        _ => m.method.to_owned(),
-    }
-}
-
-fn row(s: &mut String, name: &str, sum: &Summary, ratio: Option<f64>) {
-    let ratio = ratio.map_or(String::from("-"), |r| format!("{r:.2}x"));
-    let _ = writeln!(
-        s,
-        "  {name:<36} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10.1} {:>9}",
-        sum.min_ns, sum.p50_ns, sum.p90_ns, sum.p99_ns, sum.p999_ns, sum.max_ns, sum.mean_ns, ratio
-    );
-}
-
-fn header(s: &mut String, last: &str) {
-    let _ = writeln!(
-        s,
-        "  {:<36} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10} {:>9}",
-        "method", "min", "p50", "p90", "p99", "p99.9", "max", "mean", last
-    );
-}
-
-/// Renders the report as text.
-pub fn render(r: &Report) -> String {
-    let mut s = String::new();
-    let driver = r.driver.map_or(String::from("no sysfs entry"), |d| format!("driver {d}"));
-    let _ = writeln!(
-        s,
-        "{} ({driver}): {} samples per method, {} reading(s) per call",
-        r.device, r.samples, r.n_per_call
-    );
-    let _ = writeln!(s, "\nround trip of the call (CLOCK_MONOTONIC_RAW before and after), ns:");
-    header(&mut s, "p50/base");
-    let all = std::iter::once(&r.baseline).chain(&r.methods);
-    for m in all.clone() {
-        match &m.round_trip_ns {
-            Some(sum) => row(&mut s, &label(m), sum, m.ratio_p50_to_baseline.or(Some(1.0))),
-            None => {
-                let why = m.note.as_deref().map_or(String::new(), |n| format!(": {n}"));
-                let _ = writeln!(s, "  {:<36} {} ({}){why}", label(m), m.status, m.error.unwrap_or("?"));
-            }
-        }
-    }
-    if r.methods.iter().any(|m| m.window_ns.is_some()) {
-        let _ = writeln!(s, "\nwindow reported by the kernel (t2 - t1, shortest reading of each call), ns:");
-        header(&mut s, "");
-        for m in &r.methods {
-            if let Some(w) = &m.window_ns {
-                row(&mut s, &label(m), w, None);
-            }
-        }
-    }
-    for m in all {
-        let Some(sum) = &m.round_trip_ns else { continue };
-        let _ = writeln!(s, "\n{} round trip histogram:", label(m));
-        let peak = sum.histogram.iter().map(|b| b.count).max().unwrap_or(1).max(1);
-        for b in &sum.histogram {
-            let bar = "#".repeat((b.count * BAR_WIDTH).div_ceil(peak) as usize);
-            let _ = writeln!(s, "  <= {:>10} ns |{bar:<40}| {}", b.le_ns, b.count);
-        }
-    }
-    crate::format::escape::terminal(&s)
 }
 
 #[cfg(test)]

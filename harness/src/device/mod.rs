@@ -10,6 +10,8 @@
 //! `--driver` the user names it a CUSE mock, and class `cuse` is accepted too.
 
 pub mod latency;
+pub mod latency_report;
+pub mod latency_text;
 pub mod list;
 pub mod probe;
 pub mod probe_out;
