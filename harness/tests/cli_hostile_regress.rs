@@ -148,6 +148,30 @@ fn every_builtin_scenario_written_by_run_out_reads_back() {
         "{}",
         o.stdout
     );
+    // The same folder as an older phc-harness wrote it: one `value` per event (ns for a step,
+    // ppb for a frequency) instead of `step_ns` and `freq_ppb`. It reads back, events included,
+    // and compares against the baseline promoted from the new one without a regression.
+    let mut rewritten = 0;
+    for d in std::fs::read_dir(&out).unwrap() {
+        let file = d.unwrap().path().join("report.json");
+        let before = phc_harness::judge::report::Report::load(&file).unwrap();
+        let mut v = read_json(&file);
+        for e in v["events"].as_array_mut().unwrap() {
+            let e = e.as_object_mut().unwrap();
+            if let Some(x) = e.remove("step_ns").or_else(|| e.remove("freq_ppb")) {
+                e.insert("value".into(), Value::from(x.as_f64().unwrap()));
+                rewritten += 1;
+            }
+        }
+        write_json(&file, &v);
+        let after = phc_harness::judge::report::Report::load(&file)
+            .unwrap_or_else(|e| panic!("{}: an older report does not read back: {e}", file.display()));
+        assert_eq!(after.events, before.events, "{}", file.display());
+    }
+    assert!(rewritten > 0, "no step or frequency event in any built-in scenario");
+    let o = run(top.path(), &["compare", out.to_str().unwrap(), "--baseline", base.to_str().unwrap()]);
+    ok(&o, "compare of an older run --out folder");
+    assert!(o.stdout.contains("0 regressions"), "{}", o.stdout);
 }
 
 #[test]

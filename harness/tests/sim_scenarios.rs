@@ -136,6 +136,58 @@ fn snapshots_of_every_report() {
     }
 }
 
+/// Every number in `v` (outside `series`) with its JSON path, as `serde_json` prints it.
+fn numbers(v: &serde_json::Value, path: &str, out: &mut Vec<(String, String)>) {
+    match v {
+        serde_json::Value::Number(n) => out.push((path.to_owned(), n.to_string())),
+        serde_json::Value::Array(a) => {
+            a.iter().enumerate().for_each(|(i, x)| numbers(x, &format!("{path}[{i}]"), out))
+        }
+        serde_json::Value::Object(o) => o
+            .iter()
+            .filter(|(k, _)| *k != "series")
+            .for_each(|(k, x)| numbers(x, &format!("{path}.{k}"), out)),
+        _ => {}
+    }
+}
+
+/// The report's measured numbers carry no float noise (what the JSON snapshots pin): seconds
+/// to 1 ns (9 decimals), an RMS in ns to 0.1 ns, a frequency to 0.001 ppb, steps as integers.
+#[test]
+fn report_numbers_are_rounded_to_their_resolution() {
+    for f in scenario_files() {
+        let s = Scenario::load(&f).unwrap();
+        let v = serde_json::to_value(run_sim(&s).unwrap()).unwrap();
+        let mut all = Vec::new();
+        numbers(&v, "", &mut all);
+        for (path, text) in all {
+            let key = path.rsplit(['.', '[']).find(|k| !k.ends_with(']')).unwrap_or("");
+            let parent_is_seconds = path.contains(".time_to_within_s.");
+            let decimals = text.split_once('.').map_or(0, |(_, d)| d.len());
+            let most = if key.ends_with("_s") || parent_is_seconds {
+                9
+            } else if key.ends_with("_ppb") {
+                3
+            } else if key.ends_with("_ns") {
+                if key == "step_ns" || key == "delta_ns" || key.contains("offset") {
+                    0
+                } else {
+                    1
+                }
+            } else {
+                // Scenario input (a disturbance's `delta_ppm`), a count, the seed.
+                continue;
+            };
+            assert!(!text.contains('e'), "{}: {path} = {text}", s.name);
+            assert!(
+                decimals <= most && !(most == 0 && text.contains('.')),
+                "{}: {path} = {text}: more than {most} decimals",
+                s.name
+            );
+        }
+    }
+}
+
 #[test]
 fn without_its_disturbances_a_scenario_shows_no_recovery() {
     for f in scenario_files() {

@@ -14,6 +14,33 @@ use crate::model::scenario::{Correction, Range, Scenario};
 /// Thresholds the report follows, with their JSON keys.
 pub const THRESHOLDS: [(&str, i64); 3] = [("1ms", 1_000_000), ("100us", 100_000), ("1us", 1_000)];
 
+/// Seconds as reports keep them: to 1 ns, the clocks' own resolution, so that float noise in
+/// the last digits (a difference of two scenario times) never reaches a report.
+pub fn round_s(v: f64) -> f64 {
+    round_to(v, 1e9)
+}
+
+/// A statistic in nanoseconds (an RMS) as reports keep it: to 0.1 ns, as the baselines do.
+pub fn round_ns(v: f64) -> f64 {
+    round_to(v, 10.0)
+}
+
+/// A frequency in ppb as reports keep it: to 0.001 ppb, finer than the kernel's adjfine
+/// (2^-16 ppm, about 0.015 ppb).
+pub fn round_ppb(v: f64) -> f64 {
+    round_to(v, 1e3)
+}
+
+/// `v` rounded to 1 / `per_unit`; a value too large to scale is kept as it is.
+fn round_to(v: f64, per_unit: f64) -> f64 {
+    let scaled = v * per_unit;
+    if scaled.is_finite() && scaled.abs() < 1e15 {
+        scaled.round() / per_unit
+    } else {
+        v
+    }
+}
+
 /// One step of the guest clock.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Step {
@@ -41,11 +68,14 @@ pub struct Recovery {
     pub steps: Vec<Step>,
     /// How the error was corrected.
     pub correction: Correction,
-    /// Seconds spent slewing: from the last step (or first correction) to within 1 ms.
+    /// Seconds spent slewing: from the last step (else the first correction, else the end of the
+    /// disturbance) until |offset| stayed within 1 ms; 0 when the first observation from then on
+    /// was already within it (a step that removed the error, or an offset that never left 1 ms:
+    /// nothing was left to slew). Null only when the run never got within 1 ms.
     pub slew_duration_s: Option<f64>,
     /// Largest |guest offset| after the warm-up.
     pub max_abs_offset_ns: i64,
-    /// RMS of the guest offset after it stayed within 1 ms.
+    /// RMS of the guest offset after it stayed within 1 ms, to 0.1 ns.
     pub rms_after_recovery_ns: Option<f64>,
     /// Errno names PHC reads returned, with counts.
     pub read_errors: BTreeMap<String, u64>,
@@ -78,7 +108,7 @@ pub fn recovery(scenario: &Scenario, obs: &Observations) -> Recovery {
         .series
         .iter()
         .filter(|o| o.t_s >= t0 - 1e-6)
-        .filter_map(|o| o.guest_offset_ns.map(|v| ((o.t_s - t0).max(0.0), v)))
+        .filter_map(|o| o.guest_offset_ns.map(|v| (round_s((o.t_s - t0).max(0.0)), v)))
         .collect();
     let steps: Vec<Step> = obs
         .events
@@ -86,7 +116,7 @@ pub fn recovery(scenario: &Scenario, obs: &Observations) -> Recovery {
         .filter_map(|e| match e.kind {
             // The world's own steps are disturbances (a `date` set back), not corrections.
             EventKind::Step { delta_ns } if e.t_ns as f64 / 1e9 >= t0 && e.source != "world" => {
-                Some(Step { t_s: e.t_ns as f64 / 1e9 - t0, delta_ns, source: e.source.to_owned() })
+                Some(Step { t_s: round_s(e.t_ns as f64 / 1e9 - t0), delta_ns, source: e.source.to_owned() })
             }
             _ => None,
         })
@@ -126,11 +156,18 @@ pub fn recovery(scenario: &Scenario, obs: &Observations) -> Recovery {
     } else {
         Correction::Slew
     };
-    let slew_start = steps.last().map(|s| s.t_s).or(time_to_first_correction_s);
-    let slew_duration_s = match (correction, within_1ms, slew_start) {
-        (Correction::Slew, Some(w), Some(s)) => Some((w - s).max(0.0)),
-        _ => None,
-    };
+    // Slewing starts where the last step left the offset (else at the first correction, else
+    // when the guest was back) and lasts until it stayed within 1 ms. Within 1 ms at the first
+    // observation from then on: nothing was slewed, whatever the sampling interval.
+    let slew_start = steps.last().map(|s| s.t_s).or(time_to_first_correction_s).unwrap_or(0.0);
+    let slew_duration_s = within_1ms.map(|w| {
+        let first_from_start = after.iter().map(|(t, _)| *t).find(|t| *t >= slew_start);
+        if first_from_start.is_some_and(|f| w <= f) {
+            0.0
+        } else {
+            round_s((w - slew_start).max(0.0))
+        }
+    });
 
     let max_abs_offset_ns = obs
         .series
@@ -142,7 +179,8 @@ pub fn recovery(scenario: &Scenario, obs: &Observations) -> Recovery {
         .unwrap_or(0);
     let rms_after_recovery_ns = within_1ms.and_then(|w| {
         let tail: Vec<f64> = after.iter().filter(|(t, _)| *t >= w).map(|(_, v)| *v as f64).collect();
-        (!tail.is_empty()).then(|| (tail.iter().map(|v| v * v).sum::<f64>() / tail.len() as f64).sqrt())
+        (!tail.is_empty())
+            .then(|| round_ns((tail.iter().map(|v| v * v).sum::<f64>() / tail.len() as f64).sqrt()))
     });
     let mut read_errors = BTreeMap::new();
     for code in obs.series.iter().filter_map(|o| o.phc_error.as_deref()) {
@@ -155,7 +193,7 @@ pub fn recovery(scenario: &Scenario, obs: &Observations) -> Recovery {
     }
 
     Recovery {
-        disturbance_end_s: end,
+        disturbance_end_s: end.map(round_s),
         offset_after_disturbance_ns: offset_after,
         time_to_first_correction_s,
         time_to_within_s,
@@ -223,4 +261,95 @@ pub fn verdicts(scenario: &Scenario, r: &Recovery) -> Vec<Check> {
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::observation::{Marker, Observation};
+
+    /// A 10 s pause from 0 s, then 90 s observed every 0.5 s; `offset(t)` is the guest's
+    /// offset in ns at scenario time `t`, `steps` the (scenario seconds, ns) steps chrony made.
+    fn run(offset: impl Fn(f64) -> i64, steps: &[(f64, i64)]) -> Recovery {
+        let s = Scenario::parse(
+            "description = \"x\"\n[world.phc]\npersonality = \"kvm\"\n[timeline]\nwarmup_s = 0\nobserve_s = 100\n\
+             [[timeline.events]]\nat_s = 0\nkind = \"pause\"\nduration_s = 10\n",
+            std::path::Path::new("x.toml"),
+        )
+        .unwrap();
+        let series = (0..=200)
+            .map(|i| {
+                let t = f64::from(i) * 0.5;
+                Observation { t_s: t, guest_offset_ns: Some(offset(t)), phc_offset_ns: None, phc_error: None }
+            })
+            .collect();
+        let markers = vec![Marker {
+            start_s: 0.0,
+            end_s: 10.0,
+            disturbance: mock_phc::Disturbance::Pause { duration_s: 10.0, sync_on_resume: true },
+        }];
+        let events = steps
+            .iter()
+            .map(|&(t, delta_ns)| mock_phc::Event {
+                t_ns: (t * 1e9).round() as i64,
+                source: "chrony",
+                kind: EventKind::Step { delta_ns },
+            })
+            .collect();
+        recovery(&s, &Observations { series, markers, events })
+    }
+
+    #[test]
+    fn a_step_that_removes_the_error_leaves_nothing_to_slew() {
+        // Stepped at 10.2 s, between two observations: the next one is already within 1 ms.
+        let r = run(|t| if t < 10.2 { -30_000_000_000 } else { 50 }, &[(10.2, 30_000_000_000)]);
+        assert_eq!(r.correction, Correction::Step);
+        assert_eq!(r.time_to_within_s["1ms"], Some(0.5));
+        assert_eq!(r.slew_duration_s, Some(0.0), "{r:?}");
+    }
+
+    #[test]
+    fn a_step_that_leaves_a_residual_slews_it_away_after_the_step() {
+        // The step leaves 5 ms, slewed away at 0.5 ms/s: within 1 ms once it is under 1 ms.
+        let off = |t: f64| {
+            if t < 10.2 {
+                -30_000_000_000
+            } else {
+                (5e6 - 0.5e6 * (t - 10.2)).max(100.0) as i64
+            }
+        };
+        let r = run(off, &[(10.2, 30_005_000_000)]);
+        assert_eq!(r.correction, Correction::Step);
+        let w = r.time_to_within_s["1ms"].unwrap();
+        assert!((8.0..=9.0).contains(&w), "{r:?}");
+        assert_eq!(r.slew_duration_s, Some(round_s(w - 0.2)), "{r:?}");
+    }
+
+    #[test]
+    fn a_slew_lasts_from_the_first_correction_and_never_is_only_never() {
+        // Slewed from 30 ms at 0.5 ms/s from 10 s on: under 1 ms from 68 s.
+        let r = run(|t| if t < 10.0 { 30_000_000 } else { (30e6 - 0.5e6 * (t - 10.0)).max(0.0) as i64 }, &[]);
+        assert_eq!(r.correction, Correction::Slew);
+        let (first, w) = (r.time_to_first_correction_s.unwrap(), r.time_to_within_s["1ms"].unwrap());
+        assert_eq!(r.slew_duration_s, Some(round_s(w - first)), "{r:?}");
+        assert!(r.slew_duration_s.unwrap() > 50.0);
+        // Never back within 1 ms: no correction, and the slew never ended.
+        let r = run(|_| -30_000_000_000, &[]);
+        assert_eq!((r.correction, r.slew_duration_s), (Correction::None, None));
+        // Never out of 1 ms: nothing to slew, not "never".
+        let r = run(|_| 10, &[]);
+        assert_eq!(r.slew_duration_s, Some(0.0), "{r:?}");
+    }
+
+    #[test]
+    fn times_are_kept_to_the_nanosecond_and_rms_to_a_tenth() {
+        // 0.1 s steps from a disturbance ending at 325.4 s: differences carry float noise.
+        assert_eq!(325.5 - 325.4, 0.10000000000002274);
+        assert_eq!(round_s(325.5 - 325.4), 0.1);
+        assert_eq!(round_s(17.19170200000002), 17.191702);
+        assert_eq!(round_ns(52550.263593560856), 52550.3);
+        assert_eq!(round_ppb(-12000.000000001), -12000.0);
+        assert_eq!(round_s(f64::MAX), f64::MAX);
+        assert!(round_s(f64::NAN).is_nan());
+    }
 }

@@ -127,7 +127,7 @@ pub fn svg(report: &Report) -> String {
             r##"<line x1="{xx:.1}" x2="{xx:.1}" y1="{TOP}" y2="{:.1}" stroke="#2a2" stroke-dasharray="3,3"><title>{} step {}</title></line>"##,
             H - BOTTOM,
             xml_text(&e.source),
-            crate::judge::report::fmt_ns(e.value.unwrap_or(0.0))
+            crate::judge::report::fmt_ns(e.step_ns.unwrap_or(0) as f64)
         );
     }
     let _ = writeln!(

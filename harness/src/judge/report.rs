@@ -31,6 +31,7 @@ pub enum Verdict {
 
 /// One event, flattened for reports.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "EventLineFile")]
 pub struct EventLine {
     /// Scenario seconds.
     pub t_s: f64,
@@ -38,13 +39,48 @@ pub struct EventLine {
     pub source: String,
     /// `step`, `frequency`, `read_error` or `note`.
     pub kind: String,
-    /// The step in ns, the frequency in ppb, or absent.
+    /// A step's size in ns; absent for every other kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<f64>,
+    pub step_ns: Option<i64>,
+    /// A frequency change's new frequency in ppb (to 0.001 ppb); absent for every other kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freq_ppb: Option<f64>,
     /// Text: the errno name or the log line. Left out of the JSON when empty (steps, frequency
     /// changes), so it must default when read back.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub text: String,
+}
+
+/// An event as a `report.json` holds it, this version's or an older one's: before `step_ns`
+/// and `freq_ppb` one key, `value`, held the step in ns or the frequency in ppb by `kind`.
+#[derive(Deserialize)]
+struct EventLineFile {
+    t_s: f64,
+    source: String,
+    kind: String,
+    #[serde(default)]
+    step_ns: Option<i64>,
+    #[serde(default)]
+    freq_ppb: Option<f64>,
+    #[serde(default)]
+    value: Option<f64>,
+    #[serde(default)]
+    text: String,
+}
+
+impl From<EventLineFile> for EventLine {
+    fn from(f: EventLineFile) -> Self {
+        let (mut step_ns, mut freq_ppb) = (f.step_ns, f.freq_ppb);
+        if let Some(v) = f.value {
+            match f.kind.as_str() {
+                // Written from an i64, so integral; `as` saturates whatever a file says.
+                "step" => step_ns = step_ns.or(Some(v.round() as i64)),
+                "frequency" => freq_ppb = freq_ppb.or(Some(v)),
+                _ => {}
+            }
+        }
+        Self { t_s: f.t_s, source: f.source, kind: f.kind, step_ns, freq_ppb, text: f.text }
+    }
 }
 
 /// A run's report.
@@ -112,17 +148,20 @@ impl Report {
             .events
             .iter()
             .map(|e| {
-                let (kind, value, text) = match &e.kind {
-                    EventKind::Step { delta_ns } => ("step", Some(*delta_ns as f64), String::new()),
-                    EventKind::Frequency { freq_ppb } => ("frequency", Some(*freq_ppb), String::new()),
-                    EventKind::ReadError { code } => ("read_error", None, (*code).to_owned()),
-                    EventKind::Note(s) => ("note", None, s.clone()),
+                let (kind, step_ns, freq_ppb, text) = match &e.kind {
+                    EventKind::Step { delta_ns } => ("step", Some(*delta_ns), None, String::new()),
+                    EventKind::Frequency { freq_ppb } => {
+                        ("frequency", None, Some(analysis::round_ppb(*freq_ppb)), String::new())
+                    }
+                    EventKind::ReadError { code } => ("read_error", None, None, (*code).to_owned()),
+                    EventKind::Note(s) => ("note", None, None, s.clone()),
                 };
                 EventLine {
-                    t_s: e.t_ns as f64 / 1e9,
+                    t_s: analysis::round_s(e.t_ns as f64 / 1e9),
                     source: e.source.to_owned(),
                     kind: kind.into(),
-                    value,
+                    step_ns,
+                    freq_ppb,
                     text,
                 }
             })
@@ -321,7 +360,7 @@ fn metric_rows(r: &Recovery) -> Vec<(String, String)> {
 
 fn event_text(e: &EventLine) -> String {
     match e.kind.as_str() {
-        "step" => format!("step {}", fmt_ns(e.value.unwrap_or(0.0))),
+        "step" => format!("step {}", fmt_ns(e.step_ns.unwrap_or(0) as f64)),
         "read_error" => format!("read error {}", e.text),
         _ => e.text.clone(),
     }
@@ -347,7 +386,7 @@ pub fn describe(d: &mock_phc::Disturbance) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::observation::Observation;
+    use crate::model::observation::{Marker, Observation};
 
     fn report(expect: &str, abort_reason: Option<String>) -> Report {
         let s = Scenario::parse(
@@ -401,6 +440,70 @@ mod tests {
         assert_eq!(serde_json::to_value(Verdict::Aborted).unwrap(), "aborted");
     }
 
+    #[test]
+    fn events_name_their_units_and_older_reports_with_value_still_read() {
+        let old = r#"[{"t_s": 1.5, "source": "hv_utils", "kind": "step", "value": -100000120.0},
+            {"t_s": 2.0, "source": "chrony", "kind": "frequency", "value": -12000.5},
+            {"t_s": 3.0, "source": "chrony", "kind": "read_error", "text": "ESTALE"}]"#;
+        let ev: Vec<EventLine> = serde_json::from_str(old).unwrap();
+        assert_eq!((ev[0].step_ns, ev[0].freq_ppb), (Some(-100_000_120), None));
+        assert_eq!((ev[1].step_ns, ev[1].freq_ppb), (None, Some(-12000.5)));
+        assert_eq!((ev[2].step_ns, ev[2].freq_ppb, ev[2].text.as_str()), (None, None, "ESTALE"));
+        assert_eq!(event_text(&ev[0]), "step -100.000 ms");
+        let new = serde_json::to_value(&ev).unwrap();
+        assert_eq!(
+            new,
+            serde_json::json!([
+                {"t_s": 1.5, "source": "hv_utils", "kind": "step", "step_ns": -100000120},
+                {"t_s": 2.0, "source": "chrony", "kind": "frequency", "freq_ppb": -12000.5},
+                {"t_s": 3.0, "source": "chrony", "kind": "read_error", "text": "ESTALE"}
+            ])
+        );
+        let back: Vec<EventLine> = serde_json::from_value(new).unwrap();
+        assert_eq!(back, ev);
+    }
+
+    #[test]
+    fn a_stepped_run_slewed_for_0_s_in_every_rendering() {
+        let s = Scenario::parse(
+            "description = \"x\"\n[world.phc]\npersonality = \"kvm\"\n[timeline]\nwarmup_s = 0\n\
+             observe_s = 20\n[[timeline.events]]\nat_s = 0\nkind = \"pause\"\nduration_s = 5\n",
+            std::path::Path::new("bare.toml"),
+        )
+        .unwrap();
+        let series = (0..40)
+            .map(|i| {
+                let t = f64::from(i) * 0.5;
+                let v = if t < 5.2 { -5_000_000_000 } else { 20 };
+                Observation { t_s: t, guest_offset_ns: Some(v), phc_offset_ns: None, phc_error: None }
+            })
+            .collect();
+        let markers = vec![Marker {
+            start_s: 0.0,
+            end_s: 5.0,
+            disturbance: mock_phc::Disturbance::Pause { duration_s: 5.0, sync_on_resume: true },
+        }];
+        let events = vec![mock_phc::Event {
+            t_ns: 5_200_000_000,
+            source: "chrony",
+            kind: EventKind::Step { delta_ns: 5_000_000_020 },
+        }];
+        let r = Report::new(&s, "sim", Observations { series, markers, events }, None);
+        assert_eq!(r.recovery.correction, crate::model::scenario::Correction::Step);
+        assert_eq!(r.recovery.slew_duration_s, Some(0.0));
+        let text = r.to_text();
+        assert!(text.contains("slew duration                      0.0 s\n"), "{text}");
+        assert!(!text.contains("never"), "{text}");
+        let md = r.to_markdown();
+        assert!(md.contains("| slew duration | 0.0 s |\n") && !md.contains("never"), "{md}");
+        assert!(md.contains("| max \\|offset\\| | 5.000 s |\n"), "{md}");
+        assert!(md.contains("step 5.000 s"), "{md}");
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["recovery"]["slew_duration_s"], 0.0);
+        assert_eq!(v["events"][0]["step_ns"], 5_000_000_020_i64);
+        assert!(v["events"][0].get("value").is_none());
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
 
@@ -425,7 +528,7 @@ mod tests {
             }
             r.recovery.read_errors.insert(next(), 2);
             r.recovery.steps.push(crate::judge::analysis::Step { t_s: 1.0, delta_ns: 5, source: next() });
-            r.events.push(EventLine { t_s: 1.0, source: next(), kind: "note".into(), value: None, text: next() });
+            r.events.push(EventLine { t_s: 1.0, source: next(), kind: "note".into(), step_ns: None, freq_ppb: None, text: next() });
             r.backend_info.insert(next(), serde_json::Value::String(next()));
             r.backend_info.insert(next(), serde_json::Value::String(format!("{}\n```\n{}", next(), next())));
 
