@@ -7,24 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{assert_usage, harness_in, tree, BIN};
-
-const GOOD: &str = r#"
-description = "a pause"
-[world.phc]
-personality = "hyperv"
-[[world.disciplines]]
-kind = "hv_utils"
-[timeline]
-warmup_s = 10
-observe_s = 60
-[[timeline.events]]
-at_s = 5
-kind = "pause"
-duration_s = 30
-[expect]
-steps = { min = 1 }
-"#;
+use common::{assert_usage, harness_in, tree, BIN, GOOD};
 
 #[test]
 fn scenario_names_cannot_leave_out_and_must_be_unique() {

@@ -3,81 +3,19 @@
 //! Every case ends in bounded time and memory with exit 2 and one line on stderr, never a panic,
 //! a signal or a write outside the folders given.
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_phc-harness");
-/// Address-space cap for every run (1 GiB): far above what a refusal needs.
-const MEM_LIMIT_KIB: u64 = 1024 * 1024;
+mod common;
+use common::{assert_usage, harness_with, tree, Out};
+
 /// Longest any hostile case may run.
 const LIMIT: Duration = Duration::from_secs(15);
 
-struct Out {
-    code: Option<i32>,
-    stderr: String,
-}
-
-/// Runs the binary under the memory cap in `cwd` with `TMPDIR` set to `tmp`; a run past
-/// [`LIMIT`] is killed and fails the test.
+/// Runs the binary (1 GiB, [`LIMIT`]) in `cwd` with `TMPDIR` set to `tmp`.
 fn harness(cwd: &Path, tmp: &Path, args: &[&str]) -> Out {
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(format!("ulimit -v {MEM_LIMIT_KIB}; exec \"$0\" \"$@\""))
-        .arg(BIN)
-        .args(args)
-        .current_dir(cwd)
-        .env("TMPDIR", tmp)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let t_err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = se.read_to_string(&mut s);
-        s
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("phc-harness {args:?} ran past {LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Out { code: status.code(), stderr: t_err.join().unwrap() }
-}
-
-/// Asserts a clean usage error: exit 2 (not a signal), one stderr line holding `want`.
-fn assert_usage(o: &Out, want: &str, what: &str) {
-    assert_eq!(o.code, Some(2), "{what}: exit {:?}, stderr: {}", o.code, o.stderr);
-    assert!(!o.stderr.contains("panicked"), "{what}: {}", o.stderr);
-    assert_eq!(o.stderr.trim_end().lines().count(), 1, "{what}: not one line: {}", o.stderr);
-    assert!(o.stderr.contains(want), "{what}: wanted {want:?} in {}", o.stderr);
-}
-
-/// Every entry under `dir`, relative, sorted.
-fn tree(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            out.push(p.strip_prefix(dir).unwrap().display().to_string());
-            if e.file_type().unwrap().is_dir() {
-                stack.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
+    harness_with(cwd, args, LIMIT, Stdio::null(), &[("TMPDIR", tmp)])
 }
 
 /// A vmclock ABI v1 page as QEMU writes it.

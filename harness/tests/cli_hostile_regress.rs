@@ -16,22 +16,7 @@ use common::{assert_usage, harness_in, harness_stdin, tree, Out};
 
 const LIMIT: Duration = Duration::from_secs(15);
 
-const SCENARIO: &str = r#"
-description = "a pause"
-[world.phc]
-personality = "hyperv"
-[[world.disciplines]]
-kind = "hv_utils"
-[timeline]
-warmup_s = 10
-observe_s = 60
-[[timeline.events]]
-at_s = 5
-kind = "pause"
-duration_s = 30
-[expect]
-steps = { min = 1 }
-"#;
+const SCENARIO: &str = common::GOOD;
 
 fn run(cwd: &Path, args: &[&str]) -> Out {
     harness_in(cwd, args, Duration::from_secs(120))

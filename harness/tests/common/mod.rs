@@ -8,8 +8,27 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_phc-harness");
-/// Address-space cap for every run: far above what a bounded run needs, far below a blowup.
-pub const MEM_LIMIT_KIB: u64 = 2 * 1024 * 1024;
+/// Address-space cap for every run (1 GiB): far above what a bounded run needs, far below a
+/// blowup.
+pub const MEM_LIMIT_KIB: u64 = 1024 * 1024;
+
+/// A good scenario: a 30 s pause of a hyperv guest, one check.
+pub const GOOD: &str = r#"
+description = "a pause"
+[world.phc]
+personality = "hyperv"
+[[world.disciplines]]
+kind = "hv_utils"
+[timeline]
+warmup_s = 10
+observe_s = 60
+[[timeline.events]]
+at_s = 5
+kind = "pause"
+duration_s = 30
+[expect]
+steps = { min = 1 }
+"#;
 
 pub struct Out {
     pub code: Option<i32>,
@@ -24,12 +43,18 @@ pub fn harness_in(cwd: &Path, args: &[&str], limit: Duration) -> Out {
 
 /// [`harness_in`] with the given standard input.
 pub fn harness_stdin(cwd: &Path, args: &[&str], limit: Duration, stdin: Stdio) -> Out {
+    harness_with(cwd, args, limit, stdin, &[])
+}
+
+/// [`harness_stdin`] with environment variables set (`TMPDIR`, say).
+pub fn harness_with(cwd: &Path, args: &[&str], limit: Duration, stdin: Stdio, env: &[(&str, &Path)]) -> Out {
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(format!("ulimit -v {MEM_LIMIT_KIB}; exec \"$0\" \"$@\""))
         .arg(BIN)
         .args(args)
         .current_dir(cwd)
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
         .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
