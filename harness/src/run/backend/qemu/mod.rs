@@ -1,16 +1,15 @@
-//! The QEMU backend: the scenario runs against a real Linux guest with the real chronyd. Two
-//! clocks: `virt` (the default for scenarios) runs the guest in QEMU's virtual time, where the igb
-//! PHC is the host clock and every offset is measured inside the guest; `real` runs in wall-clock
-//! time with the host's time fed to the igb PHC by the harness's provider (VMICTimeSync
-//! emulation), and is the cross-check. This module holds what both share: options, boot, what
-//! the guest cannot run, chronyd's configuration and log.
+//! The QEMU backend: a real Linux guest with the real chronyd, in virtual time (`virt`) or wall-clock
+//! time (`real`, `nested` over `wall`), every clock on one core (`guest`). This module holds what
+//! all share: options, boot, what the guest cannot run, chronyd's configuration and log.
 
 pub mod calibrate;
+pub mod guest;
 pub mod nested;
 pub mod phc2sys;
 pub mod real;
 pub mod restore;
 pub mod virt;
+pub mod wall;
 pub mod wander;
 
 pub use nested::NestedBackend;
@@ -27,6 +26,7 @@ use phc_qemu::client::host_realtime_ns;
 use phc_qemu::image::ImageSpec;
 use phc_qemu::session::{BootOptions, Session};
 use phc_qemu::{signals, tmp, Accel, Error, GuestClock};
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use super::chronylog::{self, Line};
@@ -248,6 +248,19 @@ fn personality(s: &Scenario) -> &'static str {
         mock_phc::PhcConfig::Nic { .. } => "nic",
     }
 }
+
+/// The host time-sync provider's interval: the scenario's hyperv `sample_interval_s`, else 5 s.
+fn sample_interval_ns(s: &Scenario) -> i64 {
+    match s.world.phc {
+        mock_phc::PhcConfig::Hyperv { sample_interval_s, .. } => {
+            mock_phc::time::secs_to_ns(sample_interval_s).unwrap_or(DEFAULT_SAMPLE_INTERVAL_NS)
+        }
+        _ => DEFAULT_SAMPLE_INTERVAL_NS,
+    }
+}
+
+/// Hyper-V's VMICTimeSync interval, for a PHC with no sample interval of its own.
+const DEFAULT_SAMPLE_INTERVAL_NS: i64 = 5_000_000_000;
 
 fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0

@@ -13,10 +13,12 @@
 //! igb really runs at, measured from its samples (igb's frequency comes in 2^-23 steps: -12000
 //! ppb asked is -11920.9 ppb got, a 0.4 us sawtooth every 5 s at the nominal rate).
 
-use phc_qemu::agent::{MockSampled, Observed, RtcMapping, RtcTickResult};
-use serde::de::DeserializeOwned;
-
+use super::guest::{Clock, Guest, GuestRun};
 use super::*;
+use phc_qemu::agent::{MockSampled, Observed, RtcMapping, RtcTickResult};
+
+/// A scenario's guest in virtual time.
+pub type VirtualBackend = Guest<Virtual>;
 
 /// Wall seconds the agent spins after an observation a disturbance follows: long enough for the
 /// host's QMP `stop` to arrive, so the guest's time cannot leap to its next timer meanwhile.
@@ -29,20 +31,14 @@ const CALL_SLACK: Duration = Duration::from_secs(30);
 /// (0.1 ppb), short enough to follow the wander.
 const RATE_SPAN_NS: i64 = 60_000_000_000;
 
-/// A scenario's guest in virtual time.
-pub struct VirtualBackend {
-    session: Session,
+/// Virtual time: QEMU's clock, the igb PHC as the host clock.
+pub struct Virtual {
     provider: Provider,
     hv_utils: Option<mock_phc::HvUtilsConfig>,
     /// Whether the daemon reads the CUSE hyperv mock, handed samples of the igb PHC.
     mock: bool,
     /// Whether the mock is serving now (not before it starts, not across a reset).
     mock_up: bool,
-    chrony_conf: Option<String>,
-    chrony: ChronyLog,
-    /// The real phc2sys's command line and output, when the scenario runs phc2sys.
-    phc2sys_argv: Option<Vec<String>>,
-    phc2sys: phc2sys::Phc2sysLog,
     /// PHC time at scenario time 0.
     phc_origin_ns: i64,
     /// Host steps so far: they moved the PHC, not scenario time.
@@ -57,17 +53,11 @@ pub struct VirtualBackend {
     last: Option<Observed>,
     /// Scenario times a disturbance starts at: the agent spins after observing there.
     disturb_at: Vec<i64>,
-    events: Vec<Event>,
-    info: BTreeMap<String, Value>,
     /// Guest time from the last observation before each pause to the PHC step after `cont`.
     pause_step_gaps_ns: Vec<i64>,
-    /// The guest's CLOCK_MONOTONIC_RAW at the agent's last answer.
-    last_raw_ns: Option<i64>,
     /// Steps of the igb PHC that came with a new frequency, undone (see the agent's
     /// `adjfine_without_step`).
     undone_steps_ns: Vec<i64>,
-    /// Observations made on the way (the guest's offset right before a SYNC step).
-    taken: Vec<Observation>,
     /// The reference samples handed to the mock (host ns, raw ns) since igb was last re-tuned
     /// or reset, the last `RATE_SPAN_NS` of them: later samples measure igb's true rate from the
     /// oldest, which follows the wander.
@@ -99,19 +89,15 @@ impl VirtualBackend {
         }
         let rtc_base_s = s.world.start_realtime_ns.div_euclid(1_000_000_000);
         let (session, bi) = boot(opts, "scenario", GuestClock::Virtual { rtc_base_s })?;
-        let mut info = BTreeMap::new();
-        info.insert("accel".into(), json!(bi.accel.name()));
-        info.insert("accel_reason".into(), json!(bi.accel_reason));
-        info.insert("image_build_s".into(), json!(bi.image_build_s));
-        info.insert("accel_detect_s".into(), json!(bi.accel_detect_s));
-        info.insert("kernel_line".into(), json!(opts.kernel_line.name()));
-        info.insert("kernel_release".into(), json!(bi.kernel_release));
-        info.insert("boot_to_ready_s".into(), json!(round3(session.boot_to_ready.as_secs_f64())));
+        let mut g = GuestRun::new(session, &bi, bi.accel.name(), Some(opts));
+        g.timeout = CALL_SLACK;
+        let interval_ns = sample_interval_ns(s);
         let phc_text = if mock {
             format!(
                 "hyperv mock ({MOCK_DEVICE}: CUSE, mock-phc serve) handed a sample of the host clock every \
-                 5 s; the host clock is igb ({GUEST_PHC}): QEMU's virtual clock plus the host-time events \
-                 the scenario injects"
+                 {} s; the host clock is igb ({GUEST_PHC}): QEMU's virtual clock plus the host-time events \
+                 the scenario injects",
+                interval_ns as f64 / 1e9
             )
         } else {
             format!(
@@ -120,38 +106,20 @@ impl VirtualBackend {
                 personality(s)
             )
         };
-        info.insert("phc".into(), json!(phc_text));
+        g.info.insert("phc".into(), json!(phc_text));
         let hv_utils = s.world.disciplines.iter().find_map(|d| match d {
             DisciplineConfig::HvUtils(h) => Some(h.clone()),
             _ => None,
         });
-        let chrony_conf = s.world.disciplines.iter().find_map(|d| match d {
-            DisciplineConfig::Chrony(c) => Some(c.chrony_conf(if mock { MOCK_DEVICE } else { GUEST_PHC })),
-            _ => None,
-        });
-        if let Some(c) = &chrony_conf {
-            info.insert("chrony_conf".into(), json!(c));
-        }
-        let phc2sys_argv = s.world.disciplines.iter().find_map(|d| match d {
-            DisciplineConfig::Phc2sys(c) => Some(phc2sys::argv(c, GUEST_PHC)),
-            _ => None,
-        });
-        if let Some(a) = &phc2sys_argv {
-            info.insert("phc2sys_argv".into(), json!(a.join(" ")));
-        }
+        g.daemons(s, if mock { MOCK_DEVICE } else { GUEST_PHC });
         let tl = &s.timeline;
         let disturb_at =
             tl.events.iter().filter_map(|e| mock_phc::time::secs_to_ns(tl.warmup_s + e.at_s).ok()).collect();
-        let mut b = Self {
-            session,
-            provider: Provider::new(5_000_000_000, 0),
+        let mut b = Virtual {
+            provider: Provider::new(interval_ns, 0),
             hv_utils,
             mock,
             mock_up: false,
-            chrony_conf,
-            chrony: ChronyLog::default(),
-            phc2sys_argv,
-            phc2sys: phc2sys::Phc2sysLog::default(),
             phc_origin_ns: 0,
             host_steps_ns: 0,
             rtc_map: RtcMapping { rtc_s: 0, host_ns: 0, ppb: 0.0 },
@@ -159,12 +127,8 @@ impl VirtualBackend {
             now_ns: 0,
             last: None,
             disturb_at,
-            events: Vec::new(),
-            info,
             pause_step_gaps_ns: Vec::new(),
-            last_raw_ns: None,
             undone_steps_ns: Vec::new(),
-            taken: Vec::new(),
             rate_samples: std::collections::VecDeque::new(),
             mock_rate_ppb: None,
             rate_offset_ppb: 0.0,
@@ -173,54 +137,49 @@ impl VirtualBackend {
         // Host time is the RTC's at the start: the PHC runs at the host's rate against the guest's
         // oscillator, then a second boundary sets it to the RTC's time exactly, and the guest's
         // clock starts on it (as the sim's does).
-        b.set_phc_frequency()?;
-        let tick = b.rtc_tick(Some(RtcMapping { rtc_s: 0, host_ns: 0, ppb: 0.0 }))?;
+        b.set_phc_frequency(&mut g)?;
+        let tick = b.rtc_tick(&mut g, Some(RtcMapping { rtc_s: 0, host_ns: 0, ppb: 0.0 }))?;
         b.rtc_map =
             RtcMapping { rtc_s: tick.rtc_s, host_ns: tick.set_ns.unwrap_or(tick.phc_ns), ppb: b.phc_ppb };
-        b.call::<RealtimeStepped>(Op::RealtimeToPhc { device: GUEST_PHC.into() })?;
-        let o = b.observe_raw(0, 0.0)?;
+        g.call::<RealtimeStepped>(Op::RealtimeToPhc { device: GUEST_PHC.into() })?;
+        let o = b.observe_raw(&mut g, 0, 0.0)?;
         b.phc_origin_ns = o.phc_ns;
-        b.prepare_guest()?;
-        Ok(b)
+        b.prepare_guest(&mut g)?;
+        Ok(Guest { run: g, clock: b })
     }
+}
 
-    fn call<T: DeserializeOwned>(&mut self, op: Op) -> Result<T, Error> {
-        let request = op.name();
-        let ex = self.session.agent.call(op, Instant::now() + CALL_SLACK)?;
-        self.last_raw_ns = Some(ex.response.clocks.monotonic_raw_ns);
-        ex.answer(request)
-    }
-
-    fn set_phc_frequency(&mut self) -> Result<(), Error> {
+impl Virtual {
+    fn set_phc_frequency(&mut self, g: &mut GuestRun) -> Result<(), Error> {
         self.rate_samples.clear();
-        let f: FrequencySet = self.call(Op::PhcFrequency { device: GUEST_PHC.into(), ppb: self.phc_ppb })?;
+        let f: FrequencySet = g.call(Op::PhcFrequency { device: GUEST_PHC.into(), ppb: self.phc_ppb })?;
         self.undone_steps_ns.push(f.undone_step_ns);
         Ok(())
     }
 
     /// A new anchor for `rtc_map` at the next RTC second, at the PHC's current rate.
-    fn rebase_rtc_map(&mut self) -> Result<(), Error> {
-        let tick = self.rtc_tick(None)?;
+    fn rebase_rtc_map(&mut self, g: &mut GuestRun) -> Result<(), Error> {
+        let tick = self.rtc_tick(g, None)?;
         self.rtc_map = RtcMapping { rtc_s: tick.rtc_s, host_ns: tick.phc_ns, ppb: self.phc_ppb };
         Ok(())
     }
 
-    fn rtc_tick(&mut self, set: Option<RtcMapping>) -> Result<RtcTickResult, Error> {
+    fn rtc_tick(&mut self, g: &mut GuestRun, set: Option<RtcMapping>) -> Result<RtcTickResult, Error> {
         if set.is_some() {
             self.rate_samples.clear();
         }
-        self.call(Op::RtcTick { device: GUEST_PHC.into(), set })
+        g.call(Op::RtcTick { device: GUEST_PHC.into(), set })
     }
 
     /// The agent's observation once the PHC reads `until_ns`, without bookkeeping.
-    fn observe_raw(&mut self, until_ns: i64, spin_s: f64) -> Result<Observed, Error> {
-        let tail = match (&self.chrony_conf, &self.phc2sys_argv) {
+    fn observe_raw(&mut self, g: &mut GuestRun, until_ns: i64, spin_s: f64) -> Result<Observed, Error> {
+        let tail = match (&g.chrony_conf, &g.phc2sys_argv) {
             (Some(_), _) => Some(CHRONY_LOG.to_owned()),
             (None, Some(_)) => Some(phc2sys::PHC2SYS_LOG.to_owned()),
             (None, None) => None,
         };
         let also = self.mock_up.then(|| MOCK_DEVICE.to_owned());
-        self.call(Op::Observe { device: GUEST_PHC.into(), until_ns, spin_s, tail, also })
+        g.call(Op::Observe { device: GUEST_PHC.into(), until_ns, spin_s, tail, also })
     }
 
     /// Scenario time of a PHC reading.
@@ -229,66 +188,44 @@ impl VirtualBackend {
     }
 
     /// Lets the guest run to scenario time `t_ns` (at once if it is past) and observes there.
-    fn observe_at(&mut self, t_ns: i64, spin_s: f64) -> Result<(), Error> {
+    fn observe_at(&mut self, g: &mut GuestRun, t_ns: i64, spin_s: f64) -> Result<(), Error> {
         let until = self.phc_origin_ns + self.host_steps_ns + t_ns;
-        let o = self.observe_raw(until, spin_s)?;
+        let o = self.observe_raw(g, until, spin_s)?;
         self.now_ns = self.scenario_ns(o.phc_ns);
         let lines: Vec<&str> = o.lines.iter().map(String::as_str).collect();
-        if self.chrony_conf.is_some() {
-            self.chrony.take(self.now_ns, &lines, &mut self.events);
-        } else if self.phc2sys_argv.is_some() {
-            self.phc2sys.take(self.now_ns, &lines, &mut self.events);
-        }
+        g.take_lines(self.now_ns, &lines);
         self.last = Some(o);
         Ok(())
     }
 
-    fn note(&mut self, text: impl Into<String>) {
-        self.events.push(Event { t_ns: self.now_ns, source: "world", kind: EventKind::Note(text.into()) });
-    }
-
     /// After boot or reboot: the host's first (SYNC) sample, then the daemon with an empty state.
-    fn prepare_guest(&mut self) -> Result<(), Error> {
+    fn prepare_guest(&mut self, g: &mut GuestRun) -> Result<(), Error> {
         if self.mock {
-            self.call::<Value>(Op::StartMock { personality: "hyperv".into(), name: MOCK_NAME.into() })?;
+            g.call::<Value>(Op::StartMock { personality: "hyperv".into(), name: MOCK_NAME.into() })?;
             self.mock_up = true;
-            self.note(format!("mock-phc serving {MOCK_DEVICE}"));
+            g.note(self.now_ns, "world", format!("mock-phc serving {MOCK_DEVICE}"));
         }
         self.provider.reboot(self.now_ns);
         if let Some(due) = self.provider.poll(self.now_ns) {
-            self.deliver(due.sync)?;
+            self.deliver(g, due.sync)?;
         }
-        if let Some(conf) = self.chrony_conf.clone() {
-            let conf = calibrate::chrony_conf(conf);
-            self.call::<Value>(Op::WriteFile { path: "/etc/chrony.conf".into(), contents: conf })?;
-            self.call::<Value>(Op::Spawn {
-                name: "chronyd".into(),
-                argv: ["chronyd", "-u", "root", "-d", "-f", "/etc/chrony.conf"].map(String::from).to_vec(),
-                log: CHRONY_LOG.into(),
-            })?;
-            self.note("chronyd started");
-        }
-        if let Some(argv) = self.phc2sys_argv.clone() {
-            self.call::<Value>(Op::Spawn { name: "phc2sys".into(), argv, log: phc2sys::PHC2SYS_LOG.into() })?;
-            self.note("phc2sys started");
-        }
-        Ok(())
+        g.start_daemons(|| self.now_ns, "")
     }
 
     /// One host sample: the hyperv mock keeps it (host time read off the igb PHC, which is the
     /// host clock); hv_utils steps the guest clock to host time on SYNC, and with
     /// timesync_implicit on a plain sample that finds it 5 s or more behind. The igb PHC needs no
     /// feeding: it is host time.
-    fn deliver(&mut self, sync: bool) -> Result<(), Error> {
+    fn deliver(&mut self, g: &mut GuestRun, sync: bool) -> Result<(), Error> {
         if self.mock {
-            self.sample_mock()?;
+            self.sample_mock(g)?;
         }
         let Some(hv) = self.hv_utils.clone() else { return Ok(()) };
         let behind = self.last.as_ref().is_some_and(|o| o.realtime_minus_phc_ns <= -5_000_000_000);
         if sync || (hv.timesync_implicit && behind) {
             if let Some(o) = &self.last {
                 // How the guest came back, before the SYNC sample corrects anything.
-                self.taken.push(Observation {
+                g.taken.push(Observation {
                     t_s: self.now_ns as f64 / 1e9,
                     guest_offset_ns: Some(o.realtime_minus_phc_ns),
                     phc_offset_ns: None,
@@ -296,8 +233,8 @@ impl VirtualBackend {
                 });
             }
             let RealtimeStepped { stepped_ns: delta_ns } =
-                self.call(Op::RealtimeToPhc { device: GUEST_PHC.into() })?;
-            self.events.push(Event {
+                g.call(Op::RealtimeToPhc { device: GUEST_PHC.into() })?;
+            g.events.push(Event {
                 t_ns: self.now_ns,
                 source: "hv_utils",
                 kind: EventKind::Step { delta_ns },
@@ -314,8 +251,8 @@ impl VirtualBackend {
     /// hv_utils extrapolates with a reference counter at the host's own rate and shows no
     /// sawtooth between samples. With nothing to measure over yet (the start, a re-tune, a
     /// reboot), the nominal rate plus the last measured offset from it.
-    fn sample_mock(&mut self) -> Result<(), Error> {
-        let m: MockSampled = self.call(Op::MockSample {
+    fn sample_mock(&mut self, g: &mut GuestRun) -> Result<(), Error> {
+        let m: MockSampled = g.call(Op::MockSample {
             host_ns: None,
             reference: Some(GUEST_PHC.into()),
             // Within 1e8 ppb by the scenario bounds (and 10% at most measured): no saturation.
@@ -343,40 +280,7 @@ impl VirtualBackend {
         }
     }
 
-    /// Facts for the report: chronyd's own view and log, timing, speed-up.
-    pub fn finish(mut self) -> BTreeMap<String, Value> {
-        if self.chrony_conf.is_some() {
-            let mut info = std::mem::take(&mut self.info);
-            chronyc_views(|op| self.call(op), &mut info);
-            calibrate::collect(|op| self.call(op), &mut info);
-            self.info = info;
-            self.info.insert("chronyd_log".into(), json!(self.chrony.text.clone()));
-        }
-        if self.phc2sys_argv.is_some() {
-            self.info.insert("phc2sys_log".into(), json!(self.phc2sys.text.clone()));
-        }
-        self.info()
-    }
-
-    /// Backend facts gathered so far (for an aborted run's report too).
-    pub fn info(&self) -> BTreeMap<String, Value> {
-        let mut info = self.info.clone();
-        info.insert("phc_adjfine_steps_undone_ns".into(), json!(self.undone_steps_ns));
-        if let Some(w) = &self.wander {
-            info.insert("host_wander_stepped_ns".into(), json!(w.stepped_ns));
-            info.insert("host_wander_steps".into(), json!(w.steps));
-        }
-        if let Some(r) = self.mock_rate_ppb {
-            info.insert("mock_rate_ppb".into(), json!(r));
-            info.insert("phc_nominal_ppb".into(), json!(self.phc_ppb));
-        }
-        if !self.pause_step_gaps_ns.is_empty() {
-            info.insert("pause_step_gap_ns".into(), json!(self.pause_step_gaps_ns));
-        }
-        info
-    }
-
-    fn advance(&mut self, t_ns: i64) -> Result<(), Error> {
+    fn run_to(&mut self, g: &mut GuestRun, t_ns: i64) -> Result<(), Error> {
         loop {
             let target = match self.provider.next_due_ns() {
                 Some(d) if d < t_ns => d.max(self.now_ns),
@@ -387,10 +291,10 @@ impl VirtualBackend {
             } else {
                 0.0
             };
-            self.observe_at(target, spin)?;
-            self.step_wander(true)?;
+            self.observe_at(g, target, spin)?;
+            self.step_wander(g, true)?;
             if let Some(due) = self.provider.poll(self.now_ns) {
-                self.deliver(due.sync)?;
+                self.deliver(g, due.sync)?;
             }
             if target == t_ns {
                 return Ok(());
@@ -400,18 +304,18 @@ impl VirtualBackend {
 
     /// Steps the host clock by the wander owed up to now (`wander`); across a pause the guest
     /// stood still and nothing is owed.
-    fn step_wander(&mut self, running: bool) -> Result<(), Error> {
+    fn step_wander(&mut self, g: &mut GuestRun, running: bool) -> Result<(), Error> {
         let Some(w) = self.wander.as_mut() else { return Ok(()) };
         let step = w.advance(self.now_ns, running);
         if step != 0 {
-            self.call::<Value>(Op::StepPhc { device: GUEST_PHC.into(), delta_ns: step })?;
+            g.call::<Value>(Op::StepPhc { device: GUEST_PHC.into(), delta_ns: step })?;
             // Host time after a reboot carries it too.
             self.rtc_map.host_ns += step;
         }
         Ok(())
     }
 
-    fn disturb_now(&mut self, d: &Disturbance) -> Result<Option<f64>, Error> {
+    fn disturb_now(&mut self, g: &mut GuestRun, d: &Disturbance) -> Result<Option<f64>, Error> {
         let ns = |s: f64| {
             mock_phc::time::secs_to_ns(s)
                 .map_err(|e| Error::Unsupported { what: "a disturbance".into(), why: e.to_string() })
@@ -419,16 +323,16 @@ impl VirtualBackend {
         match d {
             Disturbance::Pause { duration_s, sync_on_resume } => {
                 let d_ns = ns(*duration_s)?;
-                let before = self.last_raw_ns;
-                self.session.guest.qmp().stop(Instant::now() + CALL_SLACK)?;
+                let before = g.last_raw_ns;
+                g.session.guest.qmp().stop(Instant::now() + CALL_SLACK)?;
                 self.provider.pause();
                 // The guest's clocks stand still while stopped, and the step after is exact.
                 self.anchor_stepped(d_ns);
                 // Queued while the guest stands still: the first thing it does when it runs again.
                 let (id, sent) =
-                    self.session.agent.send(Op::StepPhc { device: GUEST_PHC.into(), delta_ns: d_ns })?;
-                self.session.guest.qmp().cont(Instant::now() + CALL_SLACK)?;
-                let ex = self.session.agent.wait(id, sent, Instant::now() + CALL_SLACK)?;
+                    g.session.agent.send(Op::StepPhc { device: GUEST_PHC.into(), delta_ns: d_ns })?;
+                g.session.guest.qmp().cont(Instant::now() + CALL_SLACK)?;
+                let ex = g.session.agent.wait(id, sent, Instant::now() + CALL_SLACK)?;
                 if let Some(b) = before {
                     self.pause_step_gaps_ns.push(ex.response.clocks.monotonic_raw_ns - b);
                 }
@@ -436,58 +340,66 @@ impl VirtualBackend {
                 let PhcStepped { phc_ns } = ex.answer("step_phc")?;
                 self.now_ns = self.scenario_ns(phc_ns);
                 self.last = None;
-                self.step_wander(false)?;
-                self.note(format!("paused (QMP stop, PHC stepped {duration_s:+} s, QMP cont)"));
+                self.step_wander(g, false)?;
+                g.note(
+                    self.now_ns,
+                    "world",
+                    format!("paused (QMP stop, PHC stepped {duration_s:+} s, QMP cont)"),
+                );
                 // The host's SYNC reaches hv_utils shortly after the guest runs again.
                 self.provider.resume(self.now_ns + mock_phc::SYNC_DELIVERY_NS, *sync_on_resume);
                 Ok(Some(self.now_ns as f64 / 1e9))
             }
             Disturbance::Reboot { .. } => {
-                self.session.guest.qmp().system_reset(Instant::now() + CALL_SLACK)?;
+                g.session.guest.qmp().system_reset(Instant::now() + CALL_SLACK)?;
                 self.mock_up = false;
                 let wall = Instant::now();
-                self.session.wait_agent_again(Instant::now() + Duration::from_secs(120))?;
-                self.info.insert("reboot_to_ready_s".into(), json!(round3(wall.elapsed().as_secs_f64())));
+                g.session.wait_agent_again(Instant::now() + Duration::from_secs(120))?;
+                g.info.insert("reboot_to_ready_s".into(), json!(round3(wall.elapsed().as_secs_f64())));
                 // The reset zeroed the igb clock: host time again from the RTC, carried forward.
-                self.set_phc_frequency()?;
+                self.set_phc_frequency(g)?;
                 let map = self.rtc_map;
-                self.rtc_tick(Some(map))?;
-                self.observe_at(0, 0.0)?;
-                self.note("reset (QMP system_reset); PHC set from the RTC");
-                self.prepare_guest()?;
+                self.rtc_tick(g, Some(map))?;
+                self.observe_at(g, 0, 0.0)?;
+                g.note(self.now_ns, "world", "reset (QMP system_reset); PHC set from the RTC");
+                self.prepare_guest(g)?;
                 Ok(Some(self.now_ns as f64 / 1e9))
             }
             Disturbance::HostStep { delta_s } => {
                 let d_ns = ns(*delta_s)?;
                 self.anchor_stepped(d_ns);
-                self.call::<Value>(Op::StepPhc { device: GUEST_PHC.into(), delta_ns: d_ns })?;
+                g.call::<Value>(Op::StepPhc { device: GUEST_PHC.into(), delta_ns: d_ns })?;
                 self.host_steps_ns += d_ns;
                 self.rtc_map.host_ns += d_ns;
                 self.last = None;
-                self.note(format!("host time steps {delta_s:+} s (PHC stepped)"));
+                g.note(self.now_ns, "world", format!("host time steps {delta_s:+} s (PHC stepped)"));
                 Ok(None)
             }
             Disturbance::GuestStep { delta_s } => {
                 let delta_ns = ns(*delta_s)?;
-                self.call::<Value>(Op::StepRealtime { delta_ns })?;
+                g.call::<Value>(Op::StepRealtime { delta_ns })?;
                 self.last = None;
-                self.note(format!("guest clock set {delta_s:+} s"));
+                g.note(self.now_ns, "world", format!("guest clock set {delta_s:+} s"));
                 Ok(None)
             }
             Disturbance::FrequencyJump { delta_ppm } => {
                 // The guest's oscillator gains delta: the host clock, against it, loses as much.
                 self.phc_ppb -= delta_ppm * 1000.0;
-                self.set_phc_frequency()?;
+                self.set_phc_frequency(g)?;
                 if self.mock_up {
                     // Hyper-V's reference counter runs at the host's rate and never sees the
                     // guest's oscillator change; the mock extrapolates with the guest's
                     // CLOCK_MONOTONIC_RAW, so it starts again from here at the new rate (else up
                     // to 5 s at the old one: 250 us at 50 ppm).
-                    self.sample_mock()?;
+                    self.sample_mock(g)?;
                 }
                 // Host time runs at the new rate against the RTC from here.
-                self.rebase_rtc_map()?;
-                self.note(format!("guest oscillator frequency changed by {delta_ppm:+} ppm (PHC adjfine)"));
+                self.rebase_rtc_map(g)?;
+                g.note(
+                    self.now_ns,
+                    "world",
+                    format!("guest oscillator frequency changed by {delta_ppm:+} ppm (PHC adjfine)"),
+                );
                 Ok(None)
             }
             Disturbance::SamplesStop => {
@@ -506,27 +418,23 @@ impl VirtualBackend {
     }
 }
 
-impl Backend for VirtualBackend {
-    type Error = Error;
-
-    fn name(&self) -> &'static str {
-        "qemu"
+impl Clock for Virtual {
+    fn now_ns(&self) -> i64 {
+        self.now_ns
     }
 
-    fn advance_to(&mut self, t_ns: i64) -> Result<(), Error> {
-        let r = self.advance(t_ns);
-        r.map_err(|e| self.session.explain(e))
+    fn advance(&mut self, g: &mut GuestRun, t_ns: i64) -> Result<(), Error> {
+        self.run_to(g, t_ns)
     }
 
-    fn disturb(&mut self, d: &Disturbance) -> Result<Option<f64>, Error> {
-        let r = self.disturb_now(d);
-        r.map_err(|e| self.session.explain(e))
+    fn apply(&mut self, g: &mut GuestRun, d: &Disturbance) -> Result<Option<f64>, Error> {
+        self.disturb_now(g, d)
     }
 
-    fn observe(&mut self) -> Result<Observation, Error> {
+    fn look(&mut self, g: &mut GuestRun) -> Result<Observation, Error> {
         if self.last.is_none() {
             let now = self.now_ns;
-            self.observe_at(now, 0.0).map_err(|e| self.session.explain(e))?;
+            self.observe_at(g, now, 0.0)?;
         }
         let o = self.last.take().expect("observed above");
         Ok(Observation {
@@ -539,11 +447,19 @@ impl Backend for VirtualBackend {
         })
     }
 
-    fn take_observations(&mut self) -> Vec<Observation> {
-        std::mem::take(&mut self.taken)
-    }
-
-    fn drain_events(&mut self) -> Result<Vec<Event>, Error> {
-        Ok(std::mem::take(&mut self.events))
+    /// Timing, the host's wander, the mock's rate.
+    fn info(&self, info: &mut BTreeMap<String, Value>) {
+        info.insert("phc_adjfine_steps_undone_ns".into(), json!(self.undone_steps_ns));
+        if let Some(w) = &self.wander {
+            info.insert("host_wander_stepped_ns".into(), json!(w.stepped_ns));
+            info.insert("host_wander_steps".into(), json!(w.steps));
+        }
+        if let Some(r) = self.mock_rate_ppb {
+            info.insert("mock_rate_ppb".into(), json!(r));
+            info.insert("phc_nominal_ppb".into(), json!(self.phc_ppb));
+        }
+        if !self.pause_step_gaps_ns.is_empty() {
+            info.insert("pause_step_gap_ns".into(), json!(self.pause_step_gaps_ns));
+        }
     }
 }

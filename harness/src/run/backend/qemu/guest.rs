@@ -1,0 +1,235 @@
+//! The core every QEMU backend shares: `GuestRun` (the session, events, the daemon's config and
+//! log, backend facts, observations taken on the way) with the steps that do not depend on time,
+//! and `Guest`, the engine's `Backend` over a `Clock`, which owns how time passes and is measured.
+
+use super::*;
+
+/// How a backend's time passes and its offsets are read: what differs between virtual time, real
+/// time and a nested guest.
+pub trait Clock {
+    /// Scenario time now.
+    fn now_ns(&self) -> i64;
+    /// Lets time pass to scenario time `t_ns`.
+    fn advance(&mut self, g: &mut GuestRun, t_ns: i64) -> Result<(), Error>;
+    /// Starts a disturbance now; `Some` is the scenario time the guest was really back at.
+    fn apply(&mut self, g: &mut GuestRun, d: &Disturbance) -> Result<Option<f64>, Error>;
+    /// Reads the offsets now.
+    fn look(&mut self, g: &mut GuestRun) -> Result<Observation, Error>;
+    /// Reads the daemon's new log lines into events, where they are not brought by `look`.
+    fn poll(&mut self, _g: &mut GuestRun) -> Result<(), Error> {
+        Ok(())
+    }
+    /// Whether the guest answers now (not paused): chronyd's views are read at the end only then.
+    fn running(&self) -> bool {
+        true
+    }
+    /// This clock's own facts for the report.
+    fn info(&self, _info: &mut BTreeMap<String, Value>) {}
+}
+
+/// A scenario's guest: what every clock shares.
+pub struct GuestRun {
+    /// The guest and its agent.
+    pub(crate) session: Session,
+    /// Events since the engine last drained them.
+    pub(crate) events: Vec<Event>,
+    /// chronyd's configuration, when the scenario runs chrony.
+    pub(crate) chrony_conf: Option<String>,
+    /// Whether chronyd's configuration gets the calibration logs (`calibrate`), read at the end.
+    pub(crate) calibrated: bool,
+    chrony_lines_seen: usize,
+    /// chronyd's log as seen so far.
+    pub(crate) chrony: ChronyLog,
+    /// The real phc2sys's command line and output, when the scenario runs phc2sys.
+    pub(crate) phc2sys_argv: Option<Vec<String>>,
+    pub(crate) phc2sys: phc2sys::Phc2sysLog,
+    /// Backend facts for the report.
+    pub(crate) info: BTreeMap<String, Value>,
+    /// Observations made on the way (the guest's offset right before a SYNC step).
+    pub(crate) taken: Vec<Observation>,
+    /// The wall time a call to the agent may take.
+    pub(crate) timeout: Duration,
+    /// The guest's CLOCK_MONOTONIC_RAW at the agent's last answer.
+    pub(crate) last_raw_ns: Option<i64>,
+}
+
+impl GuestRun {
+    /// The booted guest's run, with the boot facts for the report: `accel` as reported, and the
+    /// kernel line where it is the one booted directly.
+    pub fn new(session: Session, bi: &BootInfo, accel: &str, kernel: Option<&QemuOptions>) -> Self {
+        let mut info = BTreeMap::new();
+        info.insert("accel".into(), json!(accel));
+        info.insert("accel_reason".into(), json!(bi.accel_reason));
+        info.insert("image_build_s".into(), json!(bi.image_build_s));
+        info.insert("accel_detect_s".into(), json!(bi.accel_detect_s));
+        if let Some(opts) = kernel {
+            info.insert("kernel_line".into(), json!(opts.kernel_line.name()));
+            info.insert("kernel_release".into(), json!(bi.kernel_release));
+        }
+        info.insert("boot_to_ready_s".into(), json!(round3(session.boot_to_ready.as_secs_f64())));
+        Self {
+            session,
+            events: Vec::new(),
+            chrony_conf: None,
+            calibrated: true,
+            chrony_lines_seen: 0,
+            chrony: ChronyLog::default(),
+            phc2sys_argv: None,
+            phc2sys: phc2sys::Phc2sysLog::default(),
+            info,
+            taken: Vec::new(),
+            timeout: CALL_TIMEOUT,
+            last_raw_ns: None,
+        }
+    }
+
+    /// The scenario's daemons: chronyd reading `chrony_device` (its configuration into the
+    /// report), the real phc2sys reading the igb PHC.
+    pub fn daemons(&mut self, s: &Scenario, chrony_device: &str) {
+        self.chrony_conf = s.world.disciplines.iter().find_map(|d| match d {
+            DisciplineConfig::Chrony(c) => Some(c.chrony_conf(chrony_device)),
+            _ => None,
+        });
+        if let Some(c) = &self.chrony_conf {
+            self.info.insert("chrony_conf".into(), json!(c));
+        }
+        self.phc2sys_argv = s.world.disciplines.iter().find_map(|d| match d {
+            DisciplineConfig::Phc2sys(c) => Some(phc2sys::argv(c, GUEST_PHC)),
+            _ => None,
+        });
+        if let Some(a) = &self.phc2sys_argv {
+            self.info.insert("phc2sys_argv".into(), json!(a.join(" ")));
+        }
+    }
+
+    /// One agent request, allowed `timeout`.
+    pub fn call<T: DeserializeOwned>(&mut self, op: Op) -> Result<T, Error> {
+        let timeout = self.timeout;
+        self.call_within(op, timeout)
+    }
+
+    /// One agent request, allowed `timeout`; the guest's raw clock of its answer is kept.
+    pub fn call_within<T: DeserializeOwned>(&mut self, op: Op, timeout: Duration) -> Result<T, Error> {
+        let request = op.name();
+        let ex = self.session.agent.call(op, Instant::now() + timeout)?;
+        self.last_raw_ns = Some(ex.response.clocks.monotonic_raw_ns);
+        ex.answer(request)
+    }
+
+    /// An event at `t_ns`.
+    pub fn note(&mut self, t_ns: i64, source: &'static str, text: impl Into<String>) {
+        self.events.push(Event { t_ns, source, kind: EventKind::Note(text.into()) });
+    }
+
+    /// Starts the scenario's daemons afresh (after boot or reboot); `now` stamps the notes, `site`
+    /// follows "chronyd started".
+    pub fn start_daemons(&mut self, now: impl Fn() -> i64, site: &str) -> Result<(), Error> {
+        if let Some(conf) = self.chrony_conf.clone() {
+            let conf = if self.calibrated { calibrate::chrony_conf(conf) } else { conf };
+            self.call::<Value>(Op::WriteFile { path: "/etc/chrony.conf".into(), contents: conf })?;
+            self.call::<Value>(Op::Spawn {
+                name: "chronyd".into(),
+                argv: ["chronyd", "-u", "root", "-d", "-f", "/etc/chrony.conf"].map(String::from).to_vec(),
+                log: CHRONY_LOG.into(),
+            })?;
+            self.chrony_lines_seen = 0;
+            self.note(now(), "world", format!("chronyd started{site}"));
+        }
+        if let Some(argv) = self.phc2sys_argv.clone() {
+            self.call::<Value>(Op::Spawn { name: "phc2sys".into(), argv, log: phc2sys::PHC2SYS_LOG.into() })?;
+            self.note(now(), "world", "phc2sys started");
+        }
+        Ok(())
+    }
+
+    /// The daemon's log lines seen at scenario time `t_ns`, as events.
+    pub fn take_lines(&mut self, t_ns: i64, lines: &[&str]) {
+        if self.chrony_conf.is_some() {
+            self.chrony.take(t_ns, lines, &mut self.events);
+        } else if self.phc2sys_argv.is_some() {
+            self.phc2sys.take(t_ns, lines, &mut self.events);
+        }
+    }
+
+    /// Reads chronyd's log and takes its new lines, stamped `now()` when read.
+    pub fn poll_log(&mut self, now: impl Fn() -> i64) -> Result<(), Error> {
+        if self.chrony_conf.is_none() {
+            return Ok(());
+        }
+        let text: String = self.call(Op::ReadFile { path: CHRONY_LOG.into() })?;
+        let t_ns = now();
+        let fresh: Vec<&str> = text.lines().skip(self.chrony_lines_seen).collect();
+        self.chrony_lines_seen += fresh.len();
+        self.chrony.take(t_ns, &fresh, &mut self.events);
+        Ok(())
+    }
+}
+
+/// A scenario's guest on a clock: the engine's `Backend`, every step's error explained by QEMU's
+/// exit where the channel was lost.
+pub struct Guest<C> {
+    pub(super) run: GuestRun,
+    pub(super) clock: C,
+}
+
+impl<C: Clock> Guest<C> {
+    /// Facts for the report: boot, chronyd's own view and log (read while the guest runs), the
+    /// clock's own.
+    pub fn finish(mut self) -> BTreeMap<String, Value> {
+        let g = &mut self.run;
+        if g.chrony_conf.is_some() && self.clock.running() {
+            let mut info = std::mem::take(&mut g.info);
+            chronyc_views(|op| g.call(op), &mut info);
+            if g.calibrated {
+                calibrate::collect(|op| g.call(op), &mut info);
+            }
+            g.info = info;
+            let _ = self.clock.poll(g);
+            g.info.insert("chronyd_log".into(), json!(g.chrony.text.clone()));
+        }
+        if g.phc2sys_argv.is_some() {
+            g.info.insert("phc2sys_log".into(), json!(g.phc2sys.text.clone()));
+        }
+        self.info()
+    }
+
+    /// Backend facts gathered so far (for an aborted run's report too).
+    pub fn info(&self) -> BTreeMap<String, Value> {
+        let mut info = self.run.info.clone();
+        self.clock.info(&mut info);
+        info
+    }
+}
+
+impl<C: Clock> Backend for Guest<C> {
+    type Error = Error;
+
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    fn advance_to(&mut self, t_ns: i64) -> Result<(), Error> {
+        let r = self.clock.advance(&mut self.run, t_ns);
+        r.map_err(|e| self.run.session.explain(e))
+    }
+
+    fn disturb(&mut self, d: &Disturbance) -> Result<Option<f64>, Error> {
+        let r = self.clock.apply(&mut self.run, d);
+        r.map_err(|e| self.run.session.explain(e))
+    }
+
+    fn observe(&mut self) -> Result<Observation, Error> {
+        let r = self.clock.look(&mut self.run);
+        r.map_err(|e| self.run.session.explain(e))
+    }
+
+    fn take_observations(&mut self) -> Vec<Observation> {
+        std::mem::take(&mut self.run.taken)
+    }
+
+    fn drain_events(&mut self) -> Result<Vec<Event>, Error> {
+        let r = self.clock.poll(&mut self.run);
+        r.map_err(|e| self.run.session.explain(e))?;
+        Ok(std::mem::take(&mut self.run.events))
+    }
+}
