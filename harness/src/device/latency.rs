@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use phc::uapi::{PtpSysOffset, PtpSysOffsetExtended, PtpSysOffsetPrecise};
 use phc::{Access, Form, PtpClock, SysClock};
 
-use super::sampler::{sample_measured, Failure, FnCall, Measured, Series};
 pub use super::latency_report::{MethodResult, Report};
+use super::sampler::{sample_measured, Failure, FnCall, Measured, Series};
 use super::{emit, to_json, DeviceError, Exit, Format, LatencyOptions};
 use crate::model::stats::summarize;
 
