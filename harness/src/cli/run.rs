@@ -207,8 +207,9 @@ pub fn run(args: RunArgs) -> Exit {
         }
     });
     printer.finish();
-    if ran > 0 {
-        // The one line that says where every report of this run went, however it printed.
+    if ran > 0 && output::stdout_open() {
+        // The one line that says where every report of this run went, however it printed (not
+        // after a stdout that failed: that is said in its own one line, or not at all).
         say!(
             "phc-harness: {ran} run(s); reports (report.json, report.md, report.txt, plot.svg) in {}",
             args.out.display()

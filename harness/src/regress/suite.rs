@@ -194,8 +194,6 @@ pub fn run(
     Ok((summary, stopped))
 }
 
-/// One scenario on this machine's PHC; a failure after the start gives an aborted report.
-
 /// Writes `summary.json`, `index.md`, `index.html`, `junit.xml` and `results.ktap` into the
 /// suite folder, each atomically (written beside, then renamed into place).
 pub fn write_suite_files(dir: &Path, s: &Summary) -> Result<(), SuiteError> {

@@ -286,3 +286,34 @@ pub fn run(
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::backend::qemu::ClockMode;
+
+    fn qemu(clock: ClockMode, auto_clock: bool) -> Backend {
+        let mut opts = QemuOptions::new("agent".into());
+        opts.clock = clock;
+        Backend::Qemu { opts, observe_s: None, auto_clock }
+    }
+
+    fn builtin(name: &str) -> Scenario {
+        runner::builtin(name).expect("built in").expect("valid")
+    }
+
+    #[test]
+    fn a_scenario_that_needs_real_time_gets_it_only_where_no_clock_was_chosen() {
+        let restore = builtin("snapshot-restore");
+        let (clock, why) = qemu(ClockMode::Virtual, true).clock_for(&restore).expect("real time chosen");
+        assert_eq!(clock, ClockMode::Real);
+        assert!(why.contains("snapshot_restore"), "{why}");
+        assert_eq!(qemu(ClockMode::Virtual, true).unsupported(&restore), None);
+        // --clock virtual given: kept, and the run is refused with the reason.
+        assert!(qemu(ClockMode::Virtual, false).clock_for(&restore).is_none());
+        assert!(qemu(ClockMode::Virtual, false).unsupported(&restore).is_some());
+        // Nothing to choose for a scenario virtual time runs, or on the sim.
+        assert!(qemu(ClockMode::Virtual, true).clock_for(&builtin("azure-pause-30s")).is_none());
+        assert!(Backend::Sim.clock_for(&restore).is_none());
+    }
+}
