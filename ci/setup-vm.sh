@@ -1,21 +1,28 @@
 #!/usr/bin/env bash
-# Idempotent setup of what the QEMU backend needs on a Debian bookworm host:
-# QEMU 10 from bookworm-backports (for `-device igb`), busybox-static, chrony and linuxptp for the
-# guest image, and two Debian kernel lines unpacked into cache folders (`--kernel-line`):
-#   6.12  bookworm's 6.12 (bookworm-security / bookworm-backports)  ->  $PHC_CACHE/kernel
+# Idempotent setup of what the QEMU backend needs on its host: QEMU 10 or newer (for `-device igb`
+# with its PHC, and `-device vmclock`), busybox-static, chrony and linuxptp for the guest image,
+# and two Debian kernel lines unpacked into cache folders (`--kernel-line`):
+#   6.12  bookworm's 6.12 (bookworm-security)                      ->  $PHC_CACHE/kernel
 #   7.2   trixie-backports' 7.2 (the vmclock driver, ptp_vmclock)  ->  $PHC_CACHE/kernel-7.2
-# A second run is a no-op. The 7.2 packages come from a private apt configuration under
-# $PHC_CACHE/apt-trixie-backports: the host's own apt sources never name trixie, so nothing on
-# this bookworm host can be upgraded from it by accident.
+# Hosts (the host's own packages; the kernels are the guest's, always from Debian's archive):
+#   Debian 12 bookworm  QEMU from bookworm-backports, the rest from bookworm
+#   Debian 13 trixie    everything from trixie
+#   Ubuntu 24.04 noble  chrony, linuxptp (universe), busybox-static from noble; noble's QEMU is
+#                       8.2, so a QEMU 10 or newer must be first in PATH (see README.md)
+# A qemu-system-x86_64 of version 10 or newer already first in PATH is used on any supported
+# host, whatever its source. Any other host stops with one line saying what to provide.
+# A second run is a no-op. The kernels come through private apt configurations under
+# $PHC_CACHE/apt-* (on a bookworm host the 6.12 from its own sources): the host's own apt sources
+# never name another release, so nothing on the host can be upgraded from it by accident.
 #
 # Environment: PHC_CACHE (default /var/cache/phc-harness); PHC_KERNEL_LINES (default "6.12 7.2")
 # picks the lines to set up; PHC_KERNEL_PKG pins the 6.12 package, PHC_KERNEL_72_VERSION the 7.2
-# release (e.g. 7.2.12+deb13-amd64). Needs root (apt, /etc/apt).
+# release (e.g. 7.2.12+deb13-amd64); PHC_DEBIAN_MIRROR and PHC_DEBIAN_SECURITY_MIRROR the Debian
+# archive the kernels come from (default: the host's Debian mirror, else deb.debian.org).
+# Needs root (apt, /etc/apt).
 set -euo pipefail
 
 CACHE="${PHC_CACHE:-/var/cache/phc-harness}"
-BPO_FILE=/etc/apt/sources.list.d/bookworm-backports.sources
-BPO_PACKAGES=(qemu-system-x86)
 PACKAGES=(busybox-static chrony linuxptp kmod cpio xz-utils zstd file binutils)
 # The generic flavour only (not the -rt- or -cloud- ones). PHC_KERNEL_PKG pins a package.
 KERNEL_PATTERN='^linux-image-6\.12\.[0-9]+\+[^-]+-amd64-unsigned$'
@@ -23,16 +30,69 @@ KERNEL_PATTERN='^linux-image-6\.12\.[0-9]+\+[^-]+-amd64-unsigned$'
 # (linux-modules-*) and config/System.map (linux-base-*). Generic flavour only.
 KERNEL72_PATTERN='^linux-binary-unsigned-7\.2\.[0-9]+\+[^-]+-amd64$'
 KERNEL_LINES=${PHC_KERNEL_LINES:-6.12 7.2}
+QEMU_MIN=10
 
 log() { printf 'setup-vm: %s\n' "$*"; }
 die() { printf 'setup-vm: error: %s\n' "$*" >&2; exit 1; }
 trap 'die "failed at line $LINENO: $BASH_COMMAND"' ERR
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (installs packages)"
-command -v apt-get >/dev/null || die "apt-get not found: this script supports Debian only"
-# shellcheck source=/dev/null
-codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
-[[ $codename == bookworm ]] || die "expected Debian bookworm, found '${codename:-unknown}'"
+
+# --- 0. the host -------------------------------------------------------------------------------
+os_id=unknown
+codename=
+pretty=unknown
+if [[ -r /etc/os-release ]]; then
+    # shellcheck source=/dev/null
+    os_id=$(. /etc/os-release && echo "${ID:-unknown}")
+    # shellcheck source=/dev/null
+    codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+    # shellcheck source=/dev/null
+    pretty=$(. /etc/os-release && echo "${PRETTY_NAME:-$os_id}")
+fi
+
+# The major version of the qemu-system-x86_64 first in PATH, or nothing.
+qemu_major() {
+    local v
+    v=$(qemu-system-x86_64 --version 2>/dev/null | head -n1) || return 0
+    if [[ $v =~ version\ ([0-9]+)\. ]]; then printf '%s\n' "${BASH_REMATCH[1]}"; fi
+    return 0
+}
+qemu_path_ok() {
+    local m
+    m=$(qemu_major)
+    [[ -n $m ]] && ((m >= QEMU_MIN))
+}
+
+# How this host gets QEMU: an apt suite (bookworm-backports), "main" (the default suites), or
+# "path" (a QEMU 10 or newer already first in PATH, or required there).
+UNSUPPORTED_HELP="the QEMU backend's set-up supports Debian 12 (bookworm), Debian 13 (trixie) and \
+Ubuntu 24.04 (noble); elsewhere provide it yourself: QEMU $QEMU_MIN or newer as \
+qemu-system-x86_64 first in PATH, chronyd/chronyc and phc2sys/phc_ctl in /usr/sbin and /usr/bin, \
+a static busybox at /bin/busybox, and the guest kernels in PHC_CACHE (copy a PHC_CACHE this \
+script prepared on a supported host, or give each command --kernel-deb FILE.deb)"
+qemu_from=
+case "$os_id/$codename" in
+    debian/bookworm) qemu_from=bookworm-backports ;;
+    debian/trixie) qemu_from=main ;;
+    ubuntu/noble) qemu_from=path ;;
+    *) die "unsupported host '$pretty': $UNSUPPORTED_HELP" ;;
+esac
+command -v apt-get >/dev/null || die "apt-get not found on '$pretty': $UNSUPPORTED_HELP"
+if qemu_path_ok; then
+    qemu_from=path
+elif [[ $qemu_from == path ]]; then
+    have=$(qemu_major)
+    die "'$pretty' ships QEMU 8.2 (qemu-system-x86_64 in PATH: ${have:-none}); the QEMU backend \
+needs $QEMU_MIN or newer: put a qemu-system-x86_64 of version $QEMU_MIN or newer first in PATH \
+(QEMU's source: ./configure --target-list=x86_64-softmmu && make && make install, into \
+/usr/local/bin) and run this script again"
+fi
+if [[ $qemu_from == path ]]; then
+    log "host: $pretty; QEMU: $(command -v qemu-system-x86_64) (first in PATH)"
+else
+    log "host: $pretty; QEMU: qemu-system-x86 from $qemu_from"
+fi
 
 export DEBIAN_FRONTEND=noninteractive
 apt_updated=0
@@ -50,82 +110,108 @@ backports_configured() {
         /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null
 }
 
-# The mirror URL the host already uses for the main bookworm suite (deb822 or one-line format).
+# The mirror URL the host already uses for its main Debian suite (deb822 or one-line format).
 debian_mirror() {
     local f
     for f in /etc/apt/sources.list.d/*.sources; do
         [[ -f $f ]] || continue
-        awk '
+        awk -v want="$codename" '
             /^[[:space:]]*$/ { if (uri != "" && suite) { print uri; exit } uri = ""; suite = 0; next }
             /^URIs:/ { uri = $2 }
-            /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == "bookworm") suite = 1 }
+            /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == want) suite = 1 }
             END { if (uri != "" && suite) print uri }
         ' "$f" | head -n1
     done
     for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
         [[ -f $f ]] || continue
-        awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i !~ /^\[/ && $i ~ /:\/\//) {
-                 if ($(i + 1) == "bookworm") print $i; break } }' "$f"
+        awk -v want="$codename" '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i !~ /^\[/ && $i ~ /:\/\//) {
+                 if ($(i + 1) == want) print $i; break } }' "$f"
     done
 }
 
-# --- 1. bookworm-backports -------------------------------------------------------------------
-if backports_configured; then
-    log "bookworm-backports: already configured"
-else
-    mirror=$(debian_mirror | head -n1)
-    [[ -n $mirror ]] || die "no apt source for suite 'bookworm' found; cannot derive a mirror"
-    log "bookworm-backports: adding $BPO_FILE (mirror $mirror)"
-    cat >"$BPO_FILE" <<EOF
+# The Debian archive the guest kernels come from: PHC_DEBIAN_MIRROR, else the host's own Debian
+# mirror, else deb.debian.org (an Ubuntu host).
+kernel_mirror() {
+    local m=${PHC_DEBIAN_MIRROR:-}
+    if [[ -z $m && $os_id == debian ]]; then m=$(debian_mirror | head -n1); fi
+    printf '%s\n' "${m:-http://deb.debian.org/debian}"
+}
+
+# --- 1. bookworm-backports (Debian 12 only) --------------------------------------------------
+if [[ $qemu_from == bookworm-backports ]]; then
+    if backports_configured; then
+        log "bookworm-backports: already configured"
+    else
+        BPO_FILE=/etc/apt/sources.list.d/bookworm-backports.sources
+        mirror=$(debian_mirror | head -n1)
+        [[ -n $mirror ]] || die "no apt source for suite 'bookworm' found; cannot derive a mirror"
+        log "bookworm-backports: adding $BPO_FILE (mirror $mirror)"
+        cat >"$BPO_FILE" <<EOF
 Types: deb
 URIs: $mirror
 Suites: bookworm-backports
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
-    apt_updated=0
-    apt_update
+        apt_updated=0
+        apt_update
+    fi
 fi
 
 # --- 2. packages -------------------------------------------------------------------------------
 installed() { [[ $(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null) == installed ]]; }
 
-missing_bpo=()
-for p in "${BPO_PACKAGES[@]}"; do installed "$p" || missing_bpo+=("$p"); done
+# Ubuntu: the Debian archive's keyring (universe), for the guest kernels' private apt sources.
+if [[ $os_id == ubuntu ]]; then PACKAGES+=(debian-archive-keyring); fi
+want_qemu=0
+if [[ $qemu_from != path ]] && ! installed qemu-system-x86; then want_qemu=1; fi
 missing=()
 for p in "${PACKAGES[@]}"; do installed "$p" || missing+=("$p"); done
 
-chronyd_before=$(pgrep -x chronyd || true)
-if ((${#missing_bpo[@]} + ${#missing[@]} == 0)); then
-    log "packages: already installed (${BPO_PACKAGES[*]} ${PACKAGES[*]})"
+# Running chronyd processes, from /proc (a minimal system has no pgrep before procps).
+chronyd_pids() { grep -lx chronyd /proc/[0-9]*/comm 2>/dev/null || true; }
+chronyd_before=$(chronyd_pids)
+if ((want_qemu + ${#missing[@]} == 0)); then
+    log "packages: already installed (${PACKAGES[*]})"
 else
     apt_update
-    if ((${#missing_bpo[@]})); then
-        log "installing from bookworm-backports: ${missing_bpo[*]}"
-        apt-get install -y -qq --no-install-recommends -t bookworm-backports "${missing_bpo[@]}" \
-            >/dev/null || die "installing ${missing_bpo[*]} from bookworm-backports failed"
+    if ((want_qemu)); then
+        target=()
+        if [[ $qemu_from != main ]]; then target=(-t "$qemu_from"); fi
+        log "installing qemu-system-x86 from $qemu_from"
+        apt-get install -y -qq --no-install-recommends "${target[@]}" qemu-system-x86 \
+            >/dev/null || die "installing qemu-system-x86 from $qemu_from failed"
     fi
     if ((${#missing[@]})); then
+        hint=
+        if [[ $os_id == ubuntu ]]; then hint=" (linuxptp and debian-archive-keyring are in universe: enable it)"; fi
         log "installing: ${missing[*]}"
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
-            || die "installing ${missing[*]} failed"
+            || die "installing ${missing[*]} failed$hint"
     fi
 fi
 
 # chrony is installed for its binaries (copied into the guest image). Where the package's
 # maintainer scripts started the host's own chronyd, stop it again: the tests must never steer
 # the host clock.
-if [[ -z $chronyd_before ]] && pgrep -x chronyd >/dev/null; then
+if [[ -z $chronyd_before && -n $(chronyd_pids) ]]; then
     log "stopping the host chronyd the chrony package just started"
-    invoke-rc.d chrony stop >/dev/null 2>&1 || pkill -x chronyd || true
+    if ! invoke-rc.d chrony stop >/dev/null 2>&1; then
+        for c in $(chronyd_pids); do
+            c=${c#/proc/}
+            kill "${c%/comm}" 2>/dev/null || true
+        done
+    fi
 fi
 
-qemu_ver=$(dpkg-query -W -f='${Version}' qemu-system-x86)
-if ! [[ $qemu_ver =~ ^([0-9]+:)?([0-9]+) ]] || ((BASH_REMATCH[2] < 10)); then
-    die "qemu-system-x86 $qemu_ver is older than 10 (no -device igb)"
-fi
+qemu_ver=$(qemu-system-x86_64 --version 2>/dev/null | head -n1) || die "qemu-system-x86_64 does not run"
+qemu_path_ok || die "$qemu_ver: older than $QEMU_MIN (the QEMU backend needs $QEMU_MIN or newer)"
+qemu_ver=${qemu_ver#QEMU emulator version }
 devices=$(qemu-system-x86_64 -device help 2>/dev/null) || die "qemu-system-x86_64 does not run"
 [[ $devices == *'"igb"'* ]] || die "qemu-system-x86_64 has no igb device"
+for b in /bin/busybox /usr/sbin/chronyd /usr/bin/chronyc /usr/sbin/phc2sys /usr/sbin/phc_ctl; do
+    [[ -x $b ]] || die "$b missing after the install (the guest image copies it)"
+done
 
 # --- 3. guest kernels --------------------------------------------------------------------------
 # unpack_kernel DIR KVER DEB...: unpacks the packages, checks the image and modules are there
@@ -178,31 +264,68 @@ download_dir() {
     printf '%s\n' "$t"
 }
 
-# --- 3a. 6.12 (bookworm) -> $CACHE/kernel -----------------------------------------------------
+# private_apt NAME URI SUITE: a private apt configuration under $CACHE/apt-NAME naming only
+# SUITE of the Debian archive at URI, its lists updated; sets APT_O to the options that use it.
+# The host's own sources and preferences never see it.
+APT_O=()
+private_apt() {
+    local name=$1 uri=$2 suite=$3 apt="$CACHE/apt-$1"
+    mkdir -p "$apt/etc/sources.list.d" "$apt/etc/preferences.d" "$apt/lists/partial" \
+        "$apt/cache/archives/partial"
+    : >"$apt/etc/sources.list"
+    printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: %s\n' "$uri" "$suite" \
+        /usr/share/keyrings/debian-archive-keyring.gpg >"$apt/etc/sources.list.d/$name.sources"
+    APT_O=(-o "Dir::Etc::SourceList=$apt/etc/sources.list"
+        -o "Dir::Etc::SourceParts=$apt/etc/sources.list.d" -o "Dir::State::Lists=$apt/lists"
+        -o "Dir::Cache=$apt/cache" -o "Dir::Etc::Preferences=/dev/null"
+        -o "Dir::Etc::PreferencesParts=$apt/etc/preferences.d" -o "APT::Architectures::=amd64")
+    log "apt-get update ($suite from $uri, private lists in $apt)"
+    apt-get "${APT_O[@]}" update -qq || die "apt-get update of $suite ($uri) failed"
+}
+
+# newest_candidate PREFIX PATTERN: the newest package whose name starts with PREFIX and matches
+# PATTERN that the configured suites still offer (the lists also name superseded ones with no
+# candidate), with APT_O's configuration.
+newest_candidate() {
+    local p policy
+    for p in $(apt-cache "${APT_O[@]}" pkgnames "$1" | grep -E "$2" | sort -rV); do
+        # Captured, not piped into grep -q: with pipefail an early grep exit fails the pipe.
+        policy=$(apt-cache "${APT_O[@]}" policy "$p")
+        if [[ $policy =~ Candidate:\ [0-9] ]]; then
+            printf '%s\n' "$p"
+            return
+        fi
+    done
+}
+
+# --- 3a. 6.12 (bookworm-security) -> $CACHE/kernel --------------------------------------------
 setup_612() {
-    local dir="$CACHE/kernel" pkg p policy kver tmp
+    local dir="$CACHE/kernel" pkg kver tmp sec
     if kernel_cached "$dir"; then
         log "kernel 6.12: already cached ($(<"$dir/VERSION") in $dir)"
         return
     fi
-    apt_update
-    # Newest 6.12 unsigned image that a configured suite still offers (bookworm-security or
-    # bookworm-backports); the package lists also name superseded ones with no candidate.
-    pkg=${PHC_KERNEL_PKG:-}
-    if [[ -z $pkg ]]; then
-        for p in $(apt-cache pkgnames linux-image-6.12 | grep -E "$KERNEL_PATTERN" | sort -rV); do
-            # Captured, not piped into grep -q: with pipefail an early grep exit fails the pipe.
-            policy=$(apt-cache policy "$p")
-            if [[ $policy =~ Candidate:\ [0-9] ]]; then pkg=$p; break; fi
-        done
+    mkdir -p "$CACHE"
+    if [[ $os_id/$codename == debian/bookworm ]]; then
+        # The host's own suites: bookworm-security (and bookworm-backports) carry it.
+        APT_O=()
+        apt_update
+    else
+        sec=${PHC_DEBIAN_SECURITY_MIRROR:-}
+        if [[ -z $sec ]]; then
+            sec=$(kernel_mirror)
+            sec=${sec%/}-security
+        fi
+        private_apt bookworm-security "$sec" bookworm-security
     fi
+    pkg=${PHC_KERNEL_PKG:-}
+    [[ -n $pkg ]] || pkg=$(newest_candidate linux-image-6.12 "$KERNEL_PATTERN")
     [[ -n $pkg ]] || die "no linux-image-6.12.*-amd64-unsigned package available"
     kver=${pkg#linux-image-}
     kver=${kver%-unsigned}
     log "kernel 6.12: downloading $pkg"
     tmp=$(download_dir)
-    (cd "$tmp" && apt-get download -qq "$pkg") || die "apt-get download $pkg failed"
-    mkdir -p "$CACHE"
+    (cd "$tmp" && apt-get "${APT_O[@]}" download -qq "$pkg") || die "apt-get download $pkg failed"
     unpack_kernel "$dir" "$kver" "$tmp"/*.deb
     rm -rf "$tmp"
     log "kernel 6.12: $kver cached in $dir"
@@ -210,43 +333,23 @@ setup_612() {
 
 # --- 3b. 7.2 (trixie-backports, private apt configuration) -> $CACHE/kernel-7.2 ---------------
 setup_72() {
-    local dir="$CACHE/kernel-7.2" apt="$CACHE/apt-trixie-backports" kver p policy tmp
+    local dir="$CACHE/kernel-7.2" kver p tmp
     if kernel_cached "$dir"; then
         log "kernel 7.2: already cached ($(<"$dir/VERSION") in $dir)"
         return
     fi
-    local mirror
-    mirror=$(debian_mirror | head -n1)
-    [[ -n $mirror ]] || die "no apt source for suite 'bookworm' found; cannot derive a mirror"
-    mkdir -p "$apt/etc/sources.list.d" "$apt/etc/preferences.d" "$apt/lists/partial" \
-        "$apt/cache/archives/partial"
-    : >"$apt/etc/sources.list"
-    cat >"$apt/etc/sources.list.d/trixie-backports.sources" <<EOF
-Types: deb
-URIs: $mirror
-Suites: trixie-backports
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
-    local -a o=(-o "Dir::Etc::SourceList=$apt/etc/sources.list"
-        -o "Dir::Etc::SourceParts=$apt/etc/sources.list.d" -o "Dir::State::Lists=$apt/lists"
-        -o "Dir::Cache=$apt/cache" -o "Dir::Etc::Preferences=/dev/null"
-        -o "Dir::Etc::PreferencesParts=$apt/etc/preferences.d" -o "APT::Architectures::=amd64")
-    log "kernel 7.2: apt-get update (trixie-backports, private lists in $apt)"
-    apt-get "${o[@]}" update -qq || die "apt-get update of trixie-backports failed"
+    mkdir -p "$CACHE"
+    private_apt trixie-backports "$(kernel_mirror)" trixie-backports
     kver=${PHC_KERNEL_72_VERSION:-}
     if [[ -z $kver ]]; then
-        for p in $(apt-cache "${o[@]}" pkgnames linux-binary-unsigned-7.2 | grep -E "$KERNEL72_PATTERN" \
-            | sort -rV); do
-            policy=$(apt-cache "${o[@]}" policy "$p")
-            if [[ $policy =~ Candidate:\ [0-9] ]]; then kver=${p#linux-binary-unsigned-}; break; fi
-        done
+        p=$(newest_candidate linux-binary-unsigned-7.2 "$KERNEL72_PATTERN")
+        kver=${p#linux-binary-unsigned-}
     fi
     [[ -n $kver ]] || die "trixie-backports offers no linux-binary-unsigned-7.2.*-amd64 package"
     local -a pkgs=("linux-binary-unsigned-$kver" "linux-modules-$kver" "linux-base-$kver")
     log "kernel 7.2: downloading ${pkgs[*]}"
     tmp=$(download_dir)
-    (cd "$tmp" && apt-get "${o[@]}" download -qq "${pkgs[@]}") \
+    (cd "$tmp" && apt-get "${APT_O[@]}" download -qq "${pkgs[@]}") \
         || die "apt-get download ${pkgs[*]} failed"
     unpack_kernel "$dir" "$kver" "$tmp"/*.deb
     rm -rf "$tmp"

@@ -2,6 +2,7 @@
 # The project's test command: lint, unit/property/snapshot tests, CLI tests, benchmarks built.
 # Usage: ci/test.sh                 (what CI runs: everything, VM stage included; needs root)
 #        PHC_SKIP_VM=1 ci/test.sh   (no VM stage, for quick local runs; says so)
+#        PHC_HOST_CHECKS=1 ci/test.sh  (adds the Debian 13 host check, ci/host-trixie.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -68,6 +69,20 @@ fi
 # still run (and say so).
 bash ci/setup-browser.sh || echo "setup-browser: could not install a headless browser; the browser check will say it skipped"
 bash ci/check-suite.sh "$suite_dir"
+
+stage "package: the .deb (ci/build-deb.sh), its contents, run and probe from an extracted copy"
+start=$(date +%s)
+bash ci/check-deb.sh
+echo "package stage: $(( $(date +%s) - start )) s wall"
+
+if [ "${PHC_HOST_CHECKS:-0}" = 1 ]; then
+  # Off by default: it downloads a Debian 13 chroot, QEMU and the guest kernels (a few hundred MB).
+  stage "hosts: Debian 13 (trixie) chroot: apt install the .deb, setup-vm.sh, a QEMU scenario"
+  bash ci/host-trixie.sh
+else
+  stage "hosts"
+  echo "skipped: PHC_HOST_CHECKS=1 runs ci/host-trixie.sh (a Debian 13 chroot: the package, the set-up, a QEMU scenario)"
+fi
 
 if [ "${PHC_SKIP_VM:-0}" = 1 ]; then
   stage "VM stage"

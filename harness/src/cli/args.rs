@@ -237,9 +237,12 @@ pub struct BackendArgs {
     /// QEMU backend: the guest's time. `virtual` (TCG, icount with sleep=off) runs faster than
     /// real time and measures offsets inside the guest against the igb PHC, which is the host
     /// clock; `real` runs in wall-clock time with the harness feeding host time (the cross-check,
-    /// and the only choice with KVM or `--phc ptp-kvm`).
-    #[arg(long, value_enum, default_value_t = ClockMode::Virtual)]
-    pub clock: ClockMode,
+    /// and the only choice with KVM or `--phc ptp-kvm`). Default: virtual, except real for
+    /// `--phc ptp-kvm` and, with `run`, for a scenario that needs real time (a snapshot
+    /// restore); the choice is said on stderr. Given, it is kept (and what it cannot run is not
+    /// run).
+    #[arg(long, value_enum)]
+    pub clock: Option<ClockMode>,
     /// The QEMU backend's options.
     #[command(flatten)]
     pub qemu: QemuArgs,
@@ -253,7 +256,13 @@ impl BackendArgs {
     /// missing agent binary, a kernel that is no kernel or a device that cannot be opened is
     /// one line before anything runs, not a batch of aborted runs. `observe_s` shortens the
     /// guest's window. Keep the returned kernel folder alive while the backends run.
-    pub fn backends(&self, observe_s: Option<f64>) -> Result<(Vec<Backend>, Option<KernelDir>), String> {
+    /// `per_scenario_clock` (`run`, where every scenario was asked for by name): without
+    /// `--clock`, a scenario that needs real time gets it (`Backend::clock_for`).
+    pub fn backends(
+        &self,
+        observe_s: Option<f64>,
+        per_scenario_clock: bool,
+    ) -> Result<(Vec<Backend>, Option<KernelDir>), String> {
         no_repeats("--backend", &self.backend)?;
         let mut kernel = None;
         let mut out = Vec::new();
@@ -261,12 +270,13 @@ impl BackendArgs {
             out.push(match b {
                 BackendArg::Sim => Backend::Sim,
                 BackendArg::Qemu => {
-                    let (opts, k) = self.qemu.options(self.clock)?;
+                    let clock = self.clock_for_phc();
+                    let (opts, k) = self.qemu.options(clock)?;
                     kernel = k;
                     // A Ctrl-C (or `timeout`'s SIGTERM) then ends a guest's run through the
                     // normal path: an aborted report, QEMU killed, temp files removed.
                     crate::run::backend::qemu::prepare_process();
-                    Backend::Qemu { opts, observe_s }
+                    Backend::Qemu { opts, observe_s, auto_clock: per_scenario_clock && self.clock.is_none() }
                 }
                 BackendArg::Local => {
                     if let Err(e) = phc_qemu::signals::install() {
@@ -281,5 +291,18 @@ impl BackendArgs {
             });
         }
         Ok((out, kernel))
+    }
+
+    /// The QEMU backend's clock: `--clock` as given; without it real time for `--phc ptp-kvm`
+    /// (which only runs there, and says so), else virtual time.
+    fn clock_for_phc(&self) -> ClockMode {
+        match self.clock {
+            Some(c) => c,
+            None if self.qemu.phc == Some(GuestPhc::PtpKvm) => {
+                say!("phc-harness: note: --phc ptp-kvm runs in real time: using --clock real");
+                ClockMode::Real
+            }
+            None => ClockMode::Virtual,
+        }
     }
 }

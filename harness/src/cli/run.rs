@@ -142,14 +142,27 @@ pub fn run(args: RunArgs) -> Exit {
         say!("phc-harness: note: --observe-s applies to the qemu backend only");
     }
     // The user's kernel, unpacked for a QEMU run, lives until the runs are done.
-    let (backends, _kernel) = match args.backends.backends(args.observe_s) {
+    let (backends, _kernel) = match args.backends.backends(args.observe_s, true) {
         Ok(v) => v,
         Err(e) => return usage(e),
     };
+    for s in &scenarios {
+        for b in &backends {
+            if let Some((clock, why)) = b.clock_for(s) {
+                say!(
+                    "phc-harness: note: {} runs on {} with --clock {} ({why}; --clock virtual forces virtual time)",
+                    s.name,
+                    b.name(),
+                    clock.name()
+                );
+            }
+        }
+    }
     let tty = std::io::stderr().is_terminal();
     let mut printer = Printer { format: args.format, items: 0 };
     let mut exit = Exit::Ok;
     let mut not_run = 0;
+    let mut ran = 0;
     let opts = batch::Options { out: args.out.clone(), full_series: args.full_series, progress: true };
     let stopped = batch::run(&scenarios, &backends, &opts, |step| match step {
         Step::Start { .. } => {}
@@ -158,6 +171,7 @@ pub fn run(args: RunArgs) -> Exit {
             not_run += 1;
         }
         Step::Ran { scenario, report, dir, took } => {
+            ran += 1;
             if matches!(report.verdict, Verdict::Fail | Verdict::Aborted) {
                 exit = exit.max(Exit::CheckFailed);
             }
@@ -193,6 +207,14 @@ pub fn run(args: RunArgs) -> Exit {
         }
     });
     printer.finish();
+    if ran > 0 && output::stdout_open() {
+        // The one line that says where every report of this run went, however it printed (not
+        // after a stdout that failed: that is said in its own one line, or not at all).
+        say!(
+            "phc-harness: {ran} run(s); reports (report.json, report.md, report.txt, plot.svg) in {}",
+            args.out.display()
+        );
+    }
     match stopped {
         Err(e) => return usage(e),
         Ok(Some(sig)) => {

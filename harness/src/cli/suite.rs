@@ -91,7 +91,7 @@ pub fn suite(args: SuiteArgs) -> Exit {
         }
     }
     // The user's kernel, unpacked for a QEMU run, lives until the runs are done.
-    let (backends, _kernel) = match args.backends.backends(None) {
+    let (backends, _kernel) = match args.backends.backends(None, false) {
         Ok(v) => v,
         Err(e) => return usage(e),
     };

@@ -29,6 +29,9 @@ pub enum Backend {
         /// A shorter observation window for the guest than the scenario's (real time is slow);
         /// the sim always observes the scenario's whole window, so the two stay comparable.
         observe_s: Option<f64>,
+        /// The user chose no clock: a scenario that needs real time (`qemu::needs_real_time`)
+        /// runs in it although `opts.clock` is virtual.
+        auto_clock: bool,
     },
     /// This machine's own PHC and daemon, in wall-clock time.
     Local {
@@ -58,12 +61,33 @@ impl Backend {
         s
     }
 
+    /// The QEMU clock `s` runs in when it differs from the one asked for, with the reason:
+    /// only where the user chose no clock (`auto_clock`) and the scenario needs real time.
+    pub fn clock_for(&self, s: &Scenario) -> Option<(qemu::ClockMode, String)> {
+        match self {
+            Self::Qemu { opts, auto_clock: true, .. } if opts.clock != qemu::ClockMode::Real => {
+                qemu::needs_real_time(s).map(|why| (qemu::ClockMode::Real, why))
+            }
+            _ => None,
+        }
+    }
+
+    /// The QEMU options `s` runs with (`clock_for`'s clock, where it chose one).
+    fn qemu_opts(&self, opts: &QemuOptions, s: &Scenario) -> QemuOptions {
+        let mut o = opts.clone();
+        if let Some((clock, _)) = self.clock_for(s) {
+            o.clock = clock;
+        }
+        o
+    }
+
     /// Why this backend cannot run `s`, or `None` when it can: the one place that decides.
     pub fn unsupported(&self, s: &Scenario) -> Option<String> {
         match self {
             Self::Sim => None,
             Self::Qemu { opts, .. } => {
                 let s = self.scenario(s);
+                let opts = self.qemu_opts(opts, &s);
                 qemu::unsupported(&s, opts.clock, GuestPhc::for_scenario(opts.phc, &s))
             }
             Self::Local { allow_clock_writes, .. } => local::unsupported(s, *allow_clock_writes),
@@ -76,7 +100,10 @@ impl Backend {
     fn run(&self, s: &Scenario, progress: bool) -> Result<Report, mock_phc::Error> {
         Ok(match self {
             Self::Sim => runner::run_sim(s)?,
-            Self::Qemu { opts, .. } => runner::run_qemu_or_abort(&self.scenario(s), opts, progress),
+            Self::Qemu { opts, .. } => {
+                let s = self.scenario(s);
+                runner::run_qemu_or_abort(&s, &self.qemu_opts(opts, &s), progress)
+            }
             Self::Local { device, allow_clock_writes } => run_local(s, device, *allow_clock_writes),
         })
     }
@@ -258,4 +285,35 @@ pub fn run(
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::backend::qemu::ClockMode;
+
+    fn qemu(clock: ClockMode, auto_clock: bool) -> Backend {
+        let mut opts = QemuOptions::new("agent".into());
+        opts.clock = clock;
+        Backend::Qemu { opts, observe_s: None, auto_clock }
+    }
+
+    fn builtin(name: &str) -> Scenario {
+        runner::builtin(name).expect("built in").expect("valid")
+    }
+
+    #[test]
+    fn a_scenario_that_needs_real_time_gets_it_only_where_no_clock_was_chosen() {
+        let restore = builtin("snapshot-restore");
+        let (clock, why) = qemu(ClockMode::Virtual, true).clock_for(&restore).expect("real time chosen");
+        assert_eq!(clock, ClockMode::Real);
+        assert!(why.contains("snapshot_restore"), "{why}");
+        assert_eq!(qemu(ClockMode::Virtual, true).unsupported(&restore), None);
+        // --clock virtual given: kept, and the run is refused with the reason.
+        assert!(qemu(ClockMode::Virtual, false).clock_for(&restore).is_none());
+        assert!(qemu(ClockMode::Virtual, false).unsupported(&restore).is_some());
+        // Nothing to choose for a scenario virtual time runs, or on the sim.
+        assert!(qemu(ClockMode::Virtual, true).clock_for(&builtin("azure-pause-30s")).is_none());
+        assert!(Backend::Sim.clock_for(&restore).is_none());
+    }
 }

@@ -128,16 +128,22 @@ impl ClockMode {
     }
 }
 
-/// The guest agent binary: `--agent-bin`, else `PHC_AGENT_BIN`, else what ci/build-agent.sh builds.
+/// The guest agent binary: `--agent-bin`, else `PHC_AGENT_BIN`, else what ci/build-agent.sh builds
+/// (under `CARGO_TARGET_DIR`, then `./target`), else the Debian package's copy
+/// (`/usr/lib/phc-harness/phc-harness-guest`, with `mock-phc-guest` beside it).
 pub fn find_agent_bin(explicit: Option<PathBuf>) -> Result<PathBuf, Error> {
     let candidates: Vec<PathBuf> = explicit
         .into_iter()
         .chain(std::env::var_os("PHC_AGENT_BIN").map(PathBuf::from))
         .chain(std::env::var_os("CARGO_TARGET_DIR").map(|d| PathBuf::from(d).join(GUEST_REL)))
         .chain(std::iter::once(PathBuf::from("target").join(GUEST_REL)))
+        .chain(std::iter::once(PathBuf::from(PACKAGED_AGENT)))
         .collect();
     candidates.iter().find(|p| p.is_file()).cloned().ok_or(Error::AgentBinMissing { looked_at: candidates })
 }
+
+/// Where the Debian package (ci/build-deb.sh) installs the guest agent.
+pub const PACKAGED_AGENT: &str = "/usr/lib/phc-harness/phc-harness-guest";
 
 /// The stripped static copy ci/build-agent.sh leaves for guest images.
 const GUEST_REL: &str = "x86_64-unknown-linux-gnu/release/phc-harness-guest";
@@ -159,6 +165,17 @@ pub fn prepare_process() {
         }
         Err(e) => eprintln!("phc-harness: {}", phc_qemu::error::chain(&e)),
     }
+}
+
+/// Why a scenario can only run on QEMU in real time, or `None` when virtual time will do: a
+/// snapshot restore starts a second QEMU, whose virtual clock the run cannot follow.
+pub fn needs_real_time(s: &Scenario) -> Option<String> {
+    s.timeline.events.iter().find_map(|e| match e.disturbance {
+        Disturbance::SnapshotRestore { .. } => Some(
+            "its snapshot_restore starts a second QEMU, whose virtual clock the run cannot follow".into(),
+        ),
+        _ => None,
+    })
 }
 
 /// Why a scenario cannot run on QEMU with this PHC, or `None` when it can.
