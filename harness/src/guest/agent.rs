@@ -1,5 +1,5 @@
 //! The guest agent's library: the request handler and the bounded line reader the `agent`
-//! command (`crate::cli::agent`) serves over the guest's virtio-serial port, one JSON line per
+//! command (`phc-harness agent`) serves over the guest's virtio-serial port, one JSON line per
 //! request (phc_qemu::agent), one per answer.
 
 use std::collections::HashMap;
