@@ -364,16 +364,24 @@ fn world_error(prefix: &'static str) -> impl Fn(mock_phc::Error) -> (String, Str
     }
 }
 
-/// Scenario names become folder names under `--out`: plain, so they cannot leave it.
+/// Longest scenario name: its report folder adds `-BACKEND-seedN` (up to 30 bytes) and must stay
+/// a plain name of at most `phc::input::MAX_NAME_BYTES`.
+const MAX_SCENARIO_NAME_BYTES: usize = 90;
+
+/// Scenario names become folder names under `--out`: plain (the one rule, `phc::input`), so
+/// they cannot leave it.
 fn check_name(name: &str) -> Result<(), String> {
-    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-    if name.is_empty() || name.len() > 100 || name.starts_with('.') || !name.chars().all(plain) {
-        return Err(format!(
-            "{name:?} is not a plain name: 1 to 100 of A-Z a-z 0-9 . _ -, not starting with '.' \
-             (a file name that is not plain needs a `name` key)"
-        ));
+    let why = if name.len() > MAX_SCENARIO_NAME_BYTES {
+        Some(format!("{} bytes (at most {MAX_SCENARIO_NAME_BYTES})", name.len()))
+    } else {
+        phc::input::check_name(name).err()
+    };
+    match why {
+        Some(why) => {
+            Err(format!("not a plain name: {why} (a file name that is not plain needs a `name` key)"))
+        }
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// How long a disturbance keeps the guest away (pause and reboot), zero for instant ones.
