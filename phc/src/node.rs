@@ -103,27 +103,30 @@ impl std::fmt::Display for NodeKind {
     }
 }
 
+/// The numbers of the character device `meta` describes, or what kind of node it is instead.
+fn char_device(meta: &Metadata) -> std::result::Result<(u64, u64), NodeKind> {
+    let t = meta.file_type();
+    let (major, minor) = (major(meta.rdev()), minor(meta.rdev()));
+    if t.is_dir() {
+        Err(NodeKind::Directory)
+    } else if t.is_fifo() {
+        Err(NodeKind::Fifo)
+    } else if t.is_socket() {
+        Err(NodeKind::Socket)
+    } else if t.is_block_device() {
+        Err(NodeKind::BlockDevice { major, minor })
+    } else if !t.is_char_device() {
+        Err(NodeKind::RegularFile)
+    } else {
+        Ok((major, minor))
+    }
+}
+
 /// Checks that the node `meta` describes (from `stat`, which follows symlinks, or from `fstat` on
 /// an open descriptor) is what `expect` allows. Reads sysfs only; sends nothing to the device.
 pub fn check(meta: &Metadata, expect: &Expect) -> Result<()> {
-    let t = meta.file_type();
-    let (major, minor) = (major(meta.rdev()), minor(meta.rdev()));
     let not = |kind| Err(Error::NotPtpNode(kind));
-    if t.is_dir() {
-        return not(NodeKind::Directory);
-    }
-    if t.is_fifo() {
-        return not(NodeKind::Fifo);
-    }
-    if t.is_socket() {
-        return not(NodeKind::Socket);
-    }
-    if t.is_block_device() {
-        return not(NodeKind::BlockDevice { major, minor });
-    }
-    if !t.is_char_device() {
-        return not(NodeKind::RegularFile);
-    }
+    let (major, minor) = char_device(meta).map_err(Error::NotPtpNode)?;
     let roots = expect.roots();
     if registered_as_ptp(roots, major, minor) {
         return Ok(());
@@ -148,24 +151,8 @@ pub fn check(meta: &Metadata, expect: &Expect) -> Result<()> {
 /// cannot tell, it is refused: the page is mapped, and a mapping of anything else (a file that
 /// shrinks) can kill the reader. `roots` locate sysfs as for [`check`]. Reads sysfs only.
 pub fn check_vmclock(meta: &Metadata, roots: &Roots) -> Result<()> {
-    let t = meta.file_type();
-    let (major, minor) = (major(meta.rdev()), minor(meta.rdev()));
     let not = |kind| Err(Error::NotVmclockNode(kind));
-    if t.is_dir() {
-        return not(NodeKind::Directory);
-    }
-    if t.is_fifo() {
-        return not(NodeKind::Fifo);
-    }
-    if t.is_socket() {
-        return not(NodeKind::Socket);
-    }
-    if t.is_block_device() {
-        return not(NodeKind::BlockDevice { major, minor });
-    }
-    if !t.is_char_device() {
-        return not(NodeKind::RegularFile);
-    }
+    let (major, minor) = char_device(meta).map_err(Error::NotVmclockNode)?;
     let want = format!("{major}:{minor}");
     if let Some(misc) = sysfs_root(roots).map(|s| s.join("class").join("misc")) {
         let registered = fs::read_dir(&misc).into_iter().flatten().flatten().any(|e| {
