@@ -187,7 +187,7 @@ fn latency_of_the_mock_and_of_the_igb_phc_in_one_guest() {
     let host_ns = phc_qemu::client::host_realtime_ns();
     s.agent
         .call(
-            Op::MockSample { host_ns: Some(host_ns), reference: None, rate_ppb: 0, rate_since: None },
+            Op::HostSample { host_ns: Some(host_ns), reference: None, rate_ppb: 0, rate_since: None },
             deadline(),
         )
         .unwrap();

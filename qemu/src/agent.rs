@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The shortest span `Op::MockSample`'s `rate_since` measures a rate over (5 s: one host sample
+/// The shortest span `Op::HostSample`'s `rate_since` measures a rate over (5 s: one host sample
 /// interval; in virtual time a reading is good to a few ns, so the rate to about 1 ppb).
 pub const RATE_SPAN_MIN_NS: i64 = 4_000_000_000;
 
@@ -146,12 +146,13 @@ pub enum Op {
         /// Device name under /dev (`ptp_hyperv`).
         name: String,
     },
-    /// Hand the mock a host time sample, as the Hyper-V host's VMICTimeSync does: either the
-    /// host time given (real time: the host's clock plus the transfer), or, with `reference`,
-    /// the reference PHC's time read now (virtual time: the igb PHC is the host clock). Answers
-    /// `{"host_ns": ..., "raw_ns": ..., "rate_ppb": ...}`: the sample, the guest's
-    /// CLOCK_MONOTONIC_RAW it applies at, and the rate handed over.
-    MockSample {
+    /// Hand the guest's host time service a host time sample, as the Hyper-V host's VMICTimeSync
+    /// does: the CUSE mock (`StartMock`) takes it on its stdin, the real hv_utils (`StartHyperv`)
+    /// as a TimeSync IC message through the VMBus shim. Host time is either the one given (real
+    /// time: the host's clock plus the transfer), or, with `reference`, the reference PHC's time
+    /// read now (virtual time: the igb PHC is the host clock). Answers `HostSampled`.
+    #[serde(alias = "mock_sample")]
+    HostSample {
         /// Host CLOCK_REALTIME when the sample was taken.
         #[serde(default)]
         host_ns: Option<i64>,
@@ -170,6 +171,23 @@ pub enum Op {
         /// drifting off its reference between samples.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rate_since: Option<[i64; 2]>,
+        /// A SYNC sample (the host's first after a start or resume: hv_utils steps the guest's
+        /// clock to it) rather than a plain SAMPLE. The mock keeps either alike.
+        #[serde(default)]
+        sync: bool,
+    },
+    /// Load the VMBus shim and the kernel's own hv_utils.ko (`timesync_implicit` as given), play
+    /// the Hyper-V host's TimeSync negotiation offering `ts_versions` (major, minor; the
+    /// framework versions 3.0 and 1.0), and link `/dev/<name>` to the PHC hv_utils registers.
+    /// Modules already loaded are unloaded first. Answers `HypervStarted`; a module that does
+    /// not load, or a negotiation that fails, is an error carrying the kernel's log lines.
+    StartHyperv {
+        /// hv_utils' module parameter.
+        implicit: bool,
+        /// The TimeSync message versions the host offers, preferred first.
+        ts_versions: Vec<[u16; 2]>,
+        /// The link under /dev (`ptp_hyperv`, as Azure's udev rule names it).
+        name: String,
     },
     /// Wait for the RTC's next second boundary and read the PHC there; with `set`, set the PHC
     /// at that boundary to where the mapping says host time is. Answers `RtcTick`.
@@ -222,7 +240,8 @@ impl Op {
             Self::PhcFrequency { .. } => "phc_frequency",
             Self::RealtimeToPhc { .. } => "realtime_to_phc",
             Self::StartMock { .. } => "start_mock",
-            Self::MockSample { .. } => "mock_sample",
+            Self::HostSample { .. } => "host_sample",
+            Self::StartHyperv { .. } => "start_hyperv",
             Self::RtcTick { .. } => "rtc_tick",
         }
     }
@@ -312,13 +331,36 @@ pub struct Observed {
 /// Answer of a mock sample: the sample, the guest's CLOCK_MONOTONIC_RAW it applies at, and the
 /// rate handed over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MockSampled {
+pub struct HostSampled {
     /// Host time of the sample.
     pub host_ns: i64,
     /// The guest's CLOCK_MONOTONIC_RAW it applies at.
     pub raw_ns: i64,
     /// The rate handed over, ppb.
     pub rate_ppb: i64,
+    /// hv_utils' step of CLOCK_REALTIME this sample brought (SYNC, or an implicit sync), seen
+    /// as the change of CLOCK_REALTIME less CLOCK_MONOTONIC; `None` where it set no clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stepped_ns: Option<i64>,
+}
+
+/// Answer of `StartHyperv`: what runs and what it negotiated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HypervStarted {
+    /// The link to the PHC (`/dev/ptp_hyperv`).
+    pub device: String,
+    /// The PHC it links to (`/dev/ptp1`).
+    pub ptp: String,
+    /// The TimeSync message version hv_utils chose (`4.0`).
+    pub ts_version: String,
+    /// The IC framework version it chose (`3.0`).
+    pub fw_version: String,
+    /// hv_utils.ko as loaded: kernel release, its srcversion where it has one, SHA-256.
+    pub driver: String,
+    /// The shim that carries it (`vmbus_shim.ko, module` or `vmbus_shim_lp.ko, livepatch`).
+    pub shim: String,
+    /// The kernel's log lines of the two modules since they were loaded.
+    pub kernel_log: Vec<String>,
 }
 
 /// Answer of `RtcTick`.

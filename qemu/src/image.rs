@@ -17,6 +17,18 @@ pub const DEFAULT_CACHE: &str = "/var/cache/phc-harness";
 /// reported on the console and is not an error (`Session::boot` leaves it out under TCG).
 pub const DEFAULT_MODULES: &[&str] = &["dca", "i2c-algo-bit", "igb", "cuse", "ptp_kvm"];
 
+/// Modules put into the image but not loaded at boot: the kernel's own hv_utils and the VMBus
+/// shim ci/build-shim.sh builds for the kernel (`extra/`: a module, or a livepatch where VMBus is
+/// built in). The agent loads them when a run asks for the real hv_utils (`StartHyperv`); a
+/// kernel without them still boots.
+pub const STAGED_MODULES: &[&str] = &["hv_utils", "vmbus_shim", "vmbus_shim_lp"];
+
+/// The VMBus shim built for the kernel in `kernel_dir`, as (module name, path), where there is one.
+pub fn vmbus_shim(kernel_dir: &Path) -> Option<(&'static str, PathBuf)> {
+    let root = kernel_dir.join("lib/modules").join(release(kernel_dir).ok()?);
+    ["vmbus_shim", "vmbus_shim_lp"].into_iter().find_map(|m| find_module(&root, m).map(|p| (m, p)))
+}
+
 /// A line the init prints once the agent is about to start.
 pub const READY_LINE: &str = "phc-init: agent starting";
 
@@ -31,6 +43,8 @@ pub struct ImageSpec {
     pub agent: PathBuf,
     /// Module names in load order.
     pub modules: Vec<String>,
+    /// Modules copied in where the kernel has them, not loaded at boot (`STAGED_MODULES`).
+    pub staged: Vec<String>,
     /// Programs to install at their own paths with their shared libraries (chronyd, chronyc,
     /// phc_ctl); missing ones are an error.
     pub programs: Vec<PathBuf>,
@@ -52,6 +66,7 @@ impl ImageSpec {
             mock: default_mock(&agent),
             agent,
             modules: DEFAULT_MODULES.iter().map(|s| (*s).to_owned()).collect(),
+            staged: STAGED_MODULES.iter().map(|s| (*s).to_owned()).collect(),
             programs: ["/usr/sbin/chronyd", "/usr/bin/chronyc", "/usr/sbin/phc_ctl", "/usr/sbin/phc2sys"]
                 .map(PathBuf::from)
                 .to_vec(),
@@ -127,10 +142,12 @@ fn read(p: &Path) -> Result<Vec<u8>, Error> {
 }
 
 fn find_module(root: &Path, name: &str) -> Option<PathBuf> {
-    let mut stack = vec![root.join("kernel")];
+    // The distribution's tree, then what was built for it out of tree.
+    let mut stack = vec![root.join("extra"), root.join("kernel")];
     let alt = name.replace('-', "_");
     while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).ok()?.flatten() {
+        let Ok(entries) = fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
             let p = e.path();
             // The entry's own type: a symlinked folder (a loop, or a way out of the tree) is
             // not walked into.
@@ -289,6 +306,11 @@ pub fn build(spec: &ImageSpec, out: &Path) -> Result<PathBuf, Error> {
         let p = find_module(&root, m)
             .ok_or_else(|| Error::ModuleMissing { name: m.clone(), root: root.clone() })?;
         w.file(&format!("lib/modules/{m}.ko"), 0o644, &module_bytes(&p)?).map_err(io)?;
+    }
+    for m in spec.staged.iter().filter(|m| !spec.modules.contains(m)) {
+        if let Some(p) = find_module(&root, m) {
+            w.file(&format!("lib/modules/{m}.ko"), 0o644, &module_bytes(&p)?).map_err(io)?;
+        }
     }
     let mut libs = BTreeSet::new();
     for prog in &spec.programs {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use phc_qemu::Accel;
 
 use crate::run::backend::local;
-use crate::run::backend::qemu::{find_agent_bin, ClockMode, GuestPhc, QemuOptions};
+use crate::run::backend::qemu::{find_agent_bin, ClockMode, GuestPhc, HypervOptions, QemuOptions};
 use crate::run::batch::Backend;
 use crate::run::kernel::KernelDir;
 
@@ -70,12 +70,18 @@ pub struct QemuArgs {
     #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
     pub accel: AccelArg,
     /// QEMU backend: the guest's PHC, the one the daemon reads (default: `hyperv` for a scenario
-    /// whose `world.phc.personality` is hyperv, else `igb`). `hyperv` is mock-phc's CUSE device
-    /// fed host samples like hv_utils (DEVICE /dev/ptp_hyperv; also implied by that path);
-    /// `ptp-kvm` reads host time itself (KVM, nested inside a TCG guest where KVM does not run
-    /// guests here; DEVICE /dev/ptp0).
+    /// whose `world.phc.personality` is hyperv, else `igb`). `hyperv` is the kernel's own
+    /// hv_utils.ko on the VMBus shim with the harness as the Hyper-V host (DEVICE
+    /// /dev/ptp_hyperv; also implied by that path); `hyperv-mock` is mock-phc's CUSE device fed
+    /// host samples like hv_utils; `ptp-kvm` reads host time itself (KVM, nested inside a TCG
+    /// guest where KVM does not run guests here; DEVICE /dev/ptp0).
     #[arg(long, value_enum)]
     pub phc: Option<GuestPhc>,
+    /// QEMU backend, `--phc hyperv`: the TimeSync versions the harness as the Hyper-V host
+    /// offers hv_utils: `4` (4.0, 3.0, 1.0: samples carry the host's reference time) or `3`
+    /// (3.0, 1.0: an older host).
+    #[arg(long, value_enum, default_value_t = HypervOptions::V4)]
+    pub timesync_version: HypervOptions,
     /// QEMU backend: the guest kernel line (ci/setup-vm.sh caches both): `6.12` (Debian
     /// bookworm) or `7.2` (trixie-backports, with QEMU's vmclock device and ptp_vmclock, so
     /// /dev/vmclock0 can be probed).
@@ -103,6 +109,7 @@ impl QemuArgs {
             clock,
             kernel_line: self.kernel_line,
             kernel_dir: kernel.as_ref().map(|k| k.path.clone()),
+            hyperv: self.timesync_version,
         };
         Ok((opts, kernel))
     }
@@ -129,8 +136,13 @@ pub(crate) use value_enum;
 
 value_enum!(GuestPhc {
     GuestPhc::Igb => "igb": "QEMU's igb NIC clock (/dev/ptp0): a real kernel PHC driver",
-    GuestPhc::Hyperv => "hyperv": "mock-phc's CUSE device with the hyperv personality (/dev/ptp_hyperv), fed host samples the way hv_utils is",
+    GuestPhc::Hyperv => "hyperv": "the kernel's own hv_utils.ko (/dev/ptp_hyperv) on the VMBus shim, the harness as the Hyper-V host (needs ci/build-shim.sh for the kernel)",
+    GuestPhc::HypervMock => "hyperv-mock": "mock-phc's CUSE device with the hyperv personality (/dev/ptp_hyperv), fed host samples the way hv_utils is",
     GuestPhc::PtpKvm => "ptp-kvm": "KVM's ptp_kvm, reading host time by hypercall (needs KVM)",
+});
+value_enum!(HypervOptions {
+    HypervOptions::V4 => "4": "offer TimeSync 4.0, 3.0 and 1.0 (a current Hyper-V host)",
+    HypervOptions::V3 => "3": "offer TimeSync 3.0 and 1.0 (an older host: no reference time in samples)",
 });
 value_enum!(ClockMode {
     ClockMode::Virtual => "virtual": "QEMU's virtual clock (TCG, icount, sleep=off): faster than real time, offsets measured in the guest against the igb PHC, which is the host clock",

@@ -20,7 +20,7 @@ fn forwarded_args() -> Vec<String> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--backend" | "--agent-bin" | "--accel" | "--kernel-line" | "--kernel" | "--modules"
-            | "--kernel-deb" | "--phc" => {
+            | "--kernel-deb" | "--phc" | "--timesync-version" => {
                 it.next();
             }
             s if [
@@ -32,6 +32,7 @@ fn forwarded_args() -> Vec<String> {
                 "--modules=",
                 "--kernel-deb=",
                 "--phc=",
+                "--timesync-version=",
             ]
             .iter()
             .any(|p| s.starts_with(p)) => {}
@@ -55,18 +56,36 @@ fn exec(s: &mut Session, argv: Vec<String>, timeout_s: f64) -> Result<ExecResult
         .call_value(Op::Exec { argv, timeout_s }, Instant::now() + Duration::from_secs_f64(timeout_s + 30.0))
 }
 
-/// Starts mock-phc's hyperv CUSE device in the guest and hands it one host sample (host
-/// CLOCK_REALTIME), so that it reads host time for the next 600 s.
-fn start_mock(s: &mut Session) -> Result<(), phc_qemu::Error> {
-    say!("phc-harness: starting mock-phc serve --personality hyperv in the guest ...");
+/// Starts the hyperv clock in the guest, the kernel's hv_utils on the VMBus shim (`driver`) or
+/// mock-phc's hyperv CUSE device, and hands it one host sample (host CLOCK_REALTIME; a SYNC for
+/// the driver, as a host sends first), so that it reads host time for the next 600 s. Answers
+/// what the driver negotiated, for the report.
+fn start_hyperv(s: &mut Session, driver: bool, offer: &[[u16; 2]]) -> Result<Option<Value>, phc_qemu::Error> {
     let deadline = || Instant::now() + Duration::from_secs(30);
-    s.agent.call(Op::StartMock { personality: "hyperv".into(), name: "ptp_hyperv".into() }, deadline())?;
+    let started = if driver {
+        say!("phc-harness: loading the VMBus shim and the kernel's hv_utils in the guest ...");
+        let op = Op::StartHyperv { implicit: false, ts_versions: offer.to_vec(), name: "ptp_hyperv".into() };
+        let st: phc_qemu::agent::HypervStarted = s.agent.call_value(op, deadline())?;
+        say!("phc-harness: {} negotiated TimeSync {} ({})", st.driver, st.ts_version, st.shim);
+        Some(json!({
+            "driver": st.driver,
+            "shim": st.shim,
+            "timesync_version": st.ts_version,
+            "framework_version": st.fw_version,
+            "ptp": st.ptp,
+            "transport": qemu::HV_TRANSPORT,
+        }))
+    } else {
+        say!("phc-harness: starting mock-phc serve --personality hyperv in the guest ...");
+        s.agent.call(Op::StartMock { personality: "hyperv".into(), name: "ptp_hyperv".into() }, deadline())?;
+        None
+    };
     let host_ns = phc_qemu::client::host_realtime_ns();
     s.agent.call(
-        Op::MockSample { host_ns: Some(host_ns), reference: None, rate_ppb: 0, rate_since: None },
+        Op::HostSample { host_ns: Some(host_ns), reference: None, rate_ppb: 0, rate_since: None, sync: driver },
         deadline(),
     )?;
-    Ok(())
+    Ok(started)
 }
 
 /// Parses `phc_ctl`'s "offset from CLOCK_REALTIME is -123ns" (realtime minus PHC).
@@ -126,9 +145,17 @@ pub fn run(g: &GuestArgs, device: &str, out: Output) -> Exit {
     };
     // A nested guest (ptp_kvm under KVM inside a TCG guest) says so wherever the accel shows.
     let accel = if info.nested { qemu::nested::ACCEL_NAME } else { info.accel.name() };
-    if device == qemu::MOCK_DEVICE || g.qemu.phc == Some(qemu::GuestPhc::Hyperv) {
-        if let Err(e) = start_mock(&mut s) {
-            return failed(&e);
+    let mut hv_utils = None;
+    if device == qemu::MOCK_DEVICE || g.qemu.phc.is_some_and(qemu::GuestPhc::is_hyperv) {
+        let driver = g.qemu.phc != Some(qemu::GuestPhc::HypervMock);
+        if driver {
+            if let Err(e) = qemu::shim_check(&qemu::kernel_dir(&opts)) {
+                return failed(&e);
+            }
+        }
+        match start_hyperv(&mut s, driver, opts.hyperv.offer()) {
+            Ok(v) => hv_utils = v,
+            Err(e) => return failed(&e),
         }
     }
     let mut argv = vec!["/bin/phc-harness".to_owned()];
@@ -138,10 +165,16 @@ pub fn run(g: &GuestArgs, device: &str, out: Output) -> Exit {
         Err(e) => return failed(&e),
     };
     // phc_ctl knows PHCs only: a vmclock page gets no cross-check.
+    // phc_ctl takes /dev/ptpN only: the node behind the /dev/ptp_hyperv link.
+    let cmp_device = hv_utils
+        .as_ref()
+        .filter(|_| device == qemu::MOCK_DEVICE)
+        .and_then(|h| h["ptp"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| device.to_owned());
     let cmp = if phc::vmclock::is_vmclock_path(std::path::Path::new(device)) {
         None
     } else {
-        exec(&mut s, vec!["phc_ctl".into(), device.into(), "cmp".into()], 30.0).ok()
+        exec(&mut s, vec!["phc_ctl".into(), cmp_device.clone(), "cmp".into()], 30.0).ok()
     };
     let cmp_text =
         cmp.as_ref().map(|c| format!("{}{}", c.stdout, c.stderr).trim().to_owned()).unwrap_or_default();
@@ -172,6 +205,7 @@ pub fn run(g: &GuestArgs, device: &str, out: Output) -> Exit {
         "kernel_line": g.qemu.kernel_line.name(),
         "kernel_release": info.kernel_release,
         "phc_ctl_cmp": { "output": cmp_text, "realtime_minus_phc_ns": cmp_ns },
+        "hv_utils": hv_utils,
     });
     say!("{}", r.stderr.trim_end());
     let mut tail = format!(
@@ -183,7 +217,15 @@ pub fn run(g: &GuestArgs, device: &str, out: Output) -> Exit {
     if info.nested {
         tail.push_str(&format!("nesting: {}\n", qemu::nested::NESTING));
     }
-    tail.push_str(&format!("cross-check, linuxptp `phc_ctl {device} cmp` in the same guest: {cmp_text}\n"));
+    tail.push_str(&format!("cross-check, linuxptp `phc_ctl {cmp_device} cmp` in the same guest: {cmp_text}\n"));
+    if let Some(h) = &hv_utils {
+        tail.push_str(&format!(
+            "hv_utils: {}, TimeSync {} through {}\n",
+            h["driver"].as_str().unwrap_or("?"),
+            h["timesync_version"].as_str().unwrap_or("?"),
+            h["shim"].as_str().unwrap_or("?")
+        ));
+    }
     match out {
         Output::Json => match serde_json::from_str::<Value>(&r.stdout) {
             Ok(mut v) if v.is_object() => {

@@ -121,6 +121,8 @@ struct Agent {
     tails: HashMap<String, u64>,
     /// mock-phc's CUSE server, once started.
     mock: Option<crate::guest::mock::MockServer>,
+    /// The Hyper-V host of the kernel's hv_utils, once started.
+    hyperv: Option<crate::guest::hyperv::HypervHost>,
 }
 
 /// Most bytes of a tailed file returned at once.
@@ -197,26 +199,33 @@ fn wait_for_phc(phc: &Phc, until_ns: i64) -> Result<i64, String> {
 }
 
 impl Agent {
-    /// Hands the mock a host sample: `host_ns` as given, or read off `reference` now.
-    fn mock_sample(
+    /// Hands the host time service (the mock, or hv_utils through the shim) a host sample:
+    /// `host_ns` as given, or read off `reference` now; the rate measured over `rate_since`
+    /// where it spans enough, else `rate_ppb`, is the host clock's against CLOCK_MONOTONIC_RAW.
+    fn host_sample(
         &mut self,
         host_ns: Option<i64>,
         reference: Option<String>,
         rate_ppb: i64,
         rate_since: Option<[i64; 2]>,
-    ) -> Result<phc_qemu::agent::MockSampled, String> {
+        sync: bool,
+    ) -> Result<phc_qemu::agent::HostSampled, String> {
         let (host_ns, raw_ns) = match (host_ns, reference) {
             (Some(h), None) => (h, clock_now_ns(libc::CLOCK_MONOTONIC_RAW).map_err(|e| e.to_string())?),
             (None, Some(dev)) => {
                 let phc = self.phc(&dev)?;
                 crate::guest::mock::reference_sample(phc).map_err(|e| format!("{dev}: {e}"))?
             }
-            _ => return Err("mock_sample: give exactly one of host_ns and reference".into()),
+            _ => return Err("host_sample: give exactly one of host_ns and reference".into()),
         };
-        let m = self.mock.as_mut().ok_or("mock_sample: no mock-phc running (start_mock first)")?;
         let rate_ppb = rate_since
             .and_then(|since| phc_qemu::agent::measured_rate_ppb(since, host_ns, raw_ns))
             .unwrap_or(rate_ppb);
+        if let Some(h) = self.hyperv.as_mut() {
+            let stepped_ns = h.sample(host_ns, raw_ns, rate_ppb, sync)?;
+            return Ok(phc_qemu::agent::HostSampled { host_ns, raw_ns, rate_ppb, stepped_ns });
+        }
+        let m = self.mock.as_mut().ok_or("host_sample: no host time service (start_mock or start_hyperv first)")?;
         m.sample(host_ns, raw_ns, rate_ppb)?;
         // The server applies its stdin lines on its own thread: a stale clock (no sample
         // yet, or samples just resumed) is read until the sample has reached it, so that
@@ -231,7 +240,7 @@ impl Agent {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        Ok(phc_qemu::agent::MockSampled { host_ns, raw_ns, rate_ppb })
+        Ok(phc_qemu::agent::HostSampled { host_ns, raw_ns, rate_ppb, stepped_ns: None })
     }
 
     fn phc(&mut self, device: &str) -> Result<&Phc, String> {
@@ -382,13 +391,23 @@ impl Agent {
                 // The old server goes first: its node has the same name.
                 self.phcs.retain(|k, _| !k.ends_with(&format!("/{name}")));
                 self.mock = None;
+                self.hyperv = None;
                 let m = crate::guest::mock::MockServer::start(&personality, &name)?;
                 let device = m.device.clone();
                 self.mock = Some(m);
                 Ok(json!(agent::MockStarted { device }))
             }
-            Op::MockSample { host_ns, reference, rate_ppb, rate_since } => {
-                Ok(json!(self.mock_sample(host_ns, reference, rate_ppb, rate_since)?))
+            Op::HostSample { host_ns, reference, rate_ppb, rate_since, sync } => {
+                Ok(json!(self.host_sample(host_ns, reference, rate_ppb, rate_since, sync)?))
+            }
+            Op::StartHyperv { implicit, ts_versions, name } => {
+                // The PHC behind the link changes with the driver's reload.
+                self.phcs.retain(|k, _| !k.ends_with(&format!("/{name}")));
+                self.mock = None;
+                self.hyperv = None;
+                let (h, started) = crate::guest::hyperv::HypervHost::start(implicit, &ts_versions, &name)?;
+                self.hyperv = Some(h);
+                Ok(json!(started))
             }
             Op::Kill { name } => {
                 let mut c = self.spawned.remove(&name).ok_or_else(|| format!("{name}: not running"))?;

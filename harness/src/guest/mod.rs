@@ -2,4 +2,5 @@
 //! handle on mock-phc's CUSE server.
 
 pub mod agent;
+pub mod hyperv;
 pub mod mock;

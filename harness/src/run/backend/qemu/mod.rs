@@ -53,8 +53,8 @@ pub struct QemuOptions {
     pub accel: Option<Accel>,
     /// Longest wait for boot to agent-ready.
     pub boot_timeout: Duration,
-    /// The PHC the daemon reads; `None` takes the scenario's personality (hyperv: the CUSE
-    /// mock, anything else: igb).
+    /// The PHC the daemon reads; `None` takes the scenario's personality (hyperv: the kernel's
+    /// own hv_utils on the VMBus shim, anything else: igb).
     pub phc: Option<GuestPhc>,
     /// Virtual or real time for scenarios (device commands always run in real time).
     pub clock: ClockMode,
@@ -63,6 +63,8 @@ pub struct QemuOptions {
     /// The kernel to boot, in the image builder's layout (`crate::run::kernel`); `None` boots the
     /// cached Debian kernel.
     pub kernel_dir: Option<PathBuf>,
+    /// The TimeSync versions the harness, as the Hyper-V host, offers the real hv_utils.
+    pub hyperv: HypervOptions,
 }
 
 impl QemuOptions {
@@ -77,6 +79,7 @@ impl QemuOptions {
             clock: ClockMode::Virtual,
             kernel_line: Default::default(),
             kernel_dir: None,
+            hyperv: HypervOptions::default(),
         }
     }
 }
@@ -86,20 +89,113 @@ impl QemuOptions {
 pub enum GuestPhc {
     /// QEMU's igb NIC clock (/dev/ptp0): a real kernel PHC driver.
     Igb,
-    /// mock-phc's CUSE device with the hyperv personality (/dev/ptp_hyperv), fed host samples
-    /// every 5 s the way hv_utils is: Azure's clock, with its staleness and missing-SYNC paths.
+    /// The kernel's own hv_utils.ko (Azure's clock, `/dev/ptp_hyperv`) on the VMBus shim, the
+    /// harness playing the Hyper-V host: TimeSync negotiation, a SAMPLE every 5 s, a SYNC at
+    /// start and after a resume.
     Hyperv,
+    /// mock-phc's CUSE device with the hyperv personality (/dev/ptp_hyperv), fed host samples
+    /// the same way: a model of hv_utils, for kernels without the shim.
+    HypervMock,
     /// KVM's ptp_kvm, reading host time by hypercall (needs KVM).
     PtpKvm,
 }
 
 impl GuestPhc {
-    /// The PHC for a scenario: as asked, else the mock for a hyperv personality, else igb.
+    /// The PHC for a scenario: as asked, else the real hv_utils for a hyperv personality, else
+    /// igb.
     pub fn for_scenario(asked: Option<GuestPhc>, s: &Scenario) -> GuestPhc {
         asked.unwrap_or(match s.world.phc {
             mock_phc::PhcConfig::Hyperv { .. } => GuestPhc::Hyperv,
             _ => GuestPhc::Igb,
         })
+    }
+
+    /// Whether the daemon reads a hyperv clock the harness feeds host samples (driver or mock).
+    pub fn is_hyperv(self) -> bool {
+        matches!(self, Self::Hyperv | Self::HypervMock)
+    }
+}
+
+/// The host time service a hyperv clock gets its samples through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// None: the daemon reads igb (or ptp_kvm).
+    None,
+    /// mock-phc's CUSE server.
+    Mock,
+    /// The kernel's hv_utils through the VMBus shim.
+    Driver,
+}
+
+impl Feed {
+    /// The service for a PHC.
+    pub fn for_phc(phc: GuestPhc) -> Self {
+        match phc {
+            GuestPhc::Hyperv => Self::Driver,
+            GuestPhc::HypervMock => Self::Mock,
+            GuestPhc::Igb | GuestPhc::PtpKvm => Self::None,
+        }
+    }
+
+    /// Starts it in the guest (after boot and every reboot); the report's facts about it.
+    pub fn start(self, g: &mut guest::GuestRun, hyperv: &HypervOptions, implicit: bool) -> Result<(), Error> {
+        match self {
+            Self::None => Ok(()),
+            Self::Mock => {
+                let op = Op::StartMock { personality: "hyperv".into(), name: MOCK_NAME.into() };
+                g.call_within::<Value>(op, CALL_TIMEOUT + CALL_TIMEOUT)?;
+                Ok(())
+            }
+            Self::Driver => {
+                let op = Op::StartHyperv {
+                    implicit,
+                    ts_versions: hyperv.offer().to_vec(),
+                    name: MOCK_NAME.into(),
+                };
+                let started: phc_qemu::agent::HypervStarted = g.call_within(op, CALL_TIMEOUT * 3)?;
+                g.info.insert(
+                    "hv_utils".into(),
+                    json!({
+                        "driver": started.driver,
+                        "shim": started.shim,
+                        "timesync_version": started.ts_version,
+                        "framework_version": started.fw_version,
+                        "ptp": started.ptp,
+                        "timesync_implicit": implicit,
+                        "kernel_log": started.kernel_log,
+                        "transport": HV_TRANSPORT,
+                    }),
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What the VMBus shim does not exercise, for every report of the real hv_utils.
+pub const HV_TRANSPORT: &str = "VMBus emulated by the vmbus-shim module: messages handed to \
+    hv_utils' channel callback directly (bottom halves off, as from the bus tasklet); VMBus ring \
+    buffers, SynIC interrupts, channel offers and the Hyper-V TSC page are not exercised; the \
+    reference counter runs on the guest's CLOCK_MONOTONIC_RAW at the host's rate";
+
+/// The Hyper-V host's side of the TimeSync negotiation (`--timesync-version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HypervOptions {
+    /// Offer 4.0, 3.0 and 1.0 (a current host): hv_utils takes 4.0, whose samples carry the
+    /// host's reference time.
+    #[default]
+    V4,
+    /// Offer 3.0 and 1.0 (an older host): hv_utils takes 3.0 and reads the counter itself.
+    V3,
+}
+
+impl HypervOptions {
+    /// The versions offered, preferred first.
+    pub fn offer(self) -> &'static [[u16; 2]] {
+        match self {
+            Self::V4 => &[[4, 0], [3, 0], [1, 0]],
+            Self::V3 => &[[3, 0], [1, 0]],
+        }
     }
 }
 
@@ -211,9 +307,10 @@ pub fn unsupported(s: &Scenario, clock: ClockMode, phc: GuestPhc) -> Option<Stri
                         .into(),
                 )
             }
-            Disturbance::SamplesStop | Disturbance::SamplesResume if phc != GuestPhc::Hyperv => {
+            Disturbance::SamplesStop | Disturbance::SamplesResume if !phc.is_hyperv() => {
                 return Some(
-                    "samples_stop/resume: only the hyperv mock (--phc hyperv) goes stale without host samples"
+                    "samples_stop/resume: only a hyperv clock (--phc hyperv or hyperv-mock) goes stale \
+                     without host samples"
                         .into(),
                 )
             }
@@ -229,8 +326,9 @@ pub use phc_qemu::session::BootInfo;
 /// `device`); `clock` is QEMU's, with the RTC starting at `rtc_base_s` in virtual time.
 pub fn boot(opts: &QemuOptions, role: &str, clock: GuestClock) -> Result<(Session, BootInfo), Error> {
     let mut spec = ImageSpec::for_line(&opts.agent_bin, opts.kernel_line);
-    if let Some(k) = &opts.kernel_dir {
-        spec.kernel_dir = k.clone();
+    spec.kernel_dir = kernel_dir(opts);
+    if opts.phc == Some(GuestPhc::Hyperv) {
+        shim_check(&spec.kernel_dir)?;
     }
     Session::start(&BootOptions {
         spec,
@@ -239,6 +337,27 @@ pub fn boot(opts: &QemuOptions, role: &str, clock: GuestClock) -> Result<(Sessio
         role: role.into(),
         timeout: opts.boot_timeout,
         nested: opts.phc == Some(GuestPhc::PtpKvm),
+    })
+}
+
+/// The kernel folder a guest of `opts` boots.
+pub fn kernel_dir(opts: &QemuOptions) -> PathBuf {
+    opts.kernel_dir.clone().unwrap_or_else(|| opts.kernel_line.dir_in(&phc_qemu::image::cache_dir()))
+}
+
+/// That the kernel in `kernel_dir` has the VMBus shim the real hv_utils needs, or why not.
+pub fn shim_check(kernel_dir: &std::path::Path) -> Result<(), Error> {
+    if phc_qemu::image::vmbus_shim(kernel_dir).is_some() {
+        return Ok(());
+    }
+    Err(Error::Unsupported {
+        what: "--phc hyperv (the kernel's own hv_utils)".into(),
+        why: format!(
+            "no VMBus shim is built for the kernel in {} (run `bash ci/build-shim.sh {}` as root, \
+             which builds it against the kernel's headers; or use --phc hyperv-mock, the CUSE model)",
+            kernel_dir.display(),
+            kernel_dir.display()
+        ),
     })
 }
 

@@ -3,6 +3,7 @@
 //! trips. This module owns the feeding (`Fed`): samples, hv_utils, host steps, snapshot restore.
 
 use super::guest::{Guest, GuestRun};
+use phc_qemu::agent::HostSampled;
 use super::wall::{checked_ns, since, Host, Wall};
 use super::*;
 
@@ -17,8 +18,11 @@ pub struct Fed {
     phc_device: String,
     /// Whether the provider sets the PHC to host time (igb); ptp_kvm reads host time itself.
     feed_phc: bool,
-    /// Whether the daemon reads the CUSE hyperv mock, which the provider hands host samples.
-    mock: bool,
+    /// The hyperv clock's host time service (the kernel's hv_utils or the CUSE mock), which the
+    /// provider hands host samples; `Feed::None` where the daemon reads igb or ptp_kvm.
+    feed: Feed,
+    /// The TimeSync versions offered to the real hv_utils.
+    hyperv: HypervOptions,
     /// Whether the guest has QEMU's vmclock device (the kernel line has the driver).
     vmclock: bool,
     reference_offset_ns: i64,
@@ -41,6 +45,9 @@ impl QemuBackend {
                 why: "host_step cannot be emulated for ptp_kvm, which reads the real host clock".into(),
             });
         }
+        if phc == GuestPhc::Hyperv {
+            shim_check(&kernel_dir(opts))?;
+        }
         let (session, bi) = boot(opts, "scenario", GuestClock::Real)?;
         let (accel, why) = (bi.accel, bi.accel_reason.clone());
         let mut g = GuestRun::new(session, &bi, accel.name(), Some(opts));
@@ -59,6 +66,17 @@ impl QemuBackend {
             );
             (dev, false)
         } else if phc == GuestPhc::Hyperv {
+            g.info.insert(
+                "phc".into(),
+                json!(format!(
+                    "hyperv: the kernel's own hv_utils ({MOCK_DEVICE}) on the VMBus shim, handed a host \
+                     sample every {} s by the harness's time-sync provider as the Hyper-V host; the \
+                     guest's igb ({GUEST_PHC}) is fed too",
+                    interval_ns as f64 / 1e9
+                )),
+            );
+            (MOCK_DEVICE.to_owned(), true)
+        } else if phc == GuestPhc::HypervMock {
             g.info.insert(
                 "phc".into(),
                 json!(format!(
@@ -88,7 +106,8 @@ impl QemuBackend {
             hv_utils,
             phc_device,
             feed_phc,
-            mock: phc == GuestPhc::Hyperv,
+            feed: Feed::for_phc(phc),
+            hyperv: opts.hyperv,
             vmclock: opts.kernel_line.has_vmclock(),
             reference_offset_ns: 0,
             half_rtt_ns: 0,
@@ -124,21 +143,30 @@ impl Fed {
                 phc_error: None,
             });
         }
-        if self.mock {
-            // hv_utils keeps every sample, not only those of a clock gone off.
+        let mut driver_stepped = None;
+        if self.feed != Feed::None {
+            // hv_utils keeps every sample, not only those of a clock gone off. The real driver
+            // steps on every SYNC: a scenario without hv_utils' discipline gets plain samples.
             let host_ns = self.reference_ns() + self.half_rtt_ns;
-            g.call::<Value>(Op::MockSample {
+            let m: HostSampled = g.call(Op::HostSample {
                 host_ns: Some(host_ns),
                 reference: None,
                 rate_ppb: 0,
                 rate_since: None,
+                sync: sync && self.hv_utils.is_some(),
             })?;
+            driver_stepped = m.stepped_ns;
         }
         if self.feed_phc && (sync || force || phc_minus_ref.abs() > RESET_THRESHOLD_NS) {
             let host_ns = self.reference_ns() + self.half_rtt_ns;
             g.call::<Value>(Op::SetPhc { device: GUEST_PHC.into(), host_ns })?;
         }
-        if let Some(hv) = self.hv_utils.clone() {
+        if self.feed == Feed::Driver {
+            // The kernel's hv_utils made its own step (or none).
+            if let Some(delta) = driver_stepped {
+                g.events.push(Event { t_ns: since(origin), source: "hv_utils", kind: EventKind::Step { delta_ns: delta } });
+            }
+        } else if let Some(hv) = self.hv_utils.clone() {
             // hv_utils: settimeofday on SYNC; with timesync_implicit also on a plain sample when
             // the guest is at least 5 s behind.
             if sync || (hv.timesync_implicit && guest_minus_ref <= -5_000_000_000) {
@@ -157,7 +185,7 @@ impl Fed {
     /// The PHC the provider keeps at host time: igb, also when the daemon reads the mock (which
     /// goes stale by design and so cannot be the measure of how far the feeding is off).
     fn fed_device(&self) -> String {
-        if self.mock {
+        if self.feed != Feed::None {
             GUEST_PHC.into()
         } else {
             self.phc_device.clone()
@@ -176,10 +204,10 @@ impl Host for Fed {
 
     /// The host's first (SYNC) sample sets PHC and clock, as on a freshly started VM.
     fn prepare(&mut self, g: &mut GuestRun, origin: Instant) -> Result<(), Error> {
-        if self.mock {
-            let op = Op::StartMock { personality: "hyperv".into(), name: MOCK_NAME.into() };
-            g.call_within::<Value>(op, CALL_TIMEOUT + CALL_TIMEOUT)?;
-            g.note(since(origin), "world", format!("mock-phc serving {MOCK_DEVICE}"));
+        if self.feed != Feed::None {
+            let implicit = self.hv_utils.as_ref().is_some_and(|h| h.timesync_implicit);
+            self.feed.start(g, &self.hyperv, implicit)?;
+            g.note(since(origin), "world", format!("{MOCK_DEVICE} served ({:?})", self.feed));
         }
         self.provider.reboot(since(origin));
         let now = since(origin);

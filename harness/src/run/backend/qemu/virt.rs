@@ -15,7 +15,7 @@
 
 use super::guest::{Clock, Guest, GuestRun};
 use super::*;
-use phc_qemu::agent::{MockSampled, Observed, RtcMapping, RtcTickResult};
+use phc_qemu::agent::{HostSampled, Observed, RtcMapping, RtcTickResult};
 
 /// A scenario's guest in virtual time.
 pub type VirtualBackend = Guest<Virtual>;
@@ -35,10 +35,13 @@ const RATE_SPAN_NS: i64 = 60_000_000_000;
 pub struct Virtual {
     provider: Provider,
     hv_utils: Option<mock_phc::HvUtilsConfig>,
-    /// Whether the daemon reads the CUSE hyperv mock, handed samples of the igb PHC.
-    mock: bool,
-    /// Whether the mock is serving now (not before it starts, not across a reset).
-    mock_up: bool,
+    /// The hyperv clock's host time service (the kernel's hv_utils or the CUSE mock), handed
+    /// samples of the igb PHC; `Feed::None` where the daemon reads igb.
+    feed: Feed,
+    /// Whether the feed is serving now (not before it starts, not across a reset).
+    feed_up: bool,
+    /// The TimeSync versions offered to the real hv_utils.
+    hyperv: HypervOptions,
     /// PHC time at scenario time 0.
     phc_origin_ns: i64,
     /// Host steps so far: they moved the PHC, not scenario time.
@@ -83,16 +86,27 @@ impl VirtualBackend {
                 why: "ptp_kvm needs KVM and virtual time runs under TCG; use --clock real".into(),
             });
         }
-        let mock = phc == GuestPhc::Hyperv;
+        let feed = Feed::for_phc(phc);
         if let Some(why) = unsupported(s, ClockMode::Virtual, phc) {
             return Err(Error::Unsupported { what: s.name.clone(), why });
+        }
+        if feed == Feed::Driver {
+            shim_check(&kernel_dir(opts))?;
         }
         let rtc_base_s = s.world.start_realtime_ns.div_euclid(1_000_000_000);
         let (session, bi) = boot(opts, "scenario", GuestClock::Virtual { rtc_base_s })?;
         let mut g = GuestRun::new(session, &bi, bi.accel.name(), Some(opts));
         g.timeout = CALL_SLACK;
         let interval_ns = sample_interval_ns(s);
-        let phc_text = if mock {
+        let phc_text = if feed == Feed::Driver {
+            format!(
+                "hyperv: the kernel's own hv_utils ({MOCK_DEVICE}) on the VMBus shim, the harness as the \
+                 Hyper-V host handing it a sample of the host clock every {} s (SYNC at start and after \
+                 a resume); the host clock is igb ({GUEST_PHC}): QEMU's virtual clock plus the host-time \
+                 events the scenario injects",
+                interval_ns as f64 / 1e9
+            )
+        } else if feed == Feed::Mock {
             format!(
                 "hyperv mock ({MOCK_DEVICE}: CUSE, mock-phc serve) handed a sample of the host clock every \
                  {} s; the host clock is igb ({GUEST_PHC}): QEMU's virtual clock plus the host-time events \
@@ -111,15 +125,16 @@ impl VirtualBackend {
             DisciplineConfig::HvUtils(h) => Some(h.clone()),
             _ => None,
         });
-        g.daemons(s, if mock { MOCK_DEVICE } else { GUEST_PHC });
+        g.daemons(s, if feed == Feed::None { GUEST_PHC } else { MOCK_DEVICE });
         let tl = &s.timeline;
         let disturb_at =
             tl.events.iter().filter_map(|e| mock_phc::time::secs_to_ns(tl.warmup_s + e.at_s).ok()).collect();
         let mut b = Virtual {
             provider: Provider::new(interval_ns, 0),
             hv_utils,
-            mock,
-            mock_up: false,
+            feed,
+            feed_up: false,
+            hyperv: opts.hyperv,
             phc_origin_ns: 0,
             host_steps_ns: 0,
             rtc_map: RtcMapping { rtc_s: 0, host_ns: 0, ppb: 0.0 },
@@ -178,7 +193,7 @@ impl Virtual {
             (None, Some(_)) => Some(phc2sys::PHC2SYS_LOG.to_owned()),
             (None, None) => None,
         };
-        let also = self.mock_up.then(|| MOCK_DEVICE.to_owned());
+        let also = self.feed_up.then(|| MOCK_DEVICE.to_owned());
         g.call(Op::Observe { device: GUEST_PHC.into(), until_ns, spin_s, tail, also })
     }
 
@@ -200,10 +215,16 @@ impl Virtual {
 
     /// After boot or reboot: the host's first (SYNC) sample, then the daemon with an empty state.
     fn prepare_guest(&mut self, g: &mut GuestRun) -> Result<(), Error> {
-        if self.mock {
-            g.call::<Value>(Op::StartMock { personality: "hyperv".into(), name: MOCK_NAME.into() })?;
-            self.mock_up = true;
-            g.note(self.now_ns, "world", format!("mock-phc serving {MOCK_DEVICE}"));
+        if self.feed != Feed::None {
+            let implicit = self.hv_utils.as_ref().is_some_and(|h| h.timesync_implicit);
+            self.feed.start(g, &self.hyperv, implicit)?;
+            self.feed_up = true;
+            self.rate_samples.clear();
+            let what = match self.feed {
+                Feed::Driver => "hv_utils (the kernel's) bound to the VMBus shim",
+                _ => "mock-phc serving",
+            };
+            g.note(self.now_ns, "world", format!("{what} {MOCK_DEVICE}"));
         }
         self.provider.reboot(self.now_ns);
         if let Some(due) = self.provider.poll(self.now_ns) {
@@ -212,26 +233,38 @@ impl Virtual {
         g.start_daemons(|| self.now_ns, "")
     }
 
-    /// One host sample: the hyperv mock keeps it (host time read off the igb PHC, which is the
-    /// host clock); hv_utils steps the guest clock to host time on SYNC, and with
-    /// timesync_implicit on a plain sample that finds it 5 s or more behind. The igb PHC needs no
-    /// feeding: it is host time.
+    /// One host sample: the hyperv clock's service keeps it (host time read off the igb PHC,
+    /// which is the host clock). The kernel's hv_utils steps the guest clock to host time itself
+    /// on SYNC (and with timesync_implicit on a sample that finds it 5 s or more behind); with
+    /// the mock, or no hyperv clock, the agent plays that step. The igb PHC needs no feeding: it
+    /// is host time.
     fn deliver(&mut self, g: &mut GuestRun, sync: bool) -> Result<(), Error> {
-        if self.mock {
-            self.sample_mock(g)?;
+        let before = self.last.as_ref().map(|o| Observation {
+            t_s: self.now_ns as f64 / 1e9,
+            guest_offset_ns: Some(o.realtime_minus_phc_ns),
+            phc_offset_ns: None,
+            phc_error: None,
+        });
+        if self.feed == Feed::Driver {
+            // The real driver steps on every SYNC; a scenario without hv_utils' discipline gets
+            // plain samples.
+            let sync = sync && self.hv_utils.is_some();
+            let stepped = self.sample_feed(g, sync)?;
+            if let Some(delta_ns) = stepped {
+                // How the guest came back, before the step corrected anything.
+                g.taken.extend(before);
+                g.events.push(Event { t_ns: self.now_ns, source: "hv_utils", kind: EventKind::Step { delta_ns } });
+                self.last = None;
+            }
+            return Ok(());
+        }
+        if self.feed == Feed::Mock {
+            self.sample_feed(g, sync)?;
         }
         let Some(hv) = self.hv_utils.clone() else { return Ok(()) };
         let behind = self.last.as_ref().is_some_and(|o| o.realtime_minus_phc_ns <= -5_000_000_000);
         if sync || (hv.timesync_implicit && behind) {
-            if let Some(o) = &self.last {
-                // How the guest came back, before the SYNC sample corrects anything.
-                g.taken.push(Observation {
-                    t_s: self.now_ns as f64 / 1e9,
-                    guest_offset_ns: Some(o.realtime_minus_phc_ns),
-                    phc_offset_ns: None,
-                    phc_error: None,
-                });
-            }
+            g.taken.extend(before);
             let RealtimeStepped { stepped_ns: delta_ns } =
                 g.call(Op::RealtimeToPhc { device: GUEST_PHC.into() })?;
             g.events.push(Event {
@@ -245,19 +278,21 @@ impl Virtual {
         Ok(())
     }
 
-    /// Hands the mock a sample of the host clock (igb) read now, with the rate to extrapolate it
-    /// at until the next: what igb really runs at against the guest's CLOCK_MONOTONIC_RAW,
-    /// measured over the samples of up to the last minute (steps of igb taken out), since
-    /// hv_utils extrapolates with a reference counter at the host's own rate and shows no
-    /// sawtooth between samples. With nothing to measure over yet (the start, a re-tune, a
-    /// reboot), the nominal rate plus the last measured offset from it.
-    fn sample_mock(&mut self, g: &mut GuestRun) -> Result<(), Error> {
-        let m: MockSampled = g.call(Op::MockSample {
+    /// Hands the hyperv clock's service (the kernel's hv_utils or the mock) a sample of the host
+    /// clock (igb) read now, with the rate of the host's reference counter until the next: what
+    /// igb really runs at against the guest's CLOCK_MONOTONIC_RAW, measured over the samples of
+    /// up to the last minute (steps of igb taken out), since Hyper-V's reference counter runs at
+    /// the host's own rate and hv_utils shows no sawtooth between samples. With nothing to
+    /// measure over yet (the start, a re-tune, a reboot), the nominal rate plus the last
+    /// measured offset from it. Answers hv_utils' step of the guest clock, where it made one.
+    fn sample_feed(&mut self, g: &mut GuestRun, sync: bool) -> Result<Option<i64>, Error> {
+        let m: HostSampled = g.call(Op::HostSample {
             host_ns: None,
             reference: Some(GUEST_PHC.into()),
             // Within 1e8 ppb by the scenario bounds (and 10% at most measured): no saturation.
             rate_ppb: (self.phc_ppb + self.rate_offset_ppb).round() as i64,
             rate_since: self.rate_samples.front().copied(),
+            sync,
         })?;
         if !self.rate_samples.is_empty() {
             // Measured once the span allows; else the guess handed over, the offset unchanged.
@@ -270,7 +305,7 @@ impl Virtual {
             self.rate_samples.pop_front();
         }
         self.mock_rate_ppb = Some(m.rate_ppb);
-        Ok(())
+        Ok(m.stepped_ns)
     }
 
     /// The host clock (igb) was stepped by `d_ns`: the rate's anchor moves with it.
@@ -352,7 +387,7 @@ impl Virtual {
             }
             Disturbance::Reboot { .. } => {
                 g.session.guest.qmp().system_reset(Instant::now() + CALL_SLACK)?;
-                self.mock_up = false;
+                self.feed_up = false;
                 let wall = Instant::now();
                 g.session.wait_agent_again(Instant::now() + Duration::from_secs(120))?;
                 g.info.insert("reboot_to_ready_s".into(), json!(round3(wall.elapsed().as_secs_f64())));
@@ -386,12 +421,13 @@ impl Virtual {
                 // The guest's oscillator gains delta: the host clock, against it, loses as much.
                 self.phc_ppb -= delta_ppm * 1000.0;
                 self.set_phc_frequency(g)?;
-                if self.mock_up {
+                if self.feed_up {
                     // Hyper-V's reference counter runs at the host's rate and never sees the
-                    // guest's oscillator change; the mock extrapolates with the guest's
-                    // CLOCK_MONOTONIC_RAW, so it starts again from here at the new rate (else up
-                    // to 5 s at the old one: 250 us at 50 ppm).
-                    self.sample_mock(g)?;
+                    // guest's oscillator change; the shim's counter and the mock run on the
+                    // guest's CLOCK_MONOTONIC_RAW, so they start again from here at the new rate
+                    // (else up to 5 s at the old one: 250 us at 50 ppm). A plain sample.
+                    let sync = false;
+                    self.sample_feed(g, sync)?;
                 }
                 // Host time runs at the new rate against the RTC from here.
                 self.rebase_rtc_map(g)?;
