@@ -15,6 +15,8 @@
 # $PHC_CACHE/apt-* (on a bookworm host the 6.12 from its own sources): the host's own apt sources
 # never name another release, so nothing on the host can be upgraded from it by accident.
 #
+# Last, ci/build-shim.sh builds the VMBus shim (kmod/vmbus-shim) into each kernel's cache; where
+# it cannot, this script still succeeds and says why (PHC_BUILD_SHIM=0 skips it).
 # Environment: PHC_CACHE (default /var/cache/phc-harness); PHC_KERNEL_LINES (default "6.12 7.2")
 # picks the lines to set up; PHC_KERNEL_PKG pins the 6.12 package, PHC_KERNEL_72_VERSION the 7.2
 # release (e.g. 7.2.12+deb13-amd64); PHC_DEBIAN_MIRROR and PHC_DEBIAN_SECURITY_MIRROR the Debian
@@ -366,3 +368,19 @@ for line in $KERNEL_LINES; do
 done
 
 log "ready: qemu $qemu_ver, kernels ${ready[*]} in $CACHE"
+
+# --- 4. the VMBus shim (the real hv_utils driver's mode) ---------------------------------------
+# ci/build-shim.sh builds kmod/vmbus-shim into each kernel's cache folder (a no-op when it is up
+# to date). Where it cannot run, the set-up still succeeds: the harness then refuses
+# `--phc hyperv` with its own error. PHC_BUILD_SHIM=0 skips it.
+shim_script="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/build-shim.sh"
+if [[ ${PHC_BUILD_SHIM:-1} == 0 ]]; then
+    log "vmbus-shim: skipped (PHC_BUILD_SHIM=0); --phc hyperv will be unavailable"
+elif [[ ! -f $shim_script ]]; then
+    log "vmbus-shim: not built ($shim_script missing); --phc hyperv will be unavailable"
+elif PHC_CACHE="$CACHE" PHC_KERNEL_LINES="$KERNEL_LINES" bash "$shim_script"; then
+    log "vmbus-shim: ready"
+else
+    log "vmbus-shim: not built (the error above says why); --phc hyperv will be \
+unavailable until \`bash ci/build-shim.sh\` succeeds"
+fi

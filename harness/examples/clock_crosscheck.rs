@@ -34,6 +34,7 @@ fn main() {
                 clock,
                 kernel_line: Default::default(),
                 kernel_dir: None,
+                hyperv: Default::default(),
             };
             let r = run_qemu(s, &opts, true).unwrap_or_else(|e| panic!("{}: {e}", s.name));
             println!(

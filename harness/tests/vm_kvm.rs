@@ -22,6 +22,7 @@ fn kvm_opts() -> QemuOptions {
         clock: ClockMode::Real,
         kernel_line: Default::default(),
         kernel_dir: None,
+        hyperv: Default::default(),
     }
 }
 

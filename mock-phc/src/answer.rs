@@ -306,7 +306,7 @@ mod tests {
     #[test]
     fn hyperv_answers_last_sample_plus_elapsed_and_goes_stale() {
         let a = hyperv();
-        assert_eq!(code(&a.gettime()), "ESTALE", "no sample yet");
+        assert_eq!(code(&a.gettime()), "ESTALE", "no sample in 1000 s of uptime");
         let raw = a.clocks().monotonic_raw_ns();
         a.apply(HostSample { host_ns: 42_000_000_000, monotonic_raw_ns: raw });
         a.clocks().raw.fetch_add(3_000_000_000, Ordering::SeqCst);

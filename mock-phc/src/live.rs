@@ -3,10 +3,12 @@
 //! since, in 100 ns units. The reference counter is stood in for by CLOCK_MONOTONIC_RAW. What the
 //! CUSE server serves as `mock-phc serve --personality hyperv`.
 //!
-//! Differences from the driver, on purpose: before the first sample the driver would answer from a
-//! zero host time (garbage unless 600 s of uptime have passed, then ESTALE); this clock answers
-//! ESTALE. `gettime` returns the PHC time for in-process callers, but a client of the CUSE node
-//! cannot `clock_gettime` it: a CUSE device is no POSIX dynamic clock.
+//! Before the first sample it answers as the driver does (seen with Debian's hv_utils.ko on the
+//! VMBus shim): from a zero host time (1601) and a zero counter, the wrapped u64 arithmetic gives
+//! a time about 6.8e9 s ahead, without error, until 600 s of counter (uptime) have passed, then
+//! ESTALE. The difference from the driver left: `gettime` returns the PHC time for in-process
+//! callers, but a client of the CUSE node cannot `clock_gettime` it: a CUSE device is no POSIX
+//! dynamic clock.
 
 use std::sync::Mutex;
 
@@ -16,6 +18,9 @@ use crate::answer::{Answerer, TimeSource};
 
 /// hv_util.c `HOST_TIMESYNC_DELAY_THRESH`: a read is stale once the last sample is older.
 pub const STALE_AFTER_NS: u64 = 600 * 1_000_000_000;
+
+/// include/linux/hyperv.h `WLTIMEDELTA`: 100 ns ticks from 1601 (the host's epoch) to 1970.
+pub const WLTIMEDELTA: u64 = 116_444_736_000_000_000;
 
 /// The guest's system clocks a live PHC reads; tests substitute their own.
 pub trait Clocks: Send + Sync {
@@ -105,9 +110,14 @@ impl<T: Clocks> HypervClock<T> {
     /// `diff * 100 > 600 s`.
     pub fn read_ns(&self) -> Result<i64> {
         let now = self.src.monotonic_raw_ns();
-        let s = self.last().ok_or(Error::Stale)?;
+        // hv_utils' host_ts in its own units: host time in 100 ns ticks since 1601, and the
+        // counter when it applied; before any sample both are zero (the counter starts at boot).
+        let (host_ticks, ref_ns) = match self.last() {
+            Some(s) => ((s.host_ns.div_euclid(100) as u64).wrapping_add(WLTIMEDELTA), s.monotonic_raw_ns),
+            None => (0, 0),
+        };
         // The driver's u64 arithmetic: reinterpreting the signed tick counts wraps as it does.
-        let mut diff_ticks = (now.div_euclid(100)).wrapping_sub(s.monotonic_raw_ns.div_euclid(100)) as u64;
+        let mut diff_ticks = (now.div_euclid(100)).wrapping_sub(ref_ns.div_euclid(100)) as u64;
         let rate = self.rate_ppb.load(std::sync::atomic::Ordering::Relaxed);
         if rate != 0 {
             // The reference counter's ticks at its own rate (|rate| <= 10%: no overflow in i128).
@@ -117,8 +127,9 @@ impl<T: Clocks> HypervClock<T> {
         if diff_ticks.wrapping_mul(100) > STALE_AFTER_NS {
             return Err(Error::Stale);
         }
-        let ticks = (s.host_ns.div_euclid(100) as u64).wrapping_add(diff_ticks);
-        Ok((ticks as i64).wrapping_mul(100))
+        // reftime_to_ns: (newtime - WLTIMEDELTA) * 100, as u64, then a signed nanosecond count.
+        let ns = host_ticks.wrapping_add(diff_ticks).wrapping_sub(WLTIMEDELTA).wrapping_mul(100);
+        Ok(ns as i64)
     }
 }
 
@@ -189,9 +200,17 @@ mod tests {
     }
 
     #[test]
-    fn stale_before_the_first_sample_and_after_600_s() {
+    fn wrapped_before_the_first_sample_and_stale_after_600_s() {
         let c = clock();
+        // No sample, 10 s of uptime: the driver's wrapped value, about 6.8e9 s ahead, no error.
+        c.clocks().raw.store(10_000_000_000, Relaxed);
+        let wrapped = c.gettime().unwrap();
+        assert_eq!(wrapped, (100_000_000u64.wrapping_sub(WLTIMEDELTA).wrapping_mul(100)) as i64);
+        assert!((6.7e18..6.9e18).contains(&(wrapped as f64)), "{wrapped}");
+        // Past 600 s of uptime with still no sample: stale.
+        c.clocks().raw.store(600_000_000_100, Relaxed);
         assert!(matches!(c.gettime(), Err(Error::Stale)));
+        c.clocks().raw.store(0, Relaxed);
         c.apply(HostSample { host_ns: 1_700_000_000_000_000_000, monotonic_raw_ns: 10_000 });
         c.clocks().raw.store(10_000 + 1_234_567, Relaxed);
         assert_eq!(c.gettime().unwrap(), 1_700_000_000_000_000_000 + 1_234_500, "100 ns ticks");

@@ -257,7 +257,11 @@ fn sample_counts_reserved_words_and_staleness_as_the_kernel_checks_them() {
     let fh = k.open();
     let mut user = vec![0u8; 832];
     put_u32(&mut user, 0, 1);
-    assert_eq!(k.ioctl(fh, code(uapi::PTP_SYS_OFFSET), &mut user), Err(libc::ESTALE), "no sample yet");
+    // No sample yet: hv_utils' wrapped value within the first 600 s of uptime, ESTALE after.
+    assert!(k.ioctl(fh, code(uapi::PTP_SYS_OFFSET), &mut user).is_ok(), "no sample yet, uptime 0");
+    k.server.clock().clocks().raw.store(600_000_000_100, Relaxed);
+    assert_eq!(k.ioctl(fh, code(uapi::PTP_SYS_OFFSET), &mut user), Err(libc::ESTALE), "no sample, 600 s up");
+    k.server.clock().clocks().raw.store(0, Relaxed);
     put_u32(&mut user, 0, 0);
     k.server.clock().apply(HostSample { host_ns: 1_000_000_000, monotonic_raw_ns: 0 });
     k.server.clock().clocks().real.store(99, Relaxed);

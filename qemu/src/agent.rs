@@ -189,6 +189,13 @@ pub enum Op {
         /// The link under /dev (`ptp_hyperv`, as Azure's udev rule names it).
         name: String,
     },
+    /// Move the VMBus shim's reference counter (Hyper-V's partition reference time, which
+    /// hv_utils measures a sample's age by) forward by `ticks` of 100 ns, as if that much host
+    /// time had passed without a sample. Answers `{"reference": ...}`: the counter after.
+    ShiftReference {
+        /// 100 ns units.
+        ticks: u64,
+    },
     /// Wait for the RTC's next second boundary and read the PHC there; with `set`, set the PHC
     /// at that boundary to where the mapping says host time is. Answers `RtcTick`.
     RtcTick {
@@ -242,6 +249,7 @@ impl Op {
             Self::StartMock { .. } => "start_mock",
             Self::HostSample { .. } => "host_sample",
             Self::StartHyperv { .. } => "start_hyperv",
+            Self::ShiftReference { .. } => "shift_reference",
             Self::RtcTick { .. } => "rtc_tick",
         }
     }

@@ -77,12 +77,19 @@ fn start_hyperv(s: &mut Session, driver: bool, offer: &[[u16; 2]]) -> Result<Opt
         }))
     } else {
         say!("phc-harness: starting mock-phc serve --personality hyperv in the guest ...");
-        s.agent.call(Op::StartMock { personality: "hyperv".into(), name: "ptp_hyperv".into() }, deadline())?;
+        s.agent
+            .call(Op::StartMock { personality: "hyperv".into(), name: "ptp_hyperv".into() }, deadline())?;
         None
     };
     let host_ns = phc_qemu::client::host_realtime_ns();
     s.agent.call(
-        Op::HostSample { host_ns: Some(host_ns), reference: None, rate_ppb: 0, rate_since: None, sync: driver },
+        Op::HostSample {
+            host_ns: Some(host_ns),
+            reference: None,
+            rate_ppb: 0,
+            rate_since: None,
+            sync: driver,
+        },
         deadline(),
     )?;
     Ok(started)
@@ -217,7 +224,9 @@ pub fn run(g: &GuestArgs, device: &str, out: Output) -> Exit {
     if info.nested {
         tail.push_str(&format!("nesting: {}\n", qemu::nested::NESTING));
     }
-    tail.push_str(&format!("cross-check, linuxptp `phc_ctl {cmp_device} cmp` in the same guest: {cmp_text}\n"));
+    tail.push_str(&format!(
+        "cross-check, linuxptp `phc_ctl {cmp_device} cmp` in the same guest: {cmp_text}\n"
+    ));
     if let Some(h) = &hv_utils {
         tail.push_str(&format!(
             "hv_utils: {}, TimeSync {} through {}\n",

@@ -9,7 +9,7 @@ pub mod args;
 pub mod baseline;
 pub mod compare;
 pub mod device;
-mod guest;
+pub mod guest;
 pub mod merge;
 pub mod plot;
 pub mod relay;

@@ -225,7 +225,10 @@ impl Agent {
             let stepped_ns = h.sample(host_ns, raw_ns, rate_ppb, sync)?;
             return Ok(phc_qemu::agent::HostSampled { host_ns, raw_ns, rate_ppb, stepped_ns });
         }
-        let m = self.mock.as_mut().ok_or("host_sample: no host time service (start_mock or start_hyperv first)")?;
+        let m = self
+            .mock
+            .as_mut()
+            .ok_or("host_sample: no host time service (start_mock or start_hyperv first)")?;
         m.sample(host_ns, raw_ns, rate_ppb)?;
         // The server applies its stdin lines on its own thread: a stale clock (no sample
         // yet, or samples just resumed) is read until the sample has reached it, so that
@@ -399,6 +402,14 @@ impl Agent {
             }
             Op::HostSample { host_ns, reference, rate_ppb, rate_since, sync } => {
                 Ok(json!(self.host_sample(host_ns, reference, rate_ppb, rate_since, sync)?))
+            }
+            Op::ShiftReference { ticks } => {
+                let h = self
+                    .hyperv
+                    .as_ref()
+                    .ok_or("shift_reference: hv_utils is not running (start_hyperv first)")?;
+                h.shift_reference(ticks)?;
+                Ok(json!({ "reference": h.reference_now()? }))
             }
             Op::StartHyperv { implicit, ts_versions, name } => {
                 // The PHC behind the link changes with the driver's reload.

@@ -209,7 +209,11 @@ pub struct HypervHost {
 
 impl HypervHost {
     /// Loads the shim and hv_utils, negotiates, links `/dev/<name>`.
-    pub fn start(implicit: bool, ts_versions: &[[u16; 2]], name: &str) -> Result<(Self, HypervStarted), String> {
+    pub fn start(
+        implicit: bool,
+        ts_versions: &[[u16; 2]],
+        name: &str,
+    ) -> Result<(Self, HypervStarted), String> {
         phc::input::check_name(name).map_err(|e| format!("start_hyperv: {e}"))?;
         if ts_versions.is_empty() || ts_versions.len() > 16 {
             return Err("start_hyperv: offer 1 to 16 TimeSync versions".into());
@@ -226,12 +230,15 @@ impl HypervHost {
                 if m.ends_with("_lp") {
                     // A livepatch is disabled before it can go.
                     let _ = std::fs::write(format!("/sys/kernel/livepatch/{m}/enabled"), "0");
-                    wait_for(Duration::from_secs(5), || !Path::new(&format!("/sys/kernel/livepatch/{m}")).exists());
+                    wait_for(Duration::from_secs(5), || {
+                        !Path::new(&format!("/sys/kernel/livepatch/{m}")).exists()
+                    });
                 }
                 let _ = unload(m);
             }
         }
-        let fail = |log: &mut KernelLog, what: String| format!("{what}; kernel log: {}", log.lines().join(" | "));
+        let fail =
+            |log: &mut KernelLog, what: String| format!("{what}; kernel log: {}", log.lines().join(" | "));
         load(shim, "").map_err(|e| fail(&mut log, e))?;
         let params = if implicit { "timesync_implicit=1" } else { "timesync_implicit=0" };
         load("hv_utils", params).map_err(|e| fail(&mut log, e))?;
@@ -265,7 +272,8 @@ impl HypervHost {
         };
         let (fw, ts) = parse_negotiate_reply(&reply).map_err(|e| fail(&mut log, e))?;
         host.version = ts;
-        let ptp = find_ptp("hyperv").ok_or_else(|| fail(&mut log, "hv_utils registered no PHC named hyperv".into()))?;
+        let ptp = find_ptp("hyperv")
+            .ok_or_else(|| fail(&mut log, "hv_utils registered no PHC named hyperv".into()))?;
         let link = host.device.clone();
         match std::fs::symlink_metadata(&link) {
             Ok(m) if m.file_type().is_symlink() => {
@@ -324,14 +332,21 @@ impl HypervHost {
     /// Moves the reference counter forward by `ticks` (100 ns units).
     pub fn shift_reference(&self, ticks: u64) -> Result<(), String> {
         // SAFETY: `ticks` is a live u64.
-        unsafe { shim_ref_shift(self.node.as_raw_fd(), &ticks) }.map_err(|e| format!("{SHIM_DEVICE}: {e}"))?;
+        unsafe { shim_ref_shift(self.node.as_raw_fd(), &ticks) }
+            .map_err(|e| format!("{SHIM_DEVICE}: {e}"))?;
         Ok(())
     }
 
     /// Sends hv_utils host time `host_ns` taken at CLOCK_MONOTONIC_RAW `raw_ns`, the host's
     /// clock (the reference counter) running `rate_ppb` faster than CLOCK_MONOTONIC_RAW from
     /// now; a SYNC with `sync`. Answers the step of CLOCK_REALTIME it brought, if any.
-    pub fn sample(&mut self, host_ns: i64, raw_ns: i64, rate_ppb: i64, sync: bool) -> Result<Option<i64>, String> {
+    pub fn sample(
+        &mut self,
+        host_ns: i64,
+        raw_ns: i64,
+        rate_ppb: i64,
+        sync: bool,
+    ) -> Result<Option<i64>, String> {
         self.anchor = self.set_rate(rate_ppb)?;
         let host = u64::try_from(host_ns).map_err(|_| format!("host time {host_ns} before 1970"))?;
         // parenttime has 100 ns steps: the reference time is taken where host time was whole.
@@ -367,7 +382,8 @@ impl ClockSetWatch {
     fn new() -> Result<Self, String> {
         use std::os::fd::FromRawFd;
         // SAFETY: plain syscalls on a new fd owned here.
-        let fd = unsafe { libc::timerfd_create(libc::CLOCK_REALTIME, libc::TFD_CLOEXEC | libc::TFD_NONBLOCK) };
+        let fd =
+            unsafe { libc::timerfd_create(libc::CLOCK_REALTIME, libc::TFD_CLOEXEC | libc::TFD_NONBLOCK) };
         if fd < 0 {
             return Err(format!("timerfd_create: {}", std::io::Error::last_os_error()));
         }
@@ -503,7 +519,8 @@ struct KernelLog(Option<File>);
 
 impl KernelLog {
     fn open() -> Self {
-        let f = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open("/dev/kmsg");
+        let f =
+            OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open("/dev/kmsg");
         let mut log = Self(f.ok());
         // Skip what was there before.
         if let Some(f) = &log.0 {
@@ -525,9 +542,13 @@ impl KernelLog {
                 Ok(0) => break,
                 Ok(n) => {
                     let rec = String::from_utf8_lossy(&buf[..n]);
-                    let text = rec.split_once(';').map_or(rec.as_ref(), |(_, t)| t).lines().next().unwrap_or("");
+                    let text =
+                        rec.split_once(';').map_or(rec.as_ref(), |(_, t)| t).lines().next().unwrap_or("");
                     let l = text.to_ascii_lowercase();
-                    if ["hv_util", "vmbus", "timesync", "ptp", "livepatch", "taint", "module"].iter().any(|k| l.contains(k)) {
+                    if ["hv_util", "vmbus", "timesync", "ptp", "livepatch", "taint", "module"]
+                        .iter()
+                        .any(|k| l.contains(k))
+                    {
                         out.push(text.trim().to_owned());
                     }
                 }

@@ -3,9 +3,9 @@
 //! trips. This module owns the feeding (`Fed`): samples, hv_utils, host steps, snapshot restore.
 
 use super::guest::{Guest, GuestRun};
-use phc_qemu::agent::HostSampled;
 use super::wall::{checked_ns, since, Host, Wall};
 use super::*;
+use phc_qemu::agent::HostSampled;
 
 /// A scenario's guest in real time.
 pub type QemuBackend = Guest<Wall<Fed>>;
@@ -164,7 +164,11 @@ impl Fed {
         if self.feed == Feed::Driver {
             // The kernel's hv_utils made its own step (or none).
             if let Some(delta) = driver_stepped {
-                g.events.push(Event { t_ns: since(origin), source: "hv_utils", kind: EventKind::Step { delta_ns: delta } });
+                g.events.push(Event {
+                    t_ns: since(origin),
+                    source: "hv_utils",
+                    kind: EventKind::Step { delta_ns: delta },
+                });
             }
         } else if let Some(hv) = self.hv_utils.clone() {
             // hv_utils: settimeofday on SYNC; with timesync_implicit also on a plain sample when

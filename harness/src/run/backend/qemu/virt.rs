@@ -253,7 +253,11 @@ impl Virtual {
             if let Some(delta_ns) = stepped {
                 // How the guest came back, before the step corrected anything.
                 g.taken.extend(before);
-                g.events.push(Event { t_ns: self.now_ns, source: "hv_utils", kind: EventKind::Step { delta_ns } });
+                g.events.push(Event {
+                    t_ns: self.now_ns,
+                    source: "hv_utils",
+                    kind: EventKind::Step { delta_ns },
+                });
                 self.last = None;
             }
             return Ok(());
