@@ -199,6 +199,7 @@ fn the_kernels_hv_utils_on_the_shim_negotiates_steps_and_goes_stale() {
             );
             // A SAMPLE 10 s ahead of the guest is kept, not applied; a SYNC steps the clock.
             for (sync, ahead_s) in [(false, 10), (true, 20)] {
+                let before = s.agent.offset(3, Instant::now() + Duration::from_secs(30)).unwrap().offset_ns;
                 let host_ns = phc_qemu::client::host_realtime_ns() + ahead_s * 1_000_000_000;
                 let op = Op::HostSample {
                     host_ns: Some(host_ns),
@@ -209,8 +210,20 @@ fn the_kernels_hv_utils_on_the_shim_negotiates_steps_and_goes_stale() {
                 };
                 let m: HostSampled = call(&mut s, op).unwrap_or_else(|e| panic!("{l}: {e}"));
                 if sync {
+                    // The step takes the guest from where it was (guest - host = `before`) to
+                    // host time plus the 20 s.
                     let d = m.stepped_ns.unwrap_or_else(|| panic!("{l} {want}: a SYNC stepped nothing"));
-                    assert!((d as f64 / 1e9 - ahead_s as f64).abs() < 0.5, "{l} {want}: SYNC stepped {d} ns");
+                    let expected = ahead_s * 1_000_000_000 - before;
+                    assert!(
+                        (d - expected).abs() < 50_000_000,
+                        "{l} {want}: SYNC stepped {d} ns, expected {expected}"
+                    );
+                    let est = s.agent.offset(3, Instant::now() + Duration::from_secs(30)).unwrap();
+                    let off = est.offset_ns - ahead_s * 1_000_000_000;
+                    assert!(
+                        off.abs() < 50_000_000,
+                        "{l} {want}: guest - (host + {ahead_s} s) = {off} ns after the SYNC"
+                    );
                 } else {
                     assert_eq!(m.stepped_ns, None, "{l} {want}: a SAMPLE stepped the clock");
                 }
