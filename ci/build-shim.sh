@@ -331,7 +331,10 @@ build_kernel() {
     # Download what is not cached yet.
     local p f missing=()
     for p in "${pkgs[@]}"; do [[ -n $(cached_deb "$work/debs" "$p" "$deb_ver") ]] || missing+=("$p"); done
-    if [[ ! -f $work/hv/.phc-source || $(<"$work/hv/.phc-source") != "$source=$deb_ver" ]]; then
+    # The private VMBus headers matter for the module's CRCs only; a livepatch needs none.
+    if [[ $kind == livepatch ]]; then
+        source=
+    elif [[ ! -f $work/hv/.phc-source || $(<"$work/hv/.phc-source") != "$source=$deb_ver" ]]; then
         missing+=("$source")
     fi
     if ((${#missing[@]})); then
@@ -403,8 +406,8 @@ build_kernel() {
     rm -rf "$b"
     mkdir -p "$b"
     cp -a "$SRC/." "$b/"
-    local -a mk_args=(-C "$kdir" M="$b" HV_SRC="$work/hv" CONFIG_DEBUG_INFO_BTF_MODULES=)
-    if [[ $kind == livepatch ]]; then mk_args+=(SHIM_LIVEPATCH=1); fi
+    local -a mk_args=(-C "$kdir" M="$b" CONFIG_DEBUG_INFO_BTF_MODULES=)
+    if [[ $kind == livepatch ]]; then mk_args+=(SHIM_LIVEPATCH=1); else mk_args+=(HV_SRC="$work/hv"); fi
     if ! in_env "$work" make -j"$(nproc)" "${mk_args[@]}" modules >"$work/build.log" 2>&1; then
         tail -n 30 "$work/build.log" >&2
         die "$label: building the shim for $rel failed (log: $work/build.log)"
@@ -443,7 +446,7 @@ build_kernel() {
 
     # Install into the kernel cache.
     local built_against=() q
-    for p in "${pkgs[@]}" "$source"; do built_against+=("$p=$deb_ver"); done
+    for p in "${pkgs[@]}" ${source:+"$source"}; do built_against+=("$p=$deb_ver"); done
     mkdir -p "$extra"
     rm -f "$extra/$other"
     install -m 0644 "$b/$ko" "$extra/$ko.new"

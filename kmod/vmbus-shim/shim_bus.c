@@ -53,7 +53,9 @@
 #include <linux/pci.h>
 #include <clocksource/hyperv_timer.h>
 #include <asm/mshyperv.h>
+#ifdef SHIM_HV_PRIVATE
 #include "hyperv_vmbus.h"
+#endif
 
 #include <linux/miscdevice.h>
 #include <linux/fs.h>

@@ -20,7 +20,9 @@
 #include <asm/page.h>
 #include <asm/mshyperv.h>
 
+#ifdef SHIM_HV_PRIVATE
 #include "hyperv_vmbus.h"
+#endif
 #include "shim.h"
 #include "shim_fn.h"
 

@@ -21,7 +21,9 @@
 #include <asm/mshyperv.h>
 #include <linux/sched/isolation.h>
 
+#ifdef SHIM_HV_PRIVATE
 #include "hyperv_vmbus.h"
+#endif
 
 /* What a Windows Server 2019 or newer host negotiates. */
 __u32 vmbus_proto_version = VERSION_WIN10_V5_3;

@@ -374,6 +374,16 @@ impl HypervHost {
     }
 }
 
+impl Drop for HypervHost {
+    /// The link goes with the host (a mock may take the name next); the modules stay loaded
+    /// until the next start replaces them.
+    fn drop(&mut self) {
+        if std::fs::symlink_metadata(&self.device).is_ok_and(|m| m.file_type().is_symlink()) {
+            let _ = std::fs::remove_file(&self.device);
+        }
+    }
+}
+
 /// A timerfd that fires ECANCELED when CLOCK_REALTIME is set: how the agent sees hv_utils'
 /// do_settimeofday64, a step of zero included.
 struct ClockSetWatch(std::os::fd::OwnedFd);
