@@ -5,6 +5,8 @@
 #   /usr/lib/phc-harness/phc-harness-guest       the static guest agent (ci/build-agent.sh), found
 #   /usr/lib/phc-harness/mock-phc-guest          by default there; the static CUSE mock beside it
 #   /usr/lib/phc-harness/setup-vm.sh             the QEMU backend's host set-up (ci/setup-vm.sh)
+#   /usr/lib/phc-harness/build-shim.sh           the VMBus shim's build (ci/build-shim.sh)
+#   /usr/share/phc-harness/vmbus-shim/           the shim's source (kmod/vmbus-shim, GPL-2.0)
 #   /usr/share/phc-harness/scenarios/            the built-in scenarios as files (also built in)
 #   /usr/share/man/man1/phc-harness.1.gz         the man page, made from every command's --help
 #   /usr/share/doc/phc-harness/README.md(.gz), JSON.md.gz, copyright
@@ -43,6 +45,10 @@ strip --strip-debug -o "$root/usr/bin/phc-harness" "$bin"
 install -m 0755 "$agent" "$root/usr/lib/phc-harness/phc-harness-guest"
 install -m 0755 "$mock" "$root/usr/lib/phc-harness/mock-phc-guest"
 install -m 0755 ci/setup-vm.sh "$root/usr/lib/phc-harness/setup-vm.sh"
+# The VMBus shim (--phc hyperv: the kernel's own hv_utils) and its build, which setup-vm.sh runs.
+install -m 0755 ci/build-shim.sh "$root/usr/lib/phc-harness/build-shim.sh"
+install -d "$root/usr/share/phc-harness/vmbus-shim"
+install -m 0644 kmod/vmbus-shim/* "$root/usr/share/phc-harness/vmbus-shim/"
 # The scenario files, folders included (nested/), as the binary embeds them.
 (cd harness/scenarios && find . -name '*.toml' -print0 | cpio -0pdm --quiet "$root/usr/share/phc-harness/scenarios")
 install -m 0644 README.md "$root/usr/share/doc/phc-harness/README.md"
@@ -57,6 +63,11 @@ License: MIT or Apache-2.0
  The harness, its guest agent and mock-phc are licensed under the MIT license or the
  Apache License 2.0, at your option. On Debian systems the Apache License 2.0 is in
  /usr/share/common-licenses/Apache-2.0.
+
+Files: usr/share/phc-harness/vmbus-shim/*
+License: GPL-2.0
+ The VMBus shim is a Linux kernel module and uses GPL-only kernel exports: GPL version 2.
+ On Debian systems the GPL version 2 is in /usr/share/common-licenses/GPL-2.
 EOF
 
 # The man page: NAME, SYNOPSIS and each command's --help, preformatted (no help2man needed).

@@ -37,7 +37,11 @@ set -euo pipefail
 CACHE="${PHC_CACHE:-/var/cache/phc-harness}"
 KERNEL_LINES=${PHC_KERNEL_LINES:-6.12 7.2}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-SRC=$(cd "$HERE/../kmod/vmbus-shim" && pwd)
+# The shim's source: beside a checkout's ci/, or where the Debian package puts it.
+SRC=
+for d in "${PHC_SHIM_SRC:-}" "$HERE/../kmod/vmbus-shim" /usr/share/phc-harness/vmbus-shim; do
+    if [[ -n $d && -f $d/shim_bus.c ]]; then SRC=$(cd "$d" && pwd); break; fi
+done
 BUILD_ROOT="$CACHE/shim-build"
 
 log() { printf 'build-shim: %s\n' "$*"; }

@@ -19,12 +19,13 @@ root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 dpkg-deb -x "$deb" "$root"
 for f in usr/bin/phc-harness usr/lib/phc-harness/phc-harness-guest usr/lib/phc-harness/mock-phc-guest \
-    usr/lib/phc-harness/setup-vm.sh; do
+    usr/lib/phc-harness/setup-vm.sh usr/lib/phc-harness/build-shim.sh; do
     [[ -x $root/$f ]] || die "$deb: no executable /$f"
 done
 for f in usr/share/man/man1/phc-harness.1.gz usr/share/doc/phc-harness/README.md \
     usr/share/doc/phc-harness/copyright usr/share/phc-harness/scenarios/azure-pause-30s.toml \
-    usr/share/phc-harness/scenarios/nested/kvm-pause-30s.toml; do
+    usr/share/phc-harness/scenarios/nested/kvm-pause-30s.toml usr/share/phc-harness/vmbus-shim/shim_bus.c \
+    usr/share/phc-harness/vmbus-shim/Makefile; do
     [[ -s $root/$f ]] || die "$deb: no /$f"
 done
 # Every built-in scenario is there as a file.

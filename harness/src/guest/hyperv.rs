@@ -397,6 +397,7 @@ impl ClockSetWatch {
         if fd < 0 {
             return Err(format!("timerfd_create: {}", std::io::Error::last_os_error()));
         }
+        // SAFETY: `fd` is the new timerfd, owned by nothing else.
         let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
         let far = libc::itimerspec {
             it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },

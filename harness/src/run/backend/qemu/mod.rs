@@ -353,8 +353,9 @@ pub fn shim_check(kernel_dir: &std::path::Path) -> Result<(), Error> {
     Err(Error::Unsupported {
         what: "--phc hyperv (the kernel's own hv_utils)".into(),
         why: format!(
-            "no VMBus shim is built for the kernel in {} (run `bash ci/build-shim.sh {}` as root, \
-             which builds it against the kernel's headers; or use --phc hyperv-mock, the CUSE model)",
+            "no VMBus shim is built for the kernel in {} (run `bash ci/build-shim.sh {}` as root, or \
+             /usr/lib/phc-harness/build-shim.sh from the package: it builds the shim against the \
+             kernel's Debian headers; or use --phc hyperv-mock, the CUSE model)",
             kernel_dir.display(),
             kernel_dir.display()
         ),
