@@ -54,7 +54,7 @@ echo "harness VM tests: $(( $(date +%s) - start )) s wall"
 stage "vm: Azure's hyperv clock: the kernel's own hv_utils on the VMBus shim (6.12 module, 7.2 livepatch) and the CUSE mock, with the real chronyd"
 start=$(date +%s)
 cargo test --locked -p phc-harness --test vm_hyperv -- --ignored --test-threads=1 --nocapture
-echo "hyperv mock VM tests: $(( $(date +%s) - start )) s wall"
+echo "hyperv VM tests: $(( $(date +%s) - start )) s wall"
 
 stage "vm: your own kernel (--kernel-deb with Debian's package, --kernel/--modules)"
 start=$(date +%s)

@@ -156,6 +156,30 @@ fn the_azure_pause_on_the_7_2_livepatch_is_stepped_by_its_hv_utils() {
     assert!(f.agrees, "sim and the real chronyd on 7.2's hv_utils disagree:\n{}", f.to_markdown());
 }
 
+/// The same in real time, shortened (30 s of warm-up, a 10 s pause 5 s into 40 s of
+/// observation): the provider hands hv_utils host samples over virtio-serial, and the kernel's
+/// driver steps the guest on the SYNC after the resume.
+#[test]
+#[ignore = "needs a VM: run ci/vm-test.sh"]
+fn the_azure_pause_in_real_time_is_stepped_by_the_kernels_hv_utils() {
+    let mut s = builtin("azure-pause-30s");
+    s.timeline.warmup_s = 30.0;
+    s.timeline.observe_s = 40.0;
+    s.timeline.events[0].at_s = 5.0;
+    s.timeline.events[0].disturbance =
+        mock_phc::Disturbance::Pause { duration_s: 10.0, sync_on_resume: true };
+    let opts = QemuOptions { clock: ClockMode::Real, ..QemuOptions::new(agent()) };
+    let real = run_qemu(&s, &opts, true).unwrap_or_else(|e| panic!("on qemu in real time: {e}"));
+    print!("{}", real.to_text());
+    assert_eq!(real.backend_info["clock"], "real");
+    assert_chronyd_selected_hv_utils(&real);
+    let st = real.recovery.steps.first().unwrap_or_else(|| panic!("no step: {}", real.to_text()));
+    assert_eq!(st.source, "hv_utils", "{}", real.to_text());
+    // The pause as the wall clock saw it: 10 s plus QMP's round trips.
+    assert!((st.delta_ns as f64 / 1e9 - 10.0).abs() < 0.1, "step {} ns", st.delta_ns);
+    assert!(real.recovery.time_to_within_s["1ms"].is_some_and(|t| t <= 10.0), "{}", real.to_text());
+}
+
 fn call<T: serde::de::DeserializeOwned>(
     s: &mut phc_qemu::session::Session,
     op: Op,

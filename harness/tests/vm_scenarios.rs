@@ -18,8 +18,9 @@ fn agent() -> PathBuf {
 }
 
 /// The models are judged here against the real daemons on a real kernel PHC driver, QEMU's igb:
-/// readings with sub-microsecond windows. Azure's own clock, the CUSE hyperv mock that hyperv
-/// scenarios take by default, has its own tests (vm_hyperv.rs); `azure-pause-30s` below runs on it.
+/// readings with sub-microsecond windows. Azure's own clock, the kernel's hv_utils on the VMBus
+/// shim that hyperv scenarios take by default, has its own tests (vm_hyperv.rs);
+/// `azure-pause-30s` below runs on it.
 fn opts(clock: ClockMode) -> QemuOptions {
     QemuOptions { phc: Some(GuestPhc::Igb), clock, ..QemuOptions::new(agent()) }
 }
@@ -82,7 +83,7 @@ fn real_steps(r: &Report) -> Vec<(String, f64)> {
 #[ignore = "needs a VM: run ci/test.sh"]
 fn azure_pause_30s_in_virtual_time_agrees_with_the_sim_to_the_nanosecond_floor() {
     // The scenario as written: 300 s of warm-up, 300 s of observation.
-    // On the scenario's default PHC: hyperv, so the CUSE mock.
+    // On the scenario's default PHC: hyperv, so the kernel's own hv_utils on the VMBus shim.
     let (_sim, real, f) = both_on("azure-pause-30s", None, None);
     assert_eq!(real.verdict, Verdict::Pass, "{}", real.to_text());
     assert_eq!(real.backend_info["clock"], "virtual");
@@ -99,9 +100,10 @@ fn azure_pause_30s_in_virtual_time_agrees_with_the_sim_to_the_nanosecond_floor()
         assert!(real.recovery.time_to_within_s[k].is_some(), "never within {k}: {}", real.to_text());
     }
     assert!(real.backend_info.contains_key("chronyd_log"));
-    // A hyperv scenario: chronyd reads mock-phc's CUSE device, as on Azure, and selects it.
+    // A hyperv scenario: chronyd reads the kernel's hv_utils PHC, as on Azure, and selects it;
+    // the step at the resume is the kernel's, on the host's SYNC.
     let phc = real.backend_info["phc"].as_str().unwrap_or_default();
-    assert!(phc.starts_with("hyperv mock (/dev/ptp_hyperv"), "{phc}");
+    assert!(phc.starts_with("hyperv: the kernel's own hv_utils (/dev/ptp_hyperv)"), "{phc}");
     let sources = real.backend_info["chronyc_sources"].as_str().unwrap_or_default();
     assert!(sources.lines().any(|l| l.starts_with("#*")), "chronyd selected no source:\n{sources}");
     assert!(f.agrees, "sim and qemu disagree:\n{}", f.to_markdown());
