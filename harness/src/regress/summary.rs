@@ -309,6 +309,7 @@ pub const HOST_KEYS: &[&str] = &[
     "guest_cmdline",
     "driver",
     "device",
+    "guest_phc",
 ];
 
 fn environment(r: &Report) -> std::collections::BTreeMap<String, serde_json::Value> {

@@ -144,6 +144,7 @@ impl Feed {
             Self::Mock => {
                 let op = Op::StartMock { personality: "hyperv".into(), name: MOCK_NAME.into() };
                 g.call_within::<Value>(op, CALL_TIMEOUT + CALL_TIMEOUT)?;
+                g.info.insert("guest_phc".into(), json!("mock-phc hyperv (CUSE)"));
                 Ok(())
             }
             Self::Driver => {
@@ -153,6 +154,8 @@ impl Feed {
                     name: MOCK_NAME.into(),
                 };
                 let started: phc_qemu::agent::HypervStarted = g.call_within(op, CALL_TIMEOUT * 3)?;
+                // What the daemon read, for the same-set-up rule of `compare`: the exact build.
+                g.info.insert("guest_phc".into(), json!(started.driver));
                 g.info.insert(
                     "hv_utils".into(),
                     json!({
