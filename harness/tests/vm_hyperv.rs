@@ -491,3 +491,112 @@ fn latency_of_hv_utils_the_mock_and_the_igb_phc_in_one_guest() {
         sums[2] / sums[1]
     );
 }
+
+/// What a maintainer runs on an Azure VM, run inside the guest against the kernel's hv_utils:
+/// `list`, `probe`, `latency` and Microsoft's LISA check (`date-back-2-years`: corrected within
+/// 120 s; shortened to 30 s of warm-up and 130 s of observation; chronyd takes about a minute,
+/// as it resets its sources on the backward jump) with `--backend local`, chronyd on Azure's refclock line
+/// as the VM's own daemon, and the harness's static binary that is the guest agent anyway.
+#[test]
+#[ignore = "needs a VM: run ci/vm-test.sh"]
+fn the_local_backend_in_the_guest_runs_against_the_kernels_hv_utils() {
+    let opts = QemuOptions { clock: ClockMode::Real, ..QemuOptions::new(agent()) };
+    let (mut s, _bi) =
+        phc_harness::run::backend::qemu::boot(&opts, "device", phc_qemu::GuestClock::Real).unwrap();
+    let op = Op::StartHyperv {
+        implicit: false,
+        ts_versions: HypervOptions::V4.offer().to_vec(),
+        name: "ptp_hyperv".into(),
+    };
+    let st: HypervStarted = call(&mut s, op).unwrap();
+    let host_ns = phc_qemu::client::host_realtime_ns();
+    let op =
+        Op::HostSample { host_ns: Some(host_ns), reference: None, rate_ppb: 0, rate_since: None, sync: true };
+    let _: HostSampled = call(&mut s, op).unwrap();
+    let harness = |s: &mut phc_qemu::session::Session, args: &[&str], timeout_s: f64| -> ExecResult {
+        let mut argv = vec!["/bin/phc-harness".to_owned()];
+        argv.extend(args.iter().map(|a| (*a).to_owned()));
+        let r: ExecResult = s
+            .agent
+            .call_value(
+                Op::Exec { argv, timeout_s },
+                Instant::now() + Duration::from_secs_f64(timeout_s + 30.0),
+            )
+            .unwrap();
+        println!("$ phc-harness {}\n{}{}", args.join(" "), r.stdout, r.stderr);
+        r
+    };
+    // list: the hyperv clock with its udev-style link.
+    let r = harness(&mut s, &["list", "--format", "json"], 20.0);
+    assert_eq!(r.code, 0);
+    let list: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let hv = list
+        .as_array()
+        .and_then(|a| a.iter().find(|d| d["clock_name"] == "hyperv"))
+        .unwrap_or_else(|| panic!("no hyperv clock listed: {}", r.stdout));
+    assert_eq!(hv["path"], st.ptp.as_str(), "{hv}");
+    assert!(hv.to_string().contains("/dev/ptp_hyperv"), "the link is not listed: {hv}");
+    // probe with the defaults a user types: the hyperv row, no deviation.
+    let r = harness(&mut s, &["probe", "/dev/ptp_hyperv", "--format", "json"], 30.0);
+    assert_eq!(r.code, 0);
+    let p: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!((p["driver"].as_str(), p["deviations"].as_u64()), (Some("hyperv"), Some(0)), "{}", r.stdout);
+    // latency: every method as the driver answers it.
+    let r = harness(&mut s, &["latency", "/dev/ptp_hyperv", "--samples", "2000", "--format", "json"], 60.0);
+    assert_eq!(r.code, 0);
+    let l: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let status = |m: &str| {
+        l["methods"].as_array().unwrap().iter().find(|x| x["method"] == m).map(|x| x["status"].clone())
+    };
+    assert_eq!(status("basic"), Some("ok".into()), "{}", r.stdout);
+    // The VM's own chronyd as the scenario configures it (Azure's refclock line, makestep 1.0 -1),
+    // then the LISA check run locally.
+    let lisa_s = builtin("date-back-2-years");
+    let conf = lisa_s
+        .world
+        .disciplines
+        .iter()
+        .find_map(|d| match d {
+            mock_phc::DisciplineConfig::Chrony(c) => Some(c.chrony_conf("/dev/ptp_hyperv")),
+            _ => None,
+        })
+        .expect("chrony in the scenario");
+    let _: serde_json::Value =
+        call(&mut s, Op::WriteFile { path: "/etc/chrony.conf".into(), contents: conf }).unwrap();
+    let argv = ["chronyd", "-u", "root", "-d", "-f", "/etc/chrony.conf"].map(String::from).to_vec();
+    let _: serde_json::Value =
+        call(&mut s, Op::Spawn { name: "chronyd".into(), argv, log: "/tmp/chronyd.log".into() }).unwrap();
+    let lisa = BUILTIN.iter().find(|(n, _)| *n == "date-back-2-years").unwrap().1;
+    let short = lisa.replace("warmup_s = 300", "warmup_s = 30").replace("observe_s = 300", "observe_s = 130");
+    let _: serde_json::Value =
+        call(&mut s, Op::WriteFile { path: "/tmp/date-back-2-years.toml".into(), contents: short }).unwrap();
+    let r = harness(
+        &mut s,
+        &[
+            "run",
+            "/tmp/date-back-2-years.toml",
+            "--backend",
+            "local",
+            "--allow-clock-writes",
+            "--out",
+            "/tmp/local",
+            "--format",
+            "json",
+        ],
+        240.0,
+    );
+    let log: String = call(&mut s, Op::ReadFile { path: "/tmp/chronyd.log".into() }).unwrap();
+    println!("chronyd's log:\n{log}");
+    assert_eq!(r.code, 0, "the LISA check failed locally");
+    let reports: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let rep = &reports[0]["reports"][0];
+    assert_eq!(rep["backend"], "local", "{}", r.stdout);
+    assert_eq!(rep["verdict"], "pass", "{rep}");
+    let steps = rep["recovery"]["steps"].as_array().cloned().unwrap_or_default();
+    assert!(
+        steps.iter().any(|st| (st["delta_ns"].as_f64().unwrap_or(0.0) / 1e9 - 63_072_000.0).abs() < 1.0),
+        "chronyd did not step the 2 years back: {steps:?}"
+    );
+    // Seen as the clock's own change (the local backend reads no daemon's log).
+    assert!(steps.iter().all(|st| st["source"] == "clock"), "{steps:?}");
+}

@@ -3,6 +3,11 @@
 //! The only disturbance a guest can cause itself is a step of its own clock (`guest_step`, as
 //! `date` set back), and only with `--allow-clock-writes`; the clock is stepped back to the PHC
 //! afterwards if the daemon has not done so. Everything else is refused with the reason.
+//!
+//! The machine's daemons are not the harness's, so their logs are not read: a step of the clock
+//! (chronyd's makestep, hv_utils' SYNC) is seen as a change of CLOCK_REALTIME less
+//! CLOCK_MONOTONIC between two observations, which a slew never makes, and reported as a step by
+//! `clock` (whoever set it).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -83,6 +88,22 @@ pub struct LocalBackend {
     start: Instant,
     stepped_ns: i64,
     allow_clock_writes: bool,
+    /// CLOCK_REALTIME less CLOCK_MONOTONIC at the last look: it moves only when the clock is set.
+    wall_less_mono_ns: i64,
+    events: Vec<Event>,
+}
+
+/// A change of CLOCK_REALTIME less CLOCK_MONOTONIC above this is a step (the two reads sit within
+/// a microsecond of each other; a slew moves both clocks alike).
+const STEP_SEEN_NS: i64 = 10_000;
+
+/// CLOCK_REALTIME less CLOCK_MONOTONIC, the monotonic clock read on both sides of the realtime one.
+fn wall_less_mono_ns() -> i64 {
+    let now = |c| phc::device::clock_now_ns(c).unwrap_or(0);
+    let m0 = now(libc::CLOCK_MONOTONIC);
+    let r = now(libc::CLOCK_REALTIME);
+    let m1 = now(libc::CLOCK_MONOTONIC);
+    r - (m0 + (m1 - m0) / 2)
 }
 
 impl LocalBackend {
@@ -90,7 +111,15 @@ impl LocalBackend {
     pub fn open(path: &Path, allow_clock_writes: bool) -> Result<Self, LocalError> {
         let phc = Phc::open_expecting(path, Access::ReadOnly, &phc::Expect::ptp())
             .map_err(|source| LocalError::Device { path: path.to_owned(), source })?;
-        Ok(Self { phc, path: path.to_owned(), start: Instant::now(), stepped_ns: 0, allow_clock_writes })
+        Ok(Self {
+            phc,
+            path: path.to_owned(),
+            start: Instant::now(),
+            stepped_ns: 0,
+            allow_clock_writes,
+            wall_less_mono_ns: wall_less_mono_ns(),
+            events: Vec::new(),
+        })
     }
 
     /// Guest minus PHC now (linuxptp's rule: the reading with the shortest window of 5).
@@ -142,8 +171,11 @@ impl Backend for LocalBackend {
             Disturbance::GuestStep { delta_s } if self.allow_clock_writes => {
                 // A loaded scenario keeps steps within 10 years: far inside i64 nanoseconds.
                 let ns = mock_phc::time::secs_to_ns(*delta_s).unwrap_or(0);
+                self.look_for_steps();
                 phc::device::clock_step_ns(libc::CLOCK_REALTIME, ns).map_err(LocalError::Step)?;
                 self.stepped_ns += ns;
+                // The scenario's own step is the disturbance, not a correction.
+                self.wall_less_mono_ns = wall_less_mono_ns();
                 Ok(None)
             }
             // `unsupported` refused the scenario before it started.
@@ -152,6 +184,7 @@ impl Backend for LocalBackend {
     }
 
     fn observe(&mut self) -> Result<Observation, LocalError> {
+        self.look_for_steps();
         let t_s = self.start.elapsed().as_secs_f64();
         Ok(match self.offset_ns() {
             Ok(v) => Observation { t_s, guest_offset_ns: Some(v), phc_offset_ns: None, phc_error: None },
@@ -165,7 +198,21 @@ impl Backend for LocalBackend {
     }
 
     fn drain_events(&mut self) -> Result<Vec<Event>, LocalError> {
-        Ok(Vec::new())
+        self.look_for_steps();
+        Ok(std::mem::take(&mut self.events))
+    }
+}
+
+impl LocalBackend {
+    /// A step of the clock since the last look, by whoever made it, as an event now.
+    fn look_for_steps(&mut self) {
+        let now = wall_less_mono_ns();
+        let delta_ns = now - self.wall_less_mono_ns;
+        if delta_ns.abs() > STEP_SEEN_NS {
+            let t_ns = i64::try_from(self.start.elapsed().as_nanos()).unwrap_or(i64::MAX);
+            self.events.push(Event { t_ns, source: "clock", kind: mock_phc::EventKind::Step { delta_ns } });
+            self.wall_less_mono_ns = now;
+        }
     }
 }
 
