@@ -17,6 +17,12 @@ pub const DEFAULT_CACHE: &str = "/var/cache/phc-harness";
 /// reported on the console and is not an error (`Session::boot` leaves it out under TCG).
 pub const DEFAULT_MODULES: &[&str] = &["dca", "i2c-algo-bit", "igb", "cuse", "ptp_kvm"];
 
+/// Modules the guest needs before any other where the kernel builds them as modules (Debian's
+/// 6.1 does; 6.12 and 7.2 build them in): the virtio PCI transport and the virtio console that
+/// carries the agent's port. Loaded first, with their dependencies, when the kernel has them as
+/// modules; a kernel with them built in has nothing to load.
+pub const TRANSPORT_MODULES: &[&str] = &["virtio_pci", "virtio_console"];
+
 /// Modules put into the image but not loaded at boot: the kernel's own hv_utils and the VMBus
 /// shim ci/build-shim.sh builds for the kernel (`extra/`: a module, or a livepatch where VMBus is
 /// built in). The agent loads them when a run asks for the real hv_utils (`StartHyperv`); a
@@ -139,6 +145,73 @@ fn read(p: &Path) -> Result<Vec<u8>, Error> {
         path: p.to_owned(),
         source,
     })
+}
+
+/// The modules to load at boot, in an order that loads each after what it depends on: the
+/// transport modules where the kernel has them as modules, then `wanted`, each preceded by its
+/// dependencies from `modules.dep`. A wanted module the kernel builds in (`modules.builtin`) is
+/// left out; one it has neither way is an error. Names are the files' (`i2c-algo-bit`).
+pub fn load_order(root: &Path, wanted: &[String]) -> Result<Vec<(String, PathBuf)>, Error> {
+    let read = |f: &str| -> String {
+        phc::input::read_text(&root.join(f), MAX_IMAGE_FILE_BYTES, phc::input::Links::Follow)
+            .unwrap_or_default()
+    };
+    let norm = |n: &str| n.replace('-', "_");
+    let stem = |path: &str| -> String {
+        let f = path.rsplit('/').next().unwrap_or(path);
+        f.split(".ko").next().unwrap_or(f).to_owned()
+    };
+    // module (normalised) -> (file name, relative path, dependencies' relative paths)
+    let mut dep = std::collections::HashMap::new();
+    let mut by_path = std::collections::HashMap::new();
+    for line in read("modules.dep").lines() {
+        let Some((path, deps)) = line.split_once(':') else { continue };
+        let deps: Vec<String> = deps.split_whitespace().map(str::to_owned).collect();
+        by_path.insert(path.to_owned(), stem(path));
+        dep.insert(norm(&stem(path)), (stem(path), path.to_owned(), deps));
+    }
+    let builtin: BTreeSet<String> = read("modules.builtin").lines().map(|l| norm(&stem(l))).collect();
+    let mut out: Vec<(String, PathBuf)> = Vec::new();
+    let mut seen = BTreeSet::new();
+    // Depth first, dependencies before the module; a loop in a forged modules.dep ends at `seen`.
+    fn visit(
+        key: &str,
+        dep: &std::collections::HashMap<String, (String, String, Vec<String>)>,
+        by_path: &std::collections::HashMap<String, String>,
+        root: &Path,
+        seen: &mut BTreeSet<String>,
+        out: &mut Vec<(String, PathBuf)>,
+    ) {
+        if !seen.insert(key.to_owned()) {
+            return;
+        }
+        let Some((name, path, deps)) = dep.get(key) else { return };
+        for d in deps {
+            if let Some(n) = by_path.get(d) {
+                visit(&n.replace('-', "_"), dep, by_path, root, seen, out);
+            }
+        }
+        out.push((name.clone(), root.join(path)));
+    }
+    for m in TRANSPORT_MODULES {
+        visit(&norm(m), &dep, &by_path, root, &mut seen, &mut out);
+    }
+    for m in wanted {
+        let key = norm(m);
+        if dep.contains_key(&key) {
+            visit(&key, &dep, &by_path, root, &mut seen, &mut out);
+        } else if let Some(p) = find_module(root, m) {
+            // Not indexed (a tree without modules.dep, or an out-of-tree build).
+            if seen.insert(key) {
+                out.push((m.clone(), p));
+            }
+        } else if !builtin.contains(&key) {
+            return Err(Error::ModuleMissing { name: m.clone(), root: root.to_owned() });
+        }
+    }
+    // Only files inside the tree, never a path modules.dep made up.
+    out.retain(|(_, p)| p.starts_with(root) && !p.components().any(|c| c == std::path::Component::ParentDir));
+    Ok(out)
 }
 
 fn find_module(root: &Path, name: &str) -> Option<PathBuf> {
@@ -302,10 +375,9 @@ pub fn build(spec: &ImageSpec, out: &Path) -> Result<PathBuf, Error> {
     if let Some(mock) = &spec.mock {
         w.file("bin/mock-phc", 0o755, &read(mock)?).map_err(io)?;
     }
-    for m in &spec.modules {
-        let p = find_module(&root, m)
-            .ok_or_else(|| Error::ModuleMissing { name: m.clone(), root: root.clone() })?;
-        w.file(&format!("lib/modules/{m}.ko"), 0o644, &module_bytes(&p)?).map_err(io)?;
+    let load = load_order(&root, &spec.modules)?;
+    for (m, p) in &load {
+        w.file(&format!("lib/modules/{m}.ko"), 0o644, &module_bytes(p)?).map_err(io)?;
     }
     for m in spec.staged.iter().filter(|m| !spec.modules.contains(m)) {
         if let Some(p) = find_module(&root, m) {
@@ -330,7 +402,8 @@ pub fn build(spec: &ImageSpec, out: &Path) -> Result<PathBuf, Error> {
     }
     w.file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n").map_err(io)?;
     w.file("etc/group", 0o644, b"root:x:0:\n").map_err(io)?;
-    w.file("init", 0o755, init_script(&spec.modules).as_bytes()).map_err(io)?;
+    let names: Vec<String> = load.into_iter().map(|(m, _)| m).collect();
+    w.file("init", 0o755, init_script(&names).as_bytes()).map_err(io)?;
     w.finish().map_err(io)?;
     Ok(crate::pvh::vmlinux_for(&vmlinuz).unwrap_or(vmlinuz))
 }
@@ -413,6 +486,41 @@ mod tests {
         assert!(s.contains("for m in dca igb; do insmod /lib/modules/$m.ko"));
         assert!(s.contains("/bin/phc-harness agent --port \"$port\""));
         assert!(s.contains(READY_LINE));
+    }
+
+    #[test]
+    fn modules_load_after_their_dependencies_and_built_in_ones_are_skipped() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        let dep = "kernel/drivers/net/igb.ko.xz: kernel/drivers/dca/dca.ko.xz kernel/drivers/i2c/i2c-algo-bit.ko.xz\n\
+                   kernel/drivers/dca/dca.ko.xz:\n\
+                   kernel/drivers/i2c/i2c-algo-bit.ko.xz:\n\
+                   kernel/fs/fuse/cuse.ko: kernel/fs/fuse/fuse.ko\n\
+                   kernel/fs/fuse/fuse.ko:\n\
+                   kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_ring.ko\n\
+                   kernel/drivers/virtio/virtio_ring.ko:\n\
+                   kernel/drivers/char/virtio_console.ko: kernel/drivers/virtio/virtio_ring.ko\n\
+                   kernel/a.ko: kernel/b.ko\n\
+                   kernel/b.ko: kernel/a.ko\n\
+                   kernel/evil.ko: ../../../etc/passwd\n";
+        fs::write(r.join("modules.dep"), dep).unwrap();
+        fs::write(r.join("modules.builtin"), "kernel/drivers/ptp/ptp_kvm.ko\n").unwrap();
+        let want = |m: &[&str]| -> Vec<String> {
+            let m: Vec<String> = m.iter().map(|s| (*s).to_owned()).collect();
+            load_order(r, &m).unwrap().into_iter().map(|(n, _)| n).collect()
+        };
+        // The transport first (6.1's virtio modules), each module after its dependencies, a
+        // module the kernel builds in (ptp_kvm here) left out, a dash spelling as the file has it.
+        assert_eq!(
+            want(&["igb", "cuse", "ptp_kvm", "i2c_algo_bit"]),
+            ["virtio_ring", "virtio_pci", "virtio_console", "dca", "i2c-algo-bit", "igb", "fuse", "cuse"]
+        );
+        // A dependency loop ends; a path out of the tree is never taken.
+        assert_eq!(want(&["a"])[3..], ["b", "a"]);
+        assert!(load_order(r, &["evil".to_owned()]).unwrap().iter().all(|(_, p)| p.starts_with(r)));
+        // Neither a module nor built in: the error names it.
+        let e = load_order(r, &["nosuch".to_owned()]).unwrap_err();
+        assert!(e.to_string().contains("module nosuch not found"), "{e}");
     }
 
     #[test]

@@ -156,11 +156,11 @@ fn realtime_vs_phc(phc: &Phc) -> Result<(i64, i64, i64), String> {
     Ok((best.phc_ns, best.offset_ns(), best.delay_ns()))
 }
 
-/// PHC minus CLOCK_MONOTONIC_RAW, from the shortest of 5 EXTENDED windows.
+/// PHC minus CLOCK_MONOTONIC_RAW, from the shortest of 5 EXTENDED windows (before Linux 6.12,
+/// CLOCK_REALTIME's, carried over: `guest::mock::phc_and_raw`).
 fn phc_minus_raw(phc: &Phc) -> phc::Result<i64> {
-    let samples = phc.sys_offset_extended(5, phc::SysClock::MonotonicRaw)?;
-    let best = samples.iter().min_by_key(|s| s.delay_ns()).ok_or(phc::Error::InvalidArgument)?;
-    Ok(-best.offset_ns())
+    let (phc_ns, raw_ns) = crate::guest::mock::phc_and_raw(phc)?;
+    Ok(phc_ns - raw_ns)
 }
 
 /// Sets the PHC's frequency and undoes the step that comes with it on QEMU's igb. QEMU computes
