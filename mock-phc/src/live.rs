@@ -5,7 +5,7 @@
 //!
 //! Before the first sample it answers as the driver does (seen with Debian's hv_utils.ko on the
 //! VMBus shim): from a zero host time (1601) and a zero counter, the wrapped u64 arithmetic gives
-//! a time about 6.8e9 s ahead, without error, until 600 s of counter (uptime) have passed, then
+//! a time of about 6.8e18 ns since 1970 (the year 2185, some 5e9 s ahead), without error, until 600 s of counter (uptime) have passed, then
 //! ESTALE. The difference from the driver left: `gettime` returns the PHC time for in-process
 //! callers, but a client of the CUSE node cannot `clock_gettime` it: a CUSE device is no POSIX
 //! dynamic clock.
@@ -202,7 +202,7 @@ mod tests {
     #[test]
     fn wrapped_before_the_first_sample_and_stale_after_600_s() {
         let c = clock();
-        // No sample, 10 s of uptime: the driver's wrapped value, about 6.8e9 s ahead, no error.
+        // No sample, 10 s of uptime: the driver's wrapped value, about 6.8e18 ns, no error.
         c.clocks().raw.store(10_000_000_000, Relaxed);
         let wrapped = c.gettime().unwrap();
         assert_eq!(wrapped, (100_000_000u64.wrapping_sub(WLTIMEDELTA).wrapping_mul(100)) as i64);
