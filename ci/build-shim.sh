@@ -93,37 +93,9 @@ host_install() {
         || die "installing ${missing[*]} failed"
 }
 
-# The mirror URL the host already uses for its main Debian suite (as in ci/setup-vm.sh).
-debian_mirror() {
-    local f
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [[ -f $f ]] || continue
-        awk -v want="$codename" '
-            /^[[:space:]]*$/ { if (uri != "" && suite) { print uri; exit } uri = ""; suite = 0; next }
-            /^URIs:/ { uri = $2 }
-            /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == want) suite = 1 }
-            END { if (uri != "" && suite) print uri }
-        ' "$f" | head -n1
-    done
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-        [[ -f $f ]] || continue
-        awk -v want="$codename" '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i !~ /^\[/ && $i ~ /:\/\//) {
-                 if ($(i + 1) == want) print $i; break } }' "$f"
-    done
-}
-kernel_mirror() {
-    local m=${PHC_DEBIAN_MIRROR:-}
-    if [[ -z $m && $os_id == debian ]]; then m=$(debian_mirror | head -n1); fi
-    printf '%s\n' "${m:-http://deb.debian.org/debian}"
-}
-security_mirror() {
-    local s=${PHC_DEBIAN_SECURITY_MIRROR:-}
-    if [[ -z $s ]]; then
-        s=$(kernel_mirror)
-        s=${s%/}-security
-    fi
-    printf '%s\n' "$s"
-}
+# debian_mirror, kernel_mirror, security_mirror: the Debian archive the kernels come from.
+# shellcheck source=ci/debian-mirror.sh
+. "$HERE/debian-mirror.sh"
 
 # use_apt NAME URI SUITE: APT_O set to a private apt configuration under $CACHE/apt-NAME naming
 # only SUITE at URI (the same layout as ci/setup-vm.sh's, so the lists are shared), updated once

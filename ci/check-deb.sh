@@ -25,7 +25,7 @@ done
 for f in usr/share/man/man1/phc-harness.1.gz usr/share/doc/phc-harness/README.md \
     usr/share/doc/phc-harness/copyright usr/share/phc-harness/scenarios/azure-pause-30s.toml \
     usr/share/phc-harness/scenarios/nested/kvm-pause-30s.toml usr/share/phc-harness/vmbus-shim/shim_bus.c \
-    usr/share/phc-harness/vmbus-shim/Makefile; do
+    usr/share/phc-harness/vmbus-shim/Makefile usr/lib/phc-harness/debian-mirror.sh; do
     [[ -s $root/$f ]] || die "$deb: no /$f"
 done
 # Every built-in scenario is there as a file.

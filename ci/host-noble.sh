@@ -43,6 +43,7 @@ for m in proc sys dev; do
     mounts+=("$ROOT/$m")
 done
 install -m 0755 ci/setup-vm.sh "$ROOT/root/setup-vm.sh"
+install -m 0644 ci/debian-mirror.sh "$ROOT/root/debian-mirror.sh"
 rm -f "$ROOT/usr/local/bin/qemu-system-x86_64"
 
 run() { chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin PHC_CACHE=/var/cache/phc-harness "$@"; }

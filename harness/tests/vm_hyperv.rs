@@ -283,11 +283,8 @@ fn the_kernels_hv_utils_on_the_shim_negotiates_steps_and_goes_stale() {
         let probe = sh(&mut s, "/bin/phc-harness probe /dev/ptp_hyperv --driver hyperv --format json");
         let v: serde_json::Value =
             serde_json::from_str(&probe.stdout).unwrap_or_else(|e| panic!("{l}: {e}: {probe:?}"));
-        let result = |name: &str| {
-            v["checks"].as_array().unwrap().iter().find(|c| c["name"] == name).map(|c| c["result"].clone())
-        };
-        assert_eq!(result("SYS_OFFSET2"), Some("ESTALE".into()), "{l}: {}", probe.stdout);
-        assert_eq!(result("clock_gettime"), Some("ESTALE".into()), "{l}: {}", probe.stdout);
+        assert_eq!(check_named(&v, "SYS_OFFSET2")["result"], "ESTALE", "{l}: {}", probe.stdout);
+        assert_eq!(check_named(&v, "clock_gettime")["result"], "ESTALE", "{l}: {}", probe.stdout);
         // A fresh sample brings it back.
         let host_ns = phc_qemu::client::host_realtime_ns();
         let op = Op::HostSample {
@@ -301,6 +298,15 @@ fn the_kernels_hv_utils_on_the_shim_negotiates_steps_and_goes_stale() {
         let back = sh(&mut s, "phc_ctl /dev/ptp_hyperv get 2>&1; ls -l /dev/ptp_hyperv");
         assert!(back.stdout.contains("->"), "{l}: {back:?}");
     }
+}
+
+/// The probe check called `name` in a probe's JSON.
+fn check_named(v: &serde_json::Value, name: &str) -> serde_json::Value {
+    v["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == name))
+        .unwrap_or_else(|| panic!("no check {name} in {v}"))
+        .clone()
 }
 
 fn cli(args: &[&str]) -> (i32, String, String) {
@@ -337,15 +343,7 @@ fn probe_of_the_kernels_hyperv_clock_in_the_guest_shows_the_hyperv_row() {
         assert_eq!(code, 0, "{out}\n{err}");
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["deviations"], 0, "{out}");
-        let check = |name: &str| {
-            v["checks"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|c| c["name"] == name)
-                .unwrap_or_else(|| panic!("{name}"))
-                .clone()
-        };
+        let check = |name: &str| check_named(&v, name);
         for (name, want) in [
             ("SYS_OFFSET2", "ok"),
             ("clock_gettime", "ok"),
@@ -392,15 +390,7 @@ fn probe_of_the_cuse_hyperv_clock_in_the_guest_shows_the_hyperv_row() {
     assert_eq!(code, 0, "{out}\n{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["deviations"], 0, "{out}");
-    let check = |name: &str| {
-        v["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == name)
-            .unwrap_or_else(|| panic!("{name}"))
-            .clone()
-    };
+    let check = |name: &str| check_named(&v, name);
     assert_eq!(check("SYS_OFFSET2")["result"], "ok");
     assert_eq!(check("SYS_OFFSET_EXTENDED realtime")["result"], "EOPNOTSUPP");
     assert_eq!(check("SYS_OFFSET_PRECISE2")["result"], "EOPNOTSUPP");
