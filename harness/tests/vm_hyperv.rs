@@ -187,6 +187,16 @@ fn call<T: serde::de::DeserializeOwned>(
     s.agent.call_value(op, Instant::now() + Duration::from_secs(60))
 }
 
+/// A host sample of the host's CLOCK_REALTIME plus `ahead_ns`, a SYNC with `sync`.
+fn host_sample(
+    s: &mut phc_qemu::session::Session,
+    ahead_ns: i64,
+    sync: bool,
+) -> Result<HostSampled, phc_qemu::Error> {
+    let host_ns = phc_qemu::client::host_realtime_ns() + ahead_ns;
+    call(s, Op::HostSample { host_ns: Some(host_ns), reference: None, rate_ppb: 0, rate_since: None, sync })
+}
+
 fn sh(s: &mut phc_qemu::session::Session, script: &str) -> ExecResult {
     call(s, Op::Exec { argv: vec!["sh".into(), "-c".into(), script.into()], timeout_s: 20.0 }).unwrap()
 }
@@ -224,15 +234,8 @@ fn the_kernels_hv_utils_on_the_shim_negotiates_steps_and_goes_stale() {
             // A SAMPLE 10 s ahead of the guest is kept, not applied; a SYNC steps the clock.
             for (sync, ahead_s) in [(false, 10), (true, 20)] {
                 let before = s.agent.offset(3, Instant::now() + Duration::from_secs(30)).unwrap().offset_ns;
-                let host_ns = phc_qemu::client::host_realtime_ns() + ahead_s * 1_000_000_000;
-                let op = Op::HostSample {
-                    host_ns: Some(host_ns),
-                    reference: None,
-                    rate_ppb: 0,
-                    rate_since: None,
-                    sync,
-                };
-                let m: HostSampled = call(&mut s, op).unwrap_or_else(|e| panic!("{l}: {e}"));
+                let m =
+                    host_sample(&mut s, ahead_s * 1_000_000_000, sync).unwrap_or_else(|e| panic!("{l}: {e}"));
                 if sync {
                     // The step takes the guest from where it was (guest - host = `before`) to
                     // host time plus the 20 s.
@@ -286,15 +289,7 @@ fn the_kernels_hv_utils_on_the_shim_negotiates_steps_and_goes_stale() {
         assert_eq!(check_named(&v, "SYS_OFFSET2")["result"], "ESTALE", "{l}: {}", probe.stdout);
         assert_eq!(check_named(&v, "clock_gettime")["result"], "ESTALE", "{l}: {}", probe.stdout);
         // A fresh sample brings it back.
-        let host_ns = phc_qemu::client::host_realtime_ns();
-        let op = Op::HostSample {
-            host_ns: Some(host_ns),
-            reference: None,
-            rate_ppb: 0,
-            rate_since: None,
-            sync: false,
-        };
-        let _: HostSampled = call(&mut s, op).unwrap();
+        host_sample(&mut s, 0, false).unwrap();
         let back = sh(&mut s, "phc_ctl /dev/ptp_hyperv get 2>&1; ls -l /dev/ptp_hyperv");
         assert!(back.stdout.contains("->"), "{l}: {back:?}");
     }
@@ -421,15 +416,7 @@ fn latency_of_hv_utils_the_mock_and_the_igb_phc_in_one_guest() {
     let (mut s, _bi) =
         phc_harness::run::backend::qemu::boot(&opts, "device", phc_qemu::GuestClock::Real).unwrap();
     let sample = |s: &mut phc_qemu::session::Session| {
-        let host_ns = phc_qemu::client::host_realtime_ns();
-        let op = Op::HostSample {
-            host_ns: Some(host_ns),
-            reference: None,
-            rate_ppb: 0,
-            rate_since: None,
-            sync: false,
-        };
-        let _: HostSampled = call(s, op).unwrap();
+        host_sample(s, 0, false).unwrap();
     };
     let p50 = |s: &mut phc_qemu::session::Session, dev: &str, driver: &str| -> f64 {
         let argv = [
@@ -499,10 +486,7 @@ fn the_local_backend_in_the_guest_runs_against_the_kernels_hv_utils() {
         name: "ptp_hyperv".into(),
     };
     let st: HypervStarted = call(&mut s, op).unwrap();
-    let host_ns = phc_qemu::client::host_realtime_ns();
-    let op =
-        Op::HostSample { host_ns: Some(host_ns), reference: None, rate_ppb: 0, rate_since: None, sync: true };
-    let _: HostSampled = call(&mut s, op).unwrap();
+    host_sample(&mut s, 0, true).unwrap();
     let harness = |s: &mut phc_qemu::session::Session, args: &[&str], timeout_s: f64| -> ExecResult {
         let mut argv = vec!["/bin/phc-harness".to_owned()];
         argv.extend(args.iter().map(|a| (*a).to_owned()));

@@ -446,6 +446,16 @@ pub fn clock_now_ns(clock: libc::clockid_t) -> Result<i64> {
     call(Errno::result(r)).map(|_| timespec_to_ns(&ts))
 }
 
+/// `a` less `b` now: `a` read between two reads of `b`, against their midpoint. CLOCK_REALTIME
+/// less CLOCK_MONOTONIC moves only when the clock is set (both slew alike); less
+/// CLOCK_MONOTONIC_RAW it carries a reading of one over to the other.
+pub fn clock_difference_ns(a: libc::clockid_t, b: libc::clockid_t) -> Result<i64> {
+    let b0 = clock_now_ns(b)?;
+    let at = clock_now_ns(a)?;
+    let b1 = clock_now_ns(b)?;
+    Ok(at - (b0 + (b1 - b0) / 2))
+}
+
 /// Steps a system clock by `delta_ns` with `ADJ_SETOFFSET` (needs CAP_SYS_TIME): what hv_utils
 /// and chronyd's makestep do, without the read-modify-write race of settime.
 pub fn clock_step_ns(clock: libc::clockid_t, delta_ns: i64) -> Result<()> {

@@ -161,13 +161,11 @@ pub fn load_order(root: &Path, wanted: &[String]) -> Result<Vec<(String, PathBuf
         let f = path.rsplit('/').next().unwrap_or(path);
         f.split(".ko").next().unwrap_or(f).to_owned()
     };
-    // module (normalised) -> (file name, relative path, dependencies' relative paths)
+    // module (normalised) -> (file name, relative path, its dependencies, normalised)
     let mut dep = std::collections::HashMap::new();
-    let mut by_path = std::collections::HashMap::new();
     for line in read("modules.dep").lines() {
         let Some((path, deps)) = line.split_once(':') else { continue };
-        let deps: Vec<String> = deps.split_whitespace().map(str::to_owned).collect();
-        by_path.insert(path.to_owned(), stem(path));
+        let deps: Vec<String> = deps.split_whitespace().map(|d| norm(&stem(d))).collect();
         dep.insert(norm(&stem(path)), (stem(path), path.to_owned(), deps));
     }
     let builtin: BTreeSet<String> = read("modules.builtin").lines().map(|l| norm(&stem(l))).collect();
@@ -177,7 +175,6 @@ pub fn load_order(root: &Path, wanted: &[String]) -> Result<Vec<(String, PathBuf
     fn visit(
         key: &str,
         dep: &std::collections::HashMap<String, (String, String, Vec<String>)>,
-        by_path: &std::collections::HashMap<String, String>,
         root: &Path,
         seen: &mut BTreeSet<String>,
         out: &mut Vec<(String, PathBuf)>,
@@ -187,19 +184,17 @@ pub fn load_order(root: &Path, wanted: &[String]) -> Result<Vec<(String, PathBuf
         }
         let Some((name, path, deps)) = dep.get(key) else { return };
         for d in deps {
-            if let Some(n) = by_path.get(d) {
-                visit(&n.replace('-', "_"), dep, by_path, root, seen, out);
-            }
+            visit(d, dep, root, seen, out);
         }
         out.push((name.clone(), root.join(path)));
     }
     for m in TRANSPORT_MODULES {
-        visit(&norm(m), &dep, &by_path, root, &mut seen, &mut out);
+        visit(&norm(m), &dep, root, &mut seen, &mut out);
     }
     for m in wanted {
         let key = norm(m);
         if dep.contains_key(&key) {
-            visit(&key, &dep, &by_path, root, &mut seen, &mut out);
+            visit(&key, &dep, root, &mut seen, &mut out);
         } else if let Some(p) = find_module(root, m) {
             // Not indexed (a tree without modules.dep, or an out-of-tree build).
             if seen.insert(key) {

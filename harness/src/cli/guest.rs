@@ -67,14 +67,7 @@ fn start_hyperv(s: &mut Session, driver: bool, offer: &[[u16; 2]]) -> Result<Opt
         let op = Op::StartHyperv { implicit: false, ts_versions: offer.to_vec(), name: "ptp_hyperv".into() };
         let st: phc_qemu::agent::HypervStarted = s.agent.call_value(op, deadline())?;
         say!("phc-harness: {} negotiated TimeSync {} ({})", st.driver, st.ts_version, st.shim);
-        Some(json!({
-            "driver": st.driver,
-            "shim": st.shim,
-            "timesync_version": st.ts_version,
-            "framework_version": st.fw_version,
-            "ptp": st.ptp,
-            "transport": qemu::HV_TRANSPORT,
-        }))
+        Some(qemu::hv_utils_info(&st))
     } else {
         say!("phc-harness: starting mock-phc serve --personality hyperv in the guest ...");
         s.agent

@@ -156,11 +156,34 @@ fn realtime_vs_phc(phc: &Phc) -> Result<(i64, i64, i64), String> {
     Ok((best.phc_ns, best.offset_ns(), best.delay_ns()))
 }
 
-/// PHC minus CLOCK_MONOTONIC_RAW, from the shortest of 5 EXTENDED windows (before Linux 6.12,
-/// CLOCK_REALTIME's, carried over: `guest::mock::phc_and_raw`).
+/// PHC minus CLOCK_MONOTONIC_RAW, from the shortest of 5 EXTENDED windows (see `phc_and_raw`).
 fn phc_minus_raw(phc: &Phc) -> phc::Result<i64> {
-    let (phc_ns, raw_ns) = crate::guest::mock::phc_and_raw(phc)?;
+    let (phc_ns, raw_ns) = phc_and_raw(phc)?;
     Ok(phc_ns - raw_ns)
+}
+
+/// A PHC reading and the CLOCK_MONOTONIC_RAW instant it was taken at (virtual time's igb: host
+/// time), from the shortest of 5 EXTENDED windows against CLOCK_MONOTONIC_RAW. A kernel before
+/// 6.12 takes only CLOCK_REALTIME there (Debian bookworm's 6.1): the windows are then
+/// CLOCK_REALTIME's, carried over to CLOCK_MONOTONIC_RAW by a reading of the two right after, a
+/// microsecond or so later (a slew of even 83333 ppm moves that by well under a nanosecond).
+fn phc_and_raw(phc: &Phc) -> phc::Result<(i64, i64)> {
+    let best = |samples: Vec<phc::estimate::Sample>| {
+        samples.into_iter().min_by_key(|s| s.delay_ns()).ok_or(phc::Error::InvalidArgument)
+    };
+    match phc.sys_offset_extended(5, phc::SysClock::MonotonicRaw) {
+        Ok(samples) => {
+            let b = best(samples)?;
+            Ok((b.phc_ns, b.phc_ns + b.offset_ns()))
+        }
+        Err(phc::Error::ClockIdRejected(_)) => {
+            let b = best(phc.sys_offset_extended(5, phc::SysClock::Realtime)?)?;
+            let realtime_less_raw =
+                phc::device::clock_difference_ns(libc::CLOCK_REALTIME, libc::CLOCK_MONOTONIC_RAW)?;
+            Ok((b.phc_ns, b.phc_ns + b.offset_ns() - realtime_less_raw))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Sets the PHC's frequency and undoes the step that comes with it on QEMU's igb. QEMU computes
@@ -214,7 +237,7 @@ impl Agent {
             (Some(h), None) => (h, clock_now_ns(libc::CLOCK_MONOTONIC_RAW).map_err(|e| e.to_string())?),
             (None, Some(dev)) => {
                 let phc = self.phc(&dev)?;
-                crate::guest::mock::reference_sample(phc).map_err(|e| format!("{dev}: {e}"))?
+                phc_and_raw(phc).map_err(|e| format!("{dev}: {e}"))?
             }
             _ => return Err("host_sample: give exactly one of host_ns and reference".into()),
         };

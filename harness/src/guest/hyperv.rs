@@ -26,7 +26,7 @@ const BIND_TIMEOUT: Duration = Duration::from_secs(10);
 const STEP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// 100 ns units between 1601-01-01 (Windows' epoch, the host's `parenttime`) and 1970-01-01.
-pub const WLTIMEDELTA: u64 = 116_444_736_000_000_000;
+pub use mock_phc::live::WLTIMEDELTA;
 
 // include/linux/hyperv.h
 const ICMSGTYPE_NEGOTIATE: u16 = 0;
@@ -118,8 +118,7 @@ pub fn timesync_message(v: Version, parenttime: u64, vmreferencetime: u64, flags
 
 /// What the guest answered to a negotiation: its framework and message versions, or why not.
 pub fn parse_negotiate_reply(r: &[u8]) -> Result<(Version, Version), String> {
-    let flags = check_reply(r, ICMSGTYPE_NEGOTIATE)?;
-    let _ = flags;
+    check_reply(r, ICMSGTYPE_NEGOTIATE)?;
     let p = &r[ICMSG_HDR..];
     if p.len() < 16 {
         return Err(format!("negotiation reply of {} bytes", r.len()));
@@ -134,8 +133,8 @@ pub fn parse_negotiate_reply(r: &[u8]) -> Result<(Version, Version), String> {
     Ok((fw, msg))
 }
 
-/// Checks a reply is the guest's response to a message of `msgtype` with status 0; its icflags.
-fn check_reply(r: &[u8], msgtype: u16) -> Result<u8, String> {
+/// Checks a reply is the guest's response to a message of `msgtype` with status 0.
+fn check_reply(r: &[u8], msgtype: u16) -> Result<(), String> {
     if r.len() < ICMSG_HDR {
         return Err(format!("a reply of {} bytes", r.len()));
     }
@@ -153,7 +152,7 @@ fn check_reply(r: &[u8], msgtype: u16) -> Result<u8, String> {
     if status != 0 {
         return Err(format!("reply status {status:#x}"));
     }
-    Ok(flags)
+    Ok(())
 }
 
 /// The shim's reference counter as the last rate set anchored it: `ref(raw)` as the shim
@@ -354,9 +353,10 @@ impl HypervHost {
         let parenttime = host / 100 + WLTIMEDELTA;
         let vmref = self.anchor.reference_at(raw_ns - rem);
         let flags = if sync { FLAG_SYNC } else { FLAG_SAMPLE };
-        let behind = host_ns - clock_ns(libc::CLOCK_REALTIME) >= 4_900_000_000;
+        let realtime = phc::device::clock_now_ns(libc::CLOCK_REALTIME).map_err(|e| e.to_string())?;
+        let behind = host_ns - realtime >= 4_900_000_000;
         let watch = (sync || (self.implicit && behind)).then(ClockSetWatch::new).transpose()?;
-        let before = realtime_less_monotonic();
+        let before = realtime_less_monotonic()?;
         let txid = self.next_txid();
         let m = timesync_message(self.version, parenttime, vmref, flags, txid);
         let reply = self.exchange(&m).map_err(|e| format!("{SHIM_DEVICE}: time sample: {e}"))?;
@@ -365,7 +365,7 @@ impl HypervHost {
         // hv_utils steps the clock from a work item: wait for the set, if it comes.
         let timeout = if sync { STEP_TIMEOUT } else { Duration::from_millis(200) };
         if watch.wait(timeout)? {
-            Ok(Some(realtime_less_monotonic() - before))
+            Ok(Some(realtime_less_monotonic()? - before))
         } else if sync {
             Err(format!("hv_utils did not set the clock within {} s of a SYNC", timeout.as_secs()))
         } else {
@@ -433,19 +433,9 @@ impl ClockSetWatch {
     }
 }
 
-fn clock_ns(id: libc::clockid_t) -> i64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid timespec.
-    unsafe { libc::clock_gettime(id, &mut ts) };
-    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
-}
-
 /// CLOCK_REALTIME less CLOCK_MONOTONIC: changes by a set of the clock only (both slew alike).
-fn realtime_less_monotonic() -> i64 {
-    let m0 = clock_ns(libc::CLOCK_MONOTONIC);
-    let r = clock_ns(libc::CLOCK_REALTIME);
-    let m1 = clock_ns(libc::CLOCK_MONOTONIC);
-    r - (m0 + (m1 - m0) / 2)
+fn realtime_less_monotonic() -> Result<i64, String> {
+    phc::device::clock_difference_ns(libc::CLOCK_REALTIME, libc::CLOCK_MONOTONIC).map_err(|e| e.to_string())
 }
 
 fn wait_for(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {

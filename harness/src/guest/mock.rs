@@ -7,7 +7,6 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use phc::Phc;
 
 /// Where the server's stderr goes in the guest.
 pub const MOCK_LOG: &str = "/tmp/mock-phc.log";
@@ -81,39 +80,5 @@ impl Drop for MockServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Host time from a PHC that reads it (virtual time's igb), and the CLOCK_MONOTONIC_RAW instant
-/// it belongs to: the shortest of 5 EXTENDED windows (see [`phc_and_raw`]).
-pub fn reference_sample(phc: &Phc) -> phc::Result<(i64, i64)> {
-    phc_and_raw(phc)
-}
-
-/// A PHC reading and the CLOCK_MONOTONIC_RAW instant it was taken at, from the shortest of 5
-/// EXTENDED windows against CLOCK_MONOTONIC_RAW. A kernel before 6.12 takes only CLOCK_REALTIME
-/// there (Debian bookworm's 6.1): the windows are then CLOCK_REALTIME's, carried over to
-/// CLOCK_MONOTONIC_RAW by a (raw, realtime, raw) read right after, a microsecond or so later (a
-/// slew of even 83333 ppm moves that by well under a nanosecond).
-pub fn phc_and_raw(phc: &Phc) -> phc::Result<(i64, i64)> {
-    let best = |samples: Vec<phc::estimate::Sample>| {
-        samples.into_iter().min_by_key(|s| s.delay_ns()).ok_or(phc::Error::InvalidArgument)
-    };
-    match phc.sys_offset_extended(5, phc::SysClock::MonotonicRaw) {
-        Ok(samples) => {
-            let b = best(samples)?;
-            Ok((b.phc_ns, b.phc_ns + b.offset_ns()))
-        }
-        Err(phc::Error::ClockIdRejected(_)) => {
-            let b = best(phc.sys_offset_extended(5, phc::SysClock::Realtime)?)?;
-            let realtime_at = b.phc_ns + b.offset_ns();
-            let now = |c| phc::device::clock_now_ns(c);
-            let raw0 = now(libc::CLOCK_MONOTONIC_RAW)?;
-            let rt = now(libc::CLOCK_REALTIME)?;
-            let raw1 = now(libc::CLOCK_MONOTONIC_RAW)?;
-            let realtime_less_raw = rt - (raw0 + (raw1 - raw0) / 2);
-            Ok((b.phc_ns, realtime_at - realtime_less_raw))
-        }
-        Err(e) => Err(e),
     }
 }

@@ -97,13 +97,9 @@ pub struct LocalBackend {
 /// a microsecond of each other; a slew moves both clocks alike).
 const STEP_SEEN_NS: i64 = 10_000;
 
-/// CLOCK_REALTIME less CLOCK_MONOTONIC, the monotonic clock read on both sides of the realtime one.
+/// CLOCK_REALTIME less CLOCK_MONOTONIC (0 where a clock cannot be read).
 fn wall_less_mono_ns() -> i64 {
-    let now = |c| phc::device::clock_now_ns(c).unwrap_or(0);
-    let m0 = now(libc::CLOCK_MONOTONIC);
-    let r = now(libc::CLOCK_REALTIME);
-    let m1 = now(libc::CLOCK_MONOTONIC);
-    r - (m0 + (m1 - m0) / 2)
+    phc::device::clock_difference_ns(libc::CLOCK_REALTIME, libc::CLOCK_MONOTONIC).unwrap_or(0)
 }
 
 impl LocalBackend {

@@ -156,23 +156,26 @@ impl Feed {
                 let started: phc_qemu::agent::HypervStarted = g.call_within(op, CALL_TIMEOUT * 3)?;
                 // What the daemon read, for the same-set-up rule of `compare`: the exact build.
                 g.info.insert("guest_phc".into(), json!(started.driver));
-                g.info.insert(
-                    "hv_utils".into(),
-                    json!({
-                        "driver": started.driver,
-                        "shim": started.shim,
-                        "timesync_version": started.ts_version,
-                        "framework_version": started.fw_version,
-                        "ptp": started.ptp,
-                        "timesync_implicit": implicit,
-                        "kernel_log": started.kernel_log,
-                        "transport": HV_TRANSPORT,
-                    }),
-                );
+                let mut info = hv_utils_info(&started);
+                info["timesync_implicit"] = json!(implicit);
+                info["kernel_log"] = json!(started.kernel_log);
+                g.info.insert("hv_utils".into(), info);
                 Ok(())
             }
         }
     }
+}
+
+/// What a report says of the kernel's hv_utils as it ran (`backend_info.hv_utils`).
+pub fn hv_utils_info(started: &phc_qemu::agent::HypervStarted) -> Value {
+    json!({
+        "driver": started.driver,
+        "shim": started.shim,
+        "timesync_version": started.ts_version,
+        "framework_version": started.fw_version,
+        "ptp": started.ptp,
+        "transport": HV_TRANSPORT,
+    })
 }
 
 /// What the VMBus shim does not exercise, for every report of the real hv_utils.
