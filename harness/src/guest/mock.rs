@@ -7,7 +7,6 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-
 /// Where the server's stderr goes in the guest.
 pub const MOCK_LOG: &str = "/tmp/mock-phc.log";
 /// Longest wait for the server's `ready` line.
