@@ -51,6 +51,43 @@ pub struct GuestRun {
     pub(crate) timeout: Duration,
     /// The guest's CLOCK_MONOTONIC_RAW at the agent's last answer.
     pub(crate) last_raw_ns: Option<i64>,
+    /// The guest's interrupt counts when its daemons first started (see `wakeups`).
+    irq_start: Option<IrqCount>,
+}
+
+/// The guest's interrupts since boot at one moment, from `/proc/interrupts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IrqCount {
+    /// Local timer interrupts (`LOC`): the idle guest's wake-ups for its own timers.
+    pub timer: u64,
+    /// Every interrupt, the timer's and the devices' (the agent's port, the NIC) included.
+    pub all: u64,
+    /// CLOCK_MONOTONIC_RAW when read.
+    pub raw_ns: i64,
+}
+
+/// Sums `/proc/interrupts` over its CPU columns: (local timer interrupts, all interrupts).
+/// `ERR` and `MIS` (one count, not per CPU) are errors, not wake-ups, and are left out.
+pub(crate) fn parse_interrupts(text: &str) -> Option<(u64, u64)> {
+    let mut lines = text.lines();
+    let cpus = lines.next()?.split_whitespace().filter(|w| w.starts_with("CPU")).count();
+    if cpus == 0 {
+        return None;
+    }
+    let (mut timer, mut all) = (0u64, 0u64);
+    for line in lines {
+        let Some((name, rest)) = line.split_once(':') else { continue };
+        let name = name.trim();
+        if name == "ERR" || name == "MIS" {
+            continue;
+        }
+        let n: u64 = rest.split_whitespace().take(cpus).map_while(|w| w.parse::<u64>().ok()).sum();
+        all += n;
+        if name == "LOC" {
+            timer = n;
+        }
+    }
+    Some((timer, all))
 }
 
 impl GuestRun {
@@ -80,6 +117,7 @@ impl GuestRun {
             taken: Vec::new(),
             timeout: CALL_TIMEOUT,
             last_raw_ns: None,
+            irq_start: None,
         }
     }
 
@@ -121,9 +159,43 @@ impl GuestRun {
         self.events.push(Event { t_ns, source, kind: EventKind::Note(text.into()) });
     }
 
+    /// The guest's interrupt counts now.
+    fn interrupts(&mut self) -> Result<IrqCount, Error> {
+        let text: String = self.call(Op::ReadFile { path: "/proc/interrupts".into() })?;
+        let (timer, all) =
+            parse_interrupts(&text).ok_or_else(|| Error::Guest("/proc/interrupts: no CPU columns".into()))?;
+        Ok(IrqCount { timer, all, raw_ns: self.last_raw_ns.unwrap_or(0) })
+    }
+
+    /// The guest's wake-ups per guest second since its daemons first started, for the report
+    /// (`guest_wakeups`, see JSON.md): what each second of scenario costs in hand-offs between
+    /// QEMU's threads under virtual time. Left out, with the reason, where the guest rebooted
+    /// since (its counts started again).
+    fn wakeups(&mut self) -> Option<Value> {
+        let start = self.irq_start?;
+        let end = match self.interrupts() {
+            Ok(e) => e,
+            Err(e) => return Some(json!({ "unavailable": e.to_string() })),
+        };
+        if end.raw_ns <= start.raw_ns || end.all < start.all {
+            return Some(json!({ "unavailable": "the guest rebooted: its interrupt counts started again" }));
+        }
+        let guest_s = (end.raw_ns - start.raw_ns) as f64 / 1e9;
+        let per_s = |a: u64, b: u64| ((a - b) as f64 / guest_s * 100.0).round() / 100.0;
+        Some(json!({
+            "guest_s": round3(guest_s),
+            "timer_per_s": per_s(end.timer, start.timer),
+            "interrupts_per_s": per_s(end.all, start.all),
+        }))
+    }
+
     /// Starts the scenario's daemons afresh (after boot or reboot); `now` stamps the notes, `site`
     /// follows "chronyd started".
     pub fn start_daemons(&mut self, now: impl Fn() -> i64, site: &str) -> Result<(), Error> {
+        if self.irq_start.is_none() {
+            // A fact for the report only: a guest whose counts cannot be read still runs.
+            self.irq_start = self.interrupts().ok();
+        }
         if let Some(conf) = self.chrony_conf.clone() {
             let conf = if self.calibrated { calibrate::chrony_conf(conf) } else { conf };
             self.call::<Value>(Op::WriteFile { path: "/etc/chrony.conf".into(), contents: conf })?;
@@ -190,6 +262,11 @@ impl<C: Clock> Guest<C> {
         if g.phc2sys_argv.is_some() {
             g.info.insert("phc2sys_log".into(), json!(g.phc2sys.text.clone()));
         }
+        if self.clock.running() {
+            if let Some(w) = g.wakeups() {
+                g.info.insert("guest_wakeups".into(), w);
+            }
+        }
         self.info()
     }
 
@@ -231,5 +308,23 @@ impl<C: Clock> Backend for Guest<C> {
         let r = self.clock.poll(&mut self.run);
         r.map_err(|e| self.run.session.explain(e))?;
         Ok(std::mem::take(&mut self.run.events))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_interrupts;
+
+    #[test]
+    fn interrupts_sum_cpu_columns_and_pick_the_local_timer() {
+        let text = "           CPU0       CPU1\n  0:         96          4   IO-APIC   2-edge      timer\n \
+                    25:          7          1  PCI-MSIX-0000:00:03.0   1-edge      virtio0-virtqueues\n\
+                    NMI:          0          0   Non-maskable interrupts\n\
+                    LOC:        686        300   Local timer interrupts\n\
+                    IWI:          4          0   IRQ work interrupts\n\
+                    ERR:          9\nMIS:          3\n";
+        assert_eq!(parse_interrupts(text), Some((986, 96 + 4 + 7 + 1 + 986 + 4)));
+        assert_eq!(parse_interrupts("no header\n"), None);
+        assert_eq!(parse_interrupts(""), None);
     }
 }
