@@ -35,6 +35,7 @@ fn main() {
                 kernel_line: Default::default(),
                 kernel_dir: None,
                 hyperv: Default::default(),
+                snapshot: true,
             };
             let r = run_qemu(s, &opts, true).unwrap_or_else(|e| panic!("{}: {e}", s.name));
             println!(

@@ -23,6 +23,7 @@ fn kvm_opts() -> QemuOptions {
         kernel_line: Default::default(),
         kernel_dir: None,
         hyperv: Default::default(),
+        snapshot: true,
     }
 }
 

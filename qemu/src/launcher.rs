@@ -175,6 +175,21 @@ impl GuestBuilder {
         &self.append
     }
 
+    /// The QEMU program this builder starts.
+    pub fn program(&self) -> &Path {
+        &self.qemu
+    }
+
+    /// The kernel this builder boots.
+    pub fn kernel_path(&self) -> &Path {
+        &self.kernel
+    }
+
+    /// The initramfs this builder boots.
+    pub fn initrd_path(&self) -> &Path {
+        &self.initrd
+    }
+
     /// The firmware (`-bios`); `None` is QEMU's default, SeaBIOS. Defaults to qboot when
     /// installed.
     pub fn bios(mut self, path: Option<PathBuf>) -> Self {

@@ -4,6 +4,7 @@
 
 pub mod accel;
 pub mod agent;
+pub mod bootsnap;
 pub mod client;
 pub mod cpio;
 pub mod error;

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::accel::{self, Decision};
 use crate::agent::Op;
+use crate::bootsnap::{self, BootSnapshot};
 use crate::client::AgentClient;
 use crate::image::{self, ImageSpec};
 use crate::launcher::{Accel, Guest, GuestBuilder, GuestClock};
@@ -30,6 +31,9 @@ pub struct BootOptions {
     /// Where this machine runs TCG and the image loads ptp_kvm: boot the image as L2 under KVM
     /// nested inside a TCG guest (`nested`), so that ptp_kvm really runs.
     pub nested: bool,
+    /// In virtual time: restore the guest from the boot snapshot cache where it has this
+    /// guest, else boot it and save it there (`bootsnap`).
+    pub snapshot: bool,
 }
 
 /// How a guest came up.
@@ -47,6 +51,9 @@ pub struct BootInfo {
     pub kernel_release: String,
     /// Whether the guest runs as L2 under KVM inside a TCG guest (`nested`).
     pub nested: bool,
+    /// Where the boot snapshot cache was asked for: whether this guest was restored from it or
+    /// booted and saved, and how long that took.
+    pub snapshot: Option<BootSnapshot>,
 }
 
 /// A guest whose agent answers.
@@ -63,6 +70,9 @@ pub struct Session {
     pub nested: Option<Nested>,
     builder: GuestBuilder,
 }
+
+/// Longest a restore may take before the guest is booted instead (a restore is about a second).
+const RESTORE_LIMIT: Duration = Duration::from_secs(30);
 
 /// Waits for the agent to answer `Hello`, retrying the connection while the guest boots.
 fn wait_ready(guest: &mut Guest, deadline: Instant) -> Result<AgentClient, Error> {
@@ -161,7 +171,14 @@ impl Session {
             builder = builder.arg("-device").arg("vmclock");
         }
         let kernel_release = o.spec.kernel_release()?;
-        let session = Self::boot_with(builder, initrd, Instant::now() + o.timeout)?;
+        let deadline = Instant::now() + o.timeout;
+        let cached = o.snapshot && accel == Accel::Tcg && matches!(o.clock, GuestClock::Virtual { .. });
+        let (session, snapshot) = if cached {
+            let (s, snap) = Self::boot_cached(builder, initrd, deadline)?;
+            (s, Some(snap))
+        } else {
+            (Self::boot_with(builder, initrd, deadline)?, None)
+        };
         let round3 = |d: Duration| (d.as_secs_f64() * 1000.0).round() / 1000.0;
         let info = BootInfo {
             accel,
@@ -170,6 +187,7 @@ impl Session {
             accel_detect_s: round3(t1 - t0),
             kernel_release,
             nested: false,
+            snapshot,
         };
         Ok((session, info))
     }
@@ -207,6 +225,7 @@ impl Session {
             // L2 runs the same kernel as L1.
             kernel_release: o.spec.kernel_release()?,
             nested: true,
+            snapshot: None,
         };
         Ok((s, info))
     }
@@ -230,6 +249,7 @@ impl Session {
             role: "guest".into(),
             timeout: deadline.saturating_duration_since(Instant::now()),
             nested: false,
+            snapshot: false,
         };
         Self::start(&o).map(|(s, _)| s)
     }
@@ -237,10 +257,77 @@ impl Session {
     /// Boots a prepared builder. The session owns `initrd` from here: it is removed when the
     /// session drops, or at once if the boot fails.
     pub fn boot_with(builder: GuestBuilder, initrd: TempPath, deadline: Instant) -> Result<Self, Error> {
+        Self::try_boot(builder, initrd, deadline).map_err(|(e, _)| e)
+    }
+
+    /// `boot_with`, handing the initramfs back with the error (QEMU is gone by then).
+    fn try_boot(
+        builder: GuestBuilder,
+        initrd: TempPath,
+        deadline: Instant,
+    ) -> Result<Self, (Error, TempPath)> {
         let t0 = Instant::now();
-        let mut guest = builder.start(deadline)?;
-        let agent = wait_ready(&mut guest, deadline)?;
-        Ok(Self { guest, agent, boot_to_ready: t0.elapsed(), initrd, nested: None, builder })
+        let mut guest = match builder.start(deadline) {
+            Ok(g) => g,
+            Err(e) => return Err((e, initrd)),
+        };
+        match wait_ready(&mut guest, deadline) {
+            Ok(agent) => {
+                Ok(Self { guest, agent, boot_to_ready: t0.elapsed(), initrd, nested: None, builder })
+            }
+            Err(e) => {
+                guest.shutdown();
+                Err((e, initrd))
+            }
+        }
+    }
+
+    /// Boot once, restore many (`bootsnap`): restores the guest `builder` would boot where the
+    /// cache has it (`boot_to_ready` is then the restore's), else boots it and saves it at
+    /// agent-ready before handing it over. A file that fails to restore is dropped and the guest
+    /// booted, the reason kept in the note; a failed save leaves the guest running, with its note.
+    fn boot_cached(
+        builder: GuestBuilder,
+        initrd: TempPath,
+        deadline: Instant,
+    ) -> Result<(Self, BootSnapshot), Error> {
+        let key = bootsnap::key(&builder)?;
+        let mut note = None;
+        let mut initrd = initrd;
+        if let Some(file) = bootsnap::lookup(&key) {
+            let restoring = builder.clone().arg("-incoming").arg(format!("file:{}", file.display()));
+            let within = deadline.min(Instant::now() + RESTORE_LIMIT);
+            match Self::try_boot(restoring, initrd, within) {
+                Ok(mut s) => {
+                    bootsnap::touch(&file);
+                    // Later reboots boot the image: the builder without the stream.
+                    s.builder = builder;
+                    let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+                    let seconds = s.boot_to_ready.as_secs_f64();
+                    return Ok((s, BootSnapshot { key, restored: true, seconds, bytes, note }));
+                }
+                Err((e, back)) => {
+                    bootsnap::forget(&key);
+                    note = Some(format!(
+                        "restoring {} failed, booted instead: {}",
+                        file.display(),
+                        crate::chain(&e)
+                    ));
+                    initrd = back;
+                }
+            }
+        }
+        let mut s = Self::boot_with(builder, initrd, deadline)?;
+        let (seconds, bytes) = match bootsnap::save(s.guest.qmp(), &key, deadline) {
+            Ok(v) => v,
+            Err(e) => {
+                // The guest must run on: a save that failed after pausing it is undone here.
+                s.guest.qmp().execute("cont", None, deadline)?;
+                note = Some(format!("saving the booted guest failed: {}", crate::chain(&e)));
+                (0.0, 0)
+            }
+        };
+        Ok((s, BootSnapshot { key, restored: false, seconds, bytes, note }))
     }
 
     /// After a `system_reset`: waits for the rebooted guest's agent on the same channel (QEMU

@@ -87,6 +87,11 @@ pub struct QemuArgs {
     /// /dev/vmclock0 can be probed).
     #[arg(long, default_value_t = phc_qemu::KernelLine::V6_12)]
     pub kernel_line: phc_qemu::KernelLine,
+    /// QEMU backend, virtual time: boot the guest rather than restore it from the boot snapshot
+    /// cache (a guest booted to agent-ready once per QEMU, kernel, image and machine options,
+    /// kept in PHC_CACHE/boot-snapshots; the report's `boot_snapshot` says which happened).
+    #[arg(long)]
+    pub no_snapshot: bool,
     /// QEMU backend: longest wait from starting QEMU to the guest agent's first answer.
     #[arg(long, default_value_t = 120.0, value_parser = boot_timeout_s)]
     pub boot_timeout_s: f64,
@@ -110,6 +115,7 @@ impl QemuArgs {
             kernel_line: self.kernel_line,
             kernel_dir: kernel.as_ref().map(|k| k.path.clone()),
             hyperv: self.timesync_version,
+            snapshot: !self.no_snapshot,
         };
         Ok((opts, kernel))
     }

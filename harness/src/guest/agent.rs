@@ -117,6 +117,9 @@ struct Agent {
     phcs: HashMap<String, Phc>,
     /// After the current answer, poll the port busily until this wall instant (see `Op::Observe`).
     spin_until: Option<Instant>,
+    /// Where each observed PHC was last seen (`wait_for_phc`); a step of it makes the next
+    /// sighting's rate implausible, and that nap is then planned by readings again.
+    seen: HashMap<String, Sighting>,
     /// How far each tailed file has been read.
     tails: HashMap<String, u64>,
     /// mock-phc's CUSE server, once started.
@@ -207,37 +210,66 @@ fn adjfine_without_step(phc: &Phc, ppb: f64) -> phc::Result<i64> {
     Ok(jump)
 }
 
-/// Sleeps until `phc` reads at least `until_ns`, in as few naps as it can: in virtual time each
-/// nap is a wake-up of the guest, and each wake-up a hand-off between QEMU's threads. The sleep
-/// runs on CLOCK_MONOTONIC, which a daemon may slew by up to 8% against the PHC: the first nap
-/// is 90% of what is left; the next is the rest at the rate the first one measured (PHC against
-/// CLOCK_MONOTONIC), which lands on `until_ns` within that rate's change over a tenth of the
-/// interval (well under a microsecond at the rates a daemon sets); only then a third, should it
-/// still be short.
-fn wait_for_phc(phc: &Phc, until_ns: i64) -> Result<i64, String> {
-    let read = || -> Result<(i64, i64), String> {
-        let phc_ns = phc.gettime().map_err(|e| e.to_string())?;
-        Ok((phc_ns, clock_now_ns(libc::CLOCK_MONOTONIC).map_err(|e| e.to_string())?))
-    };
-    let mut first: Option<(i64, i64)> = None;
+/// Where a PHC was last seen against CLOCK_MONOTONIC, and the rate between the two since the
+/// sighting before: enough to sleep to a PHC time without reading the PHC first.
+#[derive(Debug, Clone, Copy)]
+struct Sighting {
+    phc_ns: i64,
+    mono_ns: i64,
+    /// PHC nanoseconds per CLOCK_MONOTONIC nanosecond, once two sightings are a millisecond apart.
+    rate: Option<f64>,
+}
+
+impl Sighting {
+    fn now(phc_ns: i64, previous: Option<Sighting>) -> Result<Self, String> {
+        let mono_ns = clock_now_ns(libc::CLOCK_MONOTONIC).map_err(|e| e.to_string())?;
+        let rate = previous
+            .filter(|p| mono_ns - p.mono_ns > 1_000_000)
+            .map(|p| (phc_ns - p.phc_ns) as f64 / (mono_ns - p.mono_ns) as f64)
+            // A daemon slews CLOCK_MONOTONIC by at most 8%: anything else is a step between.
+            .filter(|r| (0.9..1.1).contains(r));
+        Ok(Self { phc_ns, mono_ns, rate })
+    }
+
+    /// How long to sleep from now until the PHC reads `until_ns`, by this sighting; `None`
+    /// without a rate.
+    fn nap_to(&self, until_ns: i64) -> Result<Option<i64>, String> {
+        let Some(rate) = self.rate else { return Ok(None) };
+        let mono_now = clock_now_ns(libc::CLOCK_MONOTONIC).map_err(|e| e.to_string())?;
+        let target = self.mono_ns + ((until_ns - self.phc_ns) as f64 / rate).ceil() as i64;
+        Ok(Some(target - mono_now))
+    }
+}
+
+/// Sleeps until `phc` reads at least `until_ns`, in as few naps and PHC readings as it can: in
+/// virtual time each nap is a wake-up of the guest, each wake-up a hand-off between QEMU's
+/// threads, and each reading of an emulated PHC (igb) a few MMIO accesses, each of which makes
+/// TCG translate code afresh under icount. With `seen` (where the PHC was at the last
+/// observation and its rate against CLOCK_MONOTONIC since the one before) the nap is planned
+/// without a reading; the caller's measurement then says whether it landed (`measured` below).
+/// Without it: 90% of what is left (a daemon may slew CLOCK_MONOTONIC by up to 8% against the
+/// PHC), then the rest at the rate that nap measured.
+fn wait_for_phc(phc: &Phc, until_ns: i64, seen: Option<Sighting>) -> Result<(), String> {
+    if let Some(nap) = seen.map(|s| s.nap_to(until_ns)).transpose()?.flatten() {
+        if nap > 0 {
+            std::thread::sleep(Duration::from_nanos(nap.unsigned_abs()));
+        }
+        return Ok(());
+    }
+    let mut first: Option<Sighting> = None;
     loop {
-        let (now, mono) = read()?;
+        let now = phc.gettime().map_err(|e| e.to_string())?;
+        let here = Sighting::now(now, first)?;
         let left = until_ns.saturating_sub(now);
         if left <= 0 {
-            return Ok(now);
+            return Ok(());
         }
-        // PHC nanoseconds per CLOCK_MONOTONIC nanosecond since the first look, where that spans
-        // a millisecond; within the 8% a slew allows, else not trusted.
-        let rate = first
-            .filter(|&(_, m0)| mono - m0 > 1_000_000)
-            .map(|(p0, m0)| (now - p0) as f64 / (mono - m0) as f64)
-            .filter(|r| (0.9..1.1).contains(r));
-        let nap = match rate {
+        let nap = match here.rate {
             Some(r) => (left as f64 / r).ceil() as i64,
             None if left > 1_000_000 => left / 10 * 9,
             None => left,
         };
-        first.get_or_insert((now, mono));
+        first.get_or_insert(here);
         std::thread::sleep(Duration::from_nanos(nap.max(1).unsigned_abs()));
     }
 }
@@ -306,12 +338,40 @@ impl Agent {
     }
 
     fn handle(&mut self, op: Op) -> Result<Value, String> {
+        // Sightings stay true across reads; a step moves them by the step; anything else that may
+        // set or re-tune a clock (a frequency, a set, a tick of the RTC that sets the PHC, a
+        // reboot's restart) makes the next nap planned by readings again.
+        match &op {
+            Op::Observe { .. }
+            | Op::HostSample { .. }
+            | Op::ReadFile { .. }
+            | Op::Hello
+            | Op::Clocks
+            | Op::PhcOffset { .. } => {}
+            Op::StepPhc { device, delta_ns } => {
+                if let Some(s) = self.seen.get_mut(device) {
+                    s.phc_ns += delta_ns;
+                }
+            }
+            _ => self.seen.clear(),
+        }
         match op {
             Op::Observe { device, until_ns, spin_s, tail, also } => {
+                let seen = self.seen.get(&device).copied();
                 let phc = self.phc(&device)?;
-                wait_for_phc(phc, until_ns).map_err(|e| format!("{device}: {e}"))?;
-                let (phc_ns, realtime_minus_phc_ns, window_ns) =
-                    realtime_vs_phc(phc).map_err(|e| format!("{device}: {e}"))?;
+                let measured = |phc: &Phc| realtime_vs_phc(phc).map_err(|e| format!("{device}: {e}"));
+                wait_for_phc(phc, until_ns, seen).map_err(|e| format!("{device}: {e}"))?;
+                let mut m = measured(phc)?;
+                // A planned nap that fell short (the rate changed since): the rest, measured.
+                if m.0 < until_ns {
+                    let here = Sighting::now(m.0, seen)?;
+                    wait_for_phc(phc, until_ns, Some(here).filter(|h| h.rate.is_some()))
+                        .map_err(|e| format!("{device}: {e}"))?;
+                    m = measured(phc)?;
+                }
+                let (phc_ns, realtime_minus_phc_ns, window_ns) = m;
+                let sighting = Sighting::now(phc_ns, seen)?;
+                self.seen.insert(device.clone(), sighting);
                 let (mut also_minus_phc_ns, mut also_error) = (None, None);
                 if let Some(dev) = also {
                     match self.phc(&dev).map(|p| p.sys_offset(5)) {

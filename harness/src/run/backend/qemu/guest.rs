@@ -64,6 +64,78 @@ pub(crate) struct IrqCount {
     pub all: u64,
     /// CLOCK_MONOTONIC_RAW when read.
     pub raw_ns: i64,
+    /// The CPU's (busy, all) ticks from `/proc/stat`, where it could be read.
+    pub cpu: Option<(u64, u64)>,
+}
+
+/// The first line of `/proc/stat` (all CPUs): (busy ticks, all ticks), idle and iowait being
+/// the only ticks not busy.
+pub(crate) fn parse_cpu_ticks(text: &str) -> Option<(u64, u64)> {
+    let line = text.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line.split_whitespace().map_while(|w| w.parse().ok()).collect();
+    if v.len() < 5 {
+        return None;
+    }
+    let all: u64 = v.iter().take(8).sum();
+    Some((all - v[3] - v[4], all))
+}
+
+/// Whether `guest_wakeups` names the timers and tasks (`PHC_TRACE_WAKEUPS=1`): a diagnostic,
+/// off by default, since counting the trace at the end costs seconds of guest time under TCG.
+fn trace_wakeups() -> bool {
+    std::env::var_os("PHC_TRACE_WAKEUPS").is_some_and(|v| v == "1")
+}
+
+/// Turns on the guest's timer and wake-up trace events (tracefs), for `guest_wakeups`.
+const TRACE_ON: &str = "T=/sys/kernel/tracing; [ -e $T/trace ] || mount -t tracefs nodev $T || exit 1; \
+    echo 0 > $T/tracing_on; echo > $T/trace; echo 4096 > $T/buffer_size_kb; \
+    for e in timer/hrtimer_expire_entry timer/timer_expire_entry sched/sched_wakeup; do \
+    echo 1 > $T/events/$e/enable; done; echo 1 > $T/tracing_on";
+
+/// Stops the trace and counts its events: `timer FUNCTION N` and `woken COMM N` lines.
+const TRACE_COUNT: &str = "T=/sys/kernel/tracing; echo 0 > $T/tracing_on || exit 1; \
+    grep -o 'function=[^ ]*' $T/trace | sort | uniq -c | sort -rn | head -12 | \
+    while read n f; do echo \"timer ${f#function=} $n\"; done; \
+    grep -o 'sched_wakeup: comm=[^ ]*' $T/trace | sort | uniq -c | sort -rn | head -12 | \
+    while read n _ c; do echo \"woken ${c#comm=} $n\"; done; \
+    for p in /proc/[0-9]*; do read -r l < $p/stat && echo \"task $l\"; done";
+
+/// CPU ticks (user + system, USER_HZ) by task name, summed, from the `task` lines of
+/// `TRACE_COUNT` (a task's `/proc/PID/stat`).
+pub(crate) fn parse_task_ticks(text: &str) -> BTreeMap<String, u64> {
+    let mut ticks = BTreeMap::new();
+    for line in text.lines() {
+        let Some(stat) = line.strip_prefix("task ") else { continue };
+        // The name sits in parentheses and may hold spaces; the fields after it are plain.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let name = &stat[open + 1..close];
+        let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        // After the name: state (0), ..., utime (11), stime (12).
+        let (Some(u), Some(k)) = (rest.get(11), rest.get(12)) else { continue };
+        if let (Ok(u), Ok(k)) = (u.parse::<u64>(), k.parse::<u64>()) {
+            *ticks.entry(name.to_owned()).or_insert(0) += u + k;
+        }
+    }
+    ticks.retain(|_, n| *n > 0);
+    ticks
+}
+
+/// The counts `TRACE_COUNT` prints: (timer callbacks by function, wake-ups by task name).
+pub(crate) fn parse_trace_counts(text: &str) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
+    let (mut timers, mut woken) = (BTreeMap::new(), BTreeMap::new());
+    for line in text.lines() {
+        let mut w = line.split_whitespace();
+        let (Some(kind), Some(name), Some(n), None) = (w.next(), w.next(), w.next(), w.next()) else {
+            continue;
+        };
+        let Ok(n) = n.parse::<u64>() else { continue };
+        match kind {
+            "timer" => timers.insert(name.to_owned(), n),
+            "woken" => woken.insert(name.to_owned(), n),
+            _ => None,
+        };
+    }
+    (timers, woken)
 }
 
 /// Sums `/proc/interrupts` over its CPU columns: (local timer interrupts, all interrupts).
@@ -104,6 +176,9 @@ impl GuestRun {
             info.insert("kernel_release".into(), json!(bi.kernel_release));
         }
         info.insert("boot_to_ready_s".into(), json!(round3(session.boot_to_ready.as_secs_f64())));
+        if let Some(snap) = &bi.snapshot {
+            info.insert("boot_snapshot".into(), snap.to_json());
+        }
         Self {
             session,
             events: Vec::new(),
@@ -164,7 +239,10 @@ impl GuestRun {
         let text: String = self.call(Op::ReadFile { path: "/proc/interrupts".into() })?;
         let (timer, all) =
             parse_interrupts(&text).ok_or_else(|| Error::Guest("/proc/interrupts: no CPU columns".into()))?;
-        Ok(IrqCount { timer, all, raw_ns: self.last_raw_ns.unwrap_or(0) })
+        let raw_ns = self.last_raw_ns.unwrap_or(0);
+        let stat = self.call::<String>(Op::ReadFile { path: "/proc/stat".into() });
+        let cpu = stat.ok().as_deref().and_then(parse_cpu_ticks);
+        Ok(IrqCount { timer, all, raw_ns, cpu })
     }
 
     /// The guest's wake-ups per guest second since its daemons first started, for the report
@@ -182,20 +260,62 @@ impl GuestRun {
         }
         let guest_s = (end.raw_ns - start.raw_ns) as f64 / 1e9;
         let per_s = |a: u64, b: u64| ((a - b) as f64 / guest_s * 100.0).round() / 100.0;
-        Some(json!({
+        let mut w = json!({
             "guest_s": round3(guest_s),
             "timer_per_s": per_s(end.timer, start.timer),
             "interrupts_per_s": per_s(end.all, start.all),
-        }))
+        });
+        if let (Some((b0, a0)), Some((b1, a1))) = (start.cpu, end.cpu) {
+            if a1 > a0 {
+                // The share of guest time its CPU ran code: what TCG had to execute.
+                w["busy_share"] = json!(((b1 - b0) as f64 / (a1 - a0) as f64 * 10_000.0).round() / 10_000.0);
+            }
+        }
+        // Which timers fired and which tasks they woke, per guest second (tracefs, where the
+        // kernel has it and it was switched on at the start).
+        if !trace_wakeups() {
+            return Some(w);
+        }
+        if let Ok(r) = self.call::<ExecResult>(Op::Exec {
+            argv: ["sh", "-c", TRACE_COUNT].map(String::from).to_vec(),
+            timeout_s: 30.0,
+        }) {
+            let (timers, woken) = parse_trace_counts(&r.stdout);
+            let rate = |m: BTreeMap<String, u64>| -> BTreeMap<String, f64> {
+                m.into_iter().map(|(k, n)| (k, (n as f64 / guest_s * 100.0).round() / 100.0)).collect()
+            };
+            if !timers.is_empty() {
+                w["timers_per_s"] = json!(rate(timers));
+                w["woken_per_s"] = json!(rate(woken));
+            }
+            // Since boot, in USER_HZ ticks (10 ms): who ran the guest's CPU.
+            let ticks = parse_task_ticks(&r.stdout);
+            if !ticks.is_empty() {
+                w["cpu_s_by_task_since_boot"] =
+                    json!(ticks.into_iter().map(|(k, n)| (k, n as f64 / 100.0)).collect::<BTreeMap<_, _>>());
+            }
+        }
+        Some(w)
     }
 
     /// Starts the scenario's daemons afresh (after boot or reboot); `now` stamps the notes, `site`
     /// follows "chronyd started".
     pub fn start_daemons(&mut self, now: impl Fn() -> i64, site: &str) -> Result<(), Error> {
         if self.irq_start.is_none() {
-            // A fact for the report only: a guest whose counts cannot be read still runs.
+            // Facts for the report only: a guest whose counts cannot be read still runs.
             self.irq_start = self.interrupts().ok();
+            if !trace_wakeups() {
+                return self.start_daemons_now(now, site);
+            }
+            let _ = self.call::<ExecResult>(Op::Exec {
+                argv: ["sh", "-c", TRACE_ON].map(String::from).to_vec(),
+                timeout_s: 10.0,
+            });
         }
+        self.start_daemons_now(now, site)
+    }
+
+    fn start_daemons_now(&mut self, now: impl Fn() -> i64, site: &str) -> Result<(), Error> {
         if let Some(conf) = self.chrony_conf.clone() {
             let conf = if self.calibrated { calibrate::chrony_conf(conf) } else { conf };
             self.call::<Value>(Op::WriteFile { path: "/etc/chrony.conf".into(), contents: conf })?;
@@ -313,7 +433,33 @@ impl<C: Clock> Backend for Guest<C> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_interrupts;
+    use super::{parse_cpu_ticks, parse_interrupts, parse_task_ticks, parse_trace_counts};
+
+    #[test]
+    fn task_ticks_sum_user_and_system_by_name() {
+        let text = "task 51 (chronyd) S 1 51 51 0 -1 4194560 120 0 0 0 7 5 0 0 20 0 1 0 300\n\
+                    task 52 (a b) R 1 52 52 0 -1 4194560 120 0 0 0 1 1 0 0\n\
+                    task 53 (idle) S 1 53 53 0 -1 4194560 120 0 0 0 0 0 0 0\nnoise\n";
+        let t = parse_task_ticks(text);
+        assert_eq!(t.get("chronyd"), Some(&12));
+        assert_eq!(t.get("a b"), Some(&2));
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn cpu_ticks_leave_out_idle_and_iowait() {
+        let stat = "cpu  10 1 20 900 5 3 2 0 0 0\ncpu0 10 1 20 900 5 3 2 0 0 0\n";
+        assert_eq!(parse_cpu_ticks(stat), Some((36, 941)));
+        assert_eq!(parse_cpu_ticks("intr 5\n"), None);
+    }
+
+    #[test]
+    fn trace_counts_are_read_by_kind() {
+        let (t, w) = parse_trace_counts("timer tick_nohz_handler 595\nwoken chronyd 238\ntimer x\nnoise\n");
+        assert_eq!(t.get("tick_nohz_handler"), Some(&595));
+        assert_eq!(w.get("chronyd"), Some(&238));
+        assert_eq!((t.len(), w.len()), (1, 1));
+    }
 
     #[test]
     fn interrupts_sum_cpu_columns_and_pick_the_local_timer() {

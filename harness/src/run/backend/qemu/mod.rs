@@ -65,6 +65,9 @@ pub struct QemuOptions {
     pub kernel_dir: Option<PathBuf>,
     /// The TimeSync versions the harness, as the Hyper-V host, offers the real hv_utils.
     pub hyperv: HypervOptions,
+    /// Virtual time: start from the boot snapshot cache (`phc_qemu::bootsnap`) rather than a
+    /// boot (`--no-snapshot` turns it off).
+    pub snapshot: bool,
 }
 
 impl QemuOptions {
@@ -80,6 +83,7 @@ impl QemuOptions {
             kernel_line: Default::default(),
             kernel_dir: None,
             hyperv: HypervOptions::default(),
+            snapshot: true,
         }
     }
 }
@@ -343,6 +347,7 @@ pub fn boot(opts: &QemuOptions, role: &str, clock: GuestClock) -> Result<(Sessio
         role: role.into(),
         timeout: opts.boot_timeout,
         nested: opts.phc == Some(GuestPhc::PtpKvm),
+        snapshot: opts.snapshot,
     })
 }
 
