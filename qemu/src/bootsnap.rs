@@ -39,8 +39,16 @@ pub struct BootSnapshot {
 }
 
 impl BootSnapshot {
+    /// A guest booted without the cache, and why.
+    pub fn skipped(why: &str) -> Self {
+        Self { key: String::new(), restored: false, seconds: 0.0, bytes: 0, note: Some(why.into()) }
+    }
+
     /// For the report (`backend_info.boot_snapshot`, see JSON.md).
     pub fn to_json(&self) -> serde_json::Value {
+        if self.key.is_empty() {
+            return json!({ "restored": false, "note": self.note });
+        }
         json!({
             "key": self.key,
             "restored": self.restored,
@@ -211,7 +219,7 @@ fn prune(d: &Path, keep: usize) {
             files.push((m.modified().unwrap_or(std::time::UNIX_EPOCH), p));
         }
     }
-    files.sort_by(|a, b| b.0.cmp(&a.0));
+    files.sort_by_key(|f| std::cmp::Reverse(f.0));
     for (_, p) in files.into_iter().skip(keep) {
         let _ = fs::remove_file(p);
     }

@@ -173,11 +173,17 @@ impl Session {
         let kernel_release = o.spec.kernel_release()?;
         let deadline = Instant::now() + o.timeout;
         let cached = o.snapshot && accel == Accel::Tcg && matches!(o.clock, GuestClock::Virtual { .. });
-        let (session, snapshot) = if cached {
+        let (session, snapshot) = if !cached {
+            (Self::boot_with(builder, initrd, deadline)?, None)
+        } else if !builder.kernel_path().starts_with(image::cache_dir()) {
+            // A user's kernel (--kernel, --kernel-deb) is unpacked afresh for each run: a file
+            // keyed by it would never be restored.
+            let note = "not cached: the kernel is a copy made for this run (--kernel or --kernel-deb), not \
+                        one of the cache's";
+            (Self::boot_with(builder, initrd, deadline)?, Some(BootSnapshot::skipped(note)))
+        } else {
             let (s, snap) = Self::boot_cached(builder, initrd, deadline)?;
             (s, Some(snap))
-        } else {
-            (Self::boot_with(builder, initrd, deadline)?, None)
         };
         let round3 = |d: Duration| (d.as_secs_f64() * 1000.0).round() / 1000.0;
         let info = BootInfo {

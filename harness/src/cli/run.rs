@@ -54,6 +54,11 @@ pub struct RunArgs {
     /// decimated by default; the metrics always come from the whole series).
     #[arg(long)]
     pub full_series: bool,
+    /// QEMU runs at once (on this many threads; reports and output stay in order). In virtual
+    /// time a run's outcome does not depend on the host's speed, but a host kept busy can move a
+    /// daemon balanced on a knife edge (phc-jump-10s): 1 keeps runs apart.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
 }
 
 /// Arguments of `scenarios`.
@@ -163,7 +168,12 @@ pub fn run(args: RunArgs) -> Exit {
     let mut exit = Exit::Ok;
     let mut not_run = 0;
     let mut ran = 0;
-    let opts = batch::Options { out: args.out.clone(), full_series: args.full_series, progress: true };
+    let opts = batch::Options {
+        out: args.out.clone(),
+        full_series: args.full_series,
+        progress: true,
+        jobs: args.jobs.into(),
+    };
     let stopped = batch::run(&scenarios, &backends, &opts, |step| match step {
         Step::Start { .. } => {}
         Step::Skipped { scenario, backend, why } => {

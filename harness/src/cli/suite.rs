@@ -47,6 +47,11 @@ pub struct SuiteArgs {
     /// Keep whole offset series in report.json (long runs are decimated by default).
     #[arg(long)]
     pub full_series: bool,
+    /// QEMU runs at once (on this many threads; reports and output stay in order). In virtual
+    /// time a run's outcome does not depend on the host's speed, but a host kept busy can move a
+    /// daemon balanced on a knife edge (phc-jump-10s): 1 keeps runs apart.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
     /// Override every scenario's seed.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -100,6 +105,7 @@ pub fn suite(args: SuiteArgs) -> Exit {
         filter: args.filter.clone(),
         shard: args.shard,
         full_series: args.full_series,
+        jobs: args.jobs.into(),
         out: args.out.clone(),
     };
     let tty = std::io::stderr().is_terminal();

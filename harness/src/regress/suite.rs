@@ -90,6 +90,8 @@ pub struct Options {
     pub shard: Option<Shard>,
     /// Keep the whole offset series in report.json (otherwise long ones are decimated).
     pub full_series: bool,
+    /// QEMU runs at once (`batch::Options::jobs`).
+    pub jobs: usize,
     /// The suite folder.
     pub out: PathBuf,
 }
@@ -158,7 +160,12 @@ pub fn run(
     let mut entries = Vec::new();
     let mut fid = Vec::new();
     let (mut done_s, mut total_s) = (0.0, 0.0);
-    let batch = batch::Options { out: opts.out.clone(), full_series: opts.full_series, progress: false };
+    let batch = batch::Options {
+        out: opts.out.clone(),
+        full_series: opts.full_series,
+        progress: false,
+        jobs: opts.jobs,
+    };
     let stopped = batch::run(scenarios, &opts.backends, &batch, |step| match step {
         Step::Start { scenario, backend, k, n, done_s: d, total_s: t } => {
             (done_s, total_s) = (d + scenario.duration_s(), t);

@@ -141,6 +141,9 @@ pub struct Options {
     pub full_series: bool,
     /// Say on stderr how a QEMU run goes (boot, scenario seconds done).
     pub progress: bool,
+    /// QEMU runs at once (`--jobs`): above 1, QEMU runs go ahead on that many threads while the
+    /// caller still hears of every step in order (and without the per-run progress lines).
+    pub jobs: usize,
 }
 
 /// What the loop tells its caller, in order.
@@ -232,15 +235,99 @@ pub fn run(
     scenarios: &[Scenario],
     backends: &[Backend],
     opts: &Options,
+    step: impl FnMut(Step<'_>),
+) -> Result<Option<Signal>, BatchError> {
+    // The QEMU runs that will happen, in the loop's order, for the threads to take ahead.
+    let ahead: Vec<(usize, usize)> = if opts.jobs > 1 {
+        let mut v = Vec::new();
+        for (i, s) in scenarios.iter().enumerate() {
+            for (j, b) in backends.iter().enumerate() {
+                if matches!(b, Backend::Qemu { .. }) && b.unsupported(s).is_none() {
+                    v.push((i, j));
+                }
+            }
+        }
+        v
+    } else {
+        Vec::new()
+    };
+    if ahead.len() < 2 {
+        return run_in_order(scenarios, backends, opts, step, &|i, j| {
+            timed(|| backends[j].run(&scenarios[i], opts.progress))
+        });
+    }
+    let slots: Vec<Slot> = ahead.iter().map(|_| Slot::default()).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|sc| {
+        for _ in 0..opts.jobs.min(ahead.len()) {
+            sc.spawn(|| loop {
+                let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if k >= ahead.len() || stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                let (i, j) = ahead[k];
+                slots[k].put(timed(|| backends[j].run(&scenarios[i], false)));
+            });
+        }
+        let take = |i: usize, j: usize| match ahead.iter().position(|&p| p == (i, j)) {
+            Some(k) => slots[k].take(),
+            None => timed(|| backends[j].run(&scenarios[i], opts.progress)),
+        };
+        let r = run_in_order(scenarios, backends, opts, step, &take);
+        // A stop (a signal, an error) leaves what the threads have not begun undone.
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        r
+    })
+}
+
+/// A run's result and the wall time it took.
+type Ran = (Result<Report, mock_phc::Error>, Duration);
+
+fn timed(f: impl FnOnce() -> Result<Report, mock_phc::Error>) -> Ran {
+    let t0 = Instant::now();
+    let r = f();
+    (r, t0.elapsed())
+}
+
+/// One run's result, handed from the thread that ran it to the loop.
+#[derive(Default)]
+struct Slot {
+    value: std::sync::Mutex<Option<Ran>>,
+    ready: std::sync::Condvar,
+}
+
+impl Slot {
+    fn put(&self, r: Ran) {
+        *self.value.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r);
+        self.ready.notify_all();
+    }
+    fn take(&self) -> Ran {
+        let mut v = self.value.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        loop {
+            if let Some(r) = v.take() {
+                return r;
+            }
+            v = self.ready.wait(v).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+}
+
+/// The loop itself, in order; `ran(i, j)` gives scenario i's report on backend j.
+fn run_in_order(
+    scenarios: &[Scenario],
+    backends: &[Backend],
+    opts: &Options,
     mut step: impl FnMut(Step<'_>),
+    ran: &dyn Fn(usize, usize) -> Ran,
 ) -> Result<Option<Signal>, BatchError> {
     let n = scenarios.len() * backends.len();
     let total_s: f64 = scenarios.iter().map(Scenario::duration_s).sum::<f64>() * backends.len() as f64;
     let (mut k, mut done_s) = (0, 0.0);
-    for s in scenarios {
+    for (i, s) in scenarios.iter().enumerate() {
         let mut reports: Vec<Report> = Vec::new();
         let mut stopped = None;
-        for b in backends {
+        for (j, b) in backends.iter().enumerate() {
             k += 1;
             step(Step::Start { scenario: s, backend: b.name(), k, n, done_s, total_s });
             done_s += s.duration_s();
@@ -248,10 +335,8 @@ pub fn run(
                 step(Step::Skipped { scenario: s, backend: b.name(), why });
                 continue;
             }
-            let started = Instant::now();
-            let report = b
-                .run(s, opts.progress)
-                .map_err(|source| BatchError::Sim { scenario: s.name.clone(), source })?;
+            let (report, took) = ran(i, j);
+            let report = report.map_err(|source| BatchError::Sim { scenario: s.name.clone(), source })?;
             let dir = runner::report_dir(&opts.out, &report);
             let written = if opts.full_series {
                 runner::write_all_full(&report, &dir)
@@ -259,7 +344,7 @@ pub fn run(
                 runner::write_all(&report, &dir)
             };
             written.map_err(|source| BatchError::Write { path: dir.clone(), source })?;
-            step(Step::Ran { scenario: s, report: &report, dir: &dir, took: started.elapsed() });
+            step(Step::Ran { scenario: s, report: &report, dir: &dir, took });
             reports.push(report);
             if let Some(sig) = phc_qemu::signals::pending() {
                 stopped = Some(sig);
@@ -315,5 +400,38 @@ mod tests {
         // Nothing to choose for a scenario virtual time runs, or on the sim.
         assert!(qemu(ClockMode::Virtual, true).clock_for(&builtin("azure-pause-30s")).is_none());
         assert!(Backend::Sim.clock_for(&restore).is_none());
+    }
+
+    #[test]
+    fn qemu_runs_taken_ahead_on_threads_still_come_in_order() {
+        // No agent binary: every QEMU run ends at once in an aborted report, which is enough to
+        // see the loop hand each one to the caller in the order of the scenarios and backends.
+        let scenarios: Vec<Scenario> =
+            ["azure-pause-30s", "reboot", "phc-jump-10s", "hyperv-stale-samples"].map(builtin).to_vec();
+        let mut opts = QemuOptions::new("/nonexistent/phc-harness-guest".into());
+        opts.clock = ClockMode::Virtual;
+        let backends = [Backend::Sim, Backend::Qemu { opts, observe_s: None, auto_clock: false }];
+        let out = tempfile::tempdir().unwrap();
+        let mut seen: Vec<(String, String, String)> = Vec::new();
+        let mut order: Vec<usize> = Vec::new();
+        let o = Options { out: out.path().into(), full_series: false, progress: false, jobs: 3 };
+        let r = run(&scenarios, &backends, &o, |st| match st {
+            Step::Start { k, .. } => order.push(k),
+            Step::Ran { scenario, report, .. } => {
+                seen.push((scenario.name.clone(), report.backend.clone(), format!("{:?}", report.verdict)))
+            }
+            _ => {}
+        });
+        assert!(r.unwrap().is_none());
+        assert_eq!(order, (1..=8).collect::<Vec<_>>());
+        let names: Vec<(&str, &str)> = seen.iter().map(|(n, b, _)| (n.as_str(), b.as_str())).collect();
+        let want: Vec<(&str, &str)> =
+            scenarios.iter().flat_map(|s| [(s.name.as_str(), "sim"), (s.name.as_str(), "qemu")]).collect();
+        assert_eq!(names, want);
+        for (n, b, v) in &seen {
+            if b == "qemu" {
+                assert_eq!(v, "Aborted", "{n}");
+            }
+        }
     }
 }

@@ -114,7 +114,12 @@ pub fn run_sim_noise(s: &Scenario) -> Result<(Report, Option<Noise>), mock_phc::
 /// report, marked aborted.
 pub fn run_qemu(s: &Scenario, opts: &QemuOptions, progress: bool) -> Result<Report, phc_qemu::Error> {
     if progress {
-        crate::say!("{}: booting the guest ({} time) ...", s.name, opts.clock.name());
+        let how = if opts.clock == ClockMode::Virtual && opts.snapshot {
+            "starting the guest (virtual time: from the boot snapshot cache, or booted and saved there)"
+        } else {
+            &*format!("booting the guest ({} time)", opts.clock.name())
+        };
+        crate::say!("{}: {how} ...", s.name);
     }
     let wall = Instant::now();
     let mut last = Instant::now();
