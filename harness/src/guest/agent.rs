@@ -117,8 +117,9 @@ struct Agent {
     phcs: HashMap<String, Phc>,
     /// After the current answer, poll the port busily until this wall instant (see `Op::Observe`).
     spin_until: Option<Instant>,
-    /// Where each observed PHC was last seen (`wait_for_phc`); a step of it makes the next
-    /// sighting's rate implausible, and that nap is then planned by readings again.
+    /// Where each observed PHC was last seen (`wait_for_phc`): a step of the PHC moves its
+    /// sighting by the step; any other request that may set or re-tune a clock clears them all
+    /// (`handle`), and the next nap is then planned by readings again.
     seen: HashMap<String, Sighting>,
     /// How far each tailed file has been read.
     tails: HashMap<String, u64>,
