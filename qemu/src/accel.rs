@@ -119,7 +119,7 @@ impl Key {
 }
 
 /// `name` itself when it holds a slash, else the first match in PATH.
-fn find_program(name: &Path) -> Option<PathBuf> {
+pub(crate) fn find_program(name: &Path) -> Option<PathBuf> {
     if name.components().count() > 1 {
         return name.is_file().then(|| name.to_owned());
     }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::qmp::Qmp;
-use crate::{Error, GuestBuilder, Waited};
+use crate::{Error, GuestBuilder};
 
 /// Changes when what a saved file holds, or how it is keyed, changes: old files then miss.
 const FORMAT: &str = "phc-harness boot snapshot 1";
@@ -110,26 +110,14 @@ impl Hash {
     }
 }
 
-/// Where a program named without a folder is found on PATH.
-fn on_path(program: &Path) -> PathBuf {
-    if program.components().count() > 1 {
-        return program.to_owned();
-    }
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| program.to_owned())
-}
-
 /// The cache key of a guest `builder` would start: QEMU's binary (path, size, time), its whole
 /// command line but for the per-run folder and initramfs path, the kernel's stamp and the
 /// initramfs's bytes.
 pub fn key(builder: &GuestBuilder) -> Result<String, Error> {
     let mut h = Hash::new();
     h.bytes(FORMAT.as_bytes());
-    h.stamp(&on_path(builder.program()));
+    let qemu = builder.program();
+    h.stamp(&crate::accel::find_program(qemu).unwrap_or_else(|| qemu.to_owned()));
     let initrd = builder.initrd_path().to_owned();
     let initrd_text = initrd.display().to_string();
     for a in builder.args(Path::new("/run-folder")) {
@@ -159,27 +147,6 @@ pub fn touch(path: &Path) {
     }
 }
 
-/// Migrates the running guest into `file` and waits for the stream to complete; QEMU then holds
-/// the guest paused (`postmigrate`).
-pub fn migrate_to(q: &mut Qmp, file: &Path, deadline: Instant) -> Result<(), Error> {
-    q.execute("migrate", Some(json!({ "uri": format!("file:{}", file.display()) })), deadline)?;
-    loop {
-        let r = q.execute("query-migrate", None, deadline)?;
-        let status = r["status"].as_str().unwrap_or("unknown").to_owned();
-        match status.as_str() {
-            "completed" => return Ok(()),
-            "failed" | "cancelled" => {
-                let detail = r["error-desc"].as_str().unwrap_or("no error-desc").to_owned();
-                return Err(Error::Migration { status, detail });
-            }
-            _ if Instant::now() >= deadline => {
-                return Err(Error::Timeout { what: Waited::QmpAnswer, console_tail: status });
-            }
-            _ => std::thread::sleep(Duration::from_millis(5)),
-        }
-    }
-}
-
 /// Saves the guest behind `q` as `key` (into a temp name first, then renamed: a reader never
 /// sees half a file), lets it run on (`cont`), and prunes the cache to `KEEP` files. Returns the
 /// seconds it took and the file's size.
@@ -189,7 +156,7 @@ pub fn save(q: &mut Qmp, key: &str, deadline: Instant) -> Result<(f64, u64), Err
     fs::create_dir_all(&d).map_err(|source| Error::Io { op: "create", path: d.clone(), source })?;
     let tmp = d.join(format!(".{key}.{}.part", std::process::id()));
     let done = d.join(format!("{key}.mig"));
-    let r = migrate_to(q, &tmp, deadline).and_then(|()| {
+    let r = crate::snapshot::migrate_to(q, &tmp, deadline).and_then(|()| {
         fs::rename(&tmp, &done).map_err(|source| Error::Io { op: "rename", path: tmp.clone(), source })
     });
     // The guest runs on whatever became of the file.

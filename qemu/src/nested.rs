@@ -73,8 +73,7 @@ pub fn l1_spec(l2: &ImageSpec) -> ImageSpec {
 }
 
 fn find_in_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+    crate::accel::find_program(Path::new(name))
 }
 
 /// L2's QEMU command line inside L1, as shell words.

@@ -5,11 +5,14 @@
 //! vmclock device bumps its disruption marker on the load (hw/acpi/vmclock.c `post_load`).
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use serde_json::json;
+
+use crate::qmp::Qmp;
 use crate::session::Session;
 use crate::tmp::{self, TempPath};
-use crate::Error;
+use crate::{Error, Waited};
 
 /// A guest's saved state, and what it takes to start it again.
 pub struct Saved {
@@ -38,10 +41,31 @@ fn copy(from: &Path, role: &str) -> Result<TempPath, Error> {
 pub fn save(s: &mut Session, deadline: Instant) -> Result<Saved, Error> {
     let t0 = Instant::now();
     let file = tmp::file("state", "snapshot", ".mig")?;
-    crate::bootsnap::migrate_to(s.guest.qmp(), &file, deadline)?;
+    migrate_to(s.guest.qmp(), &file, deadline)?;
     let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
     let initrd = copy(&s.initrd, "restore")?;
     Ok(Saved { file, initrd, builder: s.builder().clone(), save_s: t0.elapsed().as_secs_f64(), bytes })
+}
+
+/// Migrates the running guest into `file` and waits for the stream to complete; QEMU then holds
+/// the guest paused (`postmigrate`).
+pub fn migrate_to(q: &mut Qmp, file: &Path, deadline: Instant) -> Result<(), Error> {
+    q.execute("migrate", Some(json!({ "uri": format!("file:{}", file.display()) })), deadline)?;
+    loop {
+        let r = q.execute("query-migrate", None, deadline)?;
+        let status = r["status"].as_str().unwrap_or("unknown").to_owned();
+        match status.as_str() {
+            "completed" => return Ok(()),
+            "failed" | "cancelled" => {
+                let detail = r["error-desc"].as_str().unwrap_or("no error-desc").to_owned();
+                return Err(Error::Migration { status, detail });
+            }
+            _ if Instant::now() >= deadline => {
+                return Err(Error::Timeout { what: Waited::QmpAnswer, console_tail: status });
+            }
+            _ => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
 }
 
 /// Starts a fresh QEMU that loads `saved` and runs on (no `-S`: the guest continues as soon as

@@ -259,11 +259,11 @@ impl GuestRun {
             return Some(json!({ "unavailable": "the guest rebooted: its interrupt counts started again" }));
         }
         let guest_s = (end.raw_ns - start.raw_ns) as f64 / 1e9;
-        let per_s = |a: u64, b: u64| ((a - b) as f64 / guest_s * 100.0).round() / 100.0;
+        let per_s = |n: u64| (n as f64 / guest_s * 100.0).round() / 100.0;
         let mut w = json!({
             "guest_s": round3(guest_s),
-            "timer_per_s": per_s(end.timer, start.timer),
-            "interrupts_per_s": per_s(end.all, start.all),
+            "timer_per_s": per_s(end.timer - start.timer),
+            "interrupts_per_s": per_s(end.all - start.all),
         });
         if let (Some((b0, a0)), Some((b1, a1))) = (start.cpu, end.cpu) {
             if a1 > a0 {
@@ -282,7 +282,7 @@ impl GuestRun {
         }) {
             let (timers, woken) = parse_trace_counts(&r.stdout);
             let rate = |m: BTreeMap<String, u64>| -> BTreeMap<String, f64> {
-                m.into_iter().map(|(k, n)| (k, (n as f64 / guest_s * 100.0).round() / 100.0)).collect()
+                m.into_iter().map(|(k, n)| (k, per_s(n))).collect()
             };
             if !timers.is_empty() {
                 w["timers_per_s"] = json!(rate(timers));
@@ -304,18 +304,13 @@ impl GuestRun {
         if self.irq_start.is_none() {
             // Facts for the report only: a guest whose counts cannot be read still runs.
             self.irq_start = self.interrupts().ok();
-            if !trace_wakeups() {
-                return self.start_daemons_now(now, site);
+            if trace_wakeups() {
+                let _ = self.call::<ExecResult>(Op::Exec {
+                    argv: ["sh", "-c", TRACE_ON].map(String::from).to_vec(),
+                    timeout_s: 10.0,
+                });
             }
-            let _ = self.call::<ExecResult>(Op::Exec {
-                argv: ["sh", "-c", TRACE_ON].map(String::from).to_vec(),
-                timeout_s: 10.0,
-            });
         }
-        self.start_daemons_now(now, site)
-    }
-
-    fn start_daemons_now(&mut self, now: impl Fn() -> i64, site: &str) -> Result<(), Error> {
         if let Some(conf) = self.chrony_conf.clone() {
             let conf = if self.calibrated { calibrate::chrony_conf(conf) } else { conf };
             self.call::<Value>(Op::WriteFile { path: "/etc/chrony.conf".into(), contents: conf })?;
