@@ -16,7 +16,7 @@ command -v cargo >/dev/null || die "cargo not found"
 command -v file >/dev/null || die "file(1) not found (apt-get install file)"
 
 log "cargo build --release --target $TARGET -p phc-harness -p mock-phc (static)"
-RUSTFLAGS="-C target-feature=+crt-static" \
+RUSTFLAGS="-C target-feature=+crt-static -C link-arg=-Wl,--build-id=none" \
     cargo build --release --locked --target "$TARGET" -p phc-harness -p mock-phc --bins >&2
 
 target_dir="${CARGO_TARGET_DIR:-target}"
@@ -40,13 +40,18 @@ check_static() {
     log "static: $1: $desc"
 }
 
-# The guest gets a copy without debug info: 23 MB less initramfs for QEMU to load and the guest
-# kernel to unpack under TCG, about a second of every boot. Redone only when the build changed.
+# The guest gets a copy without debug info or symbols: 23 MB less initramfs for QEMU to load and
+# the guest kernel to unpack under TCG, about a second of every boot. Without the symbol table
+# (whose ThinLTO suffixes change with the checkout's path) and the build id, a clone anywhere
+# builds the same bytes: the initramfs, so the guest's boot in virtual time and every later
+# instant, is then the same from any checkout. It mattered: one build of the same source from two
+# paths moved where chronyd's samples fell, and phc-jump-10s's step from 45 s to 109.5 s.
+# Redone only when the build changed.
 guest_copy() {
     local guest="$1-guest"
     if [[ ! -x $guest || $1 -nt $guest ]]; then
         command -v strip >/dev/null || die "strip not found (apt-get install binutils)"
-        strip --strip-debug -o "$guest.tmp" "$1"
+        strip --strip-all -o "$guest.tmp" "$1"
         mv -f "$guest.tmp" "$guest"
     fi
     log "guest copy: $guest ($(stat -c %s "$guest") bytes)"

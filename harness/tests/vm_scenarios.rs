@@ -210,6 +210,42 @@ fn virtual_time_agrees_with_real_time() {
     assert!(f.agrees, "virtual and real time disagree:\n{}", f.to_markdown());
 }
 
+#[test]
+#[ignore = "needs a VM: run ci/test.sh"]
+fn a_guest_that_holds_between_requests_runs_boots_restores_and_reboots() {
+    // PHC_HOLD=1: every request through the ivshmem memory while the guest stands paused by its
+    // own pvpanic write. reboot covers the reset (the rebooted agent holds again before its first
+    // request); phc-jump-10s twice covers a boot saved and a restore of that standing guest.
+    let dir = tempfile::tempdir().unwrap();
+    for (i, name) in ["reboot", "phc-jump-10s", "phc-jump-10s"].iter().enumerate() {
+        let out = dir.path().join(format!("{i}"));
+        let out = out.to_str().unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_phc-harness"))
+            .args(["run", name, "--backend", "qemu", "--clock", "virtual", "--out", out])
+            .env("PHC_AGENT_BIN", agent())
+            .env("PHC_HOLD", "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{name} held: {stderr}");
+        let report =
+            std::fs::read_to_string(Path::new(out).join(format!("{name}-qemu-seed1/report.json"))).unwrap();
+        let r: serde_json::Value = serde_json::from_str(&report).unwrap();
+        let info = &r["backend_info"];
+        assert_eq!(info["guest_holds"], true, "{name}: {info}");
+        assert!(
+            info["guest_cmdline"].as_str().unwrap().ends_with("phc_agent.hold=1"),
+            "{}",
+            info["guest_cmdline"]
+        );
+        assert_eq!(r["verdict"], "pass", "{name} held: {stderr}");
+        assert!(!r["recovery"]["steps"].as_array().unwrap().is_empty(), "{name}: no step seen");
+        if i == 2 {
+            assert_eq!(info["boot_snapshot"]["restored"], true, "{}", info["boot_snapshot"]);
+        }
+    }
+}
+
 fn cli(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_phc-harness"))
         .args(args)

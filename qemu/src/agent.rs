@@ -255,6 +255,125 @@ impl Op {
     }
 }
 
+/// The hold (virtual time, `launcher::GuestBuilder::holds`): the guest stands between
+/// requests, so that how long the host takes never reaches the guest's virtual time. The agent
+/// takes each request from memory the host shares with the guest (QEMU's ivshmem-plain device,
+/// BAR 2, backed by a file the host writes while the guest stands), answers into the same
+/// memory, and pauses the whole guest itself by writing pvpanic's event to its port (QEMU runs
+/// with `-action panic=pause`): at the same guest instruction every time, with no interrupt on
+/// the way. The host then reads the answer, writes the next request and resumes the guest (QMP
+/// `cont`). virtio-serial cannot carry this: QEMU stops reading its socket while the guest stands.
+pub mod held {
+    /// The I/O port of QEMU's ISA pvpanic device (its default `ioport`).
+    pub const PAUSE_PORT: u64 = 0x505;
+    /// pvpanic's "guest panicked" event: under `-action panic=pause` QEMU stops the guest at
+    /// once (run state `guest-panicked`, from which `cont` resumes it).
+    pub const PAUSE_EVENT: u8 = 1;
+    /// ivshmem's PCI vendor and device ids, as sysfs writes them.
+    pub const PCI_ID: (&str, &str) = ("0x1af4", "0x1110");
+    /// Bytes of shared memory (a power of two, as ivshmem wants).
+    pub const SIZE: usize = 1 << 20;
+    /// Where the request is, and the answer.
+    pub const REQUEST_AT: usize = 0;
+    /// Where the answer is.
+    pub const ANSWER_AT: usize = 256 << 10;
+    /// Each area: the sequence number (u64, little-endian), the length (u32), the bytes.
+    pub const HEADER_LEN: usize = 12;
+    const HEADER: usize = HEADER_LEN;
+
+    /// The area at `at`: up to the next area, or the end.
+    fn area(at: usize) -> std::ops::Range<usize> {
+        if at == REQUEST_AT {
+            REQUEST_AT..ANSWER_AT
+        } else {
+            ANSWER_AT..SIZE
+        }
+    }
+
+    /// Message `seq` as the area at `at` holds it: header and bytes.
+    pub fn frame(at: usize, seq: u64, text: &[u8]) -> Result<Vec<u8>, String> {
+        let mut mem = vec![0u8; at + HEADER + text.len()];
+        let room = area(at).len() - HEADER;
+        if text.len() > room {
+            return Err(format!(
+                "a message of {} bytes does not fit the {room} bytes of the hold's area",
+                text.len()
+            ));
+        }
+        put(&mut mem[..], at, seq, text).map(|()| mem.split_off(at))
+    }
+
+    /// The sequence number and length in a header (the first `HEADER_LEN` bytes of an area).
+    pub fn header(h: &[u8; HEADER_LEN]) -> (u64, usize) {
+        let seq = u64::from_le_bytes(h[..8].try_into().expect("8 bytes"));
+        (seq, u32::from_le_bytes(h[8..].try_into().expect("4 bytes")) as usize)
+    }
+
+    /// The most bytes a message in the area at `at` has.
+    pub fn room(at: usize) -> usize {
+        area(at).len() - HEADER
+    }
+
+    /// Writes `text` as message `seq` into the area at `at` of `mem` (the whole shared memory).
+    pub fn put(mem: &mut [u8], at: usize, seq: u64, text: &[u8]) -> Result<(), String> {
+        let r = area(at);
+        let room = r.len() - HEADER;
+        if text.len() > room || mem.len() < r.start + HEADER + text.len() {
+            return Err(format!(
+                "a message of {} bytes does not fit the {room} bytes of the hold's area",
+                text.len()
+            ));
+        }
+        mem[r.start..r.start + 8].copy_from_slice(&seq.to_le_bytes());
+        mem[r.start + 8..r.start + HEADER].copy_from_slice(&(text.len() as u32).to_le_bytes());
+        mem[r.start + HEADER..r.start + HEADER + text.len()].copy_from_slice(text);
+        Ok(())
+    }
+
+    /// The message in the area at `at` of `mem`: its sequence number and bytes.
+    pub fn take(mem: &[u8], at: usize) -> Result<(u64, Vec<u8>), String> {
+        let r = area(at);
+        if mem.len() < r.end {
+            return Err("the hold's memory is smaller than its layout".into());
+        }
+        let seq = u64::from_le_bytes(mem[r.start..r.start + 8].try_into().expect("8 bytes"));
+        let len =
+            u32::from_le_bytes(mem[r.start + 8..r.start + HEADER].try_into().expect("4 bytes")) as usize;
+        if len > r.len() - HEADER {
+            return Err(format!("the hold's area claims {len} bytes, more than it has"));
+        }
+        Ok((seq, mem[r.start + HEADER..r.start + HEADER + len].to_vec()))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn what_is_put_is_taken(seq in any::<u64>(), text in proptest::collection::vec(any::<u8>(), 0..4096), answer in any::<bool>()) {
+                let mut mem = vec![0u8; SIZE];
+                let at = if answer { ANSWER_AT } else { REQUEST_AT };
+                put(&mut mem, at, seq, &text).unwrap();
+                prop_assert_eq!(take(&mem, at).unwrap(), (seq, text.clone()));
+                let f = frame(at, seq, &text).unwrap();
+                prop_assert_eq!(header(f[..HEADER_LEN].try_into().unwrap()), (seq, text.len()));
+                prop_assert_eq!(&f[HEADER_LEN..], &text[..]);
+            }
+        }
+
+        #[test]
+        fn too_long_or_lying_messages_are_errors() {
+            let mut mem = vec![0u8; SIZE];
+            assert!(put(&mut mem, REQUEST_AT, 1, &vec![b'x'; ANSWER_AT]).is_err());
+            mem[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+            assert!(take(&mem, REQUEST_AT).unwrap_err().contains("claims"));
+            assert!(take(&mem[..10], REQUEST_AT).is_err());
+        }
+    }
+}
+
 /// Answer of `Hello`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {

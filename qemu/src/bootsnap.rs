@@ -148,9 +148,10 @@ pub fn touch(path: &Path) {
 }
 
 /// Saves the guest behind `q` as `key` (into a temp name first, then renamed: a reader never
-/// sees half a file), lets it run on (`cont`), and prunes the cache to `KEEP` files. Returns the
-/// seconds it took and the file's size.
-pub fn save(q: &mut Qmp, key: &str, deadline: Instant) -> Result<(f64, u64), Error> {
+/// sees half a file), lets it run on (`cont`) where `resume` says so (a guest that holds stands
+/// until its next request), and prunes the cache to `KEEP` files. Returns the seconds it took
+/// and the file's size.
+pub fn save(q: &mut Qmp, key: &str, resume: bool, deadline: Instant) -> Result<(f64, u64), Error> {
     let t0 = Instant::now();
     let d = dir();
     fs::create_dir_all(&d).map_err(|source| Error::Io { op: "create", path: d.clone(), source })?;
@@ -159,8 +160,9 @@ pub fn save(q: &mut Qmp, key: &str, deadline: Instant) -> Result<(f64, u64), Err
     let r = crate::snapshot::migrate_to(q, &tmp, deadline).and_then(|()| {
         fs::rename(&tmp, &done).map_err(|source| Error::Io { op: "rename", path: tmp.clone(), source })
     });
-    // The guest runs on whatever became of the file.
-    let resumed = q.execute("cont", None, deadline);
+    // The guest runs on whatever became of the file (one that stands is resumed by its next
+    // request).
+    let resumed = if resume { q.execute("cont", None, deadline).map(drop) } else { Ok(()) };
     if r.is_err() {
         let _ = fs::remove_file(&tmp);
     }

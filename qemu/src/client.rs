@@ -58,8 +58,9 @@ pub struct OffsetEstimate {
 
 /// A connection to the guest agent.
 pub struct AgentClient {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
+    /// The connection; none yet for a client made by `unconnected` that has sent nothing.
+    io: Option<(BufReader<UnixStream>, UnixStream)>,
+    path: std::path::PathBuf,
     next_id: u64,
 }
 
@@ -76,7 +77,11 @@ impl AgentClient {
             match UnixStream::connect(path) {
                 Ok(s) => {
                     let writer = s.try_clone().map_err(Error::AgentIo)?;
-                    return Ok(Self { reader: BufReader::new(s), writer, next_id: 1 });
+                    return Ok(Self {
+                        io: Some((BufReader::new(s), writer)),
+                        path: path.to_owned(),
+                        next_id: 1,
+                    });
                 }
                 Err(_) if Instant::now() < deadline => {
                     signals::check()?;
@@ -85,6 +90,13 @@ impl AgentClient {
                 Err(source) => return Err(Error::AgentConnect { path: path.to_owned(), source }),
             }
         }
+    }
+
+    /// A client that connects to `path` only when it first sends: a guest that holds
+    /// (`agent::held`) takes its requests another way, and a connection would reach it as an
+    /// interrupt at a moment the host's timing decides.
+    pub fn unconnected(path: &Path) -> Self {
+        Self { io: None, path: path.to_owned(), next_id: 1 }
     }
 
     /// Sends one request and waits for its answer.
@@ -101,7 +113,14 @@ impl AgentClient {
         let mut line = serde_json::to_string(&Request { id, op }).expect("requests serialize");
         line.push('\n');
         let host_sent_ns = host_realtime_ns();
-        self.writer.write_all(line.as_bytes()).map_err(Error::AgentIo)?;
+        if self.io.is_none() {
+            *self = Self {
+                next_id: self.next_id,
+                ..Self::connect(&self.path, Instant::now() + Duration::from_secs(5))?
+            };
+        }
+        let (_, writer) = self.io.as_mut().expect("connected above");
+        writer.write_all(line.as_bytes()).map_err(Error::AgentIo)?;
         Ok((id, host_sent_ns))
     }
 
@@ -116,8 +135,9 @@ impl AgentClient {
             if left.is_zero() {
                 return Err(Error::Timeout { what: Waited::AgentAnswer, console_tail: String::new() });
             }
-            self.reader.get_ref().set_read_timeout(Some(left.min(READ_SLICE))).map_err(Error::AgentIo)?;
-            match self.reader.read_until(b'\n', &mut buf) {
+            let (reader, _) = self.io.as_mut().ok_or(Error::AgentClosed)?;
+            reader.get_ref().set_read_timeout(Some(left.min(READ_SLICE))).map_err(Error::AgentIo)?;
+            match reader.read_until(b'\n', &mut buf) {
                 Ok(0) => return Err(Error::AgentClosed),
                 Ok(_) if buf.ends_with(b"\n") => {}
                 Ok(_) => return Err(Error::AgentClosed),

@@ -88,17 +88,33 @@ pub struct GuestBuilder {
     role: String,
     clock: GuestClock,
     extra: Vec<String>,
+    hold: bool,
 }
 
 /// icount's shift in virtual time (`PHC_ICOUNT_SHIFT` overrides it): each instruction counts
 /// 2^shift ns of virtual time. A fixed shift, not `auto`: `auto` retunes the shift to the host's
 /// speed, so a loaded host gives the guest a slower virtual CPU. 0 (one instruction a
 /// nanosecond, the closest to a real CPU) matched what `auto` gives on an idle host, at about the
-/// same wall time (azure-pause-30s as written: 31.8 s at 0, 30.3 s at 2, 29.6 s at 4). Timing
-/// still reaches the guest through the host's requests: resume-without-sync repeats exactly,
-/// while phc-jump-10s, where chronyd's filter is balanced on a knife edge, gave +10.78 s and
-/// +10.0 s steps in two runs at shift 0 on a loaded host.
+/// same wall time (azure-pause-30s as written: 31.8 s at 0, 30.3 s at 2, 29.6 s at 4). The
+/// host's own timing would still reach the guest between requests (an idle guest leaps through
+/// its timers while the host thinks) but for the agent's hold (`agent::Op::Hold`).
 pub const ICOUNT_SHIFT: &str = "0";
+
+/// On the kernel command line of a guest that holds (`GuestBuilder::holds`): the agent holds
+/// the guest before its first request, so that from its very start nothing the host does takes
+/// guest time.
+pub const HOLD_CMDLINE: &str = "phc_agent.hold=1";
+
+/// The file, in QEMU's folder, behind the memory a holding guest's requests pass through.
+pub const HOLD_FILE: &str = "hold.shm";
+
+/// Whether guests in virtual time hold between requests (`GuestBuilder::holds`): with
+/// `PHC_HOLD=1` only. The hold keeps the host's think time out of the guest's virtual time, at
+/// about 1.4x the wall time, but a run still moves with the host's load (README, "Holding the
+/// guest between requests"), so it is not the default.
+pub fn hold_wanted() -> bool {
+    std::env::var("PHC_HOLD").is_ok_and(|v| v == "1")
+}
 
 /// Which clock the guest's time follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -149,6 +165,7 @@ impl GuestBuilder {
             role: "guest".into(),
             clock: GuestClock::Real,
             extra: Vec::new(),
+            hold: hold_wanted(),
         }
     }
 
@@ -173,6 +190,21 @@ impl GuestBuilder {
     /// The kernel command line this builder boots with.
     pub fn cmdline(&self) -> &str {
         &self.append
+    }
+
+    /// Whether the guest's agent holds it between requests (`agent::held`), from its start: in
+    /// virtual time, where asked for (`hold`, `PHC_HOLD=1`). QEMU then has a pvpanic device that pauses the guest
+    /// (`-action panic=pause`) and an ivshmem device for the requests, and the kernel command
+    /// line tells the agent (`HOLD_CMDLINE`).
+    pub fn holds(&self) -> bool {
+        matches!(self.clock, GuestClock::Virtual { .. }) && self.hold
+    }
+
+    /// Whether a guest in virtual time holds between requests (`holds`); the default is
+    /// `hold_wanted`.
+    pub fn hold(mut self, on: bool) -> Self {
+        self.hold = on;
+        self
     }
 
     /// The QEMU program this builder starts.
@@ -268,7 +300,7 @@ impl GuestBuilder {
             "-initrd".into(),
             self.initrd.display().to_string(),
             "-append".into(),
-            self.append.clone(),
+            if self.holds() { format!("{} {HOLD_CMDLINE}", self.append) } else { self.append.clone() },
             "-serial".into(),
             format!("file:{d}/console.log"),
             "-qmp".into(),
@@ -305,6 +337,24 @@ impl GuestBuilder {
                 format!("shift={shift},sleep=off,align=off"),
                 "-rtc".into(),
                 format!("base={},clock=vm", rtc_base_text(rtc_base_s)),
+            ]);
+        }
+        if self.holds() {
+            // What the agent pauses the guest with between requests, and the memory the
+            // requests and answers pass through (agent::held).
+            a.extend([
+                "-device".into(),
+                "pvpanic".into(),
+                "-action".into(),
+                "panic=pause".into(),
+                "-object".into(),
+                format!(
+                    "memory-backend-file,id=phc-hold,size={},share=on,mem-path={d}/{HOLD_FILE}",
+                    crate::agent::held::SIZE
+                ),
+                // master=on: the memory is migrated with the guest (the boot snapshot).
+                "-device".into(),
+                "ivshmem-plain,memdev=phc-hold,master=on".into(),
             ]);
         }
         a.extend(self.extra.iter().cloned());
@@ -393,6 +443,11 @@ impl Guest {
     /// The agent socket (connect to talk to the guest agent).
     pub fn agent_socket(&self) -> PathBuf {
         self.dir().join("agent.sock")
+    }
+
+    /// The file behind the memory a holding guest's requests pass through (`agent::held`).
+    pub fn hold_file(&self) -> PathBuf {
+        self.dir().join(HOLD_FILE)
     }
 
     /// Acceleration in use.
@@ -552,5 +607,25 @@ mod tests {
             format!("-icount shift={shift},sleep=off,align=off -rtc base=2026-01-01T00:00:00,clock=vm");
         assert!(a.contains(&want), "{a}");
         assert!(!GuestBuilder::new("k", "i").args(Path::new("/d")).join(" ").contains("icount"));
+    }
+
+    #[test]
+    fn a_guest_that_holds_gets_pvpanic_pausing_and_tells_its_agent() {
+        let b = GuestBuilder::new("k", "i").clock(GuestClock::Virtual { rtc_base_s: 0 }).hold(true);
+        let a = b.args(Path::new("/d"));
+        let real = GuestBuilder::new("k", "i").hold(true).args(Path::new("/d"));
+        {
+            assert!(b.holds());
+            let joined = a.join(" ");
+            assert!(joined.contains("-device pvpanic -action panic=pause"), "{joined}");
+            assert!(joined.contains(&format!("share=on,mem-path=/d/{HOLD_FILE}")), "{joined}");
+            assert!(joined.contains("-device ivshmem-plain,memdev=phc-hold,master=on"), "{joined}");
+            let cmdline = &a[a.iter().position(|x| x == "-append").unwrap() + 1];
+            assert!(cmdline.ends_with(&format!(" {HOLD_CMDLINE}")), "{cmdline}");
+        }
+        assert!(!GuestBuilder::new("k", "i").hold(true).holds(), "real time never holds");
+        let unheld = GuestBuilder::new("k", "i").clock(GuestClock::Virtual { rtc_base_s: 0 }).hold(false);
+        assert!(!unheld.holds() && !unheld.args(Path::new("/d")).join(" ").contains("pvpanic"));
+        assert!(!real.join(" ").contains("pvpanic") && !real.join(" ").contains(HOLD_CMDLINE));
     }
 }

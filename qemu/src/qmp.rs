@@ -113,6 +113,23 @@ impl Qmp {
         }
     }
 
+    /// Waits for the event `name` (one already received first), keeping the others in
+    /// `events`.
+    pub fn wait_event(&mut self, name: &str, deadline: Instant) -> Result<Value, Error> {
+        if let Some(i) = self.events.iter().position(|e| e["event"] == name) {
+            return Ok(self.events.remove(i));
+        }
+        loop {
+            let m = self.read_message(deadline)?;
+            if m["event"] == name {
+                return Ok(m);
+            }
+            if m.get("event").is_some() {
+                self.events.push(m);
+            }
+        }
+    }
+
     /// `stop`: pauses every vCPU, as a host does for maintenance.
     pub fn stop(&mut self, deadline: Instant) -> Result<(), Error> {
         self.execute("stop", None, deadline).map(drop)

@@ -5,9 +5,9 @@
 use std::time::{Duration, Instant};
 
 use crate::accel::{self, Decision};
-use crate::agent::Op;
+use crate::agent::{held, Op, Request, Response};
 use crate::bootsnap::{self, BootSnapshot};
-use crate::client::AgentClient;
+use crate::client::{host_realtime_ns, AgentClient, Exchange};
 use crate::image::{self, ImageSpec};
 use crate::launcher::{Accel, Guest, GuestBuilder, GuestClock};
 use crate::nested::{self, Nested};
@@ -69,16 +69,128 @@ pub struct Session {
     /// L1's side when the guest is nested (`nested`): then `guest` is L1's QEMU and `agent` L2's.
     pub nested: Option<Nested>,
     builder: GuestBuilder,
+    hold: Hold,
+}
+
+/// Where a guest that holds (`agent::held`) stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Hold {
+    /// The last request's number; 0 for a guest that does not hold.
+    seq: u64,
+    /// Whether the guest stands now (and its agent waits for a request in memory).
+    standing: bool,
+}
+
+impl Hold {
+    /// A guest that does not hold.
+    const OFF: Self = Self { seq: 0, standing: false };
 }
 
 /// Longest a restore may take before the guest is booted instead (a restore is about a second).
 const RESTORE_LIMIT: Duration = Duration::from_secs(30);
 
-/// Waits for the agent to answer `Hello`, retrying the connection while the guest boots.
-fn wait_ready(guest: &mut Guest, deadline: Instant) -> Result<AgentClient, Error> {
+/// Waits for the agent to answer `Hello`, retrying the connection while the guest boots. A guest
+/// that `holds` stands before its agent's first request: `Hello` then goes through the hold's
+/// memory (`held_call`).
+fn wait_ready(guest: &mut Guest, holds: bool, deadline: Instant) -> Result<(AgentClient, Hold), Error> {
+    if holds {
+        // Never connected: the socket's "host connected" would reach the guest as an interrupt
+        // at a moment of the host's choosing.
+        let agent = AgentClient::unconnected(&guest.agent_socket());
+        let mut hold = Hold { seq: 0, standing: false };
+        hello_held(guest, &mut hold, deadline)?;
+        return Ok((agent, hold));
+    }
     let mut agent = AgentClient::connect(&guest.agent_socket(), deadline).map_err(|e| explain(guest, e))?;
     hello_until_answered(guest, &mut agent, deadline)?;
-    Ok(agent)
+    Ok((agent, Hold::OFF))
+}
+
+/// Waits for a holding guest's agent to stand before its first request (a boot, a restore, a
+/// reboot), then says `Hello` through the hold.
+fn hello_held(guest: &mut Guest, hold: &mut Hold, deadline: Instant) -> Result<(), Error> {
+    wait_stand(guest, deadline)?;
+    hold.standing = true;
+    held_call(guest, hold, Op::Hello, deadline).map(drop)
+}
+
+/// Waits until the guest stands: pvpanic's `guest-panicked` where the agent held it, or
+/// `postmigrate` after a save. A boot or restore on the way reads `running`, `inmigrate` or
+/// `prelaunch`: polled less often the longer it takes.
+fn wait_stand(guest: &mut Guest, deadline: Instant) -> Result<(), Error> {
+    let mut nap = Duration::from_micros(50);
+    loop {
+        if let Some(Error::QemuExited { status, stderr_tail, .. }) = guest.exit_error() {
+            return Err(Error::QemuExited { status, stderr_tail, console_tail: console_tail(guest) });
+        }
+        let status = guest.qmp().status(deadline).map_err(|e| explain(guest, e))?;
+        match status.as_str() {
+            "guest-panicked" | "paused" | "postmigrate" => return Ok(()),
+            "running" | "inmigrate" | "prelaunch" | "finish-migrate" => {}
+            other => {
+                return Err(Error::Guest(format!(
+                    "waiting for the guest's agent to hold it, QEMU's state is {other}"
+                )))
+            }
+        }
+        if Instant::now() + nap >= deadline {
+            return Err(Error::Timeout { what: Waited::Agent, console_tail: console_tail(guest) });
+        }
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// One request to a guest that stands (`agent::held`): written into the hold's memory, the guest
+/// resumed (QMP `cont`), and the answer read back once it stands again (QMP's `STOP`).
+fn held_call(guest: &mut Guest, hold: &mut Hold, op: Op, deadline: Instant) -> Result<Exchange, Error> {
+    use std::os::unix::fs::FileExt;
+    if !hold.standing {
+        return Err(Error::Guest("a request to a holding guest that does not stand".into()));
+    }
+    hold.seq += 1;
+    let id = hold.seq;
+    let text = serde_json::to_vec(&Request { id, op }).expect("requests serialize");
+    let path = guest.hold_file();
+    let io = |source| Error::Io { op: "use", path: path.clone(), source };
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).map_err(io)?;
+    let framed = held::frame(held::REQUEST_AT, id, &text).map_err(Error::Guest)?;
+    file.write_all_at(&framed, held::REQUEST_AT as u64).map_err(io)?;
+    let host_sent_ns = host_realtime_ns();
+    guest.qmp().events.clear();
+    hold.standing = false;
+    guest.qmp().cont(deadline).map_err(|e| explain(guest, e))?;
+    // The agent answers, then stands again: a STOP with no answer is a guest that stopped on its
+    // own (its kernel's panic, through the same pvpanic).
+    guest.qmp().wait_event("STOP", deadline).map_err(|e| match e {
+        Error::Timeout { .. } => {
+            Error::Timeout { what: Waited::AgentAnswer, console_tail: console_tail(guest) }
+        }
+        e => explain(guest, e),
+    })?;
+    hold.standing = true;
+    let host_received_ns = host_realtime_ns();
+    let mut h = [0u8; held::HEADER_LEN];
+    file.read_exact_at(&mut h, held::ANSWER_AT as u64).map_err(io)?;
+    let (seq, len) = held::header(&h);
+    if len > held::room(held::ANSWER_AT) {
+        return Err(Error::Guest(format!("the hold's answer claims {len} bytes, more than it has")));
+    }
+    let mut answer = vec![0u8; len];
+    file.read_exact_at(&mut answer, (held::ANSWER_AT + held::HEADER_LEN) as u64).map_err(io)?;
+    if seq != id {
+        return Err(Error::Guest(format!(
+            "the guest stood without answering request {id} (its kernel panicked?): {}",
+            console_tail(guest)
+        )));
+    }
+    let text = String::from_utf8_lossy(&answer);
+    let response: Response = serde_json::from_str(text.trim())
+        .map_err(|source| Error::AgentGarbage { shown: text.chars().take(80).collect(), source })?;
+    if let Some(err) = &response.err {
+        return Err(Error::Guest(err.clone()));
+    }
+    Ok(Exchange { response, host_sent_ns, host_received_ns })
 }
 
 fn hello_until_answered(guest: &mut Guest, agent: &mut AgentClient, deadline: Instant) -> Result<(), Error> {
@@ -277,9 +389,9 @@ impl Session {
             Ok(g) => g,
             Err(e) => return Err((e, initrd)),
         };
-        match wait_ready(&mut guest, deadline) {
-            Ok(agent) => {
-                Ok(Self { guest, agent, boot_to_ready: t0.elapsed(), initrd, nested: None, builder })
+        match wait_ready(&mut guest, builder.holds(), deadline) {
+            Ok((agent, hold)) => {
+                Ok(Self { guest, agent, boot_to_ready: t0.elapsed(), initrd, nested: None, builder, hold })
             }
             Err(e) => {
                 guest.shutdown();
@@ -324,11 +436,16 @@ impl Session {
             }
         }
         let mut s = Self::boot_with(builder, initrd, deadline)?;
-        let (seconds, bytes) = match bootsnap::save(s.guest.qmp(), &key, deadline) {
+        // A guest that holds is saved standing after its first answer: restored, it resumes
+        // from that same instruction with the next request in its memory.
+        let resume = !s.holding();
+        let (seconds, bytes) = match bootsnap::save(s.guest.qmp(), &key, resume, deadline) {
             Ok(v) => v,
             Err(e) => {
                 // The guest must run on: a save that failed after pausing it is undone here.
-                s.guest.qmp().execute("cont", None, deadline)?;
+                if resume {
+                    s.guest.qmp().execute("cont", None, deadline)?;
+                }
                 note = Some(format!("saving the booted guest failed: {}", crate::chain(&e)));
                 (0.0, 0)
             }
@@ -337,16 +454,70 @@ impl Session {
     }
 
     /// After a `system_reset`: waits for the rebooted guest's agent on the same channel (QEMU
-    /// keeps the host side of the socket across a reset).
+    /// keeps the host side of the socket across a reset); a guest that holds stands again before
+    /// its first request.
     pub fn wait_agent_again(&mut self, deadline: Instant) -> Result<Duration, Error> {
         let t0 = Instant::now();
-        hello_until_answered(&mut self.guest, &mut self.agent, deadline)?;
+        if self.holding() {
+            hello_held(&mut self.guest, &mut self.hold, deadline)?;
+        } else {
+            hello_until_answered(&mut self.guest, &mut self.agent, deadline)?;
+        }
         Ok(t0.elapsed())
     }
 
     /// `e`, or what it is a symptom of, with the console's last lines (see `explain`).
     pub fn explain(&mut self, e: Error) -> Error {
         explain(&mut self.guest, e)
+    }
+
+    /// Whether the guest holds between requests (`agent::held`, `GuestBuilder::holds`): then
+    /// nothing the host does between two requests takes guest time.
+    pub fn holding(&self) -> bool {
+        self.builder.holds()
+    }
+
+    /// One agent request: `AgentClient::call`, or, where the guest holds, through the hold
+    /// (`agent::held`).
+    pub fn call(&mut self, op: Op, deadline: Instant) -> Result<Exchange, Error> {
+        if !self.holding() {
+            return self.agent.call(op, deadline);
+        }
+        held_call(&mut self.guest, &mut self.hold, op, deadline)
+    }
+
+    /// A request that is the first thing the guest does after standing a while (a pause): where
+    /// the guest holds, it stands already between requests; else it is stopped (QMP `stop`),
+    /// `meanwhile` runs, and the request is queued before the guest runs again (`cont`).
+    pub fn call_after_stop(
+        &mut self,
+        op: Op,
+        meanwhile: impl FnOnce(),
+        deadline: Instant,
+    ) -> Result<Exchange, Error> {
+        if self.holding() {
+            meanwhile();
+            return held_call(&mut self.guest, &mut self.hold, op, deadline);
+        }
+        self.guest.qmp().stop(deadline)?;
+        meanwhile();
+        let (id, sent) = self.agent.send(op)?;
+        self.guest.qmp().cont(deadline)?;
+        self.agent.wait(id, sent, deadline)
+    }
+
+    /// `system_reset` (a hard reboot); a guest that holds is resumed into it. Wait for the
+    /// rebooted agent with `wait_agent_again`.
+    pub fn reset(&mut self, deadline: Instant) -> Result<(), Error> {
+        self.guest.qmp().system_reset(deadline)?;
+        if self.holding() {
+            self.hold.standing = false;
+            // A reset of a stopped guest leaves it in `prelaunch`: start it.
+            if self.guest.qmp().status(deadline)? != "running" {
+                self.guest.qmp().cont(deadline)?;
+            }
+        }
+        Ok(())
     }
 
     /// The builder this session was started with.

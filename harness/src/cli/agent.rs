@@ -50,7 +50,74 @@ fn check_port(sys_virtio_ports: &Path, port: &Path) -> Result<(), String> {
     Err("not a virtio-serial port".into())
 }
 
-/// Serves requests until the host has been gone for `HOST_ABSENT_LIMIT`.
+/// Whether the kernel command line asks the agent to hold the guest between requests
+/// (`phc_qemu::launcher::HOLD_CMDLINE`, virtual time).
+fn holds() -> bool {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    cmdline.split_whitespace().any(|w| w == phc_qemu::launcher::HOLD_CMDLINE)
+}
+
+/// The hold's shared memory (`phc_qemu::agent::held`): BAR 2 of QEMU's ivshmem device, enabled
+/// and mapped through sysfs.
+fn hold_memory() -> Result<memmap2::MmapMut, String> {
+    use phc_qemu::agent::held;
+    let devices =
+        std::fs::read_dir("/sys/bus/pci/devices").map_err(|e| format!("/sys/bus/pci/devices: {e}"))?;
+    for d in devices.flatten() {
+        let p = d.path();
+        let id = |f: &str| std::fs::read_to_string(p.join(f)).unwrap_or_default().trim().to_owned();
+        if (id("vendor").as_str(), id("device").as_str()) != held::PCI_ID {
+            continue;
+        }
+        // No driver binds ivshmem: enable its memory decoding by hand.
+        std::fs::write(p.join("enable"), "1").map_err(|e| format!("{}/enable: {e}", p.display()))?;
+        let bar = p.join("resource2");
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&bar)
+            .map_err(|e| format!("{}: {e}", bar.display()))?;
+        // SAFETY: device memory that only this agent, and the host while the guest stands,
+        // touch; nothing in this process truncates or remaps the file.
+        let map = unsafe { memmap2::MmapOptions::new().len(held::SIZE).map_mut(&f) }
+            .map_err(|e| format!("{}: {e}", bar.display()))?;
+        return Ok(map);
+    }
+    Err("no ivshmem device (the hold's memory) in this guest".into())
+}
+
+/// Serves requests through the hold, standing after each answer by pvpanic's event written to
+/// its port through /dev/port.
+fn run_held() -> Exit {
+    use phc_qemu::agent::held;
+    use std::os::unix::fs::FileExt;
+    let mut mem = match hold_memory() {
+        Ok(m) => m,
+        Err(e) => {
+            say!("phc-harness: agent: {e}");
+            return Exit::Usage;
+        }
+    };
+    let port = match std::fs::OpenOptions::new().write(true).custom_flags(libc::O_CLOEXEC).open("/dev/port") {
+        Ok(f) => f,
+        Err(e) => {
+            say!("phc-harness: agent: /dev/port: {e}");
+            return Exit::Usage;
+        }
+    };
+    let pause = |_: &mut [u8]| port.write_at(&[held::PAUSE_EVENT], held::PAUSE_PORT).map(drop);
+    match crate::guest::agent::serve_held(&mut mem[..], pause) {
+        Ok(()) => Exit::Ok,
+        Err(e) => {
+            say!("phc-harness: agent: the hold: {e}");
+            Exit::CheckFailed
+        }
+    }
+}
+
+/// Serves requests until the host has been gone for `HOST_ABSENT_LIMIT`; or, in a guest that
+/// holds, through the hold for as long as the guest runs.
 pub fn run(args: AgentArgs) -> Exit {
     if let Err(why) = check_port(Path::new("/sys/class/virtio-ports"), &args.port) {
         say!(
@@ -71,6 +138,11 @@ pub fn run(args: AgentArgs) -> Exit {
             return Exit::Usage;
         }
     };
+    if holds() {
+        // The port stays open: the host has it connected either way.
+        let _port = port;
+        return run_held();
+    }
     let out = match port.try_clone() {
         Ok(f) => f,
         Err(e) => {

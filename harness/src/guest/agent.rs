@@ -100,6 +100,44 @@ pub fn serve<R: Read>(
     }
 }
 
+/// Serves requests through the hold (`phc_qemu::agent::held`) until `pause` fails: stands
+/// (`pause`, which returns once the host has written a request into `mem` and resumed the
+/// guest; it gets `mem` as the host sees it while the guest stands), answers it into `mem`,
+/// stands again. Nothing on the way takes an interrupt or depends on how long the host took, so
+/// the guest's virtual time is the same run after run.
+pub fn serve_held(
+    mem: &mut [u8],
+    mut pause: impl FnMut(&mut [u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    use phc_qemu::agent::held;
+    let mut agent = Agent::default();
+    loop {
+        pause(mem)?;
+        let (seq, reply) = match held::take(mem, held::REQUEST_AT) {
+            Ok((seq, text)) => {
+                let reply = match decode(&text) {
+                    Ok(req) => {
+                        let (ok, err) = match agent.handle(req.op) {
+                            Ok(v) => (Some(v), None),
+                            Err(e) => (None, Some(e)),
+                        };
+                        Response { id: req.id, ok, err, clocks: clocks() }
+                    }
+                    Err(e) => Response { id: seq, ok: None, err: Some(e), clocks: clocks() },
+                };
+                (seq, reply)
+            }
+            Err(e) => (0, Response { id: 0, ok: None, err: Some(e), clocks: clocks() }),
+        };
+        let text = serde_json::to_vec(&reply).unwrap_or_default();
+        if let Err(e) = held::put(mem, held::ANSWER_AT, seq, &text) {
+            let short = Response { id: reply.id, ok: None, err: Some(e), clocks: reply.clocks };
+            let text = serde_json::to_vec(&short).unwrap_or_default();
+            held::put(mem, held::ANSWER_AT, seq, &text).map_err(std::io::Error::other)?;
+        }
+    }
+}
+
 /// Opens `path` for writing without following a symlink at its end, truncating it.
 fn create_nofollow(path: &str) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -614,6 +652,38 @@ mod tests {
         serve(std::io::BufReader::new(std::io::Cursor::new(input.to_vec())), &mut out, || false, |_| {})
             .unwrap();
         String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    #[test]
+    fn the_hold_answers_each_request_in_memory_between_pauses() {
+        use phc_qemu::agent::held;
+        let requests: Vec<&[u8]> = vec![
+            br#"{"id":1,"op":"hello"}"#,
+            b"not json",
+            br#"{"id":3,"op":"read_file","path":"/nonexistent/x"}"#,
+        ];
+        let mut mem = vec![0u8; held::SIZE];
+        let mut answers: Vec<(u64, Response)> = Vec::new();
+        let mut next = 0usize;
+        // The host's part, played while the guest stands: take the answer, write the next request.
+        let r = serve_held(&mut mem, |mem| {
+            if next > 0 {
+                let (seq, text) = held::take(mem, held::ANSWER_AT).unwrap();
+                answers.push((seq, serde_json::from_slice(&text).unwrap()));
+            }
+            let Some(req) = requests.get(next) else { return Err(std::io::Error::other("done")) };
+            next += 1;
+            held::put(mem, held::REQUEST_AT, next as u64, req).unwrap();
+            Ok(())
+        });
+        assert_eq!(r.unwrap_err().to_string(), "done");
+        assert_eq!(answers.len(), 3);
+        let seqs: Vec<u64> = answers.iter().map(|a| a.0).collect();
+        assert_eq!(seqs, [1, 2, 3], "each answer carries its request's number");
+        assert!(answers[0].1.ok.as_ref().unwrap()["version"].is_string(), "{:?}", answers[0]);
+        assert!(answers[1].1.err.as_ref().unwrap().starts_with("bad request"), "{:?}", answers[1]);
+        assert_eq!(answers[2].1.id, 3);
+        assert!(answers[2].1.err.as_ref().unwrap().contains("/nonexistent/x"), "{:?}", answers[2]);
     }
 
     #[test]

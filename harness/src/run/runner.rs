@@ -193,7 +193,13 @@ fn record_setup(info: &mut BackendInfo, opts: &QemuOptions) {
     }
     let kvm = info.get("accel").and_then(|a| a.as_str()) == Some("kvm");
     info.insert("cpu_model".into(), serde_json::json!(if kvm { "host" } else { "qemu64" }));
-    info.insert("guest_cmdline".into(), serde_json::json!(phc_qemu::launcher::DEFAULT_CMDLINE));
+    // A guest that held was told so on its command line (`launcher::HOLD_CMDLINE`).
+    let cmdline = if info.get("guest_holds").and_then(|h| h.as_bool()) == Some(true) {
+        format!("{} {}", phc_qemu::launcher::DEFAULT_CMDLINE, phc_qemu::launcher::HOLD_CMDLINE)
+    } else {
+        phc_qemu::launcher::DEFAULT_CMDLINE.to_owned()
+    };
+    info.insert("guest_cmdline".into(), serde_json::json!(cmdline));
 }
 
 /// Runs the engine on a started QEMU backend: what it saw, why it stopped early (if it did), and

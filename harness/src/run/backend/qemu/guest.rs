@@ -179,6 +179,7 @@ impl GuestRun {
         if let Some(snap) = &bi.snapshot {
             info.insert("boot_snapshot".into(), snap.to_json());
         }
+        info.insert("guest_holds".into(), json!(session.holding()));
         Self {
             session,
             events: Vec::new(),
@@ -224,7 +225,7 @@ impl GuestRun {
     /// One agent request, allowed `timeout`; the guest's raw clock of its answer is kept.
     pub fn call_within<T: DeserializeOwned>(&mut self, op: Op, timeout: Duration) -> Result<T, Error> {
         let request = op.name();
-        let ex = self.session.agent.call(op, Instant::now() + timeout)?;
+        let ex = self.session.call(op, Instant::now() + timeout)?;
         self.last_raw_ns = Some(ex.response.clocks.monotonic_raw_ns);
         ex.answer(request)
     }

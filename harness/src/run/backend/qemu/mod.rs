@@ -376,10 +376,12 @@ pub fn shim_check(kernel_dir: &std::path::Path) -> Result<(), Error> {
 /// The guest's PHC whose sysfs clock_name is `name`, as a device path.
 pub fn find_phc_by_name(session: &mut Session, name: &str) -> Result<String, Error> {
     let script = "for d in /sys/class/ptp/*; do echo \"$(basename $d) $(cat $d/clock_name)\"; done";
-    let r: ExecResult = session.agent.call_value(
-        Op::Exec { argv: vec!["sh".into(), "-c".into(), script.into()], timeout_s: 10.0 },
-        Instant::now() + CALL_TIMEOUT,
-    )?;
+    let r: ExecResult = session
+        .call(
+            Op::Exec { argv: vec!["sh".into(), "-c".into(), script.into()], timeout_s: 10.0 },
+            Instant::now() + CALL_TIMEOUT,
+        )?
+        .answer("exec")?;
     r.stdout
         .lines()
         .find_map(|l| {

@@ -20,8 +20,9 @@ use phc_qemu::agent::{HostSampled, Observed, RtcMapping, RtcTickResult};
 /// A scenario's guest in virtual time.
 pub type VirtualBackend = Guest<Virtual>;
 
-/// Wall seconds the agent spins after an observation a disturbance follows: long enough for the
-/// host's QMP `stop` to arrive, so the guest's time cannot leap to its next timer meanwhile.
+/// Wall seconds the agent spins after an observation a disturbance follows, where the guest does
+/// not hold (without `PHC_HOLD=1`): long enough for the host's QMP `stop` to arrive, so the guest's time
+/// cannot leap to its next timer meanwhile.
 const SPIN_BEFORE_DISTURBANCE_S: f64 = 0.5;
 /// Wall time allowed per call on top of the virtual time it waits for (which runs faster than
 /// wall time, but a busy guest can slow it to about real time).
@@ -325,7 +326,7 @@ impl Virtual {
                 Some(d) if d < t_ns => d.max(self.now_ns),
                 _ => t_ns,
             };
-            let spin = if target == t_ns && self.disturb_at.contains(&t_ns) {
+            let spin = if !g.session.holding() && target == t_ns && self.disturb_at.contains(&t_ns) {
                 SPIN_BEFORE_DISTURBANCE_S
             } else {
                 0.0
@@ -363,15 +364,13 @@ impl Virtual {
             Disturbance::Pause { duration_s, sync_on_resume } => {
                 let d_ns = ns(*duration_s)?;
                 let before = g.last_raw_ns;
-                g.session.guest.qmp().stop(Instant::now() + CALL_SLACK)?;
-                self.provider.pause();
-                // The guest's clocks stand still while stopped, and the step after is exact.
+                // Queued while the guest stands still (QMP `stop`, or where the guest holds, the
+                // stand after its last answer): the first thing it does when it runs again.
+                let step = Op::StepPhc { device: GUEST_PHC.into(), delta_ns: d_ns };
+                let provider = &mut self.provider;
+                let ex = g.session.call_after_stop(step, || provider.pause(), Instant::now() + CALL_SLACK)?;
+                // The guest's clocks stood still while stopped, and the step was exact.
                 self.anchor_stepped(d_ns);
-                // Queued while the guest stands still: the first thing it does when it runs again.
-                let (id, sent) =
-                    g.session.agent.send(Op::StepPhc { device: GUEST_PHC.into(), delta_ns: d_ns })?;
-                g.session.guest.qmp().cont(Instant::now() + CALL_SLACK)?;
-                let ex = g.session.agent.wait(id, sent, Instant::now() + CALL_SLACK)?;
                 if let Some(b) = before {
                     self.pause_step_gaps_ns.push(ex.response.clocks.monotonic_raw_ns - b);
                 }
@@ -390,7 +389,7 @@ impl Virtual {
                 Ok(Some(self.now_ns as f64 / 1e9))
             }
             Disturbance::Reboot { .. } => {
-                g.session.guest.qmp().system_reset(Instant::now() + CALL_SLACK)?;
+                g.session.reset(Instant::now() + CALL_SLACK)?;
                 self.feed_up = false;
                 let wall = Instant::now();
                 g.session.wait_agent_again(Instant::now() + Duration::from_secs(120))?;
