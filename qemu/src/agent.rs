@@ -290,17 +290,25 @@ pub mod held {
         }
     }
 
+    /// The most bytes a message in the area at `at` has.
+    pub fn room(at: usize) -> usize {
+        area(at).len() - HEADER
+    }
+
     /// Message `seq` as the area at `at` holds it: header and bytes.
     pub fn frame(at: usize, seq: u64, text: &[u8]) -> Result<Vec<u8>, String> {
-        let mut mem = vec![0u8; at + HEADER + text.len()];
-        let room = area(at).len() - HEADER;
-        if text.len() > room {
+        if text.len() > room(at) {
             return Err(format!(
-                "a message of {} bytes does not fit the {room} bytes of the hold's area",
-                text.len()
+                "a message of {} bytes does not fit the {} bytes of the hold's area",
+                text.len(),
+                room(at)
             ));
         }
-        put(&mut mem[..], at, seq, text).map(|()| mem.split_off(at))
+        let mut f = Vec::with_capacity(HEADER + text.len());
+        f.extend_from_slice(&seq.to_le_bytes());
+        f.extend_from_slice(&(text.len() as u32).to_le_bytes());
+        f.extend_from_slice(text);
+        Ok(f)
     }
 
     /// The sequence number and length in a header (the first `HEADER_LEN` bytes of an area).
@@ -309,24 +317,13 @@ pub mod held {
         (seq, u32::from_le_bytes(h[8..].try_into().expect("4 bytes")) as usize)
     }
 
-    /// The most bytes a message in the area at `at` has.
-    pub fn room(at: usize) -> usize {
-        area(at).len() - HEADER
-    }
-
     /// Writes `text` as message `seq` into the area at `at` of `mem` (the whole shared memory).
     pub fn put(mem: &mut [u8], at: usize, seq: u64, text: &[u8]) -> Result<(), String> {
-        let r = area(at);
-        let room = r.len() - HEADER;
-        if text.len() > room || mem.len() < r.start + HEADER + text.len() {
-            return Err(format!(
-                "a message of {} bytes does not fit the {room} bytes of the hold's area",
-                text.len()
-            ));
-        }
-        mem[r.start..r.start + 8].copy_from_slice(&seq.to_le_bytes());
-        mem[r.start + 8..r.start + HEADER].copy_from_slice(&(text.len() as u32).to_le_bytes());
-        mem[r.start + HEADER..r.start + HEADER + text.len()].copy_from_slice(text);
+        let f = frame(at, seq, text)?;
+        let dst = mem
+            .get_mut(area(at).start..area(at).start + f.len())
+            .ok_or("the hold's memory is smaller than its layout")?;
+        dst.copy_from_slice(&f);
         Ok(())
     }
 
@@ -336,10 +333,8 @@ pub mod held {
         if mem.len() < r.end {
             return Err("the hold's memory is smaller than its layout".into());
         }
-        let seq = u64::from_le_bytes(mem[r.start..r.start + 8].try_into().expect("8 bytes"));
-        let len =
-            u32::from_le_bytes(mem[r.start + 8..r.start + HEADER].try_into().expect("4 bytes")) as usize;
-        if len > r.len() - HEADER {
+        let (seq, len) = header(mem[r.start..r.start + HEADER].try_into().expect("12 bytes"));
+        if len > room(at) {
             return Err(format!("the hold's area claims {len} bytes, more than it has"));
         }
         Ok((seq, mem[r.start + HEADER..r.start + HEADER + len].to_vec()))

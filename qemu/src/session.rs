@@ -73,17 +73,19 @@ pub struct Session {
 }
 
 /// Where a guest that holds (`agent::held`) stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 struct Hold {
     /// The last request's number; 0 for a guest that does not hold.
     seq: u64,
     /// Whether the guest stands now (and its agent waits for a request in memory).
     standing: bool,
+    /// The file behind the hold's memory, opened at the first request.
+    file: Option<std::fs::File>,
 }
 
 impl Hold {
     /// A guest that does not hold.
-    const OFF: Self = Self { seq: 0, standing: false };
+    const OFF: Self = Self { seq: 0, standing: false, file: None };
 }
 
 /// Longest a restore may take before the guest is booted instead (a restore is about a second).
@@ -97,7 +99,7 @@ fn wait_ready(guest: &mut Guest, holds: bool, deadline: Instant) -> Result<(Agen
         // Never connected: the socket's "host connected" would reach the guest as an interrupt
         // at a moment of the host's choosing.
         let agent = AgentClient::unconnected(&guest.agent_socket());
-        let mut hold = Hold { seq: 0, standing: false };
+        let mut hold = Hold::OFF;
         hello_held(guest, &mut hold, deadline)?;
         return Ok((agent, hold));
     }
@@ -153,7 +155,10 @@ fn held_call(guest: &mut Guest, hold: &mut Hold, op: Op, deadline: Instant) -> R
     let text = serde_json::to_vec(&Request { id, op }).expect("requests serialize");
     let path = guest.hold_file();
     let io = |source| Error::Io { op: "use", path: path.clone(), source };
-    let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).map_err(io)?;
+    if hold.file.is_none() {
+        hold.file = Some(std::fs::OpenOptions::new().read(true).write(true).open(&path).map_err(io)?);
+    }
+    let file = hold.file.as_ref().expect("opened above");
     let framed = held::frame(held::REQUEST_AT, id, &text).map_err(Error::Guest)?;
     file.write_all_at(&framed, held::REQUEST_AT as u64).map_err(io)?;
     let host_sent_ns = host_realtime_ns();
