@@ -30,7 +30,10 @@
 #   Debian kernel unpacked as ci/setup-vm.sh does: VERSION, PACKAGE, config, lib/modules/REL).
 # A second run is a no-op when each installed module and its .info are newer than every file in
 # kmod/vmbus-shim. Environment: PHC_CACHE (default /var/cache/phc-harness), PHC_KERNEL_LINES,
-# PHC_DEBIAN_MIRROR and PHC_DEBIAN_SECURITY_MIRROR (as in ci/setup-vm.sh).
+# PHC_DEBIAN_MIRROR and PHC_DEBIAN_SECURITY_MIRROR (as in ci/setup-vm.sh), and PHC_SHIM_DEBS:
+# the kernel's own packages, one .deb path per line (phc-harness --kernel-headers passes them):
+# linux-headers-REL, and any of its -common, linux-kbuild and linux-source packages, all of the
+# kernel's version; they are used instead of the archive's, which supplies only what is missing.
 # Needs root (apt, debootstrap, chroot) whenever something is to be built.
 set -euo pipefail
 
@@ -152,13 +155,36 @@ cached_deb() {
 }
 
 # --- the build environment ---------------------------------------------------------------------
-# Debian release codename of a kernel release string (6.12.118+deb12-amd64 -> bookworm).
-release_of() {
-    local n
-    [[ $1 =~ \+deb([0-9]+) ]] || return 1
-    n=${BASH_REMATCH[1]}
-    case $n in
+# codename_of NN: the Debian codename of release number NN.
+codename_of() {
+    case $1 in
         11) echo bullseye ;; 12) echo bookworm ;; 13) echo trixie ;; 14) echo forky ;; 15) echo duke ;;
+        *) return 1 ;;
+    esac
+}
+
+# release_of RELEASE DEB_VERSION CONFIG: the Debian release codename a kernel was built for:
+# the release string's +debNN (6.12.118+deb12-amd64), else the package version's marker
+# (~bpo12, +deb12u1, ~deb13), else the compiler the config names (CONFIG_CC_VERSION_TEXT:
+# "gcc-12 (Debian 12.2.0-14+deb12u1)"; bookworm's 6.1.0-57-amd64 6.1.192-3 carries no marker
+# of its own), else that compiler's major version (gcc 12 bookworm, 14 trixie).
+release_of() {
+    local cc
+    if [[ $1 =~ \+deb([0-9]+) ]]; then
+        codename_of "${BASH_REMATCH[1]}"
+        return
+    fi
+    if [[ $2 =~ [~+](deb|bpo)([0-9]+) ]]; then
+        codename_of "${BASH_REMATCH[2]}"
+        return
+    fi
+    cc=$(sed -n 's/^CONFIG_CC_VERSION_TEXT="\(.*\)"$/\1/p' "$3" | head -n1)
+    if [[ $cc =~ \+deb([0-9]+)u ]]; then
+        codename_of "${BASH_REMATCH[1]}"
+        return
+    fi
+    case $cc in
+        gcc-12\ *) echo bookworm ;; gcc-14\ *) echo trixie ;; gcc-15\ *) echo forky ;;
         *) return 1 ;;
     esac
 }
@@ -223,6 +249,50 @@ in_env() {
 }
 
 # --- one kernel --------------------------------------------------------------------------------
+# source_hv WORK DEB SOURCE VERSION: only the private VMBus headers (drivers/hv) of the
+# linux-source package DEB, into WORK/hv.
+source_hv() {
+    local work=$1 f=$2 source=$3 ver=$4 x="$1/hv.new"
+    rm -rf "$x"
+    mkdir -p "$x"
+    dpkg-deb --fsys-tarfile "$f" | tar -xO --wildcards "./usr/src/$source.tar.xz" \
+        | tar -xJ -C "$x" --wildcards "$source/drivers/hv/*" \
+        || die "extracting drivers/hv from $f failed"
+    [[ -f $x/$source/drivers/hv/hyperv_vmbus.h ]] || die "$f holds no drivers/hv/hyperv_vmbus.h"
+    rm -rf "$work/hv"
+    mv "$x/$source/drivers/hv" "$work/hv"
+    rm -rf "$x"
+    printf '%s\n' "$source=$ver" >"$work/hv/.phc-source"
+}
+
+# given_debs WORK VERSION: the packages PHC_SHIM_DEBS names, each checked (a regular file, a
+# Debian package of the kernel's VERSION, a linux-headers, -kbuild or -source package) and put
+# where the archive's would go (WORK/debs, WORK/hv).
+given_debs() {
+    local work=$1 ver=$2 g gp gv
+    [[ -n ${PHC_SHIM_DEBS:-} ]] || return 0
+    while IFS= read -r g; do
+        [[ -n $g ]] || continue
+        [[ -f $g && ! -L $g ]] || die "$g: not a regular file"
+        gp=$(dpkg-deb -f "$g" Package 2>/dev/null) || die "$g: not a Debian package"
+        gv=$(dpkg-deb -f "$g" Version 2>/dev/null) || die "$g: not a Debian package"
+        [[ $gp =~ ^[a-z0-9][a-z0-9.+-]*$ && $gv =~ ^[A-Za-z0-9.+~:-]+$ ]] || die "$g: an odd package name or version"
+        [[ $gv == "$ver" ]] || die "$g is $gp $gv, but the kernel is $ver"
+        case $gp in
+            linux-source-*)
+                log "using the given $gp $gv (drivers/hv only)"
+                source_hv "$work" "$g" "$gp" "$gv"
+                ;;
+            linux-headers-* | linux-kbuild-*)
+                log "using the given $gp $gv"
+                rm -f "$work/debs/$gp"_*.deb
+                cp -- "$g" "$work/debs/${gp}_${gv//:/%3a}_amd64.deb"
+                ;;
+            *) die "$g is $gp: not a linux-headers, linux-kbuild or linux-source package" ;;
+        esac
+    done <<<"$PHC_SHIM_DEBS"
+}
+
 # up_to_date KO INFO: both exist and are newer than every source file.
 up_to_date() {
     [[ -f $1 && -f $2 ]] || return 1
@@ -256,14 +326,16 @@ build_kernel() {
     fi
     need_root "$rel"
     local t0=$SECONDS
-    rel_code=$(release_of "$rel") || die "$label: cannot tell the Debian release of $rel (no +debNN)"
     # The Debian version of the kernel's packages (PACKAGE: "name version" lines).
     deb_ver=$(awk -v r="$rel" 'index($1, r) { print $2; exit }' "$dir/PACKAGE")
     [[ -n $deb_ver ]] || deb_ver=$(awk 'NR == 1 { print $2 }' "$dir/PACKAGE")
     [[ -n $deb_ver ]] || die "$label: no package version in $dir/PACKAGE"
+    rel_code=$(release_of "$rel" "$deb_ver" "$dir/config") \
+        || die "$label: cannot tell the Debian release of $rel $deb_ver (no +debNN, ~bpoNN or known compiler)"
 
     local work="$BUILD_ROOT/$rel"
     mkdir -p "$work/debs"
+    given_debs "$work" "$deb_ver"
 
     # The packages, from the suite this kernel came from.
     local headers="linux-headers-$rel" mm=${rel%%-*} common kbuild source gcc_dep
@@ -286,17 +358,25 @@ build_kernel() {
     }
     # Which packages: the headers' own dependencies name the -common and kbuild packages and the
     # compiler. Cached in debs/deps so a rebuild from the cache needs no apt at all.
-    if [[ -s $work/debs/deps ]]; then
+    local given_headers
+    given_headers=$(cached_deb "$work/debs" "$headers" "$deb_ver")
+    if [[ -s $work/debs/deps && -z $given_headers ]]; then
         read -r common kbuild gcc_dep <"$work/debs/deps"
     else
-        set_apt
         local depends
-        depends=$(pkg_field "$headers" "$deb_ver" Depends)
+        if [[ -n $given_headers ]]; then
+            depends=$(dpkg-deb -f "$given_headers" Depends)
+        else
+            set_apt
+            depends=$(pkg_field "$headers" "$deb_ver" Depends)
+        fi
         [[ -n $depends ]] || die "$headers (version $deb_ver) is not available from the archive \
 (it may have been superseded: run ci/setup-vm.sh for the current kernel)"
         common=$(printf '%s\n' "$depends" | tr ',|' '\n\n' | awk '{print $1}' | grep -E '^linux-headers-.*-common' | head -n1) || true
         kbuild=$(printf '%s\n' "$depends" | tr ',|' '\n\n' | awk '{print $1}' | grep -E '^linux-kbuild-' | head -n1) || true
-        gcc_dep=$(printf '%s\n' "$depends" | tr ',|' '\n\n' | awk '{print $1}' | grep -E '^gcc-[0-9]+' | head -n1) || true
+        # 6.12 and later name gcc-N(-for-host); 6.1 names linux-compiler-gcc-N-x86.
+        gcc_dep=$(printf '%s\n' "$depends" | tr ',|' '\n\n' | awk '{print $1}' \
+            | sed -nE 's/^(gcc-[0-9]+).*/\1/p; s/^linux-compiler-(gcc-[0-9]+)-x86$/\1/p' | head -n1) || true
         [[ -n $common && -n $kbuild && -n $gcc_dep ]] \
             || die "$headers $deb_ver: cannot find its -common, kbuild and gcc dependencies in '$depends'"
         gcc_dep=${gcc_dep%-for-host}
@@ -326,18 +406,7 @@ build_kernel() {
             || die "apt-get download ${missing[*]} ($deb_ver) failed"
         for f in "$tmp"/*.deb; do
             if [[ $(dpkg-deb -f "$f" Package) == "$source" ]]; then
-                # Only the private VMBus headers of the source tree (drivers/hv).
-                local x="$work/hv.new"
-                rm -rf "$x"
-                mkdir -p "$x"
-                dpkg-deb --fsys-tarfile "$f" | tar -xO --wildcards "./usr/src/$source.tar.xz" \
-                    | tar -xJ -C "$x" --wildcards "$source/drivers/hv/*" \
-                    || die "extracting drivers/hv from $f failed"
-                [[ -f $x/$source/drivers/hv/hyperv_vmbus.h ]] || die "$f holds no drivers/hv/hyperv_vmbus.h"
-                rm -rf "$work/hv"
-                mv "$x/$source/drivers/hv" "$work/hv"
-                rm -rf "$x"
-                printf '%s\n' "$source=$deb_ver" >"$work/hv/.phc-source"
+                source_hv "$work" "$f" "$source" "$deb_ver"
                 rm -f "$f"
             else
                 rm -f "$work/debs/$(dpkg-deb -f "$f" Package)"_*.deb

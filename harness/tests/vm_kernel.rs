@@ -254,7 +254,7 @@ fn a_guest_whose_agent_dies_says_why() {
 /// the VMBus shim is built for the cached lines only).
 #[test]
 #[ignore = "boots QEMU guests; ci/vm-test.sh runs it"]
-fn bookworms_own_6_1_kernel_boots_probes_and_runs_a_scenario() {
+fn bookworms_own_6_1_kernel_boots_probes_and_runs_its_own_hv_utils() {
     let dir = tempfile::tempdir().unwrap();
     let _ = Command::new("chown").arg("_apt").arg(dir.path()).status();
     let names = Command::new("apt-cache").args(["pkgnames", "linux-image-6.1.0-"]).output().unwrap();
@@ -272,22 +272,36 @@ fn bookworms_own_6_1_kernel_boots_probes_and_runs_a_scenario() {
     });
     let pkg =
         pkgs.pop().expect("a linux-image-6.1.0-N-amd64-unsigned in the host's apt lists (a Debian 12 host)");
-    let st =
-        Command::new("apt-get").args(["download", "-qq", &pkg]).current_dir(dir.path()).status().unwrap();
-    assert!(st.success(), "apt-get download {pkg} failed");
-    let deb = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+    // The image and its own headers package (linux-headers-6.1.0-N-amd64): the VMBus shim is
+    // built against them, so that this kernel's hv_utils.ko is what runs.
+    let headers_pkg = pkg.replace("linux-image-", "linux-headers-").replace("-unsigned", "");
+    let st = Command::new("apt-get")
+        .args(["download", "-qq", &pkg, &headers_pkg])
+        .current_dir(dir.path())
+        .status()
         .unwrap();
-    let deb = deb.to_str().unwrap();
+    assert!(st.success(), "apt-get download {pkg} {headers_pkg} failed");
+    let found = |prefix: &str| {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| {
+                p.extension().is_some_and(|e| e == "deb")
+                    && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{prefix}_")))
+            })
+            .unwrap_or_else(|| panic!("no {prefix}_*.deb downloaded"))
+    };
+    let (deb, headers) = (found(&pkg), found(&headers_pkg));
+    let (deb, headers) = (deb.to_str().unwrap(), headers.to_str().unwrap());
     let o = harness(&["probe", "/dev/ptp0", "--backend", "qemu", "--kernel-deb", deb, "--format", "json"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["deviations"], 0, "{v}");
     let rel = v["backend"]["kernel_release"].as_str().unwrap_or_default().to_owned();
     assert!(rel.starts_with("6.1.0-"), "{rel}");
+    // Without its headers the kernel's own hv_utils is refused, naming what to give: never the
+    // mock in its place.
     let out = dir.path().join("run");
     let o = harness(&[
         "run",
@@ -295,9 +309,42 @@ fn bookworms_own_6_1_kernel_boots_probes_and_runs_a_scenario() {
         "--backend",
         "qemu",
         "--phc",
-        "hyperv-mock",
+        "hyperv",
         "--kernel-deb",
         deb,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains(&format!("--kernel-headers linux-headers-{rel}_")), "{}", text(&o));
+    // With them: probe the hyperv clock of 6.1's own hv_utils, and run a pause against it.
+    let o = harness(&[
+        "probe",
+        "/dev/ptp_hyperv",
+        "--backend",
+        "qemu",
+        "--kernel-deb",
+        deb,
+        "--kernel-headers",
+        headers,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["deviations"], 0, "{v}");
+    assert_eq!(v["backend"]["kernel_release"], rel.as_str(), "{v}");
+    let o = harness(&[
+        "run",
+        "azure-pause-30s",
+        "--backend",
+        "qemu",
+        "--phc",
+        "hyperv",
+        "--kernel-deb",
+        deb,
+        "--kernel-headers",
+        headers,
         "--out",
         out.to_str().unwrap(),
         "--format",
@@ -307,5 +354,9 @@ fn bookworms_own_6_1_kernel_boots_probes_and_runs_a_scenario() {
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let rep = &r[0]["reports"][0];
     assert_eq!(rep["verdict"], "pass", "{}", text(&o));
-    assert_eq!(rep["backend_info"]["kernel_release"], rel.as_str());
+    let info = &rep["backend_info"];
+    assert_eq!(info["kernel_release"], rel.as_str());
+    let phc = info["guest_phc"].as_str().unwrap_or_default();
+    assert!(phc.starts_with(&format!("hv_utils.ko of Linux {rel}")), "{info}");
+    assert!(text(&o).contains("built vmbus_shim.ko for"), "{}", text(&o));
 }

@@ -63,6 +63,7 @@
 #include <linux/seqlock.h>
 #include <linux/timekeeping.h>
 #include <linux/math64.h>
+#include <linux/version.h>
 #include <asm/hypervisor.h>
 #ifdef SHIM_LIVEPATCH
 #include <linux/livepatch.h>
@@ -73,6 +74,19 @@
 #include "uapi.h"
 
 #define SHIM_RATE_MAX_PPB 100000000LL
+
+/* The driver core's constness by release: bus_register() takes a const bus from 6.4 (Debian
+ * bookworm's 6.1 takes a plain one), and a bus's match() a const driver from 6.11. */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 4, 0)
+#define SHIM_BUS_CONST const
+#else
+#define SHIM_BUS_CONST
+#endif
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 11, 0)
+#define SHIM_MATCH_CONST const
+#else
+#define SHIM_MATCH_CONST
+#endif
 
 struct vmbus_channel *shim_channel;
 struct shim_chan shim_chan_state;
@@ -125,7 +139,7 @@ static const struct hv_vmbus_device_id *shim_id(const struct hv_driver *drv,
 	return NULL;
 }
 
-static int shim_match(struct device *dev, const struct device_driver *drv)
+static int shim_match(struct device *dev, SHIM_MATCH_CONST struct device_driver *drv)
 {
 	const struct hv_driver *hv = container_of(drv, struct hv_driver, driver);
 
@@ -151,7 +165,7 @@ static void shim_bus_remove(struct device *dev)
 		hv->remove(device_to_hv_device(dev));
 }
 
-static const struct bus_type shim_bus = {
+static SHIM_BUS_CONST struct bus_type shim_bus = {
 	.name = "vmbus",
 	.match = shim_match,
 	.probe = shim_bus_probe,

@@ -213,7 +213,7 @@ pub enum Error {
         source: Option<io::Error>,
     },
     /// A kernel module named in the image spec is not in the kernel's tree.
-    #[error("module {name} not found under {}", root.display())]
+    #[error("module {name} not found under {}{}", root.display(), module_hint(name))]
     ModuleMissing {
         /// The module.
         name: String,
@@ -308,6 +308,18 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// Why a missing module matters, where the image cannot do without it.
+fn module_hint(name: &str) -> &'static str {
+    match name {
+        "igb" | "dca" => {
+            " (the QEMU backend's guest PHC and, in virtual time, its host clock are the igb NIC's; \
+             this kernel is built without igb, as Debian's cloud flavour is: boot the generic \
+             flavour of the same release)"
+        }
+        _ => "",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,6 +327,19 @@ mod tests {
 
     fn json_error() -> serde_json::Error {
         serde_json::from_str::<serde_json::Value>("not json").unwrap_err()
+    }
+
+    #[test]
+    fn a_kernel_without_igb_is_told_why_it_matters() {
+        let e = Error::ModuleMissing {
+            name: "igb".into(),
+            root: PathBuf::from("/k/lib/modules/6.1.0-57-cloud-amd64"),
+        };
+        let m = e.to_string();
+        assert!(m.starts_with("module igb not found under /k/lib/modules/6.1.0-57-cloud-amd64 ("), "{m}");
+        assert!(m.contains("built without igb, as Debian's cloud flavour is"), "{m}");
+        let e = Error::ModuleMissing { name: "cuse".into(), root: PathBuf::from("/k") };
+        assert_eq!(e.to_string(), "module cuse not found under /k");
     }
 
     #[test]

@@ -170,17 +170,36 @@ pub struct KernelArgs {
     /// with dpkg-deb and depmod).
     #[arg(long)]
     pub kernel_deb: Option<PathBuf>,
+    /// QEMU backend, with --kernel-deb or --kernel: that kernel's own Debian headers package
+    /// (linux-headers-<release>_<version>_amd64.deb; repeat the flag to add its -common,
+    /// linux-kbuild and linux-source packages, else they come from Debian's archive). The VMBus
+    /// shim is built against them (ci/build-shim.sh, as root), so that `--phc hyperv` tests this
+    /// kernel's own hv_utils.ko; a kernel whose shim cannot be built is refused with the reason.
+    #[arg(long, value_name = "FILE.deb")]
+    pub kernel_headers: Vec<PathBuf>,
 }
 
 impl KernelArgs {
     /// The kernel folder to boot, or `None` for the cached one. Keep the value alive while the
     /// guest runs: a prepared folder is temporary.
     pub fn prepare(&self) -> Result<Option<crate::run::kernel::KernelDir>, crate::run::kernel::KernelError> {
-        match (&self.kernel, &self.modules, &self.kernel_deb) {
-            (Some(k), Some(m), None) => crate::run::kernel::from_parts(k, m).map(Some),
-            (None, None, Some(d)) => crate::run::kernel::from_deb(d).map(Some),
-            _ => Ok(None),
+        use crate::run::kernel;
+        let dir = match (&self.kernel, &self.modules, &self.kernel_deb) {
+            (Some(k), Some(m), None) => kernel::from_parts_for_shim(k, m, !self.kernel_headers.is_empty())?,
+            (None, None, Some(d)) => kernel::from_deb(d)?,
+            _ if !self.kernel_headers.is_empty() => {
+                return Err(kernel::KernelError::Invalid {
+                    path: self.kernel_headers[0].clone(),
+                    message: "--kernel-headers needs the kernel it belongs to (--kernel-deb, or --kernel with --modules)"
+                        .into(),
+                })
+            }
+            _ => return Ok(None),
+        };
+        if !self.kernel_headers.is_empty() {
+            kernel::build_shim(&dir, &self.kernel_headers)?;
         }
+        Ok(Some(dir))
     }
 }
 

@@ -13,33 +13,39 @@ use crate::format::exit::Exit;
 use crate::format::output;
 use crate::run::backend::qemu;
 
-/// This process's arguments without the ones that pick the backend.
-fn forwarded_args() -> Vec<String> {
+/// The flags that pick and set up the backend (`GuestArgs`: `--backend` and every QEMU option),
+/// each with whether it takes a value: read from their clap definition, so that a new option is
+/// never forwarded to the guest by mistake.
+fn host_flags() -> Vec<(String, bool)> {
+    let cmd = <GuestArgs as clap::Args>::augment_args(clap::Command::new("guest"));
+    cmd.get_arguments()
+        .filter_map(|a| a.get_long().map(|l| (format!("--{l}"), a.get_action().takes_values())))
+        .collect()
+}
+
+/// `args` without the flags that pick and set up the backend (and their values).
+fn forward(args: impl IntoIterator<Item = String>, host: &[(String, bool)]) -> Vec<String> {
     let mut out = Vec::new();
-    let mut it = std::env::args().skip(1);
+    let mut it = args.into_iter();
     while let Some(a) = it.next() {
-        match a.as_str() {
-            "--backend" | "--agent-bin" | "--accel" | "--kernel-line" | "--kernel" | "--modules"
-            | "--kernel-deb" | "--phc" | "--timesync-version" => {
+        let (name, inline) = match a.split_once('=') {
+            Some((n, _)) if n.starts_with("--") => (n, true),
+            _ => (a.as_str(), false),
+        };
+        match host.iter().find(|(f, _)| f == name) {
+            Some((_, true)) if !inline => {
                 it.next();
             }
-            s if [
-                "--backend=",
-                "--agent-bin=",
-                "--accel=",
-                "--kernel-line=",
-                "--kernel=",
-                "--modules=",
-                "--kernel-deb=",
-                "--phc=",
-                "--timesync-version=",
-            ]
-            .iter()
-            .any(|p| s.starts_with(p)) => {}
-            _ => out.push(a),
+            Some(_) => {}
+            None => out.push(a),
         }
     }
     out
+}
+
+/// This process's arguments without the ones that pick and set up the backend.
+fn forwarded_args() -> Vec<String> {
+    forward(std::env::args().skip(1), &host_flags())
 }
 
 /// Exit status for a guest command that failed: 128 + the signal when one interrupted it, else 2.
@@ -272,6 +278,32 @@ mod tests {
         );
         assert_eq!(parse_phc_ctl_cmp("offset from CLOCK_REALTIME is approximately 36911ns"), Some(36_911));
         assert_eq!(parse_phc_ctl_cmp("phc_ctl: failed"), None);
+    }
+
+    #[test]
+    fn every_backend_option_stays_on_the_host() {
+        let host = host_flags();
+        for flag in
+            ["--backend", "--kernel-headers", "--no-snapshot", "--boot-timeout-s", "--kernel-deb", "--phc"]
+        {
+            assert!(host.iter().any(|(f, _)| f == flag), "{flag} missing from {host:?}");
+        }
+        let args = [
+            "probe",
+            "/dev/ptp_hyperv",
+            "--backend",
+            "qemu",
+            "--kernel-headers=h.deb",
+            "--kernel-headers",
+            "c.deb",
+            "--no-snapshot",
+            "--boot-timeout-s",
+            "60",
+            "--format",
+            "json",
+        ];
+        let kept = forward(args.iter().map(|a| (*a).to_owned()), &host);
+        assert_eq!(kept, ["probe", "/dev/ptp_hyperv", "--format", "json"]);
     }
 
     #[test]

@@ -174,6 +174,12 @@ fn handle_signals() {
 /// A kernel image with its modules folder (`.../lib/modules/<release>`, whose name is the
 /// release). The modules are linked, not copied; `modules.dep` is made when missing.
 pub fn from_parts(kernel: &Path, modules: &Path) -> Result<KernelDir, KernelError> {
+    from_parts_for_shim(kernel, modules, false)
+}
+
+/// [`from_parts`]; with `shim`, the modules folder is always a linked copy (folders made, files
+/// linked), so that [`build_shim`] can add to it without writing into the user's folder.
+pub fn from_parts_for_shim(kernel: &Path, modules: &Path, shim: bool) -> Result<KernelDir, KernelError> {
     check_bzimage(kernel)?;
     let modules = std::fs::canonicalize(modules).map_err(io(modules))?;
     if !modules.join("kernel").is_dir() && !modules.join("modules.dep").is_file() {
@@ -191,7 +197,7 @@ pub fn from_parts(kernel: &Path, modules: &Path) -> Result<KernelDir, KernelErro
     let kernel = std::fs::canonicalize(kernel).map_err(io(kernel))?;
     std::os::unix::fs::symlink(&kernel, root.join("vmlinuz")).map_err(io(&root))?;
     let dest = root.join("lib/modules").join(&release);
-    if modules.join("modules.dep").is_file() {
+    if modules.join("modules.dep").is_file() && !shim {
         std::os::unix::fs::symlink(&modules, &dest).map_err(io(&dest))?;
     } else {
         // depmod writes into the folder it indexes: index a linked copy of the tree instead.
@@ -267,6 +273,7 @@ fn check_listing_capped(deb: &Path, cap: u64) -> Result<(), KernelError> {
         }
         let used = name == "boot"
             || name.starts_with("boot/vmlinuz")
+            || name.starts_with("boot/config")
             || name == "lib"
             || name == "lib/modules"
             || name.starts_with("lib/modules/");
@@ -340,9 +347,168 @@ pub fn from_deb(deb: &Path) -> Result<KernelDir, KernelError> {
     std::fs::create_dir_all(root.join("lib")).map_err(io(&root))?;
     std::fs::rename(&image, root.join("vmlinuz")).map_err(io(&image))?;
     std::fs::rename(&mods, root.join("lib/modules")).map_err(io(&mods))?;
+    // The build configuration (what a shim build and the report's checks read), where shipped.
+    let config = x.join("boot").join(format!("config-{release}"));
+    if plain(&config, false, deb).is_ok() {
+        std::fs::rename(&config, root.join("config")).map_err(io(&config))?;
+    }
+    let (package, version) = control(deb)?;
+    std::fs::write(root.join("PACKAGE"), format!("{package} {version}\n")).map_err(io(&root))?;
     depmod(&root, &release)?;
     std::fs::write(root.join("VERSION"), format!("{release}\n")).map_err(io(&root))?;
     Ok(KernelDir { path: root, release, _tmp: Some(tmp) })
+}
+
+/// Runs a tool to its end (interruptible) and returns its stdout, at most 64 KiB of it.
+fn capture(tool: &'static str, cmd: &mut Command) -> Result<String, KernelError> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| KernelError::Tool { tool, message: e.to_string() })?;
+    let out = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut o) = out {
+            let _ = o.by_ref().take(64 << 10).read_to_end(&mut buf);
+            let _ = std::io::copy(&mut o, &mut std::io::sink());
+        }
+        buf
+    });
+    let status = wait(tool, &mut child)?;
+    let out = reader.join().unwrap_or_default();
+    if !status.success() {
+        return Err(KernelError::Tool { tool, message: format!("{status}") });
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// A package's name and version (`dpkg-deb -f`), each checked as a plain name.
+fn control(deb: &Path) -> Result<(String, String), KernelError> {
+    let text = capture(
+        "dpkg-deb",
+        Command::new("dpkg-deb").arg("-f").arg("--").arg(deb).args(["Package", "Version"]),
+    )
+    .map_err(|_| KernelError::Invalid { path: deb.to_owned(), message: "not a Debian package".into() })?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
+            .map(|v| v.trim().to_owned())
+            .filter(|v| {
+                !v.is_empty()
+                    && !v.starts_with('-')
+                    && v.chars().all(|c| c.is_ascii_alphanumeric() || ".+~:-".contains(c))
+            })
+            .ok_or_else(|| KernelError::Invalid {
+                path: deb.to_owned(),
+                message: format!("no plain {name} in the package's control fields"),
+            })
+    };
+    Ok((field("Package")?, field("Version")?))
+}
+
+/// Where ci/build-shim.sh is: `PHC_BUILD_SHIM`, beside a checkout's binary
+/// (`<checkout>/target/<profile>/phc-harness` -> `<checkout>/ci/`), the working folder's `ci/`,
+/// or the Debian package's copy.
+pub fn build_shim_script() -> Option<PathBuf> {
+    let exe_ci =
+        std::env::current_exe().ok().and_then(|e| e.ancestors().nth(3).map(|r| r.join("ci/build-shim.sh")));
+    std::env::var_os("PHC_BUILD_SHIM")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(exe_ci)
+        .chain([PathBuf::from("ci/build-shim.sh"), PathBuf::from(PACKAGED_BUILD_SHIM)])
+        .find(|p| p.is_file())
+}
+
+/// Where the Debian package (ci/build-deb.sh) installs ci/build-shim.sh.
+pub const PACKAGED_BUILD_SHIM: &str = "/usr/lib/phc-harness/build-shim.sh";
+
+/// Builds the VMBus shim (kmod/vmbus-shim, with ci/build-shim.sh) for the user's kernel in
+/// `dir` against that kernel's own Debian packages `debs` (`--kernel-headers`): its
+/// `linux-headers-<release>` package, and any of its -common, linux-kbuild and linux-source
+/// packages (the archive supplies what is not given). A `--kernel` folder without a build
+/// configuration or a package name takes both from the headers package (its `.config`). The
+/// script's progress goes to stderr; a kernel whose shim cannot be built is an error naming why
+/// (the script's last line says it above), never a fallback.
+pub fn build_shim(dir: &KernelDir, debs: &[PathBuf]) -> Result<(), KernelError> {
+    let headers = format!("linux-headers-{}", dir.release);
+    let mut own = None;
+    for deb in debs {
+        input::open_regular(deb, MAX_DEB_BYTES, Links::Follow)
+            .map_err(|e| KernelError::Invalid { path: deb.to_owned(), message: e.to_string() })?;
+        if deb.to_string_lossy().contains('\n') {
+            return Err(KernelError::Invalid {
+                path: deb.to_owned(),
+                message: "a path with a newline".into(),
+            });
+        }
+        let (package, version) = control(deb)?;
+        if !["linux-headers-", "linux-kbuild-", "linux-source-"].iter().any(|p| package.starts_with(p)) {
+            return Err(KernelError::Invalid {
+                path: deb.to_owned(),
+                message: format!("{package} is not a linux-headers, linux-kbuild or linux-source package"),
+            });
+        }
+        if package == headers {
+            own = Some((deb.clone(), version));
+        }
+    }
+    let Some((own, version)) = own else {
+        return Err(KernelError::Invalid {
+            path: debs.first().cloned().unwrap_or_default(),
+            message: format!("none of the --kernel-headers packages is {headers}, the kernel's own"),
+        });
+    };
+    if !dir.path.join("config").is_file() {
+        // The headers package carries the kernel's .config.
+        check_listing_capped(&own, MAX_UNPACKED_BYTES)?;
+        let x = temp()?;
+        run("dpkg-deb", Command::new("dpkg-deb").arg("-x").arg("--").arg(&own).arg(x.path()))?;
+        let config = x.path().join("usr/src").join(&headers).join(".config");
+        plain(&config, false, &own)?;
+        std::fs::copy(&config, dir.path.join("config")).map_err(io(&config))?;
+    }
+    let package = dir.path.join("PACKAGE");
+    if !package.is_file() {
+        std::fs::write(&package, format!("{headers} {version}\n")).map_err(io(&package))?;
+    }
+    let script = build_shim_script().ok_or_else(|| KernelError::Tool {
+        tool: "build-shim.sh",
+        message: format!("not found (set PHC_BUILD_SHIM, or install the package: {PACKAGED_BUILD_SHIM})"),
+    })?;
+    eprintln!(
+        "phc-harness: building the VMBus shim for {} against {} {version} ({}) ...",
+        dir.release,
+        headers,
+        script.display()
+    );
+    let list: Vec<String> = debs.iter().map(|d| d.to_string_lossy().into_owned()).collect();
+    let mut child = Command::new("bash")
+        .arg("--")
+        .arg(&script)
+        .arg(&dir.path)
+        .env("PHC_SHIM_DEBS", list.join("\n"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(std::io::stderr()))
+        .stderr(Stdio::from(std::io::stderr()))
+        .spawn()
+        .map_err(|e| KernelError::Tool { tool: "build-shim.sh", message: e.to_string() })?;
+    let status = wait("build-shim.sh", &mut child)?;
+    if !status.success() {
+        return Err(KernelError::Tool {
+            tool: "build-shim.sh",
+            message: format!("{status}: no VMBus shim for {} (its reason is the line above)", dir.release),
+        });
+    }
+    if phc_qemu::image::vmbus_shim(&dir.path).is_none() {
+        return Err(KernelError::Tool {
+            tool: "build-shim.sh",
+            message: format!("it ended well but left no shim module for {}", dir.release),
+        });
+    }
+    Ok(())
 }
 
 /// The release of the kernel in an image-builder folder (its `VERSION`).
@@ -428,10 +594,16 @@ mod tests {
 
     /// Builds a .deb from `tree` (a folder) with dpkg-deb, gzip at level 1.
     fn deb(tree: &Path, out: &Path) {
+        deb_named(tree, out, "linux-image-test", "1");
+    }
+
+    fn deb_named(tree: &Path, out: &Path, package: &str, version: &str) {
         std::fs::create_dir_all(tree.join("DEBIAN")).unwrap();
         std::fs::write(
             tree.join("DEBIAN/control"),
-            "Package: linux-image-test\nVersion: 1\nArchitecture: all\nMaintainer: t <t@t>\nDescription: t\n",
+            format!(
+                "Package: {package}\nVersion: {version}\nArchitecture: all\nMaintainer: t <t@t>\nDescription: t\n"
+            ),
         )
         .unwrap();
         let st = Command::new("dpkg-deb")
@@ -496,6 +668,65 @@ mod tests {
         std::fs::File::create(&big).unwrap().set_len(MAX_DEB_BYTES + 1).unwrap();
         assert!(from_deb(&big).unwrap_err().to_string().contains("over the limit"));
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "written outside the temp folder");
+    }
+
+    /// A minimal linux-image package of release 6.99.0-test, with its build configuration.
+    fn image_deb(d: &Path) -> PathBuf {
+        let t = d.join("img");
+        std::fs::create_dir_all(t.join("lib/modules/6.99.0-test/kernel")).unwrap();
+        std::fs::create_dir_all(t.join("boot")).unwrap();
+        std::fs::write(t.join("boot/vmlinuz-6.99.0-test"), bzimage()).unwrap();
+        std::fs::write(t.join("boot/config-6.99.0-test"), "CONFIG_HYPERV=m\n").unwrap();
+        let p = d.join("linux-image-6.99.0-test_6.99.1-1_amd64.deb");
+        deb_named(&t, &p, "linux-image-6.99.0-test-unsigned", "6.99.1-1");
+        p
+    }
+
+    #[test]
+    fn a_kernel_package_keeps_its_configuration_and_names_itself() {
+        let d = tempfile::tempdir().unwrap();
+        let k = from_deb(&image_deb(d.path())).unwrap();
+        assert_eq!(k.release, "6.99.0-test");
+        assert_eq!(std::fs::read_to_string(k.path.join("config")).unwrap(), "CONFIG_HYPERV=m\n");
+        assert_eq!(
+            std::fs::read_to_string(k.path.join("PACKAGE")).unwrap(),
+            "linux-image-6.99.0-test-unsigned 6.99.1-1\n"
+        );
+    }
+
+    #[test]
+    fn headers_that_are_not_the_kernels_own_are_refused_before_any_build() {
+        let d = tempfile::tempdir().unwrap();
+        let k = from_deb(&image_deb(d.path())).unwrap();
+        let pkg = |name: &str, version: &str| {
+            let t = d.path().join(format!("t-{name}"));
+            std::fs::create_dir_all(t.join("usr/src")).unwrap();
+            let p = d.path().join(format!("{name}.deb"));
+            deb_named(&t, &p, name, version);
+            p
+        };
+        // Another flavour's headers: not this kernel's.
+        let other = pkg("linux-headers-6.99.0-test-cloud", "6.99.1-1");
+        let e = build_shim(&k, std::slice::from_ref(&other)).unwrap_err().to_string();
+        assert!(e.contains("none of the --kernel-headers packages is linux-headers-6.99.0-test"), "{e}");
+        // A package that is no kernel package at all.
+        let stray = pkg("busybox-static", "1");
+        let e =
+            build_shim(&k, &[pkg("linux-headers-6.99.0-test", "6.99.1-1"), stray]).unwrap_err().to_string();
+        assert!(
+            e.contains("busybox-static is not a linux-headers, linux-kbuild or linux-source package"),
+            "{e}"
+        );
+        // Not a package; a FIFO.
+        let text = d.path().join("notes.deb");
+        std::fs::write(&text, "not ar").unwrap();
+        let e = build_shim(&k, &[text]).unwrap_err().to_string();
+        assert!(e.contains("not a Debian package"), "{e}");
+        let fifo = d.path().join("fifo.deb");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(build_shim(&k, &[fifo]).unwrap_err().to_string().contains("a FIFO"));
+        // None of it reached the kernel's folder.
+        assert!(phc_qemu::image::vmbus_shim(&k.path).is_none());
     }
 
     #[test]

@@ -356,21 +356,30 @@ pub fn kernel_dir(opts: &QemuOptions) -> PathBuf {
     opts.kernel_dir.clone().unwrap_or_else(|| opts.kernel_line.dir_in(&phc_qemu::image::cache_dir()))
 }
 
-/// That the kernel in `kernel_dir` has the VMBus shim the real hv_utils needs, or why not.
+/// That the kernel in `kernel_dir` has the VMBus shim the real hv_utils needs, or why not: for
+/// the user's kernel (unpacked into the private temp folder) its headers are what is missing.
 pub fn shim_check(kernel_dir: &std::path::Path) -> Result<(), Error> {
     if phc_qemu::image::vmbus_shim(kernel_dir).is_some() {
         return Ok(());
     }
-    Err(Error::Unsupported {
-        what: "--phc hyperv (the kernel's own hv_utils)".into(),
-        why: format!(
-            "no VMBus shim is built for the kernel in {} (run `bash ci/build-shim.sh {}` as root, or \
-             /usr/lib/phc-harness/build-shim.sh from the package: it builds the shim against the \
+    let release = phc_qemu::image::release(kernel_dir).unwrap_or_else(|_| "?".into());
+    let users = phc_qemu::tmp::base().is_ok_and(|b| kernel_dir.starts_with(b));
+    let why = if users {
+        format!(
+            "no VMBus shim is built for your kernel {release}: give its Debian headers with \
+             --kernel-headers linux-headers-{release}_<version>_amd64.deb (the shim is built against \
+             them, as root), or use --phc hyperv-mock, the CUSE model"
+        )
+    } else {
+        format!(
+            "no VMBus shim is built for the kernel {release} in {} (run `bash ci/build-shim.sh {}` as root, \
+             or /usr/lib/phc-harness/build-shim.sh from the package: it builds the shim against the \
              kernel's Debian headers; or use --phc hyperv-mock, the CUSE model)",
             kernel_dir.display(),
             kernel_dir.display()
-        ),
-    })
+        )
+    };
+    Err(Error::Unsupported { what: "--phc hyperv (the kernel's own hv_utils)".into(), why })
 }
 
 /// The guest's PHC whose sysfs clock_name is `name`, as a device path.
