@@ -449,6 +449,30 @@ fn baseline_and_compare_refuse_names_and_files_from_data() {
     assert!(tree(&base).is_empty());
     assert_sentinel(&victim, "latency");
 
+    // Probe documents: the same, and one that is no probe document.
+    let probe_dir = t.join("probes");
+    let probe = probe_dir.join("box1/probe.json");
+    std::fs::create_dir_all(probe.parent().unwrap()).unwrap();
+    let doc = serde_json::json!({
+        "device": "/dev/ptp0",
+        "deviations": 0,
+        "checks": [{"group": "read", "name": "SYS_OFFSET", "result": "ok", "expected": "ok", "verdict": "pass"}],
+        "backend": {"kind": "../../victim"}
+    });
+    write_json(&probe, &doc);
+    let pd = probe_dir.to_str().unwrap();
+    let o = harness_in(t, &["baseline", pd, "--baseline", b], LIMIT);
+    assert_usage(&o, "backend kind", "probe kind");
+    write_json(&probe, &serde_json::json!({"device": "/dev/ptp0", "checks": "none"}));
+    let o = harness_in(t, &["compare", pd, "--against", pd], LIMIT);
+    assert_usage(&o, "not a probe document", "probe without checks");
+    each_endless(&probe, phc_harness::regress::compare::MAX_PROBE_BYTES, |what| {
+        let o = harness_in(t, &["compare", pd, "--baseline", b], LIMIT);
+        assert_usage(&o, "probe.json", what);
+    });
+    assert!(tree(&base).is_empty());
+    assert_sentinel(&victim, "probe");
+
     // Baseline files themselves: endless ones are refused by compare; a malformed one is not
     // silently replaced by baseline.
     ok(&run(t, &["baseline", s, "--baseline", b]), "baseline");

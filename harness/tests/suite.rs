@@ -632,3 +632,76 @@ fn compare_against_puts_two_runs_side_by_side() {
     let o = harness(&["compare", a.to_str().unwrap(), "--against", dir.path().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
+
+/// `compare A --against B --against C`: a kernel matrix's review, one folder per "kernel" each
+/// holding a `run --out` folder, a latency run and a driver probe (here the sim's personalities
+/// stand in for kernels: hyperv on A and B, kvm on C), in one table with a column per folder,
+/// every side judged against B.
+#[test]
+fn compare_against_several_folders_puts_a_matrix_in_one_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut folders = Vec::new();
+    for (name, driver) in [("a", "hyperv"), ("b", "hyperv"), ("c", "kvm")] {
+        let d = dir.path().join(name);
+        for sub in ["probe", "latency"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        let o = harness(&["probe", "--backend", "sim", "--driver", driver, "--format", "json"]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        std::fs::write(d.join("probe/probe.json"), &o.stdout).unwrap();
+        let o = harness(&[
+            "latency",
+            "--backend",
+            "sim",
+            "--driver",
+            driver,
+            "--samples",
+            "300",
+            "--format",
+            "json",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        std::fs::write(d.join("latency/latency.json"), &o.stdout).unwrap();
+        let o = harness(&["run", "reboot", "--out", d.to_str().unwrap()]);
+        assert!(o.status.code().is_some_and(|c| c <= 1), "{}", text(&o));
+        folders.push(d);
+    }
+    let [a, b, c] = [&folders[0], &folders[1], &folders[2]].map(|p| p.to_str().unwrap());
+    let o = harness(&["compare", a, "--against", b, "--against", c]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let md = String::from_utf8_lossy(&o.stdout);
+    assert!(md.contains("| scenario | backend | metric | A | B | C | tolerance | |"), "{md}");
+    assert!(md.contains("- B, the reference: "), "{md}");
+    // The probe rows: kvm cross-timestamps and answers PRECISE, hyperv does neither.
+    assert!(
+        md.contains("| probe | sim | probe.caps.cross_timestamping | 0 | 0 | 1 | equal | C moved |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| probe | sim | probe.read.SYS_OFFSET_PRECISE | EOPNOTSUPP | EOPNOTSUPP | ok | equal | C moved |"),
+        "{md}"
+    );
+    assert!(md.contains("| probe | sim | deviations | 0 | 0 | 0 |"), "{md}");
+    // Latency and the scenario are rows too, one value per folder.
+    assert!(
+        md.contains("| latency | sim | status.precise | unsupported | unsupported | ok | equal | C moved |"),
+        "{md}"
+    );
+    assert!(md.lines().any(|l| l.starts_with("| reboot | sim | outcome | pass | pass | pass |")), "{md}");
+    assert_eq!(
+        harness(&["compare", a, "--against", b, "--against", c, "--fail-on-change"]).status.code(),
+        Some(1)
+    );
+    // A and B alone: the same driver answers the same (latency ratios aside, within tolerance).
+    let o = harness(&["compare", a, "--against", b]);
+    let md = String::from_utf8_lossy(&o.stdout);
+    assert!(!md.lines().any(|l| l.starts_with("| probe |") && l.contains("moved")), "{md}");
+    // A probe folder is a run like any other for the baselines too.
+    let base = dir.path().join("base");
+    let o = harness(&["baseline", b, "--baseline", base.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(base.join("sim/probe.json").is_file(), "{}", text(&o));
+    let o = harness(&["compare", c, "--baseline", base.to_str().unwrap(), "--allow-different-host"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("probe.caps.cross_timestamping"), "{}", text(&o));
+}

@@ -51,13 +51,7 @@ pub fn promote(args: BaselineArgs) -> Exit {
     // tolerances would be lost) refuses the whole promotion.
     let mut planned = Vec::new();
     for r in &runs {
-        let (name, backend) = match r {
-            compare::Run::Scenario(e) => (e.scenario.clone(), e.backend.clone()),
-            compare::Run::Latency(n, v) => {
-                let env = compare::latency_environment(v);
-                (n.clone(), env["kind"].as_str().unwrap_or("local").to_owned())
-            }
-        };
+        let (name, backend) = r.key();
         let path = match baseline::path_for(&args.baseline, &backend, &name) {
             Ok(p) => p,
             Err(e) => return usage(e),
@@ -67,10 +61,7 @@ pub fn promote(args: BaselineArgs) -> Exit {
             Err(baseline::BaselineError::Missing { .. }) => None,
             Err(e) => return usage(format!("{e}; not replaced (fix or remove it to regenerate)")),
         };
-        let b = match r {
-            compare::Run::Scenario(e) => baseline::from_entry(e, keep.as_ref()),
-            compare::Run::Latency(n, v) => compare::latency_baseline(n, v, keep.as_ref()),
-        };
+        let b = r.baseline(keep.as_ref());
         planned.push((path, b));
     }
     if args.prune {
@@ -98,8 +89,8 @@ fn prunable(args: &BaselineArgs, runs: &[compare::Run]) -> Result<(), String> {
             return Err("--prune needs a whole suite folder (summary.json without --filter or --shard)".into())
         }
     }
-    if runs.iter().any(|r| matches!(r, compare::Run::Latency(..))) {
-        return Err("--prune is for suite folders, not latency runs".into());
+    if runs.iter().any(|r| !matches!(r, compare::Run::Scenario(..))) {
+        return Err("--prune is for suite folders, not latency or probe runs".into());
     }
     Ok(())
 }

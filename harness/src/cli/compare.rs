@@ -1,4 +1,4 @@
-//! `compare`: a run against the baselines, or two runs side by side (`--against`).
+//! `compare`: a run against the baselines, or runs side by side (`--against`, repeatable).
 
 use std::path::PathBuf;
 
@@ -24,9 +24,11 @@ pub struct CompareArgs {
     pub allow_different_host: bool,
     /// Put RUN_DIR side by side with this run (another kernel line, say) instead of comparing it
     /// with the baselines, judged with the baselines' tolerances (`--baseline`, else the
-    /// defaults). Differences are `moved`, exit 0, unless `--fail-on-change`.
+    /// defaults). Repeat it for a matrix (one folder per kernel): one table, one column per
+    /// folder, each judged against the first OTHER_RUN_DIR. Differences are `moved`, exit 0,
+    /// unless `--fail-on-change`.
     #[arg(long, value_name = "OTHER_RUN_DIR")]
-    pub against: Option<PathBuf>,
+    pub against: Vec<PathBuf>,
     /// With `--against`: exit 1 when a metric moved.
     #[arg(long, requires = "against")]
     pub fail_on_change: bool,
@@ -35,8 +37,8 @@ pub struct CompareArgs {
 /// `phc-harness compare`: prints what moved as Markdown. Exit 0: no regression; 1: a metric
 /// regressed; 2: a baseline missing or malformed, a run not comparable, bad input.
 pub fn compare(args: CompareArgs) -> Exit {
-    if let Some(other) = &args.against {
-        return side_by_side(&args, other);
+    if !args.against.is_empty() {
+        return side_by_side(&args);
     }
     if !args.baseline.is_dir() {
         return usage(format!(
@@ -63,23 +65,29 @@ pub fn compare(args: CompareArgs) -> Exit {
     }
 }
 
-/// `compare RUN_DIR --against OTHER`: one Markdown table with both runs' values. Exit 0, or 1
-/// with `--fail-on-change` when a metric moved; 2 on bad input.
-fn side_by_side(args: &CompareArgs, other: &std::path::Path) -> Exit {
-    let (left, right) = match (compare::load_runs(&args.run_dir), compare::load_runs(other)) {
-        (Ok(l), Ok(r)) => (l, r),
-        (Err(e), _) | (_, Err(e)) => return usage(e),
-    };
-    let p = crate::regress::compare_pair::pair(&args.run_dir, &left, other, &right, &args.baseline);
+/// `compare RUN_DIR --against OTHER [--against MORE ...]`: one Markdown table with every run's
+/// values. Exit 0, or 1 with `--fail-on-change` when a metric moved; 2 on bad input.
+fn side_by_side(args: &CompareArgs) -> Exit {
+    let dirs: Vec<&std::path::Path> =
+        std::iter::once(args.run_dir.as_path()).chain(args.against.iter().map(PathBuf::as_path)).collect();
+    let mut loaded = Vec::with_capacity(dirs.len());
+    for d in &dirs {
+        match compare::load_runs(d) {
+            Ok(r) => loaded.push(r),
+            Err(e) => return usage(e),
+        }
+    }
+    let sides: Vec<(&std::path::Path, &[compare::Run])> =
+        dirs.iter().zip(&loaded).map(|(d, r)| (*d, r.as_slice())).collect();
+    let p = crate::regress::compare_pair::pair(&sides, &args.baseline);
+    output::out(&p.to_markdown());
     if p.rows.is_empty() {
-        output::out(&p.to_markdown());
         return usage(format!(
-            "{} and {}: no run in common (same scenario or latency name and backend)",
+            "{} and {}: no run in common (same scenario, latency or probe name and backend)",
             args.run_dir.display(),
-            other.display()
+            args.against.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
         ));
     }
-    output::out(&p.to_markdown());
     if args.fail_on_change && p.moved() > 0 {
         Exit::CheckFailed
     } else {

@@ -556,9 +556,8 @@ mod tests {
             };
             let side = |i: usize| Side { dir: t(i), kernels: vec![t(i + 1)] };
             let p = Pair {
-                left: side(0),
-                right: side(2),
-                rows: vec![PairRow { name: t(0), backend: t(1), metric: t(2), left: v(3), right: v(4), tolerance: t(5), status: Status::Improved }],
+                sides: vec![side(0), side(2)],
+                rows: vec![PairRow { name: t(0), backend: t(1), metric: t(2), values: vec![v(3), v(4)], tolerance: t(5), status: vec![Status::Improved, Status::Same] }],
                 notes: vec![t(6)],
             };
             for md in [c.to_markdown(), p.to_markdown()] {

@@ -59,13 +59,124 @@ pub struct Comparison {
     pub runs: usize,
 }
 
-/// A run to compare: a scenario entry or a latency document.
+/// A run to compare: a scenario entry, a latency document or a probe document.
 #[derive(Debug, Clone)]
 pub enum Run {
     /// A scenario on a backend.
     Scenario(Box<Entry>),
     /// A latency measurement: its folder name and its `latency.json`.
     Latency(String, Value),
+    /// A driver probe: its folder name and its `probe.json` (`probe --format json`).
+    Probe(String, Value),
+}
+
+impl Run {
+    /// The name and backend a baseline is kept under.
+    pub fn key(&self) -> (String, String) {
+        match self {
+            Run::Scenario(e) => (e.scenario.clone(), e.backend.clone()),
+            Run::Latency(n, v) | Run::Probe(n, v) => {
+                (n.clone(), latency_environment(v)["kind"].as_str().unwrap_or("local").to_owned())
+            }
+        }
+    }
+
+    /// Its metrics by name.
+    pub fn values(&self) -> BTreeMap<String, Value> {
+        match self {
+            Run::Scenario(e) => {
+                baseline::entry_values(e).into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+            }
+            Run::Latency(_, v) => latency_values(v),
+            Run::Probe(_, v) => probe_values(v),
+        }
+    }
+
+    /// What it ran on (the keys a baseline's `environment` holds).
+    pub fn environment(&self) -> BTreeMap<String, Value> {
+        match self {
+            Run::Scenario(e) => e.environment.clone(),
+            Run::Latency(_, v) | Run::Probe(_, v) => latency_environment(v),
+        }
+    }
+
+    /// The scenario's own tolerance overrides (none for a document).
+    pub fn overrides(&self) -> Vec<crate::model::tolerance::ToleranceOverride> {
+        match self {
+            Run::Scenario(e) => e.tolerance.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The seed (scenarios only).
+    pub fn seed(&self) -> Option<u64> {
+        match self {
+            Run::Scenario(e) => Some(e.seed),
+            _ => None,
+        }
+    }
+
+    /// The baseline it would become (`keep`'s tolerances survive).
+    pub fn baseline(&self, keep: Option<&Baseline>) -> Baseline {
+        match self {
+            Run::Scenario(e) => baseline::from_entry(e, keep),
+            Run::Latency(n, v) => latency_baseline(n, v, keep),
+            Run::Probe(n, v) => probe_baseline(n, v, keep),
+        }
+    }
+}
+
+/// Largest `probe.json` read: a probe document is a few KiB.
+pub const MAX_PROBE_BYTES: u64 = 4 << 20;
+
+/// Reads a probe document through the bounded reader (a regular file, not a symlink).
+pub fn read_probe(path: &Path) -> Result<Value, String> {
+    let text = phc::input::read_text(path, MAX_PROBE_BYTES, phc::input::Links::Refuse)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let v: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: not a probe document: {e}", path.display()))?;
+    if !v["checks"].is_array() || !v["deviations"].is_u64() {
+        return Err(format!("{}: not a probe document (no checks or deviations)", path.display()));
+    }
+    Ok(v)
+}
+
+/// A probe document's metrics: `deviations`, the clock's name, and per check
+/// `probe.GROUP.NAME` its result (`ok`, an errno, a capability's value, `skipped`).
+pub fn probe_values(v: &Value) -> BTreeMap<String, Value> {
+    let mut m = BTreeMap::new();
+    m.insert("deviations".into(), v["deviations"].clone());
+    m.insert("clock_name".into(), v["clock_name"].clone());
+    for c in v["checks"].as_array().into_iter().flatten() {
+        let key =
+            format!("probe.{}.{}", c["group"].as_str().unwrap_or("?"), c["name"].as_str().unwrap_or("?"));
+        m.insert(key, c["result"].clone());
+    }
+    m
+}
+
+/// The baseline a probe document would become: every value exact (a driver that answers
+/// otherwise has changed), `deviations` lower is better.
+pub fn probe_baseline(name: &str, v: &Value, keep: Option<&Baseline>) -> Baseline {
+    let env = latency_environment(v);
+    let backend = env["kind"].as_str().unwrap_or("local").to_owned();
+    let metrics = probe_values(v)
+        .into_iter()
+        .map(|(k, value)| {
+            let better = if k == "deviations" { Better::Lower } else { Better::Exact };
+            let (abs, rel) = keep.and_then(|b| b.metrics.get(&k)).map_or((0.0, 0.0), |m| (m.abs, m.rel));
+            (k, Metric { value, abs, rel, better })
+        })
+        .collect();
+    Baseline {
+        format: baseline::FORMAT,
+        kind: "probe".into(),
+        name: name.to_owned(),
+        backend,
+        seed: None,
+        environment: env,
+        metrics,
+    }
 }
 
 /// Largest `latency.json` read. A latency document holds per method its percentiles and a
@@ -141,6 +252,20 @@ pub fn load_runs(dir: &Path) -> Result<Vec<Run>, String> {
             check_names(&lat, &[("folder name", &name), ("backend kind", &kind)])?;
             runs.push(Run::Latency(name, v));
         }
+        let probe = d.join("probe.json");
+        if present(&probe) {
+            let v = read_probe(&probe)?;
+            let name = d.file_name().map_or("probe".into(), |n| n.to_string_lossy().into_owned());
+            let kind = latency_environment(&v)["kind"].as_str().unwrap_or("local").to_owned();
+            check_names(&probe, &[("folder name", &name), ("backend kind", &kind)])?;
+            if runs.iter().any(|r| matches!(r, Run::Latency(n, _) if *n == name)) {
+                return Err(format!(
+                    "{}: a latency.json and a probe.json in one folder would share the name {name}",
+                    d.display()
+                ));
+            }
+            runs.push(Run::Probe(name, v));
+        }
         let rep = d.join("report.json");
         if d != dir && present(&rep) {
             let r = crate::judge::report::Report::load(&rep)?;
@@ -186,8 +311,8 @@ pub fn latency_values(v: &Value) -> BTreeMap<String, Value> {
     m
 }
 
-/// The environment of a latency document: its `backend` object's set-up keys (a local run is
-/// `kind` `local`), with the device and driver.
+/// The environment of a latency or probe document: its `backend` object's set-up keys (a local
+/// run is `kind` `local`, a simulated one `sim`), with the device and driver.
 pub fn latency_environment(v: &Value) -> BTreeMap<String, Value> {
     let mut env: BTreeMap<String, Value> = BTreeMap::new();
     env.insert("kind".into(), Value::from("local"));
@@ -202,6 +327,12 @@ pub fn latency_environment(v: &Value) -> BTreeMap<String, Value> {
         if !v[k].is_null() {
             env.insert(k.into(), v[k].clone());
         }
+    }
+    // `--backend sim` documents carry no backend object: their device says it (`sim`,
+    // `sim:DRIVER`).
+    let device = v["device"].as_str().unwrap_or_default();
+    if v["backend"]["kind"].is_null() && (device == "sim" || device.starts_with("sim:")) {
+        env.insert("kind".into(), Value::from("sim"));
     }
     env
 }
@@ -290,25 +421,8 @@ pub fn tolerance_text(m: &Metric, abs: f64, rel: f64) -> String {
 pub fn compare(runs: &[Run], dir: &Path, allow_different_host: bool) -> Comparison {
     let mut c = Comparison { runs: runs.len(), ..Default::default() };
     for run in runs {
-        let (name, backend, values, env, overrides, seed) = match run {
-            Run::Scenario(e) => {
-                let vals: BTreeMap<String, Value> =
-                    baseline::entry_values(e).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-                (
-                    e.scenario.clone(),
-                    e.backend.clone(),
-                    vals,
-                    e.environment.clone(),
-                    e.tolerance.clone(),
-                    Some(e.seed),
-                )
-            }
-            Run::Latency(name, v) => {
-                let env = latency_environment(v);
-                let backend = env["kind"].as_str().unwrap_or("local").to_owned();
-                (name.clone(), backend, latency_values(v), env, Vec::new(), None)
-            }
-        };
+        let (name, backend) = run.key();
+        let (values, env, overrides, seed) = (run.values(), run.environment(), run.overrides(), run.seed());
         let base = match baseline::path_for(dir, &backend, &name)
             .and_then(|path| baseline::load(&path, &name, &backend))
         {
