@@ -61,6 +61,19 @@ start=$(date +%s)
 cargo test --locked -p phc-harness --test vm_kernel -- --ignored --test-threads=1 --nocapture
 echo "vm_kernel tests: $(( $(date +%s) - start )) s wall"
 
+stage "vm: the kernel matrix (bookworm's 6.1, 6.12, 7.2: probe and a pause on each kernel's own hv_utils, side by side)"
+# Lean, for CI time: one probe and one scenario per kernel; PHC_MATRIX_FULL=1 runs the rest.
+start=$(date +%s)
+matrix="${TMPDIR:-/tmp}/phc-harness-ci-matrix"
+cargo build --release --locked --quiet -p phc-harness
+set +e
+bash ci/kernel-matrix.sh "$matrix"
+rc=$?
+set -e
+cat "$matrix/matrix.md" 2>/dev/null || true
+[[ $rc -eq 0 ]] || { echo "vm-test: the kernel matrix failed (exit $rc)" >&2; exit 1; }
+echo "kernel matrix: $(( $(date +%s) - start )) s wall"
+
 stage "vm: the whole QEMU suite (virtual time) against results/baselines/qemu"
 # Every scenario virtual time runs (the suite says which it skips and why), each guest started
 # from the boot snapshot cache: about 80 s here. One guest at a time: with --jobs 2 the two

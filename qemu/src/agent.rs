@@ -9,6 +9,11 @@ use serde::{Deserialize, Serialize};
 /// interval; in virtual time a reading is good to a few ns, so the rate to about 1 ppb).
 pub const RATE_SPAN_MIN_NS: i64 = 4_000_000_000;
 
+/// The `device` that names the agent's own host clock, kept on the guest's CLOCK_MONOTONIC_RAW
+/// (which under icount follows QEMU's virtual clock): virtual time's host clock on a kernel
+/// without igb. No path: nothing in /dev can be called that.
+pub const AGENT_CLOCK: &str = "agent:clock";
+
 /// The rate of `host` against `raw` since an earlier pair, ppb, once the span is at least
 /// `RATE_SPAN_MIN_NS`.
 pub fn measured_rate_ppb(since: [i64; 2], host_ns: i64, raw_ns: i64) -> Option<i64> {

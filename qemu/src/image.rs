@@ -35,6 +35,15 @@ pub fn vmbus_shim(kernel_dir: &Path) -> Option<(&'static str, PathBuf)> {
     ["vmbus_shim", "vmbus_shim_lp"].into_iter().find_map(|m| find_module(&root, m).map(|p| (m, p)))
 }
 
+/// Whether the kernel in `kernel_dir` has the driver `name` (`igb`), as a module or built in.
+pub fn has_driver(kernel_dir: &Path, name: &str) -> bool {
+    release(kernel_dir)
+        .is_ok_and(|r| load_order(&kernel_dir.join("lib/modules").join(r), &[name.to_owned()]).is_ok())
+}
+
+/// The modules igb needs, igb last: what a kernel without igb leaves out of its image.
+pub const IGB_MODULES: &[&str] = &["dca", "i2c-algo-bit", "igb"];
+
 /// A line the init prints once the agent is about to start.
 pub const READY_LINE: &str = "phc-init: agent starting";
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use phc_qemu::Accel;
 
 use crate::run::backend::local;
-use crate::run::backend::qemu::{find_agent_bin, ClockMode, GuestPhc, HypervOptions, QemuOptions};
+use crate::run::backend::qemu::{find_agent_bin, ClockMode, GuestPhc, HostClock, HypervOptions, QemuOptions};
 use crate::run::batch::Backend;
 use crate::run::kernel::KernelDir;
 
@@ -92,6 +92,13 @@ pub struct QemuArgs {
     /// kept in PHC_CACHE/boot-snapshots; the report's `boot_snapshot` says which happened).
     #[arg(long)]
     pub no_snapshot: bool,
+    /// QEMU backend, virtual time: the clock the guest keeps host time on. `igb` is QEMU's igb
+    /// NIC clock, a kernel PHC whose time under icount is QEMU's virtual clock; `agent` is the
+    /// guest agent's own clock on CLOCK_MONOTONIC_RAW, which under icount follows the same
+    /// virtual clock (for kernels built without igb, such as Debian's cloud flavour: the daemon
+    /// then reads a hyperv clock); `auto` takes igb where the kernel has it.
+    #[arg(long, value_enum, default_value_t = HostClock::Auto)]
+    pub host_clock: HostClock,
     /// QEMU backend: longest wait from starting QEMU to the guest agent's first answer.
     #[arg(long, default_value_t = 120.0, value_parser = boot_timeout_s)]
     pub boot_timeout_s: f64,
@@ -116,6 +123,7 @@ impl QemuArgs {
             kernel_dir: kernel.as_ref().map(|k| k.path.clone()),
             hyperv: self.timesync_version,
             snapshot: !self.no_snapshot,
+            host_clock: self.host_clock,
         };
         Ok((opts, kernel))
     }
@@ -149,6 +157,11 @@ value_enum!(GuestPhc {
 value_enum!(HypervOptions {
     HypervOptions::V4 => "4": "offer TimeSync 4.0, 3.0 and 1.0 (a current Hyper-V host)",
     HypervOptions::V3 => "3": "offer TimeSync 3.0 and 1.0 (an older host: no reference time in samples)",
+});
+value_enum!(HostClock {
+    HostClock::Auto => "auto": "igb where the kernel has it, else the agent's clock",
+    HostClock::Igb => "igb": "QEMU's igb NIC clock (/dev/ptp0), whose time under icount is QEMU's virtual clock",
+    HostClock::Agent => "agent": "the guest agent's clock on CLOCK_MONOTONIC_RAW, which under icount follows QEMU's virtual clock (kernels without igb)",
 });
 value_enum!(ClockMode {
     ClockMode::Virtual => "virtual": "QEMU's virtual clock (TCG, icount, sleep=off): faster than real time, offsets measured in the guest against the igb PHC, which is the host clock",

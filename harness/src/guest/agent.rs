@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use phc::device::{clock_now_ns, clock_step_ns};
 use phc::{Access, Phc};
+
+use crate::guest::host_clock::{AgentClock, HostPhc};
 use phc_qemu::agent::{self, ExecResult, GuestClocks, Op, Request, Response};
 use serde_json::{json, Value};
 
@@ -152,7 +154,7 @@ fn create_nofollow(path: &str) -> std::io::Result<std::fs::File> {
 #[derive(Default)]
 struct Agent {
     spawned: HashMap<String, Child>,
-    phcs: HashMap<String, Phc>,
+    phcs: HashMap<String, Box<dyn HostPhc>>,
     /// After the current answer, poll the port busily until this wall instant (see `Op::Observe`).
     spin_until: Option<Instant>,
     /// Where each observed PHC was last seen (`wait_for_phc`): a step of the PHC moves its
@@ -192,14 +194,14 @@ const RTC: &str = "/dev/rtc0";
 
 /// CLOCK_REALTIME against a PHC with EXTENDED: (PHC time at the reading, realtime minus PHC,
 /// window), from the shortest of 5 windows.
-fn realtime_vs_phc(phc: &Phc) -> Result<(i64, i64, i64), String> {
+fn realtime_vs_phc(phc: &dyn HostPhc) -> Result<(i64, i64, i64), String> {
     let samples = phc.sys_offset_extended(5, phc::SysClock::Realtime).map_err(|e| e.to_string())?;
     let best = samples.iter().min_by_key(|s| s.delay_ns()).ok_or("no samples")?;
     Ok((best.phc_ns, best.offset_ns(), best.delay_ns()))
 }
 
 /// PHC minus CLOCK_MONOTONIC_RAW, from the shortest of 5 EXTENDED windows (see `phc_and_raw`).
-fn phc_minus_raw(phc: &Phc) -> phc::Result<i64> {
+fn phc_minus_raw(phc: &dyn HostPhc) -> phc::Result<i64> {
     let (phc_ns, raw_ns) = phc_and_raw(phc)?;
     Ok(phc_ns - raw_ns)
 }
@@ -209,7 +211,7 @@ fn phc_minus_raw(phc: &Phc) -> phc::Result<i64> {
 /// 6.12 takes only CLOCK_REALTIME there (Debian bookworm's 6.1): the windows are then
 /// CLOCK_REALTIME's, carried over to CLOCK_MONOTONIC_RAW by a reading of the two right after, a
 /// microsecond or so later (a slew of even 83333 ppm moves that by well under a nanosecond).
-fn phc_and_raw(phc: &Phc) -> phc::Result<(i64, i64)> {
+fn phc_and_raw(phc: &dyn HostPhc) -> phc::Result<(i64, i64)> {
     let best = |samples: Vec<phc::estimate::Sample>| {
         samples.into_iter().min_by_key(|s| s.delay_ns()).ok_or(phc::Error::InvalidArgument)
     };
@@ -237,7 +239,7 @@ fn phc_and_raw(phc: &Phc) -> phc::Result<(i64, i64)> {
 /// before, the new frequency, a gettime to let the timecounter take whatever it takes, PHC
 /// against CLOCK_MONOTONIC_RAW again, and the difference stepped back (the readings are
 /// microseconds apart: the new rate adds well under a nanosecond). Returns the step undone.
-fn adjfine_without_step(phc: &Phc, ppb: f64) -> phc::Result<i64> {
+fn adjfine_without_step(phc: &dyn HostPhc, ppb: f64) -> phc::Result<i64> {
     let before = phc_minus_raw(phc)?;
     phc.adjfine(ppb)?;
     phc.gettime()?;
@@ -288,7 +290,7 @@ impl Sighting {
 /// without a reading; the caller's measurement then says whether it landed (`measured` below).
 /// Without it: 90% of what is left (a daemon may slew CLOCK_MONOTONIC by up to 8% against the
 /// PHC), then the rest at the rate that nap measured.
-fn wait_for_phc(phc: &Phc, until_ns: i64, seen: Option<Sighting>) -> Result<(), String> {
+fn wait_for_phc(phc: &dyn HostPhc, until_ns: i64, seen: Option<Sighting>) -> Result<(), String> {
     if let Some(nap) = seen.map(|s| s.nap_to(until_ns)).transpose()?.flatten() {
         if nap > 0 {
             std::thread::sleep(Duration::from_nanos(nap.unsigned_abs()));
@@ -349,7 +351,7 @@ impl Agent {
         // yet, or samples just resumed) is read until the sample has reached it, so that
         // nothing observed after this answer sees the clock from before it.
         let device = m.device.clone();
-        let phc = self.phc(&device)?;
+        let phc = self.phc(&device)?.device().ok_or_else(|| format!("{device}: not a device"))?;
         let deadline = Instant::now() + Duration::from_secs(2);
         let mut req = phc::uapi::PtpSysOffset { n_samples: 1, ..Default::default() };
         while let Err(phc::Error::Stale) = phc.sys_offset_raw(phc::Form::Legacy, &mut req) {
@@ -361,14 +363,20 @@ impl Agent {
         Ok(phc_qemu::agent::HostSampled { host_ns, raw_ns, rate_ppb, stepped_ns: None })
     }
 
-    fn phc(&mut self, device: &str) -> Result<&Phc, String> {
+    fn phc(&mut self, device: &str) -> Result<&dyn HostPhc, String> {
         if !self.phcs.contains_key(device) {
-            // The host names the devices; a CUSE mock (class cuse) is one of them.
-            let p = Phc::open_expecting(device, Access::ReadWrite, &phc::Expect::cuse())
-                .map_err(|e| format!("{device}: {e}"))?;
+            let p: Box<dyn HostPhc> = if device == agent::AGENT_CLOCK {
+                Box::new(AgentClock::new().map_err(|e| format!("{device}: {e}"))?)
+            } else {
+                // The host names the devices; a CUSE mock (class cuse) is one of them.
+                Box::new(
+                    Phc::open_expecting(device, Access::ReadWrite, &phc::Expect::cuse())
+                        .map_err(|e| format!("{device}: {e}"))?,
+                )
+            };
             self.phcs.insert(device.to_owned(), p);
         }
-        Ok(&self.phcs[device])
+        Ok(self.phcs[device].as_ref())
     }
 
     /// The wall instant to spin until after this answer, once.
@@ -398,7 +406,7 @@ impl Agent {
             Op::Observe { device, until_ns, spin_s, tail, also } => {
                 let seen = self.seen.get(&device).copied();
                 let phc = self.phc(&device)?;
-                let measured = |phc: &Phc| realtime_vs_phc(phc).map_err(|e| format!("{device}: {e}"));
+                let measured = |phc: &dyn HostPhc| realtime_vs_phc(phc).map_err(|e| format!("{device}: {e}"));
                 wait_for_phc(phc, until_ns, seen).map_err(|e| format!("{device}: {e}"))?;
                 let mut m = measured(phc)?;
                 // A planned nap that fell short (the rate changed since): the rest, measured.

@@ -2,5 +2,6 @@
 //! handle on mock-phc's CUSE server.
 
 pub mod agent;
+pub mod host_clock;
 pub mod hyperv;
 pub mod mock;

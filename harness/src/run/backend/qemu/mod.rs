@@ -68,6 +68,40 @@ pub struct QemuOptions {
     /// Virtual time: start from the boot snapshot cache (`phc_qemu::bootsnap`) rather than a
     /// boot (`--no-snapshot` turns it off).
     pub snapshot: bool,
+    /// Virtual time: the clock the guest keeps host time on (`--host-clock`).
+    pub host_clock: HostClock,
+}
+
+/// The clock host time is kept on in a virtual-time guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HostClock {
+    /// igb where the kernel has it, else the agent's.
+    #[default]
+    Auto,
+    /// QEMU's igb NIC clock ([`GUEST_PHC`]): a PHC whose time under icount is QEMU's virtual
+    /// clock.
+    Igb,
+    /// The agent's own clock on the guest's CLOCK_MONOTONIC_RAW
+    /// ([`phc_qemu::agent::AGENT_CLOCK`]), which under icount follows the same virtual clock:
+    /// for kernels built without igb (Debian's cloud flavour).
+    Agent,
+}
+
+/// Why a kernel without igb matters, for the refusals that need it.
+pub const NO_IGB: &str = "the kernel has no igb driver (Debian's cloud flavour is built without it)";
+
+/// The `device` virtual time keeps host time on for `opts`: igb's PHC, or the agent's clock
+/// where the kernel has no igb (or `--host-clock agent`); `--host-clock igb` on a kernel
+/// without igb is refused.
+pub fn host_clock_device(opts: &QemuOptions) -> Result<&'static str, Error> {
+    let igb = phc_qemu::image::has_driver(&kernel_dir(opts), "igb");
+    match (opts.host_clock, igb) {
+        (HostClock::Igb, false) => {
+            Err(Error::Unsupported { what: "--host-clock igb".into(), why: NO_IGB.into() })
+        }
+        (HostClock::Igb | HostClock::Auto, true) => Ok(GUEST_PHC),
+        (HostClock::Agent, _) | (HostClock::Auto, false) => Ok(phc_qemu::agent::AGENT_CLOCK),
+    }
 }
 
 impl QemuOptions {
@@ -84,6 +118,7 @@ impl QemuOptions {
             kernel_dir: None,
             hyperv: HypervOptions::default(),
             snapshot: true,
+            host_clock: HostClock::Auto,
         }
     }
 }
@@ -337,6 +372,11 @@ pub use phc_qemu::session::BootInfo;
 pub fn boot(opts: &QemuOptions, role: &str, clock: GuestClock) -> Result<(Session, BootInfo), Error> {
     let mut spec = ImageSpec::for_line(&opts.agent_bin, opts.kernel_line);
     spec.kernel_dir = kernel_dir(opts);
+    if !phc_qemu::image::has_driver(&spec.kernel_dir, "igb") {
+        // No igb PHC in this guest: host time lives on the agent's clock (virtual time), and
+        // what needs igb says so before it boots.
+        spec.modules.retain(|m| !phc_qemu::image::IGB_MODULES.contains(&m.as_str()));
+    }
     if opts.phc == Some(GuestPhc::Hyperv) {
         shim_check(&spec.kernel_dir)?;
     }

@@ -34,6 +34,8 @@ const RATE_SPAN_NS: i64 = 60_000_000_000;
 
 /// Virtual time: QEMU's clock, the igb PHC as the host clock.
 pub struct Virtual {
+    /// The clock host time is kept on in the guest: igb's PHC, or the agent's clock.
+    host: &'static str,
     provider: Provider,
     hv_utils: Option<mock_phc::HvUtilsConfig>,
     /// The hyperv clock's host time service (the kernel's hv_utils or the CUSE mock), handed
@@ -94,23 +96,42 @@ impl VirtualBackend {
         if feed == Feed::Driver {
             shim_check(&kernel_dir(opts))?;
         }
+        let host = host_clock_device(opts)?;
+        let why_agent = if opts.host_clock == HostClock::Agent { "--host-clock agent" } else { NO_IGB };
+        if host != GUEST_PHC {
+            let phc2sys = s.world.disciplines.iter().any(|d| matches!(d, DisciplineConfig::Phc2sys(_)));
+            if feed == Feed::None || phc2sys {
+                return Err(Error::Unsupported {
+                    what: format!("{} without igb", s.name),
+                    why: format!(
+                        "its daemon reads igb's PHC, and host time is on the agent's clock here ({why_agent}): \
+                         run a hyperv clock (--phc hyperv or hyperv-mock) with chronyd"
+                    ),
+                });
+            }
+        }
         let rtc_base_s = s.world.start_realtime_ns.div_euclid(1_000_000_000);
         let (session, bi) = boot(opts, "scenario", GuestClock::Virtual { rtc_base_s })?;
         let mut g = GuestRun::new(session, &bi, bi.accel.name(), Some(opts));
         g.timeout = CALL_SLACK;
         let interval_ns = sample_interval_ns(s);
+        let host_text = if host == GUEST_PHC {
+            format!("igb ({GUEST_PHC})")
+        } else {
+            format!("the agent's clock ({host}: CLOCK_MONOTONIC_RAW, which follows QEMU's virtual clock; {why_agent})")
+        };
         let phc_text = if feed == Feed::Driver {
             format!(
                 "hyperv: the kernel's own hv_utils ({MOCK_DEVICE}) on the VMBus shim, the harness as the \
                  Hyper-V host handing it a sample of the host clock every {} s (SYNC at start and after \
-                 a resume); the host clock is igb ({GUEST_PHC}): QEMU's virtual clock plus the host-time \
+                 a resume); the host clock is {host_text}: QEMU's virtual clock plus the host-time \
                  events the scenario injects",
                 interval_ns as f64 / 1e9
             )
         } else if feed == Feed::Mock {
             format!(
                 "hyperv mock ({MOCK_DEVICE}: CUSE, mock-phc serve) handed a sample of the host clock every \
-                 {} s; the host clock is igb ({GUEST_PHC}): QEMU's virtual clock plus the host-time events \
+                 {} s; the host clock is {host_text}: QEMU's virtual clock plus the host-time events \
                  the scenario injects",
                 interval_ns as f64 / 1e9
             )
@@ -122,6 +143,7 @@ impl VirtualBackend {
             )
         };
         g.info.insert("phc".into(), json!(phc_text));
+        g.info.insert("host_clock".into(), json!(host));
         let hv_utils = s.world.disciplines.iter().find_map(|d| match d {
             DisciplineConfig::HvUtils(h) => Some(h.clone()),
             _ => None,
@@ -131,6 +153,7 @@ impl VirtualBackend {
         let disturb_at =
             tl.events.iter().filter_map(|e| mock_phc::time::secs_to_ns(tl.warmup_s + e.at_s).ok()).collect();
         let mut b = Virtual {
+            host,
             provider: Provider::new(interval_ns, 0),
             hv_utils,
             feed,
@@ -157,7 +180,7 @@ impl VirtualBackend {
         let tick = b.rtc_tick(&mut g, Some(RtcMapping { rtc_s: 0, host_ns: 0, ppb: 0.0 }))?;
         b.rtc_map =
             RtcMapping { rtc_s: tick.rtc_s, host_ns: tick.set_ns.unwrap_or(tick.phc_ns), ppb: b.phc_ppb };
-        g.call::<RealtimeStepped>(Op::RealtimeToPhc { device: GUEST_PHC.into() })?;
+        g.call::<RealtimeStepped>(Op::RealtimeToPhc { device: host.into() })?;
         let o = b.observe_raw(&mut g, 0, 0.0)?;
         b.phc_origin_ns = o.phc_ns;
         b.prepare_guest(&mut g)?;
@@ -168,7 +191,7 @@ impl VirtualBackend {
 impl Virtual {
     fn set_phc_frequency(&mut self, g: &mut GuestRun) -> Result<(), Error> {
         self.rate_samples.clear();
-        let f: FrequencySet = g.call(Op::PhcFrequency { device: GUEST_PHC.into(), ppb: self.phc_ppb })?;
+        let f: FrequencySet = g.call(Op::PhcFrequency { device: self.host.into(), ppb: self.phc_ppb })?;
         self.undone_steps_ns.push(f.undone_step_ns);
         Ok(())
     }
@@ -184,7 +207,7 @@ impl Virtual {
         if set.is_some() {
             self.rate_samples.clear();
         }
-        g.call(Op::RtcTick { device: GUEST_PHC.into(), set })
+        g.call(Op::RtcTick { device: self.host.into(), set })
     }
 
     /// The agent's observation once the PHC reads `until_ns`, without bookkeeping.
@@ -195,7 +218,7 @@ impl Virtual {
             (None, None) => None,
         };
         let also = self.feed_up.then(|| MOCK_DEVICE.to_owned());
-        g.call(Op::Observe { device: GUEST_PHC.into(), until_ns, spin_s, tail, also })
+        g.call(Op::Observe { device: self.host.into(), until_ns, spin_s, tail, also })
     }
 
     /// Scenario time of a PHC reading.
@@ -271,7 +294,7 @@ impl Virtual {
         if sync || (hv.timesync_implicit && behind) {
             g.taken.extend(before);
             let RealtimeStepped { stepped_ns: delta_ns } =
-                g.call(Op::RealtimeToPhc { device: GUEST_PHC.into() })?;
+                g.call(Op::RealtimeToPhc { device: self.host.into() })?;
             g.events.push(Event {
                 t_ns: self.now_ns,
                 source: "hv_utils",
@@ -293,7 +316,7 @@ impl Virtual {
     fn sample_feed(&mut self, g: &mut GuestRun, sync: bool) -> Result<Option<i64>, Error> {
         let m: HostSampled = g.call(Op::HostSample {
             host_ns: None,
-            reference: Some(GUEST_PHC.into()),
+            reference: Some(self.host.into()),
             // Within 1e8 ppb by the scenario bounds (and 10% at most measured): no saturation.
             rate_ppb: (self.phc_ppb + self.rate_offset_ppb).round() as i64,
             rate_since: self.rate_samples.front().copied(),
@@ -348,7 +371,7 @@ impl Virtual {
         let Some(w) = self.wander.as_mut() else { return Ok(()) };
         let step = w.advance(self.now_ns, running);
         if step != 0 {
-            g.call::<Value>(Op::StepPhc { device: GUEST_PHC.into(), delta_ns: step })?;
+            g.call::<Value>(Op::StepPhc { device: self.host.into(), delta_ns: step })?;
             // Host time after a reboot carries it too.
             self.rtc_map.host_ns += step;
         }
@@ -366,7 +389,7 @@ impl Virtual {
                 let before = g.last_raw_ns;
                 // Queued while the guest stands still (QMP `stop`, or where the guest holds, the
                 // stand after its last answer): the first thing it does when it runs again.
-                let step = Op::StepPhc { device: GUEST_PHC.into(), delta_ns: d_ns };
+                let step = Op::StepPhc { device: self.host.into(), delta_ns: d_ns };
                 let provider = &mut self.provider;
                 let ex = g.session.call_after_stop(step, || provider.pause(), Instant::now() + CALL_SLACK)?;
                 // The guest's clocks stood still while stopped, and the step was exact.
@@ -406,7 +429,7 @@ impl Virtual {
             Disturbance::HostStep { delta_s } => {
                 let d_ns = ns(*delta_s)?;
                 self.anchor_stepped(d_ns);
-                g.call::<Value>(Op::StepPhc { device: GUEST_PHC.into(), delta_ns: d_ns })?;
+                g.call::<Value>(Op::StepPhc { device: self.host.into(), delta_ns: d_ns })?;
                 self.host_steps_ns += d_ns;
                 self.rtc_map.host_ns += d_ns;
                 self.last = None;

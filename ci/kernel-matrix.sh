@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# The kernel matrix: the same checks on every Debian kernel a maintainer brings, each kernel's own
+# hv_utils.ko on the VMBus shim, and one review table of what changed between them.
+#
+# Usage: ci/kernel-matrix.sh OUT [KERNEL...]
+#   KERNEL is one of
+#     line:6.12 | line:7.2          a cached kernel line (ci/setup-vm.sh, ci/build-shim.sh)
+#     deb:IMAGE.deb,HEADERS.deb[,...]  a Debian linux-image package and its own headers package
+#                                   (and optionally its -common, kbuild and source packages)
+#     bookworm                      Debian 12's own default kernel (linux-image-6.1.0-N-amd64,
+#                                   the newest N apt knows) and its headers, downloaded with apt
+#   Default: bookworm line:6.12 line:7.2.
+# For each kernel, in OUT/<kernel>/: `probe /dev/ptp_hyperv` (probe-hyperv/probe.json) and
+# `run azure-pause-30s --phc hyperv` (virtual time). With PHC_MATRIX_FULL=1 also the igb probe,
+# latency on both clocks and more scenarios (reboot, hyperv-stale-samples, resume-without-sync):
+# the rest of the matrix, run before resolving a kernel issue, not in CI.
+# Then OUT/matrix.md: `compare` of every kernel side by side, the second kernel the reference
+# (6.12 by default). Exit 0 when every command ran and every scenario passed its checks; 1
+# otherwise (the matrix is still written, with the failures listed at the end).
+#
+# Debian's `cloud` flavour is not in the matrix: it is built without igb, whose PHC is the QEMU
+# backend's host clock in virtual time (the harness refuses such a kernel with one line).
+# Environment: PHC_AGENT_BIN (as for every QEMU command), PHC_HARNESS (the binary; default
+# target/release/phc-harness, built when missing), PHC_MATRIX_FULL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+die() {
+    printf 'kernel-matrix: error: %s\n' "$*" >&2
+    exit 2
+}
+log() { printf 'kernel-matrix: %s\n' "$*" >&2; }
+
+(($# >= 1)) || die "usage: $0 OUT [line:6.12|line:7.2|deb:IMAGE.deb,HEADERS.deb|bookworm ...]"
+out=$1
+shift
+kernels=("$@")
+((${#kernels[@]})) || kernels=(bookworm line:6.12 line:7.2)
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+
+harness=${PHC_HARNESS:-target/release/phc-harness}
+if [[ ! -x $harness ]]; then
+    log "building $harness"
+    cargo build --release --locked --quiet -p phc-harness
+fi
+
+# bookworm -> deb:IMAGE,HEADERS, downloaded into OUT/debs with the host's apt (Debian 12).
+fetch_bookworm() {
+    local pkg headers dl="$out/debs"
+    pkg=$(apt-cache pkgnames linux-image-6.1.0- 2>/dev/null | grep -E '^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$' \
+        | sort -t- -k4,4n | tail -n1) || true
+    [[ -n $pkg ]] || die "bookworm: apt knows no linux-image-6.1.0-N-amd64-unsigned (not a Debian 12 host?); pass deb:IMAGE.deb,HEADERS.deb instead"
+    headers=${pkg/linux-image-/linux-headers-}
+    headers=${headers%-unsigned}
+    mkdir -p "$dl"
+    if id _apt >/dev/null 2>&1; then chown _apt "$dl"; fi
+    if ! compgen -G "$dl/${pkg}_*.deb" >/dev/null || ! compgen -G "$dl/${headers}_*.deb" >/dev/null; then
+        log "bookworm: apt-get download $pkg $headers"
+        (cd "$dl" && apt-get download -qq "$pkg" "$headers") || die "apt-get download $pkg $headers failed"
+    fi
+    printf 'deb:%s,%s\n' "$(ls "$dl/${pkg}"_*.deb | head -n1)" "$(ls "$dl/${headers}"_*.deb | head -n1)"
+}
+
+failures=()
+# run_one LABEL DIR CMD...: runs a harness command, its JSON on stdout to DIR's file when asked.
+step() {
+    local what=$1
+    shift
+    log "$what"
+    if ! "$@"; then
+        failures+=("$what")
+        return 1
+    fi
+}
+
+dirs=()
+for k in "${kernels[@]}"; do
+    [[ $k == bookworm ]] && k=$(fetch_bookworm)
+    opts=()
+    case $k in
+        line:6.12 | line:7.2)
+            label=${k#line:}
+            opts=(--kernel-line "$label")
+            ;;
+        deb:*)
+            IFS=, read -r -a debs <<<"${k#deb:}"
+            ((${#debs[@]} >= 2)) || die "$k: give the image and its headers package (deb:IMAGE.deb,HEADERS.deb)"
+            [[ -f ${debs[0]} ]] || die "${debs[0]}: no such package"
+            label=$(dpkg-deb -f "${debs[0]}" Package) || die "${debs[0]}: not a Debian package"
+            label=${label#linux-image-}
+            label=${label%-unsigned}
+            opts=(--kernel-deb "${debs[0]}")
+            for h in "${debs[@]:1}"; do opts+=(--kernel-headers "$h"); done
+            ;;
+        *) die "unknown kernel '$k' (line:6.12, line:7.2, deb:IMAGE.deb,HEADERS.deb or bookworm)" ;;
+    esac
+    [[ $label =~ ^[A-Za-z0-9._+-]+$ ]] || die "$k: an odd kernel name '$label'"
+    d="$out/$label"
+    rm -rf "$d"
+    mkdir -p "$d/probe-hyperv"
+    dirs+=("$d")
+    step "$label: probe /dev/ptp_hyperv (the kernel's hv_utils)" \
+        sh -c '"$@" > "$0"' "$d/probe-hyperv/probe.json" \
+        "$harness" probe /dev/ptp_hyperv --backend qemu "${opts[@]}" --format json || true
+    step "$label: run azure-pause-30s --phc hyperv" \
+        "$harness" run azure-pause-30s --backend qemu --phc hyperv "${opts[@]}" --out "$d" || true
+    if [[ ${PHC_MATRIX_FULL:-0} == 1 ]]; then
+        mkdir -p "$d/probe-igb" "$d/latency-hyperv" "$d/latency-igb"
+        step "$label: probe /dev/ptp0 (igb)" \
+            sh -c '"$@" > "$0"' "$d/probe-igb/probe.json" \
+            "$harness" probe /dev/ptp0 --backend qemu "${opts[@]}" --format json || true
+        step "$label: latency /dev/ptp_hyperv" \
+            sh -c '"$@" > "$0"' "$d/latency-hyperv/latency.json" \
+            "$harness" latency /dev/ptp_hyperv --backend qemu "${opts[@]}" --format json || true
+        step "$label: latency /dev/ptp0 (igb)" \
+            sh -c '"$@" > "$0"' "$d/latency-igb/latency.json" \
+            "$harness" latency /dev/ptp0 --backend qemu "${opts[@]}" --format json || true
+        for s in reboot hyperv-stale-samples resume-without-sync; do
+            step "$label: run $s --phc hyperv" \
+                "$harness" run "$s" --backend qemu --phc hyperv "${opts[@]}" --out "$d" || true
+        done
+    fi
+done
+
+# The review: every kernel side by side, the second the reference.
+args=("${dirs[0]}")
+for d in "${dirs[@]:1}"; do args+=(--against "$d"); done
+if ((${#dirs[@]} >= 2)); then
+    step "compare: ${#dirs[@]} kernels side by side -> $out/matrix.md" \
+        sh -c '"$@" > "$0"' "$out/matrix.md" "$harness" compare "${args[@]}" || true
+else
+    log "one kernel: no side-by-side table"
+fi
+if ((${#failures[@]})); then
+    printf '\n## Failed\n\n' >>"$out/matrix.md"
+    printf -- '- %s\n' "${failures[@]}" >>"$out/matrix.md"
+    log "failed: ${failures[*]}"
+    exit 1
+fi
+log "every kernel ran; the matrix is $out/matrix.md"
