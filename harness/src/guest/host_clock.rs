@@ -128,7 +128,7 @@ impl HostPhc for AgentClock {
         self.rebase(|a, _| a.ppb = ppb)
     }
     fn sys_offset_extended(&self, n: usize, clock: SysClock) -> phc::Result<Vec<Sample>> {
-        if n == 0 || n > phc::uapi::PTP_MAX_SAMPLES as usize {
+        if n == 0 || n > phc::uapi::PTP_MAX_SAMPLES {
             return Err(phc::Error::InvalidArgument);
         }
         let a = self.anchor.get();
