@@ -26,17 +26,7 @@ fn main() {
             short.timeline.observe_s = o.parse().expect("observation seconds");
         }
         let run = |s: &phc_harness::model::scenario::Scenario, clock| -> Report {
-            let opts = QemuOptions {
-                agent_bin: agent_bin.clone(),
-                accel: None,
-                boot_timeout: Duration::from_secs(120),
-                phc: None,
-                clock,
-                kernel_line: Default::default(),
-                kernel_dir: None,
-                hyperv: Default::default(),
-                snapshot: true,
-            };
+            let opts = QemuOptions { clock, ..QemuOptions::new(agent_bin.clone()) };
             let r = run_qemu(s, &opts, true).unwrap_or_else(|e| panic!("{}: {e}", s.name));
             println!(
                 "{} [{}]: verdict {:?}, wall {} s, speed-up {}",
