@@ -14,16 +14,12 @@ use phc_harness::run::runner::run_qemu;
 
 fn kvm_opts() -> QemuOptions {
     QemuOptions {
-        agent_bin: find_agent_bin(None).unwrap_or_else(|e| panic!("{e}")),
         // This machine's decision: KVM where it runs guests, else nested under TCG.
         accel: None,
         boot_timeout: Duration::from_secs(240),
         phc: Some(phc_harness::run::backend::qemu::GuestPhc::PtpKvm),
         clock: ClockMode::Real,
-        kernel_line: Default::default(),
-        kernel_dir: None,
-        hyperv: Default::default(),
-        snapshot: true,
+        ..QemuOptions::new(find_agent_bin(None).unwrap_or_else(|e| panic!("{e}")))
     }
 }
 
