@@ -6,8 +6,6 @@
 //! `PHC_AGENT_BIN=... cargo run --release -p phc-harness --example clock_crosscheck -- \
 //!     reboot:30:70 phc-jump-10s:60:150`   (NAME:WARMUP_S:OBSERVE_S ...)
 
-use std::time::Duration;
-
 use phc_harness::judge::{fidelity, report::Report};
 use phc_harness::run::backend::qemu::{find_agent_bin, ClockMode, QemuOptions};
 use phc_harness::run::runner::{builtin, poll_interval_s, run_qemu};
