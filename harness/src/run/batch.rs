@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::backend::local::{self, LocalBackend};
-use super::backend::qemu::{self, GuestPhc, QemuOptions};
+use super::backend::qemu::{self, QemuOptions};
 use super::{engine, runner};
 use crate::judge::fidelity::Fidelity;
 use crate::judge::report::Report;
@@ -88,7 +88,7 @@ impl Backend {
             Self::Qemu { opts, .. } => {
                 let s = self.scenario(s);
                 let opts = self.qemu_opts(opts, &s);
-                qemu::unsupported(&s, opts.clock, GuestPhc::for_scenario(opts.phc, &s))
+                qemu::unsupported_with(&s, &opts)
             }
             Self::Local { allow_clock_writes, .. } => local::unsupported(s, *allow_clock_writes),
         }
@@ -375,7 +375,7 @@ fn run_in_order(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::backend::qemu::ClockMode;
+    use crate::run::backend::qemu::{ClockMode, HostClock};
 
     fn qemu(clock: ClockMode, auto_clock: bool) -> Backend {
         let mut opts = QemuOptions::new("agent".into());
@@ -400,6 +400,39 @@ mod tests {
         // Nothing to choose for a scenario virtual time runs, or on the sim.
         assert!(qemu(ClockMode::Virtual, true).clock_for(&builtin("azure-pause-30s")).is_none());
         assert!(Backend::Sim.clock_for(&restore).is_none());
+    }
+
+    #[test]
+    fn a_kernel_without_igb_runs_hyperv_clocks_on_the_agents_clock_and_refuses_the_rest() {
+        let k = tempfile::tempdir().unwrap();
+        std::fs::write(k.path().join("VERSION"), "6.1.0-99-cloud-amd64\n").unwrap();
+        let mods = k.path().join("lib/modules/6.1.0-99-cloud-amd64");
+        std::fs::create_dir_all(mods.join("kernel/drivers/ptp")).unwrap();
+        std::fs::write(mods.join("modules.builtin"), "kernel/drivers/ptp/ptp.ko\n").unwrap();
+        let with = |clock, host_clock| {
+            let mut opts = QemuOptions::new("agent".into());
+            opts.clock = clock;
+            opts.host_clock = host_clock;
+            opts.kernel_dir = Some(k.path().to_owned());
+            Backend::Qemu { opts, observe_s: None, auto_clock: false }
+        };
+        let (pause, jump) = (builtin("azure-pause-30s"), builtin("phc-jump-10s"));
+        assert_eq!(with(ClockMode::Virtual, HostClock::Auto).unsupported(&pause), None);
+        let why = with(ClockMode::Virtual, HostClock::Auto).unsupported(&jump).unwrap();
+        assert!(why.contains("reads igb's PHC") && why.contains("cloud flavour"), "{why}");
+        let why = with(ClockMode::Virtual, HostClock::Igb).unsupported(&pause).unwrap();
+        assert!(why.contains("no igb driver"), "{why}");
+        let why = with(ClockMode::Real, HostClock::Auto).unsupported(&pause).unwrap();
+        assert!(why.contains("real time feeds host time to igb"), "{why}");
+        // With igb: everything as before, and the agent's clock only where asked.
+        std::fs::create_dir_all(mods.join("kernel/drivers/net")).unwrap();
+        std::fs::write(mods.join("kernel/drivers/net/igb.ko"), "").unwrap();
+        assert_eq!(with(ClockMode::Virtual, HostClock::Auto).unsupported(&jump), None);
+        assert_eq!(with(ClockMode::Virtual, HostClock::Igb).unsupported(&pause), None);
+        let why = with(ClockMode::Virtual, HostClock::Agent).unsupported(&jump).unwrap();
+        assert!(why.contains("--host-clock agent"), "{why}");
+        assert_eq!(with(ClockMode::Virtual, HostClock::Agent).unsupported(&pause), None);
+        assert!(with(ClockMode::Real, HostClock::Agent).unsupported(&pause).is_some());
     }
 
     #[test]

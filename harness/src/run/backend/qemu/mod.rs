@@ -90,11 +90,56 @@ pub enum HostClock {
 /// Why a kernel without igb matters, for the refusals that need it.
 pub const NO_IGB: &str = "the kernel has no igb driver (Debian's cloud flavour is built without it)";
 
+/// Whether the kernel `opts` boots has igb; a kernel folder that is not there yet counts as one
+/// that has (the boot says what is missing, with the set-up command).
+pub fn kernel_has_igb(opts: &QemuOptions) -> bool {
+    let dir = kernel_dir(opts);
+    phc_qemu::image::release(&dir).is_err() || phc_qemu::image::has_driver(&dir, "igb")
+}
+
+/// Why the QEMU backend with `opts` cannot run `s` (its clock, PHC and host clock), or `None`:
+/// [`unsupported`], then what the kernel's lack of igb (or `--host-clock agent`) rules out.
+pub fn unsupported_with(s: &Scenario, opts: &QemuOptions) -> Option<String> {
+    let phc = GuestPhc::for_scenario(opts.phc, s);
+    if let Some(why) = unsupported(s, opts.clock, phc) {
+        return Some(why);
+    }
+    if phc == GuestPhc::PtpKvm {
+        return None;
+    }
+    if opts.clock == ClockMode::Real {
+        if opts.host_clock == HostClock::Agent {
+            return Some(
+                "--host-clock agent is virtual time's host clock; real time feeds host time to igb".into(),
+            );
+        }
+        if !kernel_has_igb(opts) {
+            return Some(format!(
+                "real time feeds host time to igb's PHC, and {NO_IGB} (use --clock virtual)"
+            ));
+        }
+        return None;
+    }
+    let host = match host_clock_device(opts) {
+        Ok(h) => h,
+        Err(e) => return Some(e.to_string()),
+    };
+    let phc2sys = s.world.disciplines.iter().any(|d| matches!(d, DisciplineConfig::Phc2sys(_)));
+    if host != GUEST_PHC && (Feed::for_phc(phc) == Feed::None || phc2sys) {
+        let why = if opts.host_clock == HostClock::Agent { "--host-clock agent" } else { NO_IGB };
+        return Some(format!(
+            "its daemon reads igb's PHC, and host time is on the agent's clock here ({why}): run a hyperv \
+             clock (--phc hyperv or hyperv-mock) with chronyd"
+        ));
+    }
+    None
+}
+
 /// The `device` virtual time keeps host time on for `opts`: igb's PHC, or the agent's clock
 /// where the kernel has no igb (or `--host-clock agent`); `--host-clock igb` on a kernel
 /// without igb is refused.
 pub fn host_clock_device(opts: &QemuOptions) -> Result<&'static str, Error> {
-    let igb = phc_qemu::image::has_driver(&kernel_dir(opts), "igb");
+    let igb = kernel_has_igb(opts);
     match (opts.host_clock, igb) {
         (HostClock::Igb, false) => {
             Err(Error::Unsupported { what: "--host-clock igb".into(), why: NO_IGB.into() })
@@ -372,7 +417,7 @@ pub use phc_qemu::session::BootInfo;
 pub fn boot(opts: &QemuOptions, role: &str, clock: GuestClock) -> Result<(Session, BootInfo), Error> {
     let mut spec = ImageSpec::for_line(&opts.agent_bin, opts.kernel_line);
     spec.kernel_dir = kernel_dir(opts);
-    if !phc_qemu::image::has_driver(&spec.kernel_dir, "igb") {
+    if !kernel_has_igb(opts) {
         // No igb PHC in this guest: host time lives on the agent's clock (virtual time), and
         // what needs igb says so before it boots.
         spec.modules.retain(|m| !phc_qemu::image::IGB_MODULES.contains(&m.as_str()));

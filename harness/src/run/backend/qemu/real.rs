@@ -34,7 +34,7 @@ impl QemuBackend {
     /// time starts when this returns.
     pub fn start(s: &Scenario, opts: &QemuOptions) -> Result<Self, Error> {
         let phc = GuestPhc::for_scenario(opts.phc, s);
-        if let Some(why) = unsupported(s, ClockMode::Real, phc) {
+        if let Some(why) = unsupported_with(s, &QemuOptions { clock: ClockMode::Real, ..opts.clone() }) {
             return Err(Error::Unsupported { what: s.name.clone(), why });
         }
         if phc == GuestPhc::PtpKvm
@@ -47,19 +47,6 @@ impl QemuBackend {
         }
         if phc == GuestPhc::Hyperv {
             shim_check(&kernel_dir(opts))?;
-        }
-        if opts.host_clock == HostClock::Agent {
-            return Err(Error::Unsupported {
-                what: "--host-clock agent with --clock real".into(),
-                why: "the agent's clock is virtual time's host clock; real time feeds host time to igb"
-                    .into(),
-            });
-        }
-        if phc != GuestPhc::PtpKvm && !phc_qemu::image::has_driver(&kernel_dir(opts), "igb") {
-            return Err(Error::Unsupported {
-                what: format!("{} in real time", s.name),
-                why: format!("real time feeds host time to igb's PHC, and {NO_IGB} (use --clock virtual)"),
-            });
         }
         let (session, bi) = boot(opts, "scenario", GuestClock::Real)?;
         let (accel, why) = (bi.accel, bi.accel_reason.clone());

@@ -90,7 +90,7 @@ impl VirtualBackend {
             });
         }
         let feed = Feed::for_phc(phc);
-        if let Some(why) = unsupported(s, ClockMode::Virtual, phc) {
+        if let Some(why) = unsupported_with(s, &QemuOptions { clock: ClockMode::Virtual, ..opts.clone() }) {
             return Err(Error::Unsupported { what: s.name.clone(), why });
         }
         if feed == Feed::Driver {
@@ -98,18 +98,6 @@ impl VirtualBackend {
         }
         let host = host_clock_device(opts)?;
         let why_agent = if opts.host_clock == HostClock::Agent { "--host-clock agent" } else { NO_IGB };
-        if host != GUEST_PHC {
-            let phc2sys = s.world.disciplines.iter().any(|d| matches!(d, DisciplineConfig::Phc2sys(_)));
-            if feed == Feed::None || phc2sys {
-                return Err(Error::Unsupported {
-                    what: format!("{} without igb", s.name),
-                    why: format!(
-                        "its daemon reads igb's PHC, and host time is on the agent's clock here ({why_agent}): \
-                         run a hyperv clock (--phc hyperv or hyperv-mock) with chronyd"
-                    ),
-                });
-            }
-        }
         let rtc_base_s = s.world.start_realtime_ns.div_euclid(1_000_000_000);
         let (session, bi) = boot(opts, "scenario", GuestClock::Virtual { rtc_base_s })?;
         let mut g = GuestRun::new(session, &bi, bi.accel.name(), Some(opts));
