@@ -6,6 +6,7 @@
 #   /usr/lib/phc-harness/mock-phc-guest          by default there; the static CUSE mock beside it
 #   /usr/lib/phc-harness/setup-vm.sh             the QEMU backend's host set-up (ci/setup-vm.sh)
 #   /usr/lib/phc-harness/build-shim.sh           the VMBus shim's build (ci/build-shim.sh)
+#   /usr/lib/phc-harness/kernel-matrix.sh        the kernel matrix (ci/kernel-matrix.sh)
 #   /usr/lib/phc-harness/debian-mirror.sh        the Debian archive both take kernels from
 #   /usr/share/phc-harness/vmbus-shim/           the shim's source (kmod/vmbus-shim, GPL-2.0)
 #   /usr/share/phc-harness/scenarios/            the built-in scenarios as files (also built in)
@@ -48,6 +49,7 @@ install -m 0755 "$mock" "$root/usr/lib/phc-harness/mock-phc-guest"
 install -m 0755 ci/setup-vm.sh "$root/usr/lib/phc-harness/setup-vm.sh"
 # The VMBus shim (--phc hyperv: the kernel's own hv_utils) and its build, which setup-vm.sh runs.
 install -m 0755 ci/build-shim.sh "$root/usr/lib/phc-harness/build-shim.sh"
+install -m 0755 ci/kernel-matrix.sh "$root/usr/lib/phc-harness/kernel-matrix.sh"
 install -m 0644 ci/debian-mirror.sh "$root/usr/lib/phc-harness/debian-mirror.sh"
 install -d "$root/usr/share/phc-harness/vmbus-shim"
 install -m 0644 kmod/vmbus-shim/* "$root/usr/share/phc-harness/vmbus-shim/"

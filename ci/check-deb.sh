@@ -19,7 +19,7 @@ root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 dpkg-deb -x "$deb" "$root"
 for f in usr/bin/phc-harness usr/lib/phc-harness/phc-harness-guest usr/lib/phc-harness/mock-phc-guest \
-    usr/lib/phc-harness/setup-vm.sh usr/lib/phc-harness/build-shim.sh; do
+    usr/lib/phc-harness/setup-vm.sh usr/lib/phc-harness/build-shim.sh usr/lib/phc-harness/kernel-matrix.sh; do
     [[ -x $root/$f ]] || die "$deb: no executable /$f"
 done
 for f in usr/share/man/man1/phc-harness.1.gz usr/share/doc/phc-harness/README.md \

@@ -21,10 +21,16 @@
 # (6.12 by default). Exit 0 when every command ran and every scenario passed its checks; 1
 # otherwise (the matrix is still written, with the failures listed at the end).
 #
-# Environment: PHC_AGENT_BIN (as for every QEMU command), PHC_HARNESS (the binary; default
-# target/release/phc-harness, built when missing), PHC_MATRIX_FULL.
+# Environment: PHC_AGENT_BIN (as for every QEMU command), PHC_HARNESS (the binary; default: a
+# checkout's target/release/phc-harness, built when missing, else phc-harness in PATH),
+# PHC_CACHE, PHC_MATRIX_FULL.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# In a checkout: its root (the release build, results/baselines' tolerances for the table).
+# Relative paths in the arguments are the caller's.
+orig=$PWD
+abs() { case $1 in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$orig/$1" ;; esac; }
+here=$(cd "$(dirname "$0")" && pwd)
+[[ -f $here/../Cargo.toml ]] && cd "$here/.."
 
 die() {
     printf 'kernel-matrix: error: %s\n' "$*" >&2
@@ -33,17 +39,24 @@ die() {
 log() { printf 'kernel-matrix: %s\n' "$*" >&2; }
 
 (($# >= 1)) || die "usage: $0 OUT [line:6.12|line:7.2|deb:IMAGE.deb,HEADERS.deb|bookworm|bookworm-cloud ...]"
-out=$1
+out=$(abs "$1")
 shift
 kernels=("$@")
 ((${#kernels[@]})) || kernels=(bookworm line:6.12 line:7.2 bookworm-cloud)
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
-harness=${PHC_HARNESS:-target/release/phc-harness}
-if [[ ! -x $harness ]]; then
-    log "building $harness"
-    cargo build --release --locked --quiet -p phc-harness
+# The harness: PHC_HARNESS, a checkout's release build (built when missing), or the installed
+# one (the Debian package ships this script as /usr/lib/phc-harness/kernel-matrix.sh).
+harness=${PHC_HARNESS:-}
+if [[ -z $harness && -f Cargo.toml && -d harness ]]; then
+    harness=target/release/phc-harness
+    if [[ ! -x $harness ]]; then
+        log "building $harness"
+        cargo build --release --locked --quiet -p phc-harness
+    fi
+elif [[ -z $harness ]]; then
+    harness=$(command -v phc-harness) || die "no phc-harness (set PHC_HARNESS, or install the package)"
 fi
 
 # bookworm[-cloud] -> deb:IMAGE,HEADERS: Debian 12's own kernel of that flavour (generic, or the
@@ -96,6 +109,7 @@ for k in "${kernels[@]}"; do
             ;;
         deb:*)
             IFS=, read -r -a debs <<<"${k#deb:}"
+            for i in "${!debs[@]}"; do debs[i]=$(abs "${debs[i]}"); done
             ((${#debs[@]} >= 2)) || die "$k: give the image and its headers package (deb:IMAGE.deb,HEADERS.deb)"
             [[ -f ${debs[0]} ]] || die "${debs[0]}: no such package"
             label=$(dpkg-deb -f "${debs[0]}" Package) || die "${debs[0]}: not a Debian package"

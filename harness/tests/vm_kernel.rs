@@ -368,6 +368,50 @@ fn bookworms_own_6_1_kernel_boots_probes_and_runs_its_own_hv_utils() {
     let phc = info["guest_phc"].as_str().unwrap_or_default();
     assert!(phc.starts_with(&format!("hv_utils.ko of Linux {rel}")), "{info}");
     assert!(text(&o).contains("built vmbus_shim.ko for"), "{}", text(&o));
+    // The same kernel as --kernel and --modules (unpacked by hand, no build configuration
+    // beside it: the headers' .config serves), and nothing written into the user's folder.
+    let x = dir.path().join("x");
+    let st = Command::new("dpkg-deb").arg("-x").arg(deb).arg(&x).status().unwrap();
+    assert!(st.success());
+    let mods = x.join("lib/modules").join(&rel);
+    let files = |d: &Path| walk(d);
+    let before = files(&mods);
+    let vmlinuz = x.join("boot").join(format!("vmlinuz-{rel}"));
+    let o = harness(&[
+        "probe",
+        "/dev/ptp_hyperv",
+        "--backend",
+        "qemu",
+        "--kernel",
+        vmlinuz.to_str().unwrap(),
+        "--modules",
+        mods.to_str().unwrap(),
+        "--kernel-headers",
+        headers,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["deviations"], 0, "{v}");
+    assert_eq!(v["backend"]["kernel_release"], rel.as_str(), "{v}");
+    assert_eq!(files(&mods), before, "the shim build wrote into the --modules folder");
+}
+
+/// Every path under `d`, sorted (links not followed).
+fn walk(d: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![d.to_owned()];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).unwrap().filter_map(Result::ok) {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            }
+            out.push(e.path());
+        }
+    }
+    out.sort();
+    out
 }
 
 /// Debian's cloud flavour (what its Azure images boot) has hv_utils but no igb: virtual time

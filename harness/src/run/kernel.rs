@@ -236,6 +236,19 @@ fn check_listing(deb: &Path) -> Result<(), KernelError> {
 
 /// [`check_listing`] with the unpacked size capped at `cap`.
 fn check_listing_capped(deb: &Path, cap: u64) -> Result<(), KernelError> {
+    check_listing_with(deb, cap, |name| {
+        name == "boot"
+            || name.starts_with("boot/vmlinuz")
+            || name.starts_with("boot/config")
+            || name == "lib"
+            || name == "lib/modules"
+            || name.starts_with("lib/modules/")
+    })
+}
+
+/// The listing check with the paths used named by `used` (each must be a folder or a regular
+/// file in the package).
+fn check_listing_with(deb: &Path, cap: u64, used: impl Fn(&str) -> bool) -> Result<(), KernelError> {
     let invalid = |message: String| KernelError::Invalid { path: deb.to_owned(), message };
     let mut child = Command::new("dpkg-deb")
         .arg("-c")
@@ -271,13 +284,7 @@ fn check_listing_capped(deb: &Path, cap: u64) -> Result<(), KernelError> {
         if total > cap {
             break Err(invalid(format!("unpacks to over {cap} bytes")));
         }
-        let used = name == "boot"
-            || name.starts_with("boot/vmlinuz")
-            || name.starts_with("boot/config")
-            || name == "lib"
-            || name == "lib/modules"
-            || name.starts_with("lib/modules/");
-        if used && !matches!(kind, '-' | 'd') {
+        if used(&name) && !matches!(kind, '-' | 'd') {
             let what = match kind {
                 'l' => "a symlink",
                 'h' => "a hard link",
@@ -462,8 +469,12 @@ pub fn build_shim(dir: &KernelDir, debs: &[PathBuf]) -> Result<(), KernelError> 
         });
     };
     if !dir.path.join("config").is_file() {
-        // The headers package carries the kernel's .config.
-        check_listing_capped(&own, MAX_UNPACKED_BYTES)?;
+        // The headers package carries the kernel's .config (its other links, lib/modules/REL/build
+        // and the like, are not followed: only the .config and the folders above it are used).
+        let config_path = format!("usr/src/{headers}/.config");
+        check_listing_with(&own, MAX_UNPACKED_BYTES, |name| {
+            config_path.starts_with(name) && !name.is_empty()
+        })?;
         let x = temp()?;
         run("dpkg-deb", Command::new("dpkg-deb").arg("-x").arg("--").arg(&own).arg(x.path()))?;
         let config = x.path().join("usr/src").join(&headers).join(".config");
