@@ -117,7 +117,8 @@ for k in "${kernels[@]}"; do
             label=${label%-unsigned}
             opts=(--kernel-deb "${debs[0]}")
             igb=0
-            if dpkg-deb -c "${debs[0]}" | grep -qE '/igb\.ko(\.[a-z]+)?$'; then igb=1; fi
+            # grep reads it all (no -q): dpkg-deb must not die of SIGPIPE under pipefail.
+            if dpkg-deb -c "${debs[0]}" | grep -E '/igb\.ko(\.[a-z]+)?$' >/dev/null; then igb=1; fi
             for h in "${debs[@]:1}"; do opts+=(--kernel-headers "$h"); done
             ;;
         *) die "unknown kernel '$k' (line:6.12, line:7.2, deb:IMAGE.deb,HEADERS.deb, bookworm or bookworm-cloud)" ;;

@@ -32,8 +32,9 @@ pub struct Row {
     pub values: Vec<Value>,
     /// The tolerance applied, as text.
     pub tolerance: String,
-    /// Each side against the reference (side 1), in the sides' order; the reference's own is
-    /// `Same`. `Improved`/`Regressed` are both "moved", with a direction.
+    /// Each side against the reference (side 1), in the sides' order; the reference's own, and
+    /// that of a side without the run (a note says so), is `Same`. `Improved`/`Regressed` are
+    /// both "moved", with a direction.
     pub status: Vec<Status>,
 }
 
@@ -186,7 +187,8 @@ pub fn pair(sides: &[(&Path, &[Run])], tolerances: &Path) -> Pair {
                     if i == 1 {
                         return Status::Same;
                     }
-                    let Some(a) = f.get(key) else { return Status::Regressed };
+                    // A side without the run is in the notes ("not in"), not a move.
+                    let Some(a) = f.get(key) else { return Status::Same };
                     let Some(m) = b.baseline.metrics.get(k) else { return Status::Regressed };
                     let (abs, rel) = a
                         .overrides
