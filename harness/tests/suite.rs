@@ -253,7 +253,9 @@ fn compare_names_a_regression_and_refuses_bad_baselines() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let md = String::from_utf8_lossy(&o.stdout);
     assert!(
-        md.contains("| reboot | sim | time_to_within_1ms_s | 0.01 | 0.1 | ±0.001 | **REGRESSION** |"),
+        md.contains(
+            "| reboot | sim | time_to_within_1ms_s | 0.01 | 0.1 | ±0.001 | 0.100x | **REGRESSION** |"
+        ),
         "{md}"
     );
     assert!(md.contains("1 regressions"), "{md}");

@@ -549,7 +549,7 @@ mod tests {
             let t = |i: usize| w[i % w.len()].clone();
             let v = |i: usize| serde_json::Value::String(t(i));
             let c = Comparison {
-                rows: vec![Row { name: t(0), backend: t(1), metric: t(2), baseline: v(3), current: v(4), tolerance: t(5), status: Status::Regressed }],
+                rows: vec![Row { name: t(0), backend: t(1), metric: t(2), baseline: v(3), current: v(4), tolerance: t(5), slack: t(8), status: Status::Regressed }],
                 errors: vec![t(6)],
                 notes: vec![t(7)],
                 runs: 1,
@@ -560,11 +560,11 @@ mod tests {
                 rows: vec![PairRow { name: t(0), backend: t(1), metric: t(2), values: vec![v(3), v(4)], tolerance: t(5), status: vec![Status::Improved, Status::Same] }],
                 notes: vec![t(6)],
             };
-            for md in [c.to_markdown(), p.to_markdown()] {
+            for (md, pipes) in [(c.to_markdown(), 9), (p.to_markdown(), 8)] {
                 terminal_safe(&md).map_err(TestCaseError::fail)?;
                 let widths: Vec<usize> =
                     md.lines().filter(|l| l.starts_with('|')).map(|l| unescaped(l).matches('|').count()).collect();
-                prop_assert_eq!(&widths, &[8, 8, 8], "{}", md);
+                prop_assert_eq!(&widths, &[pipes, pipes, pipes], "{}", md);
                 prop_assert!(!unescaped(&md).contains(['<', '>', '`']), "{}", md);
                 // One line per row, note and error: nothing from the data starts a line.
                 prop_assert!(md.lines().all(|l| l.is_empty() || l.starts_with(['|', '-', 'A']) || l.chars().next().is_some_and(|c| c.is_ascii_digit())), "{}", md);

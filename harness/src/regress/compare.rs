@@ -42,6 +42,9 @@ pub struct Row {
     pub current: Value,
     /// The tolerance applied, as text.
     pub tolerance: String,
+    /// The tolerance over the baseline's |value| (`60x`), so that one far wider than what it
+    /// guards shows; `-` where that is no number (an exact metric, never, zero).
+    pub slack: String,
     /// The outcome.
     pub status: Status,
 }
@@ -407,6 +410,24 @@ pub fn judge_outcome(base: &Value, current: &Value) -> Status {
     }
 }
 
+/// A tolerance over the baseline's |value|, as the table prints it (`-` where that is no
+/// number).
+pub fn slack_text(m: &Metric, abs: f64, rel: f64) -> String {
+    let v = match (m.better, m.value.as_f64()) {
+        (Better::Exact, _) | (_, None) => return "-".into(),
+        (_, Some(v)) if v == 0.0 || !v.is_finite() => return "-".into(),
+        (_, Some(v)) => v.abs(),
+    };
+    let r = (abs + rel * v) / v;
+    if r >= 10.0 {
+        format!("{r:.0}x")
+    } else if r >= 1.0 {
+        format!("{r:.1}x")
+    } else {
+        format!("{r:.3}x")
+    }
+}
+
 /// A tolerance as the tables print it.
 pub fn tolerance_text(m: &Metric, abs: f64, rel: f64) -> String {
     match m.better {
@@ -480,6 +501,7 @@ pub fn compare(runs: &[Run], dir: &Path, allow_different_host: bool) -> Comparis
                 baseline: m.value.clone(),
                 current,
                 tolerance: tolerance_text(m, abs, rel),
+                slack: slack_text(m, abs, rel),
                 status,
             });
         }
@@ -519,9 +541,14 @@ impl Comparison {
         use crate::format::escape::markdown_cell as md;
         let mut s = String::new();
         let moved: Vec<&Row> = self.rows.iter().filter(|r| r.status != Status::Same).collect();
-        if !moved.is_empty() {
-            let _ = writeln!(s, "| scenario | backend | metric | baseline | now | tolerance | |\n|---|---|---|---|---|---|---|");
-            for r in &moved {
+        // Every metric compared, moved or not, with its tolerance and that tolerance over the
+        // value: a check whose tolerance dwarfs what it guards shows here.
+        if !self.rows.is_empty() {
+            let _ = writeln!(
+                s,
+                "| scenario | backend | metric | baseline | now | tolerance | tolerance / value | |\n|---|---|---|---|---|---|---|---|"
+            );
+            for r in &self.rows {
                 let word = match r.status {
                     Status::Regressed => "**REGRESSION**",
                     Status::Improved => "improved",
@@ -529,13 +556,14 @@ impl Comparison {
                 };
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {} | {} | {word} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {word} |",
                     md(&r.name),
                     md(&r.backend),
                     md(&r.metric),
                     md(&show(&r.baseline)),
                     md(&show(&r.current)),
-                    md(&r.tolerance)
+                    md(&r.tolerance),
+                    md(&r.slack)
                 );
             }
             s.push('\n');

@@ -425,7 +425,9 @@ mod tests {
             let filter = crate::format::escape::markdown_code(s.filter.as_deref().unwrap_or_default());
             proptest::prop_assert!(md.contains(&format!(", filter {filter}. ")), "{}", md);
             for line in md.lines() {
-                let bare = crate::format::escape::fixtures::unescaped(&line.replacen(&filter, "", 1));
+                // The code span where it stands (the same characters may come earlier in an
+                // escaped backend name: "\`\`" holds "`\`").
+                let bare = crate::format::escape::fixtures::unescaped(&line.replacen(&format!(", filter {filter}. "), ", filter . ", 1));
                 proptest::prop_assert!(!bare.contains(['<', '>', '`']), "{}", line);
                 if line.starts_with('|') {
                     let cols = bare.matches('|').count();
