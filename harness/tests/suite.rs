@@ -707,3 +707,60 @@ fn compare_against_several_folders_puts_a_matrix_in_one_table() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("probe.caps.cross_timestamping"), "{}", text(&o));
 }
+
+/// `run --repeat N`: N seeds per scenario on each backend, each run's report in its own folder,
+/// and the scenario's distribution (per backend: every metric's median and range, the outcome
+/// shares) in SCENARIO-distribution/, also as one item of `--format json`'s array.
+#[test]
+fn run_repeat_writes_each_seed_and_the_distribution() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("rep");
+    let o = harness(&[
+        "run",
+        "azure-pause-30s",
+        "--repeat",
+        "3",
+        "--seed",
+        "7",
+        "--out",
+        out.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    for seed in 7..=9 {
+        assert!(out.join(format!("azure-pause-30s-sim-seed{seed}/report.json")).is_file(), "seed {seed}");
+    }
+    let d: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("azure-pause-30s-distribution/distribution.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(d["sides"][0]["seeds"], serde_json::json!([7, 8, 9]), "{d}");
+    assert_eq!(d["sides"][0]["verdicts"], serde_json::json!([{"class": "pass", "count": 3}]), "{d}");
+    let rms = d["sides"][0]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == "rms_after_recovery_ns")
+        .unwrap();
+    assert_eq!(rms["n"], 3, "{rms}");
+    assert!(rms["min"].as_f64().unwrap() <= rms["median"].as_f64().unwrap(), "{rms}");
+    let md = std::fs::read_to_string(out.join("azure-pause-30s-distribution/distribution.md")).unwrap();
+    assert!(md.contains("### sim (3 runs, seeds 7-9)"), "{md}");
+    // stdout: three reports, then the distribution.
+    let items: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let items = items.as_array().unwrap();
+    assert_eq!(items.len(), 4, "{items:?}");
+    assert_eq!(items[3]["distribution"]["scenario"], "azure-pause-30s");
+    // Out of range, or a seed past the largest: usage errors.
+    for (args, want) in [
+        (&["--repeat", "0"][..], "--repeat"),
+        (&["--repeat", "2", "--seed", "18446744073709551615"][..], "past the largest seed"),
+    ] {
+        let mut a = vec!["run", "azure-pause-30s", "--out", out.to_str().unwrap()];
+        a.extend_from_slice(args);
+        let o = harness(&a);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains(want), "{}", text(&o));
+    }
+}

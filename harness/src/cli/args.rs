@@ -184,7 +184,7 @@ pub struct KernelArgs {
     #[arg(long)]
     pub kernel_deb: Option<PathBuf>,
     /// QEMU backend, with --kernel-deb or --kernel: that kernel's own Debian headers package
-    /// (linux-headers-<release>_<version>_amd64.deb; repeat the flag to add its -common,
+    /// (linux-headers-RELEASE_VERSION_amd64.deb; repeat the flag to add its -common,
     /// linux-kbuild and linux-source packages, else they come from Debian's archive). The VMBus
     /// shim is built against them (ci/build-shim.sh, as root), so that `--phc hyperv` tests this
     /// kernel's own hv_utils.ko; a kernel whose shim cannot be built is refused with the reason.

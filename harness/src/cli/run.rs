@@ -54,6 +54,14 @@ pub struct RunArgs {
     /// decimated by default; the metrics always come from the whole series).
     #[arg(long)]
     pub full_series: bool,
+    /// Runs per scenario: seeds s, s+1, ..., s+N-1 (s the scenario's, or --seed), on every
+    /// backend. On QEMU the seed draws what it draws on the sim where the harness plays it (the
+    /// guest oscillator's wander path). After a scenario's N runs, its distribution (median,
+    /// percentiles, range, outcome shares) goes to SCENARIO-distribution/ and, with both sim and
+    /// qemu, sim against QEMU is judged on the distributions (k/N real runs inside the sim's
+    /// range), which then decides the exit status instead of each seed's comparison.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub repeat: u16,
     /// QEMU runs at once (on this many threads; reports and output stay in order). In virtual
     /// time a run's outcome does not depend on the host's speed, but a host kept busy can move a
     /// daemon balanced on a knife edge (phc-jump-10s): 1 keeps runs apart.
@@ -89,6 +97,20 @@ impl Printer {
         if self.format != Format::Json {
             output::out(&f.to_markdown());
         }
+    }
+
+    fn distribution(&mut self, d: &crate::judge::distribution::Distribution) {
+        if self.format != Format::Json {
+            output::out(&d.to_markdown());
+            return;
+        }
+        if !output::stdout_open() {
+            return;
+        }
+        let item = serde_json::json!({ "scenario": d.scenario, "distribution": d });
+        let sep = if self.items == 0 { "[\n" } else { ",\n" };
+        self.items += 1;
+        output::out(&format!("{sep}{}", serde_json::to_string_pretty(&item).unwrap_or_default()));
     }
 
     fn scenario_done(&mut self, name: &str, reports: &[Report], f: Option<&fidelity::Fidelity>) {
@@ -163,6 +185,13 @@ pub fn run(args: RunArgs) -> Exit {
             }
         }
     }
+    let repeat = usize::from(args.repeat);
+    if repeat > 1 {
+        scenarios = match batch::repeated(&scenarios, repeat) {
+            Ok(v) => v,
+            Err(e) => return usage(e),
+        };
+    }
     let tty = std::io::stderr().is_terminal();
     let mut printer = Printer { format: args.format, items: 0 };
     let mut exit = Exit::Ok;
@@ -173,6 +202,7 @@ pub fn run(args: RunArgs) -> Exit {
         full_series: args.full_series,
         progress: true,
         jobs: args.jobs.into(),
+        repeat,
     };
     let stopped = batch::run(&scenarios, &backends, &opts, |step| match step {
         Step::Start { .. } => {}
@@ -206,11 +236,25 @@ pub fn run(args: RunArgs) -> Exit {
                 );
             }
         }
-        Step::Compared { fidelity, .. } => {
+        // With repeats each seed's comparison is written, not printed, and the distribution
+        // judges.
+        Step::Compared { fidelity, .. } if repeat == 1 => {
             printer.fidelity(fidelity);
             if !fidelity.agrees {
                 exit = exit.max(Exit::CheckFailed);
             }
+        }
+        Step::Compared { .. } => {}
+        Step::Distribution { distribution, dir, .. } => {
+            printer.distribution(distribution);
+            if distribution.fidelity.as_ref().is_some_and(|f| !f.agrees) {
+                exit = exit.max(Exit::CheckFailed);
+            }
+            say!(
+                "phc-harness: {}: distribution of {repeat} runs in {}",
+                distribution.scenario,
+                dir.display()
+            );
         }
         Step::Done { scenario, reports, fidelity } => {
             printer.scenario_done(&scenario.name, reports, fidelity)

@@ -4,6 +4,7 @@
 
 pub mod analysis;
 pub mod decimate;
+pub mod distribution;
 pub mod ensemble;
 pub mod fidelity;
 pub mod plot;

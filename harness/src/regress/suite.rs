@@ -165,6 +165,7 @@ pub fn run(
         full_series: opts.full_series,
         progress: false,
         jobs: opts.jobs,
+        repeat: 1,
     };
     let stopped = batch::run(scenarios, &opts.backends, &batch, |step| match step {
         Step::Start { scenario, backend, k, n, done_s: d, total_s: t } => {
@@ -186,7 +187,8 @@ pub fn run(
             agrees: fidelity.agrees,
             dir: dir.strip_prefix(&opts.out).unwrap_or(dir).to_string_lossy().into_owned(),
         }),
-        Step::Done { .. } => {}
+        // A suite runs each scenario once (repeat 1): no distribution comes.
+        Step::Done { .. } | Step::Distribution { .. } => {}
     })?;
     let summary = Summary::new(
         opts.backends.iter().map(|b| b.name().to_owned()).collect(),

@@ -144,6 +144,27 @@ pub struct Options {
     /// QEMU runs at once (`--jobs`): above 1, QEMU runs go ahead on that many threads while the
     /// caller still hears of every step in order (and without the per-run progress lines).
     pub jobs: usize,
+    /// Runs per scenario (`--repeat`): the scenarios come as groups of this many consecutive
+    /// seeds of one scenario (`repeated` makes them), and after each group its distribution is
+    /// written and judged. 1: no distribution.
+    pub repeat: usize,
+}
+
+/// Each scenario `n` times, seeds s, s+1, ..., s+n-1 (s its own), consecutively: what
+/// `Options::repeat` expects. A seed past u64's range is an error naming the scenario.
+pub fn repeated(scenarios: &[Scenario], n: usize) -> Result<Vec<Scenario>, String> {
+    let mut out = Vec::with_capacity(scenarios.len() * n);
+    for s in scenarios {
+        for r in 0..n as u64 {
+            let mut c = s.clone();
+            c.world.seed =
+                s.world.seed.checked_add(r).ok_or_else(|| {
+                    format!("{}: seed {} + {r} is past the largest seed", s.name, s.world.seed)
+                })?;
+            out.push(c);
+        }
+    }
+    Ok(out)
 }
 
 /// What the loop tells its caller, in order.
@@ -191,6 +212,16 @@ pub enum Step<'a> {
         scenario: &'a Scenario,
         /// The comparison.
         fidelity: &'a Fidelity,
+        /// Its folder.
+        dir: &'a Path,
+    },
+    /// The last of a scenario's repeated runs ended (`Options::repeat` above 1): the
+    /// distribution of its runs, written in `dir`.
+    Distribution {
+        /// The scenario (its last run's seed).
+        scenario: &'a Scenario,
+        /// The runs' distribution, judged sim against QEMU where both ran.
+        distribution: &'a crate::judge::distribution::Distribution,
         /// Its folder.
         dir: &'a Path,
     },
@@ -324,6 +355,8 @@ fn run_in_order(
     let n = scenarios.len() * backends.len();
     let total_s: f64 = scenarios.iter().map(Scenario::duration_s).sum::<f64>() * backends.len() as f64;
     let (mut k, mut done_s) = (0, 0.0);
+    let repeat = opts.repeat.max(1);
+    let mut group: Vec<Report> = Vec::new();
     for (i, s) in scenarios.iter().enumerate() {
         let mut reports: Vec<Report> = Vec::new();
         let mut stopped = None;
@@ -356,7 +389,11 @@ fn run_in_order(
         let fidelity = match (sim, real) {
             (Some(sim), Some(q)) if stopped.is_none() => {
                 let f = super::ensemble::fidelity(s, sim, q);
-                let dir = runner::fidelity_dir(&opts.out, &s.name);
+                let dir = if repeat > 1 {
+                    runner::fidelity_dir(&opts.out, &format!("{}-seed{}", s.name, s.world.seed))
+                } else {
+                    runner::fidelity_dir(&opts.out, &s.name)
+                };
                 runner::write_fidelity(&f, &dir)
                     .map_err(|source| BatchError::Write { path: dir.clone(), source })?;
                 step(Step::Compared { scenario: s, fidelity: &f, dir: &dir });
@@ -365,6 +402,20 @@ fn run_in_order(
             _ => None,
         };
         step(Step::Done { scenario: s, reports: &reports, fidelity: fidelity.as_ref() });
+        if repeat > 1 {
+            group.extend(reports);
+            if (i + 1) % repeat == 0 && stopped.is_none() {
+                let d = crate::judge::distribution::Distribution::of(
+                    &s.name,
+                    &std::mem::take(&mut group),
+                    runner::poll_interval_s(s),
+                );
+                let dir = runner::distribution_dir(&opts.out, &s.name);
+                runner::write_distribution(&d, &dir)
+                    .map_err(|source| BatchError::Write { path: dir.clone(), source })?;
+                step(Step::Distribution { scenario: s, distribution: &d, dir: &dir });
+            }
+        }
         if stopped.is_some() {
             return Ok(stopped);
         }
@@ -447,7 +498,7 @@ mod tests {
         let out = tempfile::tempdir().unwrap();
         let mut seen: Vec<(String, String, String)> = Vec::new();
         let mut order: Vec<usize> = Vec::new();
-        let o = Options { out: out.path().into(), full_series: false, progress: false, jobs: 3 };
+        let o = Options { out: out.path().into(), full_series: false, progress: false, jobs: 3, repeat: 1 };
         let r = run(&scenarios, &backends, &o, |st| match st {
             Step::Start { k, .. } => order.push(k),
             Step::Ran { scenario, report, .. } => {

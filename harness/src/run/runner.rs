@@ -238,6 +238,16 @@ pub fn report_dir(out: &Path, report: &Report) -> PathBuf {
     out.join(format!("{}-{}-seed{}", report.scenario, report.backend, report.seed))
 }
 
+/// The folder of a scenario's repeated runs' distribution under the output folder.
+pub fn distribution_dir(out: &Path, scenario: &str) -> PathBuf {
+    out.join(format!("{scenario}-distribution"))
+}
+
+/// Writes `distribution.json` and `distribution.md` into `dir` (see `write_dir`).
+pub fn write_distribution(d: &crate::judge::distribution::Distribution, dir: &Path) -> std::io::Result<()> {
+    write_dir(dir, &[("distribution.json", d.to_json()), ("distribution.md", d.to_markdown())])
+}
+
 /// The folder of a sim-against-qemu comparison under the output folder.
 pub fn fidelity_dir(out: &Path, scenario: &str) -> PathBuf {
     out.join(format!("{scenario}-fidelity"))

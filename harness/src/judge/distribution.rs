@@ -1,0 +1,550 @@
+//! Repeated runs of one scenario (`run --repeat N`: seeds s, s+1, ...): each backend's
+//! distribution of every recovery metric and the shares of its outcomes, and sim against QEMU
+//! judged on the distributions rather than one draw each.
+//!
+//! Judging, row by row over the fidelity rows that are judged (`fidelity::compare` pairs the
+//! runs of one seed, which fixes each row's value and tolerance the same way for one run):
+//! - a number: the medians within the row's tolerance (the median of the pairs' tolerances),
+//!   and every real run inside the sim's range widened by that tolerance;
+//! - a class (step count, step direction: tolerance 0): every real class present among the
+//!   sim's runs, the shares shown side by side;
+//! - never (a time not reached): counted apart; a real never needs a sim never, and medians
+//!   are of the runs that reached it.
+//!
+//! `k/N` is the number of real runs inside on every judged row. With one real run (N = 1) the
+//! run is one draw: inside the sim's central 80% (p10 to p90) widened by the tolerance, and
+//! labelled weak evidence.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::judge::fidelity::{self, Fidelity};
+use crate::judge::report::{Report, Verdict};
+
+/// One metric over a backend's runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stat {
+    /// Runs with a value.
+    pub n: usize,
+    /// Runs without one (a time never reached, no step).
+    pub never: usize,
+    /// Median, 10th and 90th percentile (nearest rank), minimum and maximum of the values.
+    pub median: Option<f64>,
+    /// 10th percentile.
+    pub p10: Option<f64>,
+    /// 90th percentile.
+    pub p90: Option<f64>,
+    /// Minimum.
+    pub min: Option<f64>,
+    /// Maximum.
+    pub max: Option<f64>,
+}
+
+impl Stat {
+    /// The statistics of `values` (None: never).
+    pub fn of(values: &[Option<f64>]) -> Self {
+        let mut v: Vec<f64> = values.iter().flatten().copied().filter(|x| x.is_finite()).collect();
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| -> Option<f64> {
+            if v.is_empty() {
+                return None;
+            }
+            // Nearest rank.
+            let i = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+            Some(v[i])
+        };
+        let median = match v.len() {
+            0 => None,
+            n if n % 2 == 1 => Some(v[n / 2]),
+            n => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+        };
+        Self {
+            n: v.len(),
+            never: values.len() - v.len(),
+            median,
+            p10: at(0.1),
+            p90: at(0.9),
+            min: v.first().copied(),
+            max: v.last().copied(),
+        }
+    }
+}
+
+/// How many runs fell in one class.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Share {
+    /// The class (`1` step, `step`, `pass`, ...).
+    pub class: String,
+    /// Runs in it.
+    pub count: usize,
+}
+
+fn shares(values: impl IntoIterator<Item = String>) -> Vec<Share> {
+    let mut m: BTreeMap<String, usize> = BTreeMap::new();
+    for v in values {
+        *m.entry(v).or_default() += 1;
+    }
+    m.into_iter().map(|(class, count)| Share { class, count }).collect()
+}
+
+/// One backend's runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Side {
+    /// Backend.
+    pub backend: String,
+    /// The seeds, in run order.
+    pub seeds: Vec<u64>,
+    /// Verdicts.
+    pub verdicts: Vec<Share>,
+    /// Step counts after the disturbance.
+    pub steps: Vec<Share>,
+    /// How the error was corrected.
+    pub correction: Vec<Share>,
+    /// Every recovery metric, in the baselines' order.
+    pub metrics: Vec<NamedStat>,
+}
+
+/// A metric's statistics, with its (baseline) name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamedStat {
+    /// The metric.
+    pub metric: String,
+    /// Over the runs.
+    #[serde(flatten)]
+    pub stat: Stat,
+}
+
+/// The recovery metrics of a run by their baseline names.
+fn metrics_of(r: &Report) -> Vec<(&'static str, Option<f64>)> {
+    let rec = &r.recovery;
+    let within = |k: &str| rec.time_to_within_s.get(k).copied().flatten();
+    vec![
+        ("offset_after_disturbance_s", rec.offset_after_disturbance_ns.map(|v| v as f64 / 1e9)),
+        ("time_to_first_correction_s", rec.time_to_first_correction_s),
+        ("time_to_within_1ms_s", within("1ms")),
+        ("time_to_within_100us_s", within("100us")),
+        ("time_to_within_1us_s", within("1us")),
+        ("steps", Some(rec.steps.len() as f64)),
+        ("slew_duration_s", rec.slew_duration_s),
+        ("max_abs_offset_s", Some(rec.max_abs_offset_ns as f64 / 1e9)),
+        ("rms_after_recovery_ns", rec.rms_after_recovery_ns),
+    ]
+}
+
+impl Side {
+    /// The distribution of `runs` (one backend's, any order).
+    pub fn of(runs: &[&Report]) -> Self {
+        let mut metrics: Vec<(&'static str, Vec<Option<f64>>)> = Vec::new();
+        for r in runs {
+            for (i, (k, v)) in metrics_of(r).into_iter().enumerate() {
+                if metrics.len() <= i {
+                    metrics.push((k, Vec::new()));
+                }
+                metrics[i].1.push(v);
+            }
+        }
+        let verdict = |v: Verdict| {
+            match v {
+                Verdict::Pass => "pass",
+                Verdict::Fail => "fail",
+                Verdict::NoChecks => "no_checks",
+                Verdict::Aborted => "aborted",
+            }
+            .to_owned()
+        };
+        Self {
+            backend: runs.first().map(|r| r.backend.clone()).unwrap_or_default(),
+            seeds: runs.iter().map(|r| r.seed).collect(),
+            verdicts: shares(runs.iter().map(|r| verdict(r.verdict))),
+            steps: shares(runs.iter().map(|r| r.recovery.steps.len().to_string())),
+            correction: shares(runs.iter().map(|r| format!("{:?}", r.recovery.correction).to_lowercase())),
+            metrics: metrics
+                .into_iter()
+                .map(|(k, v)| NamedStat { metric: k.to_owned(), stat: Stat::of(&v) })
+                .collect(),
+        }
+    }
+}
+
+/// One fidelity row judged on the distributions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Judged {
+    /// The fidelity row's metric.
+    pub metric: String,
+    /// The sim's runs.
+    pub sim: Stat,
+    /// The real runs.
+    pub qemu: Stat,
+    /// For a class row: the shares of each side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<(Vec<Share>, Vec<Share>)>,
+    /// The tolerance (the median of the pairs').
+    pub tolerance: f64,
+    /// The medians within it (class rows: every real class among the sim's).
+    pub medians_agree: bool,
+    /// Real runs inside the sim's range (widened by the tolerance), or of its classes.
+    pub inside: usize,
+    /// Real runs.
+    pub runs: usize,
+    /// The row agrees.
+    pub agrees: bool,
+}
+
+/// Sim against QEMU over repeated runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DistributionFidelity {
+    /// Poll interval the time tolerances rest on, seconds.
+    pub poll_interval_s: f64,
+    /// Every judged row.
+    pub rows: Vec<Judged>,
+    /// Real runs inside on every row (`k` of `k/N`).
+    pub runs_inside: usize,
+    /// Real runs (`N`).
+    pub runs: usize,
+    /// Sim runs.
+    pub sim_runs: usize,
+    /// One real run only: judged as one draw from the sim's distribution, weak evidence.
+    pub weak: bool,
+    /// Every row agrees.
+    pub agrees: bool,
+}
+
+/// A scenario's repeated runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Distribution {
+    /// Scenario.
+    pub scenario: String,
+    /// Each backend's runs, in backend order.
+    pub sides: Vec<Side>,
+    /// Sim against QEMU, where both ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fidelity: Option<DistributionFidelity>,
+}
+
+/// Largest `distribution.json` read.
+pub const MAX_DISTRIBUTION_BYTES: u64 = 16 << 20;
+
+/// Judges `qemu`'s runs against `sim`'s (each paired with the sim run of its seed where there
+/// is one, else with the sim's first, for the rows' values and tolerances).
+pub fn judge(sim: &[&Report], qemu: &[&Report], poll_interval_s: f64) -> Option<DistributionFidelity> {
+    let first_sim = sim.first()?;
+    if qemu.is_empty() {
+        return None;
+    }
+    // The pairs' fidelity rows: the sim's values from every sim run (paired with itself, which
+    // makes its rows' values the sim's), the real values and tolerances from each real run.
+    let sims: Vec<Fidelity> = sim.iter().map(|s| fidelity::compare(s, s, poll_interval_s)).collect();
+    let reals: Vec<Fidelity> = qemu
+        .iter()
+        .map(|q| {
+            let s = sim.iter().find(|s| s.seed == q.seed).unwrap_or(first_sim);
+            fidelity::compare(s, q, poll_interval_s)
+        })
+        .collect();
+    let weak = qemu.len() == 1;
+    let mut rows = Vec::new();
+    let mut inside_all = vec![true; qemu.len()];
+    for (i, row) in reals[0].rows.iter().enumerate() {
+        if row.tolerance.is_none() {
+            continue;
+        }
+        let sv: Vec<Option<f64>> = sims.iter().map(|f| f.rows.get(i).and_then(|r| r.sim)).collect();
+        let qv: Vec<Option<f64>> = reals.iter().map(|f| f.rows.get(i).and_then(|r| r.qemu)).collect();
+        let tols: Vec<Option<f64>> = reals.iter().map(|f| f.rows.get(i).and_then(|r| r.tolerance)).collect();
+        let tolerance = Stat::of(&tols).median.unwrap_or(0.0);
+        let (ss, qs) = (Stat::of(&sv), Stat::of(&qv));
+        let class_row = tolerance == 0.0;
+        let key = |v: &Option<f64>| v.map_or_else(|| "none".to_owned(), |x| format!("{x}"));
+        let (medians_agree, inside_each, classes) = if class_row {
+            let sim_classes: Vec<String> = sv.iter().map(key).collect();
+            let each: Vec<bool> = qv.iter().map(|v| sim_classes.contains(&key(v))).collect();
+            let all = each.iter().all(|b| *b);
+            (all, each, Some((shares(sim_classes), shares(qv.iter().map(key)))))
+        } else {
+            let medians = match (ss.median, qs.median) {
+                (Some(a), Some(b)) => (a - b).abs() <= tolerance,
+                (None, None) => true,
+                _ => false,
+            };
+            // The range a real value must fall in: the sim's, or (one real run) its central 80%.
+            let (lo, hi) = if weak { (ss.p10, ss.p90) } else { (ss.min, ss.max) };
+            let each: Vec<bool> = qv
+                .iter()
+                .map(|v| match (v, lo, hi) {
+                    (Some(x), Some(lo), Some(hi)) => *x >= lo - tolerance && *x <= hi + tolerance,
+                    (None, _, _) => ss.never > 0,
+                    _ => false,
+                })
+                .collect();
+            (medians, each, None)
+        };
+        for (a, b) in inside_all.iter_mut().zip(&inside_each) {
+            *a &= *b;
+        }
+        let inside = inside_each.iter().filter(|b| **b).count();
+        let agrees = medians_agree && inside == qemu.len();
+        rows.push(Judged {
+            metric: row.metric.clone(),
+            sim: ss,
+            qemu: qs,
+            classes,
+            tolerance,
+            medians_agree,
+            inside,
+            runs: qemu.len(),
+            agrees,
+        });
+    }
+    let agrees = rows.iter().all(|r| r.agrees);
+    Some(DistributionFidelity {
+        poll_interval_s,
+        rows,
+        runs_inside: inside_all.iter().filter(|b| **b).count(),
+        runs: qemu.len(),
+        sim_runs: sim.len(),
+        weak,
+        agrees,
+    })
+}
+
+impl Distribution {
+    /// The distribution of a scenario's `reports` (every backend's, any order), judged sim
+    /// against QEMU where both ran.
+    pub fn of(scenario: &str, reports: &[Report], poll_interval_s: f64) -> Self {
+        let mut backends: Vec<&str> = Vec::new();
+        for r in reports {
+            if !backends.contains(&r.backend.as_str()) {
+                backends.push(&r.backend);
+            }
+        }
+        let runs = |b: &str| -> Vec<&Report> {
+            reports.iter().filter(|r| r.backend == b && r.verdict != Verdict::Aborted).collect()
+        };
+        let sides = backends
+            .iter()
+            .map(|b| Side::of(&reports.iter().filter(|r| r.backend == *b).collect::<Vec<_>>()))
+            .collect();
+        let fidelity = judge(&runs("sim"), &runs("qemu"), poll_interval_s);
+        Self { scenario: scenario.to_owned(), sides, fidelity }
+    }
+
+    /// The document written to `distribution.json`.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Reads a `distribution.json` through the bounded reader.
+    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+        let text = phc::input::read_text(path, MAX_DISTRIBUTION_BYTES, phc::input::Links::Refuse)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        serde_json::from_str(&text)
+            .map_err(|e| format!("{}: not a distribution document: {e}", path.display()))
+    }
+
+    /// Tables for the terminal and Markdown.
+    pub fn to_markdown(&self) -> String {
+        use crate::format::escape::markdown_cell as md;
+        let num =
+            |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{}", (v * 1e6).round() / 1e6));
+        let share = |s: &[Share], n: usize| {
+            s.iter().map(|x| format!("{} {}/{n}", md(&x.class), x.count)).collect::<Vec<_>>().join(", ")
+        };
+        let mut s = format!("## Distribution: {}\n\n", md(&self.scenario));
+        for side in &self.sides {
+            let n = side.seeds.len();
+            let seeds = match (side.seeds.iter().min(), side.seeds.iter().max()) {
+                (Some(a), Some(b)) if a != b => format!("seeds {a}-{b}"),
+                (Some(a), _) => format!("seed {a}"),
+                _ => "no runs".to_owned(),
+            };
+            s.push_str(&format!(
+                "### {} ({n} runs, {seeds})\n\nVerdicts: {}. Steps: {}. Correction: {}.\n\n\
+                 | metric | median | p10 | p90 | min | max | never |\n|---|---|---|---|---|---|---|\n",
+                md(&side.backend),
+                share(&side.verdicts, n),
+                share(&side.steps, n),
+                share(&side.correction, n),
+            ));
+            for NamedStat { metric: k, stat: st } in &side.metrics {
+                s.push_str(&format!(
+                    "| {} | {} | {} | {} | {} | {} | {}/{n} |\n",
+                    md(k),
+                    num(st.median),
+                    num(st.p10),
+                    num(st.p90),
+                    num(st.min),
+                    num(st.max),
+                    st.never
+                ));
+            }
+            s.push('\n');
+        }
+        if let Some(f) = &self.fidelity {
+            let range = if f.weak { "p10-p90" } else { "min-max" };
+            s.push_str(&format!(
+                "### Sim against QEMU on the distributions\n\n{} real run(s) against {} sim run(s), poll interval {} s. \
+                 Numbers: the medians within the tolerance and every real run inside the sim's {range} widened by it; \
+                 classes (step count, direction): every real class among the sim's runs.{}\n\n\
+                 | metric | sim median [{range}] | qemu median [min-max] | tolerance | real inside | agrees |\n\
+                 |---|---|---|---|---|---|\n",
+                f.runs,
+                f.sim_runs,
+                f.poll_interval_s,
+                if f.weak { " One real run: one draw from the sim's distribution, weak evidence." } else { "" },
+            ));
+            for r in &f.rows {
+                let (slo, shi) = if f.weak { (r.sim.p10, r.sim.p90) } else { (r.sim.min, r.sim.max) };
+                let never =
+                    |st: &Stat| if st.never > 0 { format!(", never {}", st.never) } else { String::new() };
+                let (sim, qemu) = match &r.classes {
+                    Some((a, b)) => (share(a, f.sim_runs), share(b, f.runs)),
+                    None => (
+                        format!("{} [{} - {}]{}", num(r.sim.median), num(slo), num(shi), never(&r.sim)),
+                        format!(
+                            "{} [{} - {}]{}",
+                            num(r.qemu.median),
+                            num(r.qemu.min),
+                            num(r.qemu.max),
+                            never(&r.qemu)
+                        ),
+                    ),
+                };
+                s.push_str(&format!(
+                    "| {} | {sim} | {qemu} | {} | {}/{} | {} |\n",
+                    md(&r.metric),
+                    num(Some(r.tolerance)),
+                    r.inside,
+                    r.runs,
+                    if r.agrees { "yes" } else { "**NO**" }
+                ));
+            }
+            s.push_str(&format!(
+                "\nReal runs inside on every row: {}/{}. Overall: {}{}\n",
+                f.runs_inside,
+                f.runs,
+                if f.agrees { "agrees" } else { "DISAGREES" },
+                if f.weak { " (weak evidence: one real run)" } else { "" }
+            ));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// azure-pause-30s on the sim, `n` times, each with its own seed and first correction.
+    fn runs(backend: &str, firsts: &[Option<f64>], steps: &[usize]) -> Vec<Report> {
+        let s = crate::run::runner::builtin("azure-pause-30s").unwrap().unwrap();
+        let base = crate::run::runner::run_sim(&s).unwrap();
+        firsts
+            .iter()
+            .zip(steps)
+            .enumerate()
+            .map(|(i, (t, n))| {
+                let mut r = base.clone();
+                r.backend = backend.into();
+                r.seed = i as u64 + 1;
+                r.recovery.time_to_first_correction_s = *t;
+                r.recovery.steps.truncate((*n).min(r.recovery.steps.len()));
+                while r.recovery.steps.len() < *n {
+                    let extra = r.recovery.steps[0].clone();
+                    r.recovery.steps.push(extra);
+                }
+                r
+            })
+            .collect()
+    }
+
+    fn row<'a>(f: &'a DistributionFidelity, metric: &str) -> &'a Judged {
+        f.rows.iter().find(|r| r.metric == metric).unwrap_or_else(|| panic!("no {metric} row"))
+    }
+
+    #[test]
+    fn real_runs_inside_the_sims_range_agree_and_outliers_are_counted() {
+        let sim =
+            runs("sim", &[Some(40.0), Some(60.0), Some(80.0), Some(100.0), Some(120.0)], &[1, 1, 1, 2, 1]);
+        let poll = 8.0;
+        // Real runs spread like the sim's, with a two-step run the sim also had.
+        let real =
+            runs("qemu", &[Some(45.0), Some(70.0), Some(90.0), Some(118.0), Some(66.0)], &[1, 1, 2, 1, 1]);
+        let all: Vec<Report> = sim.iter().chain(&real).cloned().collect();
+        let d = Distribution::of("azure-pause-30s", &all, poll);
+        let f = d.fidelity.as_ref().unwrap();
+        assert!(f.agrees && !f.weak, "{}", d.to_markdown());
+        assert_eq!((f.runs_inside, f.runs, f.sim_runs), (5, 5, 5));
+        let t = row(f, "time_to_first_correction_s");
+        assert_eq!((t.sim.median, t.qemu.median, t.inside), (Some(80.0), Some(70.0), 5));
+        assert!(
+            d.to_markdown().contains("Real runs inside on every row: 5/5. Overall: agrees"),
+            "{}",
+            d.to_markdown()
+        );
+        // One real run far out (300 s, outside 40-120 s widened by 8 s + 10%) and a step count
+        // the sim never had: counted, and the distributions disagree.
+        let real =
+            runs("qemu", &[Some(45.0), Some(70.0), Some(300.0), Some(118.0), Some(66.0)], &[1, 1, 1, 3, 1]);
+        let all: Vec<Report> = sim.iter().chain(&real).cloned().collect();
+        let d = Distribution::of("azure-pause-30s", &all, poll);
+        let f = d.fidelity.as_ref().unwrap();
+        assert!(!f.agrees);
+        assert_eq!(f.runs_inside, 3, "{}", d.to_markdown());
+        assert_eq!(row(f, "time_to_first_correction_s").inside, 4);
+        let steps = row(f, "steps");
+        assert!(!steps.agrees && steps.inside == 4, "{steps:?}");
+        assert!(d.to_markdown().contains("DISAGREES"));
+        // A real never where the sim always corrected: outside.
+        let real = runs("qemu", &[None, Some(70.0)], &[1, 1]);
+        let all: Vec<Report> = sim.iter().chain(&real).cloned().collect();
+        let f = Distribution::of("x", &all, poll).fidelity.unwrap();
+        assert_eq!(row(&f, "time_to_first_correction_s").inside, 1);
+    }
+
+    #[test]
+    fn one_real_run_is_one_draw_judged_against_the_sims_central_80_percent() {
+        let firsts: Vec<Option<f64>> = (0..10).map(|i| Some(40.0 + 20.0 * f64::from(i))).collect();
+        let sim = runs("sim", &firsts, &[1; 10]);
+        // 40..220 s; p10 40, p90 200: 230 s is inside the range but outside the central 80%
+        // widened by 8 s + 10% of the larger (31 s)? 200 + 31 = 231: inside. 250 s: outside.
+        for (t, inside) in [(230.0, true), (250.0, false)] {
+            let real = runs("qemu", &[Some(t)], &[1]);
+            let all: Vec<Report> = sim.iter().chain(&real).cloned().collect();
+            let d = Distribution::of("x", &all, 8.0);
+            let f = d.fidelity.as_ref().unwrap();
+            assert!(f.weak);
+            assert_eq!(row(f, "time_to_first_correction_s").inside == 1, inside, "{t}: {}", d.to_markdown());
+            assert!(d.to_markdown().contains("weak evidence"));
+        }
+    }
+
+    #[test]
+    fn each_backends_side_has_every_metric_and_the_outcome_shares() {
+        let sim = runs("sim", &[Some(1.0), Some(2.0), None], &[1, 2, 0]);
+        let d = Distribution::of("x", &sim, 8.0);
+        assert!(d.fidelity.is_none());
+        let side = &d.sides[0];
+        assert_eq!(side.seeds, [1, 2, 3]);
+        assert_eq!(side.metrics[1].metric, "time_to_first_correction_s");
+        assert_eq!((side.metrics[1].stat.n, side.metrics[1].stat.never), (2, 1));
+        let classes: Vec<(&str, usize)> = side.steps.iter().map(|s| (s.class.as_str(), s.count)).collect();
+        assert_eq!(classes, [("0", 1), ("1", 1), ("2", 1)]);
+        let back: Distribution = serde_json::from_str(&d.to_json()).unwrap();
+        assert_eq!(back, d);
+    }
+
+    #[test]
+    fn statistics_take_nearest_ranks_and_count_nevers() {
+        let s = Stat::of(&[Some(3.0), None, Some(1.0), Some(2.0), Some(10.0)]);
+        assert_eq!((s.n, s.never), (4, 1));
+        assert_eq!(s.median, Some(2.5));
+        assert_eq!((s.min, s.max), (Some(1.0), Some(10.0)));
+        assert_eq!((s.p10, s.p90), (Some(1.0), Some(10.0)));
+        let e = Stat::of(&[None, None]);
+        assert_eq!((e.n, e.never, e.median, e.min), (0, 2, None, None));
+        let one = Stat::of(&[Some(5.0)]);
+        assert_eq!((one.median, one.p10, one.p90), (Some(5.0), Some(5.0), Some(5.0)));
+    }
+}
