@@ -192,11 +192,27 @@ pub struct Judged {
     pub agrees: bool,
 }
 
+/// How the sim runs the real ones are judged against were given the guest's noise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// The scenario's read noise (`world.guest.phase_noise_ns`).
+    pub scenario_phase_noise_ns: f64,
+    /// The read noise the judging sim runs ran at.
+    pub phase_noise_ns: f64,
+    /// The median of the real runs' chronyd regression standard deviation, ns (none: not
+    /// measured, the scenario's own noise used).
+    pub regression_sd_ns_guest: Option<f64>,
+}
+
 /// Sim against QEMU over repeated runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DistributionFidelity {
     /// Poll interval the time tolerances rest on, seconds.
     pub poll_interval_s: f64,
+    /// How the judging sim runs were given the guest's noise (none: the scenario's own sim
+    /// runs judged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
     /// Every judged row.
     pub rows: Vec<Judged>,
     /// Real runs inside on every row (`k` of `k/N`).
@@ -300,6 +316,7 @@ pub fn judge(sim: &[&Report], qemu: &[&Report], poll_interval_s: f64) -> Option<
     let agrees = rows.iter().all(|r| r.agrees);
     Some(DistributionFidelity {
         poll_interval_s,
+        calibration: None,
         rows,
         runs_inside: inside_all.iter().filter(|b| **b).count(),
         runs: qemu.len(),
@@ -310,6 +327,28 @@ pub fn judge(sim: &[&Report], qemu: &[&Report], poll_interval_s: f64) -> Option<
 }
 
 impl Distribution {
+    /// The distribution of a scenario's `reports` (every backend's, any order), judged sim
+    /// against QEMU where both ran: against `judging`'s sim runs where given (the sim at the
+    /// guest's noise, see `run::ensemble::calibrated_sims`), else the sim runs among `reports`.
+    pub fn judged_against(
+        scenario: &str,
+        reports: &[Report],
+        poll_interval_s: f64,
+        judging: Option<(&[Report], Calibration)>,
+    ) -> Self {
+        let mut d = Self::of(scenario, reports, poll_interval_s);
+        if let (Some((sims, calibration)), Some(_)) = (judging, &d.fidelity) {
+            let qemu: Vec<&Report> =
+                reports.iter().filter(|r| r.backend == "qemu" && r.verdict != Verdict::Aborted).collect();
+            let sims: Vec<&Report> = sims.iter().collect();
+            d.fidelity = judge(&sims, &qemu, poll_interval_s).map(|mut f| {
+                f.calibration = Some(calibration);
+                f
+            });
+        }
+        d
+    }
+
     /// The distribution of a scenario's `reports` (every backend's, any order), judged sim
     /// against QEMU where both ran.
     pub fn of(scenario: &str, reports: &[Report], poll_interval_s: f64) -> Self {
@@ -394,6 +433,20 @@ impl Distribution {
                 f.poll_interval_s,
                 if f.weak { " One real run: one draw from the sim's distribution, weak evidence." } else { "" },
             ));
+            if let Some(c) = &f.calibration {
+                let guest = c
+                    .regression_sd_ns_guest
+                    .map_or_else(|| "not measured".to_owned(), |v| format!("{v:.1} ns"));
+                s = s.replacen(
+                    " real run(s) against ",
+                    &format!(
+                        " real run(s) against sim runs at the guest's noise (read noise {:.1} ns, the scenario's {:.1} ns \
+                         scaled so that the sim's chronyd regression scatters as the guest's, {guest}): ",
+                        c.phase_noise_ns, c.scenario_phase_noise_ns
+                    ),
+                    1,
+                );
+            }
             for r in &f.rows {
                 let (slo, shi) = if f.weak { (r.sim.p10, r.sim.p90) } else { (r.sim.min, r.sim.max) };
                 let never =

@@ -405,10 +405,22 @@ fn run_in_order(
         if repeat > 1 {
             group.extend(reports);
             if (i + 1) % repeat == 0 && stopped.is_none() {
-                let d = crate::judge::distribution::Distribution::of(
+                let reports = std::mem::take(&mut group);
+                // The real runs are judged against the sim at the guest's noise.
+                let qemu: Vec<&Report> = reports
+                    .iter()
+                    .filter(|r| r.backend == "qemu" && r.verdict != crate::judge::report::Verdict::Aborted)
+                    .collect();
+                let has_sim = reports.iter().any(|r| r.backend == "sim");
+                // From the group's first seed (`s` is its last).
+                let first = &scenarios[i + 1 - repeat];
+                let judging =
+                    (has_sim && !qemu.is_empty()).then(|| super::ensemble::calibrated_sims(first, &qemu));
+                let d = crate::judge::distribution::Distribution::judged_against(
                     &s.name,
-                    &std::mem::take(&mut group),
+                    &reports,
                     runner::poll_interval_s(s),
+                    judging.as_ref().map(|(r, c)| (r.as_slice(), c.clone())),
                 );
                 let dir = runner::distribution_dir(&opts.out, &s.name);
                 runner::write_distribution(&d, &dir)

@@ -130,6 +130,32 @@ pub fn fidelity(s: &Scenario, sim: &Report, qemu: &Report) -> Fidelity {
     f
 }
 
+/// The sim runs the real runs of `--repeat` are judged against (`judge::distribution`): the
+/// scenario at the read noise where the sim's chronyd regression scatters as the guest's did
+/// (the median of the real runs' `chrony_regression_sd_ns`), over as many seeds as there were
+/// real runs and at least `RUNS` (the scenario's seed first), with the noise used and the
+/// guest's figure. Without a figure from the guest, the scenario's own noise.
+pub fn calibrated_sims(
+    s: &Scenario,
+    qemu: &[&Report],
+) -> (Vec<Report>, crate::judge::distribution::Calibration) {
+    let base = s.world.guest.phase_noise_ns;
+    let guest: Vec<Option<f64>> = qemu.iter().map(|q| info_f64(q, "chrony_regression_sd_ns")).collect();
+    let guest_ns = crate::judge::distribution::Stat::of(&guest).median;
+    let at_base = runs_at(s, base);
+    let noise = scaled_noise(s, &at_base, guest_ns);
+    let n = (qemu.len() as u64).max(RUNS);
+    let reports = (0..n)
+        .filter_map(|k| runner::run_sim(&variant(s, s.world.seed.wrapping_add(k), noise)).ok())
+        .collect();
+    let calibration = crate::judge::distribution::Calibration {
+        scenario_phase_noise_ns: base,
+        phase_noise_ns: noise,
+        regression_sd_ns_guest: guest_ns,
+    };
+    (reports, calibration)
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
