@@ -188,8 +188,70 @@ pub struct Judged {
     pub inside: usize,
     /// Real runs.
     pub runs: usize,
+    /// For a time row: the two-sided p of a rank-sum (Mann-Whitney) test between the two sides'
+    /// values in whole poll intervals (the runs test decides by polls; the guest sees each poll
+    /// a fraction of a second later than the sim): below `SHIFT_P` the real runs are shifted
+    /// against the sim's, a poll or more one way, though each lies inside its range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shift_p: Option<f64>,
     /// The row agrees.
     pub agrees: bool,
+}
+
+/// Below this rank-sum p the two sides' times are told apart (`Judged::shift_p`).
+pub const SHIFT_P: f64 = 0.05;
+/// The fewest runs on each side the rank-sum test is made with.
+const SHIFT_MIN_RUNS: usize = 4;
+
+/// The two-sided p of the Mann-Whitney U test of `a` against `b` (normal approximation with the
+/// tie correction and a continuity correction); None with fewer than `SHIFT_MIN_RUNS` on a side,
+/// or with every value tied.
+pub fn rank_sum_p(a: &[f64], b: &[f64]) -> Option<f64> {
+    let (n1, n2) = (a.len(), b.len());
+    if n1 < SHIFT_MIN_RUNS || n2 < SHIFT_MIN_RUNS {
+        return None;
+    }
+    let mut all: Vec<(f64, bool)> =
+        a.iter().map(|v| (*v, true)).chain(b.iter().map(|v| (*v, false))).collect();
+    all.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let n = all.len();
+    // Mid-ranks over ties, and the ties' correction term sum(t^3 - t).
+    let (mut r1, mut ties) = (0.0, 0.0);
+    let mut i = 0;
+    while i < n {
+        let mut j = i;
+        while j + 1 < n && all[j + 1].0 == all[i].0 {
+            j += 1;
+        }
+        let t = (j - i + 1) as f64;
+        let rank = (i + j) as f64 / 2.0 + 1.0;
+        r1 += rank * all[i..=j].iter().filter(|x| x.1).count() as f64;
+        ties += t * t * t - t;
+        i = j + 1;
+    }
+    let (n1f, n2f, nf) = (n1 as f64, n2 as f64, n as f64);
+    let u = r1 - n1f * (n1f + 1.0) / 2.0;
+    let mean = n1f * n2f / 2.0;
+    let var = n1f * n2f / 12.0 * ((nf + 1.0) - ties / (nf * (nf - 1.0)));
+    if var <= 0.0 {
+        return None;
+    }
+    let z = ((u - mean).abs() - 0.5).max(0.0) / var.sqrt();
+    Some((2.0 * (1.0 - normal_cdf(z))).clamp(0.0, 1.0))
+}
+
+/// The standard normal distribution function (Abramowitz and Stegun 26.2.17, |error| < 7.5e-8).
+fn normal_cdf(z: f64) -> f64 {
+    let t = 1.0 / (1.0 + 0.231_641_9 * z.abs());
+    let poly = t
+        * (0.319_381_530
+            + t * (-0.356_563_782 + t * (1.781_477_937 + t * (-1.821_255_978 + t * 1.330_274_429))));
+    let tail = (-z * z / 2.0).exp() / (2.0 * std::f64::consts::PI).sqrt() * poly;
+    if z >= 0.0 {
+        1.0 - tail
+    } else {
+        tail
+    }
 }
 
 /// How the sim runs the real ones are judged against were given the guest's noise.
@@ -300,7 +362,15 @@ pub fn judge(sim: &[&Report], qemu: &[&Report], poll_interval_s: f64) -> Option<
             *a &= *b;
         }
         let inside = inside_each.iter().filter(|b| **b).count();
-        let agrees = medians_agree && inside == qemu.len();
+        let shift_p = if row.metric.starts_with("time_to") && poll_interval_s > 0.0 {
+            let polls = |v: &[Option<f64>]| -> Vec<f64> {
+                v.iter().flatten().map(|x| (x / poll_interval_s).round()).collect()
+            };
+            rank_sum_p(&polls(&sv), &polls(&qv))
+        } else {
+            None
+        };
+        let agrees = medians_agree && inside == qemu.len() && shift_p.is_none_or(|p| p >= SHIFT_P);
         rows.push(Judged {
             metric: row.metric.clone(),
             sim: ss,
@@ -310,6 +380,7 @@ pub fn judge(sim: &[&Report], qemu: &[&Report], poll_interval_s: f64) -> Option<
             medians_agree,
             inside,
             runs: qemu.len(),
+            shift_p,
             agrees,
         });
     }
@@ -425,9 +496,10 @@ impl Distribution {
             s.push_str(&format!(
                 "### Sim against QEMU on the distributions\n\n{} real run(s) against {} sim run(s), poll interval {} s. \
                  Numbers: the medians within the tolerance and every real run inside the sim's {range} widened by it; \
-                 classes (step count, direction): every real class among the sim's runs.{}\n\n\
-                 | metric | sim median [{range}] | qemu median [min-max] | tolerance | real inside | agrees |\n\
-                 |---|---|---|---|---|---|\n",
+                 times also not shifted by whole polls (rank-sum p of the poll counts at least {SHIFT_P}); classes \
+                 (step count, direction): every real class among the sim's runs.{}\n\n\
+                 | metric | sim median [{range}] | qemu median [min-max] | tolerance | real inside | shift p | agrees |\n\
+                 |---|---|---|---|---|---|---|\n",
                 f.runs,
                 f.sim_runs,
                 f.poll_interval_s,
@@ -464,8 +536,9 @@ impl Distribution {
                         ),
                     ),
                 };
+                let p = r.shift_p.map_or_else(|| "-".to_owned(), |p| format!("{p:.3}"));
                 s.push_str(&format!(
-                    "| {} | {sim} | {qemu} | {} | {}/{} | {} |\n",
+                    "| {} | {sim} | {qemu} | {} | {}/{} | {p} | {} |\n",
                     md(&r.metric),
                     num(Some(r.tolerance)),
                     r.inside,
@@ -586,6 +659,25 @@ mod tests {
         assert_eq!(classes, [("0", 1), ("1", 1), ("2", 1)]);
         let back: Distribution = serde_json::from_str(&d.to_json()).unwrap();
         assert_eq!(back, d);
+    }
+
+    #[test]
+    fn the_rank_sum_test_tells_shifted_samples_apart_and_not_alike_ones() {
+        // Five against five, fully separated: U = 0; the normal approximation with continuity
+        // correction gives p = 0.012 (the exact two-sided p is 0.008).
+        let p = rank_sum_p(&[1.0, 2.0, 3.0, 4.0, 5.0], &[6.0, 7.0, 8.0, 9.0, 10.0]).unwrap();
+        assert!((p - 0.0122).abs() < 0.001, "{p}");
+        // The same values: no evidence of a shift.
+        let p = rank_sum_p(&[7.0, 7.0, 8.0, 9.0], &[7.0, 7.0, 8.0, 9.0]).unwrap();
+        assert!(p > 0.9, "{p}");
+        // Polls: most sim runs one or two polls early, the real ones on time.
+        let sim = [5.0, 5.0, 6.0, 6.0, 6.0, 7.0, 7.0, 5.0, 6.0, 7.0, 12.0, 6.0];
+        let p = rank_sum_p(&sim, &[7.0, 7.0, 7.0, 8.0, 9.0]).unwrap();
+        assert!(p < SHIFT_P, "{p}");
+        // Too few runs, or every value tied: no test.
+        assert_eq!(rank_sum_p(&[1.0, 2.0, 3.0], &[4.0, 5.0, 6.0, 7.0]), None);
+        assert_eq!(rank_sum_p(&[7.0; 5], &[7.0; 5]), None);
+        assert!((normal_cdf(0.0) - 0.5).abs() < 1e-7 && (normal_cdf(1.96) - 0.975).abs() < 1e-4);
     }
 
     #[test]

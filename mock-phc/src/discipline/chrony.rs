@@ -66,6 +66,9 @@ pub struct ChronyConfig {
     /// (SCH_AddTimeoutByDelay), so readings come every 2^dpoll s plus this. Measured in the
     /// QEMU guest under TCG: readings every 0.250314 s at dpoll -2.
     pub poll_overhead_s: f64,
+    /// `minsamples`: the fewest samples the regression keeps (chrony's default 6, conf.c:169;
+    /// the refclock option sets it per source).
+    pub min_samples: u32,
 }
 
 impl Default for ChronyConfig {
@@ -85,6 +88,7 @@ impl Default for ChronyConfig {
             precision_s: 2e-8,
             start_delay_s: 1.02,
             poll_overhead_s: 0.000_314,
+            min_samples: super::chrony_stats::MIN_SAMPLES as u32,
         }
     }
 }
@@ -98,6 +102,9 @@ impl ChronyConfig {
         );
         if self.filter != 64 {
             out.push_str(&format!(" filter {}", self.filter));
+        }
+        if self.min_samples as usize != super::chrony_stats::MIN_SAMPLES {
+            out.push_str(&format!(" minsamples {}", self.min_samples));
         }
         out.push('\n');
         if let Some(t) = self.makestep_threshold_s {
@@ -117,6 +124,10 @@ impl ChronyConfig {
         }
         if !(-6..=self.poll).contains(&self.dpoll) {
             return Err(Error::invalid(format!("{key}.dpoll"), "must be within -6..=poll"));
+        }
+        // sourcestats.c keeps at most 64 samples; the regression needs 3.
+        if !(3..=64).contains(&self.min_samples) {
+            return Err(Error::invalid(format!("{key}.min_samples"), "must be within 3..=64"));
         }
         if !(1..=256).contains(&self.filter) {
             return Err(Error::invalid(format!("{key}.filter"), "must be within 1..=256"));
@@ -182,7 +193,7 @@ impl Chrony {
             polls_per_update,
             polled: 0,
             filter: MedianFilter::new(filter_len, cfg.precision_s),
-            stats: SourceStats::new(cfg.precision_s),
+            stats: SourceStats::new(cfg.precision_s, cfg.min_samples as usize),
             methods: vec![
                 ReadMethod::Precise,
                 ReadMethod::Extended(phc::SysClock::Realtime),

@@ -18,8 +18,8 @@ const MAX_SAMPLES: usize = 64;
 const RUNS_RATIO: usize = 2;
 const MIN_SAMPLES_FOR_REGRESS: usize = 3;
 /// `minsamples` default (conf.c:169): the regression never prunes the register below it
-/// (regress.c:284-286).
-const MIN_SAMPLES: usize = 6;
+/// (regress.c:284-286). A source's `minsamples` option sets it (`ChronyConfig::min_samples`).
+pub const MIN_SAMPLES: usize = 6;
 const SD_TO_DIST_RATIO: f64 = 0.7;
 const MIN_SKEW: f64 = 1.0e-12;
 const MAX_SKEW: f64 = 1.0e2;
@@ -288,6 +288,8 @@ impl MedianFilter {
 /// sourcestats.c: the register of filtered samples and the regression over it.
 #[derive(Debug, Clone)]
 pub(crate) struct SourceStats {
+    /// The fewest samples the regression keeps (`minsamples`).
+    min_samples: usize,
     samples: Vec<Sample>,
     /// Older samples the regression dropped, kept to extend the runs test.
     runs: Vec<Sample>,
@@ -316,8 +318,9 @@ pub(crate) struct Selection {
 }
 
 impl SourceStats {
-    pub(crate) fn new(precision_s: f64) -> Self {
+    pub(crate) fn new(precision_s: f64, min_samples: usize) -> Self {
         Self {
+            min_samples,
             samples: Vec::new(),
             runs: Vec::new(),
             precision_s,
@@ -337,7 +340,7 @@ impl SourceStats {
     }
 
     pub(crate) fn reset(&mut self) {
-        *self = Self::new(self.precision_s);
+        *self = Self::new(self.precision_s, self.min_samples);
     }
 
     pub(crate) fn accumulate(&mut self, s: Sample) {
@@ -412,7 +415,7 @@ impl SourceStats {
                 let runs = n_runs(resid, &f);
                 if runs > CRITICAL_RUNS[resid.len().min(CRITICAL_RUNS.len() - 1)] as usize
                     || n - start <= MIN_SAMPLES_FOR_REGRESS
-                    || n - start <= MIN_SAMPLES
+                    || n - start <= self.min_samples
                 {
                     break f;
                 }
