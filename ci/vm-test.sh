@@ -74,6 +74,11 @@ cat "$matrix/matrix.md" 2>/dev/null || true
 [[ $rc -eq 0 ]] || { echo "vm-test: the kernel matrix failed (exit $rc)" >&2; exit 1; }
 echo "kernel matrix: $(( $(date +%s) - start )) s wall"
 
+stage "vm: judging on distributions (five real runs against the sim's model, and against it broken)"
+start=$(date +%s)
+cargo test --locked -p phc-harness --test vm_judging -- --ignored --test-threads=1 --nocapture
+echo "distribution judging VM test: $(( $(date +%s) - start )) s wall"
+
 stage "vm: the whole QEMU suite (virtual time) against results/baselines/qemu"
 # Every scenario virtual time runs (the suite says which it skips and why), each guest started
 # from the boot snapshot cache: about 80 s here. One guest at a time: with --jobs 2 the two
