@@ -34,7 +34,7 @@ check_static() {
         *"statically linked"* | *"static-pie linked"*) ;;
         *) die "$1 is not static: $desc" ;;
     esac
-    if ldd "$1" >/dev/null 2>&1 && ! ldd "$1" 2>&1 | grep -qE 'not a dynamic executable|statically linked'; then
+    if ldd "$1" >/dev/null 2>&1 && ! ldd "$1" 2>&1 | grep -E 'not a dynamic executable|statically linked' >/dev/null; then
         die "$1 has shared library dependencies: $(ldd "$1" 2>&1 | tr '\n' ' ')"
     fi
     log "static: $1: $desc"

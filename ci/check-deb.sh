@@ -33,9 +33,10 @@ for s in $("$root/usr/bin/phc-harness" scenarios | awk '{ print $1 }'); do
     [[ -n $(find "$root/usr/share/phc-harness/scenarios" -name "$s.toml") ]] || die "$deb: scenario $s missing"
 done
 for f in phc-harness-guest mock-phc-guest; do
-    file -b "$root/usr/lib/phc-harness/$f" | grep -qE 'static(-pie)? linked' || die "/usr/lib/phc-harness/$f is not static"
+    # grep reads the whole pipe (no -q): under pipefail an early exit is the writer's SIGPIPE.
+    file -b "$root/usr/lib/phc-harness/$f" | grep -E 'static(-pie)? linked' >/dev/null || die "/usr/lib/phc-harness/$f is not static"
 done
-zcat "$root/usr/share/man/man1/phc-harness.1.gz" | grep -q '^\.SH "phc-harness run"' || die "the man page has no run section"
+zcat "$root/usr/share/man/man1/phc-harness.1.gz" | grep '^\.SH "phc-harness run"' >/dev/null || die "the man page has no run section"
 if command -v man >/dev/null; then
     man_out=$(man -l "$root/usr/share/man/man1/phc-harness.1.gz" 2>&1 >/dev/null || true)
     [[ -z $man_out ]] || die "man(1) warns about the page: $man_out"

@@ -8,7 +8,7 @@ if command -v chromium-headless-shell >/dev/null || command -v chromium >/dev/nu
 fi
 [[ $(id -u) -eq 0 ]] || { echo "setup-browser: must run as root (installs a package)" >&2; exit 1; }
 export DEBIAN_FRONTEND=noninteractive
-if ! apt-cache policy chromium-headless-shell 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+if ! apt-cache policy chromium-headless-shell 2>/dev/null | grep 'Candidate: [0-9]' >/dev/null; then
     apt-get update -qq
 fi
 apt-get install -y -qq --no-install-recommends chromium-headless-shell >/dev/null
