@@ -412,22 +412,6 @@ impl Distribution {
         poll_interval_s: f64,
         judging: Option<(&[Report], Calibration)>,
     ) -> Self {
-        let mut d = Self::of(scenario, reports, poll_interval_s);
-        if let (Some((sims, calibration)), Some(_)) = (judging, &d.fidelity) {
-            let qemu: Vec<&Report> =
-                reports.iter().filter(|r| r.backend == "qemu" && r.verdict != Verdict::Aborted).collect();
-            let sims: Vec<&Report> = sims.iter().collect();
-            d.fidelity = judge(&sims, &qemu, poll_interval_s).map(|mut f| {
-                f.calibration = Some(calibration);
-                f
-            });
-        }
-        d
-    }
-
-    /// The distribution of a scenario's `reports` (every backend's, any order), judged sim
-    /// against QEMU where both ran.
-    pub fn of(scenario: &str, reports: &[Report], poll_interval_s: f64) -> Self {
         let mut backends: Vec<&str> = Vec::new();
         for r in reports {
             if !backends.contains(&r.backend.as_str()) {
@@ -441,8 +425,21 @@ impl Distribution {
             .iter()
             .map(|b| Side::of(&reports.iter().filter(|r| r.backend == *b).collect::<Vec<_>>()))
             .collect();
-        let fidelity = judge(&runs("sim"), &runs("qemu"), poll_interval_s);
+        let (own, qemu) = (runs("sim"), runs("qemu"));
+        // Judged where both ran: against the given sim runs, else the sim's own among `reports`.
+        let fidelity = match judging {
+            _ if own.is_empty() => None,
+            Some((sims, calibration)) => judge(&sims.iter().collect::<Vec<_>>(), &qemu, poll_interval_s)
+                .map(|f| DistributionFidelity { calibration: Some(calibration), ..f }),
+            None => judge(&own, &qemu, poll_interval_s),
+        };
         Self { scenario: scenario.to_owned(), sides, fidelity }
+    }
+
+    /// The distribution of a scenario's `reports` (every backend's, any order), judged sim
+    /// against QEMU where both ran.
+    pub fn of(scenario: &str, reports: &[Report], poll_interval_s: f64) -> Self {
+        Self::judged_against(scenario, reports, poll_interval_s, None)
     }
 
     /// The document written to `distribution.json`.
@@ -498,8 +495,22 @@ impl Distribution {
         }
         if let Some(f) = &self.fidelity {
             let range = if f.weak { "p10-p90" } else { "min-max" };
+            // Which sim runs the real ones were held against.
+            let against = match &f.calibration {
+                Some(c) => {
+                    let guest = c
+                        .regression_sd_ns_guest
+                        .map_or_else(|| "not measured".to_owned(), |v| format!("{v:.1} ns"));
+                    format!(
+                        "sim runs at the guest's noise (read noise {:.1} ns, the scenario's {:.1} ns scaled so that \
+                         the sim's chronyd regression scatters as the guest's, {guest}): ",
+                        c.phase_noise_ns, c.scenario_phase_noise_ns
+                    )
+                }
+                None => String::new(),
+            };
             s.push_str(&format!(
-                "### Sim against QEMU on the distributions\n\n{} real run(s) against {} sim run(s), poll interval {} s. \
+                "### Sim against QEMU on the distributions\n\n{} real run(s) against {against}{} sim run(s), poll interval {} s. \
                  Numbers: the medians within the tolerance and every real run inside the sim's {range} widened by it; \
                  for times the rank-sum p of the two sides' poll counts is shown (below {SHIFT_P}: told apart), not judged; classes \
                  (step count, direction): every real class among the sim's runs.{}\n\n\
@@ -510,20 +521,6 @@ impl Distribution {
                 f.poll_interval_s,
                 if f.weak { " One real run: one draw from the sim's distribution, weak evidence." } else { "" },
             ));
-            if let Some(c) = &f.calibration {
-                let guest = c
-                    .regression_sd_ns_guest
-                    .map_or_else(|| "not measured".to_owned(), |v| format!("{v:.1} ns"));
-                s = s.replacen(
-                    " real run(s) against ",
-                    &format!(
-                        " real run(s) against sim runs at the guest's noise (read noise {:.1} ns, the scenario's {:.1} ns \
-                         scaled so that the sim's chronyd regression scatters as the guest's, {guest}): ",
-                        c.phase_noise_ns, c.scenario_phase_noise_ns
-                    ),
-                    1,
-                );
-            }
             for r in &f.rows {
                 let (slo, shi) = if f.weak { (r.sim.p10, r.sim.p90) } else { (r.sim.min, r.sim.max) };
                 let never =
