@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Regenerates the committed baselines in results/baselines/ from a fresh suite run: the sim
-# suite (seconds), or with `qemu` the QEMU suite in virtual time (about 30 s a scenario; needs
-# ci/setup-vm.sh and the guest agent, see ci/build-agent.sh). Tolerances already in a baseline
-# file are kept; baselines of scenarios that no longer exist are removed. Refuses to promote a
-# suite that failed, unless PHC_BASELINE_ALLOW_FAIL=1 (the failure is then the baseline).
+# suite (seconds; deterministic per seed, one run each, tolerances already in a baseline file
+# kept), or with `qemu` the QEMU suite in virtual time, each scenario repeated
+# PHC_BASELINE_REPEATS times (default 8, seeds s..s+7; about 8 minutes; needs ci/setup-vm.sh and
+# the guest agent, see ci/build-agent.sh): each metric's baseline is the runs' median, with a
+# tolerance of two spreads (max - min) above the metric's resolution. Baselines of scenarios
+# that no longer exist are removed. Refuses to promote a suite that failed, unless
+# PHC_BASELINE_ALLOW_FAIL=1 (the failure is then the baseline).
 #
 # Usage: ci/update-baselines.sh [sim|qemu]      then review `git diff results/baselines`
 set -euo pipefail
@@ -18,8 +21,13 @@ if [[ $backend == qemu ]]; then
     PHC_AGENT_BIN=${PHC_AGENT_BIN:-$(bash ci/build-agent.sh | tail -n1)}
     export PHC_AGENT_BIN
 fi
+repeats=1
+if [[ $backend == qemu ]]; then
+    repeats=${PHC_BASELINE_REPEATS:-8}
+    [[ $repeats =~ ^[0-9]+$ && $repeats -ge 5 ]] || { echo "update-baselines: PHC_BASELINE_REPEATS must be 5 or more" >&2; exit 2; }
+fi
 set +e
-./target/release/phc-harness suite scenarios --backend "$backend" --out "$out/suite" >/dev/null
+./target/release/phc-harness suite scenarios --backend "$backend" --repeat "$repeats" --out "$out/suite" >/dev/null
 rc=$?
 set -e
 if [[ $rc -ne 0 && ${PHC_BASELINE_ALLOW_FAIL:-0} != 1 ]]; then

@@ -764,3 +764,61 @@ fn run_repeat_writes_each_seed_and_the_distribution() {
         assert!(text(&o).contains(want), "{}", text(&o));
     }
 }
+
+#[test]
+fn repeated_runs_become_one_baseline_of_their_spread_that_three_spreads_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("suite");
+    let o = suite(&out, &["--repeat", "4", "--filter", "azure-pause-30s,reboot"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["entries"].as_array().unwrap().len(), 8);
+    let dists = summary["distributions"].as_array().unwrap();
+    assert_eq!(dists.len(), 2, "{summary}");
+    for d in dists {
+        assert!(out.join(d["dir"].as_str().unwrap()).join("distribution.md").is_file());
+    }
+    let md = std::fs::read_to_string(out.join("index.md")).unwrap();
+    assert!(md.contains("## Repeated runs: distributions"), "{md}");
+    // Sharded repeats could not be merged: refused.
+    let o = suite(&dir.path().join("x"), &["--repeat", "2", "--shard", "1/2"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+
+    let base = dir.path().join("baselines");
+    let o = harness(&["baseline", out.to_str().unwrap(), "--baseline", base.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let p = base.join("sim/azure-pause-30s.json");
+    let mut b: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    assert_eq!(b["seeds"].as_array().unwrap().len(), 4, "{b}");
+    let rms = &b["metrics"]["rms_after_recovery_ns"];
+    let spread = &rms["spread"];
+    assert_eq!(spread["runs"], 4);
+    let width = spread["max"].as_f64().unwrap() - spread["min"].as_f64().unwrap();
+    assert!(width > 1.0, "four seeds of the sim scatter in RMS: {rms}");
+    // Two spreads, shown to four digits rounded up.
+    let abs = rms["abs"].as_f64().unwrap();
+    assert!(abs >= 2.0 * width && abs <= 2.0 * width * 1.001, "{rms}");
+    assert_eq!(rms["rel"], 0.0);
+
+    let cmp = || harness(&["compare", out.to_str().unwrap(), "--baseline", base.to_str().unwrap()]);
+    // Every repeat lies inside its own spread.
+    let o = cmp();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains("| azure-pause-30s (seed 1) | sim | rms_after_recovery_ns |"), "{table}");
+
+    // Three spreads worse: the baseline's median moved down by three spreads is each run's
+    // RMS three spreads up from it, a regression on every seed.
+    let median = rms["value"].as_f64().unwrap();
+    b["metrics"]["rms_after_recovery_ns"]["value"] = serde_json::json!(median - 3.0 * width);
+    std::fs::write(&p, serde_json::to_string_pretty(&b).unwrap()).unwrap();
+    let o = cmp();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    let regressed = table
+        .lines()
+        .filter(|l| l.contains("| rms_after_recovery_ns |") && l.contains("**REGRESSION**"))
+        .count();
+    assert!(regressed >= 1, "{table}");
+}

@@ -17,6 +17,8 @@ fn usage(msg: impl std::fmt::Display) -> Exit {
 #[derive(Debug, clap::Args)]
 pub struct BaselineArgs {
     /// The run to promote: a suite folder, a `run --out` folder, or latency.json folders.
+    /// Repeated runs of a scenario (`--repeat N`) become one baseline: the median of each
+    /// metric, its spread, and a tolerance of two spreads (never below the metric's resolution).
     pub run_dir: PathBuf,
     /// The baselines folder to write into (`<backend>/<name>.json`).
     #[arg(long, default_value = "results/baselines")]
@@ -28,7 +30,8 @@ pub struct BaselineArgs {
 }
 
 /// `phc-harness baseline`: writes one baseline per run, keeping the tolerances of the baseline
-/// it replaces. Aborted runs are refused (nothing is written then).
+/// it replaces, or one per scenario of repeated runs (`--repeat`), with tolerances from their
+/// spread. Aborted runs are refused (nothing is written then).
 pub fn promote(args: BaselineArgs) -> Exit {
     let runs = match compare::load_runs(&args.run_dir) {
         Ok(r) => r,
@@ -49,21 +52,22 @@ pub fn promote(args: BaselineArgs) -> Exit {
     // Every path and every older baseline checked before anything is written: a name that is
     // not plain, a symlink on the way, or a baseline file that does not parse (its hand-set
     // tolerances would be lost) refuses the whole promotion.
-    let mut planned = Vec::new();
-    for r in &runs {
-        let (name, backend) = r.key();
-        let path = match baseline::path_for(&args.baseline, &backend, &name) {
-            Ok(p) => p,
-            Err(e) => return usage(e),
-        };
-        let keep = match baseline::load(&path, &name, &backend) {
+    // Repeated runs of one scenario (seeds s, s+1, ...) become one baseline of their spread.
+    let mut paths = Vec::new();
+    let planned = compare::baselines(&runs, |name, backend| {
+        let path = baseline::path_for(&args.baseline, backend, name).map_err(|e| e.to_string())?;
+        let keep = match baseline::load(&path, name, backend) {
             Ok(b) => Some(b),
             Err(baseline::BaselineError::Missing { .. }) => None,
-            Err(e) => return usage(format!("{e}; not replaced (fix or remove it to regenerate)")),
+            Err(e) => return Err(format!("{e}; not replaced (fix or remove it to regenerate)")),
         };
-        let b = r.baseline(keep.as_ref());
-        planned.push((path, b));
-    }
+        paths.push(path);
+        Ok(keep)
+    });
+    let planned: Vec<(std::path::PathBuf, baseline::Baseline)> = match planned {
+        Ok(p) => paths.into_iter().zip(p).collect(),
+        Err(e) => return usage(e),
+    };
     if args.prune {
         if let Err(e) = prunable(&args, &runs) {
             return usage(e);

@@ -55,6 +55,12 @@ pub struct SuiteArgs {
     /// Override every scenario's seed.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Run each scenario N times, seeds s, s+1, ..., s+N-1 (s its own or --seed): each
+    /// scenario's distribution is written (`NAME-distribution/`) and, where sim and QEMU both
+    /// ran, judged on distributions in place of each seed's comparison. `baseline` makes one
+    /// baseline of a scenario's repeats, with tolerances from their spread.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub repeat: u16,
 }
 
 fn usage(msg: impl std::fmt::Display) -> Exit {
@@ -95,6 +101,18 @@ pub fn suite(args: SuiteArgs) -> Exit {
             s.world.seed = seed;
         }
     }
+    let repeat = usize::from(args.repeat);
+    if repeat > 1 {
+        if args.shard.is_some() {
+            return usage(
+                "--repeat with --shard: a shard's repeats cannot be merged; repeat without --shard",
+            );
+        }
+        scenarios = match crate::run::batch::repeated(&scenarios, repeat) {
+            Ok(v) => v,
+            Err(e) => return usage(e),
+        };
+    }
     // The user's kernel, unpacked for a QEMU run, lives until the runs are done.
     let (backends, _kernel) = match args.backends.backends(None, false) {
         Ok(v) => v,
@@ -107,6 +125,7 @@ pub fn suite(args: SuiteArgs) -> Exit {
         full_series: args.full_series,
         jobs: args.jobs.into(),
         out: args.out.clone(),
+        repeat,
     };
     let tty = std::io::stderr().is_terminal();
     let wall = Instant::now();

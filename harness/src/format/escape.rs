@@ -420,11 +420,12 @@ pub(crate) mod fixtures {
                 }),
                 environment: [(next(), serde_json::Value::String(next()))].into_iter().collect(),
                 tolerance: Vec::new(),
+                interval_s: None,
             })
             .collect::<Vec<Entry>>();
         let fid = vec![
-            FidelityEntry { scenario: next(), agrees: false, dir: next() },
-            FidelityEntry { scenario: next(), agrees: true, dir: next() },
+            FidelityEntry { scenario: next(), agrees: false, dir: next(), seed: None },
+            FidelityEntry { scenario: next(), agrees: true, dir: next(), seed: None },
         ];
         let mut backends: Vec<String> = Vec::new();
         for e in &entries {
@@ -553,6 +554,7 @@ mod tests {
                 errors: vec![t(6)],
                 notes: vec![t(7)],
                 runs: 1,
+                skipped: 0,
             };
             let side = |i: usize| Side { dir: t(i), kernels: vec![t(i + 1)] };
             let p = Pair {

@@ -36,8 +36,9 @@ pub struct Ensemble {
     pub phase_noise_ns: f64,
     /// Every run.
     pub members: Vec<Member>,
-    /// Which run the rows are from; null: the scenario's own sim run (it agreed).
-    pub shown: Option<u64>,
+    /// The real run judged as one draw from the members (weak evidence): the verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draw: Option<crate::judge::distribution::DistributionFidelity>,
 }
 
 impl Ensemble {
@@ -70,14 +71,32 @@ impl Ensemble {
             n(self.sample_noise_ns_guest),
             n(self.sample_noise_ns_sim),
         );
-        match self.shown {
-            None => s.push_str("The rows above are the scenario's own sim run.\n\n"),
-            Some(seed) => s.push_str(&format!(
-                "The scenario's own sim run disagreed; the rows above are the ensemble's run at seed {seed}, the \
-                 first the real run agrees with.\n\n"
-            )),
+        s.push_str(
+            "The rows above are the scenario's own sim run, shown. The verdict is the real run judged as one draw \
+             from the ensemble's runs: inside their central 80% (p10 to p90) widened by each row's tolerance, its \
+             step count and direction among theirs. One run is weak evidence; `--repeat N` judges distributions.\n\n",
+        );
+        if let Some(d) = &self.draw {
+            s.push_str("| metric | ensemble median [p10 - p90] | real | tolerance | inside |\n|---|---|---|---|---|\n");
+            let num = |v: Option<f64>| v.map_or_else(|| "never".to_owned(), |v| format!("{v:.3}"));
+            for r in &d.rows {
+                s.push_str(&format!(
+                    "| {} | {} [{} - {}] | {} | {} | {} |\n",
+                    crate::format::escape::markdown_cell(&r.metric),
+                    num(r.sim.median),
+                    num(r.sim.p10),
+                    num(r.sim.p90),
+                    num(r.qemu.median),
+                    num(Some(r.tolerance)),
+                    if r.agrees { "yes" } else { "**NO**" }
+                ));
+            }
+            s.push_str(&format!(
+                "\nOne draw: {} (weak evidence).\n\n",
+                if d.agrees { "inside on every row" } else { "OUTSIDE on a row" }
+            ));
         }
-        s.push_str("| seed | first correction s | steps | regression sd | real run agrees |\n|---|---|---|---|---|\n");
+        s.push_str("| seed | first correction s | steps | regression sd | pairs with the real run |\n|---|---|---|---|---|\n");
         for m in &self.members {
             let t = m.time_to_first_correction_s.map_or_else(|| "never".to_owned(), |t| format!("{t:.2}"));
             s.push_str(&format!(

@@ -115,6 +115,11 @@ pub struct Report {
     /// Backend-specific facts (acceleration, boot time, daemon output).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub backend_info: BTreeMap<String, serde_json::Value>,
+    /// The observation interval, seconds (`timeline.interval_s`): the resolution of every time
+    /// measured from the series, which a baseline's tolerance does not go below. Absent in older
+    /// reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_s: Option<f64>,
 }
 
 /// Largest `report.json` read. `run` thins the series to `decimate::MAX_JSON_SERIES` points
@@ -180,6 +185,7 @@ impl Report {
             series: obs.series,
             series_decimated: None,
             backend_info: BTreeMap::new(),
+            interval_s: Some(scenario.timeline.interval_s),
         }
     }
 

@@ -194,6 +194,22 @@ pub enum ScenarioError {
 }
 
 impl Scenario {
+    /// The daemon's poll interval, seconds: chronyd's 2^poll, phc2sys' 1/rate, ntpd's poll;
+    /// 1 s without a daemon. Recovery times move in steps of it (a daemon acts once a poll),
+    /// so it is the granularity at which two runs' times can be told apart.
+    pub fn poll_interval_s(&self) -> f64 {
+        self.world
+            .disciplines
+            .iter()
+            .find_map(|d| match d {
+                mock_phc::DisciplineConfig::Chrony(c) => Some(2f64.powi(i32::from(c.poll))),
+                mock_phc::DisciplineConfig::Phc2sys(c) => Some(1.0 / c.rate_hz),
+                mock_phc::DisciplineConfig::Ntpd(c) => Some(c.poll_s),
+                _ => None,
+            })
+            .unwrap_or(1.0)
+    }
+
     /// Reads and validates a scenario file: a regular file (symlinks followed) of at most
     /// `MAX_FILE_BYTES`. Devices, FIFOs and sockets are refused without reading (or blocking).
     pub fn load(path: &Path) -> Result<Self, ScenarioError> {

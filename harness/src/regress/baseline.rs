@@ -3,6 +3,12 @@
 //! overridable by the scenario's `[[tolerance]]`), and per latency run the ratios of each
 //! method's percentiles to the same run's `clock_gettime` baseline, never bare times.
 //! `compare` (in `crate::regress::compare`) checks runs against them; `promote` writes them.
+//!
+//! A baseline promoted from repeated runs of a scenario (`run --repeat N`, `suite --repeat N`:
+//! seeds s, s+1, ...) is a distribution, not one draw: each metric's value is the runs' median
+//! (the lower one, a value some run had), its [`Spread`] is recorded, and its tolerance is
+//! [`SPREADS`] times the spread (max - min) but never below the metric's resolution
+//! ([`resolution`]); words and nevers that any run had are accepted as they are.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -35,6 +41,80 @@ pub struct Metric {
     pub rel: f64,
     /// Which way is worse.
     pub better: Better,
+    /// How it scattered over the runs the baseline was promoted from (absent: one run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread: Option<Spread>,
+}
+
+/// A metric over the repeated runs a baseline was promoted from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spread {
+    /// Runs.
+    pub runs: usize,
+    /// Smallest number seen (absent: no run had one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Largest number seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// Every value seen that is not a number (a word; null for never), each once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seen: Vec<Value>,
+    /// The metric's resolution, the least tolerance ([`resolution`]).
+    pub floor: f64,
+}
+
+impl Spread {
+    /// max - min (0 without numbers).
+    pub fn width(&self) -> f64 {
+        match (self.min, self.max) {
+            (Some(a), Some(b)) => b - a,
+            _ => 0.0,
+        }
+    }
+}
+
+/// A tolerance from repeated runs is this many spreads (max - min) around the median: a new run
+/// of the same set-up lands inside, and a move of three spreads does not.
+pub const SPREADS: f64 = 2.0;
+
+/// `x` rounded up to four significant digits: a tolerance as a file shows it (`1.004`, not
+/// `1.0033599999999296`), never narrower than computed.
+fn round_up(x: f64) -> f64 {
+    if !(x.is_finite() && x > 0.0) {
+        return x;
+    }
+    let scale = 10f64.powi(3 - x.log10().floor() as i32);
+    let r = (x * scale).ceil() / scale;
+    // The division can land a hair under x; the next double up is then taken.
+    if r < x {
+        r.next_up()
+    } else {
+        r
+    }
+}
+
+/// The least a metric can be told apart by, the floor of a tolerance set from a spread. Times
+/// are read off the series, one observation every `interval_s`; offsets are stored to the
+/// microsecond (after a disturbance) and the nanosecond (largest); RMS to a tenth of a
+/// nanosecond (1 ns is the floor); a step count by one. Never below what a double holds at
+/// `magnitude` (two years in seconds are kept to about 10 ns).
+pub fn resolution(metric: &str, interval_s: f64, magnitude: f64) -> f64 {
+    let r = match metric {
+        "offset_after_disturbance_s" => 1e-6,
+        "max_abs_offset_s" => 1e-9,
+        "rms_after_recovery_ns" => 1.0,
+        "steps" => 1.0,
+        "outcome" | "correction" => 0.0,
+        m if m.starts_with("ratio_") => 0.0,
+        _ => interval_s,
+    };
+    if r > 0.0 {
+        r.max(magnitude.abs() * 1e-15)
+    } else {
+        r
+    }
 }
 
 /// A baseline file.
@@ -56,6 +136,10 @@ pub struct Baseline {
     pub environment: BTreeMap<String, Value>,
     /// Metric name to value and tolerance.
     pub metrics: BTreeMap<String, Metric>,
+    /// The seeds of the repeated runs it was promoted from (absent: one run, `seed`). A
+    /// baseline of repeats is a distribution: a run of any seed is compared with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seeds: Vec<u64>,
 }
 
 /// A baseline that could not be read or written.
@@ -251,7 +335,7 @@ pub fn from_entry(e: &Entry, keep: Option<&Baseline>) -> Baseline {
             let (abs, rel) = keep
                 .and_then(|k| k.metrics.get(d.name))
                 .map_or_else(|| default_tolerance(d.name, &e.backend), |m| (m.abs, m.rel));
-            Some((d.name.to_owned(), Metric { value, abs, rel, better: d.better }))
+            Some((d.name.to_owned(), Metric { value, abs, rel, better: d.better, spread: None }))
         })
         .collect();
     Baseline {
@@ -262,7 +346,87 @@ pub fn from_entry(e: &Entry, keep: Option<&Baseline>) -> Baseline {
         seed: Some(e.seed),
         environment: e.environment.clone(),
         metrics,
+        seeds: Vec::new(),
     }
+}
+
+/// The baseline repeated runs of one scenario on one backend would become (one run:
+/// [`from_entry`]). Each metric: the lower median of the runs' numbers (a value one of them
+/// had), its spread, and a tolerance of [`SPREADS`] spreads above its [`resolution`]; a word
+/// metric keeps the commonest word and accepts every word seen. The tolerances `keep` had are
+/// replaced (a scenario's own `[[tolerance]]` still overrides them when comparing). Environment
+/// and seed come from the lowest seed's run.
+pub fn from_entries(entries: &[&Entry], keep: Option<&Baseline>) -> Option<Baseline> {
+    let first = entries.iter().min_by_key(|e| e.seed)?;
+    if entries.len() == 1 {
+        return Some(from_entry(first, keep));
+    }
+    let values: Vec<BTreeMap<&str, Value>> = entries.iter().map(|e| entry_values(e)).collect();
+    let interval_s = first.interval_s.unwrap_or(1.0);
+    let metrics = METRICS
+        .iter()
+        .filter_map(|d| {
+            let vals: Vec<&Value> = values.iter().filter_map(|v| v.get(d.name)).collect();
+            if vals.is_empty() {
+                return None;
+            }
+            Some((d.name.to_owned(), spread_metric(d.name, d.better, &vals, interval_s)))
+        })
+        .collect();
+    let mut seeds: Vec<u64> = entries.iter().map(|e| e.seed).collect();
+    seeds.sort_unstable();
+    Some(Baseline {
+        format: FORMAT,
+        kind: "scenario".into(),
+        name: first.scenario.clone(),
+        backend: first.backend.clone(),
+        seed: Some(first.seed),
+        environment: first.environment.clone(),
+        metrics,
+        seeds,
+    })
+}
+
+/// One metric over repeated runs' values (see [`from_entries`]).
+fn spread_metric(name: &str, better: Better, vals: &[&Value], interval_s: f64) -> Metric {
+    let mut numbers: Vec<f64> = vals.iter().filter_map(|v| v.as_f64()).filter(|x| x.is_finite()).collect();
+    numbers.sort_by(f64::total_cmp);
+    let mut seen: Vec<Value> = Vec::new();
+    for v in vals.iter().filter(|v| v.as_f64().is_none()) {
+        if !seen.contains(v) {
+            seen.push((*v).clone());
+        }
+    }
+    let floor = resolution(name, interval_s, numbers.iter().fold(0.0, |m: f64, x| m.max(x.abs())));
+    let spread = |seen| Spread {
+        runs: vals.len(),
+        min: numbers.first().copied(),
+        max: numbers.last().copied(),
+        seen,
+        floor,
+    };
+    if better == Better::Exact || numbers.is_empty() {
+        // The commonest value (the first seen of equals), every other one accepted.
+        let mut counts: Vec<(&Value, usize)> = Vec::new();
+        for v in vals {
+            match counts.iter_mut().find(|(c, _)| c == v) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((v, 1)),
+            }
+        }
+        let top = counts.iter().max_by_key(|(_, n)| *n).map_or(Value::Null, |(v, _)| (*v).clone());
+        let mut seen: Vec<Value> = counts.iter().map(|(v, _)| (*v).clone()).collect();
+        seen.retain(|v| *v != top);
+        let s = spread(seen);
+        let abs = if better == Better::Exact { 0.0 } else { floor.max(round_up(SPREADS * s.width())) };
+        return Metric { value: top, abs, rel: 0.0, better, spread: Some(s) };
+    }
+    // The lower median: a value a run had.
+    let value =
+        serde_json::Number::from_f64(numbers[(numbers.len() - 1) / 2]).map_or(Value::Null, Value::Number);
+    let s = spread(seen);
+    let abs = floor.max(round_up(SPREADS * s.width()));
+    Metric { value, abs, rel: 0.0, better, spread: Some(s) }
 }
 
 /// Pretty JSON with a trailing newline.
@@ -365,6 +529,7 @@ mod tests {
             seed: Some(1),
             environment: BTreeMap::new(),
             metrics: BTreeMap::new(),
+            seeds: Vec::new(),
         };
         save(&p, &other).unwrap();
         let e = load(&p, "reboot", "sim").unwrap_err().to_string();
@@ -373,10 +538,119 @@ mod tests {
         neg.name = "reboot".into();
         neg.metrics.insert(
             "steps".into(),
-            Metric { value: Value::from(1), abs: -1.0, rel: 0.0, better: Better::Either },
+            Metric { value: Value::from(1), abs: -1.0, rel: 0.0, better: Better::Either, spread: None },
         );
         save(&p, &neg).unwrap();
         let e = load(&p, "reboot", "sim").unwrap_err().to_string();
         assert!(e.contains("metrics.steps: abs and rel"), "{e}");
+    }
+
+    fn metric_of(name: &str, better: Better, vals: &[Value], interval_s: f64) -> Metric {
+        let refs: Vec<&Value> = vals.iter().collect();
+        spread_metric(name, better, &refs, interval_s)
+    }
+
+    #[test]
+    fn repeats_give_the_median_their_spread_and_two_spreads_of_tolerance() {
+        use crate::regress::compare::{judge, Status};
+        let v = |x: f64| Value::from(x);
+        let m = metric_of(
+            "time_to_first_correction_s",
+            Better::Lower,
+            &[v(57.5), v(49.5), v(65.5), v(89.5)],
+            8.0,
+        );
+        // The lower median is a value a run had.
+        assert_eq!(m.value, v(57.5));
+        let s = m.spread.clone().unwrap();
+        assert_eq!((s.runs, s.min, s.max, s.floor), (4, Some(49.5), Some(89.5), 8.0));
+        assert_eq!((m.abs, m.rel), (80.0, 0.0));
+        assert_eq!(judge(&m, m.abs, m.rel, &v(57.5 + 79.0)), Status::Same);
+        assert_eq!(judge(&m, m.abs, m.rel, &v(57.5 + 3.0 * 40.0)), Status::Regressed);
+        // No scatter: the floor, an observation interval.
+        let m = metric_of("time_to_within_1ms_s", Better::Lower, &[v(30.5), v(30.5), v(30.5)], 0.5);
+        assert_eq!((m.value.clone(), m.abs), (v(30.5), 0.5));
+        assert_eq!(judge(&m, m.abs, m.rel, &v(31.0)), Status::Same);
+        assert_eq!(judge(&m, m.abs, m.rel, &v(31.5)), Status::Regressed);
+        // A never some runs had is accepted; the value is the median of the numbers.
+        let m = metric_of("time_to_within_1us_s", Better::Lower, &[Value::Null, v(100.0), v(110.0)], 1.0);
+        assert_eq!(m.value, v(100.0));
+        assert_eq!(m.spread.as_ref().unwrap().seen, vec![Value::Null]);
+        assert_eq!(judge(&m, m.abs, m.rel, &Value::Null), Status::Same);
+        let m = metric_of("time_to_within_1us_s", Better::Lower, &[Value::Null, Value::Null], 1.0);
+        assert_eq!(m.value, Value::Null);
+        assert_eq!(judge(&m, m.abs, m.rel, &Value::Null), Status::Same);
+        // Words: the commonest, and every word seen; another is a move.
+        let w = |x: &str| Value::from(x);
+        let m = metric_of("correction", Better::Exact, &[w("step"), w("slew"), w("step")], 8.0);
+        assert_eq!(m.value, w("step"));
+        assert_eq!(judge(&m, m.abs, m.rel, &w("slew")), Status::Same);
+        assert_eq!(judge(&m, m.abs, m.rel, &w("none")), Status::Regressed);
+        // Two years in seconds: the floor is what a double holds there, not 1 ns.
+        let m = metric_of("max_abs_offset_s", Better::Lower, &[v(63_072_000.0), v(63_072_000.0)], 8.0);
+        assert!(m.abs > 1e-8 && m.abs < 1e-7, "{}", m.abs);
+        // Tolerances are shown to four digits, rounded up.
+        for (x, want) in
+            [(1.0033599999999296, 1.004), (6291.5999999999985, 6292.0), (80.0018, 80.01), (2.0, 2.0)]
+        {
+            assert_eq!(round_up(x), want, "{x}");
+        }
+        assert!(round_up(3.0e-9) >= 3.0e-9);
+    }
+
+    /// Every committed QEMU baseline is a distribution of repeated runs, and a regression of
+    /// three spreads in any of its numbers fails `compare` (where three spreads are below the
+    /// metric's resolution, a move just past the resolution does); a word never seen fails.
+    #[test]
+    fn a_planted_regression_of_three_spreads_fails_every_committed_qemu_baseline() {
+        use crate::regress::compare::{judge, Status};
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let dir = root.join("results/baselines/qemu");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        files.sort();
+        assert!(files.len() >= 10, "{files:?}");
+        let mut planted = 0;
+        for f in &files {
+            let name = f.file_stem().unwrap().to_str().unwrap();
+            let b = load(f, name, "qemu").unwrap();
+            assert!(
+                b.seeds.len() >= 5,
+                "{name}: promoted from {} runs; regenerate with ci/update-baselines.sh qemu",
+                b.seeds.len()
+            );
+            let overrides =
+                crate::model::scenario::Scenario::load(&root.join(format!("scenarios/{name}.toml")))
+                    .map(|s| s.tolerance)
+                    .unwrap_or_default();
+            for (k, m) in &b.metrics {
+                let s = m.spread.as_ref().unwrap_or_else(|| panic!("{name}.{k}: no spread"));
+                let (abs, rel) = overrides
+                    .iter()
+                    .rev()
+                    .find(|o| o.metric == *k && o.backend.as_deref().is_none_or(|b| b == "qemu"))
+                    .map_or((m.abs, m.rel), |o| (o.abs, o.rel));
+                let current = match (m.better, m.value.as_f64()) {
+                    (Better::Exact, _) => Value::from("planted"),
+                    (_, Some(v)) => {
+                        let moved = if 3.0 * s.width() > s.floor { 3.0 * s.width() } else { 1.5 * s.floor };
+                        Value::from(v + moved)
+                    }
+                    // Never in most runs: nothing is worse than never.
+                    (_, None) => continue,
+                };
+                let status = if k == "outcome" {
+                    crate::regress::compare::judge_outcome(&m.value, &current)
+                } else {
+                    judge(m, abs, rel, &current)
+                };
+                assert_eq!(status, Status::Regressed, "{name}.{k}: {current} against {} ±{abs}", m.value);
+                planted += 1;
+            }
+        }
+        assert!(planted >= 100, "{planted}");
     }
 }

@@ -60,6 +60,8 @@ pub struct Comparison {
     pub notes: Vec<String>,
     /// Runs compared.
     pub runs: usize,
+    /// Runs their backend skipped (said in `notes`, not compared).
+    pub skipped: usize,
 }
 
 /// A run to compare: a scenario entry, a latency document or a probe document.
@@ -118,7 +120,60 @@ impl Run {
             _ => None,
         }
     }
+}
 
+/// The baseline each run, or each scenario's repeated runs together
+/// (`baseline::from_entries`), would become; `keep` gives the baseline a key has now (its
+/// tolerances survive a single run's promotion). In the order the keys first appear.
+pub fn baselines(
+    runs: &[Run],
+    mut keep: impl FnMut(&str, &str) -> Result<Option<Baseline>, String>,
+) -> Result<Vec<Baseline>, String> {
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for r in runs {
+        let k = r.key();
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    let mut out = Vec::new();
+    for k in keys {
+        let group: Vec<&Run> = runs.iter().filter(|r| r.key() == k).collect();
+        let old = keep(&k.0, &k.1)?;
+        let b = match group.as_slice() {
+            [one] => one.baseline(old.as_ref()),
+            many => {
+                let entries: Vec<&Entry> = many
+                    .iter()
+                    .filter_map(|r| match r {
+                        Run::Scenario(e) => Some(&**e),
+                        _ => None,
+                    })
+                    .collect();
+                if entries.len() != many.len() {
+                    return Err(format!(
+                        "{} [{}]: more than one run of a latency or probe document",
+                        k.0, k.1
+                    ));
+                }
+                let mut seeds: Vec<u64> = entries.iter().map(|e| e.seed).collect();
+                seeds.sort_unstable();
+                if seeds.windows(2).any(|w| w[0] == w[1]) {
+                    return Err(format!(
+                        "{} [{}]: two runs with one seed; repeats need seeds of their own (--repeat)",
+                        k.0, k.1
+                    ));
+                }
+                baseline::from_entries(&entries, old.as_ref())
+                    .ok_or_else(|| format!("{} [{}]: no runs", k.0, k.1))?
+            }
+        };
+        out.push(b);
+    }
+    Ok(out)
+}
+
+impl Run {
     /// The baseline it would become (`keep`'s tolerances survive).
     pub fn baseline(&self, keep: Option<&Baseline>) -> Baseline {
         match self {
@@ -168,7 +223,7 @@ pub fn probe_baseline(name: &str, v: &Value, keep: Option<&Baseline>) -> Baselin
         .map(|(k, value)| {
             let better = if k == "deviations" { Better::Lower } else { Better::Exact };
             let (abs, rel) = keep.and_then(|b| b.metrics.get(&k)).map_or((0.0, 0.0), |m| (m.abs, m.rel));
-            (k, Metric { value, abs, rel, better })
+            (k, Metric { value, abs, rel, better, spread: None })
         })
         .collect();
     Baseline {
@@ -179,6 +234,7 @@ pub fn probe_baseline(name: &str, v: &Value, keep: Option<&Baseline>) -> Baselin
         seed: None,
         environment: env,
         metrics,
+        seeds: Vec::new(),
     }
 }
 
@@ -351,7 +407,7 @@ pub fn latency_baseline(name: &str, v: &Value, keep: Option<&Baseline>) -> Basel
             let (abs, rel) = keep
                 .and_then(|b| b.metrics.get(&k))
                 .map_or_else(|| baseline::default_tolerance(&k, &backend), |m| (m.abs, m.rel));
-            (k, Metric { value, abs, rel, better })
+            (k, Metric { value, abs, rel, better, spread: None })
         })
         .collect();
     Baseline {
@@ -362,11 +418,16 @@ pub fn latency_baseline(name: &str, v: &Value, keep: Option<&Baseline>) -> Basel
         seed: None,
         environment: env,
         metrics,
+        seeds: Vec::new(),
     }
 }
 
 /// Judges one value against its baseline metric with tolerance (`abs`, `rel`).
 pub fn judge(m: &Metric, abs: f64, rel: f64, current: &Value) -> Status {
+    // A word or a never that one of the baseline's repeated runs had is no move.
+    if m.spread.as_ref().is_some_and(|s| s.seen.contains(current)) {
+        return Status::Same;
+    }
     match m.better {
         Better::Exact => {
             if *current == m.value {
@@ -441,8 +502,28 @@ pub fn tolerance_text(m: &Metric, abs: f64, rel: f64) -> String {
 /// compared across set-ups (kernel, QEMU, CPU model, accel, command line).
 pub fn compare(runs: &[Run], dir: &Path, allow_different_host: bool) -> Comparison {
     let mut c = Comparison { runs: runs.len(), ..Default::default() };
+    let keys: Vec<(String, String)> = runs.iter().map(Run::key).collect();
     for run in runs {
         let (name, backend) = run.key();
+        // Repeated runs of one scenario: each is a row of its own, named with its seed.
+        let label = match run.seed() {
+            Some(s) if keys.iter().filter(|k| **k == (name.clone(), backend.clone())).count() > 1 => {
+                format!("{name} (seed {s})")
+            }
+            _ => name.clone(),
+        };
+        // A run the backend could not do (a kernel without igb, say) is said, not compared:
+        // its set-up, not the guest, changed.
+        if let Run::Scenario(e) = run {
+            if e.outcome == crate::regress::summary::Outcome::Skipped {
+                c.notes.push(format!(
+                    "{label} [{backend}]: not compared: skipped ({})",
+                    e.reason.as_deref().unwrap_or("no reason given")
+                ));
+                c.skipped += 1;
+                continue;
+            }
+        }
         let (values, env, overrides, seed) = (run.values(), run.environment(), run.overrides(), run.seed());
         let base = match baseline::path_for(dir, &backend, &name)
             .and_then(|path| baseline::load(&path, &name, &backend))
@@ -458,7 +539,8 @@ pub fn compare(runs: &[Run], dir: &Path, allow_different_host: bool) -> Comparis
                 continue;
             }
         };
-        if base.seed != seed {
+        // A baseline of repeated runs is a distribution over seeds: any seed's run is a draw.
+        if base.seeds.is_empty() && base.seed != seed {
             c.errors.push(format!(
                 "{name} [{backend}]: ran with seed {}, the baseline with seed {}: not comparable",
                 seed.map_or("-".into(), |s| s.to_string()),
@@ -490,12 +572,16 @@ pub fn compare(runs: &[Run], dir: &Path, allow_different_host: bool) -> Comparis
                 .find(|o| o.metric == *k && o.backend.as_deref().is_none_or(|b| b == backend))
                 .map_or((m.abs, m.rel), |o| (o.abs, o.rel));
             let (current, status) = match values.get(k) {
+                // An outcome one of the baseline's repeated runs had is no move either.
+                Some(v) if k == "outcome" && m.spread.as_ref().is_some_and(|s| s.seen.contains(v)) => {
+                    (v.clone(), Status::Same)
+                }
                 Some(v) if k == "outcome" => (v.clone(), judge_outcome(&m.value, v)),
                 Some(v) => (v.clone(), judge(m, abs, rel, v)),
                 None => (Value::from("missing"), Status::Regressed),
             };
             c.rows.push(Row {
-                name: name.clone(),
+                name: label.clone(),
                 backend: backend.clone(),
                 metric: k.clone(),
                 baseline: m.value.clone(),
@@ -579,13 +665,18 @@ impl Comparison {
         }
         let _ = writeln!(
             s,
-            "{} runs, {} metrics compared: {} moved, {} regressions, {} improved, {} runs not compared.",
+            "{} runs, {} metrics compared: {} moved, {} regressions, {} improved, {} runs not compared{}.",
             self.runs,
             self.rows.len(),
             moved.len(),
             self.regressions(),
             moved.iter().filter(|r| r.status == Status::Improved).count(),
-            self.errors.len()
+            self.errors.len(),
+            if self.skipped > 0 {
+                format!(", {} skipped by their backend", self.skipped)
+            } else {
+                String::new()
+            }
         );
         s
     }
@@ -596,7 +687,7 @@ mod tests {
     use super::*;
 
     fn metric(value: Value, better: Better) -> Metric {
-        Metric { value, abs: 1.0, rel: 0.1, better }
+        Metric { value, abs: 1.0, rel: 0.1, better, spread: None }
     }
 
     #[test]

@@ -28,6 +28,12 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Summary, SuiteError> {
     let first = sums.first().ok_or_else(|| SuiteError::Merge("no folders given".into()))?;
     let mut seen = Vec::new();
     for (s, d) in sums.iter().zip(dirs) {
+        if !s.distributions.is_empty() || s.fidelity.iter().any(|f| f.seed.is_some()) {
+            return Err(SuiteError::Merge(format!(
+                "{}: a suite of repeated runs (--repeat), which is never sharded",
+                d.display()
+            )));
+        }
         if s.backends != first.backends || s.filter != first.filter || s.selected != first.selected {
             return Err(SuiteError::Merge(format!(
                 "{} is of another suite (backends, filter or selection differ from {})",

@@ -122,12 +122,37 @@ pub fn markdown(s: &Summary) -> String {
     if !s.fidelity.is_empty() {
         let _ = writeln!(m, "\n## Sim against QEMU\n\n| scenario | agrees | table |\n|---|---|---|");
         for f in &s.fidelity {
+            let agrees = match (f.agrees, f.seed) {
+                (true, _) => "yes".to_owned(),
+                (false, None) => "**no**".to_owned(),
+                // One of repeated runs: its distribution judges.
+                (false, Some(seed)) => format!("no (seed {seed}; not judged alone)"),
+            };
             let _ = writeln!(
                 m,
-                "| {} | {} | [fidelity]({}/fidelity.md) |",
+                "| {} | {agrees} | [fidelity]({}/fidelity.md) |",
                 markdown_cell(&f.scenario),
-                if f.agrees { "yes" } else { "**no**" },
                 url_path(&f.dir)
+            );
+        }
+    }
+    if !s.distributions.is_empty() {
+        let _ = writeln!(
+            m,
+            "\n## Repeated runs: distributions\n\n| scenario | sim against QEMU | real runs inside | table |\n|---|---|---|---|"
+        );
+        for d in &s.distributions {
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | [distribution]({}/distribution.md) |",
+                markdown_cell(&d.scenario),
+                match d.agrees {
+                    Some(true) => "agrees",
+                    Some(false) => "**disagrees**",
+                    None => "-",
+                },
+                d.inside.as_deref().map_or("-".into(), markdown_cell),
+                url_path(&d.dir)
             );
         }
     }
@@ -264,9 +289,10 @@ pub fn html(s: &Summary, dir: &Path) -> String {
     for f in &s.fidelity {
         let _ = writeln!(
             h,
-            "<section id=\"{}-fidelity\">\n<h2>{}: sim against QEMU: {}</h2>",
-            xml_attr(&f.scenario),
+            "<section id=\"{}\">\n<h2>{}{}: sim against QEMU: {}</h2>",
+            xml_attr(&f.dir),
             xml_text(&f.scenario),
+            f.seed.map_or(String::new(), |s| format!(" (seed {s}, one of repeated runs)")),
             if f.agrees { "agree" } else { "DISAGREE" }
         );
         let path = phc::input::join_inside(dir, &f.dir).map(|p| p.join("fidelity.json"));
@@ -302,6 +328,24 @@ pub fn html(s: &Summary, dir: &Path) -> String {
         }
         h.push_str("</section>\n");
     }
+    if !s.distributions.is_empty() {
+        h.push_str("<section id=\"distributions\">\n<h2>Repeated runs: distributions</h2>\n<table class=\"distributions\"><tr><th>scenario</th><th>sim against QEMU</th><th>real runs inside</th><th>table</th></tr>\n");
+        for d in &s.distributions {
+            let (class, word) = match d.agrees {
+                Some(true) => ("pass", "agrees"),
+                Some(false) => ("fail", "DISAGREES"),
+                None => ("", "-"),
+            };
+            let _ = writeln!(
+                h,
+                "<tr><td>{}</td><td class=\"{class}\">{word}</td><td>{}</td><td><a href=\"{}/distribution.md\">distribution</a></td></tr>",
+                xml_text(&d.scenario),
+                xml_text(d.inside.as_deref().unwrap_or("-")),
+                xml_attr(&url_path(&d.dir))
+            );
+        }
+        h.push_str("</table>\n</section>\n");
+    }
     h.push_str("</body>\n</html>\n");
     h
 }
@@ -326,7 +370,12 @@ mod tests {
                 crate::regress::summary::entry_from_report(r, &dir.path().join("x"), dir.path(), Vec::new())
             })
             .collect();
-        let fe = FidelityEntry { scenario: "reboot".into(), agrees: false, dir: "reboot-fidelity".into() };
+        let fe = FidelityEntry {
+            scenario: "reboot".into(),
+            agrees: false,
+            dir: "reboot-fidelity".into(),
+            seed: None,
+        };
         let sum = Summary::new(vec!["sim".into(), "qemu".into()], None, None, 1, entries, vec![fe]);
         assert!(sum.failed(), "a disagreement fails the suite");
         let html = html(&sum, dir.path());

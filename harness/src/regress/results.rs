@@ -34,10 +34,18 @@ pub fn ktap(s: &Summary) -> String {
             ktap::Case { name: format!("{}.{}", e.scenario, e.backend), outcome, diagnostics }
         })
         .collect();
-    cases.extend(s.fidelity.iter().map(|f| ktap::Case {
+    // One of repeated runs' comparisons is not a case: its scenario's distribution is.
+    cases.extend(s.fidelity.iter().filter(|f| f.seed.is_none()).map(|f| ktap::Case {
         name: format!("{}.fidelity", f.scenario),
         outcome: if f.agrees { ktap::Outcome::Pass } else { ktap::Outcome::Fail },
         diagnostics: Vec::new(),
+    }));
+    cases.extend(s.distributions.iter().filter_map(|d| {
+        Some(ktap::Case {
+            name: format!("{}.distribution", d.scenario),
+            outcome: if d.agrees? { ktap::Outcome::Pass } else { ktap::Outcome::Fail },
+            diagnostics: d.inside.iter().map(|k| format!("real runs inside: {k}")).collect(),
+        })
     }));
     ktap::write(&[format!("phc-harness suite: backends {}", s.backends.join(","))], &cases, &[])
 }
@@ -87,10 +95,11 @@ pub fn junit(s: &Summary) -> String {
             junit::Suite { name, properties: Vec::new(), cases }
         })
         .collect();
-    if !s.fidelity.is_empty() {
+    // One of repeated runs' comparisons is not a case: its scenario's distribution is.
+    let single: Vec<_> = s.fidelity.iter().filter(|f| f.seed.is_none()).collect();
+    if !single.is_empty() {
         let name = "phc-harness.fidelity".to_owned();
-        let cases = s
-            .fidelity
+        let cases = single
             .iter()
             .map(|f| junit::Case {
                 classname: name.clone(),
@@ -101,6 +110,32 @@ pub fn junit(s: &Summary) -> String {
                     junit::CaseResult::Failure {
                         kind: "fidelity",
                         message: format!("sim and QEMU disagree (see {}/fidelity.md)", f.dir),
+                        text: None,
+                    }
+                },
+                system_out: None,
+            })
+            .collect();
+        suites.push(junit::Suite { name, properties: Vec::new(), cases });
+    }
+    let judged: Vec<_> = s.distributions.iter().filter_map(|d| Some((d, d.agrees?))).collect();
+    if !judged.is_empty() {
+        let name = "phc-harness.distribution".to_owned();
+        let cases = judged
+            .iter()
+            .map(|(d, agrees)| junit::Case {
+                classname: name.clone(),
+                name: d.scenario.clone(),
+                result: if *agrees {
+                    junit::CaseResult::Pass
+                } else {
+                    junit::CaseResult::Failure {
+                        kind: "fidelity",
+                        message: format!(
+                            "sim and QEMU disagree on distributions, real runs inside {} (see {}/distribution.md)",
+                            d.inside.as_deref().unwrap_or("-"),
+                            d.dir
+                        ),
                         text: None,
                     }
                 },

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use super::render;
-use super::summary::{entry_from_report, Entry, FidelityEntry, Outcome, Shard, Summary};
+use super::summary::{entry_from_report, DistributionEntry, Entry, FidelityEntry, Outcome, Shard, Summary};
 use super::SuiteError;
 use crate::model::scenario::Scenario;
 pub use crate::run::batch::Backend;
@@ -94,6 +94,8 @@ pub struct Options {
     pub jobs: usize,
     /// The suite folder.
     pub out: PathBuf,
+    /// Runs per scenario (`--repeat`; the scenarios come as `batch::repeated` made them).
+    pub repeat: usize,
 }
 
 /// What a suite run tells its caller as it goes.
@@ -165,8 +167,9 @@ pub fn run(
         full_series: opts.full_series,
         progress: false,
         jobs: opts.jobs,
-        repeat: 1,
+        repeat: opts.repeat.max(1),
     };
+    let mut dists = Vec::new();
     let stopped = batch::run(scenarios, &opts.backends, &batch, |step| match step {
         Step::Start { scenario, backend, k, n, done_s: d, total_s: t } => {
             (done_s, total_s) = (d + scenario.duration_s(), t);
@@ -186,9 +189,15 @@ pub fn run(
             scenario: scenario.name.clone(),
             agrees: fidelity.agrees,
             dir: dir.strip_prefix(&opts.out).unwrap_or(dir).to_string_lossy().into_owned(),
+            seed: (opts.repeat > 1).then_some(scenario.world.seed),
         }),
-        // A suite runs each scenario once (repeat 1): no distribution comes.
-        Step::Done { .. } | Step::Distribution { .. } => {}
+        Step::Distribution { scenario, distribution, dir } => dists.push(DistributionEntry {
+            scenario: scenario.name.clone(),
+            agrees: distribution.fidelity.as_ref().map(|f| f.agrees),
+            inside: distribution.fidelity.as_ref().map(|f| format!("{}/{}", f.runs_inside, f.runs)),
+            dir: dir.strip_prefix(&opts.out).unwrap_or(dir).to_string_lossy().into_owned(),
+        }),
+        Step::Done { .. } => {}
     })?;
     let summary = Summary::new(
         opts.backends.iter().map(|b| b.name().to_owned()).collect(),
@@ -197,7 +206,8 @@ pub fn run(
         selected,
         entries,
         fid,
-    );
+    )
+    .with_distributions(dists);
     remove_older(&opts.out, &older, &summary.folders())?;
     write_suite_files(&opts.out, &summary)?;
     Ok((summary, stopped))
@@ -235,6 +245,7 @@ fn skipped(s: &Scenario, backend: &str, why: String) -> Entry {
         recovery: None,
         environment: Default::default(),
         tolerance: s.tolerance.clone(),
+        interval_s: Some(s.timeline.interval_s),
     }
 }
 

@@ -110,6 +110,9 @@ pub struct Entry {
     /// The scenario's own tolerances for baseline comparisons (`[tolerance.*]`).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub tolerance: Vec<ToleranceOverride>,
+    /// The observation interval, seconds (the report's): the resolution of its times.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub interval_s: Option<f64>,
 }
 
 /// A sim-against-QEMU comparison of one scenario.
@@ -120,6 +123,25 @@ pub struct FidelityEntry {
     /// Whether every judged row agreed.
     pub agrees: bool,
     /// The folder with fidelity.md and fidelity.json, relative to the suite folder.
+    pub dir: String,
+    /// The seed, when it is one of a scenario's repeated runs (`suite --repeat`): shown, not
+    /// judged (its scenario's distribution is).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub seed: Option<u64>,
+}
+
+/// The distribution of a scenario's repeated runs (`suite --repeat`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DistributionEntry {
+    /// Scenario name.
+    pub scenario: String,
+    /// Whether the real runs agreed with the sim's on distributions (absent: one backend).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub agrees: Option<bool>,
+    /// k/N: the real runs inside on every judged row, of all real runs.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub inside: Option<String>,
+    /// The folder with distribution.md and distribution.json, relative to the suite folder.
     pub dir: String,
 }
 
@@ -183,9 +205,12 @@ pub struct Summary {
     pub verdict: String,
     /// One per scenario and backend, in scenario-name order, backends in run order.
     pub entries: Vec<Entry>,
-    /// One per scenario that ran on both sim and QEMU.
+    /// One per scenario that ran on both sim and QEMU (with repeats, one per seed).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub fidelity: Vec<FidelityEntry>,
+    /// With repeats (`suite --repeat`): one per scenario.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub distributions: Vec<DistributionEntry>,
 }
 
 impl Summary {
@@ -206,17 +231,40 @@ impl Summary {
         for e in &entries {
             *totals.entry(e.outcome.key().to_owned()).or_insert(0) += 1;
         }
-        let failed = entries.iter().any(|e| e.outcome.fails()) || fidelity.iter().any(|f| !f.agrees);
-        Self {
+        let mut s = Self {
             format: FORMAT,
             backends,
             filter,
             shard,
             selected,
             totals,
-            verdict: if failed { "fail" } else { "pass" }.into(),
+            verdict: String::new(),
             entries,
             fidelity,
+            distributions: Vec::new(),
+        };
+        s.verdict = s.judged().into();
+        s
+    }
+
+    /// The summary with the distributions of repeated runs, which then judge in place of each
+    /// seed's comparison.
+    pub fn with_distributions(mut self, distributions: Vec<DistributionEntry>) -> Self {
+        self.distributions = distributions;
+        self.verdict = self.judged().into();
+        self
+    }
+
+    /// `fail` when a run failed or aborted, a single run's comparison disagreed, or a
+    /// distribution disagreed; else `pass`.
+    fn judged(&self) -> &'static str {
+        let failed = self.entries.iter().any(|e| e.outcome.fails())
+            || self.fidelity.iter().any(|f| f.seed.is_none() && !f.agrees)
+            || self.distributions.iter().any(|d| d.agrees == Some(false));
+        if failed {
+            "fail"
+        } else {
+            "pass"
         }
     }
 
@@ -284,6 +332,17 @@ impl Summary {
                 return bad(format!("fidelity[{k}].dir: {:?} is listed twice", f.dir));
             }
         }
+        for (k, d) in s.distributions.iter().enumerate() {
+            if let Err(why) = phc::input::check_name(&d.scenario) {
+                return bad(format!("distributions[{k}].scenario: {why}"));
+            }
+            if let Err(why) = phc::input::check_name(&d.dir) {
+                return bad(format!("distributions[{k}].dir: {why}"));
+            }
+            if !dirs.insert(d.dir.as_str()) {
+                return bad(format!("distributions[{k}].dir: {:?} is listed twice", d.dir));
+            }
+        }
         Ok(s)
     }
 
@@ -294,6 +353,7 @@ impl Summary {
             .iter()
             .filter_map(|e| e.dir.as_deref())
             .chain(self.fidelity.iter().map(|f| f.dir.as_str()))
+            .chain(self.distributions.iter().map(|d| d.dir.as_str()))
             .collect()
     }
 }
@@ -338,6 +398,7 @@ pub fn entry_from_report(
         recovery: Some(r.recovery.clone()),
         environment: environment(r),
         tolerance,
+        interval_s: r.interval_s,
     }
 }
 

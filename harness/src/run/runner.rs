@@ -218,18 +218,10 @@ fn drive<B: engine::Backend<Error = phc_qemu::Error>>(
     }
 }
 
-/// The daemon's poll interval, seconds: the granularity recovery times can be compared at.
+/// The daemon's poll interval, seconds: the granularity recovery times can be compared at
+/// ([`Scenario::poll_interval_s`]).
 pub fn poll_interval_s(s: &Scenario) -> f64 {
-    s.world
-        .disciplines
-        .iter()
-        .find_map(|d| match d {
-            mock_phc::DisciplineConfig::Chrony(c) => Some(2f64.powi(i32::from(c.poll))),
-            mock_phc::DisciplineConfig::Phc2sys(c) => Some(1.0 / c.rate_hz),
-            mock_phc::DisciplineConfig::Ntpd(c) => Some(c.poll_s),
-            _ => None,
-        })
-        .unwrap_or(1.0)
+    s.poll_interval_s()
 }
 
 /// The folder of one run under the output folder. Scenario names are plain (checked at load),
