@@ -266,6 +266,10 @@ pub struct Calibration {
     /// The median of the real runs' chronyd regression standard deviation, ns (none: not
     /// measured, the scenario's own noise used).
     pub regression_sd_ns_guest: Option<f64>,
+    /// The median of the real runs' raw refclock sample noise, ns: under half a nanosecond the
+    /// readings have no read noise and the scenario's own noise is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_noise_ns_guest: Option<f64>,
 }
 
 /// Sim against QEMU over repeated runs.
@@ -503,11 +507,18 @@ impl Distribution {
                     let guest = c
                         .regression_sd_ns_guest
                         .map_or_else(|| "not measured".to_owned(), |v| format!("{v:.1} ns"));
-                    format!(
-                        "sim runs at the guest's noise (read noise {:.1} ns, the scenario's {:.1} ns scaled so that \
-                         the sim's chronyd regression scatters as the guest's, {guest}): ",
-                        c.phase_noise_ns, c.scenario_phase_noise_ns
-                    )
+                    match c.sample_noise_ns_guest {
+                        Some(n) if n < 0.5 && c.phase_noise_ns == c.scenario_phase_noise_ns => format!(
+                            "sim runs at the scenario's read noise ({:.1} ns: the guest's raw samples have none, \
+                             {n:.1} ns, so its chronyd regression's scatter, {guest}, is not read noise): ",
+                            c.phase_noise_ns
+                        ),
+                        _ => format!(
+                            "sim runs at the guest's noise (read noise {:.1} ns, the scenario's {:.1} ns scaled so \
+                             that the sim's chronyd regression scatters as the guest's, {guest}): ",
+                            c.phase_noise_ns, c.scenario_phase_noise_ns
+                        ),
+                    }
                 }
                 None => String::new(),
             };

@@ -50,7 +50,14 @@ impl Ensemble {
     /// A Markdown paragraph and table for the fidelity report.
     pub fn to_markdown(&self) -> String {
         let n = |v: Option<f64>| v.map_or_else(|| "not measured".to_owned(), |v| format!("{v:.1} ns"));
-        let how = if self.regression_sd_ns_guest.is_some() {
+        let unscaled = self.sample_noise_ns_guest.is_some_and(|n| n < 0.5);
+        let how = if unscaled {
+            format!(
+                "the scenario's {:.1} ns (the guest's raw samples have no read noise, so its chronyd regression's \
+                 scatter is not read noise and is not matched)",
+                self.phase_noise_ns
+            )
+        } else if self.regression_sd_ns_guest.is_some() {
             format!(
                 "{:.1} ns, the scenario's {:.1} ns scaled so that the sim's chronyd regression scatters as the \
                  guest's",
