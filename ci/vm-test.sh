@@ -90,7 +90,26 @@ cargo build --release --locked --quiet -p phc-harness
 qsuite="${TMPDIR:-/tmp}/phc-harness-ci-qemu-suite"
 start=$(date +%s)
 ./target/release/phc-harness suite scenarios --backend qemu --out "$qsuite"
-./target/release/phc-harness compare "$qsuite"
+set +e
+./target/release/phc-harness compare "$qsuite" >"$qsuite.compare.md"
+rc=$?
+set -e
+cat "$qsuite.compare.md"
+if [[ $rc -eq 1 ]]; then
+    # One run is one draw: a scenario can land in an outcome its baseline's repeats never showed
+    # (out of sample, 3 of 160 runs did against a baseline of 32 repeats). A regression is
+    # confirmed by a second draw of the scenarios that moved (seed 2; the baselines are
+    # distributions over seeds): a real one shows again, and only then does CI fail.
+    moved=$(grep -F '**REGRESSION**' "$qsuite.compare.md" | awk -F'|' '{gsub(/ /, "", $2); print $2}' |
+        sed 's/(seed[0-9]*)$//' | sort -u | paste -sd, -)
+    echo "vm-test: regressed in one run: $moved; confirming with a second run of each (seed 2)"
+    ./target/release/phc-harness suite scenarios --backend qemu --filter "$moved" --seed 2 --out "$qsuite.confirm"
+    ./target/release/phc-harness compare "$qsuite.confirm"
+    echo "vm-test: not confirmed: $moved moved in one run and not in the next (see the table above)"
+elif [[ $rc -ne 0 ]]; then
+    echo "vm-test: compare exited $rc" >&2
+    exit "$rc"
+fi
 bash ci/check-suite.sh "$qsuite"
 echo "QEMU suite (every scenario virtual time runs): $(( $(date +%s) - start )) s wall"
 

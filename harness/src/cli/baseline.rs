@@ -19,7 +19,10 @@ pub struct BaselineArgs {
     /// The run to promote: a suite folder, a `run --out` folder, or latency.json folders.
     /// Repeated runs of a scenario (`--repeat N`) become one baseline: the median of each
     /// metric, its spread, and a tolerance of two spreads (never below the metric's resolution).
-    pub run_dir: PathBuf,
+    /// More folders pool their runs (several `--repeat` suites of one set-up: a QEMU run is
+    /// not reproducible per seed, so each is a draw of its own).
+    #[arg(required = true, num_args = 1..)]
+    pub run_dirs: Vec<PathBuf>,
     /// The baselines folder to write into (`<backend>/<name>.json`).
     #[arg(long, default_value = "results/baselines")]
     pub baseline: PathBuf,
@@ -33,10 +36,13 @@ pub struct BaselineArgs {
 /// it replaces, or one per scenario of repeated runs (`--repeat`), with tolerances from their
 /// spread. Aborted runs are refused (nothing is written then).
 pub fn promote(args: BaselineArgs) -> Exit {
-    let runs = match compare::load_runs(&args.run_dir) {
-        Ok(r) => r,
-        Err(e) => return usage(e),
-    };
+    let mut runs = Vec::new();
+    for d in &args.run_dirs {
+        match compare::load_runs(d) {
+            Ok(r) => runs.extend(r),
+            Err(e) => return usage(e),
+        }
+    }
     let aborted: Vec<String> = runs
         .iter()
         .filter_map(|r| match r {
@@ -87,7 +93,10 @@ pub fn promote(args: BaselineArgs) -> Exit {
 
 /// Checks that `--prune` may run: a whole suite folder (no filter, no shard).
 fn prunable(args: &BaselineArgs, runs: &[compare::Run]) -> Result<(), String> {
-    match crate::regress::summary::Summary::load(&args.run_dir) {
+    let [dir] = args.run_dirs.as_slice() else {
+        return Err("--prune needs one whole suite folder, not several".into());
+    };
+    match crate::regress::summary::Summary::load(dir) {
         Ok(s) if s.filter.is_none() && s.shard.is_none() => {}
         _ => {
             return Err("--prune needs a whole suite folder (summary.json without --filter or --shard)".into())

@@ -136,8 +136,9 @@ pub struct Baseline {
     pub environment: BTreeMap<String, Value>,
     /// Metric name to value and tolerance.
     pub metrics: BTreeMap<String, Metric>,
-    /// The seeds of the repeated runs it was promoted from (absent: one run, `seed`). A
-    /// baseline of repeats is a distribution: a run of any seed is compared with it.
+    /// The seeds of the repeated runs it was promoted from, each once (absent: one run,
+    /// `seed`; the runs are in each metric's `spread`). A baseline of repeats is a
+    /// distribution: a run of any seed is compared with it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub seeds: Vec<u64>,
 }
@@ -362,7 +363,12 @@ pub fn from_entries(entries: &[&Entry], keep: Option<&Baseline>) -> Option<Basel
         return Some(from_entry(first, keep));
     }
     let values: Vec<BTreeMap<&str, Value>> = entries.iter().map(|e| entry_values(e)).collect();
-    let interval_s = first.interval_s.unwrap_or(1.0);
+    // Older reports have no interval; the coarsest any run had.
+    let interval_s = entries
+        .iter()
+        .filter_map(|e| e.interval_s)
+        .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
+        .unwrap_or(1.0);
     let metrics = METRICS
         .iter()
         .filter_map(|d| {
@@ -375,6 +381,7 @@ pub fn from_entries(entries: &[&Entry], keep: Option<&Baseline>) -> Option<Basel
         .collect();
     let mut seeds: Vec<u64> = entries.iter().map(|e| e.seed).collect();
     seeds.sort_unstable();
+    seeds.dedup();
     Some(Baseline {
         format: FORMAT,
         kind: "scenario".into(),

@@ -123,7 +123,8 @@ impl Run {
 }
 
 /// The baseline each run, or each scenario's repeated runs together
-/// (`baseline::from_entries`), would become; `keep` gives the baseline a key has now (its
+/// (`baseline::from_entries`; runs of one seed from several folders are draws of their own),
+/// would become; `keep` gives the baseline a key has now (its
 /// tolerances survive a single run's promotion). In the order the keys first appear.
 pub fn baselines(
     runs: &[Run],
@@ -153,14 +154,6 @@ pub fn baselines(
                 if entries.len() != many.len() {
                     return Err(format!(
                         "{} [{}]: more than one run of a latency or probe document",
-                        k.0, k.1
-                    ));
-                }
-                let mut seeds: Vec<u64> = entries.iter().map(|e| e.seed).collect();
-                seeds.sort_unstable();
-                if seeds.windows(2).any(|w| w[0] == w[1]) {
-                    return Err(format!(
-                        "{} [{}]: two runs with one seed; repeats need seeds of their own (--repeat)",
                         k.0, k.1
                     ));
                 }

@@ -95,10 +95,10 @@ const NO_READ_NOISE_NS: f64 = 0.5;
 /// read noise. The scaling gives the sim white read noise that scatters chronyd's regression as
 /// much as the guest's; that stands only where the guest's raw refclock samples have read noise
 /// at all. Where they have none (`chrony_sample_noise_ns` under [`NO_READ_NOISE_NS`]: igb's
-/// PHC is QEMU's virtual clock, read at instruction-exact times; measured 0.0 ns in 8 of 8
-/// phc-jump-10s runs, whose regression scattered 19-94 ns all the same), the scatter comes from
+/// PHC is QEMU's virtual clock, read at instruction-exact times; measured 0.0 ns in 32 of 32
+/// phc-jump-10s runs, whose regression scattered 5-98 ns all the same), the scatter comes from
 /// elsewhere and is not white: the real chronyd's runs test pruned old samples as the sim's does
-/// at no read noise (a step at 45.0 s in 13 runs against the zero-noise sim's 44.9 s), while
+/// at no read noise (a step at 45.0 s in 32 runs against the zero-noise sim's 44.9 s), while
 /// white noise of the same scatter held them until 53-109 s. The scenario's own noise is then
 /// kept.
 fn read_noise_scatter(regression_sd_ns: Option<f64>, sample_noise_ns: Option<f64>) -> Option<f64> {
