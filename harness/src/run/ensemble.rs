@@ -20,8 +20,11 @@ use crate::judge::report::Report;
 use crate::model::scenario::Scenario;
 use crate::run::runner;
 
-/// Sim runs in an ensemble: the scenario's seed and the next `RUNS - 1`.
-pub const RUNS: u64 = 12;
+/// Sim runs in an ensemble: the scenario's seed and the next `RUNS - 1`. Sixty, so that the sim's
+/// range holds its own tail: of five real runs drawn from the sims' own distribution, one lands
+/// outside twelve sims' range (before the tolerance widens it) about half the time, outside
+/// sixty's under one time in six.
+pub const RUNS: u64 = 60;
 /// Bounds on the factor the scenario's read noise is scaled by.
 const SCALE: (f64, f64) = (0.1, 100.0);
 /// The read noise the fit starts from where the scenario has none, ns.
@@ -252,15 +255,14 @@ mod tests {
             f.to_markdown()
         );
 
-        // The same late run with no noise measured in the guest: the ensemble stays at 50 ns,
-        // where every seed corrects at the same poll, and the late run disagrees.
+        // The same late run with no noise measured in the guest: the ensemble stays at the
+        // scenario's 50 ns (where most of sixty seeds correct at one poll; an outcome none of
+        // them gives disagrees, `an_outcome_no_run_gives_disagrees`).
         let mut blind = late.clone();
         blind.backend_info.clear();
-        let f = fidelity(&s, &sim, &blind);
-        assert!(!f.agrees, "{}", f.to_markdown());
-        let e = f.ensemble.unwrap();
+        let e = fidelity(&s, &sim, &blind).ensemble.unwrap();
         assert_eq!(e.phase_noise_ns, 50.0);
-        assert!(e.members.iter().all(|m| !m.agrees));
+        assert_eq!(e.members.len() as u64, RUNS);
     }
 
     #[test]
