@@ -159,7 +159,7 @@ pub fn fidelity(s: &Scenario, sim: &Report, qemu: &Report) -> Fidelity {
 /// (the median of the real runs' `chrony_regression_sd_ns`), over as many seeds as there were
 /// real runs and at least `RUNS` (the scenario's seed first), with the noise used and the
 /// guest's figures. Without a figure from the guest, or where its raw samples have no read
-/// noise ([`read_noise_scatter`]), the scenario's own noise.
+/// noise (`read_noise_scatter`), the scenario's own noise.
 pub fn calibrated_sims(
     s: &Scenario,
     qemu: &[&Report],
