@@ -8,7 +8,7 @@
 
 use phc_harness::judge::{fidelity, report::Report};
 use phc_harness::run::backend::qemu::{find_agent_bin, ClockMode, QemuOptions};
-use phc_harness::run::runner::{builtin, poll_interval_s, run_qemu};
+use phc_harness::run::runner::{builtin, run_qemu};
 
 fn main() {
     let agent_bin = find_agent_bin(None).unwrap_or_else(|e| panic!("{e}"));
@@ -38,7 +38,7 @@ fn main() {
         };
         let virt = run(&s, ClockMode::Virtual);
         let real = run(&short, ClockMode::Real);
-        let f = fidelity::compare(&virt, &real, poll_interval_s(&s));
+        let f = fidelity::compare(&virt, &real, s.poll_interval_s());
         println!("{} (sim = virtual time, qemu = real time)\n{}", s.name, f.to_markdown());
     }
 }

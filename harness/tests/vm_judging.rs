@@ -13,7 +13,7 @@ use phc_harness::judge::report::{Report, Verdict};
 use phc_harness::model::scenario::Scenario;
 use phc_harness::run::backend::qemu::{find_agent_bin, QemuOptions};
 use phc_harness::run::ensemble::calibrated_sims;
-use phc_harness::run::runner::{poll_interval_s, run_qemu, run_sim, BUILTIN};
+use phc_harness::run::runner::{run_qemu, run_sim, BUILTIN};
 
 fn agent() -> PathBuf {
     find_agent_bin(None).unwrap_or_else(|e| panic!("{e} (set PHC_AGENT_BIN; ci/vm-test.sh does)"))
@@ -47,7 +47,7 @@ fn judged(s: &Scenario, model: &Scenario, real: &[Report], label: &str) -> Distr
         })
         .collect();
     let all: Vec<Report> = own.into_iter().chain(real.iter().cloned()).collect();
-    let d = Distribution::judged_against(&s.name, &all, poll_interval_s(s), Some((&sims, calibration)));
+    let d = Distribution::judged_against(&s.name, &all, s.poll_interval_s(), Some((&sims, calibration)));
     println!("--- {label} ---\n{}", d.to_markdown());
     d
 }

@@ -11,7 +11,7 @@ use phc_harness::judge::fidelity;
 use phc_harness::judge::report::{Report, Verdict};
 use phc_harness::model::scenario::Scenario;
 use phc_harness::run::backend::qemu::{find_agent_bin, ClockMode, GuestPhc, QemuOptions};
-use phc_harness::run::runner::{poll_interval_s, run_qemu, run_sim, BUILTIN};
+use phc_harness::run::runner::{run_qemu, run_sim, BUILTIN};
 
 fn agent() -> PathBuf {
     find_agent_bin(None).unwrap_or_else(|e| panic!("{e} (set PHC_AGENT_BIN; ci/test.sh does)"))
@@ -164,7 +164,7 @@ fn recovery_by_the_real_chronyd_is_repeatable_in_virtual_time_booted_or_restored
         (snap["restore_s"].as_f64().unwrap(), a.backend_info["boot_to_ready_s"].as_f64().unwrap());
     assert!(restore_s < boot_s, "restoring took {restore_s} s, booting {boot_s} s");
     assert_eq!(first.verdict, Verdict::Pass, "{}", first.to_text());
-    let poll = poll_interval_s(&s);
+    let poll = s.poll_interval_s();
     let (sa, sb) = (real_steps(&a), real_steps(&b));
     println!("run 1 steps {sa:?}\nrun 2 steps {sb:?}");
     assert!(!sa.is_empty(), "real chronyd never stepped: {}", a.to_text());
@@ -204,7 +204,7 @@ fn virtual_time_agrees_with_real_time() {
     let real = on_qemu(&s, ClockMode::Real, "real");
     let virt = on_qemu(&s, ClockMode::Virtual, "virtual-short");
     assert_eq!(real.backend_info["clock"], "real");
-    let f = fidelity::compare(&virt, &real, poll_interval_s(&s));
+    let f = fidelity::compare(&virt, &real, s.poll_interval_s());
     println!("(columns: sim = virtual time, qemu = real time)");
     print!("{}", f.to_markdown());
     assert!(f.agrees, "virtual and real time disagree:\n{}", f.to_markdown());

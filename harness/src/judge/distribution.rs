@@ -285,6 +285,11 @@ fn normal_cdf(z: f64) -> f64 {
     }
 }
 
+/// Below this raw refclock sample noise (ns) a guest's readings are exactly linear between
+/// polls: it has no read noise, and the sim's is not scaled to its regression's scatter
+/// (`run::ensemble`).
+pub const NO_READ_NOISE_NS: f64 = 0.5;
+
 /// How the sim runs the real ones are judged against were given the guest's noise.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Calibration {
@@ -295,8 +300,8 @@ pub struct Calibration {
     /// The median of the real runs' chronyd regression standard deviation, ns (none: not
     /// measured, the scenario's own noise used).
     pub regression_sd_ns_guest: Option<f64>,
-    /// The median of the real runs' raw refclock sample noise, ns: under half a nanosecond the
-    /// readings have no read noise and the scenario's own noise is kept.
+    /// The median of the real runs' raw refclock sample noise, ns: under [`NO_READ_NOISE_NS`]
+    /// the readings have no read noise and the scenario's own noise is kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample_noise_ns_guest: Option<f64>,
 }
@@ -539,7 +544,7 @@ impl Distribution {
                         .regression_sd_ns_guest
                         .map_or_else(|| "not measured".to_owned(), |v| format!("{v:.1} ns"));
                     match c.sample_noise_ns_guest {
-                        Some(n) if n < 0.5 && c.phase_noise_ns == c.scenario_phase_noise_ns => format!(
+                        Some(n) if n < NO_READ_NOISE_NS && c.phase_noise_ns == c.scenario_phase_noise_ns => format!(
                             "sim runs at the scenario's read noise ({:.1} ns: the guest's raw samples have none, \
                              {n:.1} ns, so its chronyd regression's scatter, {guest}, is not read noise): ",
                             c.phase_noise_ns

@@ -50,7 +50,8 @@ impl Ensemble {
     /// A Markdown paragraph and table for the fidelity report.
     pub fn to_markdown(&self) -> String {
         let n = |v: Option<f64>| v.map_or_else(|| "not measured".to_owned(), |v| format!("{v:.1} ns"));
-        let unscaled = self.sample_noise_ns_guest.is_some_and(|n| n < 0.5);
+        let unscaled =
+            self.sample_noise_ns_guest.is_some_and(|n| n < crate::judge::distribution::NO_READ_NOISE_NS);
         let how = if unscaled {
             format!(
                 "the scenario's {:.1} ns (the guest's raw samples have no read noise, so its chronyd regression's \

@@ -495,14 +495,15 @@ pub fn tolerance_text(m: &Metric, abs: f64, rel: f64) -> String {
 /// compared across set-ups (kernel, QEMU, CPU model, accel, command line).
 pub fn compare(runs: &[Run], dir: &Path, allow_different_host: bool) -> Comparison {
     let mut c = Comparison { runs: runs.len(), ..Default::default() };
-    let keys: Vec<(String, String)> = runs.iter().map(Run::key).collect();
+    let mut per_key: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for r in runs {
+        *per_key.entry(r.key()).or_default() += 1;
+    }
     for run in runs {
         let (name, backend) = run.key();
         // Repeated runs of one scenario: each is a row of its own, named with its seed.
         let label = match run.seed() {
-            Some(s) if keys.iter().filter(|k| **k == (name.clone(), backend.clone())).count() > 1 => {
-                format!("{name} (seed {s})")
-            }
+            Some(s) if per_key[&(name.clone(), backend.clone())] > 1 => format!("{name} (seed {s})"),
             _ => name.clone(),
         };
         // A run the backend could not do (a kernel without igb, say) is said, not compared:

@@ -362,7 +362,7 @@ mod tests {
         let a = crate::run::runner::run_sim(&s).unwrap();
         let mut b = a.clone();
         b.backend = "qemu".into();
-        let f = crate::judge::fidelity::compare(&a, &b, crate::run::runner::poll_interval_s(&s));
+        let f = crate::judge::fidelity::compare(&a, &b, s.poll_interval_s());
         crate::run::runner::write_fidelity(&f, &dir.path().join("reboot-fidelity")).unwrap();
         let entries: Vec<_> = [&a, &b]
             .iter()

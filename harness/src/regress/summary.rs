@@ -321,26 +321,20 @@ impl Summary {
                 }
             }
         }
-        for (k, f) in s.fidelity.iter().enumerate() {
-            if let Err(why) = phc::input::check_name(&f.scenario) {
-                return bad(format!("fidelity[{k}].scenario: {why}"));
+        // Comparison and distribution folders: plain names, each listed once with the reports'.
+        let listed = s.fidelity.iter().enumerate().map(|(k, f)| ("fidelity", k, &f.scenario, &f.dir));
+        let listed = listed.chain(
+            s.distributions.iter().enumerate().map(|(k, d)| ("distributions", k, &d.scenario, &d.dir)),
+        );
+        for (what, k, scenario, dir) in listed {
+            if let Err(why) = phc::input::check_name(scenario) {
+                return bad(format!("{what}[{k}].scenario: {why}"));
             }
-            if let Err(why) = phc::input::check_name(&f.dir) {
-                return bad(format!("fidelity[{k}].dir: {why}"));
+            if let Err(why) = phc::input::check_name(dir) {
+                return bad(format!("{what}[{k}].dir: {why}"));
             }
-            if !dirs.insert(f.dir.as_str()) {
-                return bad(format!("fidelity[{k}].dir: {:?} is listed twice", f.dir));
-            }
-        }
-        for (k, d) in s.distributions.iter().enumerate() {
-            if let Err(why) = phc::input::check_name(&d.scenario) {
-                return bad(format!("distributions[{k}].scenario: {why}"));
-            }
-            if let Err(why) = phc::input::check_name(&d.dir) {
-                return bad(format!("distributions[{k}].dir: {why}"));
-            }
-            if !dirs.insert(d.dir.as_str()) {
-                return bad(format!("distributions[{k}].dir: {:?} is listed twice", d.dir));
+            if !dirs.insert(dir.as_str()) {
+                return bad(format!("{what}[{k}].dir: {dir:?} is listed twice"));
             }
         }
         Ok(s)

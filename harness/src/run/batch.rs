@@ -419,7 +419,7 @@ fn run_in_order(
                 let d = crate::judge::distribution::Distribution::judged_against(
                     &s.name,
                     &reports,
-                    runner::poll_interval_s(s),
+                    s.poll_interval_s(),
                     judging.as_ref().map(|(r, c)| (r.as_slice(), c.clone())),
                 );
                 let dir = runner::distribution_dir(&opts.out, &s.name);

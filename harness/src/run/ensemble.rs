@@ -14,6 +14,7 @@
 
 use mock_phc::discipline::sample_noise::Noise;
 
+use crate::judge::distribution::NO_READ_NOISE_NS;
 use crate::judge::ensemble::{Ensemble, Member};
 use crate::judge::fidelity::{self, Fidelity};
 use crate::judge::report::Report;
@@ -91,9 +92,6 @@ fn info_f64(r: &Report, key: &str) -> Option<f64> {
     r.backend_info.get(key).and_then(serde_json::Value::as_f64)
 }
 
-/// Below this raw sample noise (ns) the guest's readings are exactly linear between polls.
-const NO_READ_NOISE_NS: f64 = 0.5;
-
 /// The guest's regression scatter to scale the sim's read noise to, or none where it is not
 /// read noise. The scaling gives the sim white read noise that scatters chronyd's regression as
 /// much as the guest's; that stands only where the guest's raw refclock samples have read noise
@@ -116,7 +114,7 @@ fn read_noise_scatter(regression_sd_ns: Option<f64>, sample_noise_ns: Option<f64
 /// row, widened by the row's tolerance, its classes among theirs; weak evidence. The result
 /// carries the ensemble and that judgement.
 pub fn fidelity(s: &Scenario, sim: &Report, qemu: &Report) -> Fidelity {
-    let poll = runner::poll_interval_s(s);
+    let poll = s.poll_interval_s();
     let mut f = fidelity::compare(sim, qemu, poll);
     let base = s.world.guest.phase_noise_ns;
     // The scenario's own run is the first of these.

@@ -218,12 +218,6 @@ fn drive<B: engine::Backend<Error = phc_qemu::Error>>(
     }
 }
 
-/// The daemon's poll interval, seconds: the granularity recovery times can be compared at
-/// ([`Scenario::poll_interval_s`]).
-pub fn poll_interval_s(s: &Scenario) -> f64 {
-    s.poll_interval_s()
-}
-
 /// The folder of one run under the output folder. Scenario names are plain (checked at load),
 /// so this stays inside `out`.
 pub fn report_dir(out: &Path, report: &Report) -> PathBuf {
