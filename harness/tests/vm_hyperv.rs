@@ -531,7 +531,7 @@ fn the_local_backend_in_the_guest_runs_against_the_kernels_hv_utils() {
         .disciplines
         .iter()
         .find_map(|d| match d {
-            mock_phc::DisciplineConfig::Chrony(c) => Some(c.chrony_conf("/dev/ptp_hyperv")),
+            mock_phc::DisciplineConfig::Chrony(c) => Some(c.chrony_conf("/dev/ptp_hyperv", "10.200.0.1")),
             _ => None,
         })
         .expect("chrony in the scenario");

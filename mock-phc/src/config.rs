@@ -24,6 +24,9 @@ pub struct WorldConfig {
     pub guest: OscillatorConfig,
     /// Daemons acting on the guest clock, all at once (hv_utils + chrony on Azure).
     pub disciplines: Vec<DisciplineConfig>,
+    /// The NTP server the guest's NTP clients ask (`[world.ntp_server]`); left out, a daemon
+    /// that asks one gets the default (`NtpServerConfig::default`, a server on the local network).
+    pub ntp_server: Option<crate::NtpServerConfig>,
 }
 
 impl Default for WorldConfig {
@@ -34,6 +37,7 @@ impl Default for WorldConfig {
             phc: PhcConfig::default(),
             guest: OscillatorConfig::default(),
             disciplines: Vec::new(),
+            ntp_server: None,
         }
     }
 }
@@ -61,7 +65,15 @@ impl WorldConfig {
         for (i, d) in self.disciplines.iter().enumerate() {
             d.validate(&format!("disciplines[{i}]"))?;
         }
+        if let Some(n) = &self.ntp_server {
+            n.validate("ntp_server")?;
+        }
         Ok(())
+    }
+
+    /// The NTP server the guest's clients ask: the scenario's, or the default.
+    pub fn ntp_server(&self) -> crate::NtpServerConfig {
+        self.ntp_server.clone().unwrap_or_default()
     }
 
     /// How often the world wakes on its own, per second: every daemon's timer and the host's

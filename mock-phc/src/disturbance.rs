@@ -49,6 +49,15 @@ pub enum Disturbance {
         /// Change of the frequency error.
         delta_ppm: f64,
     },
+    /// The NTP server changes how it answers, or its own error (`[world.ntp_server]` needed).
+    NtpServer {
+        /// How it answers from now on; unchanged when left out.
+        #[serde(default)]
+        answer: Option<crate::NtpAnswer>,
+        /// Its own error from now on; unchanged when left out.
+        #[serde(default)]
+        offset_s: Option<f64>,
+    },
 }
 
 fn yes() -> bool {
@@ -92,6 +101,23 @@ impl Disturbance {
                 }
             }
             Self::SamplesStop | Self::SamplesResume => Ok(()),
+            Self::NtpServer { answer, offset_s } => {
+                if answer.is_none() && offset_s.is_none() {
+                    return Err(crate::Error::invalid(
+                        key,
+                        "ntp_server changes nothing: give answer or offset_s",
+                    ));
+                }
+                match offset_s {
+                    Some(o) => crate::time::check_range(
+                        &format!("{key}.offset_s"),
+                        o,
+                        -crate::time::MAX_ABS_S,
+                        crate::time::MAX_ABS_S,
+                    ),
+                    None => Ok(()),
+                }
+            }
         }
     }
 

@@ -16,14 +16,19 @@ mod error;
 pub mod event;
 pub mod live;
 mod noise;
+pub mod ntp_server;
 mod personality;
 pub mod time;
 mod world;
 
 pub use config::{LatencyConfig, OscillatorConfig, PhcConfig, WorldConfig};
-pub use discipline::{ChronyConfig, DisciplineConfig, HvUtilsConfig, NtpdConfig, Phc2sysConfig};
+pub use discipline::{
+    ChronyConfig, ChronyPrefer, ChronyServerConfig, DisciplineConfig, HvUtilsConfig, NtpdConfig,
+    Phc2sysConfig,
+};
 pub use disturbance::Disturbance;
 pub use error::Error;
 pub use event::{Event, EventKind};
 pub use noise::WanderPath;
+pub use ntp_server::{NtpAnswer, NtpServerConfig};
 pub use world::{ReadMethod, World, SYNC_DELIVERY_NS};

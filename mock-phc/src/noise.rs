@@ -10,6 +10,7 @@ use crate::{LatencyConfig, OscillatorConfig};
 pub(crate) const STREAM_GUEST: u64 = 1;
 pub(crate) const STREAM_NIC: u64 = 2;
 pub(crate) const STREAM_READS: u64 = 3;
+pub(crate) const STREAM_NTP: u64 = 4;
 
 pub(crate) fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
     let mut r = ChaCha8Rng::seed_from_u64(seed);

@@ -36,6 +36,9 @@ pub(crate) struct Sim {
     normal: noise::NormalTable,
     read_rng: ChaCha8Rng,
     events: Vec<Event>,
+    /// The NTP server as it is now, and the draws of its network's delays.
+    ntp: crate::NtpServerConfig,
+    ntp_rng: ChaCha8Rng,
     /// Steps made by a daemon during the current callback, to tell the others.
     steps: Vec<(&'static str, f64)>,
     last_freq_event: f64,
@@ -105,6 +108,36 @@ impl Sim {
 
     pub(crate) fn slew(&mut self, offset_s: f64, rate: f64) {
         self.guest.set_slew(offset_s, rate);
+    }
+
+    /// One NTP exchange with the world's server, now: what the client's request gets back. The
+    /// four timestamps are taken over a few milliseconds at most, in which the guest clock's
+    /// drift (under 1e-4) moves the offset by well under a microsecond: it is left out.
+    pub(crate) fn ntp_exchange(&mut self) -> crate::ntp_server::Reply {
+        use crate::ntp_server::Reply;
+        use rand::Rng;
+        if !self.running {
+            return Reply::None;
+        }
+        match self.ntp.answer {
+            crate::NtpAnswer::Silent => Reply::None,
+            crate::NtpAnswer::Garbage => Reply::Garbage,
+            crate::NtpAnswer::Time => {
+                let (fixed, jitter) = (self.ntp.delay_s, self.ntp.jitter_s);
+                let mut way = || {
+                    let u: f64 = self.ntp_rng.random::<f64>().max(f64::MIN_POSITIVE);
+                    fixed - jitter * u.ln()
+                };
+                let (d_in, d_out) = (way(), way());
+                // The client reads its clock at both ends: its noise enters the offset.
+                let noise = self.read_noise_s();
+                Reply::Time {
+                    offset_s: self.ntp.offset_s - self.guest_offset_s() + (d_in - d_out) / 2.0 - noise,
+                    delay_s: d_in + d_out,
+                    stratum: self.ntp.stratum,
+                }
+            }
+        }
     }
 
     fn phc_err_s(&self) -> Result<f64, phc::Error> {
@@ -257,6 +290,8 @@ impl World {
             normal: noise::NormalTable::new(&mut read_rng),
             read_rng,
             events: Vec::new(),
+            ntp: cfg.ntp_server(),
+            ntp_rng: noise::rng(cfg.seed, noise::STREAM_NTP),
             steps: Vec::new(),
             last_freq_event: 0.0,
         };
@@ -497,6 +532,19 @@ impl World {
     /// Applies a disturbance at now.
     pub fn apply(&mut self, d: &Disturbance) {
         match *d {
+            Disturbance::NtpServer { answer, offset_s } => {
+                if let Some(a) = answer {
+                    self.sim.ntp.answer = a;
+                }
+                if let Some(o) = offset_s {
+                    self.sim.ntp.offset_s = o;
+                }
+                let text = format!(
+                    "NTP server: answers {:?}, off by {} s",
+                    self.sim.ntp.answer, self.sim.ntp.offset_s
+                );
+                self.sim.note(SOURCE, text);
+            }
             Disturbance::Pause { duration_s, sync_on_resume } => {
                 let end = self.sim.t_ns + secs_to_ns(duration_s.max(0.0));
                 if self.sim.running {

@@ -15,7 +15,7 @@ pub const DEFAULT_CACHE: &str = "/var/cache/phc-harness";
 
 /// Modules loaded at boot, in dependency order. `ptp_kvm` fails to load without KVM; that is
 /// reported on the console and is not an error (`Session::boot` leaves it out under TCG).
-pub const DEFAULT_MODULES: &[&str] = &["dca", "i2c-algo-bit", "igb", "cuse", "ptp_kvm"];
+pub const DEFAULT_MODULES: &[&str] = &["dca", "i2c-algo-bit", "igb", "cuse", "ptp_kvm", "veth"];
 
 /// Modules the guest needs before any other where the kernel builds them as modules (Debian's
 /// 6.1 does; 6.12 and 7.2 build them in): the virtio PCI transport and the virtio console that
@@ -371,7 +371,7 @@ pub fn build(spec: &ImageSpec, out: &Path) -> Result<PathBuf, Error> {
     w.file("bin/busybox", 0o755, &read(&spec.busybox)?).map_err(io)?;
     for applet in [
         "sh", "mount", "insmod", "ip", "ls", "cat", "echo", "mkdir", "poweroff", "sleep", "tr", "date", "ps",
-        "kill",
+        "kill", "unshare", "nsenter",
     ] {
         w.symlink(&format!("bin/{applet}"), "busybox").map_err(io)?;
     }

@@ -11,6 +11,7 @@ pub mod compare;
 pub mod device;
 pub mod guest;
 pub mod merge;
+pub mod ntp_serve;
 pub mod plot;
 pub mod relay;
 pub mod run;
@@ -60,6 +61,9 @@ enum Cmd {
     /// Join a virtio-serial port to a Unix socket (inside a nested run's L1 guest).
     #[command(hide = true)]
     Relay(relay::RelayArgs),
+    /// Serve a PHC's time over NTP, scripted by a control file (inside the QEMU guest).
+    #[command(hide = true)]
+    NtpServe(ntp_serve::NtpServeArgs),
 }
 
 /// Parses the command line, runs the command, and gives its exit status (worsened to 2 when
@@ -90,6 +94,7 @@ pub fn main() -> std::process::ExitCode {
         Cmd::Agent(a) => agent::run(a),
         Cmd::Accel(a) => accel::run(a),
         Cmd::Relay(a) => relay::run(a),
+        Cmd::NtpServe(a) => ntp_serve::run(a),
     };
     exit.max(crate::format::output::status()).into()
 }

@@ -5,3 +5,4 @@ pub mod agent;
 pub mod host_clock;
 pub mod hyperv;
 pub mod mock;
+pub mod ntp;

@@ -386,6 +386,20 @@ pub fn describe(d: &mock_phc::Disturbance) -> String {
         D::SamplesStop => "host stops sending time samples".into(),
         D::SamplesResume => "host resumes time samples".into(),
         D::FrequencyJump { delta_ppm } => format!("guest frequency jumps {delta_ppm:+} ppm"),
+        D::NtpServer { answer, offset_s } => {
+            let mut parts = Vec::new();
+            if let Some(a) = answer {
+                parts.push(match a {
+                    mock_phc::NtpAnswer::Time => "answers again".to_owned(),
+                    mock_phc::NtpAnswer::Silent => "falls silent".to_owned(),
+                    mock_phc::NtpAnswer::Garbage => "answers garbage".to_owned(),
+                });
+            }
+            if let Some(o) = offset_s {
+                parts.push(format!("is off by {o:+} s"));
+            }
+            format!("NTP server {}", parts.join(" and "))
+        }
     }
 }
 

@@ -69,6 +69,40 @@ pub struct ChronyConfig {
     /// `minsamples`: the fewest samples the regression keeps (chrony's default 6, conf.c:169;
     /// the refclock option sets it per source).
     pub min_samples: u32,
+    /// Whether chronyd reads the PHC (`refclock PHC`); false: the NTP server alone.
+    pub refclock: bool,
+    /// An NTP source (`server ADDR iburst`), the world's NTP server; None: the refclock alone.
+    pub server: Option<ChronyServerConfig>,
+    /// Which source is marked `prefer`, if either.
+    pub prefer: Option<ChronyPrefer>,
+}
+
+/// chronyd's `server` line for the world's NTP server.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChronyServerConfig {
+    /// `minpoll` (chrony's default 6: 64 s).
+    pub minpoll: i8,
+    /// `maxpoll` (chrony's default 10: 1024 s).
+    pub maxpoll: i8,
+    /// `iburst`: four requests two seconds apart at the start.
+    pub iburst: bool,
+}
+
+impl Default for ChronyServerConfig {
+    fn default() -> Self {
+        Self { minpoll: 6, maxpoll: 10, iburst: true }
+    }
+}
+
+/// The source marked `prefer` in chrony.conf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChronyPrefer {
+    /// The PHC refclock.
+    Refclock,
+    /// The NTP server.
+    Server,
 }
 
 impl Default for ChronyConfig {
@@ -89,24 +123,44 @@ impl Default for ChronyConfig {
             start_delay_s: 1.02,
             poll_overhead_s: 0.000_314,
             min_samples: super::chrony_stats::MIN_SAMPLES as u32,
+            refclock: true,
+            server: None,
+            prefer: None,
         }
     }
 }
 
 impl ChronyConfig {
-    /// The chrony.conf lines this config means, for the real chronyd in a guest.
-    pub fn chrony_conf(&self, device: &str) -> String {
-        let mut out = format!(
-            "refclock PHC {device} poll {} dpoll {} offset {} stratum 2",
-            self.poll, self.dpoll, self.offset_s
-        );
-        if self.filter != 64 {
-            out.push_str(&format!(" filter {}", self.filter));
+    /// The chrony.conf lines this config means, for the real chronyd in a guest reading the PHC
+    /// `device` and asking the NTP server at `server_addr`.
+    pub fn chrony_conf(&self, device: &str, server_addr: &str) -> String {
+        let mut out = String::new();
+        if self.refclock {
+            out.push_str(&format!(
+                "refclock PHC {device} poll {} dpoll {} offset {} stratum 2",
+                self.poll, self.dpoll, self.offset_s
+            ));
+            if self.filter != 64 {
+                out.push_str(&format!(" filter {}", self.filter));
+            }
+            if self.min_samples as usize != super::chrony_stats::MIN_SAMPLES {
+                out.push_str(&format!(" minsamples {}", self.min_samples));
+            }
+            if self.prefer == Some(ChronyPrefer::Refclock) {
+                out.push_str(" prefer");
+            }
+            out.push('\n');
         }
-        if self.min_samples as usize != super::chrony_stats::MIN_SAMPLES {
-            out.push_str(&format!(" minsamples {}", self.min_samples));
+        if let Some(s) = &self.server {
+            out.push_str(&format!("server {server_addr} minpoll {} maxpoll {}", s.minpoll, s.maxpoll));
+            if s.iburst {
+                out.push_str(" iburst");
+            }
+            if self.prefer == Some(ChronyPrefer::Server) {
+                out.push_str(" prefer");
+            }
+            out.push('\n');
         }
-        out.push('\n');
         if let Some(t) = self.makestep_threshold_s {
             out.push_str(&format!("makestep {t} {}\n", self.makestep_limit));
         }
@@ -131,6 +185,24 @@ impl ChronyConfig {
         }
         if !(1..=256).contains(&self.filter) {
             return Err(Error::invalid(format!("{key}.filter"), "must be within 1..=256"));
+        }
+        if !self.refclock && self.server.is_none() {
+            return Err(Error::invalid(key, "has no source: set refclock = true or a [server]"));
+        }
+        if let Some(s) = &self.server {
+            // conf.c/ntp_core.c take poll exponents -6..=24 for NTP sources.
+            if !(-6..=24).contains(&s.minpoll) || !(s.minpoll..=24).contains(&s.maxpoll) {
+                return Err(Error::invalid(format!("{key}.server"), "needs -6 <= minpoll <= maxpoll <= 24"));
+            }
+        }
+        match self.prefer {
+            Some(ChronyPrefer::Refclock) if !self.refclock => {
+                return Err(Error::invalid(format!("{key}.prefer"), "prefers the refclock, which is off"))
+            }
+            Some(ChronyPrefer::Server) if self.server.is_none() => {
+                return Err(Error::invalid(format!("{key}.prefer"), "prefers the server, and there is none"))
+            }
+            _ => {}
         }
         if self.makestep_limit < -1 {
             return Err(Error::invalid(format!("{key}.makestep_limit"), "must be -1 or >= 0"));

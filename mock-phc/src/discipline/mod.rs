@@ -11,7 +11,7 @@ pub mod sample_noise;
 
 use serde::{Deserialize, Serialize};
 
-pub use chrony::ChronyConfig;
+pub use chrony::{ChronyConfig, ChronyPrefer, ChronyServerConfig};
 pub use hv_utils::HvUtilsConfig;
 pub use ntpd::NtpdConfig;
 pub use phc2sys::Phc2sysConfig;
@@ -42,6 +42,15 @@ impl DisciplineConfig {
             Self::Ntpd(c) => c.validate(key),
             Self::Phc2sys(c) => c.validate(key),
             Self::HvUtils(_) | Self::None => Ok(()),
+        }
+    }
+
+    /// Whether the daemon asks the world's NTP server.
+    pub fn needs_ntp_server(&self) -> bool {
+        match self {
+            Self::Chrony(c) => c.server.is_some(),
+            Self::Ntpd(_) => true,
+            Self::Phc2sys(_) | Self::HvUtils(_) | Self::None => false,
         }
     }
 

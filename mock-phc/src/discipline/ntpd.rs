@@ -220,16 +220,19 @@ impl Ntpd {
             return;
         }
         self.next_poll_ns += secs_to_ns(2f64.powi(self.sys_poll));
-        // ntpd's offset: host minus guest.
-        let fp_offset_s = -(sim.guest_offset_s() + sim.read_noise_s());
+        // ntpd's offset: server minus guest, from one exchange with the world's server; an
+        // unanswered request or a reply that fails ntp_proto.c's sanity checks is no sample.
+        let crate::ntp_server::Reply::Time { offset_s: fp_offset_s, .. } = sim.ntp_exchange() else {
+            return;
+        };
         if let Some(offset_s) = self.clock_filter(fp_offset_s) {
             self.local_clock(sim, offset_s);
         }
     }
 
     /// ntp_proto.c clock_filter: a new sample reaches local_clock once the peer is fit. Its
-    /// popcorn suppressor (ntp_proto.c:1472-1480) never fires here: with no network delay the
-    /// newest sample sorts first, so a jump is in the jitter it is compared with.
+    /// popcorn suppressor (ntp_proto.c:1472-1480) and the sort by delay are not modelled: the
+    /// newest sample is taken (a server on a local network, whose delays scatter by microseconds).
     fn clock_filter(&mut self, offset_s: f64) -> Option<f64> {
         self.samples = self.samples.saturating_add(1);
         (self.samples >= SAMPLES_TO_FIT).then_some(offset_s)

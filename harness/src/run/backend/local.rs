@@ -75,6 +75,9 @@ pub fn unsupported(s: &Scenario, allow_clock_writes: bool) -> Option<String> {
             Disturbance::SnapshotRestore { .. } => {
                 "snapshot_restore: only the host can save and restore a VM"
             }
+            Disturbance::NtpServer { .. } => {
+                "ntp_server: the scenario's NTP server runs in the sim or the QEMU guest"
+            }
         };
         return Some(why.to_owned());
     }

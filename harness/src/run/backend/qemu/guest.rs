@@ -3,6 +3,8 @@
 //! and `Guest`, the engine's `Backend` over a `Clock`, which owns how time passes and is measured.
 
 use super::*;
+use crate::guest::ntp;
+use phc_qemu::agent;
 
 /// How a backend's time passes and its offsets are read: what differs between virtual time, real
 /// time and a nested guest.
@@ -27,6 +29,31 @@ pub trait Clock {
     fn info(&self, _info: &mut BTreeMap<String, Value>) {}
 }
 
+/// The NTP server's address, in its own network namespace; the guest's side of the veth pair
+/// is 10.200.0.2.
+pub const NTP_SERVER_ADDR: &str = "10.200.0.1";
+/// The server's control file (`guest::ntp::ServerState`) and its log, in the guest.
+const NTP_CONTROL: &str = "/run/phc-ntp-server.json";
+const NTP_SERVER_LOG: &str = "/tmp/ntp-server.log";
+
+/// Joins the server's namespace (`$1`: the pid of the `unshare -n` it runs in) to the guest's:
+/// a veth pair (busybox names the peer), one end moved into the namespace, a /30 between them.
+const NETNS_SCRIPT: &str = "P=$1; ip link add ntpc type veth || exit 1; \
+    pi=$(cat /sys/class/net/ntpc/iflink); peer=; \
+    for d in /sys/class/net/*; do [ \"$(cat $d/ifindex)\" = \"$pi\" ] && peer=${d##*/}; done; \
+    [ -n \"$peer\" ] || { echo 'no veth peer for ntpc'; exit 1; }; \
+    ip link set \"$peer\" netns \"$P\" || exit 1; \
+    nsenter -t \"$P\" -n sh -c \"ip link set lo up && ip addr add 10.200.0.1/30 dev $peer && ip link set $peer up\" || exit 1; \
+    ip addr add 10.200.0.2/30 dev ntpc && ip link set ntpc up";
+
+fn answer(a: mock_phc::NtpAnswer) -> ntp::Answer {
+    match a {
+        mock_phc::NtpAnswer::Time => ntp::Answer::Time,
+        mock_phc::NtpAnswer::Silent => ntp::Answer::Silent,
+        mock_phc::NtpAnswer::Garbage => ntp::Answer::Garbage,
+    }
+}
+
 /// A scenario's guest: what every clock shares.
 pub struct GuestRun {
     /// The guest and its agent.
@@ -45,6 +72,8 @@ pub struct GuestRun {
     pub(crate) phc2sys: phc2sys::Phc2sysLog,
     /// Backend facts for the report.
     pub(crate) info: BTreeMap<String, Value>,
+    /// The scenario's NTP server as it is now, when a daemon asks one (see `start_ntp_server`).
+    pub(crate) ntp_server: Option<ntp::ServerState>,
     /// Observations made on the way (the guest's offset right before a SYNC step).
     pub(crate) taken: Vec<Observation>,
     /// The wall time a call to the agent may take.
@@ -189,6 +218,7 @@ impl GuestRun {
             chrony: ChronyLog::default(),
             phc2sys_argv: None,
             phc2sys: phc2sys::Phc2sysLog::default(),
+            ntp_server: None,
             info,
             taken: Vec::new(),
             timeout: CALL_TIMEOUT,
@@ -201,9 +231,22 @@ impl GuestRun {
     /// report), the real phc2sys reading the igb PHC.
     pub fn daemons(&mut self, s: &Scenario, chrony_device: &str) {
         self.chrony_conf = s.world.disciplines.iter().find_map(|d| match d {
-            DisciplineConfig::Chrony(c) => Some(c.chrony_conf(chrony_device)),
+            DisciplineConfig::Chrony(c) => Some(c.chrony_conf(chrony_device, NTP_SERVER_ADDR)),
             _ => None,
         });
+        if s.world.disciplines.iter().any(DisciplineConfig::needs_ntp_server) {
+            let n = s.world.ntp_server();
+            let state = ntp::ServerState {
+                answer: answer(n.answer),
+                offset_s: n.offset_s,
+                delay_s: n.delay_s,
+                jitter_s: n.jitter_s,
+                stratum: n.stratum,
+                seed: s.world.seed,
+            };
+            self.info.insert("ntp_server".into(), json!(state));
+            self.ntp_server = Some(state);
+        }
         if let Some(c) = &self.chrony_conf {
             self.info.insert("chrony_conf".into(), json!(c));
         }
@@ -299,9 +342,75 @@ impl GuestRun {
         Some(w)
     }
 
+    /// Starts the scenario's NTP server in a network namespace of its own, joined to the guest's
+    /// by a veth pair (`NETNS_SCRIPT`): the clients' packets cross the guest kernel's UDP/IP
+    /// stack and never leave the guest.
+    fn start_ntp_server(&mut self) -> Result<(), Error> {
+        let Some(state) = self.ntp_server.clone() else { return Ok(()) };
+        self.write_ntp_state(&state)?;
+        let argv = [
+            "unshare",
+            "-n",
+            "/bin/phc-harness",
+            "ntp-serve",
+            "--clock",
+            GUEST_PHC,
+            "--control",
+            NTP_CONTROL,
+        ]
+        .map(String::from)
+        .to_vec();
+        let agent::Spawned { pid } =
+            self.call(Op::Spawn { name: "ntp-server".into(), argv, log: NTP_SERVER_LOG.into() })?;
+        let r: ExecResult = self.call(Op::Exec {
+            argv: ["sh", "-c", NETNS_SCRIPT, "sh", &pid.to_string()].map(String::from).to_vec(),
+            timeout_s: 20.0,
+        })?;
+        if r.code != 0 {
+            return Err(Error::Guest(format!(
+                "the NTP server's network (veth pair to its namespace) failed: {}{}",
+                r.stdout.trim(),
+                r.stderr.trim()
+            )));
+        }
+        Ok(())
+    }
+
+    fn write_ntp_state(&mut self, state: &ntp::ServerState) -> Result<(), Error> {
+        let contents = serde_json::to_string(state).map_err(|e| Error::Guest(e.to_string()))?;
+        self.call::<Value>(Op::WriteFile { path: NTP_CONTROL.into(), contents })?;
+        Ok(())
+    }
+
+    /// The scenario changes its NTP server (an `ntp_server` event): the next request meets it.
+    pub fn change_ntp_server(&mut self, t_ns: i64, d: &Disturbance) -> Result<(), Error> {
+        let Disturbance::NtpServer { answer: a, offset_s } = d else { return Ok(()) };
+        let Some(mut state) = self.ntp_server.clone() else {
+            return Err(Error::Unsupported {
+                what: "ntp_server".into(),
+                why: "no daemon of this scenario asks an NTP server".into(),
+            });
+        };
+        if let Some(a) = a {
+            state.answer = answer(*a);
+        }
+        if let Some(o) = offset_s {
+            state.offset_s = *o;
+        }
+        self.write_ntp_state(&state)?;
+        self.note(
+            t_ns,
+            "world",
+            format!("NTP server: answers {:?}, off by {} s", state.answer, state.offset_s),
+        );
+        self.ntp_server = Some(state);
+        Ok(())
+    }
+
     /// Starts the scenario's daemons afresh (after boot or reboot); `now` stamps the notes, `site`
     /// follows "chronyd started".
     pub fn start_daemons(&mut self, now: impl Fn() -> i64, site: &str) -> Result<(), Error> {
+        self.start_ntp_server()?;
         if self.irq_start.is_none() {
             // Facts for the report only: a guest whose counts cannot be read still runs.
             self.irq_start = self.interrupts().ok();
@@ -378,6 +487,11 @@ impl<C: Clock> Guest<C> {
         if g.phc2sys_argv.is_some() {
             g.info.insert("phc2sys_log".into(), json!(g.phc2sys.text.clone()));
         }
+        if g.ntp_server.is_some() && self.clock.running() {
+            if let Ok(log) = g.call::<String>(Op::ReadFile { path: NTP_SERVER_LOG.into() }) {
+                g.info.insert("ntp_server_log".into(), json!(log));
+            }
+        }
         if self.clock.running() {
             if let Some(w) = g.wakeups() {
                 g.info.insert("guest_wakeups".into(), w);
@@ -407,6 +521,11 @@ impl<C: Clock> Backend for Guest<C> {
     }
 
     fn disturb(&mut self, d: &Disturbance) -> Result<Option<f64>, Error> {
+        if let Disturbance::NtpServer { .. } = d {
+            let now = self.clock.now_ns();
+            let r = self.run.change_ntp_server(now, d).map(|()| None);
+            return r.map_err(|e| self.run.session.explain(e));
+        }
         let r = self.clock.apply(&mut self.run, d);
         r.map_err(|e| self.run.session.explain(e))
     }

@@ -290,6 +290,9 @@ impl Host for Fed {
             Disturbance::Pause { .. } | Disturbance::Reboot { .. } | Disturbance::GuestStep { .. } => {
                 unreachable!("the wall clock applies {d:?}")
             }
+            Disturbance::NtpServer { .. } => {
+                unreachable!("Guest::disturb applies {d:?}")
+            }
         }
         Ok(None)
     }

@@ -464,6 +464,7 @@ impl Virtual {
                 self.provider.resume_samples(self.now_ns);
                 Ok(None)
             }
+            Disturbance::NtpServer { .. } => unreachable!("Guest::disturb applies {d:?}"),
         }
     }
 }
