@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 use crate::time::{check_range, MAX_ABS_S};
 use crate::Error;
 
+/// The server's address where it runs in the QEMU guest (its own network namespace; the
+/// clients' side of the veth pair is 10.200.0.2), and the name chronyd's log gives its source.
+pub const NTP_SERVER_ADDR: &str = "10.200.0.1";
+
 /// How the server answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -66,6 +66,10 @@ impl Sim {
         self.guest.err_s - self.host_err_s
     }
 
+    pub(crate) fn now_ns(&self) -> i64 {
+        self.t_ns
+    }
+
     pub(crate) fn mono_s(&self) -> f64 {
         self.guest.mono_s
     }

@@ -8,6 +8,7 @@
 use phc::estimate;
 use serde::{Deserialize, Serialize};
 
+use super::chrony_ntp::NtpSource;
 use super::chrony_stats::{MedianFilter, Sample, SourceStats};
 use super::sample_noise;
 use crate::discipline::secs_to_ns;
@@ -229,10 +230,28 @@ impl ChronyConfig {
     }
 }
 
+/// chronyd's two kinds of source here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Src {
+    Refclock = 0,
+    Ntp = 1,
+}
+
+/// sources.c:170 SCORE_LIMIT: another source replaces the selected one once its score passes it.
+const SCORE_LIMIT: f64 = 10.0;
+/// conf.c: `stratumweight` 0.001 s per stratum, `reselectdist` 1e-4 s for NTP sources.
+const STRATUM_WEIGHT_S: f64 = 0.001;
+const RESELECT_DISTANCE_S: f64 = 1e-4;
+/// The `stratum` of the harness's refclock line (`stratum 2`, as Azure's guide sets it).
+const REFCLOCK_STRATUM: u8 = 2;
+
 #[derive(Debug, Clone)]
 pub(crate) struct Chrony {
     cfg: ChronyConfig,
-    pub(crate) next_due_ns: i64,
+    /// The refclock's next reading (never, with the refclock off).
+    refclock_due_ns: i64,
+    /// The NTP source, with a `server`.
+    ntp: Option<NtpSource>,
     dpoll_ns: i64,
     polls_per_update: u32,
     polled: u32,
@@ -242,7 +261,11 @@ pub(crate) struct Chrony {
     /// Reused for every reading batch.
     readings: Vec<phc::Sample>,
     read_failing: bool,
-    selected: bool,
+    /// The source the clock is synchronised to.
+    selected: Option<Src>,
+    /// New samples per source since the last reference update, and selection scores.
+    updates: [u32; 2],
+    scores: [f64; 2],
     our_skew: f64,
     last_update_s: Option<f64>,
     steps_left: i32,
@@ -259,8 +282,13 @@ impl Chrony {
         let dpoll_s = 2f64.powi(cfg.dpoll.into()) + cfg.poll_overhead_s;
         let polls_per_update = 1u32 << (cfg.poll - cfg.dpoll);
         let filter_len = (cfg.filter as usize).min(polls_per_update as usize);
+        let start_ns = t_ns + secs_to_ns(cfg.start_delay_s);
         Self {
-            next_due_ns: t_ns + secs_to_ns(cfg.start_delay_s),
+            refclock_due_ns: if cfg.refclock { start_ns } else { i64::MAX },
+            // main.c:192-194: the NTP sources start with the refclocks.
+            ntp: cfg.server.clone().map(|s| {
+                NtpSource::new(s, cfg.precision_s, cfg.min_samples as usize, start_ns)
+            }),
             dpoll_ns: secs_to_ns(dpoll_s),
             polls_per_update,
             polled: 0,
@@ -273,7 +301,9 @@ impl Chrony {
             ],
             readings: Vec::with_capacity(phc::uapi::PTP_MAX_SAMPLES),
             read_failing: false,
-            selected: false,
+            selected: None,
+            updates: [0; 2],
+            scores: [1.0; 2],
             our_skew: INITIAL_SKEW,
             last_update_s: None,
             steps_left: cfg.makestep_limit,
@@ -284,20 +314,53 @@ impl Chrony {
         }
     }
 
+    /// When chronyd next wakes: the refclock's reading or the NTP source's request.
+    pub(crate) fn next_due_ns(&self) -> i64 {
+        self.ntp.as_ref().map_or(self.refclock_due_ns, |n| n.next_tx_ns.min(self.refclock_due_ns))
+    }
+
+    /// Every timer falls due `delta_ns` later (the guest stood still).
+    pub(crate) fn delay_timers(&mut self, delta_ns: i64) {
+        if self.cfg.refclock {
+            self.refclock_due_ns += delta_ns;
+        }
+        if let Some(n) = &mut self.ntp {
+            n.next_tx_ns += delta_ns;
+        }
+    }
+
     /// Someone else stepped the clock. Steps under sched.c's threshold go unnoticed: the
-    /// samples simply show the new offset.
+    /// samples simply show the new offset. Above it every source's history is dropped
+    /// (sources.c slew_sources) and the NTP source polls again from minpoll (ntp_sources.c).
     pub(crate) fn on_external_step(&mut self, sim: &mut Sim, delta_s: f64) {
         if delta_s.abs() > JUMP_DETECT_THRESHOLD_S {
             let dir = if delta_s > 0.0 { "Forward" } else { "Backward" };
             sim.note(SOURCE, format!("{dir} time jump detected!"));
             self.filter.clear();
             self.stats.reset();
+            let now_ns = sim.now_ns();
+            if let Some(n) = &mut self.ntp {
+                n.reset(now_ns);
+            }
         }
         self.last_rt_minus_mono_s = Some(sim.realtime_minus_mono_s());
     }
 
     pub(crate) fn on_timer(&mut self, sim: &mut Sim) {
-        self.next_due_ns += self.dpoll_ns;
+        if let Some(n) = &mut self.ntp {
+            if n.next_tx_ns < self.refclock_due_ns {
+                let selected = self.selected == Some(Src::Ntp);
+                if n.poll_now(sim, selected).is_some() {
+                    self.updates[Src::Ntp as usize] += 1;
+                    self.select_and_update(sim, Src::Ntp);
+                } else if selected && n.reach & 1 == 0 {
+                    // sources.c:481-484: the selected source lost a reach bit.
+                    self.select_and_update(sim, Src::Ntp);
+                }
+                return;
+            }
+        }
+        self.refclock_due_ns += self.dpoll_ns;
         self.last_rt_minus_mono_s = Some(sim.realtime_minus_mono_s());
         if let Some(s) = self.read_sample(sim) {
             self.filter.add(s);
@@ -313,7 +376,8 @@ impl Chrony {
         if self.stats.regression_ok && self.regression_sds_s.len() < sample_noise::REGRESSIONS {
             self.regression_sds_s.push(self.stats.std_dev_s);
         }
-        self.select_and_update(sim);
+        self.updates[Src::Refclock as usize] += 1;
+        self.select_and_update(sim, Src::Refclock);
     }
 
     /// One refclock_phc poll: PRECISE, else EXTENDED, else basic, `PHC_READINGS` readings,
@@ -374,39 +438,153 @@ impl Chrony {
         }
     }
 
-    /// sources.c selection with one source, then reference.c's REF_SetReference.
-    fn select_and_update(&mut self, sim: &mut Sim) {
+    /// The register of a source.
+    fn stats_of(&self, src: Src) -> Option<&SourceStats> {
+        match src {
+            Src::Refclock => self.cfg.refclock.then_some(&self.stats),
+            Src::Ntp => self.ntp.as_ref().map(|n| &n.stats),
+        }
+    }
+
+    fn name(src: Src) -> &'static str {
+        match src {
+            Src::Refclock => "PHC0",
+            Src::Ntp => crate::ntp_server::NTP_SERVER_ADDR,
+        }
+    }
+
+    fn stratum(&self, src: Src) -> u8 {
+        match src {
+            Src::Refclock => REFCLOCK_STRATUM,
+            Src::Ntp => self.ntp.as_ref().map_or(0, |n| n.stratum),
+        }
+    }
+
+    fn prefers(&self, src: Src) -> bool {
+        matches!(
+            (self.cfg.prefer, src),
+            (Some(ChronyPrefer::Refclock), Src::Refclock) | (Some(ChronyPrefer::Server), Src::Ntp)
+        )
+    }
+
+    /// sources.c SRC_SelectSource (788-1299) after `updated` had a new sample (or lost a reach
+    /// bit): each source's status (unsynchronised, bad stats, distance, jitter), the
+    /// intersection of their intervals (two that do not overlap are "no majority"), `prefer`,
+    /// the scores that decide a switch; then, where the selected source has new samples,
+    /// reference.c's REF_SetReference from its regression. Not modelled: combine_sources (a
+    /// PHC's microseconds and a server's hundreds leave the other source DISTANT, sources.c
+    /// 727-741), and `trust`/`require`, which the harness's configurations do not set.
+    fn select_and_update(&mut self, sim: &mut Sim, updated: Src) {
         let now_s = sim.mono_s();
-        let Some(sel) = self.stats.selection(now_s) else { return };
-        let selectable = sel.select_ok
-            && sel.std_dev_s <= self.cfg.maxjitter_s
-            && sel.root_distance_s <= self.cfg.maxdistance_s;
-        if !selectable {
-            if self.selected {
-                self.selected = false;
+        // (source, interval middle, root distance) of every selectable source.
+        let mut ok: Vec<(Src, f64, f64)> = Vec::with_capacity(2);
+        for src in [Src::Refclock, Src::Ntp] {
+            let Some(stats) = self.stats_of(src) else { continue };
+            if src == Src::Ntp && !self.ntp.as_ref().is_some_and(|n| n.synced) {
+                continue;
+            }
+            let Some(sel) = stats.selection(now_s) else { continue };
+            if sel.select_ok && sel.std_dev_s <= self.cfg.maxjitter_s && sel.root_distance_s <= self.cfg.maxdistance_s
+            {
+                ok.push((src, sel.offset_s, sel.root_distance_s));
+            }
+        }
+        if ok.is_empty() {
+            if self.selected.take().is_some() {
                 sim.note(SOURCE, "Can't synchronise: no selectable sources".to_owned());
             }
             return;
         }
-        if !self.selected {
-            self.selected = true;
-            sim.note(SOURCE, "Selected source PHC0".to_owned());
+        // sources.c:1010-1092: with two sources, a majority needs their intervals to meet.
+        if let [(_, o1, d1), (_, o2, d2)] = ok[..] {
+            if (o1 - o2).abs() > d1 + d2 {
+                if self.selected.take().is_some() {
+                    sim.note(SOURCE, "Can't synchronise: no majority".to_owned());
+                }
+                return;
+            }
         }
-        let elapsed_s = now_s - self.stats.offset_time_s;
-        let offset_s = self.stats.offset_s + elapsed_s * self.stats.freq;
-        let offset_sd_s = self.stats.offset_sd_s + elapsed_s * self.stats.freq_sd;
+        // sources.c:1152-1171: prefer keeps only the preferred survivors.
+        if ok.iter().any(|&(s, ..)| self.prefers(s)) {
+            ok.retain(|&(s, ..)| self.prefers(s));
+        }
+        let min_stratum = ok.iter().map(|&(s, ..)| self.stratum(s)).min().unwrap_or(0);
+        let distance = |c: &Self, s: Src, rd: f64| {
+            rd + f64::from(c.stratum(s) - min_stratum) * STRATUM_WEIGHT_S
+                + if s == Src::Ntp { RESELECT_DISTANCE_S } else { 0.0 }
+        };
+        // sources.c:1186-1230: scores.
+        let sel_distance = self.selected.and_then(|sel| {
+            ok.iter().find(|&&(s, ..)| s == sel).map(|&(s, _, rd)| rd + f64::from(self.stratum(s) - min_stratum) * STRATUM_WEIGHT_S)
+        });
+        let survivors: Vec<Src> = ok.iter().map(|&(s, ..)| s).collect();
+        for s in [Src::Refclock, Src::Ntp] {
+            if !survivors.contains(&s) {
+                self.scores[s as usize] = 1.0;
+            }
+        }
+        let mut best: Option<(Src, f64)> = None;
+        for &(s, _, rd) in &ok {
+            let d = distance(self, s, rd);
+            let score = &mut self.scores[s as usize];
+            match (self.selected, sel_distance) {
+                (Some(sel), Some(sd)) => {
+                    if s == updated || sel == updated {
+                        *score = (*score * sd / d).max(1.0);
+                    }
+                }
+                // No selected source (or it is no survivor: its distance still scales the
+                // others' scores in chrony; here they start afresh).
+                _ => *score = 1.0 / d,
+            }
+            if best.is_none_or(|(_, b)| *score > b) {
+                best = Some((s, *score));
+            }
+        }
+        let Some((best, best_score)) = best else { return };
+        let keep = self.selected.is_some_and(|sel| survivors.contains(&sel))
+            && !(Some(best) != self.selected && best_score > SCORE_LIMIT);
+        if !keep {
+            // sources.c:1236-1260: wait until the new source can update the reference.
+            if self.updates[best as usize] == 0 {
+                self.selected = None;
+                return;
+            }
+            self.selected = Some(best);
+            sim.note(SOURCE, format!("Selected source {}", Self::name(best)));
+            self.scores = [1.0; 2];
+        }
+        let Some(sel) = self.selected else { return };
+        // sources.c:1265-1277: the reference is updated only with new samples of the selected
+        // source.
+        if self.updates[sel as usize] == 0 {
+            return;
+        }
+        self.updates = [0; 2];
+        let stats = match sel {
+            Src::Refclock => &self.stats,
+            Src::Ntp => match &self.ntp {
+                Some(n) => &n.stats,
+                None => return,
+            },
+        };
+        let (s_offset, s_time, s_freq, s_offset_sd, s_freq_sd, s_skew) =
+            (stats.offset_s, stats.offset_time_s, stats.freq, stats.offset_sd_s, stats.freq_sd, stats.skew);
+        let elapsed_s = now_s - s_time;
+        let offset_s = s_offset + elapsed_s * s_freq;
+        let offset_sd_s = s_offset_sd + elapsed_s * s_freq_sd;
         let update_interval_s = self.last_update_s.map_or(0.0, |t| (now_s - t).max(0.0));
         self.last_update_s = Some(now_s);
 
         // get_clock_estimates: trust the new frequency as far as its skew allows.
-        let skew = self.stats.skew;
+        let skew = s_skew;
         let gain = if skew.abs() > self.cfg.maxupdateskew_ppm * 1e-6 {
             0.0
         } else {
             (3.0 * self.our_skew.powi(2) / (3.0 * self.our_skew.powi(2) + skew.powi(2))).clamp(0.0, 1.0)
         };
-        let freq = gain * self.stats.freq;
-        let extra_skew = ((freq).powi(2) * (1.0 - gain) + (self.stats.freq - freq).powi(2) * gain).sqrt();
+        let freq = gain * s_freq;
+        let extra_skew = ((freq).powi(2) * (1.0 - gain) + (s_freq - freq).powi(2) * gain).sqrt();
         self.our_skew = self.our_skew + gain * (skew - self.our_skew) + extra_skew;
 
         // reference.c:1067 is_step_limit_reached(offset, uncorrected_offset) compares the raw
@@ -441,6 +619,9 @@ impl Chrony {
         // Re-express the history against the corrected clock (cooked time moved by -offset).
         self.stats.adjust(now_s, dfreq, -offset_s);
         self.filter.adjust(now_s, dfreq, -offset_s);
+        if let Some(n) = &mut self.ntp {
+            n.stats.adjust(now_s, dfreq, -offset_s);
+        }
         self.last_rt_minus_mono_s = Some(sim.realtime_minus_mono_s());
     }
 }

@@ -312,6 +312,9 @@ pub(crate) struct SourceStats {
 /// What source selection looks at.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Selection {
+    /// The offset now, from the best sample and the estimated frequency: the middle of the
+    /// source's interval (sourcestats.c SST_GetSelectionData).
+    pub(crate) offset_s: f64,
     pub(crate) root_distance_s: f64,
     pub(crate) std_dev_s: f64,
     pub(crate) select_ok: bool,
@@ -448,11 +451,27 @@ impl SourceStats {
             .unwrap_or(0);
     }
 
+    /// Samples in the register (SST_Samples).
+    pub(crate) fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// SST_PredictOffset at `time_s` (sourcestats.c:814-833): the regression's offset, or with
+    /// fewer than 3 samples the last one's (0 without any).
+    pub(crate) fn predict(&self, time_s: f64) -> f64 {
+        if self.samples.len() < MIN_SAMPLES_FOR_REGRESS {
+            self.samples.last().map_or(0.0, |s| s.offset_s)
+        } else {
+            self.offset_s + (time_s - self.offset_time_s) * self.freq
+        }
+    }
+
     /// SST_GetSelectionData at local time `now_s`.
     pub(crate) fn selection(&self, now_s: f64) -> Option<Selection> {
         let s = self.samples.get(self.best)?;
         let elapsed = (now_s - s.time_s).abs();
         Some(Selection {
+            offset_s: s.offset_s + (now_s - s.time_s) * self.freq,
             root_distance_s: s.disp_s + elapsed * self.skew,
             std_dev_s: self.std_dev_s,
             select_ok: self.regression_ok,

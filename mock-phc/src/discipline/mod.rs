@@ -8,6 +8,7 @@ mod hv_utils;
 mod ntpd;
 mod phc2sys;
 pub mod sample_noise;
+mod chrony_ntp;
 
 use serde::{Deserialize, Serialize};
 
@@ -93,7 +94,7 @@ impl Discipline {
     /// The next time the daemon wakes up on its own.
     pub(crate) fn next_due_ns(&self) -> Option<i64> {
         match self {
-            Self::Chrony(d) => Some(d.next_due_ns),
+            Self::Chrony(d) => Some(d.next_due_ns()),
             Self::Ntpd(d) => d.next_due_ns(),
             Self::Phc2sys(d) => Some(d.next_due_ns),
             Self::HvUtils(_) | Self::None => None,
@@ -103,7 +104,7 @@ impl Discipline {
     /// Moves the daemon's timers `delta_ns` later (the guest stood still that long).
     pub(crate) fn delay_timers(&mut self, delta_ns: i64) {
         match self {
-            Self::Chrony(d) => d.next_due_ns += delta_ns,
+            Self::Chrony(d) => d.delay_timers(delta_ns),
             Self::Ntpd(d) => d.delay_timers(delta_ns),
             Self::Phc2sys(d) => d.next_due_ns += delta_ns,
             Self::HvUtils(_) | Self::None => {}

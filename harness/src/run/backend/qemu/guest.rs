@@ -29,9 +29,7 @@ pub trait Clock {
     fn info(&self, _info: &mut BTreeMap<String, Value>) {}
 }
 
-/// The NTP server's address, in its own network namespace; the guest's side of the veth pair
-/// is 10.200.0.2.
-pub const NTP_SERVER_ADDR: &str = "10.200.0.1";
+use mock_phc::ntp_server::NTP_SERVER_ADDR;
 /// The server's control file (`guest::ntp::ServerState`) and its log, in the guest.
 const NTP_CONTROL: &str = "/run/phc-ntp-server.json";
 const NTP_SERVER_LOG: &str = "/tmp/ntp-server.log";
