@@ -335,6 +335,48 @@ setup_72() {
     log "kernel 7.2: $kver cached in $dir"
 }
 
+# --- 3c. the guest's other NTP clients: ntpd (NTPsec) and systemd-timesyncd -> $CACHE/ntp-daemons
+# The host's own packages, as chrony is, but unpacked, never installed: installed, each would be
+# the host's own time daemon (and both conflict with chrony). Their libraries' packages are
+# installed where missing (libraries only). timesyncd's private libsystemd-shared is unpacked at
+# the version timesyncd pins, beside it, whatever the host's systemd has.
+setup_ntp_daemons() {
+    local dir="$CACHE/ntp-daemons" tmp stage ver deps d missing_libs=()
+    if [[ -x $dir/usr/sbin/ntpd && -x $dir/lib/systemd/systemd-timesyncd && -s $dir/VERSIONS ]]; then
+        log "ntpd and timesyncd for the guest: already unpacked ($(tr '\n' ' ' <"$dir/VERSIONS")in $dir)"
+        return
+    fi
+    apt_update
+    ver=$(apt-cache policy systemd-timesyncd | sed -n 's/^ *Candidate: //p')
+    [[ -n $ver && $ver != '(none)' ]] || die "no systemd-timesyncd package in the host's apt sources"
+    log "ntpd and timesyncd for the guest: downloading ntpsec, systemd-timesyncd and libsystemd-shared $ver"
+    tmp=$(download_dir)
+    (cd "$tmp" && apt-get download -qq ntpsec "systemd-timesyncd=$ver" "libsystemd-shared=$ver") \
+        || die "apt-get download ntpsec systemd-timesyncd libsystemd-shared failed"
+    deps=$(for d in "$tmp"/*.deb; do dpkg-deb -f "$d" Depends; done | tr ',' '\n' |
+        sed -E 's/\(.*\)//; s/\|.*//; s/[[:space:]]//g' |
+        grep -vE '^(systemd|libsystemd-shared|python3.*|adduser|lsb-base|netbase|tzdata)$' | sort -u)
+    for d in $deps; do installed "$d" || missing_libs+=("$d"); done
+    if ((${#missing_libs[@]})); then
+        log "installing their libraries: ${missing_libs[*]}"
+        apt-get install -y -qq --no-install-recommends "${missing_libs[@]}" >/dev/null \
+            || die "installing ${missing_libs[*]} failed"
+    fi
+    mkdir -p "$CACHE"
+    stage=$(mktemp -d "$CACHE/ntp-daemons.XXXXXX")
+    for d in "$tmp"/*.deb; do
+        dpkg-deb -x "$d" "$stage" || die "dpkg-deb -x $d failed"
+        dpkg-deb -W --showformat='${Package}=${Version}\n' "$d" >>"$stage/VERSIONS"
+    done
+    [[ -x $stage/usr/sbin/ntpd && -x $stage/lib/systemd/systemd-timesyncd ]] \
+        || die "the packages hold no usr/sbin/ntpd or lib/systemd/systemd-timesyncd"
+    rm -rf "$tmp" "$dir"
+    mv "$stage" "$dir"
+    chmod 755 "$dir"
+    log "ntpd and timesyncd for the guest: $(tr '\n' ' ' <"$dir/VERSIONS")in $dir"
+}
+setup_ntp_daemons
+
 ready=()
 for line in $KERNEL_LINES; do
     case $line in

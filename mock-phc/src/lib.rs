@@ -24,7 +24,7 @@ mod world;
 pub use config::{LatencyConfig, OscillatorConfig, PhcConfig, WorldConfig};
 pub use discipline::{
     ChronyConfig, ChronyPrefer, ChronyServerConfig, DisciplineConfig, HvUtilsConfig, NtpdConfig,
-    Phc2sysConfig,
+    Phc2sysConfig, TimesyncdConfig,
 };
 pub use disturbance::Disturbance;
 pub use error::Error;

@@ -144,6 +144,20 @@ impl Sim {
         }
     }
 
+    /// Sets how the server answers (unit tests of the NTP clients).
+    #[cfg(test)]
+    pub(crate) fn set_ntp_answer(&mut self, a: crate::NtpAnswer) {
+        self.ntp.answer = a;
+    }
+
+    /// Sets the server's own error and its one-way delay, without jitter (unit tests).
+    #[cfg(test)]
+    pub(crate) fn set_ntp_server(&mut self, offset_s: f64, delay_s: f64) {
+        self.ntp.offset_s = offset_s;
+        self.ntp.delay_s = delay_s;
+        self.ntp.jitter_s = 0.0;
+    }
+
     fn phc_err_s(&self) -> Result<f64, phc::Error> {
         self.phc.err_s(self.now_s(), self.refcnt_s, self.host_err_s)
     }

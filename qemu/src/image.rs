@@ -44,6 +44,17 @@ pub fn has_driver(kernel_dir: &Path, name: &str) -> bool {
 /// The modules igb needs, igb last: what a kernel without igb leaves out of its image.
 pub const IGB_MODULES: &[&str] = &["dca", "i2c-algo-bit", "igb"];
 
+/// The folder under the cache where setup-vm.sh unpacks ntpd and timesyncd.
+pub const NTP_DAEMONS_DIR: &str = "ntp-daemons";
+/// ntpd (NTPsec), at its path in the guest and under `ImageSpec::ntp_daemons`.
+pub const NTPD: &str = "usr/sbin/ntpd";
+/// systemd-timesyncd, at its path in the guest and under `ImageSpec::ntp_daemons`.
+pub const TIMESYNCD: &str = "lib/systemd/systemd-timesyncd";
+/// Where timesyncd's private libsystemd-shared lives (its RUNPATH), under the unpacked root.
+const SYSTEMD_PRIVATE_LIBS: &str = "usr/lib/x86_64-linux-gnu/systemd";
+/// The user timesyncd drops to (it exits where passwd lacks it) and the one line for it.
+const TIMESYNC_USER: &str = "systemd-timesync:x:998:998:systemd Time Synchronization:/:/bin/false\n";
+
 /// A line the init prints once the agent is about to start.
 pub const READY_LINE: &str = "phc-init: agent starting";
 
@@ -65,6 +76,10 @@ pub struct ImageSpec {
     pub programs: Vec<PathBuf>,
     /// The CUSE mock PHC server (mock-phc, built static), installed as /bin/mock-phc.
     pub mock: Option<PathBuf>,
+    /// Debian's ntpd (NTPsec) and systemd-timesyncd unpacked under this folder (setup-vm.sh:
+    /// `$PHC_CACHE/ntp-daemons`), installed at their own paths with their libraries; None (or
+    /// a folder without them): the image has neither.
+    pub ntp_daemons: Option<PathBuf>,
     /// Whether the guest gets QEMU's `-device vmclock` (`Session::start` adds it).
     pub vmclock: bool,
 }
@@ -86,6 +101,7 @@ impl ImageSpec {
                 .map(PathBuf::from)
                 .to_vec(),
             vmclock: false,
+            ntp_daemons: Some(cache.join(NTP_DAEMONS_DIR)).filter(|d| d.join(NTPD).is_file()),
         }
     }
 
@@ -276,10 +292,17 @@ fn module_bytes(path: &Path) -> Result<Vec<u8>, Error> {
 
 /// The shared libraries (and loader) a dynamic program needs, by ldd.
 fn shared_libs(prog: &Path) -> Result<Vec<PathBuf>, Error> {
-    let out = Command::new("ldd")
-        .arg(prog)
-        .output()
-        .map_err(|source| Error::Spawn { program: "ldd".into(), source })?;
+    shared_libs_in(prog, None)
+}
+
+/// `shared_libs`, with `lib_path` searched first (LD_LIBRARY_PATH: before a RUNPATH).
+fn shared_libs_in(prog: &Path, lib_path: Option<&Path>) -> Result<Vec<PathBuf>, Error> {
+    let mut cmd = Command::new("ldd");
+    cmd.arg(prog);
+    if let Some(p) = lib_path {
+        cmd.env("LD_LIBRARY_PATH", p);
+    }
+    let out = cmd.output().map_err(|source| Error::Spawn { program: "ldd".into(), source })?;
     let text = String::from_utf8_lossy(&out.stdout);
     if text.contains("not a dynamic executable") || !out.status.success() {
         return Ok(Vec::new());
@@ -398,14 +421,39 @@ pub fn build(spec: &ImageSpec, out: &Path) -> Result<PathBuf, Error> {
         w.file(&name, 0o755, &read(prog)?).map_err(io)?;
         libs.extend(shared_libs(prog)?);
     }
+    // ntpd and timesyncd from their unpacked packages, at their own paths; libraries under the
+    // unpacked root at theirs, the host's with the programs' above.
+    let mut passwd = String::from("root:x:0:0:root:/root:/bin/sh\n");
+    let mut group = String::from("root:x:0:\n");
+    let mut root_libs = BTreeSet::new();
+    if let Some(root) = spec.ntp_daemons.as_ref().filter(|r| r.join(NTPD).is_file()) {
+        let private = root.join(SYSTEMD_PRIVATE_LIBS);
+        for rel in [NTPD, TIMESYNCD] {
+            let prog = root.join(rel);
+            add_parents(&mut w, rel)?;
+            w.file(rel, 0o755, &read(&prog)?).map_err(io)?;
+            for lib in shared_libs_in(&prog, Some(&private))? {
+                match lib.strip_prefix(root) {
+                    Ok(inside) => root_libs.insert((inside.display().to_string(), lib.clone())),
+                    Err(_) => libs.insert(lib),
+                };
+            }
+        }
+        passwd.push_str(TIMESYNC_USER);
+        group.push_str("systemd-timesync:x:998:\n");
+    }
+    for (name, lib) in root_libs {
+        add_parents(&mut w, &name)?;
+        w.file(&name, 0o755, &read(&lib)?).map_err(io)?;
+    }
     for lib in libs {
         let name = lib.display().to_string();
         add_parents(&mut w, &name)?;
         // Follow symlinks: the guest needs the bytes at the name the loader asks for.
         w.file(&name, 0o755, &read(&lib)?).map_err(io)?;
     }
-    w.file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n").map_err(io)?;
-    w.file("etc/group", 0o644, b"root:x:0:\n").map_err(io)?;
+    w.file("etc/passwd", 0o644, passwd.as_bytes()).map_err(io)?;
+    w.file("etc/group", 0o644, group.as_bytes()).map_err(io)?;
     let names: Vec<String> = load.into_iter().map(|(m, _)| m).collect();
     w.file("init", 0o755, init_script(&names).as_bytes()).map_err(io)?;
     w.finish().map_err(io)?;

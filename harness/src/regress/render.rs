@@ -119,6 +119,10 @@ pub fn markdown(s: &Summary) -> String {
     if !why.is_empty() {
         let _ = writeln!(m, "\n## Skipped and aborted\n\n{}", why.join("\n"));
     }
+    if !side_by_side(s).is_empty() {
+        let _ =
+            writeln!(m, "\n## Recovery side by side\n\n![|offset| after the disturbance]({RECOVERY_PLOT})");
+    }
     if !s.fidelity.is_empty() {
         let _ = writeln!(m, "\n## Sim against QEMU\n\n| scenario | agrees | table |\n|---|---|---|");
         for f in &s.fidelity {
@@ -198,6 +202,46 @@ fn plot(path: &Path) -> String {
     }
 }
 
+/// The suite's side-by-side recovery plot, beside `index.md`.
+pub const RECOVERY_PLOT: &str = "recovery.svg";
+/// Most runs drawn in it: beyond, the legend would outgrow the plot (a suite of repeats).
+const MAX_SIDE_BY_SIDE: usize = 16;
+
+/// The runs `recovery.svg` draws: those with a report and a disturbance, two or more, at most
+/// `MAX_SIDE_BY_SIDE`; else none.
+fn side_by_side(s: &Summary) -> Vec<&Entry> {
+    let runs: Vec<&Entry> = s
+        .entries
+        .iter()
+        .filter(|e| e.dir.is_some() && e.recovery.as_ref().is_some_and(|r| r.disturbance_end_s.is_some()))
+        .collect();
+    if (2..=MAX_SIDE_BY_SIDE).contains(&runs.len()) {
+        runs
+    } else {
+        Vec::new()
+    }
+}
+
+/// `recovery.svg`: every disturbed run's |offset| from the end of its disturbance, side by side
+/// (crate::judge::plot::recovery_svg), drawn afresh from the runs' `report.json` under `dir`;
+/// None where fewer than two runs (or too many) have one.
+pub fn recovery_plot(s: &Summary, dir: &Path) -> Option<String> {
+    let loaded: Vec<(String, crate::judge::report::Report)> = side_by_side(s)
+        .into_iter()
+        .filter_map(|e| {
+            let d = e.dir.as_ref()?;
+            let r = crate::judge::report::Report::load(&dir.join(d).join("report.json")).ok()?;
+            Some((format!("{} [{}]", e.scenario, e.backend), r))
+        })
+        .collect();
+    if loaded.len() < 2 {
+        return None;
+    }
+    let runs: Vec<(String, &crate::judge::report::Report)> =
+        loaded.iter().map(|(l, r)| (l.clone(), r)).collect();
+    Some(crate::judge::plot::recovery_svg("|offset| to host time after the disturbance, side by side", &runs))
+}
+
 fn anchor(e: &Entry) -> String {
     format!("{}-{}", e.scenario, e.backend)
 }
@@ -238,6 +282,9 @@ pub fn html(s: &Summary, dir: &Path) -> String {
         h.push_str("</tr>\n");
     }
     h.push_str("</table>\n");
+    if let Some(svg) = recovery_plot(s, dir) {
+        let _ = writeln!(h, "<section id=\"recovery\">\n<h2>Recovery side by side</h2>\n{svg}</section>");
+    }
     for e in &s.entries {
         let _ = writeln!(
             h,

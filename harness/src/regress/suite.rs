@@ -224,7 +224,12 @@ pub fn write_suite_files(dir: &Path, s: &Summary) -> Result<(), SuiteError> {
         ("results.ktap", crate::regress::results::ktap(s)),
     ];
     std::fs::create_dir_all(dir).map_err(|source| SuiteError::Io { path: dir.to_owned(), source })?;
-    for (name, text) in files {
+    let plot = render::recovery_plot(s, dir).map(|svg| (render::RECOVERY_PLOT, svg));
+    if plot.is_none() {
+        // A plot left by an earlier suite in this folder would show other runs.
+        let _ = std::fs::remove_file(dir.join(render::RECOVERY_PLOT));
+    }
+    for (name, text) in files.into_iter().chain(plot) {
         let path = dir.join(name);
         crate::format::files::write_file_atomic(&path, text.as_bytes())
             .map_err(|source| SuiteError::Io { path, source })?;

@@ -286,9 +286,10 @@ impl Chrony {
         Self {
             refclock_due_ns: if cfg.refclock { start_ns } else { i64::MAX },
             // main.c:192-194: the NTP sources start with the refclocks.
-            ntp: cfg.server.clone().map(|s| {
-                NtpSource::new(s, cfg.precision_s, cfg.min_samples as usize, start_ns)
-            }),
+            ntp: cfg
+                .server
+                .clone()
+                .map(|s| NtpSource::new(s, cfg.precision_s, cfg.min_samples as usize, start_ns)),
             dpoll_ns: secs_to_ns(dpoll_s),
             polls_per_update,
             polled: 0,
@@ -484,7 +485,9 @@ impl Chrony {
                 continue;
             }
             let Some(sel) = stats.selection(now_s) else { continue };
-            if sel.select_ok && sel.std_dev_s <= self.cfg.maxjitter_s && sel.root_distance_s <= self.cfg.maxdistance_s
+            if sel.select_ok
+                && sel.std_dev_s <= self.cfg.maxjitter_s
+                && sel.root_distance_s <= self.cfg.maxdistance_s
             {
                 ok.push((src, sel.offset_s, sel.root_distance_s));
             }
@@ -515,7 +518,9 @@ impl Chrony {
         };
         // sources.c:1186-1230: scores.
         let sel_distance = self.selected.and_then(|sel| {
-            ok.iter().find(|&&(s, ..)| s == sel).map(|&(s, _, rd)| rd + f64::from(self.stratum(s) - min_stratum) * STRATUM_WEIGHT_S)
+            ok.iter()
+                .find(|&&(s, ..)| s == sel)
+                .map(|&(s, _, rd)| rd + f64::from(self.stratum(s) - min_stratum) * STRATUM_WEIGHT_S)
         });
         let survivors: Vec<Src> = ok.iter().map(|&(s, ..)| s).collect();
         for s in [Src::Refclock, Src::Ntp] {

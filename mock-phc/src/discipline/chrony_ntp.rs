@@ -263,4 +263,43 @@ mod tests {
         assert_eq!(s.reach, 0b11111);
         assert!(s.synced && s.stratum == 1);
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// Whatever the server does (answers with any offset and delay, falls silent, answers
+        /// garbage), the poll stays within minpoll..=maxpoll and requests go out in order.
+        #[test]
+        fn the_poll_stays_in_its_bounds_whatever_the_server_does(
+            answers in proptest::collection::vec((0u8..3, -100.0f64..100.0, 0.0f64..0.5), 1..60),
+            minpoll in 0i8..8,
+            span in 0i8..6,
+        ) {
+            let cfg = ChronyServerConfig { minpoll, maxpoll: minpoll + span, iburst: true };
+            let mut w = crate::World::new(&crate::WorldConfig {
+                phc: crate::PhcConfig::Kvm { read_latency: crate::LatencyConfig::kvm() },
+                ntp_server: Some(crate::NtpServerConfig::default()),
+                ..Default::default()
+            })
+            .unwrap();
+            let mut s = NtpSource::new(cfg, 2e-8, 6, 0);
+            let mut last = s.next_tx_ns;
+            for (kind, offset, delay) in answers {
+                let sim = w.sim_mut();
+                match kind {
+                    0 => sim.set_ntp_answer(crate::NtpAnswer::Silent),
+                    1 => sim.set_ntp_answer(crate::NtpAnswer::Garbage),
+                    _ => {
+                        sim.set_ntp_answer(crate::NtpAnswer::Time);
+                        sim.set_ntp_server(offset, delay);
+                    }
+                }
+                s.poll_now(sim, false);
+                prop_assert!((i32::from(minpoll)..=i32::from(minpoll + span)).contains(&s.poll()));
+                prop_assert!(s.next_tx_ns > last);
+                last = s.next_tx_ns;
+            }
+        }
+    }
 }

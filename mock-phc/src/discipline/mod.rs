@@ -3,12 +3,15 @@
 //! `Sim`: it reads the PHC, steps or slews the clock, and logs what the real daemon would log.
 
 mod chrony;
+mod chrony_ntp;
 mod chrony_stats;
 mod hv_utils;
+mod kernel_pll;
 mod ntpd;
+mod ntpd_filter;
 mod phc2sys;
 pub mod sample_noise;
-mod chrony_ntp;
+mod timesyncd;
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +19,7 @@ pub use chrony::{ChronyConfig, ChronyPrefer, ChronyServerConfig};
 pub use hv_utils::HvUtilsConfig;
 pub use ntpd::NtpdConfig;
 pub use phc2sys::Phc2sysConfig;
+pub use timesyncd::TimesyncdConfig;
 
 use crate::world::Sim;
 use crate::Error;
@@ -24,10 +28,12 @@ use crate::Error;
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DisciplineConfig {
-    /// chronyd with `refclock PHC`.
+    /// chronyd with `refclock PHC`, an NTP server, or both.
     Chrony(ChronyConfig),
-    /// ntpd against an NTP server on the host.
+    /// ntpd (NTPsec) against the world's NTP server.
     Ntpd(NtpdConfig),
+    /// systemd-timesyncd against the world's NTP server.
+    Timesyncd(TimesyncdConfig),
     /// linuxptp's phc2sys from the PHC to CLOCK_REALTIME.
     Phc2sys(Phc2sysConfig),
     /// The hv_utils kernel module's time sync (steps on SYNC samples).
@@ -41,6 +47,7 @@ impl DisciplineConfig {
         match self {
             Self::Chrony(c) => c.validate(key),
             Self::Ntpd(c) => c.validate(key),
+            Self::Timesyncd(c) => c.validate(key),
             Self::Phc2sys(c) => c.validate(key),
             Self::HvUtils(_) | Self::None => Ok(()),
         }
@@ -50,7 +57,7 @@ impl DisciplineConfig {
     pub fn needs_ntp_server(&self) -> bool {
         match self {
             Self::Chrony(c) => c.server.is_some(),
-            Self::Ntpd(_) => true,
+            Self::Ntpd(_) | Self::Timesyncd(_) => true,
             Self::Phc2sys(_) | Self::HvUtils(_) | Self::None => false,
         }
     }
@@ -62,7 +69,9 @@ impl DisciplineConfig {
     pub fn wakeups_per_s(&self) -> f64 {
         match self {
             Self::Chrony(c) => 2f64.powi(-i32::from(c.dpoll)) + 10.0 * 2f64.powi(-i32::from(c.poll)),
-            Self::Ntpd(c) => 1.0 / c.poll_s,
+            // Both hand slews to the kernel, whose PLL the model runs once a second.
+            Self::Ntpd(c) => 1.0 + 1.0 / c.poll_s,
+            Self::Timesyncd(c) => 1.0 + 1.0 / c.poll_min_s,
             Self::Phc2sys(c) => c.rate_hz,
             Self::HvUtils(_) | Self::None => 0.0,
         }
@@ -74,6 +83,7 @@ impl DisciplineConfig {
 pub(crate) enum Discipline {
     Chrony(Box<chrony::Chrony>),
     Ntpd(ntpd::Ntpd),
+    Timesyncd(Box<timesyncd::Timesyncd>),
     Phc2sys(phc2sys::Phc2sys),
     HvUtils(hv_utils::HvUtils),
     None,
@@ -85,6 +95,9 @@ impl Discipline {
         match cfg {
             DisciplineConfig::Chrony(c) => Self::Chrony(Box::new(chrony::Chrony::new(c.clone(), t_ns))),
             DisciplineConfig::Ntpd(c) => Self::Ntpd(ntpd::Ntpd::new(c.clone(), t_ns)),
+            DisciplineConfig::Timesyncd(c) => {
+                Self::Timesyncd(Box::new(timesyncd::Timesyncd::new(c.clone(), t_ns)))
+            }
             DisciplineConfig::Phc2sys(c) => Self::Phc2sys(phc2sys::Phc2sys::new(c.clone(), t_ns)),
             DisciplineConfig::HvUtils(c) => Self::HvUtils(hv_utils::HvUtils::new(c.clone())),
             DisciplineConfig::None => Self::None,
@@ -96,6 +109,7 @@ impl Discipline {
         match self {
             Self::Chrony(d) => Some(d.next_due_ns()),
             Self::Ntpd(d) => d.next_due_ns(),
+            Self::Timesyncd(d) => d.next_due_ns(),
             Self::Phc2sys(d) => Some(d.next_due_ns),
             Self::HvUtils(_) | Self::None => None,
         }
@@ -106,6 +120,7 @@ impl Discipline {
         match self {
             Self::Chrony(d) => d.delay_timers(delta_ns),
             Self::Ntpd(d) => d.delay_timers(delta_ns),
+            Self::Timesyncd(d) => d.delay_timers(delta_ns),
             Self::Phc2sys(d) => d.next_due_ns += delta_ns,
             Self::HvUtils(_) | Self::None => {}
         }
@@ -115,6 +130,7 @@ impl Discipline {
         match self {
             Self::Chrony(d) => d.on_timer(sim),
             Self::Ntpd(d) => d.on_timer(sim),
+            Self::Timesyncd(d) => d.on_timer(sim),
             Self::Phc2sys(d) => d.on_timer(sim),
             Self::HvUtils(_) | Self::None => {}
         }
@@ -132,6 +148,7 @@ impl Discipline {
         match self {
             Self::Chrony(d) => d.on_external_step(sim, delta_s),
             Self::Phc2sys(d) => d.on_external_step(),
+            Self::Timesyncd(d) => d.on_external_step(sim),
             Self::Ntpd(_) | Self::HvUtils(_) | Self::None => {}
         }
     }
@@ -148,6 +165,7 @@ impl Discipline {
         match self {
             Self::Chrony(_) => chrony::SOURCE,
             Self::Ntpd(_) => ntpd::SOURCE,
+            Self::Timesyncd(_) => timesyncd::SOURCE,
             Self::Phc2sys(_) => phc2sys::SOURCE,
             Self::HvUtils(_) => hv_utils::SOURCE,
             Self::None => "none",

@@ -1,12 +1,15 @@
-//! ntpd (NTPsec 1.2.2, Debian bookworm's `ntpsec`, which `ntp` there installs) against an NTP
-//! server on the host: the peer's fitness (ntp_proto.c), local_clock's state
-//! machine with the stepout (ntp_loopfilter.c), and Linux's kernel PLL (kernel/time/ntp.c), which
-//! slews offsets under the step threshold exponentially. Unjudged: ntpd has no PHC refclock, so
-//! no real ntpd runs in the guest. Line numbers are ntpsec-1.2.2's ntpd/ntp_loopfilter.c unless
-//! named otherwise; mock-phc/CALIBRATION.md lists them.
+//! ntpd (NTPsec 1.2.2, Debian bookworm's `ntpsec`, which `ntp` there installs) against the
+//! world's NTP server: iburst and the poll (ntp_proto.c), the peer's clock filter and fitness
+//! (ntpd_filter.rs), local_clock's state machine with the stepout (ntp_loopfilter.c), and Linux's
+//! kernel PLL (kernel/time/ntp.c), which slews offsets under the step threshold exponentially.
+//! Judged against the real ntpd in the QEMU guest (scenarios/guide). Line numbers are
+//! ntpsec-1.2.2's ntpd/ntp_loopfilter.c unless named otherwise; mock-phc/CALIBRATION.md lists
+//! them.
 
 use serde::{Deserialize, Serialize};
 
+use super::kernel_pll::{KernelPll, KERNEL_TICK_NS, MAXFREQ, MAXTC};
+use super::ntpd_filter::{Filtered, PeerFilter, MAXDISPERSE_S, PHI};
 use crate::discipline::secs_to_ns;
 use crate::time::{check_positive, check_range, MAX_ABS_S};
 use crate::world::Sim;
@@ -14,23 +17,27 @@ use crate::Error;
 
 pub(crate) const SOURCE: &str = "ntpd";
 
-/// ntp_proto.c:57-58: an empty filter slot counts as 16 s of dispersion, weighted by halves, so
-/// a fresh peer's distance drops under MAXDISTANCE (1.5 s) only at its 4th sample.
-const SAMPLES_TO_FIT: u32 = 4;
+/// ntp_proto.c:51 NTP_IBURST: packets of the burst at the first reply; ntp.h:80 NTP_MINPKT:
+/// their spacing.
+const NTP_IBURST: u32 = 6;
+const BURST_SPACING_S: f64 = 2.0;
+/// ntp_proto.c:1236-1243: a poll goes out ((0x1000 | (random() & 0xff)) << hpoll) >> 12 s after
+/// the last: 2^hpoll plus 0-6%, 3.1% on average.
+const POLL_RANDOM_MEAN: f64 = 1.0 + 127.5 / 4096.0;
+/// ntp_proto.c:1306-1308: the first poll, a second per association after the start.
+const FIRST_POLL_S: f64 = 1.0;
+/// The scenario's server: precision 2^-20 s, root dispersion 16/65536 s (phc-harness's
+/// guest::ntp).
+const SERVER_PRECISION_S: f64 = 1.0 / 1_048_576.0;
+const SERVER_ROOT_DISP_S: f64 = 16.0 / 65_536.0;
 /// ntp_loopfilter.c:41 CLOCK_AVG, :45 CLOCK_LIMIT, :46 CLOCK_PGATE: the poll-adjust loop.
 const CLOCK_AVG: f64 = 8.0;
 const CLOCK_LIMIT: i32 = 30;
 const CLOCK_PGATE: f64 = 4.0;
 /// sys_precision on a modern Linux guest (2^-23 s): the floor of every jitter.
 const PRECISION_S: f64 = 1.0 / 8_388_608.0;
-/// kernel/time/ntp.c: SHIFT_PLL, MAXPHASE (0.5 s), MAXFREQ (500 ppm), MAXTC.
-const SHIFT_PLL: i32 = 2;
-const MAXPHASE_S: f64 = 0.5;
-const MAXFREQ: f64 = 500e-6;
-const MAXTC: i32 = 10;
 /// adjtime()'s fixed slew (kernel MAX_TICKADJ, 500 us/s), used by ntpd's first update.
 const ADJTIME_RATE: f64 = 500e-6;
-const KERNEL_TICK_NS: i64 = 1_000_000_000;
 /// :40 CLOCK_PLL and :43 CLOCK_FLOOR: during the startup clamp (freq_cnt, :213, the stepout's
 /// 300 s of SYNC seconds) ntpd slews itself, clock_offset / (16 * 2) per second (:928-930),
 /// and an offset under 0.5 ms ends the clamp (:697-698).
@@ -105,40 +112,6 @@ enum State {
     Sync,
 }
 
-/// The kernel's PLL (kernel/time/ntp.c), offsets as the guest gains them.
-#[derive(Debug, Clone, Default)]
-struct KernelPll {
-    /// time_offset: what is still to be slewed in.
-    offset_s: f64,
-    /// time_freq.
-    freq: f64,
-    time_constant: i32,
-    /// time_reftime (guest REALTIME seconds), once set.
-    reftime_s: Option<f64>,
-}
-
-impl KernelPll {
-    /// ntp_update_offset: a new phase error and the PLL's frequency step.
-    fn update_offset(&mut self, offset_s: f64, now_s: f64) {
-        let offset_s = offset_s.clamp(-MAXPHASE_S, MAXPHASE_S);
-        let mut secs = self.reftime_s.map_or(0.0, |t| (now_s - t).max(0.0)).floor();
-        self.reftime_s = Some(now_s);
-        // PLL only: the FLL needs STA_FLL or more than MAXSEC (2048 s) between updates.
-        let cap = f64::from(1 << (SHIFT_PLL + 1 + self.time_constant));
-        secs = secs.min(cap);
-        let gain = 2f64.powi(-2 * (SHIFT_PLL + 2 + self.time_constant));
-        self.freq = (self.freq + offset_s * secs * gain).clamp(-MAXFREQ, MAXFREQ);
-        self.offset_s = offset_s;
-    }
-
-    /// second_overflow: this second's share of the phase error.
-    fn chunk(&mut self) -> f64 {
-        let c = self.offset_s * 2f64.powi(-(SHIFT_PLL + self.time_constant));
-        self.offset_s -= c;
-        c
-    }
-}
-
 #[derive(Debug, Clone)]
 pub(crate) struct Ntpd {
     cfg: NtpdConfig,
@@ -154,8 +127,13 @@ pub(crate) struct Ntpd {
     sys_poll: i32,
     min_poll: i32,
     max_poll: i32,
-    /// The peer: samples since it was (re)started.
-    samples: u32,
+    /// The peer: its clock filter, reachability, the burst still to send, whether iburst is
+    /// armed (until the first reply), and whether it is the system peer.
+    filter: PeerFilter,
+    reach: u8,
+    burst: u32,
+    retry: bool,
+    sys_peer: bool,
     allow_panic: bool,
     /// freq_cnt: seconds of startup clamp left.
     freq_cnt: u32,
@@ -170,7 +148,7 @@ impl Ntpd {
         let max_poll = NtpdConfig::log2(cfg.maxpoll_s).max(min_poll);
         Self {
             running: true,
-            next_poll_ns: t_ns,
+            next_poll_ns: t_ns + secs_to_ns(FIRST_POLL_S),
             next_tick_ns: t_ns + KERNEL_TICK_NS,
             state: State::Nset,
             epoch_s: 0.0,
@@ -180,14 +158,18 @@ impl Ntpd {
             sys_poll: min_poll,
             min_poll,
             max_poll,
-            samples: 0,
+            filter: PeerFilter::new(t_ns as f64 * 1e-9, PRECISION_S + SERVER_PRECISION_S),
+            reach: 0,
+            burst: 0,
+            retry: true,
+            sys_peer: false,
             // Debian runs ntpd with -g: the first offset may be any size.
             allow_panic: true,
             // :213 freq_cnt = clock_minstep. A float-to-int `as` saturates; stepout_s is
             // validated to 0..=1e6.
             freq_cnt: cfg.stepout_s as u32,
             clock_offset_s: 0.0,
-            kernel: KernelPll { time_constant: min_poll.min(MAXTC), ..KernelPll::default() },
+            kernel: KernelPll::new(min_poll.min(MAXTC)),
             cfg,
         }
     }
@@ -219,23 +201,51 @@ impl Ntpd {
             }
             return;
         }
-        self.next_poll_ns += secs_to_ns(2f64.powi(self.sys_poll));
-        // ntpd's offset: server minus guest, from one exchange with the world's server; an
-        // unanswered request or a reply that fails ntp_proto.c's sanity checks is no sample.
-        let crate::ntp_server::Reply::Time { offset_s: fp_offset_s, .. } = sim.ntp_exchange() else {
-            return;
+        let now_s = sim.mono_s();
+        let hpoll_s = 2f64.powi(self.sys_poll);
+        // ntp_proto.c poll and receive: the reachability register, the filter, clock_select.
+        self.reach <<= 1;
+        let filtered = match sim.ntp_exchange() {
+            crate::ntp_server::Reply::Time { offset_s, delay_s, .. } => {
+                self.reach |= 1;
+                // :629-637: the first good reply of an iburst association starts the burst.
+                if self.retry {
+                    self.retry = false;
+                    self.burst = NTP_IBURST - 1;
+                }
+                // :591-593 epsilon: both precisions and the dispersion over the round trip.
+                let disp_s = PRECISION_S + SERVER_PRECISION_S + PHI * delay_s;
+                self.filter.add(now_s, (offset_s, delay_s, disp_s), self.freq_cnt == 0, hpoll_s)
+            }
+            // A lost or insane reply is no sample; eight lost polls put the ceiling in the
+            // filter (:905-920).
+            _ if self.reach == 0 => {
+                self.filter.add(now_s, (0.0, 0.0, MAXDISPERSE_S), self.freq_cnt == 0, hpoll_s)
+            }
+            _ => Filtered::Nothing,
         };
-        if let Some(offset_s) = self.clock_filter(fp_offset_s) {
+        let interval_s = if self.burst > 0 {
+            self.burst -= 1;
+            BURST_SPACING_S
+        } else {
+            hpoll_s * POLL_RANDOM_MEAN
+        };
+        self.next_poll_ns += secs_to_ns(interval_s);
+        if let Filtered::Offset(offset_s) = filtered {
+            // clock_select with one server: it is the system peer while fit.
+            if !self.filter.fit(now_s, hpoll_s, SERVER_ROOT_DISP_S) {
+                if self.sys_peer {
+                    self.sys_peer = false;
+                    sim.note(SOURCE, "no_sys_peer".to_owned());
+                }
+                return;
+            }
+            if !self.sys_peer {
+                self.sys_peer = true;
+                sim.note(SOURCE, "sys_peer".to_owned());
+            }
             self.local_clock(sim, offset_s);
         }
-    }
-
-    /// ntp_proto.c clock_filter: a new sample reaches local_clock once the peer is fit. Its
-    /// popcorn suppressor (ntp_proto.c:1472-1480) and the sort by delay are not modelled: the
-    /// newest sample is taken (a server on a local network, whose delays scatter by microseconds).
-    fn clock_filter(&mut self, offset_s: f64) -> Option<f64> {
-        self.samples = self.samples.saturating_add(1);
-        (self.samples >= SAMPLES_TO_FIT).then_some(offset_s)
     }
 
     /// ntp_loopfilter.c local_clock (:460-890), offsets host minus guest.
@@ -261,6 +271,7 @@ impl Ntpd {
                 // :555-560: the first outlier in SYNC is ignored.
                 State::Sync => {
                     self.state = State::Spik;
+                    sim.note(SOURCE, format!("spike_detect {fp_offset_s:+.6} s"));
                     return;
                 }
                 // :567-583: later ones until the stepout.
@@ -277,8 +288,15 @@ impl Ntpd {
             self.clock_jitter_s = PRECISION_S;
             let next = if self.state == State::Nset { State::Freq } else { State::Sync };
             self.rstclock(next, now_s, 0.0);
-            // ntp_proto.c clock_update: a step clears every association (clear_all).
-            self.samples = 0;
+            // ntp_proto.c clock_update: a step clears every association (clear_all,
+            // peer_clear): the filter empties, and the next poll (:1306-1322, at random within
+            // 2^minpoll: the middle here) starts an iburst again.
+            self.filter = PeerFilter::new(now_s, PRECISION_S + SERVER_PRECISION_S);
+            self.reach = 0;
+            self.retry = true;
+            self.burst = 0;
+            self.sys_peer = false;
+            self.next_poll_ns = sim.now_ns() + secs_to_ns(2f64.powi(self.min_poll) / 2.0);
             return;
         }
         let e2 = self.clock_jitter_s.powi(2);

@@ -63,6 +63,7 @@ pub struct GuestRun {
     /// Whether chronyd's configuration gets the calibration logs (`calibrate`), read at the end.
     pub(crate) calibrated: bool,
     chrony_lines_seen: usize,
+    client_lines_seen: usize,
     /// chronyd's log as seen so far.
     pub(crate) chrony: ChronyLog,
     /// The real phc2sys's command line and output, when the scenario runs phc2sys.
@@ -70,6 +71,8 @@ pub struct GuestRun {
     pub(crate) phc2sys: phc2sys::Phc2sysLog,
     /// Backend facts for the report.
     pub(crate) info: BTreeMap<String, Value>,
+    /// The real ntpd or timesyncd, when the scenario runs one.
+    pub(crate) client: Option<ntpclients::ClientRun>,
     /// The scenario's NTP server as it is now, when a daemon asks one (see `start_ntp_server`).
     pub(crate) ntp_server: Option<ntp::ServerState>,
     /// Observations made on the way (the guest's offset right before a SYNC step).
@@ -213,10 +216,12 @@ impl GuestRun {
             chrony_conf: None,
             calibrated: true,
             chrony_lines_seen: 0,
+            client_lines_seen: 0,
             chrony: ChronyLog::default(),
             phc2sys_argv: None,
             phc2sys: phc2sys::Phc2sysLog::default(),
             ntp_server: None,
+            client: None,
             info,
             taken: Vec::new(),
             timeout: CALL_TIMEOUT,
@@ -232,6 +237,14 @@ impl GuestRun {
             DisciplineConfig::Chrony(c) => Some(c.chrony_conf(chrony_device, NTP_SERVER_ADDR)),
             _ => None,
         });
+        self.client = s.world.disciplines.iter().find_map(|d| match d {
+            DisciplineConfig::Ntpd(c) => Some(ntpclients::ntpd(c, NTP_SERVER_ADDR)),
+            DisciplineConfig::Timesyncd(c) => Some(ntpclients::timesyncd(c, NTP_SERVER_ADDR)),
+            _ => None,
+        });
+        if let Some(c) = &self.client {
+            self.info.insert(format!("{}_conf", c.kind.source()), json!(c.conf));
+        }
         if s.world.disciplines.iter().any(DisciplineConfig::needs_ntp_server) {
             let n = s.world.ntp_server();
             let state = ntp::ServerState {
@@ -434,6 +447,21 @@ impl GuestRun {
             self.call::<Value>(Op::Spawn { name: "phc2sys".into(), argv, log: phc2sys::PHC2SYS_LOG.into() })?;
             self.note(now(), "world", "phc2sys started");
         }
+        if let Some(c) = self.client.clone() {
+            let dir = c.conf_path.rsplit_once('/').map_or("/", |(d, _)| d);
+            self.call::<ExecResult>(Op::Exec {
+                argv: ["mkdir", "-p", dir].map(String::from).to_vec(),
+                timeout_s: 10.0,
+            })?;
+            self.call::<Value>(Op::WriteFile { path: c.conf_path.into(), contents: c.conf.clone() })?;
+            let name = c.kind.source();
+            self.call::<Value>(Op::Spawn { name: name.into(), argv: c.argv.clone(), log: c.log.into() })?;
+            if let Some(own) = &mut self.client {
+                own.text.clear();
+            }
+            self.client_lines_seen = 0;
+            self.note(now(), "world", format!("{name} started{site}"));
+        }
         Ok(())
     }
 
@@ -441,13 +469,38 @@ impl GuestRun {
     pub fn take_lines(&mut self, t_ns: i64, lines: &[&str]) {
         if self.chrony_conf.is_some() {
             self.chrony.take(t_ns, lines, &mut self.events);
+        } else if let Some(c) = &mut self.client {
+            c.take(t_ns, lines, &mut self.events);
         } else if self.phc2sys_argv.is_some() {
             self.phc2sys.take(t_ns, lines, &mut self.events);
         }
     }
 
-    /// Reads chronyd's log and takes its new lines, stamped `now()` when read.
+    /// The log whose new lines come back with each observation (virtual time): the daemon's.
+    pub fn tail_log(&self) -> Option<String> {
+        if self.chrony_conf.is_some() {
+            Some(CHRONY_LOG.to_owned())
+        } else if let Some(c) = &self.client {
+            Some(c.log.to_owned())
+        } else {
+            self.phc2sys_argv.as_ref().map(|_| phc2sys::PHC2SYS_LOG.to_owned())
+        }
+    }
+
+    /// Reads chronyd's log (or the NTP client's) and takes its new lines, stamped `now()` when
+    /// read.
     pub fn poll_log(&mut self, now: impl Fn() -> i64) -> Result<(), Error> {
+        if let (None, Some(c)) = (&self.chrony_conf, &self.client) {
+            let log = c.log;
+            let text: String = self.call(Op::ReadFile { path: log.into() })?;
+            let t_ns = now();
+            let fresh: Vec<&str> = text.lines().skip(self.client_lines_seen).collect();
+            self.client_lines_seen += fresh.len();
+            if let Some(c) = &mut self.client {
+                c.take(t_ns, &fresh, &mut self.events);
+            }
+            return Ok(());
+        }
         if self.chrony_conf.is_none() {
             return Ok(());
         }
@@ -484,6 +537,12 @@ impl<C: Clock> Guest<C> {
         }
         if g.phc2sys_argv.is_some() {
             g.info.insert("phc2sys_log".into(), json!(g.phc2sys.text.clone()));
+        }
+        if g.client.is_some() && self.clock.running() {
+            let _ = self.clock.poll(g);
+        }
+        if let Some(c) = &g.client {
+            g.info.insert(format!("{}_log", c.kind.source()), json!(c.text.clone()));
         }
         if g.ntp_server.is_some() && self.clock.running() {
             if let Ok(log) = g.call::<String>(Op::ReadFile { path: NTP_SERVER_LOG.into() }) {

@@ -5,6 +5,7 @@
 pub mod calibrate;
 pub mod guest;
 pub mod nested;
+pub mod ntpclients;
 pub mod phc2sys;
 pub mod real;
 pub mod restore;
@@ -374,13 +375,24 @@ pub fn unsupported(s: &Scenario, clock: ClockMode, phc: GuestPhc) -> Option<Stri
             DisciplineConfig::Phc2sys(_) => {
                 return Some("phc2sys: the real phc2sys runs with --clock virtual only".into())
             }
-            DisciplineConfig::Ntpd(_) => {
-                return Some(
-                    "ntpd has no PHC refclock, so no real ntpd runs in the guest: the sim's ntpd model \
-                     (NTPsec 1.2.2's loop filter and Linux's kernel PLL) is unjudged"
-                        .into(),
-                )
+            DisciplineConfig::Ntpd(_) | DisciplineConfig::Timesyncd(_) => {
+                let root = phc_qemu::image::cache_dir().join(phc_qemu::image::NTP_DAEMONS_DIR);
+                if !root.join(phc_qemu::image::NTPD).is_file()
+                    || !root.join(phc_qemu::image::TIMESYNCD).is_file()
+                {
+                    return Some(format!(
+                        "ntpd and timesyncd for the guest are not unpacked in {} (run ci/setup-vm.sh)",
+                        root.display()
+                    ));
+                }
             }
+        }
+        if d.needs_ntp_server() && clock != ClockMode::Virtual {
+            return Some(
+                "the scenario's NTP server runs with --clock virtual only (it serves the igb PHC as \
+                 host time)"
+                    .into(),
+            );
         }
     }
     for e in &s.timeline.events {

@@ -200,11 +200,7 @@ impl Virtual {
 
     /// The agent's observation once the PHC reads `until_ns`, without bookkeeping.
     fn observe_raw(&mut self, g: &mut GuestRun, until_ns: i64, spin_s: f64) -> Result<Observed, Error> {
-        let tail = match (&g.chrony_conf, &g.phc2sys_argv) {
-            (Some(_), _) => Some(CHRONY_LOG.to_owned()),
-            (None, Some(_)) => Some(phc2sys::PHC2SYS_LOG.to_owned()),
-            (None, None) => None,
-        };
+        let tail = g.tail_log();
         let also = self.feed_up.then(|| MOCK_DEVICE.to_owned());
         g.call(Op::Observe { device: self.host.into(), until_ns, spin_s, tail, also })
     }
