@@ -477,8 +477,11 @@ impl Chrony {
     /// 727-741), and `trust`/`require`, which the harness's configurations do not set.
     fn select_and_update(&mut self, sim: &mut Sim, updated: Src) {
         let now_s = sim.mono_s();
-        // (source, interval middle, root distance) of every selectable source.
-        let mut ok: Vec<(Src, f64, f64)> = Vec::with_capacity(2);
+        // The refclock is reachable while it reads; the NTP source while one of its last 8
+        // polls was answered.
+        let reachable = |c: &Self, src: Src| src == Src::Refclock || c.ntp.as_ref().is_some_and(|n| n.reach != 0);
+        let mut max_reach_sample_ago_s = 0.0f64;
+        let mut fresh = Vec::with_capacity(2);
         for src in [Src::Refclock, Src::Ntp] {
             let Some(stats) = self.stats_of(src) else { continue };
             if src == Src::Ntp && !self.ntp.as_ref().is_some_and(|n| n.synced) {
@@ -489,9 +492,20 @@ impl Chrony {
                 && sel.std_dev_s <= self.cfg.maxjitter_s
                 && sel.root_distance_s <= self.cfg.maxdistance_s
             {
-                ok.push((src, sel.offset_s, sel.root_distance_s));
+                if reachable(self, src) {
+                    max_reach_sample_ago_s = max_reach_sample_ago_s.max(sel.first_sample_ago_s);
+                }
+                fresh.push((src, sel));
             }
         }
+        // (source, interval middle, root distance) of every selectable source: sources.c:906-916
+        // leaves out an unreachable one whose newest sample is older than the oldest of the
+        // reachable ones (stale).
+        let mut ok: Vec<(Src, f64, f64)> = fresh
+            .into_iter()
+            .filter(|(src, sel)| reachable(self, *src) || sel.last_sample_ago_s <= max_reach_sample_ago_s)
+            .map(|(src, sel)| (src, sel.offset_s, sel.root_distance_s))
+            .collect();
         if ok.is_empty() {
             if self.selected.take().is_some() {
                 sim.note(SOURCE, "Can't synchronise: no selectable sources".to_owned());

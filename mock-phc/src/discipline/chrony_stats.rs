@@ -318,6 +318,9 @@ pub(crate) struct Selection {
     pub(crate) root_distance_s: f64,
     pub(crate) std_dev_s: f64,
     pub(crate) select_ok: bool,
+    /// How long ago the register's oldest and newest samples were taken.
+    pub(crate) first_sample_ago_s: f64,
+    pub(crate) last_sample_ago_s: f64,
 }
 
 impl SourceStats {
@@ -472,6 +475,8 @@ impl SourceStats {
         let elapsed = (now_s - s.time_s).abs();
         Some(Selection {
             offset_s: s.offset_s + (now_s - s.time_s) * self.freq,
+            first_sample_ago_s: self.samples.first().map_or(0.0, |f| now_s - f.time_s),
+            last_sample_ago_s: self.samples.last().map_or(0.0, |l| now_s - l.time_s),
             root_distance_s: s.disp_s + elapsed * self.skew,
             std_dev_s: self.std_dev_s,
             select_ok: self.regression_ok,
