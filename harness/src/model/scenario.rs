@@ -202,9 +202,14 @@ impl Scenario {
             .disciplines
             .iter()
             .find_map(|d| match d {
-                mock_phc::DisciplineConfig::Chrony(c) => Some(2f64.powi(i32::from(c.poll))),
+                // The refclock's update interval; with an NTP server alone, its first poll.
+                mock_phc::DisciplineConfig::Chrony(c) => match (&c.server, c.refclock) {
+                    (Some(server), false) => Some(2f64.powi(i32::from(server.minpoll))),
+                    _ => Some(2f64.powi(i32::from(c.poll))),
+                },
                 mock_phc::DisciplineConfig::Phc2sys(c) => Some(1.0 / c.rate_hz),
                 mock_phc::DisciplineConfig::Ntpd(c) => Some(c.poll_s),
+                mock_phc::DisciplineConfig::Timesyncd(c) => Some(c.poll_min_s),
                 _ => None,
             })
             .unwrap_or(1.0)

@@ -160,6 +160,7 @@ impl Timesyncd {
         self.timeout_ns = None;
         if !self.exhausted {
             self.exhausted = true;
+            sim.note(SOURCE, "Waiting after exhausting servers.".to_owned());
             self.reconnect_ns = Some(sim.now_ns() + secs_to_ns(self.poll_s));
             if self.poll_s < self.cfg.poll_max_s {
                 self.poll_s *= 2.0;
