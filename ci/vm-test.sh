@@ -114,6 +114,11 @@ fi
 bash ci/check-suite.sh "$qsuite"
 echo "QEMU suite (every scenario virtual time runs): $(( $(date +%s) - start )) s wall"
 
+stage "vm: the guide's NTP configurations (chronyd NTP+PHC prefer either way, ntpd, timesyncd; three runs each against the sim) and a misbehaving server"
+start=$(date +%s)
+cargo test --locked -p phc-harness --test vm_ntp -- --ignored --test-threads=1 --nocapture
+echo "NTP VM tests: $(( $(date +%s) - start )) s wall"
+
 stage "vm: acceleration decided once (trial guest, cache)"
 cargo test --locked -p phc-harness --test vm_accel -- --ignored --test-threads=1 --nocapture
 

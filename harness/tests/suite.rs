@@ -111,13 +111,15 @@ fn suite_files_parse_back_and_show_every_scenario() {
         assert_eq!(row.children[0].children[0].text, *name, "verdict table row");
         assert_eq!(row.children[2].text, "PASS");
     }
-    // Self-contained: every plot inline, no file, script or style from elsewhere.
-    assert_eq!(html.find("svg").len(), names.len(), "one inline plot per run");
+    // Self-contained: every plot inline (one per run, and the runs side by side), no file,
+    // script or style from elsewhere.
+    assert_eq!(html.find("svg").len(), names.len() + 1, "one inline plot per run and recovery.svg");
+    assert!(html.find("section").iter().any(|s| s.attr("id") == Some("recovery")));
     assert!(html.find("script").is_empty() && html.find("img").is_empty() && html.find("link").is_empty());
     for a in html.find("a") {
         assert!(a.attr("href").unwrap().starts_with('#'), "links stay inside the page: {:?}", a.attr("href"));
     }
-    for s in html.find("section") {
+    for s in html.find("section").into_iter().filter(|s| s.attr("id") != Some("recovery")) {
         assert!(!s.find("table").is_empty(), "every run shows its metrics");
     }
     let md = std::fs::read_to_string(out.join("index.md")).unwrap();

@@ -29,7 +29,10 @@ fn load(folder: &str, name: &str) -> Scenario {
 }
 
 fn info<'a>(r: &'a Report, key: &str) -> &'a str {
-    r.backend_info.get(key).and_then(|v| v.as_str()).unwrap_or_else(|| panic!("{key} missing:\n{}", r.to_text()))
+    r.backend_info
+        .get(key)
+        .and_then(|v| v.as_str())
+        .unwrap_or_else(|| panic!("{key} missing:\n{}", r.to_text()))
 }
 
 /// `n` real runs of `s` (seeds s.., each must pass its checks), then the distribution judged

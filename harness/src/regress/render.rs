@@ -207,14 +207,16 @@ pub const RECOVERY_PLOT: &str = "recovery.svg";
 /// Most runs drawn in it: beyond, the legend would outgrow the plot (a suite of repeats).
 const MAX_SIDE_BY_SIDE: usize = 16;
 
-/// The runs `recovery.svg` draws: those with a report and a disturbance, two or more, at most
-/// `MAX_SIDE_BY_SIDE`; else none.
+/// The runs `recovery.svg` draws: those with a report and a disturbance, one per scenario and
+/// backend (of repeats, the first seed's), two or more, at most `MAX_SIDE_BY_SIDE`; else none.
 fn side_by_side(s: &Summary) -> Vec<&Entry> {
-    let runs: Vec<&Entry> = s
-        .entries
-        .iter()
-        .filter(|e| e.dir.is_some() && e.recovery.as_ref().is_some_and(|r| r.disturbance_end_s.is_some()))
-        .collect();
+    let mut runs: Vec<&Entry> = Vec::new();
+    for e in &s.entries {
+        let disturbed = e.dir.is_some() && e.recovery.as_ref().is_some_and(|r| r.disturbance_end_s.is_some());
+        if disturbed && !runs.iter().any(|r| r.scenario == e.scenario && r.backend == e.backend) {
+            runs.push(e);
+        }
+    }
     if (2..=MAX_SIDE_BY_SIDE).contains(&runs.len()) {
         runs
     } else {

@@ -248,7 +248,9 @@ pub fn write_all(report: &Report, dir: &Path) -> std::io::Result<()> {
             let mut thin = report.clone();
             thin.series = series;
             thin.series_decimated = Some(d);
-            write_formats(report, &thin.to_json(), dir)
+            // The plot too is drawn from the series as the file has it, so that a plot drawn
+            // again from report.json (`merge`) is the same picture, byte for byte.
+            write_formats(&thin, &thin.to_json(), dir)
         }
         None => write_all_full(report, dir),
     }

@@ -479,7 +479,8 @@ impl Chrony {
         let now_s = sim.mono_s();
         // The refclock is reachable while it reads; the NTP source while one of its last 8
         // polls was answered.
-        let reachable = |c: &Self, src: Src| src == Src::Refclock || c.ntp.as_ref().is_some_and(|n| n.reach != 0);
+        let reachable =
+            |c: &Self, src: Src| src == Src::Refclock || c.ntp.as_ref().is_some_and(|n| n.reach != 0);
         let mut max_reach_sample_ago_s = 0.0f64;
         let mut fresh = Vec::with_capacity(2);
         for src in [Src::Refclock, Src::Ntp] {

@@ -82,7 +82,7 @@ impl DisciplineConfig {
 #[derive(Debug, Clone)]
 pub(crate) enum Discipline {
     Chrony(Box<chrony::Chrony>),
-    Ntpd(ntpd::Ntpd),
+    Ntpd(Box<ntpd::Ntpd>),
     Timesyncd(Box<timesyncd::Timesyncd>),
     Phc2sys(phc2sys::Phc2sys),
     HvUtils(hv_utils::HvUtils),
@@ -94,7 +94,7 @@ impl Discipline {
     pub(crate) fn start(cfg: &DisciplineConfig, t_ns: i64) -> Self {
         match cfg {
             DisciplineConfig::Chrony(c) => Self::Chrony(Box::new(chrony::Chrony::new(c.clone(), t_ns))),
-            DisciplineConfig::Ntpd(c) => Self::Ntpd(ntpd::Ntpd::new(c.clone(), t_ns)),
+            DisciplineConfig::Ntpd(c) => Self::Ntpd(Box::new(ntpd::Ntpd::new(c.clone(), t_ns))),
             DisciplineConfig::Timesyncd(c) => {
                 Self::Timesyncd(Box::new(timesyncd::Timesyncd::new(c.clone(), t_ns)))
             }
