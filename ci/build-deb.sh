@@ -91,7 +91,7 @@ man_escape() { sed -e 's/\\/\\e/g' -e 's/^\./\\\&./' -e "s/^'/\\\\\\&'/"; }
     done
     printf '.SH FILES\n.TP\n.I /usr/lib/phc-harness/phc-harness-guest\n'
     printf 'the static guest agent the QEMU backend installs in its guest image (\\fB--agent-bin\\fR or \\fBPHC_AGENT_BIN\\fR override it)\n'
-    printf '.TP\n.I /usr/lib/phc-harness/setup-vm.sh\nthe QEMU backend'"'"'s host set-up: QEMU 10, chrony, linuxptp, busybox-static and the guest kernels (run as root)\n'
+    printf '.TP\n.I /usr/lib/phc-harness/setup-vm.sh\nthe QEMU backend'"'"'s host set-up: QEMU 10, chrony, linuxptp, busybox-static, ntpd and timesyncd for the guest, and the guest kernels (run as root)\n'
     printf '.TP\n.I /usr/share/phc-harness/scenarios\nthe built-in scenarios as files\n'
     printf '.TP\n.I /var/cache/phc-harness\nthe guest kernels (\\fBPHC_CACHE\\fR)\n'
     printf '.SH SEE ALSO\n/usr/share/doc/phc-harness/README.md\n'
