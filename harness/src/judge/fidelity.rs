@@ -89,8 +89,14 @@ pub struct Fidelity {
     pub ensemble: Option<crate::judge::ensemble::Ensemble>,
 }
 
+/// How far past its end a run's recovery is extrapolated, in lengths of the run after the
+/// disturbance: beyond, the run was not seen recovering (a 2-year error slewed at 83,333 ppm, or
+/// one that freewheels toward zero at a few ppm, would take years), and it stays never.
+const MAX_EXTRAPOLATION_RUNS: f64 = 10.0;
+
 /// Seconds until |offset| would reach `limit_ns`, extrapolated from the last `window_s` seconds
-/// of the run, when it was still above the limit at the end and falling.
+/// of the run, when it was still above the limit at the end and falling, and would get there
+/// within `MAX_EXTRAPOLATION_RUNS` times the run's length after the disturbance.
 pub fn extrapolate_within(report: &Report, limit_ns: f64, window_s: f64) -> Option<f64> {
     let end = report.recovery.disturbance_end_s?;
     let pts: Vec<(f64, f64)> = report
@@ -108,7 +114,8 @@ pub fn extrapolate_within(report: &Report, limit_ns: f64, window_s: f64) -> Opti
         return None;
     }
     let rate = (v_first - v_last) / (t_last - t_first);
-    Some(t_last + (v_last - limit_ns) / rate - end)
+    let at = t_last + (v_last - limit_ns) / rate - end;
+    (at <= MAX_EXTRAPOLATION_RUNS * (t_last - end)).then_some(at)
 }
 
 /// The larger magnitude of what is present (0 when neither is).
@@ -547,6 +554,17 @@ mod tests {
         assert!((t - 329.99).abs() < 0.01, "{t}");
         // Reaching back before the slew began would underestimate the rate.
         assert!(extrapolate_within(&r, 1e6, 80.0).unwrap() > t + 10.0);
+    }
+
+    /// `date` set back two years and a clock that drifts toward the truth at 1 ppm: falling, but
+    /// 2,000 years from 1 ms, which is no recovery seen.
+    #[test]
+    fn a_recovery_years_away_is_not_extrapolated() {
+        let mut r = slewing_report();
+        for o in &mut r.series {
+            o.guest_offset_ns = Some(-63_072_000_000_000_000 + (o.t_s * 1000.0) as i64);
+        }
+        assert_eq!(extrapolate_within(&r, 1e6, 10.0), None);
     }
 
     #[test]

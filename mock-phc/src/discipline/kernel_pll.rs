@@ -18,8 +18,9 @@ pub(crate) struct KernelPll {
     /// time_freq.
     pub(crate) freq: f64,
     pub(crate) time_constant: i32,
-    /// time_reftime (guest REALTIME seconds), once set.
-    reftime_s: Option<f64>,
+    /// time_reftime (guest REALTIME seconds), once set; None while STA_PLL is off (turning it
+    /// on resets it to now: process_adj_status).
+    pub(crate) reftime_s: Option<f64>,
 }
 
 impl KernelPll {

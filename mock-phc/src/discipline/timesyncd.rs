@@ -26,6 +26,9 @@ const RETRY_MAX_S: f64 = 360.0;
 /// :56 NTP_MAX_MISSED_REPLIES, :61 TIMEOUT_USEC.
 const MAX_MISSED_REPLIES: u32 = 2;
 const TIMEOUT_S: f64 = 10.0;
+/// From the clock being set to the resync's answer: the wake-up, the request and its round trip
+/// (a millisecond on a local network).
+const RESYNC_NS: i64 = 1_000_000;
 /// timesyncd-manager.h:90: the spike detector's ring of samples.
 const SAMPLES: usize = 8;
 
@@ -287,8 +290,10 @@ impl Timesyncd {
             self.kernel.update_offset(offset_s, realtime_s);
             sim.set_freq(SOURCE, self.kernel.freq);
         } else {
-            // A jump drops what the kernel had still to slew (ntp_clear).
+            // A jump drops what the kernel had still to slew (ntp_clear), and its status 0 turns
+            // STA_PLL off: the next slew turns it on again with a fresh reference time.
             self.kernel.offset_s = 0.0;
+            self.kernel.reftime_s = None;
             sim.slew(0.0, 0.0);
             sim.note(SOURCE, format!("adjust (jump): {offset_s:+.3} sec"));
             sim.step(SOURCE, offset_s);
@@ -296,12 +301,13 @@ impl Timesyncd {
     }
 
     /// Someone else set the clock: the timerfd's cancel-on-set fires (:204-236) and timesyncd
-    /// resyncs at once; its own jumps it skips.
+    /// resyncs: a request at once, answered a round trip later (`RESYNC_NS`); its own jumps it
+    /// skips.
     pub(crate) fn on_external_step(&mut self, sim: &mut Sim) {
         sim.note(SOURCE, "System time changed. Resyncing.".to_owned());
         self.poll_resync = true;
         if self.reconnect_ns.is_none() {
-            self.send(sim);
+            self.next_send_ns = Some(sim.now_ns() + RESYNC_NS);
         }
     }
 }
