@@ -84,7 +84,7 @@ fn the_family_suite_writes_its_table_and_the_side_by_side_plot() {
     assert!(md.contains("![|offset| after the disturbance](recovery.svg)"), "{md}");
     let n =
         guide().iter().filter(|f| f.file_name().unwrap().to_string_lossy().starts_with("pause-30s-")).count();
-    assert_eq!(n, 6);
+    assert_eq!(n, 8, "six configurations and hv_utils beside ntpd and timesyncd");
     assert_eq!(md.lines().filter(|l| l.starts_with("| pause-30s-")).count(), n, "{md}");
     let svg = std::fs::read_to_string(out.join("recovery.svg")).unwrap();
     let mut reader = quick_xml::Reader::from_str(&svg);
