@@ -350,6 +350,17 @@ impl World {
         crate::noise::WanderPath::new(&cfg.guest, cfg.seed, tick_ns(&PhcState::new(&cfg.phc, cfg.seed)))
     }
 
+    /// A world on a kvm PHC with the default NTP server (unit tests of the NTP clients).
+    #[cfg(test)]
+    pub(crate) fn for_ntp_tests() -> World {
+        World::new(&crate::WorldConfig {
+            phc: crate::PhcConfig::Kvm { read_latency: crate::LatencyConfig::kvm() },
+            ntp_server: Some(crate::NtpServerConfig::default()),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
     /// What the daemons see, for unit tests of the models.
     #[cfg(test)]
     pub(crate) fn sim_mut(&mut self) -> &mut Sim {

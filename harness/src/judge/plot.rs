@@ -55,26 +55,8 @@ pub fn svg(report: &Report) -> String {
             xml_text(&crate::judge::report::describe(&m.disturbance))
         );
     }
-    for d in 0..=(top_decade as i32) {
-        let yy = y(10f64.powi(d));
-        let _ = writeln!(
-            s,
-            r##"<line x1="{LEFT}" x2="{:.1}" y1="{yy:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-            W - RIGHT,
-            LEFT - 6.0,
-            yy + 4.0,
-            decade_label(d)
-        );
-    }
-    for i in 0..=5 {
-        let t = t_max * f64::from(i) / 5.0;
-        let _ = writeln!(
-            s,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{t:.0} s</text>"#,
-            x(t),
-            H - BOTTOM + 18.0
-        );
-    }
+    decade_grid(&mut s, top_decade, &y);
+    time_ticks(&mut s, t_max, &x);
     // The PHC first, so the guest's line, the one that matters, is drawn on top.
     for (pick, color, label) in [(1usize, "#c03030", "PHC"), (0, "#1f5fbf", "guest CLOCK_REALTIME")] {
         let mut path = String::new();
@@ -140,6 +122,34 @@ pub fn svg(report: &Report) -> String {
     s
 }
 
+/// A grid line and label at every decade of |offset| up to `top_decade`, `y` placing a value.
+fn decade_grid(s: &mut String, top_decade: f64, y: &dyn Fn(f64) -> f64) {
+    for d in 0..=(top_decade as i32) {
+        let yy = y(10f64.powi(d));
+        let _ = writeln!(
+            s,
+            r##"<line x1="{LEFT}" x2="{:.1}" y1="{yy:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+            W - RIGHT,
+            LEFT - 6.0,
+            yy + 4.0,
+            decade_label(d)
+        );
+    }
+}
+
+/// Six time labels along the x axis, `x` placing a time.
+fn time_ticks(s: &mut String, t_max: f64, x: &dyn Fn(f64) -> f64) {
+    for i in 0..=5 {
+        let t = t_max * f64::from(i) / 5.0;
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{t:.0} s</text>"#,
+            x(t),
+            H - BOTTOM + 18.0
+        );
+    }
+}
+
 /// "1 ns", "10 ns", ..., "1 ms", ..., "100 s": decades read at a glance.
 fn decade_label(d: i32) -> String {
     let units = [("ns", 0), ("us", 3), ("ms", 6), ("s", 9)];
@@ -181,32 +191,14 @@ pub fn recovery_svg(title: &str, runs: &[(String, &Report)]) -> String {
     );
     let _ = writeln!(s, r#"<rect width="{W}" height="{h}" fill="white"/>"#);
     let _ = writeln!(s, r#"<text x="{LEFT}" y="20" font-size="14">{}</text>"#, xml_text(title));
-    for d in 0..=(top_decade as i32) {
-        let yy = y(10f64.powi(d));
-        let _ = writeln!(
-            s,
-            r##"<line x1="{LEFT}" x2="{:.1}" y1="{yy:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-            W - RIGHT,
-            LEFT - 6.0,
-            yy + 4.0,
-            decade_label(d)
-        );
-    }
+    decade_grid(&mut s, top_decade, &y);
     let ms = y(1e6);
     let _ = writeln!(
         s,
         r##"<line x1="{LEFT}" x2="{:.1}" y1="{ms:.1}" y2="{ms:.1}" stroke="#555" stroke-dasharray="6,3"><title>1 ms</title></line>"##,
         W - RIGHT
     );
-    for i in 0..=5 {
-        let t = t_max * f64::from(i) / 5.0;
-        let _ = writeln!(
-            s,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{t:.0} s</text>"#,
-            x(t),
-            H - BOTTOM + 18.0
-        );
-    }
+    time_ticks(&mut s, t_max, &x);
     let columns = (W - LEFT - RIGHT) as usize;
     for (i, (label, end, r)) in curves.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];

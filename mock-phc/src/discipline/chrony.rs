@@ -527,16 +527,16 @@ impl Chrony {
             ok.retain(|&(s, ..)| self.prefers(s));
         }
         let min_stratum = ok.iter().map(|&(s, ..)| self.stratum(s)).min().unwrap_or(0);
+        // The root distance weighted by stratum; a candidate's adds reselectdist for NTP.
+        let weighted =
+            |c: &Self, s: Src, rd: f64| rd + f64::from(c.stratum(s) - min_stratum) * STRATUM_WEIGHT_S;
         let distance = |c: &Self, s: Src, rd: f64| {
-            rd + f64::from(c.stratum(s) - min_stratum) * STRATUM_WEIGHT_S
-                + if s == Src::Ntp { RESELECT_DISTANCE_S } else { 0.0 }
+            weighted(c, s, rd) + if s == Src::Ntp { RESELECT_DISTANCE_S } else { 0.0 }
         };
         // sources.c:1186-1230: scores.
-        let sel_distance = self.selected.and_then(|sel| {
-            ok.iter()
-                .find(|&&(s, ..)| s == sel)
-                .map(|&(s, _, rd)| rd + f64::from(self.stratum(s) - min_stratum) * STRATUM_WEIGHT_S)
-        });
+        let sel_distance = self
+            .selected
+            .and_then(|sel| ok.iter().find(|&&(s, ..)| s == sel).map(|&(s, _, rd)| weighted(self, s, rd)));
         let survivors: Vec<Src> = ok.iter().map(|&(s, ..)| s).collect();
         for s in [Src::Refclock, Src::Ntp] {
             if !survivors.contains(&s) {

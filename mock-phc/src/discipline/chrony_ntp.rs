@@ -245,12 +245,7 @@ mod tests {
     /// iburst: requests 2 s apart at minpoll 6 until four good samples, then 2^6 s.
     #[test]
     fn iburst_sends_four_requests_two_seconds_apart_then_polls() {
-        let mut w = crate::World::new(&crate::WorldConfig {
-            phc: crate::PhcConfig::Kvm { read_latency: crate::LatencyConfig::kvm() },
-            ntp_server: Some(crate::NtpServerConfig::default()),
-            ..Default::default()
-        })
-        .unwrap();
+        let mut w = crate::World::for_ntp_tests();
         let sim = w.sim_mut();
         let mut s = source();
         let mut times = vec![s.next_tx_ns];
@@ -277,12 +272,7 @@ mod tests {
             span in 0i8..6,
         ) {
             let cfg = ChronyServerConfig { minpoll, maxpoll: minpoll + span, iburst: true };
-            let mut w = crate::World::new(&crate::WorldConfig {
-                phc: crate::PhcConfig::Kvm { read_latency: crate::LatencyConfig::kvm() },
-                ntp_server: Some(crate::NtpServerConfig::default()),
-                ..Default::default()
-            })
-            .unwrap();
+            let mut w = crate::World::for_ntp_tests();
             let mut s = NtpSource::new(cfg, 2e-8, 6, 0);
             let mut last = s.next_tx_ns;
             for (kind, offset, delay) in answers {

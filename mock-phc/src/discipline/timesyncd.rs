@@ -354,20 +354,11 @@ mod tests {
 
     use proptest::prelude::*;
 
-    fn world() -> crate::World {
-        crate::World::new(&crate::WorldConfig {
-            phc: crate::PhcConfig::Kvm { read_latency: crate::LatencyConfig::kvm() },
-            ntp_server: Some(crate::NtpServerConfig::default()),
-            ..Default::default()
-        })
-        .unwrap()
-    }
-
     /// An offset of 0.4 s or more that is no spike is jumped, at once, by the offset measured;
     /// the poll goes back to its minimum.
     #[test]
     fn a_large_offset_is_jumped_and_the_poll_starts_again() {
-        let mut w = world();
+        let mut w = crate::World::for_ntp_tests();
         let sim = w.sim_mut();
         sim.set_ntp_server(2.5, 0.0001);
         let mut s = t();
@@ -384,7 +375,7 @@ mod tests {
         fn the_poll_interval_stays_a_power_of_two_within_its_bounds(
             answers in proptest::collection::vec((0u8..3, -5.0f64..5.0), 1..80),
         ) {
-            let mut w = world();
+            let mut w = crate::World::for_ntp_tests();
             let mut s = t();
             for (kind, offset) in answers {
                 let sim = w.sim_mut();

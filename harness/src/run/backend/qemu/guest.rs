@@ -490,25 +490,21 @@ impl GuestRun {
     /// Reads chronyd's log (or the NTP client's) and takes its new lines, stamped `now()` when
     /// read.
     pub fn poll_log(&mut self, now: impl Fn() -> i64) -> Result<(), Error> {
-        if let (None, Some(c)) = (&self.chrony_conf, &self.client) {
-            let log = c.log;
-            let text: String = self.call(Op::ReadFile { path: log.into() })?;
-            let t_ns = now();
-            let fresh: Vec<&str> = text.lines().skip(self.client_lines_seen).collect();
-            self.client_lines_seen += fresh.len();
-            if let Some(c) = &mut self.client {
-                c.take(t_ns, &fresh, &mut self.events);
-            }
-            return Ok(());
-        }
-        if self.chrony_conf.is_none() {
-            return Ok(());
-        }
-        let text: String = self.call(Op::ReadFile { path: CHRONY_LOG.into() })?;
+        let log = match (&self.chrony_conf, &self.client) {
+            (Some(_), _) => CHRONY_LOG,
+            (None, Some(c)) => c.log,
+            (None, None) => return Ok(()),
+        };
+        let text: String = self.call(Op::ReadFile { path: log.into() })?;
         let t_ns = now();
-        let fresh: Vec<&str> = text.lines().skip(self.chrony_lines_seen).collect();
-        self.chrony_lines_seen += fresh.len();
-        self.chrony.take(t_ns, &fresh, &mut self.events);
+        let seen = if self.chrony_conf.is_some() {
+            &mut self.chrony_lines_seen
+        } else {
+            &mut self.client_lines_seen
+        };
+        let fresh: Vec<&str> = text.lines().skip(*seen).collect();
+        *seen += fresh.len();
+        self.take_lines(t_ns, &fresh);
         Ok(())
     }
 }
