@@ -13,6 +13,7 @@
 #                                   boot): no igb, so virtual time keeps host time on the agent's
 #                                   clock (--host-clock auto)
 #   Default: bookworm line:6.12 line:7.2 bookworm-cloud.
+# `ci/kernel-matrix.sh --fetch` only downloads bookworm's two kernels (and headers) and exits.
 # For each kernel, in OUT/<kernel>/: `probe /dev/ptp_hyperv` (probe-hyperv/probe.json) and
 # `run azure-pause-30s --phc hyperv` (virtual time). With PHC_MATRIX_FULL=1 also the igb probe,
 # latency on both clocks and more scenarios (reboot, hyperv-stale-samples, resume-without-sync):
@@ -38,7 +39,14 @@ die() {
 }
 log() { printf 'kernel-matrix: %s\n' "$*" >&2; }
 
-(($# >= 1)) || die "usage: $0 OUT [line:6.12|line:7.2|deb:IMAGE.deb,HEADERS.deb|bookworm|bookworm-cloud ...]"
+(($# >= 1)) || die "usage: $0 OUT [line:6.12|line:7.2|deb:IMAGE.deb,HEADERS.deb|bookworm|bookworm-cloud ...] | $0 --fetch"
+fetch_only=0
+if [[ $1 == --fetch ]]; then
+    # Only download bookworm's two kernels and their headers into $PHC_CACHE/kernel-debs (what
+    # ci/vm-test.sh does before its lanes, so that no two jobs download them at once).
+    fetch_only=1
+    set -- "${TMPDIR:-/tmp}/phc-harness-matrix-fetch"
+fi
 out=$(abs "$1")
 shift
 kernels=("$@")
@@ -81,6 +89,12 @@ fetch_bookworm() {
     fi
     printf 'deb:%s,%s\n' "$(ls "$dl/${pkg}"_*.deb | head -n1)" "$(ls "$dl/${headers}"_*.deb | head -n1)"
 }
+
+if ((fetch_only)); then
+    fetch_bookworm amd64
+    fetch_bookworm cloud-amd64
+    exit 0
+fi
 
 failures=()
 # run_one LABEL DIR CMD...: runs a harness command, its JSON on stdout to DIR's file when asked.

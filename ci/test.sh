@@ -6,7 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-stage() { printf '\n== %s ==\n' "$*"; }
+# Each stage's header says how long the run has taken so far (PHC_CI_START: the whole ci/test.sh).
+export PHC_CI_START=${PHC_CI_START:-$(date +%s)}
+stage() { printf '\n== %s == (at %d s)\n' "$*" "$(($(date +%s) - PHC_CI_START))"; }
 
 stage "toolchain"
 cargo --version
@@ -90,3 +92,5 @@ if [ "${PHC_SKIP_VM:-0}" = 1 ]; then
 else
   bash ci/vm-test.sh
 fi
+
+echo "ci/test.sh: every stage passed in $(($(date +%s) - PHC_CI_START)) s"

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Runs the VM stage's jobs in lanes, one lane per CPU, each lane pinned to its CPU (taskset), so
+# that one guest's QEMU threads and the harness that drives it hand off on one core and never
+# steal the other lane's. A lane takes the next job from one queue, longest first (the times
+# measured in the last run, ci/vm-times.tsv), so the lanes end together. One CPU: one lane, the
+# jobs one after another as before.
+#
+# Usage: ci/vm-lanes.sh OUT JOB...
+#   JOB is  test:PACKAGE:TEST   each ignored test of that integration test binary, a job each
+#     or    job:NAME            `bash ci/vm-jobs.sh NAME`
+# Each job's output goes to OUT/logs/ and is printed whole when the job ends (lanes never
+# interleave lines); a line says when each starts. OUT/times.tsv gets every job's wall time
+# (copy it over ci/vm-times.tsv to re-balance). Exit 0 when every job passed, else 1 after all of
+# them ran, with the failed ones listed.
+#
+# Environment: PHC_VM_LANES (lanes; default: the CPUs this process may use), PHC_VM_JOB_TIMEOUT
+# (seconds a job may take, default 1500), CARGO_TARGET_DIR (honoured).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+[[ $# -ge 2 ]] || { echo "usage: ci/vm-lanes.sh OUT JOB..." >&2; exit 2; }
+out=$1
+shift
+rm -rf "$out"
+mkdir -p "$out/logs"
+
+say() { printf 'vm-lanes: %s\n' "$*"; }
+
+# The CPUs this process may run on ("0-1,3" -> 0 1 3).
+cpus=()
+IFS=, read -ra parts <<<"$(taskset -pc $$ | sed 's/.*: //')"
+for p in "${parts[@]}"; do
+    if [[ $p == *-* ]]; then
+        for ((c = ${p%-*}; c <= ${p#*-}; c++)); do cpus+=("$c"); done
+    else
+        cpus+=("$p")
+    fi
+done
+lanes=${PHC_VM_LANES:-${#cpus[@]}}
+((lanes >= 1)) || lanes=1
+((lanes <= ${#cpus[@]})) || lanes=${#cpus[@]}
+timeout_s=${PHC_VM_JOB_TIMEOUT:-1500}
+
+# Expand the jobs: a test binary into its ignored tests, found by running it with --list (each
+# binary built once here, with its path and package folder from cargo's own messages).
+declare -A exe_of dir_of
+jobs=()
+for j in "$@"; do
+    case $j in
+    test:*:*)
+        IFS=: read -r _ pkg bin <<<"$j"
+        meta=$(cargo test --locked --quiet --no-run --message-format=json -p "$pkg" --test "$bin" |
+            grep -F '"executable":"' | grep -F "\"name\":\"$bin\"" | tail -n1)
+        exe=$(sed -E 's/.*"executable":"([^"]+)".*/\1/' <<<"$meta")
+        manifest=$(sed -E 's/.*"manifest_path":"([^"]+)".*/\1/' <<<"$meta")
+        [[ -x $exe ]] || { say "no test binary for $pkg --test $bin" >&2; exit 2; }
+        exe_of["$pkg:$bin"]=$exe
+        dir_of["$pkg:$bin"]=$(dirname "$manifest")
+        mapfile -t names < <("$exe" --ignored --list --format terse 2>/dev/null | sed -n 's/: test$//p')
+        [[ ${#names[@]} -gt 0 ]] || { say "$pkg --test $bin lists no ignored test" >&2; exit 2; }
+        for n in "${names[@]}"; do jobs+=("$pkg:$bin:$n"); done
+        ;;
+    job:*) jobs+=("$j") ;;
+    *) say "not a job: $j" >&2; exit 2 ;;
+    esac
+done
+
+# Longest first, by the last measured times; a job never measured counts as long (it goes early).
+times=ci/vm-times.tsv
+estimate() { awk -F'\t' -v j="$1" '$1 == j { print int($2); found = 1 } END { if (!found) print 600 }' "$times" 2>/dev/null || echo 600; }
+: >"$out/queue"
+for j in "${jobs[@]}"; do printf '%s\t%s\n' "$(estimate "$j")" "$j"; done | sort -t$'\t' -k1,1nr >"$out/queue"
+total=$(wc -l <"$out/queue")
+echo 0 >"$out/next"
+say "$total jobs in $lanes lane(s) on CPU(s) ${cpus[*]:0:$lanes}; estimated $(awk -F'\t' '{ s += $1 } END { print s }' "$out/queue") s of work"
+
+# The next job's queue line, or nothing when the queue is empty.
+take() {
+    (
+        flock 9
+        n=$(cat "$out/next")
+        echo $((n + 1)) >"$out/next"
+        sed -n "$((n + 1))p" "$out/queue"
+    ) 9>"$out/queue.lock"
+}
+
+run_job() {
+    local j=$1
+    case $j in
+    job:*) timeout --kill-after=30 "$timeout_s" bash ci/vm-jobs.sh "${j#job:}" ;;
+    *)
+        local key=${j%:*} name=${j##*:}
+        (cd "${dir_of[$key]}" && CARGO_MANIFEST_DIR=${dir_of[$key]} timeout --kill-after=30 "$timeout_s" \
+            "${exe_of[$key]}" --ignored --exact "$name" --test-threads=1 --nocapture)
+        ;;
+    esac
+}
+
+lane() {
+    local l=$1 cpu=$2 line est j log start rc dur
+    taskset -pc "$cpu" "$BASHPID" >/dev/null
+    while line=$(take) && [[ -n $line ]]; do
+        IFS=$'\t' read -r est j <<<"$line"
+        log="$out/logs/$(tr -c 'A-Za-z0-9_.-' _ <<<"$j").log"
+        say "lane $l: start $j (last took ${est} s)"
+        start=$(date +%s.%N)
+        set +e
+        run_job "$j" >"$log" 2>&1
+        rc=$?
+        set -e
+        dur=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+        printf '%s\t%s\t%s\t%s\n' "$j" "$dur" "$rc" "$l" >>"$out/times.tsv"
+        (
+            flock 9
+            printf '\n== %s (lane %s, CPU %s) ==\n' "$j" "$l" "$cpu"
+            cat "$log"
+            if [[ $rc -eq 0 ]]; then say "lane $l: ok $j in $dur s"; else say "lane $l: FAILED $j (exit $rc) in $dur s"; fi
+        ) 9>"$out/print.lock"
+    done
+}
+
+start=$(date +%s)
+pids=()
+for ((l = 0; l < lanes; l++)); do
+    lane "$l" "${cpus[$l]}" &
+    pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p" || true; done
+wall=$(($(date +%s) - start))
+
+printf '\n== VM jobs: wall time each (longest first) ==\n'
+sort -t$'\t' -k2,2nr "$out/times.tsv" | awk -F'\t' '{ printf "%8.1f s  lane %s  %s  %s\n", $2, $4, ($3 == 0 ? "ok    " : "FAILED"), $1 }'
+busy=$(awk -F'\t' '{ s += $2 } END { printf "%.0f", s }' "$out/times.tsv")
+say "$(wc -l <"$out/times.tsv") of $total jobs ran: ${busy} s of work in ${wall} s wall on $lanes lane(s)"
+failed=$(awk -F'\t' '$3 != 0 { print $1 }' "$out/times.tsv")
+if [[ -n $failed ]]; then
+    say "failed:"
+    printf '  %s\n' $failed
+    exit 1
+fi
+ran=$(wc -l <"$out/times.tsv")
+[[ $ran -eq $total ]] || { say "only $ran of $total jobs ran" >&2; exit 1; }
