@@ -24,9 +24,26 @@ if [ "$free_mb" -lt "${PHC_MIN_FREE_MB:-3000}" ]; then
 fi
 rustup component list --installed 2>/dev/null | grep -E '^(clippy|rustfmt)' || true
 
-stage "setup (system packages, guest kernel; a no-op when present)"
-# First: the unit tests need cpio(1) too, not only the VM stage.
-bash ci/setup-vm.sh
+stage "setup (system packages, guest kernel; a no-op when present): in the background until the tests"
+# Downloads and unpacking, mostly waiting on the network and the disk: it runs beside the
+# format, clippy and docs stages, which keep the CPUs busy, and is joined before the tests (the
+# unit tests need cpio(1) too, not only the VM stage). Its output is printed when it is joined.
+setup_log=$(mktemp)
+bash ci/setup-vm.sh >"$setup_log" 2>&1 &
+setup_pid=$!
+# A stage that fails before the join leaves no set-up running behind it.
+trap '[[ -n ${setup_pid:-} ]] && { pkill -P "$setup_pid" 2>/dev/null; kill "$setup_pid" 2>/dev/null; }; rm -f "$setup_log"' EXIT
+join_setup() {
+  local rc=0
+  wait "$setup_pid" || rc=$?
+  setup_pid=
+  stage "setup, joined"
+  cat "$setup_log"
+  if [ "$rc" -ne 0 ]; then
+    echo "ci/test.sh: ci/setup-vm.sh failed (exit $rc); its output is above" >&2
+    exit "$rc"
+  fi
+}
 
 stage "format"
 cargo fmt --all --check
@@ -39,6 +56,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 stage "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+
+join_setup
 
 stage "tests"
 cargo test --workspace --locked
