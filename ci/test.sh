@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The project's test command: lint, unit/property/snapshot tests, CLI tests, benchmarks built.
+# The project's test command: lint, unit/property/snapshot tests, CLI tests, benchmarks run once,
+# then in lanes (one per CPU): the fuzzer, the sim suite, the package and the VM tests.
 # Usage: ci/test.sh                 (what CI runs: everything, VM stage included; needs root)
 #        PHC_SKIP_VM=1 ci/test.sh   (no VM stage, for quick local runs; says so)
 #        PHC_HOST_CHECKS=1 ci/test.sh  (adds the Debian 13 host check, ci/host-trixie.sh)
@@ -29,7 +30,12 @@ stage "setup (system packages, guest kernel; a no-op when present): in the backg
 # format, clippy and docs stages, which keep the CPUs busy, and is joined before the tests (the
 # unit tests need cpio(1) too, not only the VM stage). Its output is printed when it is joined.
 setup_log=$(mktemp)
-bash ci/setup-vm.sh >"$setup_log" 2>&1 &
+# The headless browser for the suite's HTML too: where it cannot be installed, the XML checks
+# still run (and say so).
+{
+  bash ci/setup-vm.sh &&
+    { bash ci/setup-browser.sh || echo "setup-browser: could not install a headless browser; the browser check will say it skipped"; }
+} >"$setup_log" 2>&1 &
 setup_pid=$!
 # A stage that fails before the join leaves no set-up running behind it.
 trap '[[ -n ${setup_pid:-} ]] && { pkill -P "$setup_pid" 2>/dev/null; kill "$setup_pid" 2>/dev/null; }; rm -f "$setup_log"' EXIT
@@ -61,40 +67,31 @@ join_setup
 
 stage "tests"
 cargo test --workspace --locked
+# The criterion benchmarks, each run once (criterion's test mode: without --bench a benchmark
+# runs one iteration and says Success), so that CI builds them and sees them run.
+cargo test --workspace --locked --benches
 
-stage "fuzz: CUSE request path (mutated requests, 20 s)"
-cargo run --release --locked --quiet -p mock-phc --example fuzz_decode -- 20
-
-stage "benchmarks build"
-cargo bench --workspace --no-run --locked --quiet
-
-stage "sim suite (release): suite, baselines, KTAP, JUnit, HTML in a headless browser"
+stage "release builds: the harness, the CUSE fuzzer, the static guest agent"
 cargo build --release --locked --quiet -p phc-harness
-suite_dir="${TMPDIR:-/tmp}/phc-harness-ci-suite"
-start=$(date +%s%N)
-set +e
-./target/release/phc-harness suite scenarios --out "$suite_dir" >/tmp/phc-harness-suite.ktap
-rc=$?
-set -e
-end=$(date +%s%N)
-cat /tmp/phc-harness-suite.ktap
-echo "whole scenarios/ suite on the sim backend: $(( (end - start) / 1000000 )) ms wall"
-if [ "$rc" -ne 0 ]; then
-  cat "$suite_dir/index.md"
-  echo "sim suite: a scenario failed its verdicts (exit $rc)" >&2
-  exit "$rc"
-fi
-# Against the committed baselines (results/baselines/sim); ci/update-baselines.sh regenerates them.
-./target/release/phc-harness compare "$suite_dir"
-# A headless browser opens index.html where one can be installed; without one the XML checks
-# still run (and say so).
-bash ci/setup-browser.sh || echo "setup-browser: could not install a headless browser; the browser check will say it skipped"
-bash ci/check-suite.sh "$suite_dir"
+cargo build --release --locked --quiet -p mock-phc --example fuzz_decode
+agent=$(bash ci/build-agent.sh | tail -n1)
+[[ -x $agent ]] || { echo "ci/test.sh: ci/build-agent.sh printed no agent binary ('$agent')" >&2; exit 1; }
+export PHC_AGENT_BIN=$agent
+echo "PHC_AGENT_BIN=$PHC_AGENT_BIN"
 
-stage "package: the .deb (ci/build-deb.sh), its contents, run and probe from an extracted copy"
-start=$(date +%s)
-bash ci/check-deb.sh
-echo "package stage: $(( $(date +%s) - start )) s wall"
+# The rest runs in lanes, one per CPU (ci/lanes.sh): the fuzzer (the CUSE request path, mutated
+# requests for 20 s), the sim suite (against results/baselines/sim, KTAP, JUnit, HTML in a
+# headless browser), the package (ci/build-deb.sh: its contents, run and probe from an extracted
+# copy), and, unless PHC_SKIP_VM=1, every VM test (ci/vm-test.sh sets them up first).
+jobs=(job:fuzz job:sim-suite job:package)
+if [ "${PHC_SKIP_VM:-0}" = 1 ]; then
+  stage "fuzz, sim suite, package: in lanes (ci/lanes.sh)"
+  bash ci/lanes.sh "${TMPDIR:-/tmp}/phc-harness-ci-lanes" "${jobs[@]}"
+  stage "VM stage"
+  echo "skipped: PHC_SKIP_VM=1 (the VM tests did not run)"
+else
+  bash ci/vm-test.sh "${jobs[@]}"
+fi
 
 if [ "${PHC_HOST_CHECKS:-0}" = 1 ]; then
   # Off by default: it downloads a Debian 13 chroot, QEMU and the guest kernels (a few hundred MB).
@@ -105,11 +102,5 @@ else
   echo "skipped: PHC_HOST_CHECKS=1 runs ci/host-trixie.sh (a Debian 13 chroot: the package, the set-up, a QEMU scenario)"
 fi
 
-if [ "${PHC_SKIP_VM:-0}" = 1 ]; then
-  stage "VM stage"
-  echo "skipped: PHC_SKIP_VM=1 (the VM tests did not run)"
-else
-  bash ci/vm-test.sh
-fi
 
 echo "ci/test.sh: every stage passed in $(($(date +%s) - PHC_CI_START)) s"

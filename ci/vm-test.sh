@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # The VM test stage: set up QEMU and the guest kernel, build the static guest agent, then run the
-# tests that boot real guests under QEMU (TCG). Prints all test output; exits non-zero on any
-# failure. Needs root (ci/setup-vm.sh installs packages). About 15 minutes on 2 cores (two lanes).
+# tests that boot real guests under QEMU (TCG), in lanes (ci/lanes.sh). Prints all test output;
+# exits non-zero on any failure. Needs root (ci/setup-vm.sh installs packages). About 15 minutes
+# on 2 cores (two lanes).
+#
+# Usage: ci/vm-test.sh [JOB...]   JOBs (ci/lanes.sh's) run in the lanes beside the VM tests
+#                                 (ci/test.sh gives its fuzzer, sim suite and package)
 #
 # Environment: CARGO_TARGET_DIR (honoured), PHC_CACHE (kernel cache, see ci/setup-vm.sh).
 set -euo pipefail
@@ -34,7 +38,7 @@ echo "accel check: $(./target/release/phc-harness accel)"
 # vm_kernel both use: downloaded here, once, not by two lanes at the same time.
 bash ci/kernel-matrix.sh --fetch
 
-stage "vm: the guest tests, in lanes (one per CPU, longest first; ci/vm-lanes.sh)"
+stage "vm: the guest tests, in lanes (one per CPU, longest first; ci/lanes.sh)"
 # What runs, each test of a binary a job of its own:
 #   phc-qemu vm, vm_cuse, vm_lines     the guest itself, the CUSE mock, the kernel lines
 #                                      (6.12, 7.2: modules, igb's PHC, /dev/vmclock0 on 7.2)
@@ -54,7 +58,7 @@ stage "vm: the guest tests, in lanes (one per CPU, longest first; ci/vm-lanes.sh
 #   job:kernel-matrix                  bookworm's 6.1, 6.12, 7.2, each kernel's own hv_utils
 #   job:qemu-suite                     the whole QEMU suite against results/baselines/qemu
 # One guest at a time per lane: TCG is CPU-bound, and a lane has its CPU to itself.
-bash ci/vm-lanes.sh "${TMPDIR:-/tmp}/phc-harness-ci-vm" \
+bash ci/lanes.sh "${TMPDIR:-/tmp}/phc-harness-ci-lanes" "$@" \
     test:phc-qemu:vm test:phc-qemu:vm_cuse test:phc-qemu:vm_lines \
     test:phc-harness:vm_vmclock test:phc-harness:vm_scenarios test:phc-harness:vm_hyperv \
     test:phc-harness:vm_kernel test:phc-harness:vm_judging test:phc-harness:vm_ntp \

@@ -1,31 +1,31 @@
 #!/usr/bin/env bash
-# Runs the VM stage's jobs in lanes, one lane per CPU, each lane pinned to its CPU (taskset), so
-# that one guest's QEMU threads and the harness that drives it hand off on one core and never
-# steal the other lane's. A lane takes the next job from one queue, longest first (the times
-# measured in the last run, ci/vm-times.tsv), so the lanes end together. One CPU: one lane, the
-# jobs one after another as before.
+# Runs CI's jobs after the unit tests (the VM tests, the fuzzer, the sim suite, the package) in
+# lanes, one lane per CPU, each lane pinned to its CPU (taskset), so that one guest's QEMU threads
+# and the harness that drives it hand off on one core and never steal the other lane's. A lane
+# takes the next job from one queue, longest first (the times measured in the last run,
+# ci/lane-times.tsv), so the lanes end together. One CPU: one lane, the jobs one after another.
 #
-# Usage: ci/vm-lanes.sh OUT JOB...
+# Usage: ci/lanes.sh OUT JOB...
 #   JOB is  test:PACKAGE:TEST   each ignored test of that integration test binary, a job each
-#     or    job:NAME            `bash ci/vm-jobs.sh NAME`
+#     or    job:NAME            `bash ci/jobs.sh NAME`
 # Each job's output goes to OUT/logs/ and is printed whole when the job ends (lanes never
-# interleave lines); a line says when each starts. OUT/times.tsv gets every job's wall time
-# (copy it over ci/vm-times.tsv to re-balance). Exit 0 when every job passed, else 1 after all of
+# interleave lines); a line says when each starts. OUT/times.tsv gets every job's wall time, exit
+# status, lane and CPU seconds (`cut -f1,2` of it over ci/lane-times.tsv re-balances). Exit 0 when every job passed, else 1 after all of
 # them ran, with the failed ones listed.
 #
-# Environment: PHC_VM_LANES (lanes; default: the CPUs this process may use), PHC_VM_JOB_TIMEOUT
+# Environment: PHC_LANES (lanes; default: the CPUs this process may use), PHC_JOB_TIMEOUT
 # (seconds a job may take, default 1500), CARGO_TARGET_DIR (honoured).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-[[ $# -ge 2 ]] || { echo "usage: ci/vm-lanes.sh OUT JOB..." >&2; exit 2; }
+[[ $# -ge 2 ]] || { echo "usage: ci/lanes.sh OUT JOB..." >&2; exit 2; }
 out=$1
 shift
 rm -rf "$out"
 mkdir -p "$out/logs"
 
-say() { printf 'vm-lanes: %s\n' "$*"; }
+say() { printf 'lanes: %s\n' "$*"; }
 
 # The CPUs this process may run on ("0-1,3" -> 0 1 3).
 cpus=()
@@ -37,10 +37,10 @@ for p in "${parts[@]}"; do
         cpus+=("$p")
     fi
 done
-lanes=${PHC_VM_LANES:-${#cpus[@]}}
+lanes=${PHC_LANES:-${#cpus[@]}}
 ((lanes >= 1)) || lanes=1
 ((lanes <= ${#cpus[@]})) || lanes=${#cpus[@]}
-timeout_s=${PHC_VM_JOB_TIMEOUT:-1500}
+timeout_s=${PHC_JOB_TIMEOUT:-1500}
 
 # Expand the jobs: a test binary into its ignored tests, found by running it with --list (each
 # binary built once here, with its path and package folder from cargo's own messages).
@@ -67,7 +67,7 @@ for j in "$@"; do
 done
 
 # Longest first, by the last measured times; a job never measured counts as long (it goes early).
-times=ci/vm-times.tsv
+times=ci/lane-times.tsv
 estimate() { awk -F'\t' -v j="$1" '$1 == j { print int($2); found = 1 } END { if (!found) print 600 }' "$times" 2>/dev/null || echo 600; }
 : >"$out/queue"
 for j in "${jobs[@]}"; do printf '%s\t%s\n' "$(estimate "$j")" "$j"; done | sort -t$'\t' -k1,1nr >"$out/queue"
@@ -88,7 +88,7 @@ take() {
 run_job() {
     local j=$1
     case $j in
-    job:*) timeout --kill-after=30 "$timeout_s" bash ci/vm-jobs.sh "${j#job:}" ;;
+    job:*) timeout --kill-after=30 "$timeout_s" bash ci/jobs.sh "${j#job:}" ;;
     *)
         local key=${j%:*} name=${j##*:}
         (cd "${dir_of[$key]}" && CARGO_MANIFEST_DIR=${dir_of[$key]} timeout --kill-after=30 "$timeout_s" \
@@ -98,19 +98,22 @@ run_job() {
 }
 
 lane() {
-    local l=$1 cpu=$2 line est j log start rc dur
+    local l=$1 cpu=$2 line est j log start rc dur secs
     taskset -pc "$cpu" "$BASHPID" >/dev/null
     while line=$(take) && [[ -n $line ]]; do
         IFS=$'\t' read -r est j <<<"$line"
-        log="$out/logs/$(tr -c 'A-Za-z0-9_.-' _ <<<"$j").log"
+        log="$out/logs/$(printf '%s' "$j" | tr -c 'A-Za-z0-9_.-' _).log"
         say "lane $l: start $j (last took ${est} s)"
         start=$(date +%s.%N)
         set +e
-        run_job "$j" >"$log" 2>&1
+        # bash's `time`: the CPU seconds of the job and every process it waited for (QEMU too).
+        { TIMEFORMAT='%U %S' && time run_job "$j" >"$log" 2>&1; } 2>"$log.cpu"
         rc=$?
         set -e
         dur=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
-        printf '%s\t%s\t%s\t%s\n' "$j" "$dur" "$rc" "$l" >>"$out/times.tsv"
+        secs=$(awk '{ printf "%.1f", $1 + $2 }' "$log.cpu" 2>/dev/null)
+        rm -f "$log.cpu"
+        printf '%s\t%s\t%s\t%s\t%s\n' "$j" "$dur" "$rc" "$l" "${secs:-?}" >>"$out/times.tsv"
         (
             flock 9
             printf '\n== %s (lane %s, CPU %s) ==\n' "$j" "$l" "$cpu"
@@ -129,8 +132,10 @@ done
 for p in "${pids[@]}"; do wait "$p" || true; done
 wall=$(($(date +%s) - start))
 
-printf '\n== VM jobs: wall time each (longest first) ==\n'
-sort -t$'\t' -k2,2nr "$out/times.tsv" | awk -F'\t' '{ printf "%8.1f s  lane %s  %s  %s\n", $2, $4, ($3 == 0 ? "ok    " : "FAILED"), $1 }'
+printf '\n== lanes: each job'"'"'s wall and CPU time (longest first) ==\n'
+printf '%10s %10s  %s\n' wall cpu job
+sort -t$'\t' -k2,2nr "$out/times.tsv" |
+    awk -F'\t' '{ printf "%8.1f s %8s s  lane %s  %s  %s\n", $2, $5, $4, ($3 == 0 ? "ok    " : "FAILED"), $1 }'
 busy=$(awk -F'\t' '{ s += $2 } END { printf "%.0f", s }' "$out/times.tsv")
 say "$(wc -l <"$out/times.tsv") of $total jobs ran: ${busy} s of work in ${wall} s wall on $lanes lane(s)"
 failed=$(awk -F'\t' '$3 != 0 { print $1 }' "$out/times.tsv")

@@ -1,16 +1,47 @@
 #!/usr/bin/env bash
-# The VM stage's jobs that are not one test: `bash ci/vm-jobs.sh NAME` (ci/vm-lanes.sh runs them).
-# Each expects what ci/vm-test.sh sets up first: the release build, PHC_AGENT_BIN, the cache.
+# CI's jobs that are not one test: `bash ci/jobs.sh NAME` (ci/lanes.sh runs them). Each expects
+# what ci/test.sh builds before its lanes (the release builds, the fuzzer, the static agent) and,
+# for the VM jobs, what ci/vm-test.sh sets up (PHC_AGENT_BIN, the cache).
+#   fuzz           the CUSE request path: mutated requests for 20 s
+#   sim-suite      the whole sim suite (release): against results/baselines/sim, KTAP, JUnit,
+#                  HTML in a headless browser where one is installed
+#   package        the .deb (ci/build-deb.sh), its contents, run and probe from an extracted copy
 #   kernel-matrix  bookworm's 6.1, 6.12, 7.2: probe and a pause on each kernel's own hv_utils,
 #                  side by side (lean; PHC_MATRIX_FULL=1 runs the rest)
 #   qemu-suite     the whole QEMU suite (virtual time) against results/baselines/qemu
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tmp=${TMPDIR:-/tmp}
-bin=./target/release/phc-harness
-[[ -n ${CARGO_TARGET_DIR:-} ]] && bin=$CARGO_TARGET_DIR/release/phc-harness
+target=${CARGO_TARGET_DIR:-target}
+bin=$target/release/phc-harness
 
 case ${1:-} in
+fuzz)
+    "$target/release/examples/fuzz_decode" 20
+    ;;
+sim-suite)
+    suite_dir="$tmp/phc-harness-ci-suite"
+    rm -rf "$suite_dir"
+    start=$(date +%s%N)
+    set +e
+    "$bin" suite scenarios --out "$suite_dir" >"$suite_dir.ktap"
+    rc=$?
+    set -e
+    end=$(date +%s%N)
+    cat "$suite_dir.ktap"
+    echo "whole scenarios/ suite on the sim backend: $(((end - start) / 1000000)) ms wall"
+    if [[ $rc -ne 0 ]]; then
+        cat "$suite_dir/index.md"
+        echo "sim suite: a scenario failed its verdicts (exit $rc)" >&2
+        exit "$rc"
+    fi
+    # Against the committed baselines (results/baselines/sim); ci/update-baselines.sh regenerates them.
+    "$bin" compare "$suite_dir"
+    bash ci/check-suite.sh "$suite_dir"
+    ;;
+package)
+    bash ci/check-deb.sh
+    ;;
 kernel-matrix)
     matrix="$tmp/phc-harness-ci-matrix"
     set +e
@@ -18,7 +49,7 @@ kernel-matrix)
     rc=$?
     set -e
     cat "$matrix/matrix.md" 2>/dev/null || true
-    [[ $rc -eq 0 ]] || { echo "vm-jobs: the kernel matrix failed (exit $rc)" >&2; exit 1; }
+    [[ $rc -eq 0 ]] || { echo "jobs: the kernel matrix failed (exit $rc)" >&2; exit 1; }
     ;;
 qemu-suite)
     # Every scenario virtual time runs (the suite says which it skips and why), each guest
@@ -44,18 +75,18 @@ qemu-suite)
         # does CI fail.
         moved=$(grep -F '**REGRESSION**' "$qsuite.compare.md" | awk -F'|' '{gsub(/ /, "", $2); print $2}' |
             sed 's/(seed[0-9]*)$//' | sort -u | paste -sd, -)
-        echo "vm-jobs: regressed in one run: $moved; confirming with a second run of each (seed 2)"
+        echo "jobs: regressed in one run: $moved; confirming with a second run of each (seed 2)"
         "$bin" suite scenarios --backend qemu --filter "$moved" --seed 2 --out "$qsuite.confirm"
         "$bin" compare "$qsuite.confirm"
-        echo "vm-jobs: not confirmed: $moved moved in one run and not in the next (see the table above)"
+        echo "jobs: not confirmed: $moved moved in one run and not in the next (see the table above)"
     elif [[ $rc -ne 0 ]]; then
-        echo "vm-jobs: compare exited $rc" >&2
+        echo "jobs: compare exited $rc" >&2
         exit "$rc"
     fi
     bash ci/check-suite.sh "$qsuite"
     ;;
 *)
-    echo "usage: ci/vm-jobs.sh kernel-matrix|qemu-suite" >&2
+    echo "usage: ci/jobs.sh fuzz|sim-suite|package|kernel-matrix|qemu-suite" >&2
     exit 2
     ;;
 esac
