@@ -13,8 +13,9 @@
 # status, lane and CPU seconds (`cut -f1,2` of it over ci/lane-times.tsv re-balances). Exit 0 when every job passed, else 1 after all of
 # them ran, with the failed ones listed.
 #
-# Environment: PHC_LANES (lanes; default: the CPUs this process may use), PHC_JOB_TIMEOUT
-# (seconds a job may take, default 1500), CARGO_TARGET_DIR (honoured).
+# Environment: PHC_LANES (pinned lanes; default: the CPUs this process may use), PHC_LIGHT_LANE
+# (0: no light lane), PHC_JOB_TIMEOUT (seconds a job may take, default 1500), CARGO_TARGET_DIR
+# (honoured).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -66,22 +67,42 @@ for j in "$@"; do
     esac
 done
 
-# Longest first, by the last measured times; a job never measured counts as long (it goes early).
+# Longest first, by the last measured times (ci/lane-times.tsv: job, wall seconds, CPU seconds);
+# a job never measured counts as long (it goes early). A job whose last run kept a CPU busy less
+# than a quarter of its wall time (a guest in real time, waiting on the clock) is light: it may
+# run in the light lane, one more lane that is pinned to no CPU and takes light jobs only, so
+# that their waiting overlaps the other lanes' work. A pinned lane takes the next heavy job, and
+# light ones once no heavy job is left.
 times=ci/lane-times.tsv
-estimate() { awk -F'\t' -v j="$1" '$1 == j { print int($2); found = 1 } END { if (!found) print 600 }' "$times" 2>/dev/null || echo 600; }
+estimate() {
+    awk -F'\t' -v j="$1" '$1 == j { w = int($2); l = ($3 != "" && $3 < 0.25 * $2) ? 1 : 0; found = 1 }
+        END { if (found) print w "\t" l; else print 600 "\t" 0 }' "$times" 2>/dev/null || printf '600\t0\n'
+}
 : >"$out/queue"
 for j in "${jobs[@]}"; do printf '%s\t%s\n' "$(estimate "$j")" "$j"; done | sort -t$'\t' -k1,1nr >"$out/queue"
 total=$(wc -l <"$out/queue")
-echo 0 >"$out/next"
-say "$total jobs in $lanes lane(s) on CPU(s) ${cpus[*]:0:$lanes}; estimated $(awk -F'\t' '{ s += $1 } END { print s }' "$out/queue") s of work"
+light=$(awk -F'\t' '$2 == 1' "$out/queue" | wc -l)
+: >"$out/taken"
+light_lane=0
+[[ ${PHC_LIGHT_LANE:-1} == 1 && $light -gt 0 ]] && light_lane=1
+say "$total jobs in $lanes lane(s) on CPU(s) ${cpus[*]:0:$lanes}$( ((light_lane)) && echo " and a light lane for $light job(s) on any CPU"); estimated $(awk -F'\t' '{ s += $1 } END { print s }' "$out/queue") s of work"
 
-# The next job's queue line, or nothing when the queue is empty.
+# The next job's queue line for a lane (light: light jobs only; else heavy first), or nothing
+# when none is left.
 take() {
     (
         flock 9
-        n=$(cat "$out/next")
-        echo $((n + 1)) >"$out/next"
-        sed -n "$((n + 1))p" "$out/queue"
+        n=$(awk -F'\t' -v only="$1" -v taken="$out/taken" '
+            BEGIN { while ((getline t < taken) > 0) done[t] = 1 }
+            (NR in done) { next }
+            $2 == 1 && !first_light { first_light = NR }
+            only == 1 && $2 == 1 { pick = NR; exit }
+            only == 0 && $2 == 0 { pick = NR; exit }
+            END { if (!pick && only == 0) pick = first_light; if (pick) print pick }' "$out/queue")
+        if [[ -n $n ]]; then
+            echo "$n" >>"$out/taken"
+            sed -n "${n}p" "$out/queue" | cut -f1,3
+        fi
     ) 9>"$out/queue.lock"
 }
 
@@ -98,9 +119,13 @@ run_job() {
 }
 
 lane() {
-    local l=$1 cpu=$2 line est j log start rc dur secs
-    taskset -pc "$cpu" "$BASHPID" >/dev/null
-    while line=$(take) && [[ -n $line ]]; do
+    local l=$1 cpu=$2 line est j log start rc dur secs only=0
+    if [[ $cpu == any ]]; then
+        only=1
+    else
+        taskset -pc "$cpu" "$BASHPID" >/dev/null
+    fi
+    while line=$(take "$only") && [[ -n $line ]]; do
         IFS=$'\t' read -r est j <<<"$line"
         log="$out/logs/$(printf '%s' "$j" | tr -c 'A-Za-z0-9_.-' _).log"
         say "lane $l: start $j (last took ${est} s)"
@@ -129,6 +154,10 @@ for ((l = 0; l < lanes; l++)); do
     lane "$l" "${cpus[$l]}" &
     pids+=($!)
 done
+if ((light_lane)); then
+    lane light any &
+    pids+=($!)
+fi
 for p in "${pids[@]}"; do wait "$p" || true; done
 wall=$(($(date +%s) - start))
 
@@ -137,7 +166,7 @@ printf '%10s %10s  %s\n' wall cpu job
 sort -t$'\t' -k2,2nr "$out/times.tsv" |
     awk -F'\t' '{ printf "%8.1f s %8s s  lane %s  %s  %s\n", $2, $5, $4, ($3 == 0 ? "ok    " : "FAILED"), $1 }'
 busy=$(awk -F'\t' '{ s += $2 } END { printf "%.0f", s }' "$out/times.tsv")
-say "$(wc -l <"$out/times.tsv") of $total jobs ran: ${busy} s of work in ${wall} s wall on $lanes lane(s)"
+say "$(wc -l <"$out/times.tsv") of $total jobs ran: ${busy} s of work in ${wall} s wall on $lanes lane(s)$( ((light_lane)) && echo ' and the light lane')"
 failed=$(awk -F'\t' '$3 != 0 { print $1 }' "$out/times.tsv")
 if [[ -n $failed ]]; then
     say "failed:"
