@@ -14,7 +14,7 @@
 # them ran, with the failed ones listed.
 #
 # Environment: PHC_LANES (pinned lanes; default: the CPUs this process may use), PHC_LIGHT_LANE
-# (0: no light lane), PHC_JOB_TIMEOUT (seconds a job may take, default 1500), CARGO_TARGET_DIR
+# (0: no light lane), PHC_LANES_DRY (1: print the queue, run nothing), PHC_JOB_TIMEOUT (seconds a job may take, default 1500), CARGO_TARGET_DIR
 # (honoured).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,19 +43,24 @@ lanes=${PHC_LANES:-${#cpus[@]}}
 ((lanes <= ${#cpus[@]})) || lanes=${#cpus[@]}
 timeout_s=${PHC_JOB_TIMEOUT:-1500}
 
-# Expand the jobs: a test binary into its ignored tests, found by running it with --list (each
-# binary built once here, with its path and package folder from cargo's own messages).
+# Expand the jobs: a test binary into its ignored tests, found by running it with --list. Every
+# integration test binary's path and package folder come from one cargo call's own messages
+# (cargo answers in about a second each time, even with everything built).
 declare -A exe_of dir_of
 jobs=()
+meta=
 for j in "$@"; do
     case $j in
     test:*:*)
+        if [[ -z $meta ]]; then
+            meta=$(cargo test --locked --quiet --no-run --message-format=json --workspace --tests |
+                grep -F '"kind":["test"]' | grep -F '"executable":"')
+        fi
         IFS=: read -r _ pkg bin <<<"$j"
-        meta=$(cargo test --locked --quiet --no-run --message-format=json -p "$pkg" --test "$bin" |
-            grep -F '"executable":"' | grep -F "\"name\":\"$bin\"" | tail -n1)
-        exe=$(sed -E 's/.*"executable":"([^"]+)".*/\1/' <<<"$meta")
-        manifest=$(sed -E 's/.*"manifest_path":"([^"]+)".*/\1/' <<<"$meta")
-        [[ -x $exe ]] || { say "no test binary for $pkg --test $bin" >&2; exit 2; }
+        line=$(grep -F "#$pkg@" <<<"$meta" | grep -F "\"name\":\"$bin\"" | tail -n1 || true)
+        exe=$(sed -E 's/.*"executable":"([^"]+)".*/\1/' <<<"$line")
+        manifest=$(sed -E 's/.*"manifest_path":"([^"]+)".*/\1/' <<<"$line")
+        [[ -n $line && -x $exe ]] || { say "no test binary for $pkg --test $bin" >&2; exit 2; }
         exe_of["$pkg:$bin"]=$exe
         dir_of["$pkg:$bin"]=$(dirname "$manifest")
         mapfile -t names < <("$exe" --ignored --list --format terse 2>/dev/null | sed -n 's/: test$//p')
@@ -86,6 +91,12 @@ light=$(awk -F'\t' '$2 == 1' "$out/queue" | wc -l)
 light_lane=0
 [[ ${PHC_LIGHT_LANE:-1} == 1 && $light -gt 0 ]] && light_lane=1
 say "$total jobs in $lanes lane(s) on CPU(s) ${cpus[*]:0:$lanes}$( ((light_lane)) && echo " and a light lane for $light job(s) on any CPU"); estimated $(awk -F'\t' '{ s += $1 } END { print s }' "$out/queue") s of work"
+
+if [[ ${PHC_LANES_DRY:-0} == 1 ]]; then
+    # The queue as the lanes would take it (estimated seconds, light, job), and nothing run.
+    cat "$out/queue"
+    exit 0
+fi
 
 # The next job's queue line for a lane (light: light jobs only; else heavy first), or nothing
 # when none is left.
