@@ -55,7 +55,7 @@ stage "vm: the guest tests, in lanes (one per CPU, longest first; ci/lanes.sh)"
 #                                      either way, ntpd, timesyncd) and a misbehaving server
 #   vm_accel                           acceleration decided once (trial guest, cache)
 #   vm_nested, vm_kvm                  ptp_kvm under KVM, or nested (KVM inside a TCG guest)
-#   job:kernel-matrix                  bookworm's 6.1, 6.12, 7.2, each kernel's own hv_utils
+#   job:kernel-matrix                  bookworm's 6.1 beside 6.12, each kernel's own hv_utils
 #   job:qemu-suite                     the whole QEMU suite against results/baselines/qemu
 # One guest at a time per lane: TCG is CPU-bound, and a lane has its CPU to itself.
 bash ci/lanes.sh "${TMPDIR:-/tmp}/phc-harness-ci-lanes" "$@" \
