@@ -79,12 +79,12 @@ done
 # that their waiting overlaps the other lanes' work. A pinned lane takes the next heavy job, and
 # light ones once no heavy job is left.
 times=ci/lane-times.tsv
-estimate() {
-    awk -F'\t' -v j="$1" '$1 == j { w = int($2); l = ($3 != "" && $3 < 0.25 * $2) ? 1 : 0; found = 1 }
-        END { if (found) print w "\t" l; else print 600 "\t" 0 }' "$times" 2>/dev/null || printf '600\t0\n'
-}
-: >"$out/queue"
-for j in "${jobs[@]}"; do printf '%s\t%s\n' "$(estimate "$j")" "$j"; done | sort -t$'\t' -k1,1nr >"$out/queue"
+[[ -f $times ]] || times=/dev/null
+# One pass: the times file, then the jobs (one a line) as "estimate <tab> light <tab> job".
+printf '%s\n' "${jobs[@]}" |
+    awk -F'\t' 'NR == FNR { w[$1] = int($2); l[$1] = ($3 ~ /^[0-9.]+$/ && $3 < 0.25 * $2) ? 1 : 0; next }
+        { if ($0 in w) print w[$0] "\t" l[$0] "\t" $0; else print 600 "\t" 0 "\t" $0 }' "$times" - |
+    sort -t$'\t' -k1,1nr >"$out/queue"
 total=$(wc -l <"$out/queue")
 light=$(awk -F'\t' '$2 == 1' "$out/queue" | wc -l)
 : >"$out/taken"

@@ -102,5 +102,4 @@ else
   echo "skipped: PHC_HOST_CHECKS=1 runs ci/host-trixie.sh (a Debian 13 chroot: the package, the set-up, a QEMU scenario)"
 fi
 
-
 echo "ci/test.sh: every stage passed in $(($(date +%s) - PHC_CI_START)) s"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The VM test stage: set up QEMU and the guest kernel, build the static guest agent, then run the
 # tests that boot real guests under QEMU (TCG), in lanes (ci/lanes.sh). Prints all test output;
-# exits non-zero on any failure. Needs root (ci/setup-vm.sh installs packages). About 15 minutes
-# on 2 cores (two lanes).
+# exits non-zero on any failure. Needs root (ci/setup-vm.sh installs packages). The lanes take
+# about 10 minutes on 2 cores.
 #
 # Usage: ci/vm-test.sh [JOB...]   JOBs (ci/lanes.sh's) run in the lanes beside the VM tests
 #                                 (ci/test.sh gives its fuzzer, sim suite and package)
