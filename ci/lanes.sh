@@ -13,8 +13,8 @@
 # status, lane and CPU seconds (`cut -f1,2` of it over ci/lane-times.tsv re-balances). Exit 0 when every job passed, else 1 after all of
 # them ran, with the failed ones listed.
 #
-# Environment: PHC_LANES (pinned lanes; default: the CPUs this process may use), PHC_LIGHT_LANE
-# (0: no light lane), PHC_LANES_DRY (1: print the queue, run nothing), PHC_JOB_TIMEOUT (seconds a job may take, default 1500), CARGO_TARGET_DIR
+# Environment: PHC_LANES (pinned lanes; default: the CPUs this process may use), PHC_LIGHT_LANES
+# (light lanes, default 2; 0: none), PHC_LANES_DRY (1: print the queue, run nothing), PHC_JOB_TIMEOUT (seconds a job may take, default 1500), CARGO_TARGET_DIR
 # (honoured).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,23 +74,47 @@ done
 
 # Longest first, by the last measured times (ci/lane-times.tsv: job, wall seconds, CPU seconds);
 # a job never measured counts as long (it goes early). A job whose last run kept a CPU busy less
-# than a quarter of its wall time (a guest in real time, waiting on the clock) is light: it may
-# run in the light lane, one more lane that is pinned to no CPU and takes light jobs only, so
-# that their waiting overlaps the other lanes' work. A pinned lane takes the next heavy job, and
-# light ones once no heavy job is left.
+# than a third of its wall time (a guest in real time, waiting on the clock) is light: it may run
+# in a light lane, pinned to no CPU, that takes light jobs only, so that their waiting overlaps
+# the other lanes' work (two light lanes: the light jobs add up to more than a pinned lane's
+# share). A pinned lane takes the next heavy job, and light ones once no heavy job is left.
 times=ci/lane-times.tsv
 [[ -f $times ]] || times=/dev/null
 # One pass: the times file, then the jobs (one a line) as "estimate <tab> light <tab> job".
 printf '%s\n' "${jobs[@]}" |
-    awk -F'\t' 'NR == FNR { w[$1] = int($2); l[$1] = ($3 ~ /^[0-9.]+$/ && $3 < 0.25 * $2) ? 1 : 0; next }
+    awk -F'\t' 'NR == FNR { w[$1] = int($2); l[$1] = ($3 ~ /^[0-9.]+$/ && $3 < $2 / 3) ? 1 : 0; next }
         { if ($0 in w) print w[$0] "\t" l[$0] "\t" $0; else print 600 "\t" 0 "\t" $0 }' "$times" - |
     sort -t$'\t' -k1,1nr >"$out/queue"
 total=$(wc -l <"$out/queue")
 light=$(awk -F'\t' '$2 == 1' "$out/queue" | wc -l)
 : >"$out/taken"
-light_lane=0
-[[ ${PHC_LIGHT_LANE:-1} == 1 && $light -gt 0 ]] && light_lane=1
-say "$total jobs in $lanes lane(s) on CPU(s) ${cpus[*]:0:$lanes}$( ((light_lane)) && echo " and a light lane for $light job(s) on any CPU"); estimated $(awk -F'\t' '{ s += $1 } END { print s }' "$out/queue") s of work"
+light_lanes=${PHC_LIGHT_LANES:-2}
+[[ $light_lanes =~ ^[0-9]+$ ]] || { say "PHC_LIGHT_LANES: not a count: $light_lanes" >&2; exit 2; }
+((light > 0)) || light_lanes=0
+
+# A light job's guest runs in real time, and what it measures (a step's residual, a slew's
+# length) takes every delay in waking it: on a CPU that a pinned lane's TCG keeps busy, the
+# scheduler's wake-up latency (a slice, milliseconds) reaches the guest's clock. So light jobs
+# run at a real-time priority (SCHED_RR 1: a waking thread preempts a lane's TCG at once; they
+# need little CPU), or failing that at nice -10. Where neither may be set there is no light
+# lane: its jobs then run in the pinned lanes, after the heavy ones.
+prio=
+if chrt -r 1 true 2>/dev/null; then
+    prio=rr
+elif nice -n -10 true 2>/dev/null; then
+    prio=nice
+elif ((light_lanes)); then
+    say "neither SCHED_RR nor a negative nice may be set here: no light lanes"
+    light_lanes=0
+fi
+say "$total jobs in $lanes lane(s) on CPU(s) ${cpus[*]:0:$lanes}$( ((light_lanes)) && echo " and $light_lanes light lane(s) for $light job(s) on any CPU, at $prio priority"); estimated $(awk -F'\t' '{ s += $1 } END { print s }' "$out/queue") s of work"
+# Gives this shell (and what it starts) the light jobs' priority.
+raise_priority() {
+    case $prio in
+    rr) chrt -r -p 1 "$BASHPID" >/dev/null ;;
+    nice) renice -n -10 -p "$BASHPID" >/dev/null ;;
+    esac
+}
 
 if [[ ${PHC_LANES_DRY:-0} == 1 ]]; then
     # The queue as the lanes would take it (estimated seconds, light, job), and nothing run.
@@ -98,7 +122,7 @@ if [[ ${PHC_LANES_DRY:-0} == 1 ]]; then
     exit 0
 fi
 
-# The next job's queue line for a lane (light: light jobs only; else heavy first), or nothing
+# The next job's queue line (estimate, light, job) for a lane (light: light jobs only; else heavy first), or nothing
 # when none is left.
 take() {
     (
@@ -112,7 +136,7 @@ take() {
             END { if (!pick && only == 0) pick = first_light; if (pick) print pick }' "$out/queue")
         if [[ -n $n ]]; then
             echo "$n" >>"$out/taken"
-            sed -n "${n}p" "$out/queue" | cut -f1,3
+            sed -n "${n}p" "$out/queue"
         fi
     ) 9>"$out/queue.lock"
 }
@@ -130,20 +154,20 @@ run_job() {
 }
 
 lane() {
-    local l=$1 cpu=$2 line est j log start rc dur secs only=0
-    if [[ $cpu == any ]]; then
+    local l=$1 cpu=$2 line est light j log start rc dur secs only=0
+    if [[ $l == light* ]]; then
         only=1
     else
         taskset -pc "$cpu" "$BASHPID" >/dev/null
     fi
     while line=$(take "$only") && [[ -n $line ]]; do
-        IFS=$'\t' read -r est j <<<"$line"
+        IFS=$'\t' read -r est light j <<<"$line"
         log="$out/logs/$(printf '%s' "$j" | tr -c 'A-Za-z0-9_.-' _).log"
-        say "lane $l: start $j (last took ${est} s)"
+        say "lane $l: start $j (last took ${est} s$( ((light)) && [[ -n $prio ]] && echo ", light: $prio priority"))"
         start=$(date +%s.%N)
         set +e
         # bash's `time`: the CPU seconds of the job and every process it waited for (QEMU too).
-        { TIMEFORMAT='%U %S' && time run_job "$j" >"$log" 2>&1; } 2>"$log.cpu"
+        { TIMEFORMAT='%U %S' && time (((light)) && raise_priority; run_job "$j") >"$log" 2>&1; } 2>"$log.cpu"
         rc=$?
         set -e
         dur=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
@@ -165,10 +189,10 @@ for ((l = 0; l < lanes; l++)); do
     lane "$l" "${cpus[$l]}" &
     pids+=($!)
 done
-if ((light_lane)); then
-    lane light any &
+for ((l = 0; l < light_lanes; l++)); do
+    lane "light$l" any &
     pids+=($!)
-fi
+done
 for p in "${pids[@]}"; do wait "$p" || true; done
 wall=$(($(date +%s) - start))
 
@@ -177,7 +201,7 @@ printf '%10s %10s  %s\n' wall cpu job
 sort -t$'\t' -k2,2nr "$out/times.tsv" |
     awk -F'\t' '{ printf "%8.1f s %8s s  lane %s  %s  %s\n", $2, $5, $4, ($3 == 0 ? "ok    " : "FAILED"), $1 }'
 busy=$(awk -F'\t' '{ s += $2 } END { printf "%.0f", s }' "$out/times.tsv")
-say "$(wc -l <"$out/times.tsv") of $total jobs ran: ${busy} s of work in ${wall} s wall on $lanes lane(s)$( ((light_lane)) && echo ' and the light lane')"
+say "$(wc -l <"$out/times.tsv") of $total jobs ran: ${busy} s of work in ${wall} s wall on $lanes lane(s)$( ((light_lanes)) && echo " and $light_lanes light lane(s)")"
 failed=$(awk -F'\t' '$3 != 0 { print $1 }' "$out/times.tsv")
 if [[ -n $failed ]]; then
     say "failed:"

@@ -50,13 +50,18 @@ pub enum Op {
         /// Device path.
         device: String,
     },
-    /// Set a PHC to the given host time plus the time the message spent in flight (estimated by
-    /// the host), as a time-sync provider does with a host sample.
+    /// Set a PHC to the given host time (plus the raw time since `at_raw_ns`), as a time-sync
+    /// provider does with a host sample.
     SetPhc {
         /// Device path.
         device: String,
         /// Host CLOCK_REALTIME when the sample was taken.
         host_ns: i64,
+        /// The guest's CLOCK_MONOTONIC_RAW at which `host_ns` held, from an offset exchange: the
+        /// agent adds the raw time since, so that the time this message spends in flight (a few
+        /// ms on a busy host) is no error. None: `host_ns` holds when the agent reads it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at_raw_ns: Option<i64>,
     },
     /// Step CLOCK_REALTIME by `delta_ns` (what hv_utils does on a SYNC sample).
     StepRealtime {
@@ -67,6 +72,11 @@ pub enum Op {
     SetRealtime {
         /// Host CLOCK_REALTIME when the sample was taken.
         host_ns: i64,
+        /// The guest's CLOCK_MONOTONIC_RAW at which `host_ns` held, from an offset exchange: the
+        /// agent adds the raw time since, so that the time this message spends in flight (a few
+        /// ms on a busy host) is no error. None: `host_ns` holds when the agent reads it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at_raw_ns: Option<i64>,
     },
     /// Run a program and return its exit code and output (bounded).
     Exec {
@@ -161,6 +171,11 @@ pub enum Op {
         /// Host CLOCK_REALTIME when the sample was taken.
         #[serde(default)]
         host_ns: Option<i64>,
+        /// The guest's CLOCK_MONOTONIC_RAW at which `host_ns` held, from an offset exchange: the
+        /// agent adds the raw time since, so that the time this message spends in flight (a few
+        /// ms on a busy host) is no error. None: `host_ns` holds when the agent reads it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at_raw_ns: Option<i64>,
         /// A PHC that reads host time.
         #[serde(default)]
         reference: Option<String>,
@@ -559,7 +574,7 @@ mod tests {
 
     #[test]
     fn wire_format_is_one_flat_object() {
-        let r = Request { id: 7, op: Op::SetPhc { device: "/dev/ptp0".into(), host_ns: 5 } };
+        let r = Request { id: 7, op: Op::SetPhc { device: "/dev/ptp0".into(), host_ns: 5, at_raw_ns: None } };
         let s = serde_json::to_string(&r).unwrap();
         assert_eq!(s, r#"{"id":7,"op":"set_phc","device":"/dev/ptp0","host_ns":5}"#);
         assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);

@@ -110,8 +110,12 @@ fn boots_to_agent_with_igb_phc_and_chronyd() {
     println!("ptp0 minus realtime at boot: {} ns", phc_minus_realtime_ns(&mut s));
 
     // Set both clocks to host time, as a time-sync provider would; they then agree closely.
-    s.agent.call(Op::SetRealtime { host_ns: host_realtime_ns() }, secs(10)).expect("SetRealtime");
-    s.agent.call(Op::SetPhc { device: PHC.into(), host_ns: host_realtime_ns() }, secs(10)).expect("SetPhc");
+    s.agent
+        .call(Op::SetRealtime { host_ns: host_realtime_ns(), at_raw_ns: None }, secs(10))
+        .expect("SetRealtime");
+    s.agent
+        .call(Op::SetPhc { device: PHC.into(), host_ns: host_realtime_ns(), at_raw_ns: None }, secs(10))
+        .expect("SetPhc");
     let off = phc_minus_realtime_ns(&mut s);
     println!("ptp0 minus realtime after SetRealtime+SetPhc: {off} ns");
     assert!(off.abs() < 50_000_000, "PHC {off} ns from guest realtime after setting both to host time");

@@ -180,8 +180,12 @@ const GAP_S: u64 = 5;
 fn a_restored_snapshot_bumps_the_vmclock_marker_and_chronyd_recovers() {
     let spec = spec(KernelLine::V7_2);
     let mut s = boot(&spec);
-    s.agent.call(Op::SetRealtime { host_ns: host_realtime_ns() }, secs(10)).expect("SetRealtime");
-    s.agent.call(Op::SetPhc { device: PHC.into(), host_ns: host_realtime_ns() }, secs(10)).expect("SetPhc");
+    s.agent
+        .call(Op::SetRealtime { host_ns: host_realtime_ns(), at_raw_ns: None }, secs(10))
+        .expect("SetRealtime");
+    s.agent
+        .call(Op::SetPhc { device: PHC.into(), host_ns: host_realtime_ns(), at_raw_ns: None }, secs(10))
+        .expect("SetPhc");
     let conf = "refclock PHC /dev/ptp0 poll 0 dpoll -2 offset 0 stratum 2\nmakestep 1.0 -1\n";
     s.agent.call(Op::WriteFile { path: "/etc/chrony.conf".into(), contents: conf.into() }, secs(10)).unwrap();
     let argv = ["chronyd", "-u", "root", "-d", "-f", "/etc/chrony.conf"].map(String::from).to_vec();
@@ -227,7 +231,7 @@ fn a_restored_snapshot_bumps_the_vmclock_marker_and_chronyd_recovers() {
     let mut last = after;
     while t0.elapsed() < Duration::from_secs(60) {
         s.agent
-            .call(Op::SetPhc { device: PHC.into(), host_ns: host_realtime_ns() }, secs(10))
+            .call(Op::SetPhc { device: PHC.into(), host_ns: host_realtime_ns(), at_raw_ns: None }, secs(10))
             .expect("SetPhc");
         std::thread::sleep(Duration::from_secs(1));
         last = guest_offset_ns(&mut s);

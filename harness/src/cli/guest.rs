@@ -84,6 +84,7 @@ fn start_hyperv(s: &mut Session, driver: bool, offer: &[[u16; 2]]) -> Result<Opt
     s.agent.call(
         Op::HostSample {
             host_ns: Some(host_ns),
+            at_raw_ns: None,
             reference: None,
             rate_ppb: 0,
             rate_since: None,

@@ -315,20 +315,33 @@ fn wait_for_phc(phc: &dyn HostPhc, until_ns: i64, seen: Option<Sighting>) -> Res
     }
 }
 
+/// Host time now, from `host_ns` as it held at the guest's CLOCK_MONOTONIC_RAW `at_raw_ns` (the
+/// raw time since added), or `host_ns` itself where no raw time is given.
+fn host_now_ns(host_ns: i64, at_raw_ns: Option<i64>) -> Result<i64, String> {
+    let Some(at) = at_raw_ns else { return Ok(host_ns) };
+    let raw = clock_now_ns(libc::CLOCK_MONOTONIC_RAW).map_err(|e| e.to_string())?;
+    Ok(host_ns + (raw - at))
+}
+
 impl Agent {
     /// Hands the host time service (the mock, or hv_utils through the shim) a host sample:
-    /// `host_ns` as given, or read off `reference` now; the rate measured over `rate_since`
+    /// `host_ns` as given (at the raw time given, else now), or read off `reference` now; the rate measured over `rate_since`
     /// where it spans enough, else `rate_ppb`, is the host clock's against CLOCK_MONOTONIC_RAW.
     fn host_sample(
         &mut self,
-        host_ns: Option<i64>,
+        host_ns: Option<(i64, Option<i64>)>,
         reference: Option<String>,
         rate_ppb: i64,
         rate_since: Option<[i64; 2]>,
         sync: bool,
     ) -> Result<phc_qemu::agent::HostSampled, String> {
         let (host_ns, raw_ns) = match (host_ns, reference) {
-            (Some(h), None) => (h, clock_now_ns(libc::CLOCK_MONOTONIC_RAW).map_err(|e| e.to_string())?),
+            // A host time that held at a raw time is kept as that pair: hv_utils (and the mock)
+            // age a sample by the reference counter since, as on Hyper-V.
+            (Some((h, Some(raw))), None) => (h, raw),
+            (Some((h, None)), None) => {
+                (h, clock_now_ns(libc::CLOCK_MONOTONIC_RAW).map_err(|e| e.to_string())?)
+            }
             (None, Some(dev)) => {
                 let phc = self.phc(&dev)?;
                 phc_and_raw(phc).map_err(|e| format!("{dev}: {e}"))?
@@ -506,8 +519,9 @@ impl Agent {
                     method: None,
                 }))
             }
-            Op::SetPhc { device, host_ns } => {
+            Op::SetPhc { device, host_ns, at_raw_ns } => {
                 let phc = self.phc(&device)?;
+                let host_ns = host_now_ns(host_ns, at_raw_ns)?;
                 phc.settime(host_ns).map_err(|e| format!("{device}: settime: {e}"))?;
                 Ok(Value::Null)
             }
@@ -515,7 +529,8 @@ impl Agent {
                 clock_step_ns(libc::CLOCK_REALTIME, delta_ns).map_err(|e| format!("step: {e}"))?;
                 Ok(Value::Null)
             }
-            Op::SetRealtime { host_ns } => {
+            Op::SetRealtime { host_ns, at_raw_ns } => {
+                let host_ns = host_now_ns(host_ns, at_raw_ns)?;
                 let now = clock_now_ns(libc::CLOCK_REALTIME).map_err(|e| e.to_string())?;
                 clock_step_ns(libc::CLOCK_REALTIME, host_ns - now).map_err(|e| format!("step: {e}"))?;
                 Ok(json!(agent::RealtimeStepped { stepped_ns: host_ns - now }))
@@ -551,8 +566,9 @@ impl Agent {
                 self.mock = Some(m);
                 Ok(json!(agent::MockStarted { device }))
             }
-            Op::HostSample { host_ns, reference, rate_ppb, rate_since, sync } => {
-                Ok(json!(self.host_sample(host_ns, reference, rate_ppb, rate_since, sync)?))
+            Op::HostSample { host_ns, at_raw_ns, reference, rate_ppb, rate_since, sync } => {
+                let host = host_ns.map(|h| (h, at_raw_ns));
+                Ok(json!(self.host_sample(host, reference, rate_ppb, rate_since, sync)?))
             }
             Op::ShiftReference { ticks } => {
                 let h = self
@@ -654,6 +670,18 @@ fn exec(argv: &[String], timeout_s: f64) -> Result<ExecResult, String> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A host time given with the raw time it held at has the raw time since added (the message's
+    /// time in flight), never subtracted; without one it is taken as it is.
+    #[test]
+    fn host_time_at_a_raw_time_is_carried_to_now() {
+        assert_eq!(host_now_ns(42, None), Ok(42));
+        let raw = clock_now_ns(libc::CLOCK_MONOTONIC_RAW).unwrap();
+        let h = 1_700_000_000_000_000_000;
+        let now = host_now_ns(h, Some(raw - 250_000_000)).unwrap();
+        // 250 ms in flight, plus what this test took since reading the clock (well under 10 s).
+        assert!((h + 250_000_000..h + 10_250_000_000).contains(&now), "{}", now - h);
+    }
 
     fn answers(input: &[u8]) -> Vec<Response> {
         let mut out = Vec::new();

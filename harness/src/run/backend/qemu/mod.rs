@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use mock_phc::{DisciplineConfig, Disturbance, Event, EventKind};
 use phc_qemu::agent::{ExecResult, FrequencySet, Op, PhcOffsetRead, PhcStepped, RealtimeStepped};
-use phc_qemu::client::host_realtime_ns;
 use phc_qemu::image::ImageSpec;
 use phc_qemu::session::{BootOptions, Session};
 use phc_qemu::{signals, tmp, Accel, Error, GuestClock};

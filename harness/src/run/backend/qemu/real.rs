@@ -26,7 +26,6 @@ pub struct Fed {
     /// Whether the guest has QEMU's vmclock device (the kernel line has the driver).
     vmclock: bool,
     reference_offset_ns: i64,
-    half_rtt_ns: i64,
 }
 
 impl QemuBackend {
@@ -110,7 +109,6 @@ impl QemuBackend {
             hyperv: opts.hyperv,
             vmclock: opts.kernel_line.has_vmclock(),
             reference_offset_ns: 0,
-            half_rtt_ns: 0,
         });
         clock.prepare(&mut g)?;
         Ok(Guest { run: g, clock })
@@ -122,15 +120,15 @@ impl Fed {
         Instant::now() + CALL_TIMEOUT
     }
 
-    fn reference_ns(&self) -> i64 {
-        host_realtime_ns() + self.reference_offset_ns
-    }
-
     /// Delivers one host sample: sets the PHC to host time (always on SYNC or `force`, else when
     /// it is off), and plays hv_utils on the guest clock.
     fn deliver(&mut self, g: &mut GuestRun, origin: Instant, sync: bool, force: bool) -> Result<(), Error> {
         let est = g.session.agent.offset(3, Self::deadline())?;
-        self.half_rtt_ns = est.uncertainty_ns;
+        // Host time as it held at the guest's raw time in the best exchange: the guest adds the
+        // raw time since, so what the messages below spend in flight (milliseconds when the
+        // host is busy) does not reach the clocks set from them.
+        let at =
+            (est.clocks.realtime_ns - est.offset_ns + self.reference_offset_ns, est.clocks.monotonic_raw_ns);
         let guest_minus_ref = est.offset_ns - self.reference_offset_ns;
         let phc_minus_rt: i64 = self.phc_minus_realtime(g)?;
         let phc_minus_ref = phc_minus_rt + guest_minus_ref;
@@ -147,9 +145,9 @@ impl Fed {
         if self.feed != Feed::None {
             // hv_utils keeps every sample, not only those of a clock gone off. The real driver
             // steps on every SYNC: a scenario without hv_utils' discipline gets plain samples.
-            let host_ns = self.reference_ns() + self.half_rtt_ns;
             let m: HostSampled = g.call(Op::HostSample {
-                host_ns: Some(host_ns),
+                host_ns: Some(at.0),
+                at_raw_ns: Some(at.1),
                 reference: None,
                 rate_ppb: 0,
                 rate_since: None,
@@ -158,8 +156,7 @@ impl Fed {
             driver_stepped = m.stepped_ns;
         }
         if self.feed_phc && (sync || force || phc_minus_ref.abs() > RESET_THRESHOLD_NS) {
-            let host_ns = self.reference_ns() + self.half_rtt_ns;
-            g.call::<Value>(Op::SetPhc { device: GUEST_PHC.into(), host_ns })?;
+            g.call::<Value>(Op::SetPhc { device: GUEST_PHC.into(), host_ns: at.0, at_raw_ns: Some(at.1) })?;
         }
         if self.feed == Feed::Driver {
             // The kernel's hv_utils made its own step (or none).
@@ -174,8 +171,8 @@ impl Fed {
             // hv_utils: settimeofday on SYNC; with timesync_implicit also on a plain sample when
             // the guest is at least 5 s behind.
             if sync || (hv.timesync_implicit && guest_minus_ref <= -5_000_000_000) {
-                let host_ns = self.reference_ns() + self.half_rtt_ns;
-                let RealtimeStepped { stepped_ns: delta } = g.call(Op::SetRealtime { host_ns })?;
+                let RealtimeStepped { stepped_ns: delta } =
+                    g.call(Op::SetRealtime { host_ns: at.0, at_raw_ns: Some(at.1) })?;
                 g.events.push(Event {
                     t_ns: since(origin),
                     source: "hv_utils",

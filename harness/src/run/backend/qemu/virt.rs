@@ -300,6 +300,7 @@ impl Virtual {
     fn sample_feed(&mut self, g: &mut GuestRun, sync: bool) -> Result<Option<i64>, Error> {
         let m: HostSampled = g.call(Op::HostSample {
             host_ns: None,
+            at_raw_ns: None,
             reference: Some(self.host.into()),
             // Within 1e8 ppb by the scenario bounds (and 10% at most measured): no saturation.
             rate_ppb: (self.phc_ppb + self.rate_offset_ppb).round() as i64,
