@@ -92,29 +92,23 @@ light_lanes=${PHC_LIGHT_LANES:-2}
 [[ $light_lanes =~ ^[0-9]+$ ]] || { say "PHC_LIGHT_LANES: not a count: $light_lanes" >&2; exit 2; }
 ((light > 0)) || light_lanes=0
 
-# A light job's guest runs in real time, and what it measures (a step's residual, a slew's
-# length) takes every delay in waking it: on a CPU that a pinned lane's TCG keeps busy, the
-# scheduler's wake-up latency (a slice, milliseconds) reaches the guest's clock. So light jobs
-# run at a real-time priority (SCHED_RR 1: a waking thread preempts a lane's TCG at once; they
-# need little CPU), or failing that at nice -10. Where neither may be set there is no light
-# lane: its jobs then run in the pinned lanes, after the heavy ones.
+# A light job's guest runs in real time, and what it measures (a pause's length, a restore's
+# standstill) takes some of the delays in waking it: on a CPU that a pinned lane's TCG keeps busy,
+# the scheduler's wake-up latency. So light jobs run at nice -10 where that may be set (a bigger
+# share, sooner on the CPU; they need little). Not SCHED_RR: some light jobs have minutes of TCG
+# work of their own (the nested guest's boot), and two of those at one real-time priority take
+# turns in 100 ms slices (sched_rr_timeslice_ms), a longer wait than the lanes' TCG ever makes.
 prio=
-if chrt -r 1 true 2>/dev/null; then
-    prio=rr
-elif nice -n -10 true 2>/dev/null; then
-    prio=nice
-elif ((light_lanes)); then
-    say "neither SCHED_RR nor a negative nice may be set here: no light lanes"
-    light_lanes=0
+if nice -n -10 true 2>/dev/null; then
+    prio="nice -10"
+else
+    say "a negative nice may not be set here: the light jobs run at the lanes' priority"
 fi
-say "$total jobs in $lanes lane(s) on CPU(s) ${cpus[*]:0:$lanes}$( ((light_lanes)) && echo " and $light_lanes light lane(s) for $light job(s) on any CPU, at $prio priority"); estimated $(awk -F'\t' '{ s += $1 } END { print s }' "$out/queue") s of work"
 # Gives this shell (and what it starts) the light jobs' priority.
 raise_priority() {
-    case $prio in
-    rr) chrt -r -p 1 "$BASHPID" >/dev/null ;;
-    nice) renice -n -10 -p "$BASHPID" >/dev/null ;;
-    esac
+    [[ -z $prio ]] || renice -n -10 -p "$BASHPID" >/dev/null
 }
+say "$total jobs in $lanes lane(s) on CPU(s) ${cpus[*]:0:$lanes}$( ((light_lanes)) && echo " and $light_lanes light lane(s) for $light job(s) on any CPU${prio:+, at $prio}"); estimated $(awk -F'\t' '{ s += $1 } END { print s }' "$out/queue") s of work"
 
 if [[ ${PHC_LANES_DRY:-0} == 1 ]]; then
     # The queue as the lanes would take it (estimated seconds, light, job), and nothing run.
@@ -163,11 +157,11 @@ lane() {
     while line=$(take "$only") && [[ -n $line ]]; do
         IFS=$'\t' read -r est light j <<<"$line"
         log="$out/logs/$(printf '%s' "$j" | tr -c 'A-Za-z0-9_.-' _).log"
-        say "lane $l: start $j (last took ${est} s$( ((light)) && [[ -n $prio ]] && echo ", light: $prio priority"))"
+        say "lane $l: start $j (last took ${est} s$( ((light)) && [[ -n $prio ]] && echo ", light: $prio"))"
         start=$(date +%s.%N)
         set +e
         # bash's `time`: the CPU seconds of the job and every process it waited for (QEMU too).
-        { TIMEFORMAT='%U %S' && time (((light)) && raise_priority; run_job "$j") >"$log" 2>&1; } 2>"$log.cpu"
+        { TIMEFORMAT='%U %S' && time { (((light)) && raise_priority; run_job "$j"); } >"$log" 2>&1; } 2>"$log.cpu"
         rc=$?
         set -e
         dur=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')

@@ -32,14 +32,20 @@ fn vmclock_page(s: &mut Session) -> Result<(u64, u64), Error> {
 /// the report (`backend_info.snapshot_restore`, see JSON.md). `vmclock`: the guest has the page.
 pub fn snapshot_restore(session: &mut Session, gap: Duration, vmclock: bool) -> Result<Value, Error> {
     let before = if vmclock { Some(vmclock_page(session)?) } else { None };
+    let saving = Instant::now();
     let saved = snapshot::save(session, Instant::now() + RESTORE_TIMEOUT)?;
     let (save_s, bytes) = (saved.save_s, saved.bytes);
     // The saved QEMU stays paused after the migration; end it now, as a host would.
+    let t = Instant::now();
     session.guest.shutdown();
+    let shutdown_s = t.elapsed().as_secs_f64();
     std::thread::sleep(gap);
     let t0 = Instant::now();
     let restored = snapshot::restore(saved, Instant::now() + RESTORE_TIMEOUT)?;
     let to_agent_s = t0.elapsed().as_secs_f64();
+    // The guest stands still from the end of the migration's stream (inside the save) to its
+    // first instruction in the new QEMU (inside the restore): at most this long.
+    let stood_max_s = saving.elapsed().as_secs_f64();
     drop(std::mem::replace(session, restored));
     let after = if vmclock { Some(vmclock_page(session)?) } else { None };
     let seen_s = t0.elapsed().as_secs_f64();
@@ -49,6 +55,8 @@ pub fn snapshot_restore(session: &mut Session, gap: Duration, vmclock: bool) -> 
         "save_s": r3(save_s),
         "state_bytes": bytes,
         "restore_to_agent_s": r3(to_agent_s),
+        "shutdown_s": r3(shutdown_s),
+        "stood_max_s": r3(stood_max_s),
         "vmclock": before.zip(after).map(|((m0, g0), (m1, g1))| json!({
             "disruption_marker_before": m0,
             "disruption_marker_after": m1,
