@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds a Debian package of the harness with dpkg-deb (no debhelper, no new Rust dependency), for
 # `apt install ./phc-harness_*.deb` on a test machine:
-#   /usr/bin/phc-harness                         the harness (release build)
+#   /usr/bin/phc-harness                         the harness: the static release build (the agent's)
 #   /usr/lib/phc-harness/phc-harness-guest       the static guest agent (ci/build-agent.sh), found
 #   /usr/lib/phc-harness/mock-phc-guest          by default there; the static CUSE mock beside it
 #   /usr/lib/phc-harness/setup-vm.sh             the QEMU backend's host set-up (ci/setup-vm.sh)
@@ -12,7 +12,9 @@
 #   /usr/share/phc-harness/scenarios/            the built-in scenarios as files (also built in)
 #   /usr/share/man/man1/phc-harness.1.gz         the man page, made from every command's --help
 #   /usr/share/doc/phc-harness/README.md(.gz), JSON.md.gz, copyright
-# The binary's glibc floor becomes its libc6 dependency; QEMU 10, chrony, linuxptp and
+# The harness is the static build the guest agent is a stripped copy of (ci/build-agent.sh): one
+# release build serves both, and the package depends on nothing (the harness resolves no names
+# and loads no modules, so a static glibc misses nothing). QEMU 10, chrony, linuxptp and
 # busybox-static (what the QEMU backend's guest image copies) are recommended: the sim backend
 # needs none of them. Prints the .deb's path on the last line of stdout. Honours
 # CARGO_TARGET_DIR; PHC_DEB_OUT is the output folder (default $CARGO_TARGET_DIR/deb).
@@ -21,7 +23,7 @@ cd "$(dirname "$0")/.."
 
 log() { printf 'build-deb: %s\n' "$*" >&2; }
 die() { printf 'build-deb: error: %s\n' "$*" >&2; exit 1; }
-for t in cargo dpkg-deb gzip objdump; do
+for t in cargo dpkg-deb gzip file; do
     command -v "$t" >/dev/null || die "$t not found"
 done
 
@@ -31,13 +33,12 @@ version=$(awk -F'"' '/^\[workspace.package\]/ { w = 1 } w && /^version *=/ { pri
 [[ -n $version ]] || die "no [workspace.package] version in Cargo.toml"
 arch=$(dpkg --print-architecture)
 
-log "cargo build --release -p phc-harness"
-cargo build --release --locked -p phc-harness --bin phc-harness >&2
-bin=$target_dir/release/phc-harness
-log "static guest agent and mock (ci/build-agent.sh)"
+log "the static harness, guest agent and mock (ci/build-agent.sh)"
 agent=$(bash ci/build-agent.sh | tail -n1)
 mock=$(dirname "$agent")/mock-phc-guest
-[[ -x $agent && -x $mock ]] || die "ci/build-agent.sh left no $agent and $mock"
+bin=$(dirname "$agent")/phc-harness
+[[ -x $agent && -x $mock && -x $bin ]] || die "ci/build-agent.sh left no $bin, $agent and $mock"
+file -b "$bin" | grep -E 'static(-pie)? linked' >/dev/null || die "$bin is not static"
 
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
@@ -97,9 +98,6 @@ man_escape() { sed -e 's/\\/\\e/g' -e 's/^\./\\\&./' -e "s/^'/\\\\\\&'/"; }
     printf '.SH SEE ALSO\n/usr/share/doc/phc-harness/README.md\n'
 } | gzip -9n >"$root/usr/share/man/man1/phc-harness.1.gz"
 
-# libc6: the newest GLIBC_x.y symbol version the binary asks for.
-glibc=$(objdump -T "$bin" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n1)
-[[ -n $glibc ]] || die "no GLIBC symbol versions in $bin"
 size=$(du -sk --exclude=DEBIAN "$root" | awk '{ print $1 }')
 cat >"$root/DEBIAN/control" <<EOF
 Package: phc-harness
@@ -107,7 +105,6 @@ Version: $version
 Architecture: $arch
 Maintainer: phc-harness developers <phc-harness@localhost>
 Installed-Size: $size
-Depends: libc6 (>= $glibc)
 Recommends: qemu-system-x86 (>= 1:10), chrony, linuxptp, busybox-static, kmod
 Section: utils
 Priority: optional
@@ -126,5 +123,5 @@ EOF
 mkdir -p "$out"
 deb="$out/phc-harness_${version}_${arch}.deb"
 dpkg-deb --root-owner-group -Zxz --build "$root" "$deb" >&2
-log "$(dpkg-deb -f "$deb" Package Version Depends | tr '\n' ' ')"
+log "$(dpkg-deb -f "$deb" Package Version | tr '\n' ' ')"
 printf '%s\n' "$deb"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CI's jobs that are not one test: `bash ci/jobs.sh NAME` (ci/lanes.sh runs them). Each expects
-# what ci/test.sh builds before its lanes (the release builds, the fuzzer, the static agent) and,
-# for the VM jobs, what ci/vm-test.sh sets up (PHC_AGENT_BIN, the cache).
+# what ci/test.sh builds before its lanes (the static release build, PHC_HARNESS; the tests'
+# debug build, the fuzzer among it) and, for the VM jobs, what ci/vm-test.sh sets up
+# (PHC_AGENT_BIN, the cache).
 #   fuzz           the CUSE request path: mutated requests for 20 s
 #   sim-suite      the whole sim suite (release): against results/baselines/sim, KTAP, JUnit,
 #                  HTML in a headless browser where one is installed
@@ -13,13 +14,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tmp=${TMPDIR:-/tmp}
 target=${CARGO_TARGET_DIR:-target}
-bin=$target/release/phc-harness
+# The harness: PHC_HARNESS (CI: the static release build), else the checkout's release build.
+bin=${PHC_HARNESS:-$target/release/phc-harness}
+need_bin() { [[ -x $bin ]] || { echo "ci/jobs.sh: no harness at $bin (set PHC_HARNESS, or cargo build --release)" >&2; exit 2; }; }
 
 case ${1:-} in
 fuzz)
-    "$target/release/examples/fuzz_decode" 20
+    # The debug build `cargo test` made (a no-op then): overflow checks and debug assertions on.
+    cargo build --locked --quiet -p mock-phc --example fuzz_decode
+    "$target/debug/examples/fuzz_decode" 20
     ;;
 sim-suite)
+    need_bin
     suite_dir="$tmp/phc-harness-ci-suite"
     rm -rf "$suite_dir"
     start=$(date +%s%N)
@@ -43,6 +49,7 @@ package)
     bash ci/check-deb.sh
     ;;
 kernel-matrix)
+    need_bin
     matrix="$tmp/phc-harness-ci-matrix"
     set +e
     # Lean, for CI time: bookworm's own 6.1 (a Debian package, its shim built from its headers)
@@ -55,6 +62,7 @@ kernel-matrix)
     [[ $rc -eq 0 ]] || { echo "jobs: the kernel matrix failed (exit $rc)" >&2; exit 1; }
     ;;
 qemu-suite)
+    need_bin
     # Every scenario virtual time runs (the suite says which it skips and why), each guest
     # started from the boot snapshot cache. One guest at a time within the job: with --jobs 2
     # the two guests' hosts slow each other, an idle guest's virtual time runs further ahead

@@ -28,12 +28,15 @@ agent=$(bash ci/build-agent.sh | tail -n1)
 [[ -x $agent ]] || { echo "vm-test: ci/build-agent.sh printed no agent binary ('$agent')" >&2; exit 1; }
 export PHC_AGENT_BIN=$agent
 echo "PHC_AGENT_BIN=$PHC_AGENT_BIN"
+# The harness the suite, the kernel matrix and the accel check run: the static release build the
+# agent is a copy of (ci/test.sh's), unless PHC_HARNESS names another.
+export PHC_HARNESS=${PHC_HARNESS:-${agent%-guest}}
+echo "PHC_HARNESS=$PHC_HARNESS"
 
-stage "vm: the release build (the suite, the kernel matrix, ptp_kvm's accel check)"
-cargo build --release --locked --quiet -p phc-harness
+stage "vm: ptp_kvm's accel check"
 # Where KVM runs guests the ptp_kvm test runs under it; elsewhere it runs nested (the guest as L2
 # under KVM inside a TCG guest, qemu/src/nested.rs). Decided once here (a trial guest, cached).
-echo "accel check: $(./target/release/phc-harness accel)"
+echo "accel check: $("$PHC_HARNESS" accel)"
 # Bookworm's 6.1 kernels (generic and cloud) and their headers, which the kernel matrix and
 # vm_kernel both use: downloaded here, once, not by two lanes at the same time.
 bash ci/kernel-matrix.sh --fetch
