@@ -29,7 +29,9 @@
 #   (6.12: $PHC_CACHE/kernel, 7.2: $PHC_CACHE/kernel-7.2); with one: that cache folder (a
 #   Debian kernel unpacked as ci/setup-vm.sh does: VERSION, PACKAGE, config, lib/modules/REL).
 # A second run is a no-op when each installed module and its .info are newer than every file in
-# kmod/vmbus-shim. Environment: PHC_CACHE (default /var/cache/phc-harness), PHC_KERNEL_LINES,
+# kmod/vmbus-shim. A kernel folder seen for the first time (each --kernel-deb run unpacks one)
+# gets the module built before from the same inputs (the shim's source, the kernel's packages,
+# its config and hv_utils.ko), kept in $PHC_CACHE/shim-build/REL/built/ (the newest 4). Environment: PHC_CACHE (default /var/cache/phc-harness), PHC_KERNEL_LINES,
 # PHC_DEBIAN_MIRROR and PHC_DEBIAN_SECURITY_MIRROR (as in ci/setup-vm.sh), and PHC_SHIM_DEBS:
 # the kernel's own packages, one .deb path per line (phc-harness --kernel-headers passes them):
 # linux-headers-REL, and any of its -common, linux-kbuild and linux-source packages, all of the
@@ -416,6 +418,32 @@ build_kernel() {
         rm -rf "$tmp"
     fi
 
+    # A shim built before from the same inputs (the source, the kernel's packages, its config and
+    # its own hv_utils.ko, which the checks below read) is taken from WORK/built: every run with
+    # --kernel-deb unpacks the kernel afresh, and the build (headers unpacked, make, the checks)
+    # took 7 s of each.
+    local key stash utils_ko
+    utils_ko=$(find "$dir/lib/modules/$rel/kernel/drivers/hv" -name 'hv_utils.ko*' -print -quit 2>/dev/null || true)
+    key=$({
+        printf '%s %s %s\n' "$rel" "$deb_ver" "$kind"
+        (cd "$SRC" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
+        for p in "${pkgs[@]}"; do sha256sum <"$(cached_deb "$work/debs" "$p" "$deb_ver")"; done
+        [[ $kind == livepatch ]] || cat "$work/hv/.phc-source"
+        sha256sum <"$dir/config"
+        if [[ -n $utils_ko ]]; then sha256sum <"$utils_ko"; fi
+    } | sha256sum | cut -c1-16)
+    stash="$work/built/$key"
+    if [[ -f $stash/$ko && -f $stash/vmbus_shim.info ]]; then
+        mkdir -p "$extra"
+        rm -f "$extra/$other"
+        install -m 0644 "$stash/$ko" "$extra/$ko.new" && mv "$extra/$ko.new" "$extra/$ko"
+        install -m 0644 "$stash/vmbus_shim.info" "$extra/vmbus_shim.info.new"
+        mv "$extra/vmbus_shim.info.new" "$extra/vmbus_shim.info"
+        depmod -b "$dir" "$rel" || die "depmod -b $dir $rel failed"
+        log "$label: $ko for $rel ($kind) as built before from the same inputs ($stash) -> $extra"
+        return
+    fi
+
     # The toolchain: the host when it runs the kernel's release, else a chroot of that release.
     local -a tools=("$gcc_dep" make)
     local kdep
@@ -504,6 +532,12 @@ build_kernel() {
     } >"$extra/vmbus_shim.info.new"
     mv "$extra/vmbus_shim.info.new" "$extra/vmbus_shim.info"
     depmod -b "$dir" "$rel" || die "depmod -b $dir $rel failed"
+    # Kept for the next run from the same inputs; only the newest 4 builds per kernel.
+    mkdir -p "$stash.new"
+    cp "$extra/$ko" "$extra/vmbus_shim.info" "$stash.new/"
+    rm -rf "$stash"
+    mv "$stash.new" "$stash"
+    { ls -1dt "$work/built"/* 2>/dev/null || true; } | tail -n +5 | xargs -r rm -rf
     # The unpacked headers (about 95 MB) go; the .debs stay for a rebuild without the network.
     rm -rf "$b" "$hdr"
     q="$kind"
