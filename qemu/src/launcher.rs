@@ -422,6 +422,30 @@ impl GuestBuilder {
     }
 }
 
+/// The CPUs this process may run on, in order (none where that cannot be read).
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data, zero is an empty set, and sched_getaffinity writes at most
+    // the size it is given; CPU_ISSET reads within the set for indices below CPU_SETSIZE.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+    }
+}
+
+/// Pins the calling thread, and what it starts from now on (QEMU inherits it), to `cpu`; a CPU
+/// that cannot be had leaves the thread where it was.
+pub fn pin_this_thread(cpu: usize) {
+    // SAFETY: as in `allowed_cpus`; pid 0 is the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
 /// A running guest. Dropping it kills QEMU's process group, reaps it and removes its folder
 /// (kept, for a post-mortem, when `PHC_KEEP_GUEST_DIR` is set).
 pub struct Guest {

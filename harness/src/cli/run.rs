@@ -62,11 +62,13 @@ pub struct RunArgs {
     /// range), which then decides the exit status instead of each seed's comparison.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub repeat: u16,
-    /// QEMU runs at once (on this many threads; reports and output stay in order). In virtual
-    /// time a run's outcome does not depend on the host's speed, but a host kept busy can move a
-    /// daemon balanced on a knife edge (phc-jump-10s): 1 keeps runs apart.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub jobs: u16,
+    /// QEMU runs at once (on this many threads; reports and output stay in order). Default: one
+    /// per CPU this process may use. Where there are CPUs enough, each run's guest and the thread
+    /// that drives it get a CPU of their own: two guests sharing CPUs slowed each other's hosts,
+    /// and in virtual time that can move a daemon balanced on a knife edge (phc-jump-10s). 1
+    /// runs one guest at a time.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: Option<u16>,
 }
 
 /// Arguments of `scenarios`.
@@ -201,7 +203,7 @@ pub fn run(args: RunArgs) -> Exit {
         out: args.out.clone(),
         full_series: args.full_series,
         progress: true,
-        jobs: args.jobs.into(),
+        jobs: batch::default_jobs(args.jobs),
         repeat,
     };
     let stopped = batch::run(&scenarios, &backends, &opts, |step| match step {

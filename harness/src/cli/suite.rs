@@ -47,11 +47,13 @@ pub struct SuiteArgs {
     /// Keep whole offset series in report.json (long runs are decimated by default).
     #[arg(long)]
     pub full_series: bool,
-    /// QEMU runs at once (on this many threads; reports and output stay in order). In virtual
-    /// time a run's outcome does not depend on the host's speed, but a host kept busy can move a
-    /// daemon balanced on a knife edge (phc-jump-10s): 1 keeps runs apart.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub jobs: u16,
+    /// QEMU runs at once (on this many threads; reports and output stay in order). Default: one
+    /// per CPU this process may use. Where there are CPUs enough, each run's guest and the thread
+    /// that drives it get a CPU of their own: two guests sharing CPUs slowed each other's hosts,
+    /// and in virtual time that can move a daemon balanced on a knife edge (phc-jump-10s). 1
+    /// runs one guest at a time.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: Option<u16>,
     /// Override every scenario's seed.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -123,7 +125,7 @@ pub fn suite(args: SuiteArgs) -> Exit {
         filter: args.filter.clone(),
         shard: args.shard,
         full_series: args.full_series,
-        jobs: args.jobs.into(),
+        jobs: crate::run::batch::default_jobs(args.jobs),
         out: args.out.clone(),
         repeat,
     };

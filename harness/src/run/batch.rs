@@ -290,15 +290,33 @@ pub fn run(
     let slots: Vec<Slot> = ahead.iter().map(|_| Slot::default()).collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let stop = std::sync::atomic::AtomicBool::new(false);
+    let workers = opts.jobs.min(ahead.len());
+    // Each guest on a CPU of its own, with the thread that drives it (QEMU inherits the thread's
+    // CPU), where there are CPUs enough: two guests sharing CPUs slowed each other's hosts, and an
+    // idle guest's virtual time then ran further ahead between its host's requests.
+    let cpus = phc_qemu::launcher::allowed_cpus();
+    let pinned = cpus.len() >= workers;
+    if pinned {
+        eprintln!(
+            "phc-harness: {workers} QEMU runs at once, each on a CPU of its own ({:?})",
+            &cpus[..workers]
+        );
+    }
     std::thread::scope(|sc| {
-        for _ in 0..opts.jobs.min(ahead.len()) {
-            sc.spawn(|| loop {
-                let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                if k >= ahead.len() || stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    return;
+        for cpu in (0..workers).map(|w| cpus.get(w).copied().filter(|_| pinned)) {
+            let (next, stop, slots, ahead) = (&next, &stop, &slots, &ahead);
+            sc.spawn(move || {
+                if let Some(c) = cpu {
+                    phc_qemu::launcher::pin_this_thread(c);
                 }
-                let (i, j) = ahead[k];
-                slots[k].put(timed(|| backends[j].run(&scenarios[i], false)));
+                loop {
+                    let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if k >= ahead.len() || stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        return;
+                    }
+                    let (i, j) = ahead[k];
+                    slots[k].put(timed(|| backends[j].run(&scenarios[i], false)));
+                }
             });
         }
         let take = |i: usize, j: usize| match ahead.iter().position(|&p| p == (i, j)) {
@@ -310,6 +328,11 @@ pub fn run(
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
         r
     })
+}
+
+/// `--jobs` as given, else one per CPU this process may use (at least 1).
+pub fn default_jobs(given: Option<u16>) -> usize {
+    given.map_or_else(|| phc_qemu::launcher::allowed_cpus().len().max(1), usize::from)
 }
 
 /// A run's result and the wall time it took.
