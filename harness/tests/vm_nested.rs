@@ -99,6 +99,61 @@ fn ptp_kvm_in_l2_matches_the_kvm_row_and_its_latency_is_measured() {
     assert!((jump - 10_000_000_000).abs() < 5_000_000, "ptp_kvm moved {jump} ns");
 }
 
+/// Whether a nested guest allows a restore (issue 20 asks before a boot snapshot cache is built
+/// for it): L1, TCG with L2 running under its KVM, is migrated to a file and loaded by a fresh
+/// QEMU. L2 runs on where it stood (its uptime goes on, no reboot), answers through the relay
+/// L1's new QEMU makes, and ptp_kvm still gives precise cross timestamps with the same offset to
+/// L2's clock (both clocks stood still together). Measured here: the save 3.9 s for 520 MB, L1's
+/// agent 0.4 s after starting the new QEMU, L2's 0.25 s after that, against a nested boot of
+/// 12-18 s.
+#[test]
+#[ignore = "boots a nested guest: ci/vm-test.sh runs it with --ignored"]
+fn a_nested_guest_survives_l1_saved_and_restored_with_ptp_kvm_working() {
+    let (mut s, _bi) = boot(&opts(), "nested-restore", GuestClock::Real)
+        .unwrap_or_else(|e| panic!("{}", phc_qemu::chain(&e)));
+    let deadline = || Instant::now() + Duration::from_secs(60);
+    let uptime = |a: &mut phc_qemu::client::AgentClient| -> f64 {
+        let argv = ["cat", "/proc/uptime"].map(String::from).to_vec();
+        let r: ExecResult = a
+            .call_value(Op::Exec { argv, timeout_s: 10.0 }, deadline())
+            .unwrap_or_else(|e| panic!("{}", phc_qemu::chain(&e)));
+        r.stdout.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{r:?}"))
+    };
+    let ptp_kvm = |a: &mut phc_qemu::client::AgentClient| -> Value {
+        a.call_value(Op::PhcOffset { device: "/dev/ptp0".into() }, deadline())
+            .unwrap_or_else(|e| panic!("{}", phc_qemu::chain(&e)))
+    };
+    let up_before = uptime(&mut s.agent);
+    let before = ptp_kvm(&mut s.agent);
+    let relay = s.nested.as_ref().expect("nested").dir().to_owned();
+    let saved =
+        phc_qemu::snapshot::save(&mut s, deadline()).unwrap_or_else(|e| panic!("{}", phc_qemu::chain(&e)));
+    println!("L1 saved: {} bytes in {:.2} s", saved.bytes, saved.save_s);
+    s.guest.shutdown();
+    let t = Instant::now();
+    // The restored session's agent is L1's; L2's is reached through the relay's socket, which the
+    // new QEMU makes again at the path on its command line.
+    let mut l1 =
+        phc_qemu::snapshot::restore(saved, deadline()).unwrap_or_else(|e| panic!("{}", phc_qemu::chain(&e)));
+    let l1_s = t.elapsed().as_secs_f64();
+    let mut l2 = phc_qemu::client::AgentClient::connect(
+        &phc_qemu::nested::Nested::l2_agent_socket(&relay),
+        deadline(),
+    )
+    .unwrap_or_else(|e| panic!("{}", phc_qemu::chain(&e)));
+    let up_after = uptime(&mut l2);
+    println!("L1's agent {l1_s:.2} s after the new QEMU started; L2's {:.2} s", t.elapsed().as_secs_f64());
+    let after = ptp_kvm(&mut l2);
+    println!("ptp_kvm in L2 before the save: {before}; after the restore: {after}");
+    assert!(up_after > up_before, "L2 rebooted: uptime {up_before} s before, {up_after} s after");
+    assert!(uptime(&mut l1.agent) > 0.0);
+    assert_eq!(after["method"], "precise", "{after}");
+    let moved =
+        after["phc_minus_realtime_ns"].as_i64().unwrap() - before["phc_minus_realtime_ns"].as_i64().unwrap();
+    assert!(moved.abs() < 1_000_000, "ptp_kvm against L2's clock moved {moved} ns across the restore");
+    drop(s);
+}
+
 /// The scenarios written for nested runs load, and their checks hold on the sim's kvm
 /// personality (the QEMU side is vm_kvm's and the CLI's).
 #[test]
