@@ -304,6 +304,19 @@ up_to_date() {
 
 cfg() { sed -n "s/^$2=//p" "$1/config" | head -n1; }
 
+# install_shim FROM KO OTHER EXTRA DIR REL: FROM/KO and FROM/vmbus_shim.info into the kernel
+# folder DIR's EXTRA (the other kind's module OTHER removed), then depmod for REL.
+install_shim() {
+    local from=$1 ko=$2 other=$3 extra=$4 dir=$5 rel=$6
+    mkdir -p "$extra"
+    rm -f "$extra/$other"
+    install -m 0644 "$from/$ko" "$extra/$ko.new"
+    mv "$extra/$ko.new" "$extra/$ko"
+    install -m 0644 "$from/vmbus_shim.info" "$extra/vmbus_shim.info.new"
+    mv "$extra/vmbus_shim.info.new" "$extra/vmbus_shim.info"
+    depmod -b "$dir" "$rel" || die "depmod -b $dir $rel failed"
+}
+
 # build_kernel LABEL DIR
 build_kernel() {
     local label=$1 dir=$2 rel kind ko other deb_ver rel_code
@@ -434,12 +447,7 @@ build_kernel() {
     } | sha256sum | cut -c1-16)
     stash="$work/built/$key"
     if [[ -f $stash/$ko && -f $stash/vmbus_shim.info ]]; then
-        mkdir -p "$extra"
-        rm -f "$extra/$other"
-        install -m 0644 "$stash/$ko" "$extra/$ko.new" && mv "$extra/$ko.new" "$extra/$ko"
-        install -m 0644 "$stash/vmbus_shim.info" "$extra/vmbus_shim.info.new"
-        mv "$extra/vmbus_shim.info.new" "$extra/vmbus_shim.info"
-        depmod -b "$dir" "$rel" || die "depmod -b $dir $rel failed"
+        install_shim "$stash" "$ko" "$other" "$extra" "$dir" "$rel"
         log "$label: $ko for $rel ($kind) as built before from the same inputs ($stash) -> $extra"
         return
     fi
@@ -517,27 +525,23 @@ build_kernel() {
         fi
     fi
 
-    # Install into the kernel cache.
+    # Kept for the next run from the same inputs (only the newest 4 builds per kernel), and
+    # installed from there into the kernel cache.
     local built_against=() q
     for p in "${pkgs[@]}" ${source:+"$source"}; do built_against+=("$p=$deb_ver"); done
-    mkdir -p "$extra"
-    rm -f "$extra/$other"
-    install -m 0644 "$b/$ko" "$extra/$ko.new"
-    mv "$extra/$ko.new" "$extra/$ko"
+    rm -rf "$stash.new"
+    mkdir -p "$stash.new"
+    cp "$b/$ko" "$stash.new/"
     {
         printf 'kind %s\n' "$kind"
         printf 'built_against %s\n' "${built_against[*]}"
         printf 'crc_check %s\n' "$crc"
         printf 'compiler %s\n' "$compiler"
-    } >"$extra/vmbus_shim.info.new"
-    mv "$extra/vmbus_shim.info.new" "$extra/vmbus_shim.info"
-    depmod -b "$dir" "$rel" || die "depmod -b $dir $rel failed"
-    # Kept for the next run from the same inputs; only the newest 4 builds per kernel.
-    mkdir -p "$stash.new"
-    cp "$extra/$ko" "$extra/vmbus_shim.info" "$stash.new/"
+    } >"$stash.new/vmbus_shim.info"
     rm -rf "$stash"
     mv "$stash.new" "$stash"
     { ls -1dt "$work/built"/* 2>/dev/null || true; } | tail -n +5 | xargs -r rm -rf
+    install_shim "$stash" "$ko" "$other" "$extra" "$dir" "$rel"
     # The unpacked headers (about 95 MB) go; the .debs stay for a rebuild without the network.
     rm -rf "$b" "$hdr"
     q="$kind"

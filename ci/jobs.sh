@@ -64,10 +64,10 @@ kernel-matrix)
 qemu-suite)
     need_bin
     # Every scenario virtual time runs (the suite says which it skips and why), each guest
-    # started from the boot snapshot cache. One guest at a time within the job: with --jobs 2
-    # the two guests' hosts slow each other, an idle guest's virtual time runs further ahead
-    # between the host's requests, and phc-jump-10s (chronyd on a knife edge) came within 1 us
-    # after 118 s instead of the 70.5 s it gives alone. The baselines are regenerated with
+    # started from the boot snapshot cache. In a lane (one CPU) `--jobs` defaults to one guest
+    # at a time; elsewhere to one per CPU, each guest pinned to its own (unpinned, two guests'
+    # hosts slowed each other and phc-jump-10s, chronyd on a knife edge, came within 1 us after
+    # 118 s instead of the 70.5 s it gives alone). The baselines are regenerated with
     # ci/update-baselines.sh qemu.
     qsuite="$tmp/phc-harness-ci-qemu-suite"
     rm -rf "$qsuite" "$qsuite.confirm"

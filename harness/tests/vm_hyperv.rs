@@ -200,17 +200,7 @@ fn host_sample(
     sync: bool,
 ) -> Result<HostSampled, phc_qemu::Error> {
     let host_ns = phc_qemu::client::host_realtime_ns() + ahead_ns;
-    call(
-        s,
-        Op::HostSample {
-            host_ns: Some(host_ns),
-            at_raw_ns: None,
-            reference: None,
-            rate_ppb: 0,
-            rate_since: None,
-            sync,
-        },
-    )
+    call(s, Op::host_sample(host_ns, sync))
 }
 
 fn sh(s: &mut phc_qemu::session::Session, script: &str) -> ExecResult {

@@ -248,6 +248,19 @@ impl RtcMapping {
 }
 
 impl Op {
+    /// A plain host sample (no reference PHC, the nominal rate): host time `host_ns` as it holds
+    /// when the agent reads the request, a SYNC with `sync`.
+    pub fn host_sample(host_ns: i64, sync: bool) -> Self {
+        Self::HostSample {
+            host_ns: Some(host_ns),
+            at_raw_ns: None,
+            reference: None,
+            rate_ppb: 0,
+            rate_since: None,
+            sync,
+        }
+    }
+
     /// The request's name on the wire (`phc_offset`), for errors about its answer.
     pub fn name(&self) -> &'static str {
         match self {

@@ -81,17 +81,7 @@ fn start_hyperv(s: &mut Session, driver: bool, offer: &[[u16; 2]]) -> Result<Opt
         None
     };
     let host_ns = phc_qemu::client::host_realtime_ns();
-    s.agent.call(
-        Op::HostSample {
-            host_ns: Some(host_ns),
-            at_raw_ns: None,
-            reference: None,
-            rate_ppb: 0,
-            rate_since: None,
-            sync: driver,
-        },
-        deadline(),
-    )?;
+    s.agent.call(Op::host_sample(host_ns, driver), deadline())?;
     Ok(started)
 }
 

@@ -127,8 +127,8 @@ impl Fed {
         // Host time as it held at the guest's raw time in the best exchange: the guest adds the
         // raw time since, so what the messages below spend in flight (milliseconds when the
         // host is busy) does not reach the clocks set from them.
-        let at =
-            (est.clocks.realtime_ns - est.offset_ns + self.reference_offset_ns, est.clocks.monotonic_raw_ns);
+        let at_host_ns = est.clocks.realtime_ns - est.offset_ns + self.reference_offset_ns;
+        let at_raw_ns = Some(est.clocks.monotonic_raw_ns);
         let guest_minus_ref = est.offset_ns - self.reference_offset_ns;
         let phc_minus_rt: i64 = self.phc_minus_realtime(g)?;
         let phc_minus_ref = phc_minus_rt + guest_minus_ref;
@@ -146,8 +146,8 @@ impl Fed {
             // hv_utils keeps every sample, not only those of a clock gone off. The real driver
             // steps on every SYNC: a scenario without hv_utils' discipline gets plain samples.
             let m: HostSampled = g.call(Op::HostSample {
-                host_ns: Some(at.0),
-                at_raw_ns: Some(at.1),
+                host_ns: Some(at_host_ns),
+                at_raw_ns,
                 reference: None,
                 rate_ppb: 0,
                 rate_since: None,
@@ -156,7 +156,7 @@ impl Fed {
             driver_stepped = m.stepped_ns;
         }
         if self.feed_phc && (sync || force || phc_minus_ref.abs() > RESET_THRESHOLD_NS) {
-            g.call::<Value>(Op::SetPhc { device: GUEST_PHC.into(), host_ns: at.0, at_raw_ns: Some(at.1) })?;
+            g.call::<Value>(Op::SetPhc { device: GUEST_PHC.into(), host_ns: at_host_ns, at_raw_ns })?;
         }
         if self.feed == Feed::Driver {
             // The kernel's hv_utils made its own step (or none).
@@ -172,7 +172,7 @@ impl Fed {
             // the guest is at least 5 s behind.
             if sync || (hv.timesync_implicit && guest_minus_ref <= -5_000_000_000) {
                 let RealtimeStepped { stepped_ns: delta } =
-                    g.call(Op::SetRealtime { host_ns: at.0, at_raw_ns: Some(at.1) })?;
+                    g.call(Op::SetRealtime { host_ns: at_host_ns, at_raw_ns })?;
                 g.events.push(Event {
                     t_ns: since(origin),
                     source: "hv_utils",
