@@ -178,8 +178,24 @@ impl AgentClient {
 
     /// Guest minus host realtime: the exchange with the shortest round trip of `n` wins.
     pub fn offset(&mut self, n: usize, deadline: Instant) -> Result<OffsetEstimate, Error> {
+        self.offset_within(n, n, i64::MAX, deadline)
+    }
+
+    /// As `offset`, with at least `n` exchanges, and more (up to `max_n`) while the best round
+    /// trip is still over `rtt_ns`: on a busy host one exchange in three can wait milliseconds
+    /// for a CPU, and an offset known only that well is no reading of a clock within 1 ms.
+    pub fn offset_within(
+        &mut self,
+        n: usize,
+        max_n: usize,
+        rtt_ns: i64,
+        deadline: Instant,
+    ) -> Result<OffsetEstimate, Error> {
         let mut best: Option<Exchange> = None;
-        for _ in 0..n.max(1) {
+        for k in 0..max_n.max(n).max(1) {
+            if k >= n.max(1) && best.as_ref().is_some_and(|b| b.rtt_ns() <= rtt_ns) {
+                break;
+            }
             let ex = self.call(Op::Clocks, deadline)?;
             if best.as_ref().is_none_or(|b| ex.rtt_ns() < b.rtt_ns()) {
                 best = Some(ex);

@@ -115,6 +115,10 @@ impl QemuBackend {
     }
 }
 
+/// A round trip to the agent short enough that the offset it gives (within half of it) reads a
+/// clock well inside 1 ms; longer ones (a busy host) are retried, up to 20 exchanges in all.
+const GOOD_RTT_NS: i64 = 200_000;
+
 impl Fed {
     fn deadline() -> Instant {
         Instant::now() + CALL_TIMEOUT
@@ -123,7 +127,7 @@ impl Fed {
     /// Delivers one host sample: sets the PHC to host time (always on SYNC or `force`, else when
     /// it is off), and plays hv_utils on the guest clock.
     fn deliver(&mut self, g: &mut GuestRun, origin: Instant, sync: bool, force: bool) -> Result<(), Error> {
-        let est = g.session.agent.offset(3, Self::deadline())?;
+        let est = g.session.agent.offset_within(3, 20, GOOD_RTT_NS, Self::deadline())?;
         // Host time as it held at the guest's raw time in the best exchange: the guest adds the
         // raw time since, so what the messages below spend in flight (milliseconds when the
         // host is busy) does not reach the clocks set from them.
@@ -295,7 +299,7 @@ impl Host for Fed {
     }
 
     fn look(&mut self, g: &mut GuestRun, t_s: f64) -> Result<Observation, Error> {
-        let est = g.session.agent.offset(3, Self::deadline())?;
+        let est = g.session.agent.offset_within(3, 20, GOOD_RTT_NS, Self::deadline())?;
         let guest = est.offset_ns - self.reference_offset_ns;
         let (phc, err) = match self.phc_minus_realtime(g) {
             Ok(v) => (Some(v + guest), None),
