@@ -14,8 +14,14 @@
 //! For time rows a rank-sum test of the two sides' poll counts is shown beside (not judged).
 //!
 //! `k/N` is the number of real runs inside on every judged row. With one real run (N = 1) the
-//! run is one draw: inside the sim's central 80% (p10 to p90) widened by the tolerance, and
-//! labelled weak evidence.
+//! run is one draw, labelled weak evidence: inside where it falls in the sim's central 80% (p10
+//! to p90) widened by the tolerance; in the tail where it falls outside that but inside the sim's
+//! range (min to max) widened by the tolerance, which still agrees: a draw from a distribution
+//! lands outside its central 80% one time in five, and a verdict that said so would call one
+//! real run in five of a faithful sim a disagreement (measured: resume-without-sync's real
+//! chronyd first corrected 113.5 s after the resume in one CI run, against an ensemble whose
+//! p90 was 81.3 s in that run and 105.3 s in another; the ensemble itself had runs at 113-129 s).
+//! Outside the sim's range it disagrees.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -215,8 +221,13 @@ pub struct Judged {
     pub tolerance: f64,
     /// The medians within it (class rows: every real class among the sim's).
     pub medians_agree: bool,
-    /// Real runs inside the sim's range (widened by the tolerance), or of its classes.
+    /// Real runs inside the sim's range (widened by the tolerance), or of its classes; one real
+    /// run (weak): inside the sim's central 80% widened by the tolerance.
     pub inside: usize,
+    /// One real run (weak) only: 1 where it fell outside the sim's central 80% but inside its
+    /// range, both widened by the tolerance (a draw from the sim's tail, which agrees).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tail: usize,
     /// Real runs.
     pub runs: usize,
     /// For a time row: the two-sided p of a rank-sum (Mann-Whitney) test between the two sides'
@@ -227,6 +238,10 @@ pub struct Judged {
     pub shift_p: Option<f64>,
     /// The row agrees.
     pub agrees: bool,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Below this rank-sum p the two sides' times are told apart (`Judged::shift_p`, shown).
@@ -375,6 +390,12 @@ pub fn judge(sim: &[&Report], qemu: &[&Report], poll_interval_s: f64) -> Option<
         let (ss, qs) = (Stat::of(&sv), Stat::of(&qv));
         let class_row = tolerance == 0.0;
         let key = |v: &Option<f64>| v.map_or_else(|| "none".to_owned(), |x| format!("{x}"));
+        let within = |v: &Option<f64>, lo: Option<f64>, hi: Option<f64>| match (v, lo, hi) {
+            (Some(x), Some(lo), Some(hi)) => *x >= lo - tolerance && *x <= hi + tolerance,
+            (None, _, _) => ss.never > 0,
+            _ => false,
+        };
+        let mut tail = 0;
         let (medians_agree, inside_each, classes) = if class_row {
             let sim_classes: Vec<String> = sv.iter().map(key).collect();
             let each: Vec<bool> = qv.iter().map(|v| sim_classes.contains(&key(v))).collect();
@@ -388,16 +409,13 @@ pub fn judge(sim: &[&Report], qemu: &[&Report], poll_interval_s: f64) -> Option<
                 (None, None) => true,
                 _ => false,
             };
-            // The range a real value must fall in: the sim's, or (one real run) its central 80%.
+            // The range a real value must fall in: the sim's, or (one real run) its central 80%,
+            // with the rest of the sim's range as its tail.
             let (lo, hi) = if weak { (ss.p10, ss.p90) } else { (ss.min, ss.max) };
-            let each: Vec<bool> = qv
-                .iter()
-                .map(|v| match (v, lo, hi) {
-                    (Some(x), Some(lo), Some(hi)) => *x >= lo - tolerance && *x <= hi + tolerance,
-                    (None, _, _) => ss.never > 0,
-                    _ => false,
-                })
-                .collect();
+            let each: Vec<bool> = qv.iter().map(|v| within(v, lo, hi)).collect();
+            if weak {
+                tail = qv.iter().zip(&each).filter(|(v, c)| !**c && within(v, ss.min, ss.max)).count();
+            }
             (medians, each, None)
         };
         for (a, b) in inside_all.iter_mut().zip(&inside_each) {
@@ -415,9 +433,10 @@ pub fn judge(sim: &[&Report], qemu: &[&Report], poll_interval_s: f64) -> Option<
         // The rank-sum's p is shown, not judged: two sides that barely scatter are told apart by
         // any constant difference, however small against the tolerance (measured: phc2sys's
         // 302 s against 307 s within 1 ms, p 0.000, at a tolerance of 31.7 s).
-        // One real run is one draw: it agrees where it falls inside; its value is no median to
-        // hold against the sim's (a draw from the tail of a scattered outcome is still a draw).
-        let agrees = if weak { inside == 1 } else { medians_agree && inside == qemu.len() };
+        // One real run is one draw: it agrees where it falls inside or in the tail; its value is
+        // no median to hold against the sim's (a draw from the tail of a scattered outcome is
+        // still a draw).
+        let agrees = if weak { inside + tail == 1 } else { medians_agree && inside == qemu.len() };
         rows.push(Judged {
             metric: row.metric.clone(),
             sim: ss,
@@ -426,6 +445,7 @@ pub fn judge(sim: &[&Report], qemu: &[&Report], poll_interval_s: f64) -> Option<
             tolerance,
             medians_agree,
             inside,
+            tail,
             runs: qemu.len(),
             shift_p,
             agrees,
@@ -560,7 +580,7 @@ impl Distribution {
             };
             s.push_str(&format!(
                 "### Sim against QEMU on the distributions\n\n{} real run(s) against {against}{} sim run(s), poll interval {} s. \
-                 Numbers: {} every real run inside the sim's {range} widened by it; \
+                 Numbers: {}every real run inside the sim's {range} widened by it; \
                  for times the rank-sum p of the two sides' poll counts is shown (below {SHIFT_P}: told apart), not judged; classes \
                  (step count, direction): every real class among the sim's runs.{}\n\n\
                  | metric | sim median [{range}] | qemu median [min-max] | tolerance | real inside | shift p | agrees |\n\
@@ -572,9 +592,14 @@ impl Distribution {
                     ""
                 } else {
                     "the sim's median inside the real median's confidence interval (order statistics, at least 90%) \
-                     widened by the tolerance, and"
+                     widened by the tolerance, and "
                 },
-                if f.weak { " One real run: one draw from the sim's distribution, weak evidence." } else { "" },
+                if f.weak {
+                    " One real run: one draw from the sim's distribution, weak evidence; outside the p10-p90 but \
+                     inside the sim's min-max, widened alike, it is a draw from the sim's tail and agrees."
+                } else {
+                    ""
+                },
             ));
             for r in &f.rows {
                 let (slo, shi) = if f.weak { (r.sim.p10, r.sim.p90) } else { (r.sim.min, r.sim.max) };
@@ -595,11 +620,12 @@ impl Distribution {
                 };
                 let p = r.shift_p.map_or_else(|| "-".to_owned(), |p| format!("{p:.3}"));
                 s.push_str(&format!(
-                    "| {} | {sim} | {qemu} | {} | {}/{} | {p} | {} |\n",
+                    "| {} | {sim} | {qemu} | {} | {}/{}{} | {p} | {} |\n",
                     md(&r.metric),
                     num(Some(r.tolerance)),
                     r.inside,
                     r.runs,
+                    if r.tail > 0 { ", in the tail" } else { "" },
                     if r.agrees { "yes" } else { "**NO**" }
                 ));
             }
@@ -702,19 +728,24 @@ mod tests {
     }
 
     #[test]
-    fn one_real_run_is_one_draw_judged_against_the_sims_central_80_percent() {
+    fn one_real_run_is_one_draw_inside_the_sims_central_80_percent_its_tail_or_outside() {
         let firsts: Vec<Option<f64>> = (0..10).map(|i| Some(40.0 + 20.0 * f64::from(i))).collect();
         let sim = runs("sim", &firsts, &[1; 10]);
-        // 40..220 s; p10 40, p90 200: 230 s is inside the range but outside the central 80%
-        // widened by 8 s + 10% of the larger (31 s)? 200 + 31 = 231: inside. 250 s: outside.
-        for (t, inside) in [(230.0, true), (250.0, false)] {
+        // 40..220 s; p10 40, p90 200, widened by 8 s + 10% of the larger: 230 s is inside
+        // (200 + 31 = 231); 250 s is outside the central 80% (200 + 33) but inside the range
+        // (220 + 33 = 253), a draw from the tail, which agrees; 270 s is outside the range.
+        for (t, inside, tail) in [(230.0, 1, 0), (250.0, 0, 1), (270.0, 0, 0)] {
             let real = runs("qemu", &[Some(t)], &[1]);
             let all: Vec<Report> = sim.iter().chain(&real).cloned().collect();
             let d = Distribution::of("x", &all, 8.0);
             let f = d.fidelity.as_ref().unwrap();
             assert!(f.weak);
-            assert_eq!(row(f, "time_to_first_correction_s").inside == 1, inside, "{t}: {}", d.to_markdown());
+            let r = row(f, "time_to_first_correction_s");
+            assert_eq!((r.inside, r.tail), (inside, tail), "{t}: {}", d.to_markdown());
+            assert_eq!(r.agrees, inside + tail == 1, "{t}");
+            assert_eq!(f.agrees, inside + tail == 1, "{t}: {}", d.to_markdown());
             assert!(d.to_markdown().contains("weak evidence"));
+            assert_eq!(d.to_markdown().contains("0/1, in the tail"), tail == 1, "{}", d.to_markdown());
         }
     }
 

@@ -81,27 +81,43 @@ impl Ensemble {
         );
         s.push_str(
             "The rows above are the scenario's own sim run, shown. The verdict is the real run judged as one draw \
-             from the ensemble's runs: inside their central 80% (p10 to p90) widened by each row's tolerance, its \
-             step count and direction among theirs. One run is weak evidence; `--repeat N` judges distributions.\n\n",
+             from the ensemble's runs: inside their central 80% (p10 to p90) widened by each row's tolerance, or in \
+             their tail (outside that, inside their min to max widened alike: a draw a faithful sim gives one time \
+             in five), its step count and direction among theirs; outside their range it disagrees. One run is \
+             weak evidence; `--repeat N` judges distributions.\n\n",
         );
         if let Some(d) = &self.draw {
-            s.push_str("| metric | ensemble median [p10 - p90] | real | tolerance | inside |\n|---|---|---|---|---|\n");
+            s.push_str(
+                "| metric | ensemble median [p10 - p90] | min - max | real | tolerance | inside |\n|---|---|---|---|---|---|\n",
+            );
             let num = |v: Option<f64>| v.map_or_else(|| "never".to_owned(), |v| format!("{v:.3}"));
             for r in &d.rows {
                 s.push_str(&format!(
-                    "| {} | {} [{} - {}] | {} | {} | {} |\n",
+                    "| {} | {} [{} - {}] | {} - {} | {} | {} | {} |\n",
                     crate::format::escape::markdown_cell(&r.metric),
                     num(r.sim.median),
                     num(r.sim.p10),
                     num(r.sim.p90),
+                    num(r.sim.min),
+                    num(r.sim.max),
                     num(r.qemu.median),
                     num(Some(r.tolerance)),
-                    if r.agrees { "yes" } else { "**NO**" }
+                    match (r.agrees, r.tail > 0) {
+                        (false, _) => "**NO**",
+                        (true, true) => "tail",
+                        (true, false) => "yes",
+                    }
                 ));
             }
+            let tail: Vec<&str> = d.rows.iter().filter(|r| r.tail > 0).map(|r| r.metric.as_str()).collect();
             s.push_str(&format!(
                 "\nOne draw: {} (weak evidence).\n\n",
-                if d.agrees { "inside on every row" } else { "OUTSIDE on a row" }
+                match (d.agrees, tail.is_empty()) {
+                    (false, _) => "OUTSIDE the ensemble's range on a row".to_owned(),
+                    (true, true) => "inside on every row".to_owned(),
+                    (true, false) =>
+                        format!("in the ensemble's tail on {}, inside elsewhere", tail.join(", ")),
+                }
             ));
         }
         s.push_str("| seed | first correction s | steps | regression sd | pairs with the real run |\n|---|---|---|---|---|\n");

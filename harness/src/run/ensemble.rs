@@ -7,9 +7,11 @@
 //! run, while the sim at the scenario's own noise gives 57.2 s for every seed. So the sim is run
 //! as the guest was: its read noise is set so that its chronyd regression scatters as the real
 //! chronyd's did (both estimated alike, `mock_phc::discipline::sample_noise`), over `RUNS` seeds,
-//! and the real run agrees when it agrees, on every judged row, with the scenario's own run or
-//! one of those. The report shows which run and what every run gave; with no figure from the
-//! guest (phc2sys, the one-level real-time backend) the ensemble runs at the scenario's own noise.
+//! and the real run is judged as one draw from those runs (`judge::distribution`): inside their
+//! central 80% or in their tail agrees, outside their range (each widened by the row's tolerance)
+//! or with a class none of them gives disagrees. The report shows what every run gave; with no
+//! figure from the guest (phc2sys, the one-level real-time backend) the ensemble runs at the
+//! scenario's own noise.
 #![forbid(unsafe_code)]
 
 use mock_phc::discipline::sample_noise::Noise;
@@ -110,8 +112,8 @@ fn read_noise_scatter(regression_sd_ns: Option<f64>, sample_noise_ns: Option<f64
 }
 
 /// `fidelity::compare(sim, qemu)` for the rows, and the verdict of the real run judged as one
-/// draw from the ensemble (see the module's comment): inside the sim runs' central 80% on every
-/// row, widened by the row's tolerance, its classes among theirs; weak evidence. The result
+/// draw from the ensemble (see the module's comment): inside the sim runs' central 80% or their
+/// tail on every row, widened by the row's tolerance, its classes among theirs; weak evidence. The result
 /// carries the ensemble and that judgement.
 pub fn fidelity(s: &Scenario, sim: &Report, qemu: &Report) -> Fidelity {
     let poll = s.poll_interval_s();
