@@ -99,59 +99,55 @@ fn ptp_kvm_in_l2_matches_the_kvm_row_and_its_latency_is_measured() {
     assert!((jump - 10_000_000_000).abs() < 5_000_000, "ptp_kvm moved {jump} ns");
 }
 
-/// Whether a nested guest allows a restore (issue 20 asks before a boot snapshot cache is built
-/// for it): L1, TCG with L2 running under its KVM, is migrated to a file and loaded by a fresh
-/// QEMU. L2 runs on where it stood (its uptime goes on, no reboot), answers through the relay
-/// L1's new QEMU makes, and ptp_kvm still gives precise cross timestamps with the same offset to
-/// L2's clock (both clocks stood still together). Measured here: the save 3.9 s for 520 MB, L1's
-/// agent 0.4 s after starting the new QEMU, L2's 0.25 s after that, against a nested boot of
-/// 12-18 s.
+/// Boot once, restore many, nested: L1 (TCG, with L2 up under its KVM to L2's agent) is saved
+/// in the boot snapshot cache and a later nested guest restored from it. The restored L2 runs on
+/// (its QMP answers through L1's relay, which connects afresh), ptp_kvm gives precise cross
+/// timestamps, and L1's CLOCK_REALTIME, which came back as far behind as the file is old, is
+/// stepped to the host's. Measured here: a nested boot 12-18 s; the save 3.9 s for 520 MB; a
+/// restore to L2's agent about 1 s (L1's agent 0.4 s after the new QEMU starts).
 #[test]
 #[ignore = "boots a nested guest: ci/vm-test.sh runs it with --ignored"]
-fn a_nested_guest_survives_l1_saved_and_restored_with_ptp_kvm_working() {
-    let (mut s, _bi) = boot(&opts(), "nested-restore", GuestClock::Real)
-        .unwrap_or_else(|e| panic!("{}", phc_qemu::chain(&e)));
+fn a_nested_guest_is_restored_from_the_boot_snapshot_cache_with_l1_set_to_host_time() {
     let deadline = || Instant::now() + Duration::from_secs(60);
-    let uptime = |a: &mut phc_qemu::client::AgentClient| -> f64 {
-        let argv = ["cat", "/proc/uptime"].map(String::from).to_vec();
-        let r: ExecResult = a
-            .call_value(Op::Exec { argv, timeout_s: 10.0 }, deadline())
+    let start = || {
+        let t = Instant::now();
+        let (s, bi) = boot(&opts(), "nested-restore", GuestClock::Real)
             .unwrap_or_else(|e| panic!("{}", phc_qemu::chain(&e)));
-        r.stdout.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{r:?}"))
+        let snap = bi.snapshot.clone().unwrap_or_else(|| panic!("no boot snapshot facts: {bi:?}"));
+        println!("nested start {:.2} s: {}", t.elapsed().as_secs_f64(), snap.to_json());
+        (s, snap)
     };
-    let ptp_kvm = |a: &mut phc_qemu::client::AgentClient| -> Value {
-        a.call_value(Op::PhcOffset { device: "/dev/ptp0".into() }, deadline())
-            .unwrap_or_else(|e| panic!("{}", phc_qemu::chain(&e)))
-    };
-    let up_before = uptime(&mut s.agent);
-    let before = ptp_kvm(&mut s.agent);
-    let relay = s.nested.as_ref().expect("nested").dir().to_owned();
-    let saved =
-        phc_qemu::snapshot::save(&mut s, deadline()).unwrap_or_else(|e| panic!("{}", phc_qemu::chain(&e)));
-    println!("L1 saved: {} bytes in {:.2} s", saved.bytes, saved.save_s);
-    s.guest.shutdown();
-    let t = Instant::now();
-    // The restored session's agent is L1's; L2's is reached through the relay's socket, which the
-    // new QEMU makes again at the path on its command line.
-    let mut l1 =
-        phc_qemu::snapshot::restore(saved, deadline()).unwrap_or_else(|e| panic!("{}", phc_qemu::chain(&e)));
-    let l1_s = t.elapsed().as_secs_f64();
-    let mut l2 = phc_qemu::client::AgentClient::connect(
-        &phc_qemu::nested::Nested::l2_agent_socket(&relay),
-        deadline(),
-    )
-    .unwrap_or_else(|e| panic!("{}", phc_qemu::chain(&e)));
-    let up_after = uptime(&mut l2);
-    println!("L1's agent {l1_s:.2} s after the new QEMU started; L2's {:.2} s", t.elapsed().as_secs_f64());
-    let after = ptp_kvm(&mut l2);
-    println!("ptp_kvm in L2 before the save: {before}; after the restore: {after}");
-    assert!(up_after > up_before, "L2 rebooted: uptime {up_before} s before, {up_after} s after");
-    assert!(uptime(&mut l1.agent) > 0.0);
+    // The first start is booted and saved, or restored from an earlier run's file; the second
+    // is restored from the same key.
+    let (first, a) = start();
+    drop(first);
+    let (mut s, b) = start();
+    assert_eq!(a.key, b.key, "one nested guest, one key");
+    assert!(b.restored, "not restored: {b:?}");
+    assert!(b.bytes > 100 << 20, "a file of {} bytes holds no L1", b.bytes);
+    let note = b.note.clone().unwrap_or_default();
+    assert!(note.contains("L1's CLOCK_REALTIME stepped"), "{note}");
+    assert!(s.boot_to_ready < Duration::from_secs(30), "restore to L2's agent took {:?}", s.boot_to_ready);
+    // L2 is the guest of the restored run: its QMP (relayed) and agent answer.
+    let status = s.vm_qmp().status(deadline()).unwrap_or_else(|e| panic!("{}", phc_qemu::chain(&e)));
+    assert_eq!(status, "running");
+    let up: ExecResult = s
+        .agent
+        .call_value(Op::Exec { argv: vec!["cat".into(), "/proc/uptime".into()], timeout_s: 10.0 }, deadline())
+        .unwrap_or_else(|e| panic!("{}", phc_qemu::chain(&e)));
+    assert!(up.code == 0 && !up.stdout.is_empty(), "{up:?}");
+    // L1 (the host clock) within a few milliseconds of the host's after the restore.
+    let l1 = &mut s.nested.as_mut().expect("nested").l1_agent;
+    let est =
+        l1.offset_within(3, 10, 2_000_000, deadline()).unwrap_or_else(|e| panic!("{}", phc_qemu::chain(&e)));
+    println!("L1 against the host after the restore: {} ns (+- {} ns)", est.offset_ns, est.uncertainty_ns);
+    assert!(est.offset_ns.abs() < 50_000_000, "L1 is {} ns off the host after the restore", est.offset_ns);
+    let dev = find_phc_by_name(&mut s, "KVM virtual PTP").unwrap_or_else(|e| panic!("{e}"));
+    let after: Value = s
+        .agent
+        .call_value(Op::PhcOffset { device: dev }, deadline())
+        .unwrap_or_else(|e| panic!("{}", phc_qemu::chain(&e)));
     assert_eq!(after["method"], "precise", "{after}");
-    let moved =
-        after["phc_minus_realtime_ns"].as_i64().unwrap() - before["phc_minus_realtime_ns"].as_i64().unwrap();
-    assert!(moved.abs() < 1_000_000, "ptp_kvm against L2's clock moved {moved} ns across the restore");
-    drop(s);
 }
 
 /// The scenarios written for nested runs load, and their checks hold on the sim's kvm

@@ -2,9 +2,11 @@
 //! `snapshot`) into the cache, keyed by everything that made it (QEMU, the command line, the
 //! kernel, the initramfs's bytes), and a later guest started with the same inputs is restored
 //! from it instead of booting: the same guest at the same virtual instant, its agent waiting,
-//! nothing else started. Only virtual time uses it: there a restored guest is exactly the booted
-//! one (every guest clock follows QEMU's virtual clock, which the stream carries), while in real
-//! time it would wake up as far behind the host as the file is old.
+//! nothing else started. Virtual time uses it: there a restored guest is exactly the booted one
+//! (every guest clock follows QEMU's virtual clock, which the stream carries). In real time a
+//! restored guest wakes up as far behind the host as the file is old, so only the nested guest
+//! (`Session::start_nested`) is restored there: its host clock is L1's CLOCK_REALTIME, which is
+//! stepped to the host's after the restore, and L2 is set from ptp_kvm once, as after a boot.
 
 use std::fs;
 use std::io::Read;
@@ -114,6 +116,12 @@ impl Hash {
 /// command line but for the per-run folder and initramfs path, the kernel's stamp and the
 /// initramfs's bytes.
 pub fn key(builder: &GuestBuilder) -> Result<String, Error> {
+    key_with(builder, &[])
+}
+
+/// `key`, with each of `run_paths` (a folder made for this run, such as a nested guest's relayed
+/// sockets) written as its name wherever an argument holds it.
+pub fn key_with(builder: &GuestBuilder, run_paths: &[(&Path, &str)]) -> Result<String, Error> {
     let mut h = Hash::new();
     h.bytes(FORMAT.as_bytes());
     let qemu = builder.program();
@@ -121,7 +129,12 @@ pub fn key(builder: &GuestBuilder) -> Result<String, Error> {
     let initrd = builder.initrd_path().to_owned();
     let initrd_text = initrd.display().to_string();
     for a in builder.args(Path::new("/run-folder")) {
-        h.bytes(if a == initrd_text { b"(initramfs)" } else { a.as_bytes() });
+        if a == initrd_text {
+            h.bytes(b"(initramfs)");
+            continue;
+        }
+        let a = run_paths.iter().fold(a, |a, (p, name)| a.replace(&*p.to_string_lossy(), name));
+        h.bytes(a.as_bytes());
     }
     h.stamp(builder.kernel_path());
     h.file(&initrd)?;
@@ -216,6 +229,13 @@ mod tests {
         assert_ne!(k(&a, ""), k(&a, "-S"));
         fs::write(&b, b"other bytes").unwrap();
         assert_ne!(k(&a, ""), k(&b, ""));
+        // A run's own folder named in an argument: one key whatever the folder.
+        let sock = |d: &str| {
+            let g = GuestBuilder::new("/k", &a).arg("-chardev").arg(format!("socket,id=x,path={d}/l2.sock"));
+            key_with(&g, &[(Path::new(d), "(sockets)")]).unwrap()
+        };
+        assert_eq!(sock("/tmp/run-1"), sock("/tmp/run-2"));
+        assert_ne!(sock("/tmp/run-1"), k(&a, ""));
         let v = GuestBuilder::new("/k", &a).clock(crate::GuestClock::Virtual { rtc_base_s: 0 });
         let w = GuestBuilder::new("/k", &a).clock(crate::GuestClock::Virtual { rtc_base_s: 1 });
         assert_ne!(key(&v).unwrap(), key(&w).unwrap());

@@ -13,7 +13,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::client::AgentClient;
 use crate::cpio::Writer;
@@ -54,6 +54,13 @@ pub const FIRMWARE: &[&str] = &["qboot.rom", "linuxboot_dma.bin", "pvh.bin", "kv
 
 /// Where Debian's qemu-system-data installs firmware (QEMU's compiled-in data directory).
 pub const FIRMWARE_DIR: &str = "/usr/share/qemu";
+
+/// How long L2's QMP greeting is waited for on one relayed connection (`Nested::connect_qmp`).
+const GREETING_WAIT: Duration = Duration::from_secs(5);
+
+/// How long the host stays away after hanging up a relayed connection: more than the relay's
+/// poll (200 ms, `phc-harness relay`).
+const RELAY_NOTICES: Duration = Duration::from_millis(500);
 
 /// Where L2's files and sockets live inside L1.
 const L2_DIR: &str = "/l2";
@@ -277,9 +284,22 @@ impl Nested {
         tmp::dir("nested", "sockets")
     }
 
-    /// L2's QMP through L1's relay, whose host socket is in `dir`.
+    /// L2's QMP through L1's relay, whose host socket is in `dir`. QMP greets each connection
+    /// once, when the relay makes it; a relay still on the connection of a host that came before
+    /// (L1 restored from a file saved while the host was connected, where the relay missed the
+    /// hang-up) never greets again, so a connection without a greeting in `GREETING_WAIT` is
+    /// hung up, which ends the relay's, and made again.
     pub fn connect_qmp(dir: &Path, deadline: Instant) -> Result<Qmp, Error> {
-        Qmp::connect(&dir.join("l2qmp.sock"), deadline)
+        let path = dir.join("l2qmp.sock");
+        loop {
+            match Qmp::connect(&path, deadline.min(Instant::now() + GREETING_WAIT)) {
+                Err(Error::Timeout { .. }) if Instant::now() + RELAY_NOTICES < deadline => {
+                    // Long enough for the relay's poll to see the port hang up.
+                    std::thread::sleep(RELAY_NOTICES);
+                }
+                r => return r,
+            }
+        }
     }
 
     /// The host's end, from its parts.

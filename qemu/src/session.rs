@@ -2,6 +2,7 @@
 //! first answer and measures boot-to-ready. Everything is bounded by the caller's deadline, and a
 //! failure on the way leaves no QEMU behind (the `Guest` drops).
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::accel::{self, Decision};
@@ -90,6 +91,19 @@ impl Hold {
 
 /// Longest a restore may take before the guest is booted instead (a restore is about a second).
 const RESTORE_LIMIT: Duration = Duration::from_secs(30);
+
+/// Round trip under which one offset exchange with L1's agent is taken as good enough to step
+/// its clock by (L1 is the host clock of a nested run: it need not match the host's to the
+/// microsecond, only not stand days behind it).
+const L1_ALIGN_RTT_NS: i64 = 2_000_000;
+
+/// Steps L1's CLOCK_REALTIME to the host's (best of up to 10 exchanges); returns the step, ns.
+fn align_l1(l1: &mut AgentClient, deadline: Instant) -> Result<i64, Error> {
+    let est = l1.offset_within(3, 10, L1_ALIGN_RTT_NS, deadline)?;
+    let delta_ns = -est.offset_ns;
+    l1.call(Op::StepRealtime { delta_ns }, deadline)?;
+    Ok(delta_ns)
+}
 
 /// Waits for the agent to answer `Hello`, retrying the connection while the guest boots. A guest
 /// that `holds` stands before its agent's first request: `Hello` then goes through the hold's
@@ -318,6 +332,14 @@ impl Session {
     /// `start` for a nested guest: L1's image (L2's inside), L1 booted under TCG until its agent
     /// answers, then L2's QMP and agent through L1's relays. `boot_to_ready` runs from starting
     /// L1's QEMU to L2's agent's first answer.
+    ///
+    /// Boot once, restore many (`o.snapshot`): L1 is saved with L2 up to its agent (nothing of a
+    /// scenario started) in the boot snapshot cache, keyed by L1's command line (its socket folder
+    /// written as a name) and the image, which holds L2's; later runs restore it. Both clocks stood
+    /// still in the file (the stream carries L1's TSC, and L2's kvmclock follows L1's), so L1's
+    /// CLOCK_REALTIME, the host clock ptp_kvm reads, comes back as far behind the host's as the
+    /// file is old: it is stepped to the host's (`align_l1`), in the booted run too (the save stood
+    /// it still for seconds). L2's clock is then set from ptp_kvm by the caller, as after a boot.
     fn start_nested(
         o: &BootOptions,
         initrd: tmp::TempPath,
@@ -328,15 +350,102 @@ impl Session {
         let dir = Nested::socket_dir()?;
         let (kernel, _cached) = nested::build(&o.spec, &initrd)?;
         let image_build = t1.elapsed();
-        let builder = nested::l1_builder(kernel, &initrd, dir.path()).role(o.role.clone()).clock(o.clock);
+        let builder =
+            nested::l1_builder(kernel.clone(), &initrd, dir.path()).role(o.role.clone()).clock(o.clock);
         let deadline = Instant::now() + o.timeout;
-        let mut s = Self::boot_with(builder, initrd, deadline)?;
+        let key = if o.snapshot {
+            Some(bootsnap::key_with(&builder, &[(dir.path(), "(l2-sockets)")])?)
+        } else {
+            None
+        };
+        let mut note = None;
+        let mut initrd = Some(initrd);
+        let mut restored = None;
+        if let Some((key, file)) = key.as_ref().and_then(|k| Some((k, bootsnap::lookup(k)?))) {
+            let restoring = builder.clone().arg("-incoming").arg(format!("file:{}", file.display()));
+            let within = deadline.min(Instant::now() + RESTORE_LIMIT);
+            let attempt = Self::try_boot(restoring, initrd.take().expect("initrd"), within)
+                .map_err(|(e, back)| {
+                    initrd = Some(back);
+                    e
+                })
+                .and_then(|mut s| Self::reach_l2(&mut s, dir.path(), within).map(|l2| (s, l2)));
+            match attempt {
+                Ok((mut s, l2)) => {
+                    bootsnap::touch(&file);
+                    s.builder = builder.clone();
+                    let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+                    restored = Some((s, l2, bytes));
+                }
+                Err(e) => {
+                    bootsnap::forget(key);
+                    note = Some(format!(
+                        "restoring {} failed, booted instead: {}",
+                        file.display(),
+                        crate::chain(&e)
+                    ));
+                }
+            }
+        }
+        let (mut s, l2, snapshot) = match restored {
+            Some((s, l2, bytes)) => {
+                let seconds = s.guest.started().elapsed().as_secs_f64();
+                let key = key.clone().expect("restored from a key");
+                (s, l2, Some(BootSnapshot { key, restored: true, seconds, bytes, note }))
+            }
+            None => {
+                // A failed restore's session removed its initramfs: the image again (a hard link
+                // from the image cache).
+                let (initrd, builder) = match initrd {
+                    Some(i) => (i, builder),
+                    None => {
+                        let i = tmp::file("initrd", &o.role, ".cpio")?;
+                        nested::build(&o.spec, &i)?;
+                        let b =
+                            nested::l1_builder(kernel, &i, dir.path()).role(o.role.clone()).clock(o.clock);
+                        (i, b)
+                    }
+                };
+                let mut s = Self::boot_with(builder, initrd, deadline)?;
+                let l2 = Self::reach_l2(&mut s, dir.path(), deadline)?;
+                let snapshot = match &key {
+                    None => None,
+                    Some(key) => Some(match bootsnap::save(s.guest.qmp(), key, true, deadline) {
+                        Ok((seconds, bytes)) => {
+                            BootSnapshot { key: key.clone(), restored: false, seconds, bytes, note }
+                        }
+                        Err(e) => {
+                            s.guest.qmp().execute("cont", None, deadline)?;
+                            let why = format!("saving the booted guest failed: {}", crate::chain(&e));
+                            BootSnapshot {
+                                key: key.clone(),
+                                restored: false,
+                                seconds: 0.0,
+                                bytes: 0,
+                                note: Some(why),
+                            }
+                        }
+                    }),
+                };
+                (s, l2, snapshot)
+            }
+        };
         let t0 = s.guest.started();
-        let mut l2 = AgentClient::connect(&Nested::l2_agent_socket(dir.path()), deadline)?;
-        let qmp = Nested::connect_qmp(dir.path(), deadline);
-        let qmp = qmp.map_err(|e| s.explain(e))?;
-        hello_until_answered(&mut s.guest, &mut l2, deadline)?;
-        let l1_agent = std::mem::replace(&mut s.agent, l2);
+        let (l2_agent, qmp) = l2;
+        let mut l1_agent = std::mem::replace(&mut s.agent, l2_agent);
+        let snapshot = match snapshot {
+            Some(mut snap) => {
+                let stepped = align_l1(&mut l1_agent, deadline).map_err(|e| s.explain(e))?;
+                let said =
+                    format!("L1's CLOCK_REALTIME stepped {:+.3} s to the host's", stepped as f64 / 1e9);
+                snap.note = Some(match snap.note.take() {
+                    Some(n) => format!("{n}; {said}"),
+                    None => said,
+                });
+                Some(snap)
+            }
+            None => None,
+        };
         s.nested = Some(Nested::new(l1_agent, qmp, dir));
         s.boot_to_ready = t0.elapsed();
         let round3 = |d: Duration| (d.as_secs_f64() * 1000.0).round() / 1000.0;
@@ -348,9 +457,18 @@ impl Session {
             // L2 runs the same kernel as L1.
             kernel_release: o.spec.kernel_release()?,
             nested: true,
-            snapshot: None,
+            snapshot,
         };
         Ok((s, info))
+    }
+
+    /// L2's agent (answering) and QMP, through L1's relays whose host sockets are in `dir`.
+    fn reach_l2(s: &mut Self, dir: &Path, deadline: Instant) -> Result<(AgentClient, Qmp), Error> {
+        let mut l2 =
+            AgentClient::connect(&Nested::l2_agent_socket(dir), deadline).map_err(|e| s.explain(e))?;
+        let qmp = Nested::connect_qmp(dir, deadline).map_err(|e| s.explain(e))?;
+        hello_until_answered(&mut s.guest, &mut l2, deadline)?;
+        Ok((l2, qmp))
     }
 
     /// The QMP of the machine the scenario runs on: L2's (relayed by L1) when nested, else the

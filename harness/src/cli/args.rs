@@ -87,9 +87,10 @@ pub struct QemuArgs {
     /// /dev/vmclock0 can be probed).
     #[arg(long, default_value_t = phc_qemu::KernelLine::V6_12)]
     pub kernel_line: phc_qemu::KernelLine,
-    /// QEMU backend, virtual time: boot the guest rather than restore it from the boot snapshot
-    /// cache (a guest booted to agent-ready once per QEMU, kernel, image and machine options,
-    /// kept in PHC_CACHE/boot-snapshots; the report's `boot_snapshot` says which happened).
+    /// QEMU backend, virtual time or nested ptp_kvm: boot the guest rather than restore it from
+    /// the boot snapshot cache (a guest booted to agent-ready once per QEMU, kernel, image and
+    /// machine options, kept in PHC_CACHE/boot-snapshots; the report's `boot_snapshot` says which
+    /// happened).
     #[arg(long)]
     pub no_snapshot: bool,
     /// QEMU backend, virtual time: the clock the guest keeps host time on. `igb` is QEMU's igb

@@ -114,8 +114,13 @@ pub fn run_sim_noise(s: &Scenario) -> Result<(Report, Option<Noise>), mock_phc::
 /// report, marked aborted.
 pub fn run_qemu(s: &Scenario, opts: &QemuOptions, progress: bool) -> Result<Report, phc_qemu::Error> {
     if progress {
+        let nested =
+            opts.phc == Some(crate::run::backend::qemu::GuestPhc::PtpKvm) && opts.clock == ClockMode::Real;
         let how = if opts.clock == ClockMode::Virtual && opts.snapshot {
             "starting the guest (virtual time: from the boot snapshot cache, or booted and saved there)"
+        } else if nested && opts.snapshot {
+            "starting the guest (real time; nested where this machine runs TCG: from the boot snapshot cache, \
+             or booted and saved there)"
         } else {
             &*format!("booting the guest ({} time)", opts.clock.name())
         };

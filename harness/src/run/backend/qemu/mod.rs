@@ -65,8 +65,8 @@ pub struct QemuOptions {
     pub kernel_dir: Option<PathBuf>,
     /// The TimeSync versions the harness, as the Hyper-V host, offers the real hv_utils.
     pub hyperv: HypervOptions,
-    /// Virtual time: start from the boot snapshot cache (`phc_qemu::bootsnap`) rather than a
-    /// boot (`--no-snapshot` turns it off).
+    /// Virtual time and nested ptp_kvm: start from the boot snapshot cache (`phc_qemu::bootsnap`)
+    /// rather than a boot (`--no-snapshot` turns it off).
     pub snapshot: bool,
     /// Virtual time: the clock the guest keeps host time on (`--host-clock`).
     pub host_clock: HostClock,
