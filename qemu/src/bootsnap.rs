@@ -113,8 +113,8 @@ impl Hash {
 }
 
 /// The cache key of a guest `builder` would start: QEMU's binary (path, size, time), its whole
-/// command line but for the per-run folder and initramfs path, the kernel's stamp and the
-/// initramfs's bytes.
+/// command line but for the per-run folder, the initramfs path and the process's `-name`, the
+/// kernel's stamp and the initramfs's bytes.
 pub fn key(builder: &GuestBuilder) -> Result<String, Error> {
     key_with(builder, &[])
 }
@@ -128,7 +128,14 @@ pub fn key_with(builder: &GuestBuilder, run_paths: &[(&Path, &str)]) -> Result<S
     h.stamp(&crate::accel::find_program(qemu).unwrap_or_else(|| qemu.to_owned()));
     let initrd = builder.initrd_path().to_owned();
     let initrd_text = initrd.display().to_string();
+    let mut after_name = false;
     for a in builder.args(Path::new("/run-folder")) {
+        // `-name` names the process (its role: scenario, device, a test's), not the guest: one
+        // file serves them all.
+        if std::mem::replace(&mut after_name, a == "-name") {
+            h.bytes(b"(name)");
+            continue;
+        }
         if a == initrd_text {
             h.bytes(b"(initramfs)");
             continue;
@@ -235,6 +242,9 @@ mod tests {
             key_with(&g, &[(Path::new(d), "(sockets)")]).unwrap()
         };
         assert_eq!(sock("/tmp/run-1"), sock("/tmp/run-2"));
+        // The role names the process only.
+        let role = |r: &str| key(&GuestBuilder::new("/k", &a).role(r.to_owned())).unwrap();
+        assert_eq!(role("scenario"), role("device"));
         assert_ne!(sock("/tmp/run-1"), k(&a, ""));
         let v = GuestBuilder::new("/k", &a).clock(crate::GuestClock::Virtual { rtc_base_s: 0 });
         let w = GuestBuilder::new("/k", &a).clock(crate::GuestClock::Virtual { rtc_base_s: 1 });
