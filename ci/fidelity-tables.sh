@@ -6,7 +6,7 @@
 # Usage: ci/fidelity-tables.sh [N] [OUT.md]     (default 5, results/fidelity-distributions.md)
 # The scenarios: scenarios/*.toml and Azure's guide's, scenarios/guide/*.toml; with
 # FIDELITY_NESTED=1 also scenarios/nested/*.toml, with `--phc ptp-kvm` (real time, nested where
-# KVM does not run guests: about 200 s a run).
+# KVM does not run guests: about 200 s a run). FIDELITY_FILES="a.toml b.toml" runs those only.
 # In virtual time, and in real time where a scenario needs it (`run` picks it and says so:
 # snapshot-restore, 90 s a run); a scenario QEMU cannot run is listed as not run, with why.
 # Takes about N x 10 s per scenario here (2 cores), N x 100 s for snapshot-restore. Not run by ci/test.sh: its tables are
@@ -44,6 +44,10 @@ summary=()
 files=(scenarios/*.toml scenarios/guide/*.toml)
 if [[ ${FIDELITY_NESTED:-0} == 1 ]]; then
     files+=(scenarios/nested/*.toml)
+fi
+if [[ -n ${FIDELITY_FILES:-} ]]; then
+    # Some of them only (space-separated paths), to remake a table or two.
+    read -r -a files <<<"$FIDELITY_FILES"
 fi
 for f in "${files[@]}"; do
     base=$(basename "$f" .toml)
