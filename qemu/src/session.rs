@@ -374,6 +374,7 @@ impl Session {
                 Ok((mut s, l2)) => {
                     bootsnap::touch(&file);
                     s.builder = builder.clone();
+                    s.boot_to_ready = s.guest.started().elapsed();
                     let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
                     restored = Some((s, l2, bytes));
                 }
@@ -389,7 +390,7 @@ impl Session {
         }
         let (mut s, l2, snapshot) = match restored {
             Some((s, l2, bytes)) => {
-                let seconds = s.guest.started().elapsed().as_secs_f64();
+                let seconds = s.boot_to_ready.as_secs_f64();
                 let key = key.clone().expect("restored from a key");
                 (s, l2, Some(BootSnapshot { key, restored: true, seconds, bytes, note }))
             }
@@ -408,6 +409,8 @@ impl Session {
                 };
                 let mut s = Self::boot_with(builder, initrd, deadline)?;
                 let l2 = Self::reach_l2(&mut s, dir.path(), deadline)?;
+                // Ready when L2's agent answers, before the save.
+                s.boot_to_ready = s.guest.started().elapsed();
                 let snapshot = match &key {
                     None => None,
                     Some(key) => Some(match bootsnap::save(s.guest.qmp(), key, true, deadline) {
@@ -417,20 +420,14 @@ impl Session {
                         Err(e) => {
                             s.guest.qmp().execute("cont", None, deadline)?;
                             let why = format!("saving the booted guest failed: {}", crate::chain(&e));
-                            BootSnapshot {
-                                key: key.clone(),
-                                restored: false,
-                                seconds: 0.0,
-                                bytes: 0,
-                                note: Some(why),
-                            }
+                            let note = Some(note.map_or(why.clone(), |n| format!("{n}; {why}")));
+                            BootSnapshot { key: key.clone(), restored: false, seconds: 0.0, bytes: 0, note }
                         }
                     }),
                 };
                 (s, l2, snapshot)
             }
         };
-        let t0 = s.guest.started();
         let (l2_agent, qmp) = l2;
         let mut l1_agent = std::mem::replace(&mut s.agent, l2_agent);
         let snapshot = match snapshot {
@@ -447,7 +444,6 @@ impl Session {
             None => None,
         };
         s.nested = Some(Nested::new(l1_agent, qmp, dir));
-        s.boot_to_ready = t0.elapsed();
         let round3 = |d: Duration| (d.as_secs_f64() * 1000.0).round() / 1000.0;
         let info = BootInfo {
             accel: Accel::Tcg,
