@@ -105,6 +105,25 @@ fn align_l1(l1: &mut AgentClient, deadline: Instant) -> Result<i64, Error> {
     Ok(delta_ns)
 }
 
+/// `more` after `note`, where there is one.
+fn join_note(note: Option<String>, more: String) -> String {
+    match note {
+        Some(n) => format!("{n}; {more}"),
+        None => more,
+    }
+}
+
+/// Drops the boot snapshot `key` whose `file` failed to restore, and says so for the note.
+fn restore_failed(key: &str, file: &Path, e: &Error) -> String {
+    bootsnap::forget(key);
+    format!("restoring {} failed, booted instead: {}", file.display(), crate::chain(e))
+}
+
+/// The size of `file`, 0 where it cannot be read.
+fn file_bytes(file: &Path) -> u64 {
+    std::fs::metadata(file).map(|m| m.len()).unwrap_or(0)
+}
+
 /// Waits for the agent to answer `Hello`, retrying the connection while the guest boots. A guest
 /// that `holds` stands before its agent's first request: `Hello` then goes through the hold's
 /// memory (`held_call`).
@@ -362,9 +381,8 @@ impl Session {
         let mut initrd = Some(initrd);
         let mut restored = None;
         if let Some((key, file)) = key.as_ref().and_then(|k| Some((k, bootsnap::lookup(k)?))) {
-            let restoring = builder.clone().arg("-incoming").arg(format!("file:{}", file.display()));
             let within = deadline.min(Instant::now() + RESTORE_LIMIT);
-            let attempt = Self::try_boot(restoring, initrd.take().expect("initrd"), within)
+            let attempt = Self::restore_from(&builder, initrd.take().expect("initrd"), &file, within)
                 .map_err(|(e, back)| {
                     initrd = Some(back);
                     e
@@ -372,28 +390,17 @@ impl Session {
                 .and_then(|mut s| Self::reach_l2(&mut s, dir.path(), within).map(|l2| (s, l2)));
             match attempt {
                 Ok((mut s, l2)) => {
-                    bootsnap::touch(&file);
-                    s.builder = builder.clone();
                     s.boot_to_ready = s.guest.started().elapsed();
-                    let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
-                    restored = Some((s, l2, bytes));
+                    let seconds = s.boot_to_ready.as_secs_f64();
+                    let bytes = file_bytes(&file);
+                    let snap = BootSnapshot { key: key.clone(), restored: true, seconds, bytes, note: None };
+                    restored = Some((s, l2, snap));
                 }
-                Err(e) => {
-                    bootsnap::forget(key);
-                    note = Some(format!(
-                        "restoring {} failed, booted instead: {}",
-                        file.display(),
-                        crate::chain(&e)
-                    ));
-                }
+                Err(e) => note = Some(restore_failed(key, &file, &e)),
             }
         }
         let (mut s, l2, snapshot) = match restored {
-            Some((s, l2, bytes)) => {
-                let seconds = s.boot_to_ready.as_secs_f64();
-                let key = key.clone().expect("restored from a key");
-                (s, l2, Some(BootSnapshot { key, restored: true, seconds, bytes, note }))
-            }
+            Some((s, l2, snap)) => (s, l2, Some(snap)),
             None => {
                 // A failed restore's session removed its initramfs: the image again (a hard link
                 // from the image cache).
@@ -411,19 +418,9 @@ impl Session {
                 let l2 = Self::reach_l2(&mut s, dir.path(), deadline)?;
                 // Ready when L2's agent answers, before the save.
                 s.boot_to_ready = s.guest.started().elapsed();
-                let snapshot = match &key {
+                let snapshot = match key {
                     None => None,
-                    Some(key) => Some(match bootsnap::save(s.guest.qmp(), key, true, deadline) {
-                        Ok((seconds, bytes)) => {
-                            BootSnapshot { key: key.clone(), restored: false, seconds, bytes, note }
-                        }
-                        Err(e) => {
-                            s.guest.qmp().execute("cont", None, deadline)?;
-                            let why = format!("saving the booted guest failed: {}", crate::chain(&e));
-                            let note = Some(note.map_or(why.clone(), |n| format!("{n}; {why}")));
-                            BootSnapshot { key: key.clone(), restored: false, seconds: 0.0, bytes: 0, note }
-                        }
-                    }),
+                    Some(key) => Some(s.save_booted(key, true, note, deadline)?),
                 };
                 (s, l2, snapshot)
             }
@@ -435,10 +432,7 @@ impl Session {
                 let stepped = align_l1(&mut l1_agent, deadline).map_err(|e| s.explain(e))?;
                 let said =
                     format!("L1's CLOCK_REALTIME stepped {:+.3} s to the host's", stepped as f64 / 1e9);
-                snap.note = Some(match snap.note.take() {
-                    Some(n) => format!("{n}; {said}"),
-                    None => said,
-                });
+                snap.note = Some(join_note(snap.note.take(), said));
                 Some(snap)
             }
             None => None,
@@ -532,24 +526,13 @@ impl Session {
         let mut note = None;
         let mut initrd = initrd;
         if let Some(file) = bootsnap::lookup(&key) {
-            let restoring = builder.clone().arg("-incoming").arg(format!("file:{}", file.display()));
-            let within = deadline.min(Instant::now() + RESTORE_LIMIT);
-            match Self::try_boot(restoring, initrd, within) {
-                Ok(mut s) => {
-                    bootsnap::touch(&file);
-                    // Later reboots boot the image: the builder without the stream.
-                    s.builder = builder;
-                    let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
-                    let seconds = s.boot_to_ready.as_secs_f64();
+            match Self::restore_from(&builder, initrd, &file, deadline) {
+                Ok(s) => {
+                    let (seconds, bytes) = (s.boot_to_ready.as_secs_f64(), file_bytes(&file));
                     return Ok((s, BootSnapshot { key, restored: true, seconds, bytes, note }));
                 }
                 Err((e, back)) => {
-                    bootsnap::forget(&key);
-                    note = Some(format!(
-                        "restoring {} failed, booted instead: {}",
-                        file.display(),
-                        crate::chain(&e)
-                    ));
+                    note = Some(restore_failed(&key, &file, &e));
                     initrd = back;
                 }
             }
@@ -558,18 +541,53 @@ impl Session {
         // A guest that holds is saved standing after its first answer: restored, it resumes
         // from that same instruction with the next request in its memory.
         let resume = !s.holding();
-        let (seconds, bytes) = match bootsnap::save(s.guest.qmp(), &key, resume, deadline) {
-            Ok(v) => v,
+        let snap = s.save_booted(key, resume, note, deadline)?;
+        Ok((s, snap))
+    }
+
+    /// The guest `builder` boots, restored from the boot snapshot `file` instead (within
+    /// `RESTORE_LIMIT`), its agent answering; later reboots boot the image (the session's
+    /// builder is `builder`, without the stream). A failure hands the initramfs back.
+    fn restore_from(
+        builder: &GuestBuilder,
+        initrd: TempPath,
+        file: &Path,
+        deadline: Instant,
+    ) -> Result<Self, (Error, TempPath)> {
+        let restoring = builder.clone().arg("-incoming").arg(format!("file:{}", file.display()));
+        let mut s = Self::try_boot(restoring, initrd, deadline.min(Instant::now() + RESTORE_LIMIT))?;
+        bootsnap::touch(file);
+        s.builder = builder.clone();
+        Ok(s)
+    }
+
+    /// Saves this booted guest in the boot snapshot cache as `key` (`bootsnap::save`), running
+    /// on after it where `resume`. A save that failed leaves the guest running, and says so after
+    /// `note`.
+    fn save_booted(
+        &mut self,
+        key: String,
+        resume: bool,
+        note: Option<String>,
+        deadline: Instant,
+    ) -> Result<BootSnapshot, Error> {
+        match bootsnap::save(self.guest.qmp(), &key, resume, deadline) {
+            Ok((seconds, bytes)) => Ok(BootSnapshot { key, restored: false, seconds, bytes, note }),
             Err(e) => {
                 // The guest must run on: a save that failed after pausing it is undone here.
                 if resume {
-                    s.guest.qmp().execute("cont", None, deadline)?;
+                    self.guest.qmp().execute("cont", None, deadline)?;
                 }
-                note = Some(format!("saving the booted guest failed: {}", crate::chain(&e)));
-                (0.0, 0)
+                let why = format!("saving the booted guest failed: {}", crate::chain(&e));
+                Ok(BootSnapshot {
+                    key,
+                    restored: false,
+                    seconds: 0.0,
+                    bytes: 0,
+                    note: Some(join_note(note, why)),
+                })
             }
-        };
-        Ok((s, BootSnapshot { key, restored: false, seconds, bytes, note }))
+        }
     }
 
     /// After a `system_reset`: waits for the rebooted guest's agent on the same channel (QEMU

@@ -21,7 +21,8 @@ const LOGS: [&str; 3] = ["statistics", "refclocks", "tracking"];
 /// The logs the noise figures come from, written in every run.
 const ALWAYS: [&str; 2] = ["statistics", "refclocks"];
 
-fn enabled() -> bool {
+/// Whether `ENV` asks for chronyd's logs in the report.
+pub(crate) fn enabled() -> bool {
     std::env::var_os(ENV).is_some()
 }
 

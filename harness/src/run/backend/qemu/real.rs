@@ -100,7 +100,7 @@ impl QemuBackend {
         g.daemons(s, &phc_device);
         // chronyd's configuration as the scenario gives it: its logs only where asked for
         // (`PHC_HARNESS_CHRONY_LOGS`, to read what chronyd did).
-        g.calibrated = std::env::var_os(super::calibrate::ENV).is_some();
+        g.calibrated = super::calibrate::enabled();
         let mut clock = Wall::new(Fed {
             provider: Provider::new(interval_ns, 0),
             hv_utils,
