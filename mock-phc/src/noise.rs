@@ -11,6 +11,9 @@ pub(crate) const STREAM_GUEST: u64 = 1;
 pub(crate) const STREAM_NIC: u64 = 2;
 pub(crate) const STREAM_READS: u64 = 3;
 pub(crate) const STREAM_NTP: u64 = 4;
+/// Which read batches come out slow (`LatencyConfig::slow_batch_share`): a stream of its own, so
+/// that a share of 0 leaves every other draw as it was.
+pub(crate) const STREAM_SLOW_BATCHES: u64 = 5;
 
 pub(crate) fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
     let mut r = ChaCha8Rng::seed_from_u64(seed);

@@ -35,6 +35,9 @@ pub(crate) struct Sim {
     latency: noise::LatencyTable,
     normal: noise::NormalTable,
     read_rng: ChaCha8Rng,
+    /// `LatencyConfig::slow_batch_share` and its draws.
+    slow_batch_share: f64,
+    slow_rng: ChaCha8Rng,
     events: Vec<Event>,
     /// The NTP server as it is now, and the draws of its network's delays.
     ntp: crate::NtpServerConfig,
@@ -179,22 +182,25 @@ impl Sim {
     /// high), or the shortest when none does: the readings chrony 4.3 combines
     /// (hwclock.c:207-236). The windows of the others are still drawn, so the batch's timing and
     /// the random stream are those of a full read; skipping their timestamps is what lets a day
-    /// of 4 Hz reads run in a fraction of a second.
+    /// of 4 Hz reads run in a fraction of a second. `Ok(true)` when readings lay within
+    /// `keep_ns`, `Ok(false)` when `out` holds the shortest instead. A slow batch
+    /// (`LatencyConfig::slow_batch_share`) has every window moved up, its shortest just above
+    /// `keep_ns`.
     pub(crate) fn read_kept(
         &mut self,
         method: ReadMethod,
         n: usize,
         keep_ns: Option<(i64, i64)>,
         out: &mut Vec<Sample>,
-    ) -> Result<(), phc::Error> {
+    ) -> Result<bool, phc::Error> {
         out.clear();
         self.phc.check_read(method, n)?;
         if n == 0 && matches!(method, ReadMethod::Basic | ReadMethod::Extended(_)) {
             // A valid request that asks for no reading (ptp_chardev.c).
-            return Ok(());
+            return Ok(true);
         }
-        // PRECISE and clock_gettime take no count: one reading.
-        let n = n.max(1);
+        // PRECISE takes no count: one reading (sys_linux.c get_precise_phc_readings).
+        let n = if method == ReadMethod::Precise { 1 } else { n.max(1) };
         let phc_err_s = self.phc_err_s()?;
         let osc = self.osc.freq();
         let phc_rate = self.phc.rate(self.running);
@@ -225,6 +231,16 @@ impl Sim {
             }
         }
         let (lo_ns, hi_ns) = keep_ns.unwrap_or((i64::MIN, i64::MAX));
+        if keep_ns.is_some()
+            && method != ReadMethod::Precise
+            && self.slow_batch_share > 0.0
+            && rand::Rng::random::<f64>(&mut self.slow_rng) < self.slow_batch_share
+        {
+            let shortest = windows[..n].iter().copied().min().unwrap_or(0);
+            for w in &mut windows[..n] {
+                *w += hi_ns.saturating_add(1).saturating_sub(shortest).max(0);
+            }
+        }
         let step = if method == ReadMethod::Basic { 0 } else { SYSCALL_NS };
         let mut tau_ns = 0i64;
         for &window in &windows[..n] {
@@ -240,7 +256,7 @@ impl Sim {
             tau_ns += window + step;
         }
         if out.is_empty() {
-            // None in range (rare): the shortest.
+            // None in range: the shortest.
             let (mut tau_ns, mut best) = (0i64, (i64::MAX, 0i64));
             for &window in &windows[..n] {
                 if window < best.0 {
@@ -254,8 +270,9 @@ impl Sim {
                 phc_ns: phc_at(tau_ns + window / 2),
                 sys_after_ns: sys_at(tau_ns + window),
             });
+            return Ok(false);
         }
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -315,6 +332,8 @@ impl World {
             latency: noise::LatencyTable::new(&cfg.phc.read_latency(), &mut read_rng),
             normal: noise::NormalTable::new(&mut read_rng),
             read_rng,
+            slow_batch_share: cfg.phc.read_latency().slow_batch_share,
+            slow_rng: noise::rng(cfg.seed, noise::STREAM_SLOW_BATCHES),
             events: Vec::new(),
             ntp: cfg.ntp_server(),
             ntp_rng: noise::rng(cfg.seed, noise::STREAM_NTP),

@@ -102,3 +102,66 @@ proptest! {
         prop_assert_eq!(!chrony_steps.is_empty(), expect, "{:?}", chrony_steps);
     }
 }
+
+/// chrony 4.3's hwclock.c drops a PHC poll none of whose readings' delays lies in its window
+/// where its model of the PHC predicts the quickest one (hwclock.c:228-236). The real chronyd
+/// dropped 32.6% of its polls reading igb in real time under TCG and none in virtual time.
+#[test]
+fn slow_read_batches_are_dropped_by_hwclock_and_cross_timestamps_never_are() {
+    let dropped = |nocrossts: bool, share: f64| {
+        let phc = PhcConfig::Vmclock {
+            read_latency: LatencyConfig { slow_batch_share: share, ..LatencyConfig::vmclock() },
+        };
+        let c = DisciplineConfig::Chrony(ChronyConfig { nocrossts, ..Default::default() });
+        let mut w = world(phc, vec![c]);
+        w.run_until(600 * S);
+        w.chrony_noise().and_then(|n| n.dropped_share).unwrap()
+    };
+    // PRECISE: one reading of delay 0, always inside the window, slow batches or not.
+    assert_eq!(dropped(false, 0.0), 0.0);
+    assert_eq!(dropped(false, 0.4), 0.0);
+    // EXTENDED (`nocrossts`): vmclock's quick reads rarely all miss the window; slow batches are
+    // dropped, but for the few right after the model resets.
+    let natural = dropped(true, 0.0);
+    assert!(natural < 0.02, "{natural}");
+    let slow = dropped(true, 0.4);
+    assert!((0.35..=0.42).contains(&slow), "{slow}");
+}
+
+/// The signed test of hwclock.c:234: a PHC that jumped forward against the system clock has its
+/// quickest readings dropped until a reading inside the window resets the model, and one that
+/// jumped back has them kept (and the model started again). With every batch slow no reading is
+/// ever inside the window: after a forward jump chronyd gets no sample at all and never
+/// corrects; after a backward one it gets the few that start the model again.
+#[test]
+fn a_forward_phc_jump_loses_the_polls_hwclock_predicts_and_a_backward_one_keeps_them() {
+    let run = |delta_s: f64| {
+        let phc = PhcConfig::Vmclock {
+            read_latency: LatencyConfig { slow_batch_share: 1.0, ..LatencyConfig::vmclock() },
+        };
+        let c = DisciplineConfig::Chrony(ChronyConfig {
+            nocrossts: true,
+            makestep_threshold_s: Some(1.0),
+            ..Default::default()
+        });
+        let mut w = world(phc, vec![c]);
+        w.run_until(100 * S);
+        let before = w.chrony_noise().and_then(|n| n.dropped_share).unwrap();
+        w.apply(&Disturbance::HostStep { delta_s });
+        let t0 = w.now_ns();
+        w.run_until(t0 + 60 * S);
+        let after = w.chrony_noise().and_then(|n| n.dropped_share).unwrap();
+        (before, after, steps(&w.drain_events()).iter().filter(|s| s.0 >= t0).count())
+    };
+    let (before, fwd_after, fwd_steps) = run(10.0);
+    assert!(before > 0.95, "{before}");
+    assert_eq!(fwd_steps, 0, "a forward jump was corrected without samples");
+    let (_, back_after, _) = run(-10.0);
+    assert!(back_after < fwd_after, "backward {back_after} against forward {fwd_after}");
+    // The polls kept after the backward jump until the new model predicts again: two or three
+    // (the one that set the model back, then the two it needs), among about 640.
+    let polls_after = 60.0 / 0.250_314;
+    let polls_before = 99.0 / 0.250_314;
+    let kept_more = (fwd_after - back_after) * (polls_before + polls_after);
+    assert!((1.5..=3.5).contains(&kept_more), "{kept_more}");
+}

@@ -52,7 +52,9 @@ fn basic_reads_share_timestamps_and_bracket_the_phc() {
 #[test]
 fn invalid_config_names_the_key() {
     let cfg = WorldConfig {
-        phc: PhcConfig::Kvm { read_latency: LatencyConfig { min_ns: 10, median_ns: 5, tail_ns: 20 } },
+        phc: PhcConfig::Kvm {
+            read_latency: LatencyConfig { min_ns: 10, median_ns: 5, tail_ns: 20, slow_batch_share: 0.0 },
+        },
         ..Default::default()
     };
     let e = World::new(&cfg).err().unwrap().to_string();

@@ -319,6 +319,9 @@ pub struct Calibration {
     /// the readings have no read noise and the scenario's own noise is kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample_noise_ns_guest: Option<f64>,
+    /// How the sim runs read the PHC beyond the noise.
+    #[serde(default, skip_serializing_if = "crate::judge::ensemble::ReadPath::is_plain")]
+    pub read_path: crate::judge::ensemble::ReadPath,
 }
 
 /// Sim against QEMU over repeated runs.
@@ -579,7 +582,7 @@ impl Distribution {
                 None => String::new(),
             };
             s.push_str(&format!(
-                "### Sim against QEMU on the distributions\n\n{} real run(s) against {against}{} sim run(s), poll interval {} s. \
+                "### Sim against QEMU on the distributions\n\n{} real run(s) against {against}{} sim run(s), poll interval {} s.{} \
                  Numbers: {}every real run inside the sim's {range} widened by it; \
                  for times the rank-sum p of the two sides' poll counts is shown (below {SHIFT_P}: told apart), not judged; classes \
                  (step count, direction): every real class among the sim's runs.{}\n\n\
@@ -588,6 +591,7 @@ impl Distribution {
                 f.runs,
                 f.sim_runs,
                 f.poll_interval_s,
+                f.calibration.as_ref().map(|c| c.read_path.to_markdown()).unwrap_or_default(),
                 if f.weak {
                     ""
                 } else {

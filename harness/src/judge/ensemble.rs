@@ -19,6 +19,67 @@ pub struct Member {
     pub agrees: bool,
 }
 
+/// How the sim's chronyd was made to read the PHC as the guest's did, beyond its noise
+/// (`run::ensemble`): the share of PHC polls the guest's chronyd dropped and the start phase of a
+/// guest in real time.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReadPath {
+    /// The share of its PHC polls the guest's chronyd dropped (its refclocks log; the median
+    /// over the real runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped_share_guest: Option<f64>,
+    /// The share the sim's chronyd dropped, on average over the runs judged against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped_share_sim: Option<f64>,
+    /// The sim's refclock read with `nocrossts`: a guest that dropped polls did not read cross
+    /// timestamps, whose delay is always 0.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nocrossts: bool,
+    /// The sim's `slow_batch_share` (mock_phc::LatencyConfig).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub slow_batch_share: f64,
+    /// chronyd's start drawn per seed over one poll: the guest ran in real time, where the harness
+    /// does not hold the phase of chronyd's polls against the disturbance.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub start_phase_drawn: bool,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
+
+impl ReadPath {
+    /// Nothing beyond the noise was changed (and nothing is written).
+    pub fn is_plain(&self) -> bool {
+        !self.nocrossts && self.slow_batch_share == 0.0 && !self.start_phase_drawn
+    }
+
+    /// A sentence or two for the reports; empty when plain.
+    pub fn to_markdown(&self) -> String {
+        let pct = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{:.1}%", v * 100.0));
+        let mut s = String::new();
+        if self.nocrossts {
+            s.push_str(&format!(
+                " The guest's chronyd got no sample from {} of its PHC polls (chrony 4.3's hwclock.c drops a \
+                 poll none of whose readings' delays lies between the first and second deciles it has seen, \
+                 where its model of the PHC predicts the reading; a cross timestamp's delay is always 0, so the \
+                 guest's were not): the sim's chronyd reads with `nocrossts` and {:.1}% of its read batches slow, \
+                 and dropped {}.",
+                pct(self.dropped_share_guest),
+                self.slow_batch_share * 100.0,
+                pct(self.dropped_share_sim)
+            ));
+        }
+        if self.start_phase_drawn {
+            s.push_str(
+                " The guest ran in real time, where the phase of chronyd's polls against the disturbance is \
+                 not held: each sim run starts chronyd at a point of its poll drawn from its seed.",
+            );
+        }
+        s
+    }
+}
+
 /// How the sim was given the guest's noise, and what each run gave.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ensemble {
@@ -34,6 +95,9 @@ pub struct Ensemble {
     pub scenario_phase_noise_ns: f64,
     /// The read noise the ensemble ran at.
     pub phase_noise_ns: f64,
+    /// How the runs read the PHC beyond the noise.
+    #[serde(default, skip_serializing_if = "ReadPath::is_plain")]
+    pub read_path: ReadPath,
     /// Every run.
     pub members: Vec<Member>,
     /// The real run judged as one draw from the members (weak evidence): the verdict.
@@ -79,6 +143,10 @@ impl Ensemble {
             n(self.sample_noise_ns_guest),
             n(self.sample_noise_ns_sim),
         );
+        s.push_str(self.read_path.to_markdown().trim_start());
+        if !self.read_path.is_plain() {
+            s.push(' ');
+        }
         s.push_str(
             "The rows above are the scenario's own sim run, shown. The verdict is the real run judged as one draw \
              from the ensemble's runs: inside their central 80% (p10 to p90) widened by each row's tolerance, or in \

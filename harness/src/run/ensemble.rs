@@ -10,14 +10,15 @@
 //! and the real run is judged as one draw from those runs (`judge::distribution`): inside their
 //! central 80% or in their tail agrees, outside their range (each widened by the row's tolerance)
 //! or with a class none of them gives disagrees. The report shows what every run gave; with no
-//! figure from the guest (phc2sys, the one-level real-time backend) the ensemble runs at the
+//! figure from the guest (phc2sys, ntpd, timesyncd) the ensemble runs at the
 //! scenario's own noise.
 #![forbid(unsafe_code)]
 
 use mock_phc::discipline::sample_noise::Noise;
+use mock_phc::DisciplineConfig;
 
 use crate::judge::distribution::NO_READ_NOISE_NS;
-use crate::judge::ensemble::{Ensemble, Member};
+use crate::judge::ensemble::{Ensemble, Member, ReadPath};
 use crate::judge::fidelity::{self, Fidelity};
 use crate::judge::report::Report;
 use crate::model::scenario::Scenario;
@@ -40,23 +41,108 @@ struct Run {
     noise: Option<Noise>,
 }
 
-/// The scenario with `seed` and read noise `noise_ns`.
-fn variant(s: &Scenario, seed: u64, noise_ns: f64) -> Scenario {
+/// Below this share of PHC polls dropped by the guest's chronyd (virtual time drops none: a
+/// read's window is counted in instructions) the sim reads the PHC as the scenario says.
+const DROPPED_SHARE_MIN: f64 = 0.02;
+/// Sim runs that measure the share of polls the sim's chronyd drops at a share of slow read
+/// batches, and the halvings that find the share at which it drops as many as the guest's did.
+const DROPPED_PROBE_RUNS: u64 = 5;
+const DROPPED_PROBE_HALVINGS: u32 = 7;
+
+/// The scenario with `seed`, read noise `noise_ns`, and its chronyd reading the PHC as `path`
+/// says.
+fn variant(s: &Scenario, seed: u64, noise_ns: f64, path: &ReadPath) -> Scenario {
     let mut m = s.clone();
     m.world.seed = seed;
     m.world.guest.phase_noise_ns = noise_ns;
+    if path.slow_batch_share > 0.0 {
+        m.world.phc.read_latency_mut().slow_batch_share = path.slow_batch_share;
+    }
+    for d in &mut m.world.disciplines {
+        if let DisciplineConfig::Chrony(c) = d {
+            c.nocrossts |= path.nocrossts;
+            if path.start_phase_drawn {
+                c.start_delay_s += unit_draw(seed) * 2f64.powi(c.poll.into());
+            }
+        }
+    }
     m
+}
+
+/// A number in [0, 1) that depends on the seed alone (splitmix64's finaliser).
+fn unit_draw(seed: u64) -> f64 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// The scenario at read noise `noise_ns` and the ensemble's seeds (its own first).
 fn runs_at(s: &Scenario, noise_ns: f64) -> Vec<Run> {
-    (0..RUNS)
+    runs_with(s, noise_ns, &ReadPath::default(), RUNS)
+}
+
+/// `n` runs of the scenario at read noise `noise_ns` reading as `path`, seeds from its own.
+fn runs_with(s: &Scenario, noise_ns: f64, path: &ReadPath, n: u64) -> Vec<Run> {
+    (0..n)
         .filter_map(|k| {
             let seed = s.world.seed.wrapping_add(k);
-            let (report, noise) = runner::run_sim_noise(&variant(s, seed, noise_ns)).ok()?;
+            let (report, noise) = runner::run_sim_noise(&variant(s, seed, noise_ns, path)).ok()?;
             Some(Run { seed, report, noise })
         })
         .collect()
+}
+
+/// The runs' dropped share of PHC polls, on average.
+fn mean_dropped_share(runs: &[Run]) -> Option<f64> {
+    crate::model::stats::mean(runs.iter().filter_map(|r| r.noise?.dropped_share))
+}
+
+/// How the sim's chronyd reads the PHC to stand for the guest's (`ReadPath`): where the guest's
+/// dropped a share of its polls (`dropped_guest`), with `nocrossts` (a guest that drops polls
+/// read no cross timestamps, whose delay is always 0) and the share of slow read batches at
+/// which the sim's chronyd drops as many; where the guest ran in real time (`real_time`), from
+/// a start phase drawn per seed. Only where chronyd reads a PHC.
+fn read_path(s: &Scenario, noise_ns: f64, dropped_guest: Option<f64>, real_time: bool) -> ReadPath {
+    let reads_phc =
+        s.world.disciplines.iter().any(|d| matches!(d, DisciplineConfig::Chrony(c) if c.refclock));
+    if !reads_phc {
+        return ReadPath::default();
+    }
+    let mut path =
+        ReadPath { dropped_share_guest: dropped_guest, start_phase_drawn: real_time, ..Default::default() };
+    if let Some(g) = dropped_guest.filter(|g| *g >= DROPPED_SHARE_MIN) {
+        path.nocrossts = true;
+        // Not every slow batch is dropped: hwclock.c keeps the quickest reading where its model
+        // is being rebuilt or mispredicts by more than the reading's error, which the sim's read
+        // noise against its read windows decides. So the share is found by halving, on the sim's
+        // own drops (more slow batches, more drops).
+        let dropped_at = |share: f64| {
+            let probe = ReadPath { nocrossts: true, slow_batch_share: share, ..Default::default() };
+            mean_dropped_share(&runs_with(s, noise_ns, &probe, DROPPED_PROBE_RUNS)).unwrap_or(0.0)
+        };
+        path.slow_batch_share = if dropped_at(1.0) <= g {
+            1.0
+        } else {
+            let (mut lo, mut hi) = (0.0, 1.0);
+            for _ in 0..DROPPED_PROBE_HALVINGS {
+                let mid = (lo + hi) / 2.0;
+                if dropped_at(mid) < g {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            (lo + hi) / 2.0
+        };
+    }
+    path
+}
+
+/// Whether a QEMU report's guest ran in real time.
+fn real_time(r: &Report) -> bool {
+    r.backend_info.get("clock").and_then(serde_json::Value::as_str) == Some("real")
 }
 
 /// The runs' regression standard deviation, ns, on average.
@@ -125,7 +211,11 @@ pub fn fidelity(s: &Scenario, sim: &Report, qemu: &Report) -> Fidelity {
     let regression_sd_ns_guest = info_f64(qemu, "chrony_regression_sd_ns");
     let sample_noise_ns_guest = info_f64(qemu, "chrony_sample_noise_ns");
     let noise = scaled_noise(s, &at_base, read_noise_scatter(regression_sd_ns_guest, sample_noise_ns_guest));
-    let runs = if noise == base { at_base } else { runs_at(s, noise) };
+    let mut path = read_path(s, noise, info_f64(qemu, "chrony_refclock_dropped_share"), real_time(qemu));
+    let runs = if noise == base && path.is_plain() { at_base } else { runs_with(s, noise, &path, RUNS) };
+    if !path.is_plain() {
+        path.dropped_share_sim = mean_dropped_share(&runs);
+    }
     let members = runs
         .iter()
         .map(|r| Member {
@@ -148,6 +238,7 @@ pub fn fidelity(s: &Scenario, sim: &Report, qemu: &Report) -> Fidelity {
         sample_noise_ns_guest,
         scenario_phase_noise_ns: base,
         phase_noise_ns: noise,
+        read_path: path,
         members,
         draw,
     });
@@ -173,15 +264,20 @@ pub fn calibrated_sims(
     let sample_ns = median("chrony_sample_noise_ns");
     let at_base = runs_at(s, base);
     let noise = scaled_noise(s, &at_base, read_noise_scatter(guest_ns, sample_ns));
+    let mut path =
+        read_path(s, noise, median("chrony_refclock_dropped_share"), qemu.iter().any(|q| real_time(q)));
     let n = (qemu.len() as u64).max(RUNS);
-    let reports = (0..n)
-        .filter_map(|k| runner::run_sim(&variant(s, s.world.seed.wrapping_add(k), noise)).ok())
-        .collect();
+    let runs = runs_with(s, noise, &path, n);
+    if !path.is_plain() {
+        path.dropped_share_sim = mean_dropped_share(&runs);
+    }
+    let reports = runs.into_iter().map(|r| r.report).collect();
     let calibration = crate::judge::distribution::Calibration {
         scenario_phase_noise_ns: base,
         phase_noise_ns: noise,
         regression_sd_ns_guest: guest_ns,
         sample_noise_ns_guest: sample_ns,
+        read_path: path,
     };
     (reports, calibration)
 }
@@ -202,7 +298,9 @@ mod tests {
     /// A stand-in for a real run: the sim at `noise_ns` and `seed`, its noise recorded as the
     /// QEMU backend records the guest's.
     fn stand_in(noise_ns: f64, seed: u64) -> Report {
-        let (mut r, n) = runner::run_sim_noise(&variant(&scenario(noise_ns), seed, noise_ns)).unwrap();
+        let (mut r, n) =
+            runner::run_sim_noise(&variant(&scenario(noise_ns), seed, noise_ns, &ReadPath::default()))
+                .unwrap();
         let n = n.unwrap();
         r.backend = "qemu".into();
         r.backend_info
@@ -280,6 +378,45 @@ mod tests {
         assert_eq!(e.phase_noise_ns, 50.0, "{e:?}");
         let (_, c) = calibrated_sims(&s, &[&real, &real]);
         assert_eq!((c.phase_noise_ns, c.sample_noise_ns_guest), (50.0, Some(0.0)));
+    }
+
+    #[test]
+    fn a_guest_that_dropped_polls_is_stood_for_by_a_sim_that_drops_as_many() {
+        let s = scenario(50.0);
+        // Virtual time, no polls dropped: the scenario's own read path.
+        assert!(read_path(&s, 50.0, Some(0.0), false).is_plain());
+        assert!(read_path(&s, 50.0, None, false).is_plain());
+        // A third dropped (igb in real time under TCG measured 0.33-0.39).
+        let path = read_path(&s, 50.0, Some(0.33), false);
+        assert!(path.nocrossts && path.slow_batch_share > 0.2 && !path.start_phase_drawn, "{path:?}");
+        let got = mean_dropped_share(&runs_with(&s, 50.0, &path, 5)).unwrap();
+        assert!((got - 0.33).abs() < 0.05, "the sim dropped {got}");
+        // The same scenario read as written drops far fewer.
+        let plain = mean_dropped_share(&runs_with(&s, 50.0, &ReadPath::default(), 5)).unwrap();
+        assert!(plain < 0.1, "{plain}");
+
+        // A guest in real time: chronyd's start is drawn per seed, within one poll.
+        let path = read_path(&s, 50.0, Some(0.0), true);
+        assert!(path.start_phase_drawn && !path.nocrossts, "{path:?}");
+        let start = |seed| match &variant(&s, seed, 50.0, &path).world.disciplines[..] {
+            [.., DisciplineConfig::Chrony(c)] => c.start_delay_s,
+            other => panic!("{other:?}"),
+        };
+        let poll_s = match s.world.disciplines.last() {
+            Some(DisciplineConfig::Chrony(c)) => 2f64.powi(c.poll.into()),
+            other => panic!("{other:?}"),
+        };
+        let starts: Vec<f64> = (1..=20).map(start).collect();
+        let (lo, hi) = starts.iter().fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+        assert!(hi - lo > poll_s / 2.0 && hi - lo < poll_s, "{starts:?}");
+        assert_eq!(start(7), start(7));
+        // And the report says so.
+        let mut real = stand_in(50.0, s.world.seed);
+        real.backend_info.insert("clock".into(), serde_json::json!("real"));
+        real.backend_info.insert("chrony_refclock_dropped_share".into(), serde_json::json!(0.33));
+        let sim = runner::run_sim(&s).unwrap();
+        let md = fidelity(&s, &sim, &real).to_markdown();
+        assert!(md.contains("`nocrossts`") && md.contains("drawn from its seed"), "{md}");
     }
 
     #[test]

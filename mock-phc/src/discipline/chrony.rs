@@ -76,6 +76,10 @@ pub struct ChronyConfig {
     pub server: Option<ChronyServerConfig>,
     /// Which source is marked `prefer`, if either.
     pub prefer: Option<ChronyPrefer>,
+    /// The refclock's `nocrossts`: never PTP_SYS_OFFSET_PRECISE, even where the PHC has cross
+    /// timestamps (refclock_phc.c, sys_linux.c:936), so that readings carry a window.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub nocrossts: bool,
 }
 
 /// chronyd's `server` line for the world's NTP server.
@@ -127,6 +131,7 @@ impl Default for ChronyConfig {
             refclock: true,
             server: None,
             prefer: None,
+            nocrossts: false,
         }
     }
 }
@@ -149,6 +154,9 @@ impl ChronyConfig {
             }
             if self.prefer == Some(ChronyPrefer::Refclock) {
                 out.push_str(" prefer");
+            }
+            if self.nocrossts {
+                out.push_str(" nocrossts");
             }
             out.push('\n');
         }
@@ -256,6 +264,11 @@ pub(crate) struct Chrony {
     polls_per_update: u32,
     polled: u32,
     filter: MedianFilter,
+    /// hwclock.c's model of the PHC, which decides the polls whose readings missed the window.
+    hwclock: super::chrony_hwclock::HwClock,
+    /// PHC polls, and those that gave no sample (no reading, or hwclock.c dropped it).
+    polls: u64,
+    polls_dropped: u64,
     stats: SourceStats,
     methods: Vec<ReadMethod>,
     /// Reused for every reading batch.
@@ -294,12 +307,14 @@ impl Chrony {
             polls_per_update,
             polled: 0,
             filter: MedianFilter::new(filter_len, cfg.precision_s),
+            hwclock: Default::default(),
+            polls: 0,
+            polls_dropped: 0,
             stats: SourceStats::new(cfg.precision_s, cfg.min_samples as usize),
-            methods: vec![
-                ReadMethod::Precise,
-                ReadMethod::Extended(phc::SysClock::Realtime),
-                ReadMethod::Basic,
-            ],
+            methods: [ReadMethod::Precise, ReadMethod::Extended(phc::SysClock::Realtime), ReadMethod::Basic]
+                .into_iter()
+                .skip(usize::from(cfg.nocrossts))
+                .collect(),
             readings: Vec::with_capacity(phc::uapi::PTP_MAX_SAMPLES),
             read_failing: false,
             selected: None,
@@ -339,6 +354,8 @@ impl Chrony {
             sim.note(SOURCE, format!("{dir} time jump detected!"));
             self.filter.clear();
             self.stats.reset();
+            // local.c LCL_NotifyExternalTimeStep: hwclock.c's handler follows the step.
+            self.hwclock.adjust(sim.mono_s(), 0.0, delta_s);
             let now_ns = sim.now_ns();
             if let Some(n) = &mut self.ntp {
                 n.reset(now_ns);
@@ -363,8 +380,10 @@ impl Chrony {
         }
         self.refclock_due_ns += self.dpoll_ns;
         self.last_rt_minus_mono_s = Some(sim.realtime_minus_mono_s());
-        if let Some(s) = self.read_sample(sim) {
-            self.filter.add(s);
+        self.polls += 1;
+        match self.read_sample(sim) {
+            Some(s) => self.filter.add(s),
+            None => self.polls_dropped += 1,
         }
         self.polled += 1;
         if self.polled < self.polls_per_update {
@@ -384,15 +403,24 @@ impl Chrony {
     /// One refclock_phc poll: PRECISE, else EXTENDED, else basic, `PHC_READINGS` readings,
     /// combined as hwclock.c:163-236 HCL_ProcessReadings does: those whose delay lies between the
     /// first and second deciles of the delays seen (DELAY_QUANT_MIN_K/MAX_K/Q, hwclock.c:48-50,
-    /// at least the precision apart), else the shortest.
+    /// at least the precision apart), else the shortest, which hwclock.c keeps only where its
+    /// model of the PHC does not predict it (`chrony_hwclock`); every sample kept goes into that
+    /// model (refclock_phc.c:161).
     fn read_sample(&mut self, sim: &mut Sim) -> Option<Sample> {
         let precision_ns = secs_to_ns(self.cfg.precision_s);
-        let lo_ns = sim.window_quantile_ns(0.1);
-        let hi_ns = sim.window_quantile_ns(0.2).max(lo_ns.saturating_add(precision_ns));
-        loop {
+        let (mut lo_ns, mut hi_ns);
+        let in_window = loop {
             let &method = self.methods.first()?;
+            (lo_ns, hi_ns) = if method == ReadMethod::Precise {
+                // sys_linux.c get_precise_phc_readings: one reading, its delay 0 (both system
+                // timestamps are the cross timestamp's), so every delay seen is 0.
+                (0, precision_ns)
+            } else {
+                let lo_ns = sim.window_quantile_ns(0.1);
+                (lo_ns, sim.window_quantile_ns(0.2).max(lo_ns.saturating_add(precision_ns)))
+            };
             match sim.read_kept(method, PHC_READINGS, Some((lo_ns, hi_ns)), &mut self.readings) {
-                Ok(()) => break,
+                Ok(in_window) => break in_window,
                 Err(phc::Error::NotSupported) if self.methods.len() > 1 => {
                     self.methods.remove(0);
                 }
@@ -404,26 +432,37 @@ impl Chrony {
                     return None;
                 }
             }
-        }
+        };
         self.read_failing = false;
         // Every reading kept is combined: their delays differ by at most hi - lo.
         let spread_ns = hi_ns.saturating_sub(lo_ns).saturating_add(1);
         let est = estimate::chrony(&self.readings, spread_ns).ok()?;
-        // chrony works on "cooked" time: the offset once the slew in progress is done.
-        if self.raw_offsets_s.len() < sample_noise::SAMPLES {
-            self.raw_offsets_s.push(est.offset_ns as f64 * 1e-9);
-        }
-        let offset_s = est.offset_ns as f64 * 1e-9 + sim.slew_left_s() - self.cfg.offset_s;
         // hwclock.c:226 err = max(mean delay / 2, precision); refclock.c:451 adds the precision.
         let n = self.readings.len().max(1) as f64;
         let mean_delay_s = self.readings.iter().map(|r| r.delay_ns() as f64).sum::<f64>() / n * 1e-9;
-        let disp_s = self.cfg.precision_s + (mean_delay_s / 2.0).max(self.cfg.precision_s);
+        let err_s = (mean_delay_s / 2.0).max(self.cfg.precision_s);
+        // chrony works on "cooked" time: the offset (local minus PHC) once the slew in progress
+        // is done.
+        let (x_s, y_s) = (sim.mono_s(), est.offset_ns as f64 * 1e-9 + sim.slew_left_s());
+        if !in_window && !self.hwclock.keeps_outside_window(x_s, y_s, err_s) {
+            return None;
+        }
+        self.hwclock.accumulate(x_s, y_s, err_s);
+        if self.raw_offsets_s.len() < sample_noise::SAMPLES {
+            self.raw_offsets_s.push(est.offset_ns as f64 * 1e-9);
+        }
+        let offset_s = y_s - self.cfg.offset_s;
+        let disp_s = self.cfg.precision_s + err_s;
         Some(Sample { time_s: sim.mono_s(), offset_s, disp_s })
     }
 
     /// The noise of chronyd's samples and of its regression, ns (`sample_noise`).
     pub(crate) fn noise(&self) -> sample_noise::Noise {
-        sample_noise::Noise::new(&self.raw_offsets_s, &self.regression_sds_s)
+        let dropped_share = (self.polls > 0).then(|| self.polls_dropped as f64 / self.polls as f64);
+        sample_noise::Noise {
+            dropped_share,
+            ..sample_noise::Noise::new(&self.raw_offsets_s, &self.regression_sds_s)
+        }
     }
 
     /// reference.c:542-550 is_step_limit_reached, on the raw offset.
@@ -639,6 +678,7 @@ impl Chrony {
         // Re-express the history against the corrected clock (cooked time moved by -offset).
         self.stats.adjust(now_s, dfreq, -offset_s);
         self.filter.adjust(now_s, dfreq, -offset_s);
+        self.hwclock.adjust(now_s, dfreq, -offset_s);
         if let Some(n) = &mut self.ntp {
             n.stats.adjust(now_s, dfreq, -offset_s);
         }

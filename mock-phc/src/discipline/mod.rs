@@ -3,6 +3,7 @@
 //! `Sim`: it reads the PHC, steps or slews the clock, and logs what the real daemon would log.
 
 mod chrony;
+mod chrony_hwclock;
 mod chrony_ntp;
 mod chrony_stats;
 mod hv_utils;

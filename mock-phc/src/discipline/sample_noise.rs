@@ -35,12 +35,19 @@ pub struct Noise {
     pub sample_ns: Option<f64>,
     /// The median standard deviation of the regression (`regression_sd_ns`).
     pub regression_sd_ns: Option<f64>,
+    /// The share of the refclock's PHC polls that gave chronyd no sample (hwclock.c dropped the
+    /// poll, `chrony_hwclock`), where known.
+    pub dropped_share: Option<f64>,
 }
 
 impl Noise {
     /// Both figures from raw offsets and regression standard deviations, seconds, in time order.
     pub fn new(raw_offsets_s: &[f64], regression_sds_s: &[f64]) -> Self {
-        Self { sample_ns: estimate_ns(raw_offsets_s), regression_sd_ns: regression_sd_ns(regression_sds_s) }
+        Self {
+            sample_ns: estimate_ns(raw_offsets_s),
+            regression_sd_ns: regression_sd_ns(regression_sds_s),
+            dropped_share: None,
+        }
     }
 }
 

@@ -77,6 +77,33 @@ pub fn refclock_raw_offsets(log: &str) -> Vec<f64> {
     log_column(log, 6, 9)
 }
 
+/// The share of the refclock's PHC polls that gave chronyd no sample, from its `refclocks` log.
+/// refclock.c logs every sample kept with the poll's number within its filter cycle (`DP`,
+/// `driver_polled`: 0 to 2^(poll-dpoll) - 1, counted for every poll, refclock.c:773), so a number
+/// skipped is a poll dropped: its reading failed, or hwclock.c HCL_ProcessReadings found none
+/// of its readings' delays inside its window and kept none (hwclock.c:228-236). The cycle's
+/// length is taken as the largest number seen plus one; a cycle dropped whole is not seen.
+/// None with fewer than two samples.
+pub fn refclock_dropped_share(log: &str) -> Option<f64> {
+    let dps: Vec<u32> = log
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let dated = f.first().is_some_and(|d| d.len() == 10 && d.as_bytes().get(4) == Some(&b'-'));
+            if !dated || f.len() < 9 {
+                return None;
+            }
+            f[3].parse::<u32>().ok()
+        })
+        .collect();
+    let cycle = dps.iter().max()? + 1;
+    if dps.len() < 2 {
+        return None;
+    }
+    let skipped: u64 = dps.windows(2).map(|w| u64::from((w[1] + cycle - w[0] - 1) % cycle)).sum();
+    Some(skipped as f64 / (skipped + dps.len() as u64) as f64)
+}
+
 /// The regressions' standard deviations (`Std dev'n`, seconds) in chronyd's `statistics` log, in
 /// order (sourcestats.c `SST_DoNewRegression`).
 pub fn statistics_std_devs(log: &str) -> Vec<f64> {
@@ -117,6 +144,31 @@ mod tests {
                    2026-01-01 00:05:27.248136 PHC0   15 N 0  3.000000e+01  3.000000e+01  8.100e-08\n\
                    2026-01-01 00:05:31.000000 PHC0    - N -       -       3.000000e+01  2.000e-07\n";
         assert_eq!(refclock_raw_offsets(log), vec![-1.9e-8, 30.0]);
+    }
+
+    #[test]
+    fn dropped_polls_are_the_poll_numbers_skipped() {
+        // chronyd 4.3 in real time under TCG (snapshot-restore, 2026-12-08): polls 3 and 1 of
+        // their cycles dropped, two of nine.
+        let log = "\
+===============================================================================
+   Date (UTC) Time         Refid  DP L P  Raw offset   Cooked offset      Disp.
+===============================================================================
+2026-12-08 00:29:27.682860 PHC0    0 N 0  2.400000e-08  1.317080e-08  1.000e-07
+2026-12-08 00:29:27.934620 PHC0    1 N 0  2.500000e-08  1.513265e-08  1.000e-07
+2026-12-08 00:29:28.186159 PHC0    2 N 0  2.700000e-08  1.809365e-08  1.000e-07
+2026-12-08 00:29:28.060389 PHC0    - N -       -        1.661315e-08  1.000e-07
+2026-12-08 00:29:28.942167 PHC0    0 N 0  2.300000e-08  1.248173e-08  1.000e-07
+2026-12-08 00:29:29.193977 PHC0    2 N 0  3.600000e-08  2.609562e-08  1.000e-07
+2026-12-08 00:29:29.445977 PHC0    3 N 0  3.600000e-08  2.609562e-08  1.000e-07
+2026-12-08 00:29:29.709282 PHC0    0 N 0  1.056176e+01  1.056176e+01  1.000e-07
+";
+        let share = refclock_dropped_share(log).unwrap();
+        assert!((share - 2.0 / 9.0).abs() < 1e-12, "{share}");
+        let none = "2026-12-08 00:29:27.682860 PHC0    0 N 0  2.4e-08  1.3e-08  1.0e-07\n\
+                    2026-12-08 00:29:27.934620 PHC0    1 N 0  2.5e-08  1.5e-08  1.0e-07\n";
+        assert_eq!(refclock_dropped_share(none), Some(0.0));
+        assert_eq!(refclock_dropped_share(""), None);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! chronyd's own logs from the guest. The `refclocks` and `statistics` logs are always on: the
 //! noise of chronyd's samples and of its regression (`chrony_sample_noise_ns` and
 //! `chrony_regression_sd_ns` in the report's backend_info, estimated as the sim estimates its own,
-//! `mock_phc::discipline::sample_noise`) is what the fidelity judgement gives the sim
-//! (`ensemble`). With `PHC_HARNESS_CHRONY_LOGS` set (a calibration aid), chronyd also writes its
+//! `mock_phc::discipline::sample_noise`) and the share of its PHC polls that gave no sample
+//! (`chrony_refclock_dropped_share`) are what the fidelity judgement gives the sim (`ensemble`). With `PHC_HARNESS_CHRONY_LOGS` set (a calibration aid), chronyd also writes its
 //! tracking log, and backend_info carries all three logs as `chrony_statistics_log` and so on:
 //! what the sim's chrony model is checked against line by line (mock-phc/CALIBRATION.md).
 
@@ -46,7 +46,12 @@ pub fn collect(mut read_file: impl FnMut(Op) -> Result<String, Error>, info: &mu
     for f in logs() {
         let Ok(text) = read_file(Op::ReadFile { path: format!("/tmp/{f}.log") }) else { continue };
         match *f {
-            "refclocks" => raw = chronylog::refclock_raw_offsets(&text),
+            "refclocks" => {
+                raw = chronylog::refclock_raw_offsets(&text);
+                if let Some(share) = chronylog::refclock_dropped_share(&text) {
+                    info.insert("chrony_refclock_dropped_share".into(), json!((share * 1e4).round() / 1e4));
+                }
+            }
             "statistics" => sds = chronylog::statistics_std_devs(&text),
             _ => {}
         }
