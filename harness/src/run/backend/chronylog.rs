@@ -55,18 +55,21 @@ pub fn parse(line: &str) -> Line {
     Line::Other
 }
 
+/// The fields of the dated lines of a chronyd log with at least `min_fields` fields, in order;
+/// headers and rule lines are skipped.
+fn dated_lines(log: &str, min_fields: usize) -> impl Iterator<Item = Vec<&str>> {
+    log.lines().filter_map(move |l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let dated = f.first().is_some_and(|d| d.len() == 10 && d.as_bytes().get(4) == Some(&b'-'));
+        (dated && f.len() >= min_fields).then_some(f)
+    })
+}
+
 /// Column `col` of the dated lines of a chronyd log with at least `min_fields` fields, where it
 /// is a number, in order; headers, rule lines and `-` fields are skipped.
 fn log_column(log: &str, col: usize, min_fields: usize) -> Vec<f64> {
-    log.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let dated = f.first().is_some_and(|d| d.len() == 10 && d.as_bytes().get(4) == Some(&b'-'));
-            if !dated || f.len() < min_fields {
-                return None;
-            }
-            f[col].parse::<f64>().ok().filter(|v| v.is_finite())
-        })
+    dated_lines(log, min_fields)
+        .filter_map(|f| f[col].parse::<f64>().ok().filter(|v| v.is_finite()))
         .collect()
 }
 
@@ -85,17 +88,7 @@ pub fn refclock_raw_offsets(log: &str) -> Vec<f64> {
 /// length is taken as the largest number seen plus one; a cycle dropped whole is not seen.
 /// None with fewer than two samples.
 pub fn refclock_dropped_share(log: &str) -> Option<f64> {
-    let dps: Vec<u32> = log
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let dated = f.first().is_some_and(|d| d.len() == 10 && d.as_bytes().get(4) == Some(&b'-'));
-            if !dated || f.len() < 9 {
-                return None;
-            }
-            f[3].parse::<u32>().ok()
-        })
-        .collect();
+    let dps: Vec<u32> = dated_lines(log, 9).filter_map(|f| f[3].parse::<u32>().ok()).collect();
     let cycle = dps.iter().max()? + 1;
     if dps.len() < 2 {
         return None;

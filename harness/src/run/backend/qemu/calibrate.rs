@@ -22,7 +22,7 @@ const LOGS: [&str; 3] = ["statistics", "refclocks", "tracking"];
 const ALWAYS: [&str; 2] = ["statistics", "refclocks"];
 
 /// Whether `ENV` asks for chronyd's logs in the report.
-pub(crate) fn enabled() -> bool {
+fn enabled() -> bool {
     std::env::var_os(ENV).is_some()
 }
 

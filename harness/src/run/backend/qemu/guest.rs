@@ -60,8 +60,6 @@ pub struct GuestRun {
     pub(crate) events: Vec<Event>,
     /// chronyd's configuration, when the scenario runs chrony.
     pub(crate) chrony_conf: Option<String>,
-    /// Whether chronyd's configuration gets the calibration logs (`calibrate`), read at the end.
-    pub(crate) calibrated: bool,
     chrony_lines_seen: usize,
     client_lines_seen: usize,
     /// chronyd's log as seen so far.
@@ -214,7 +212,6 @@ impl GuestRun {
             session,
             events: Vec::new(),
             chrony_conf: None,
-            calibrated: true,
             chrony_lines_seen: 0,
             client_lines_seen: 0,
             chrony: ChronyLog::default(),
@@ -433,7 +430,9 @@ impl GuestRun {
             }
         }
         if let Some(conf) = self.chrony_conf.clone() {
-            let conf = if self.calibrated { calibrate::chrony_conf(conf) } else { conf };
+            // Always with the noise logs (`calibrate`), read at the end: the fidelity ensemble is
+            // calibrated by them, in virtual and real time alike.
+            let conf = calibrate::chrony_conf(conf);
             self.call::<Value>(Op::WriteFile { path: "/etc/chrony.conf".into(), contents: conf })?;
             self.call::<Value>(Op::Spawn {
                 name: "chronyd".into(),
@@ -524,9 +523,7 @@ impl<C: Clock> Guest<C> {
         if g.chrony_conf.is_some() && self.clock.running() {
             let mut info = std::mem::take(&mut g.info);
             chronyc_views(|op| g.call(op), &mut info);
-            if g.calibrated {
-                calibrate::collect(|op| g.call(op), &mut info);
-            }
+            calibrate::collect(|op| g.call(op), &mut info);
             g.info = info;
             let _ = self.clock.poll(g);
             g.info.insert("chronyd_log".into(), json!(g.chrony.text.clone()));

@@ -98,10 +98,6 @@ impl QemuBackend {
             _ => None,
         });
         g.daemons(s, &phc_device);
-        // chronyd's noise logs, as in virtual time: the fidelity ensemble is calibrated by them
-        // (the noise of its samples and regression, and the share of PHC polls it dropped, a
-        // third in real time under TCG, none in virtual time).
-        g.calibrated = true;
         let mut clock = Wall::new(Fed {
             provider: Provider::new(interval_ns, 0),
             hv_utils,
